@@ -1,0 +1,371 @@
+//! The `herald` command line. Each subcommand loads the configuration, builds what it needs
+//! through [`crate::app`], and calls the same services the web layer uses.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::app::{self, App};
+use crate::config::Config;
+use crate::domain::{Actor, ApiKeyId};
+use crate::keys::{self, KeySource};
+use crate::secrets::MasterKey;
+use crate::services::{self, NewUserInput};
+use crate::store;
+
+/// Herald: a self-hosted outgoing-mail gateway. Connect Microsoft 365, Google and SMTP mailboxes
+/// with OAuth 2.0 or basic auth, and let applications send through them.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML). Environment variables (HERALD_*) override it.
+    #[arg(long, global = true, env = "HERALD_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: migrate the database, then serve the web UI and the API.
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage organizations.
+    #[command(subcommand)]
+    Org(OrgCommand),
+    /// Manage users who sign in to the web UI.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API keys for applications.
+    #[command(subcommand)]
+    Apikey(ApiKeyCommand),
+    /// Manage the master key that seals stored secrets.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrgCommand {
+    /// Create an organization and print its id.
+    Add {
+        /// The organization's name (unique).
+        name: String,
+    },
+    /// List organizations: id and name, one per line.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. The password is asked for at the terminal, or read from stdin.
+    Add(UserAdd),
+}
+
+#[derive(Debug, Args)]
+pub struct UserAdd {
+    /// The organization, by id or name.
+    #[arg(long)]
+    pub org: String,
+    /// The user's email, used to sign in.
+    #[arg(long)]
+    pub email: String,
+    /// `admin` (manages everything in the organization) or `member` (reads only).
+    #[arg(long)]
+    pub role: String,
+    /// Read the password from the first line of standard input instead of prompting.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create an API key. The key is printed once, alone on the last line.
+    Add {
+        /// The organization, by id or name.
+        #[arg(long)]
+        org: String,
+        /// `admin` (manages everything) or `sender` (sends mail only).
+        #[arg(long)]
+        role: String,
+        /// A label telling what the key is for.
+        #[arg(long)]
+        name: String,
+    },
+    /// List an organization's API keys (never the keys themselves).
+    List {
+        /// The organization, by id or name.
+        #[arg(long)]
+        org: String,
+    },
+    /// Revoke an API key at once.
+    Revoke {
+        /// The key's id, as printed by `herald apikey add` or `list`.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Replace the master key: re-seal every stored secret under a new key in one transaction,
+    /// then retire the old key.
+    Rotate {
+        /// Read the new key (base64 of 32 bytes) from standard input. Required when the key comes
+        /// from HERALD_MASTER_KEY; with a key file, Herald makes the new key itself.
+        #[arg(long)]
+        new_key_stdin: bool,
+    },
+    /// Print a new random master key, for HERALD_MASTER_KEY.
+    Generate,
+}
+
+/// Runs the command line and turns any error into a message and a non-zero exit.
+pub fn main(cli: Cli) -> ExitCode {
+    if let Command::Keys(KeysCommand::Generate) = cli.command {
+        println!("{}", MasterKey::generate().to_base64().as_str());
+        return ExitCode::SUCCESS;
+    }
+    let config = match Config::from_env(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    app::init_logging(&config);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config, command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let store = app::open_store(&config).await?;
+            println!(
+                "The {} database is up to date.",
+                config.database_url.backend_name()
+            );
+            store.close().await;
+            Ok(())
+        }
+        Command::Org(cmd) => org(config, cmd).await,
+        Command::User(UserCommand::Add(args)) => user_add(config, args).await,
+        Command::Apikey(cmd) => apikey(config, cmd).await,
+        Command::Keys(KeysCommand::Rotate { new_key_stdin }) => {
+            keys_rotate(config, new_key_stdin).await
+        }
+        Command::Keys(KeysCommand::Generate) => {
+            unreachable!("handled before loading the configuration")
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = App::build(config).await?;
+    let state = app.state().clone();
+    let addr = app.local_addr();
+    let public = state.config.public_base();
+    tracing::info!(%addr, public_url = %public, database = ?state.config.database_url, "Herald is starting");
+    if let KeySource::File(path) = app.key_source() {
+        tracing::info!(file = %path.display(), "master key from the key file");
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "Herald is listening on http://{addr} (public URL {public})"
+    )?;
+    if let Some(token) = services::issue_setup_token(&state.store).await? {
+        writeln!(
+            out,
+            "No user exists yet. Open this link within 1 hour to create the first organization and its admin:\n  {public}/setup?token={token}"
+        )?;
+    }
+    out.flush()?;
+    drop(out);
+    app.serve(app::shutdown_signal()).await
+}
+
+async fn org(config: Config, cmd: OrgCommand) -> anyhow::Result<()> {
+    let store = app::open_store(&config).await?;
+    match cmd {
+        OrgCommand::Add { name } => {
+            let org = services::create_org(&store, &name, &Actor::cli()).await?;
+            println!("{}", org.id);
+        }
+        OrgCommand::List => {
+            let mut conn = store.conn().await?;
+            for org in store::orgs::list(&mut conn).await? {
+                println!("{}\t{}", org.id, org.name);
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn user_add(config: Config, args: UserAdd) -> anyhow::Result<()> {
+    let password = if args.password_stdin {
+        read_stdin_line().context("cannot read the password from standard input")?
+    } else {
+        prompt_new_password()?
+    };
+    let store = app::open_store(&config).await?;
+    let org = services::find_org(&store, &args.org).await?;
+    let user = services::create_user(
+        &store,
+        org.id,
+        NewUserInput {
+            email: args.email,
+            password,
+            role: args.role,
+        },
+        &Actor::cli(),
+    )
+    .await?;
+    println!(
+        "Created {} user {} in {} ({}).",
+        user.role.as_str(),
+        user.email,
+        org.name,
+        user.id
+    );
+    store.close().await;
+    Ok(())
+}
+
+async fn apikey(config: Config, cmd: ApiKeyCommand) -> anyhow::Result<()> {
+    let store = app::open_store(&config).await?;
+    match cmd {
+        ApiKeyCommand::Add { org, role, name } => {
+            let org = services::find_org(&store, &org).await?;
+            let (key, token) =
+                services::create_api_key(&store, org.id, &name, &role, &Actor::cli()).await?;
+            println!(
+                "Created {} API key \"{}\" ({}) for {}.",
+                key.role.as_str(),
+                key.name,
+                key.id,
+                org.name
+            );
+            println!("Store this key now; Herald keeps only its digest and cannot show it again:");
+            println!("{}", token.expose());
+        }
+        ApiKeyCommand::List { org } => {
+            let org = services::find_org(&store, &org).await?;
+            let mut conn = store.conn().await?;
+            let mut after = None;
+            loop {
+                let page = store::api_keys::list(&mut conn, org.id, after.as_deref(), 200).await?;
+                for key in &page.items {
+                    let state = if key.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "live"
+                    };
+                    println!(
+                        "{}\t{}…\t{}\t{}\t{}",
+                        key.id,
+                        key.prefix,
+                        key.role.as_str(),
+                        state,
+                        key.name
+                    );
+                }
+                match page.next_cursor {
+                    Some(cursor) => after = Some(cursor),
+                    None => break,
+                }
+            }
+        }
+        ApiKeyCommand::Revoke { id } => {
+            let id: ApiKeyId = id.trim().parse().map_err(|_| {
+                anyhow::anyhow!(
+                    "`{id}` is not an API key id (a UUID, as printed by `herald apikey list`)"
+                )
+            })?;
+            let mut conn = store.conn().await?;
+            let Some(key) = store::api_keys::get_any(&mut conn, id).await? else {
+                bail!("no API key has the id {id}");
+            };
+            drop(conn);
+            let key = services::revoke_api_key(&store, key.org_id, id, &Actor::cli()).await?;
+            println!("Revoked API key \"{}\" ({}…).", key.name, key.prefix);
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+async fn keys_rotate(config: Config, new_key_stdin: bool) -> anyhow::Result<()> {
+    let new_key = if new_key_stdin {
+        let raw = read_stdin_line().context("cannot read the new key from standard input")?;
+        Some(keys::parse_key(raw.expose_secret()).map_err(|e| anyhow::anyhow!("the new key {e}"))?)
+    } else {
+        None
+    };
+    let store = app::open_store(&config).await?;
+    let rotation = keys::rotate(&config, &store, new_key).await?;
+    let old: Vec<String> = rotation
+        .old_key_ids
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    println!(
+        "Re-sealed {} secret(s) under master key {}; retired {}.",
+        rotation.resealed,
+        rotation.new_key.id(),
+        old.join(", ")
+    );
+    match rotation.source {
+        KeySource::File(path) => println!(
+            "The key file {} now holds only the new key.",
+            path.display()
+        ),
+        KeySource::Environment => println!(
+            "Set HERALD_MASTER_KEY to the new key and restart every Herald instance: the old key no longer opens anything."
+        ),
+    }
+    store.close().await;
+    Ok(())
+}
+
+fn read_stdin_line() -> anyhow::Result<SecretString> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let trimmed = line.trim_end_matches(['\r', '\n']).to_owned();
+    zeroize::Zeroize::zeroize(&mut line);
+    Ok(SecretString::from(trimmed))
+}
+
+fn prompt_new_password() -> anyhow::Result<SecretString> {
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "no terminal to ask for the password: pass --password-stdin and write the password to standard input"
+        );
+    }
+    let first = rpassword::prompt_password("Password: ").context("cannot read the password")?;
+    let second =
+        rpassword::prompt_password("Repeat the password: ").context("cannot read the password")?;
+    if first != second {
+        bail!("the two passwords differ");
+    }
+    Ok(SecretString::from(first))
+}

@@ -1,0 +1,546 @@
+//! Configuration: an optional `herald.toml` overlaid by `HERALD_*` environment variables.
+//!
+//! The file and the environment are read once, at start-up, into one typed [`Config`]. Unknown
+//! keys are errors in both places, so a typo (`HERALD_LISTN`) never silently falls back to a
+//! default. Every field of [`FileConfig`] documents the environment variable that overrides it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use ipnet::IpNet;
+use serde::Deserialize;
+use url::Url;
+use zeroize::Zeroizing;
+
+/// Environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "HERALD_CONFIG";
+
+/// Why the configuration could not be loaded. Each message names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {}: {cause}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
+    #[error("the configuration file {} is not valid: {message}", path.display())]
+    ParseFile { path: PathBuf, message: String },
+    #[error(
+        "unknown environment variable {name}: Herald does not read it (known: {known}); remove it or fix its spelling"
+    )]
+    UnknownEnv { name: String, known: String },
+    #[error("{setting} is not valid: {message}")]
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
+}
+
+/// The keys a `herald.toml` may hold. Each is overridden by the environment variable named in
+/// its documentation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `HERALD_LISTEN`: the address to listen on. Default `127.0.0.1:8080`.
+    pub listen: Option<String>,
+    /// `HERALD_PUBLIC_URL`: the URL users reach Herald at; the OAuth redirect URI is derived
+    /// from it. Default `http://127.0.0.1:8080`.
+    pub public_url: Option<String>,
+    /// `HERALD_DATA_DIR`: where the SQLite file and the master key file live. Default
+    /// `./herald-data`.
+    pub data_dir: Option<String>,
+    /// `HERALD_DATABASE_URL`: `sqlite://PATH` or `postgres://…`. Default a SQLite file in the
+    /// data directory.
+    pub database_url: Option<String>,
+    /// `HERALD_MASTER_KEY`: base64 of 32 bytes sealing every stored secret. Default: the key
+    /// file `master.key` in the data directory, created on first start.
+    pub master_key: Option<String>,
+    /// `HERALD_LOG`: log level or filter (`info`, `herald=debug,warn`). Default `info`.
+    pub log: Option<String>,
+    /// `HERALD_LOG_FORMAT`: `pretty` or `json`. Default `pretty`.
+    pub log_format: Option<String>,
+    /// `HERALD_DEV`: development mode (allows `http://` on loopback hosts). Default off.
+    pub dev: Option<bool>,
+    /// `HERALD_TRUSTED_PROXIES`: addresses or CIDR ranges of reverse proxies whose
+    /// `X-Forwarded-For` is believed (comma-separated in the environment). Default none.
+    pub trusted_proxies: Option<Vec<String>>,
+}
+
+/// The environment variables Herald reads, with the file key each one overrides.
+const ENV_KEYS: &[(&str, &str)] = &[
+    ("HERALD_LISTEN", "listen"),
+    ("HERALD_PUBLIC_URL", "public_url"),
+    ("HERALD_DATA_DIR", "data_dir"),
+    ("HERALD_DATABASE_URL", "database_url"),
+    ("HERALD_MASTER_KEY", "master_key"),
+    ("HERALD_LOG", "log"),
+    ("HERALD_LOG_FORMAT", "log_format"),
+    ("HERALD_DEV", "dev"),
+    ("HERALD_TRUSTED_PROXIES", "trusted_proxies"),
+];
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Which database backs the store.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// An SQLite file at this path.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection URL.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// Parses `sqlite://PATH`, `sqlite:PATH`, `postgres://…` or `postgresql://…`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        if let Some(path) = raw
+            .strip_prefix("sqlite://")
+            .or_else(|| raw.strip_prefix("sqlite:"))
+        {
+            let path = path.split('?').next().unwrap_or_default();
+            if path.is_empty() || path == ":memory:" {
+                return Err(
+                    "an SQLite URL needs a file path, e.g. sqlite://./herald-data/herald.db (in-memory databases lose all mail on restart)"
+                        .into(),
+                );
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+            Url::parse(raw).map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
+            return Ok(Self::Postgres(raw.to_owned()));
+        }
+        let scheme = raw.split(':').next().unwrap_or_default();
+        Err(format!(
+            "unsupported database `{scheme}`; use sqlite://PATH or postgres://USER@HOST/DATABASE"
+        ))
+    }
+
+    /// The backend's name, for messages.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "SQLite",
+            Self::Postgres(_) => "PostgreSQL",
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    // A PostgreSQL URL may carry a password: show only where it points.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Self::Postgres(raw) => write!(f, "{}", redact_url(raw)),
+        }
+    }
+}
+
+/// Removes the password from a URL so it can be logged.
+pub fn redact_url(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut url) => {
+            if url.password().is_some() {
+                let _ = url.set_password(Some("REDACTED"));
+            }
+            url.to_string()
+        }
+        Err(_) => "<unparseable URL>".into(),
+    }
+}
+
+/// A 32-byte master key as given in `HERALD_MASTER_KEY`. Its bytes never reach `Debug`.
+#[derive(Clone)]
+pub struct MasterKeyMaterial(pub Zeroizing<[u8; 32]>);
+
+impl MasterKeyMaterial {
+    /// Decodes base64 (standard or URL-safe, padded or not) of exactly 32 bytes.
+    pub fn from_base64(raw: &str) -> Result<Self, String> {
+        let raw = raw.trim();
+        let decoded = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(raw)
+                .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(raw))
+                .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(raw))
+                .map_err(|_| {
+                    "not valid base64; generate a key with `herald keys generate`".to_owned()
+                })?,
+        );
+        let bytes: [u8; 32] = decoded.as_slice().try_into().map_err(|_| {
+            format!(
+                "decodes to {} bytes, but a master key is exactly 32 bytes; generate one with `herald keys generate`",
+                decoded.len()
+            )
+        })?;
+        Ok(Self(Zeroizing::new(bytes)))
+    }
+}
+
+impl fmt::Debug for MasterKeyMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MasterKeyMaterial(REDACTED)")
+    }
+}
+
+/// Herald's validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub public_url: Url,
+    pub data_dir: PathBuf,
+    pub database_url: DatabaseUrl,
+    pub master_key: Option<MasterKeyMaterial>,
+    pub log: String,
+    pub log_format: LogFormat,
+    pub dev: bool,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Config {
+    /// Loads the configuration from the process environment and the file it names.
+    pub fn from_env(config_path: Option<&Path>) -> Result<Self, ConfigError> {
+        let env: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("HERALD_"))
+            .collect();
+        Self::load(config_path, &env)
+    }
+
+    /// Loads the configuration from `config_path` (or `HERALD_CONFIG` in `env`) and `env`.
+    /// Environment values win over the file.
+    pub fn load(
+        config_path: Option<&Path>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let path = config_path
+            .map(Path::to_path_buf)
+            .or_else(|| env.get(CONFIG_ENV).map(PathBuf::from));
+        let file = match &path {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|cause| ConfigError::ReadFile {
+                        path: path.clone(),
+                        cause,
+                    })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::ParseFile {
+                    path: path.clone(),
+                    message: e.message().to_owned()
+                        + &e.span()
+                            .map(|s| format!(" (at byte {})", s.start))
+                            .unwrap_or_default(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        for name in env.keys() {
+            if name.starts_with("HERALD_")
+                && name != CONFIG_ENV
+                && !ENV_KEYS.iter().any(|(k, _)| k == name)
+            {
+                let known = ENV_KEYS
+                    .iter()
+                    .map(|(k, _)| *k)
+                    .chain([CONFIG_ENV])
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(ConfigError::UnknownEnv {
+                    name: name.clone(),
+                    known,
+                });
+            }
+        }
+        Self::resolve(file, env)
+    }
+
+    fn resolve(file: FileConfig, env: &BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let pick = |var: &str, from_file: Option<String>| -> Option<String> {
+            env.get(var)
+                .cloned()
+                .or(from_file)
+                .filter(|v| !v.trim().is_empty())
+        };
+
+        let listen_raw = pick("HERALD_LISTEN", file.listen).unwrap_or("127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_raw
+            .trim()
+            .parse()
+            .map_err(|_| ConfigError::Invalid {
+                setting: "HERALD_LISTEN (listen)",
+                message: format!(
+                    "`{listen_raw}` is not an address and port such as 127.0.0.1:8080"
+                ),
+            })?;
+
+        let public_raw =
+            pick("HERALD_PUBLIC_URL", file.public_url).unwrap_or("http://127.0.0.1:8080".into());
+        let public_url = parse_public_url(&public_raw)?;
+
+        let data_dir = PathBuf::from(
+            pick("HERALD_DATA_DIR", file.data_dir).unwrap_or_else(|| "./herald-data".into()),
+        );
+
+        let database_url = match pick("HERALD_DATABASE_URL", file.database_url) {
+            Some(raw) => DatabaseUrl::parse(&raw).map_err(|message| ConfigError::Invalid {
+                setting: "HERALD_DATABASE_URL (database_url)",
+                message,
+            })?,
+            None => DatabaseUrl::Sqlite(data_dir.join("herald.db")),
+        };
+
+        let master_key = match pick("HERALD_MASTER_KEY", file.master_key) {
+            Some(raw) => Some(MasterKeyMaterial::from_base64(&raw).map_err(|message| {
+                ConfigError::Invalid {
+                    setting: "HERALD_MASTER_KEY (master_key)",
+                    message,
+                }
+            })?),
+            None => None,
+        };
+
+        let log = pick("HERALD_LOG", file.log).unwrap_or_else(|| "info".into());
+        tracing_subscriber::EnvFilter::try_new(&log).map_err(|e| ConfigError::Invalid {
+            setting: "HERALD_LOG (log)",
+            message: format!("`{log}` is not a log level or filter: {e}"),
+        })?;
+
+        let log_format = match pick("HERALD_LOG_FORMAT", file.log_format)
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    setting: "HERALD_LOG_FORMAT (log_format)",
+                    message: format!("`{other}` is neither `pretty` nor `json`"),
+                });
+            }
+        };
+
+        let dev = match env.get("HERALD_DEV") {
+            Some(raw) => parse_bool(raw).ok_or_else(|| ConfigError::Invalid {
+                setting: "HERALD_DEV (dev)",
+                message: format!("`{raw}` is not a boolean; use true or false"),
+            })?,
+            None => file.dev.unwrap_or(false),
+        };
+
+        let proxies: Vec<String> = match env.get("HERALD_TRUSTED_PROXIES") {
+            Some(raw) => raw
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            None => file.trusted_proxies.unwrap_or_default(),
+        };
+        let trusted_proxies = proxies
+            .iter()
+            .map(|p| {
+                p.parse::<IpNet>()
+                    .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| ConfigError::Invalid {
+                        setting: "HERALD_TRUSTED_PROXIES (trusted_proxies)",
+                        message: format!("`{p}` is not an IP address or CIDR range"),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        Ok(Self {
+            listen,
+            public_url,
+            data_dir,
+            database_url,
+            master_key,
+            log,
+            log_format,
+            dev,
+            trusted_proxies,
+        })
+    }
+
+    /// Whether users reach Herald over TLS, which makes cookies `Secure`.
+    pub fn is_https(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+
+    /// The public URL without a trailing slash, for building links.
+    pub fn public_base(&self) -> String {
+        self.public_url.as_str().trim_end_matches('/').to_owned()
+    }
+
+    /// The scheme, host and port users reach Herald at, as browsers send it in `Origin`.
+    pub fn public_origin(&self) -> String {
+        self.public_url.origin().ascii_serialization()
+    }
+
+    /// The OAuth redirect URI: one fixed URI for the whole installation.
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/web/um/smtp/redirect", self.public_base())
+    }
+
+    /// Path of the master key file used when `HERALD_MASTER_KEY` is not set.
+    pub fn master_key_file(&self) -> PathBuf {
+        self.data_dir.join("master.key")
+    }
+}
+
+fn parse_public_url(raw: &str) -> Result<Url, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        setting: "HERALD_PUBLIC_URL (public_url)",
+        message,
+    };
+    let url = Url::parse(raw.trim()).map_err(|e| {
+        invalid(format!(
+            "`{raw}` is not a URL ({e}); e.g. https://mail.example.com"
+        ))
+    })?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(format!(
+            "`{raw}` must start with http:// or https://"
+        )));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(format!(
+            "`{raw}` must not have a query or fragment"
+        )));
+    }
+    if url.host_str().is_none() {
+        return Err(invalid(format!("`{raw}` has no host")));
+    }
+    Ok(url)
+}
+
+fn parse_bool(raw: &str) -> Option<bool> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" | "" => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_setup() {
+        let config = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.public_url.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(
+            config.redirect_uri(),
+            "http://127.0.0.1:8080/web/um/smtp/redirect"
+        );
+        assert_eq!(
+            config.database_url,
+            DatabaseUrl::Sqlite(PathBuf::from("./herald-data/herald.db"))
+        );
+        assert!(!config.dev);
+        assert!(config.master_key.is_none());
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\nlog = \"debug\"\n").unwrap();
+        let config = Config::load(Some(&path), &env(&[("HERALD_LISTEN", "0.0.0.0:7000")])).unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:7000");
+        assert_eq!(config.log, "debug");
+    }
+
+    #[test]
+    fn unknown_file_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "listn = \"127.0.0.1:9000\"\n").unwrap();
+        let err = Config::load(Some(&path), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listn"), "{err}");
+    }
+
+    #[test]
+    fn unknown_environment_variable_is_named() {
+        let err = Config::load(None, &env(&[("HERALD_LISTN", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HERALD_LISTN"), "{err}");
+    }
+
+    #[test]
+    fn unsupported_database_is_refused() {
+        let err = Config::load(None, &env(&[("HERALD_DATABASE_URL", "mysql://x/y")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unsupported database `mysql`"), "{err}");
+    }
+
+    #[test]
+    fn master_key_must_be_32_bytes() {
+        let err = Config::load(None, &env(&[("HERALD_MASTER_KEY", "c2hvcnQ=")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("exactly 32 bytes"), "{err}");
+        let key = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+        let config = Config::load(None, &env(&[("HERALD_MASTER_KEY", &key)])).unwrap();
+        assert_eq!(config.master_key.unwrap().0.as_slice(), &[7u8; 32]);
+    }
+
+    #[test]
+    fn master_key_never_reaches_debug_output() {
+        let key = base64::engine::general_purpose::STANDARD.encode([9u8; 32]);
+        let config = Config::load(None, &env(&[("HERALD_MASTER_KEY", &key)])).unwrap();
+        let debug = format!("{config:?}");
+        assert!(!debug.contains(&key));
+        assert!(debug.contains("REDACTED"));
+    }
+
+    #[test]
+    fn postgres_password_is_redacted_in_debug() {
+        let url = DatabaseUrl::parse("postgres://herald:hunter2@db/herald").unwrap();
+        assert!(!format!("{url:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn trusted_proxies_accept_addresses_and_ranges() {
+        let config = Config::load(
+            None,
+            &env(&[("HERALD_TRUSTED_PROXIES", "10.0.0.1, 192.168.0.0/16")]),
+        )
+        .unwrap();
+        assert_eq!(config.trusted_proxies.len(), 2);
+        assert!(
+            Config::load(None, &env(&[("HERALD_TRUSTED_PROXIES", "nope")]))
+                .unwrap_err()
+                .to_string()
+                .contains("HERALD_TRUSTED_PROXIES")
+        );
+    }
+
+    #[test]
+    fn malformed_file_is_reported_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "listen = \n").unwrap();
+        let err = Config::load(Some(&path), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("herald.toml"), "{err}");
+    }
+}

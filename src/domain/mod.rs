@@ -1,0 +1,64 @@
+//! Herald's domain: the types and rules of organizations, users, API keys and the audit log.
+//!
+//! Nothing here performs I/O or knows about HTTP, SQL or SMTP. Values are built through
+//! `parse` and cannot hold an invalid value, so the layers above never re-check them.
+
+pub mod audit;
+pub mod ids;
+pub mod org;
+pub mod user;
+
+pub use audit::{Actor, ActorKind, AuditEvent, NewAuditEvent};
+pub use ids::{ApiKeyId, AuditEventId, OrgId, UserId};
+pub use org::{OrgName, Organization};
+pub use user::{
+    ApiKey, ApiKeyName, ApiKeyToken, EmailAddress, KeyRole, NewPassword, User, UserRole,
+};
+
+/// One field's problem with the input, in words a user can act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// Rejects control characters (CR, LF, NUL, …) which would let a value break out of a header,
+/// a log line or a protocol command.
+pub(crate) fn reject_control_chars(field: &'static str, value: &str) -> Result<(), FieldError> {
+    if value.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters such as line breaks",
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a length limit in characters.
+pub(crate) fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), FieldError> {
+    let len = value.chars().count();
+    if len > max {
+        return Err(FieldError::new(
+            field,
+            format!("is too long: {len} characters, at most {max} allowed"),
+        ));
+    }
+    Ok(())
+}

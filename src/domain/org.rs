@@ -1,0 +1,35 @@
+//! Organizations: the tenants of an installation. Everything else belongs to exactly one.
+
+use time::OffsetDateTime;
+
+use super::{FieldError, OrgId, check_len, reject_control_chars};
+
+/// An organization's display name: 1–100 characters, no control characters, unique.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrgName(String);
+
+impl OrgName {
+    pub const MAX_LEN: usize = 100;
+
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let name = raw.trim();
+        if name.is_empty() {
+            return Err(FieldError::new("name", "must not be empty"));
+        }
+        check_len("name", name, Self::MAX_LEN)?;
+        reject_control_chars("name", name)?;
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A stored organization.
+#[derive(Clone, Debug)]
+pub struct Organization {
+    pub id: OrgId,
+    pub name: String,
+    pub created_at: OffsetDateTime,
+}

@@ -1,0 +1,440 @@
+//! The operations the CLI and the web layer share. Each validates its input into domain types,
+//! makes its change and records the audit event in one transaction, so no caller can forget
+//! either half.
+
+use secrecy::SecretString;
+use time::{Duration, OffsetDateTime};
+
+use crate::crypto;
+use crate::domain::{
+    Actor, ApiKey, ApiKeyId, ApiKeyName, ApiKeyToken, EmailAddress, FieldError, KeyRole,
+    NewAuditEvent, NewPassword, OrgId, OrgName, Organization, User, UserId, UserRole,
+};
+use crate::store::{self, Store, StoreError};
+
+/// How long a first-run setup link stays valid.
+pub const SETUP_LINK_TTL: Duration = Duration::hours(1);
+
+/// Why an operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("invalid input: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<FieldError>),
+    #[error("{}", .0.message)]
+    Conflict(FieldError),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Refused(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<FieldError> for ServiceError {
+    fn from(e: FieldError) -> Self {
+        Self::Invalid(vec![e])
+    }
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// Collects every field's error instead of stopping at the first, so a form shows them all.
+#[derive(Default)]
+pub struct Checks(Vec<FieldError>);
+
+impl Checks {
+    pub fn take<T>(&mut self, result: Result<T, FieldError>) -> Option<T> {
+        result.map_err(|e| self.0.push(e)).ok()
+    }
+
+    pub fn push(&mut self, error: FieldError) {
+        self.0.push(error);
+    }
+
+    pub fn finish(self) -> ServiceResult<()> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ServiceError::Invalid(self.0))
+        }
+    }
+}
+
+async fn hash(password: NewPassword) -> ServiceResult<String> {
+    tokio::task::spawn_blocking(move || crypto::hash_password(password.secret()))
+        .await
+        .map_err(|e| ServiceError::Internal(format!("password hashing task failed: {e}")))?
+        .map_err(|e| ServiceError::Internal(e.to_string()))
+}
+
+fn conflict(e: StoreError, field: &'static str, message: &str) -> ServiceError {
+    match e {
+        StoreError::Conflict(_) => ServiceError::Conflict(FieldError::new(field, message)),
+        other => ServiceError::Store(other),
+    }
+}
+
+/// Creates an organization.
+pub async fn create_org(store: &Store, name: &str, actor: &Actor) -> ServiceResult<Organization> {
+    let name = OrgName::parse(name)?;
+    let now = OffsetDateTime::now_utc();
+    let mut tx = store.begin().await?;
+    let org = store::orgs::insert(&mut tx, &name, now)
+        .await
+        .map_err(|e| conflict(e, "name", "an organization with this name already exists"))?;
+    store::audit::record(
+        &mut tx,
+        &NewAuditEvent {
+            org_id: org.id,
+            actor: actor.clone(),
+            action: "organization.create",
+            target_kind: "organization",
+            target_id: org.id.to_string(),
+            detail: serde_json::json!({ "name": org.name }),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(org)
+}
+
+/// Finds an organization by id or name, for the CLI.
+pub async fn find_org(store: &Store, id_or_name: &str) -> ServiceResult<Organization> {
+    let mut conn = store.conn().await?;
+    store::orgs::find(&mut conn, id_or_name)
+        .await?
+        .ok_or(ServiceError::NotFound("organization"))
+}
+
+/// A user to create, as given by a person.
+pub struct NewUserInput {
+    pub email: String,
+    pub password: SecretString,
+    pub role: String,
+}
+
+/// Creates a user in an organization.
+pub async fn create_user(
+    store: &Store,
+    org_id: OrgId,
+    input: NewUserInput,
+    actor: &Actor,
+) -> ServiceResult<User> {
+    let mut checks = Checks::default();
+    let email = checks.take(EmailAddress::parse(&input.email));
+    let password = checks.take(NewPassword::parse(input.password));
+    let role = checks.take(UserRole::parse(&input.role));
+    checks.finish()?;
+    let (Some(email), Some(password), Some(role)) = (email, password, role) else {
+        unreachable!("finish() fails when a field failed");
+    };
+    let hash = hash(password).await?;
+    let now = OffsetDateTime::now_utc();
+    let mut tx = store.begin().await?;
+    let user = store::users::insert(&mut tx, org_id, &email, &hash, role, now)
+        .await
+        .map_err(|e| conflict(e, "email", "a user with this email already exists"))?;
+    store::audit::record(
+        &mut tx,
+        &NewAuditEvent {
+            org_id,
+            actor: actor.clone(),
+            action: "user.create",
+            target_kind: "user",
+            target_id: user.id.to_string(),
+            detail: serde_json::json!({ "email": user.email, "role": role.as_str() }),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(user)
+}
+
+/// A change to a user; absent fields stay as they are.
+#[derive(Default)]
+pub struct UserChange {
+    pub role: Option<String>,
+    pub password: Option<SecretString>,
+}
+
+/// Changes a user's role or password. An organization always keeps at least one admin, and a
+/// new password signs the user out everywhere.
+pub async fn update_user(
+    store: &Store,
+    org_id: OrgId,
+    id: UserId,
+    change: UserChange,
+    actor: &Actor,
+) -> ServiceResult<User> {
+    let mut checks = Checks::default();
+    let role = change
+        .role
+        .map(|r| checks.take(UserRole::parse(&r)))
+        .flatten();
+    let password = change
+        .password
+        .map(|p| checks.take(NewPassword::parse(p)))
+        .flatten();
+    checks.finish()?;
+    let hash = match password {
+        Some(password) => Some(hash(password).await?),
+        None => None,
+    };
+    let now = OffsetDateTime::now_utc();
+    let mut tx = store.begin().await?;
+    let user = store::users::get(&mut tx, org_id, id)
+        .await?
+        .ok_or(ServiceError::NotFound("user"))?;
+    let mut changed = Vec::new();
+    if let Some(role) = role
+        && role != user.role
+    {
+        if user.role == UserRole::Admin && store::users::count_admins(&mut tx, org_id).await? <= 1 {
+            return Err(ServiceError::Conflict(FieldError::new(
+                "role",
+                "this is the organization's last admin; make another user admin first",
+            )));
+        }
+        store::users::set_role(&mut tx, org_id, id, role, now).await?;
+        changed.push("role");
+    }
+    if let Some(hash) = &hash {
+        store::users::set_password_hash(&mut tx, org_id, id, hash, now).await?;
+        store::sessions::delete_for_user(&mut tx, id).await?;
+        changed.push("password");
+    }
+    if !changed.is_empty() {
+        store::audit::record(
+            &mut tx,
+            &NewAuditEvent {
+                org_id,
+                actor: actor.clone(),
+                action: "user.update",
+                target_kind: "user",
+                target_id: id.to_string(),
+                detail: serde_json::json!({ "email": user.email, "changed": changed, "role": role.unwrap_or(user.role).as_str() }),
+            },
+            now,
+        )
+        .await?;
+    }
+    let user = store::users::get(&mut tx, org_id, id)
+        .await?
+        .ok_or(ServiceError::NotFound("user"))?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(user)
+}
+
+/// Deletes a user, except the organization's last admin.
+pub async fn delete_user(
+    store: &Store,
+    org_id: OrgId,
+    id: UserId,
+    actor: &Actor,
+) -> ServiceResult<()> {
+    let now = OffsetDateTime::now_utc();
+    let mut tx = store.begin().await?;
+    let user = store::users::get(&mut tx, org_id, id)
+        .await?
+        .ok_or(ServiceError::NotFound("user"))?;
+    if user.role == UserRole::Admin && store::users::count_admins(&mut tx, org_id).await? <= 1 {
+        return Err(ServiceError::Refused(
+            "this is the organization's last admin; make another user admin first",
+        ));
+    }
+    store::users::delete(&mut tx, org_id, id).await?;
+    store::audit::record(
+        &mut tx,
+        &NewAuditEvent {
+            org_id,
+            actor: actor.clone(),
+            action: "user.delete",
+            target_kind: "user",
+            target_id: id.to_string(),
+            detail: serde_json::json!({ "email": user.email }),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(())
+}
+
+/// Issues an API key. The token is returned once and only its digest is stored.
+pub async fn create_api_key(
+    store: &Store,
+    org_id: OrgId,
+    name: &str,
+    role: &str,
+    actor: &Actor,
+) -> ServiceResult<(ApiKey, ApiKeyToken)> {
+    let mut checks = Checks::default();
+    let name = checks.take(ApiKeyName::parse(name));
+    let role = checks.take(KeyRole::parse(role));
+    checks.finish()?;
+    let (Some(name), Some(role)) = (name, role) else {
+        unreachable!("finish() fails when a field failed");
+    };
+    let token = ApiKeyToken::generate();
+    let now = OffsetDateTime::now_utc();
+    let mut tx = store.begin().await?;
+    let key = store::api_keys::insert(&mut tx, org_id, &name, role, &token, now).await?;
+    store::audit::record(
+        &mut tx,
+        &NewAuditEvent {
+            org_id,
+            actor: actor.clone(),
+            action: "api_key.create",
+            target_kind: "api_key",
+            target_id: key.id.to_string(),
+            detail: serde_json::json!({ "name": key.name, "role": role.as_str(), "prefix": key.prefix }),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok((key, token))
+}
+
+/// Revokes an API key of the organization. Revoking twice is not an error.
+pub async fn revoke_api_key(
+    store: &Store,
+    org_id: OrgId,
+    id: ApiKeyId,
+    actor: &Actor,
+) -> ServiceResult<ApiKey> {
+    let now = OffsetDateTime::now_utc();
+    let mut tx = store.begin().await?;
+    let key = store::api_keys::get(&mut tx, org_id, id)
+        .await?
+        .ok_or(ServiceError::NotFound("API key"))?;
+    if store::api_keys::revoke(&mut tx, org_id, id, now).await? {
+        store::audit::record(
+            &mut tx,
+            &NewAuditEvent {
+                org_id,
+                actor: actor.clone(),
+                action: "api_key.revoke",
+                target_kind: "api_key",
+                target_id: id.to_string(),
+                detail: serde_json::json!({ "name": key.name, "prefix": key.prefix }),
+            },
+            now,
+        )
+        .await?;
+    }
+    let key = store::api_keys::get(&mut tx, org_id, id)
+        .await?
+        .ok_or(ServiceError::NotFound("API key"))?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(key)
+}
+
+/// While the installation has no user, makes a new one-time setup token (replacing any
+/// earlier one) and returns it; otherwise `None`.
+pub async fn issue_setup_token(store: &Store) -> ServiceResult<Option<String>> {
+    let mut tx = store.begin().await?;
+    if store::users::count_all(&mut tx).await? > 0 {
+        return Ok(None);
+    }
+    let token = crypto::random_token();
+    let now = OffsetDateTime::now_utc();
+    store::setup::replace(
+        &mut tx,
+        &crypto::token_digest(&token),
+        now,
+        now + SETUP_LINK_TTL,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(Some(token))
+}
+
+/// Whether a setup token may still be used.
+pub async fn setup_token_is_valid(store: &Store, token: &str) -> ServiceResult<bool> {
+    let mut conn = store.conn().await?;
+    Ok(store::users::count_all(&mut conn).await? == 0
+        && store::setup::is_valid(
+            &mut conn,
+            &crypto::token_digest(token),
+            OffsetDateTime::now_utc(),
+        )
+        .await?)
+}
+
+/// What the first visitor fills in.
+pub struct SetupInput {
+    pub org_name: String,
+    pub email: String,
+    pub password: SecretString,
+}
+
+/// Creates the first organization and its admin with a one-time setup token.
+pub async fn complete_setup(
+    store: &Store,
+    token: &str,
+    input: SetupInput,
+    source: &str,
+) -> ServiceResult<User> {
+    let mut checks = Checks::default();
+    let org_name = checks
+        .take(OrgName::parse(&input.org_name).map_err(|e| FieldError::new("org_name", e.message)));
+    let email = checks.take(EmailAddress::parse(&input.email));
+    let password = checks.take(NewPassword::parse(input.password));
+    checks.finish()?;
+    let (Some(org_name), Some(email), Some(password)) = (org_name, email, password) else {
+        unreachable!("finish() fails when a field failed");
+    };
+    let hash = hash(password).await?;
+    let now = OffsetDateTime::now_utc();
+    let mut tx = store.begin().await?;
+    if store::users::count_all(&mut tx).await? > 0
+        || !store::setup::consume(&mut tx, &crypto::token_digest(token), now).await?
+    {
+        return Err(ServiceError::Refused(
+            "this setup link has expired or was already used; restart `herald serve` for a new one, or sign in",
+        ));
+    }
+    let org = store::orgs::insert(&mut tx, &org_name, now).await?;
+    let user = store::users::insert(&mut tx, org.id, &email, &hash, UserRole::Admin, now).await?;
+    let actor = Actor {
+        kind: crate::domain::ActorKind::System,
+        id: None,
+        label: "first-run setup".into(),
+        source: source.to_owned(),
+    };
+    for (action, target_kind, target_id, detail) in [
+        (
+            "organization.create",
+            "organization",
+            org.id.to_string(),
+            serde_json::json!({ "name": org.name }),
+        ),
+        (
+            "user.create",
+            "user",
+            user.id.to_string(),
+            serde_json::json!({ "email": user.email, "role": "admin" }),
+        ),
+    ] {
+        store::audit::record(
+            &mut tx,
+            &NewAuditEvent {
+                org_id: org.id,
+                actor: actor.clone(),
+                action,
+                target_kind,
+                target_id,
+                detail,
+            },
+            now,
+        )
+        .await?;
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(user)
+}

@@ -1,0 +1,267 @@
+//! The data-access layer: one [`Store`] over SQLite (the default, embedded) or PostgreSQL (for
+//! several instances), with versioned migrations for each.
+//!
+//! Queries are written once, in the SQL both databases accept (`$N` placeholders, integer Unix
+//! times, text ids), and run through sqlx's `Any` driver. Each submodule owns one table family
+//! and exposes functions over `&mut AnyConnection`, so callers compose them inside one
+//! transaction (a change and its audit event commit together).
+
+pub mod api_keys;
+pub mod audit;
+pub mod orgs;
+pub mod secrets;
+pub mod sessions;
+pub mod setup;
+pub mod users;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyConnection, AnyPool, Transaction};
+use time::OffsetDateTime;
+
+use crate::config::DatabaseUrl;
+
+pub use sqlx::Any;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Which database the store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// What went wrong in the store. Messages never include SQL or bound values.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken; the string names the rule's column.
+    #[error("a record with this {0} already exists")]
+    Conflict(&'static str),
+    #[error("cannot reach the {backend} database: {cause}")]
+    Connect {
+        backend: &'static str,
+        cause: sqlx::Error,
+    },
+    #[error("cannot migrate the database: {0}")]
+    Migrate(sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Self::Migrate(e)
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e)
+    }
+}
+
+impl StoreError {
+    /// Maps a unique-constraint violation to [`StoreError::Conflict`] naming `what`.
+    pub(crate) fn unique(e: sqlx::Error, what: &'static str) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => Self::Conflict(what),
+            _ => Self::Database(e),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects, creating the SQLite file (and its directory) when needed. Does not migrate.
+    pub async fn connect(url: &DatabaseUrl) -> StoreResult<Self> {
+        install_default_drivers();
+        let connect_err = |cause| StoreError::Connect {
+            backend: url.backend_name(),
+            cause,
+        };
+        match url {
+            DatabaseUrl::Sqlite(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    create_private_dir(dir).map_err(|e| connect_err(sqlx::Error::Io(e)))?;
+                }
+                let pool = AnyPoolOptions::new()
+                    // SQLite runs one writer at a time; a few readers beside it are plenty.
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // WAL lets readers run beside the writer; FULL makes a commit
+                            // durable before it returns, which accepting mail relies on.
+                            for pragma in [
+                                "PRAGMA journal_mode = WAL",
+                                "PRAGMA synchronous = FULL",
+                                "PRAGMA foreign_keys = ON",
+                                "PRAGMA busy_timeout = 10000",
+                            ] {
+                                sqlx::query(pragma).execute(&mut *conn).await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect(&sqlite_url(path))
+                    .await
+                    .map_err(connect_err)?;
+                Ok(Self {
+                    pool,
+                    backend: Backend::Sqlite,
+                })
+            }
+            DatabaseUrl::Postgres(raw) => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            // Explicit even though it is PostgreSQL's default: a commit must be
+                            // on disk before Herald answers that it has the data.
+                            sqlx::query("SET synchronous_commit = on")
+                                .execute(&mut *conn)
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(raw)
+                    .await
+                    .map_err(connect_err)?;
+                Ok(Self {
+                    pool,
+                    backend: Backend::Postgres,
+                })
+            }
+        }
+    }
+
+    /// Applies every migration not yet applied. Safe to run from several processes at once.
+    pub async fn migrate(&self) -> StoreResult<()> {
+        let migrator = match self.backend {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// A connection from the pool for reads and single statements.
+    pub async fn conn(&self) -> StoreResult<sqlx::pool::PoolConnection<Any>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    /// Begins a transaction that will write. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`), so two writers queue instead of failing when both upgrade.
+    pub async fn begin(&self) -> StoreResult<Transaction<'static, Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Creates a directory readable only by its owner (mode 0700 on Unix), parents included.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+fn sqlite_url(path: &Path) -> String {
+    // sqlx percent-decodes the file name, so encode what would end it early.
+    let encoded = path
+        .to_string_lossy()
+        .replace('%', "%25")
+        .replace('?', "%3F")
+        .replace('#', "%23");
+    format!("sqlite://{encoded}?mode=rwc")
+}
+
+/// Unix seconds, the storage form of every timestamp.
+pub(crate) fn to_db_time(t: OffsetDateTime) -> i64 {
+    t.unix_timestamp()
+}
+
+pub(crate) fn from_db_time(secs: i64) -> StoreResult<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(secs)
+        .map_err(|_| StoreError::Corrupt(format!("timestamp {secs} is out of range")))
+}
+
+pub(crate) fn from_db_opt_time(secs: Option<i64>) -> StoreResult<Option<OffsetDateTime>> {
+    secs.map(from_db_time).transpose()
+}
+
+pub(crate) fn parse_id<T: std::str::FromStr>(raw: &str) -> StoreResult<T> {
+    raw.parse()
+        .map_err(|_| StoreError::Corrupt(format!("`{raw}` is not a valid id")))
+}
+
+/// Shorthand for the connection type the submodules take.
+pub type Conn = AnyConnection;
+
+/// One page of a list, with the cursor for the next page.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// Turns `limit + 1` fetched rows into a page: the extra row only proves that another page
+/// exists, and the last kept row's id is the cursor.
+pub(crate) fn into_page<T>(
+    mut rows: Vec<T>,
+    limit: usize,
+    id_of: impl Fn(&T) -> String,
+) -> Page<T> {
+    let next_cursor = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(id_of)
+    } else {
+        None
+    };
+    Page {
+        items: rows,
+        next_cursor,
+    }
+}

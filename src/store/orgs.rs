@@ -1,0 +1,75 @@
+//! Organizations.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use time::OffsetDateTime;
+
+use super::{Conn, StoreError, StoreResult, from_db_time, parse_id, to_db_time};
+use crate::domain::{OrgId, OrgName, Organization};
+
+fn from_row(row: &AnyRow) -> StoreResult<Organization> {
+    Ok(Organization {
+        id: parse_id(&row.try_get::<String, _>("id")?)?,
+        name: row.try_get("name")?,
+        created_at: from_db_time(row.try_get("created_at")?)?,
+    })
+}
+
+/// Creates an organization; names are unique regardless of case.
+pub async fn insert(
+    conn: &mut Conn,
+    name: &OrgName,
+    now: OffsetDateTime,
+) -> StoreResult<Organization> {
+    let org = Organization {
+        id: OrgId::new(),
+        name: name.as_str().to_owned(),
+        created_at: now,
+    };
+    sqlx::query(
+        "INSERT INTO organizations (id, name, name_key, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(org.id.to_string())
+    .bind(&org.name)
+    .bind(name.as_str().to_lowercase())
+    .bind(to_db_time(now))
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| StoreError::unique(e, "name"))?;
+    Ok(org)
+}
+
+pub async fn get(conn: &mut Conn, id: OrgId) -> StoreResult<Option<Organization>> {
+    sqlx::query("SELECT id, name, created_at FROM organizations WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// Finds an organization by id or, failing that, by name (case-insensitive).
+pub async fn find(conn: &mut Conn, id_or_name: &str) -> StoreResult<Option<Organization>> {
+    if let Ok(id) = id_or_name.trim().parse::<OrgId>()
+        && let Some(org) = get(conn, id).await?
+    {
+        return Ok(Some(org));
+    }
+    sqlx::query("SELECT id, name, created_at FROM organizations WHERE name_key = $1")
+        .bind(id_or_name.trim().to_lowercase())
+        .fetch_optional(&mut *conn)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+pub async fn list(conn: &mut Conn) -> StoreResult<Vec<Organization>> {
+    sqlx::query("SELECT id, name, created_at FROM organizations ORDER BY id")
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+}

@@ -1,0 +1,57 @@
+//! `GET /api/v1/me`: who the caller is.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::store;
+use crate::web::AppState;
+use crate::web::auth::{Access, Principal};
+use crate::web::error::ApiError;
+
+#[derive(Serialize, ToSchema)]
+pub struct OrganizationOut {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Me {
+    pub organization: OrganizationOut,
+    /// `user` or `api_key`.
+    pub kind: String,
+    pub id: Option<String>,
+    /// The user's email or the key's name.
+    pub label: String,
+    /// `admin`, `member` or `sender`.
+    pub access: String,
+}
+
+/// The caller's organization and access.
+#[utoipa::path(get, path = "/api/v1/me", tag = "account",
+    responses((status = 200, body = Me), (status = 401, body = crate::web::error::Problem)))]
+pub async fn whoami(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<Me>, ApiError> {
+    let mut conn = state.store.conn().await?;
+    let org = store::orgs::get(&mut conn, principal.org_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organization"))?;
+    Ok(Json(Me {
+        organization: OrganizationOut {
+            id: org.id.to_string(),
+            name: org.name,
+        },
+        kind: principal.actor.kind.as_str().into(),
+        id: principal.actor.id,
+        label: principal.actor.label,
+        access: match principal.access {
+            Access::Admin => "admin",
+            Access::Member => "member",
+            Access::Sender => "sender",
+        }
+        .into(),
+    }))
+}

@@ -1,0 +1,162 @@
+//! The JSON API under `/api/v1`. Routes are registered through `utoipa-axum`, so a route
+//! cannot be added without joining the OpenAPI document served at `/api/v1/openapi.json`.
+
+mod api_keys;
+mod audit;
+mod me;
+mod users;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use base64::Engine as _;
+use serde::Deserialize;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::error::{ApiError, Problem};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Herald API",
+        description = "Herald is a self-hosted outgoing-mail gateway. Authenticate with `Authorization: Bearer <API key>`, or with the web session cookie plus the `X-CSRF-Token` header. Every error is `application/problem+json` with a stable `code`; every list answers `{items, next_cursor}`."
+    ),
+    components(schemas(Problem)),
+    modifiers(&SecuritySchemes),
+    security(("api_key" = []), ("session" = [])),
+    tags(
+        (name = "account", description = "Who is calling"),
+        (name = "users", description = "People who sign in to the web UI"),
+        (name = "api-keys", description = "Keys applications authenticate with"),
+        (name = "audit", description = "Who changed what, when and from where"),
+    )
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("hk_…")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("herald_session"))),
+        );
+    }
+}
+
+/// The API routes plus the OpenAPI document that describes them.
+pub fn router() -> Router<AppState> {
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(me::whoami))
+        .routes(routes!(users::list_users, users::create_user))
+        .routes(routes!(
+            users::get_user,
+            users::update_user,
+            users::delete_user
+        ))
+        .routes(routes!(api_keys::list_api_keys, api_keys::create_api_key))
+        .routes(routes!(api_keys::get_api_key, api_keys::revoke_api_key))
+        .routes(routes!(audit::list_audit_events))
+        .split_for_parts();
+    let doc = std::sync::Arc::new(doc);
+    router
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .route("/api/{*rest}", axum::routing::any(no_such_route))
+}
+
+async fn no_such_route() -> impl IntoResponse {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_such_route",
+        "Not found",
+        "There is no such API route; see /api/v1/openapi.json.",
+    )
+}
+
+/// `?limit=&cursor=` of every list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Items per page, 1–200 (default 50).
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+impl ListParams {
+    pub const DEFAULT_LIMIT: u32 = 50;
+    pub const MAX_LIMIT: u32 = 200;
+
+    pub fn limit(&self) -> Result<usize, ApiError> {
+        match self.limit.unwrap_or(Self::DEFAULT_LIMIT) {
+            n @ 1..=Self::MAX_LIMIT => Ok(n as usize),
+            _ => Err(ApiError::field(
+                "limit",
+                format!("must be between 1 and {}", Self::MAX_LIMIT),
+            )),
+        }
+    }
+
+    /// The id the cursor points after, checked to be one of ours.
+    pub fn after(&self) -> Result<Option<String>, ApiError> {
+        let Some(cursor) = self.cursor.as_deref().filter(|c| !c.is_empty()) else {
+            return Ok(None);
+        };
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .filter(|id| uuid::Uuid::parse_str(id).is_ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::field("cursor", "is not a cursor this API returned"))
+    }
+}
+
+/// Makes the opaque cursor for a page ending at `id`.
+pub fn encode_cursor(id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+}
+
+/// Defines `{ items: [T], next_cursor }` for a item type.
+macro_rules! list_type {
+    ($name:ident, $item:ty) => {
+        #[derive(serde::Serialize, utoipa::ToSchema)]
+        pub struct $name {
+            pub items: Vec<$item>,
+            /// Pass as `cursor` for the next page; null on the last page.
+            pub next_cursor: Option<String>,
+        }
+
+        impl $name {
+            pub fn from_page<T>(page: crate::store::Page<T>, map: impl Fn(T) -> $item) -> Self {
+                Self {
+                    next_cursor: page.next_cursor.as_deref().map(super::encode_cursor),
+                    items: page.items.into_iter().map(map).collect(),
+                }
+            }
+        }
+    };
+}
+pub(crate) use list_type;

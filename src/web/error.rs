@@ -1,0 +1,204 @@
+//! The one error type of the HTTP API: every failure becomes `application/problem+json`
+//! (RFC 9457) with a stable `code`, and field errors under `errors`. The cause chain goes to the
+//! log, never to the client.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::domain::FieldError;
+use crate::keys::KeyError;
+use crate::services::ServiceError;
+use crate::store::StoreError;
+
+/// An API failure, ready to render.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub title: &'static str,
+    pub detail: String,
+    pub errors: Vec<FieldError>,
+    pub retry_after: Option<u64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ProblemFieldError {
+    /// The input field at fault (`email`, `role`, `body`).
+    pub field: String,
+    pub message: String,
+}
+
+/// The body of every API error.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// Stable machine-readable code, e.g. `validation_failed`, `forbidden`, `not_found`.
+    pub code: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemFieldError>,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            code,
+            title,
+            detail: detail.into(),
+            errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        let detail = match errors.as_slice() {
+            [one] => format!("{one}"),
+            _ => "Some fields are not valid; see errors.".into(),
+        };
+        Self {
+            errors,
+            ..Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "Invalid input",
+                detail,
+            )
+        }
+    }
+
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, "Bad request", detail)
+    }
+
+    pub fn unauthorized(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, code, "Not signed in", detail)
+    }
+
+    pub fn forbidden(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", "Not allowed", detail)
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Not found",
+            format!("No such {what}."),
+        )
+    }
+
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "Internal error",
+            "Something went wrong on Herald's side; the details are in its log.",
+        )
+    }
+
+    pub fn unavailable(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Unavailable",
+            detail,
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = Problem {
+            kind: format!("urn:herald:problem:{}", self.code),
+            title: self.title.into(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            code: self.code.into(),
+            errors: self
+                .errors
+                .into_iter()
+                .map(|e| ProblemFieldError {
+                    field: e.field.into(),
+                    message: e.message,
+                })
+                .collect(),
+        };
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let mut response = (self.status, body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"herald\""),
+            );
+        }
+        if let Some(secs) = self.retry_after
+            && let Ok(value) = HeaderValue::from_str(&secs.to_string())
+        {
+            headers.insert(header::RETRY_AFTER, value);
+        }
+        response
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Invalid(errors) => Self::validation(errors),
+            ServiceError::Conflict(error) => Self {
+                detail: error.message.clone(),
+                errors: vec![error],
+                ..Self::new(StatusCode::CONFLICT, "conflict", "Conflict", "")
+            },
+            ServiceError::NotFound(what) => Self::not_found(what),
+            ServiceError::Refused(why) => {
+                Self::new(StatusCode::CONFLICT, "refused", "Refused", why)
+            }
+            ServiceError::Store(e) => e.into(),
+            ServiceError::Internal(message) => {
+                tracing::error!(error = %message, "internal error");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Connect { .. } => {
+                tracing::error!(error = %e, "database unavailable");
+                Self::unavailable("The database is not reachable; try again shortly.")
+            }
+            other => {
+                tracing::error!(error = %other, "store error");
+                Self::internal()
+            }
+        }
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        tracing::error!(error = %e, "sealed secret error");
+        Self::internal()
+    }
+}

@@ -1,0 +1,466 @@
+//! The server-rendered web UI: sign-in, sign-out, first-run setup and the landing page.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use axum_extra::extract::CookieJar;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::AppState;
+use super::auth::{self, ClientAddr};
+use crate::crypto;
+use crate::domain::EmailAddress;
+use crate::services::{self, ServiceError, SetupInput};
+use crate::store;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(home))
+        .route("/login", get(login_page).post(login))
+        .route("/logout", post(logout))
+        .route("/setup", get(setup_page).post(setup))
+        .route("/static/app.css", get(stylesheet))
+}
+
+fn render(status: StatusCode, template: &impl Template) -> Response {
+    match template.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "template rendering failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "Internal error").into_response()
+        }
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "web UI error");
+    render(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        &NoticePage {
+            title: "Something went wrong".into(),
+            message: "Herald could not complete this request; the details are in its log.".into(),
+            link_href: "/".into(),
+            link_text: "Back".into(),
+        },
+    )
+}
+
+/// Only same-site paths may follow sign-in, so the form cannot bounce a user elsewhere.
+fn safe_next(next: &str) -> String {
+    if next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.starts_with("/\\")
+        && !next.chars().any(char::is_control)
+    {
+        next.to_owned()
+    } else {
+        "/".to_owned()
+    }
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../../static/app.css"),
+    )
+}
+
+#[derive(Template)]
+#[template(path = "notice.html")]
+struct NoticePage {
+    title: String,
+    message: String,
+    link_href: String,
+    link_text: String,
+}
+
+#[derive(Template)]
+#[template(path = "home.html")]
+struct HomePage {
+    org_name: String,
+    email: String,
+    role: &'static str,
+    csrf_token: String,
+    user_count: usize,
+    key_count: usize,
+}
+
+async fn home(State(state): State<AppState>, jar: CookieJar) -> Response {
+    let session = match auth::session_user(&state, &jar).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return Redirect::to("/login").into_response(),
+        Err(e) => return internal(e),
+    };
+    let page = async {
+        let mut conn = state.store.conn().await?;
+        let org = store::orgs::get(&mut conn, session.user.org_id).await?;
+        let users = store::users::list(&mut conn, session.user.org_id, None, 200).await?;
+        let keys = store::api_keys::list(&mut conn, session.user.org_id, None, 200).await?;
+        Ok::<_, store::StoreError>(HomePage {
+            org_name: org.map(|o| o.name).unwrap_or_default(),
+            email: session.user.email.clone(),
+            role: session.user.role.as_str(),
+            csrf_token: session.csrf_token(),
+            user_count: users.items.len(),
+            key_count: keys.items.iter().filter(|k| k.revoked_at.is_none()).count(),
+        })
+    }
+    .await;
+    match page {
+        Ok(page) => render(StatusCode::OK, &page),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    csrf_token: String,
+    next: String,
+    email: String,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct NextQuery {
+    #[serde(default)]
+    next: String,
+}
+
+async fn login_page(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Query(q): Query<NextQuery>,
+) -> Response {
+    if let Ok(Some(_)) = auth::session_user(&state, &jar).await {
+        return Redirect::to(&safe_next(&q.next)).into_response();
+    }
+    let (cookie, csrf_token) = auth::form_cookie(&state.config);
+    let page = LoginPage {
+        csrf_token,
+        next: safe_next(&q.next),
+        email: String::new(),
+        error: None,
+    };
+    (jar.add(cookie), render(StatusCode::OK, &page)).into_response()
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    next: String,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let password = SecretString::from(form.password);
+    let next = safe_next(&form.next);
+    // Every answer below re-renders the form, so it needs a fresh form token.
+    let (cookie, csrf_token) = auth::form_cookie(&state.config);
+    let form_ok =
+        auth::form_token_ok(&state.config, &jar, &form.csrf_token) && origin_ok(&state, &headers);
+    let jar = jar.add(cookie);
+    let retry = |status: StatusCode, error: String| {
+        render(
+            status,
+            &LoginPage {
+                csrf_token: csrf_token.clone(),
+                next: next.clone(),
+                email: form.email.clone(),
+                error: Some(error),
+            },
+        )
+    };
+    if !form_ok {
+        return (
+            jar,
+            retry(
+                StatusCode::FORBIDDEN,
+                "This sign-in form has expired. Please try again.".into(),
+            ),
+        )
+            .into_response();
+    }
+
+    let account = form.email.trim().to_lowercase();
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    if let Err(limited) = state.login_throttle.check(&account, client, now) {
+        let minutes = limited.retry_after_secs.div_ceil(60);
+        let whose = if limited.per_account {
+            "for this account"
+        } else {
+            "from your network address"
+        };
+        tracing::warn!(%client, per_account = limited.per_account, "sign-in rate limit reached");
+        let mut response = retry(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "Too many failed sign-in attempts {whose}. Wait {minutes} minute(s), then try again."
+            ),
+        );
+        if let Ok(value) = limited.retry_after_secs.to_string().parse() {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return (jar, response).into_response();
+    }
+
+    let found = match EmailAddress::parse(&form.email) {
+        Ok(email) => {
+            let mut conn = match state.store.conn().await {
+                Ok(conn) => conn,
+                Err(e) => return internal(e),
+            };
+            match store::users::find_for_login(&mut conn, &email).await {
+                Ok(found) => found,
+                Err(e) => return internal(e),
+            }
+        }
+        Err(_) => None,
+    };
+    let hash = found
+        .as_ref()
+        .map(|(_, h)| h.clone())
+        .unwrap_or_else(|| crypto::dummy_password_hash().to_owned());
+    let check = password.clone();
+    let verified = tokio::task::spawn_blocking(move || crypto::verify_password(&check, &hash))
+        .await
+        .unwrap_or(false);
+    let user = match found {
+        Some((user, _)) if verified && !password.expose_secret().is_empty() => user,
+        _ => {
+            state.login_throttle.record_failure(&account, client, now);
+            tracing::info!(%client, "sign-in failed");
+            return (
+                jar,
+                retry(StatusCode::UNAUTHORIZED, "Wrong email or password.".into()),
+            )
+                .into_response();
+        }
+    };
+    state.login_throttle.record_success(&account);
+    // A fresh session on every sign-in: a token planted before sign-in is worthless after it.
+    if let Err(e) = auth::end_session(&state, &jar).await {
+        return internal(e);
+    }
+    match auth::start_session(&state, user.id, client).await {
+        Ok(token) => {
+            tracing::info!(user = %user.id, %client, "signed in");
+            let jar = jar
+                .add(auth::session_cookie(&state.config, token))
+                .remove(auth::form_cookie_name(&state.config));
+            (jar, Redirect::to(&next)).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+fn origin_ok(state: &AppState, headers: &HeaderMap) -> bool {
+    match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(origin) => origin == state.config.public_origin(),
+    }
+}
+
+#[derive(Deserialize)]
+struct LogoutForm {
+    #[serde(default)]
+    csrf_token: String,
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<LogoutForm>,
+) -> Response {
+    let session = match auth::session_user(&state, &jar).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return Redirect::to("/login").into_response(),
+        Err(e) => return internal(e),
+    };
+    if !origin_ok(&state, &headers)
+        || !crypto::constant_time_eq(&form.csrf_token, &session.csrf_token())
+    {
+        return render(
+            StatusCode::FORBIDDEN,
+            &NoticePage {
+                title: "Request not verified".into(),
+                message: "This sign-out request did not come from Herald's own page. Go back, reload, and try again.".into(),
+                link_href: "/".into(),
+                link_text: "Back to Herald".into(),
+            },
+        );
+    }
+    if let Err(e) = auth::end_session(&state, &jar).await {
+        return internal(e);
+    }
+    (
+        jar.add(auth::expired_session_cookie(&state.config)),
+        Redirect::to("/login"),
+    )
+        .into_response()
+}
+
+#[derive(Template)]
+#[template(path = "setup.html")]
+struct SetupPage {
+    csrf_token: String,
+    token: String,
+    org_name: String,
+    email: String,
+    errors: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct SetupQuery {
+    #[serde(default)]
+    token: String,
+}
+
+fn setup_gone() -> Response {
+    render(
+        StatusCode::GONE,
+        &NoticePage {
+            title: "Setup link not valid".into(),
+            message: "This setup link has expired or was already used. If Herald has no user yet, restart `herald serve` to get a new link; otherwise sign in.".into(),
+            link_href: "/login".into(),
+            link_text: "Sign in".into(),
+        },
+    )
+}
+
+async fn setup_page(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Query(q): Query<SetupQuery>,
+) -> Response {
+    match services::setup_token_is_valid(&state.store, &q.token).await {
+        Ok(true) => {}
+        Ok(false) => return setup_gone(),
+        Err(e) => return internal(e),
+    }
+    let (cookie, csrf_token) = auth::form_cookie(&state.config);
+    let page = SetupPage {
+        csrf_token,
+        token: q.token,
+        org_name: String::new(),
+        email: String::new(),
+        errors: Vec::new(),
+    };
+    (jar.add(cookie), render(StatusCode::OK, &page)).into_response()
+}
+
+#[derive(Deserialize)]
+struct SetupForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    token: String,
+    #[serde(default)]
+    org_name: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_confirm: String,
+}
+
+async fn setup(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Form(form): Form<SetupForm>,
+) -> Response {
+    let form_ok =
+        auth::form_token_ok(&state.config, &jar, &form.csrf_token) && origin_ok(&state, &headers);
+    let (cookie, csrf_token) = auth::form_cookie(&state.config);
+    let jar = jar.add(cookie);
+    let again = |status: StatusCode, errors: Vec<String>| {
+        render(
+            status,
+            &SetupPage {
+                csrf_token: csrf_token.clone(),
+                token: form.token.clone(),
+                org_name: form.org_name.clone(),
+                email: form.email.clone(),
+                errors,
+            },
+        )
+    };
+    if !form_ok {
+        return (
+            jar,
+            again(
+                StatusCode::FORBIDDEN,
+                vec!["This form has expired. Please submit it again.".into()],
+            ),
+        )
+            .into_response();
+    }
+    if form.password != form.password_confirm {
+        return (
+            jar,
+            again(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                vec!["The two passwords differ.".into()],
+            ),
+        )
+            .into_response();
+    }
+    let input = SetupInput {
+        org_name: form.org_name.clone(),
+        email: form.email.clone(),
+        password: SecretString::from(form.password.clone()),
+    };
+    match services::complete_setup(&state.store, &form.token, input, &client.to_string()).await {
+        Ok(user) => match auth::start_session(&state, user.id, client).await {
+            Ok(token) => {
+                tracing::info!(user = %user.id, "first-run setup complete");
+                let jar = jar
+                    .add(auth::session_cookie(&state.config, token))
+                    .remove(auth::form_cookie_name(&state.config));
+                (jar, Redirect::to("/")).into_response()
+            }
+            Err(e) => internal(e),
+        },
+        Err(ServiceError::Invalid(errors)) => {
+            let errors = errors
+                .into_iter()
+                .map(|e| {
+                    let label = match e.field.as_str() {
+                        "org_name" => "Organization name",
+                        "email" => "Email",
+                        "password" => "Password",
+                        other => other,
+                    }
+                    .to_owned();
+                    format!("{label} {}", e.message)
+                })
+                .collect();
+            (jar, again(StatusCode::UNPROCESSABLE_ENTITY, errors)).into_response()
+        }
+        Err(ServiceError::Refused(_)) => setup_gone(),
+        Err(e) => internal(e),
+    }
+}
