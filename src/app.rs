@@ -36,6 +36,18 @@ pub struct App {
 impl App {
     /// Opens the store, checks the master key against it and binds the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await.with_context(|| {
+            format!(
+                "cannot listen on {}: is another process using it? Set HERALD_LISTEN to another address",
+                config.listen
+            )
+        })?;
+        Self::build_on(config, listener).await
+    }
+
+    /// Like [`App::build`], on a listener the caller bound (tests bind port 0 first, to know
+    /// the public URL).
+    pub async fn build_on(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
         if config.dev {
             tracing::warn!(
                 "DEVELOPMENT MODE IS ON (HERALD_DEV): safety checks meant for production are relaxed; never run a real installation like this"
@@ -43,12 +55,6 @@ impl App {
         }
         let store = open_store(&config).await?;
         let (ring, key_source) = keys::unlock(&config, &store).await?;
-        let listener = TcpListener::bind(config.listen).await.with_context(|| {
-            format!(
-                "cannot listen on {}: is another process using it? Set HERALD_LISTEN to another address",
-                config.listen
-            )
-        })?;
         let state = AppState {
             config: Arc::new(config),
             store,

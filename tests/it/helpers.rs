@@ -1,0 +1,310 @@
+//! The test harness: a fresh database per test (an SQLite file in a temporary directory, or a
+//! new PostgreSQL database when `TEST_POSTGRES_URL` is set), and the real application serving
+//! real HTTP on a random loopback port.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use herald::app::App;
+use herald::config::{Config, DatabaseUrl};
+use herald::domain::{Actor, OrgId, User};
+use herald::services::{self, NewUserInput};
+use herald::store::Store;
+use herald::web::AppState;
+use secrecy::SecretString;
+use sqlx::Connection as _;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// Environment variable with an admin URL of a PostgreSQL server; when set, every test gets
+/// its own new database there instead of an SQLite file.
+pub const POSTGRES_ENV: &str = "TEST_POSTGRES_URL";
+
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// A database that exists for one test only.
+pub enum TestDb {
+    Sqlite { dir: TempDir },
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        sqlx::any::install_default_drivers();
+        match std::env::var(POSTGRES_ENV) {
+            Ok(admin_url) if !admin_url.is_empty() => {
+                let name = format!("herald_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::AnyConnection::connect(&admin_url)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at {admin_url}: {e}"));
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create a test database");
+                conn.close().await.ok();
+                Self::Postgres { admin_url, name }
+            }
+            _ => Self::Sqlite {
+                dir: tempfile::tempdir().expect("temporary directory"),
+            },
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Self::Postgres { .. })
+    }
+
+    /// The URL Herald is configured with.
+    pub fn url(&self) -> String {
+        match self {
+            Self::Sqlite { dir } => format!("sqlite://{}", dir.path().join("herald.db").display()),
+            Self::Postgres { admin_url, name } => {
+                let mut url = url::Url::parse(admin_url).expect("admin URL");
+                url.set_path(name);
+                url.to_string()
+            }
+        }
+    }
+
+    pub fn database_url(&self) -> DatabaseUrl {
+        DatabaseUrl::parse(&self.url()).expect("test database URL")
+    }
+
+    /// The SQLite file, when the test runs on SQLite.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        match self {
+            Self::Sqlite { dir } => Some(dir.path().join("herald.db")),
+            Self::Postgres { .. } => None,
+        }
+    }
+
+    /// Every byte the database keeps on disk for this test: the SQLite file with its WAL, or the
+    /// PostgreSQL database's directory after a checkpoint.
+    pub async fn raw_bytes(&self) -> Vec<u8> {
+        match self {
+            Self::Sqlite { dir } => {
+                let mut bytes = Vec::new();
+                for name in ["herald.db", "herald.db-wal"] {
+                    if let Ok(b) = std::fs::read(dir.path().join(name)) {
+                        bytes.extend(b);
+                    }
+                }
+                bytes
+            }
+            Self::Postgres { admin_url, name } => {
+                let mut conn = sqlx::AnyConnection::connect(admin_url).await.expect("admin connection");
+                sqlx::query("CHECKPOINT").execute(&mut conn).await.expect("checkpoint");
+                let row: (String, i64) = sqlx::query_as(
+                    "SELECT current_setting('data_directory'), oid::bigint FROM pg_database WHERE datname = $1",
+                )
+                .bind(name)
+                .fetch_one(&mut conn)
+                .await
+                .expect("database directory");
+                let dir = Path::new(&row.0).join("base").join(row.1.to_string());
+                let mut bytes = Vec::new();
+                for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
+                    let path = entry.expect("dir entry").path();
+                    if path.is_file() {
+                        bytes.extend(std::fs::read(&path).expect("read relation file"));
+                    }
+                }
+                bytes
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Self::Postgres { admin_url, name } = self {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs outside any async context guarantee: use a runtime of our own.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                rt.block_on(async {
+                    let mut conn = sqlx::AnyConnection::connect(&admin_url).await.ok()?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                        .execute(&mut conn)
+                        .await
+                        .ok()
+                })
+            })
+            .join();
+        }
+    }
+}
+
+/// The environment a test's Herald is configured from.
+pub fn base_env(db: &TestDb, data_dir: &Path) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("HERALD_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        ("HERALD_DATA_DIR".to_owned(), data_dir.display().to_string()),
+        ("HERALD_DATABASE_URL".to_owned(), db.url()),
+        ("HERALD_LOG".to_owned(), "warn".to_owned()),
+    ])
+}
+
+/// Herald serving real HTTP on a random port, with its own database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub state: AppState,
+    pub db: TestDb,
+    pub data_dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Spawns the app after letting the test adjust its environment.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut BTreeMap<String, String>)) -> TestApp {
+    let db = TestDb::new().await;
+    let data_dir = tempfile::tempdir().expect("temporary directory");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let addr = listener.local_addr().expect("local address");
+    let mut env = base_env(&db, data_dir.path());
+    env.insert("HERALD_PUBLIC_URL".into(), format!("http://{addr}"));
+    adjust(&mut env);
+    let config = Config::load(None, &env).expect("test configuration");
+    let app = App::build_on(config, listener).await.expect("build the app");
+    let state = app.state().clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        app.serve(async {
+            let _ = rx.await;
+        })
+        .await
+        .expect("server runs");
+    });
+    TestApp {
+        addr,
+        base: format!("http://{addr}"),
+        state,
+        db,
+        data_dir,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A client that keeps cookies and does not follow redirects, like a browser seen step by step.
+    pub fn browser(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("HTTP client")
+    }
+
+    /// A client without cookies, for API keys.
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("HTTP client")
+    }
+
+    pub async fn org(&self, name: &str) -> OrgId {
+        services::create_org(self.store(), name, &Actor::cli())
+            .await
+            .expect("create organization")
+            .id
+    }
+
+    pub async fn user(&self, org: OrgId, email: &str, role: &str) -> User {
+        services::create_user(
+            self.store(),
+            org,
+            NewUserInput {
+                email: email.into(),
+                password: SecretString::from(PASSWORD),
+                role: role.into(),
+            },
+            &Actor::cli(),
+        )
+        .await
+        .expect("create user")
+    }
+
+    /// A new API key's secret.
+    pub async fn key(&self, org: OrgId, role: &str) -> String {
+        let (_, token) = services::create_api_key(self.store(), org, "test key", role, &Actor::cli())
+            .await
+            .expect("create API key");
+        token.expose().to_owned()
+    }
+
+    /// Signs in through the login form; answers the final response (a redirect on success).
+    pub async fn sign_in(&self, browser: &reqwest::Client, email: &str, password: &str) -> reqwest::Response {
+        let page = browser.get(self.url("/login")).send().await.expect("GET /login");
+        assert_eq!(page.status(), 200);
+        let csrf = hidden_field(&page.text().await.expect("login page"), "csrf_token");
+        browser
+            .post(self.url("/login"))
+            .form(&[("email", email), ("password", password), ("csrf_token", &csrf), ("next", "/")])
+            .send()
+            .await
+            .expect("POST /login")
+    }
+
+    /// Signs in and returns the session's CSRF token, read from the home page.
+    pub async fn signed_in(&self, email: &str) -> (reqwest::Client, String) {
+        let browser = self.browser();
+        let response = self.sign_in(&browser, email, PASSWORD).await;
+        assert_eq!(response.status(), 303, "sign-in should redirect");
+        let home = browser.get(self.url("/")).send().await.expect("GET /");
+        assert_eq!(home.status(), 200);
+        let csrf = hidden_field(&home.text().await.expect("home page"), "csrf_token");
+        (browser, csrf)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        self.state.store.close().await;
+    }
+}
+
+/// The value of a hidden form field in an HTML page.
+pub fn hidden_field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no field {name} in page:\n{html}"))
+        + marker.len();
+    let end = html[start..].find('"').expect("closing quote") + start;
+    html[start..end].to_owned()
+}
+
+/// Asserts a problem+json response and returns its body.
+pub async fn problem(response: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "unexpected status");
+    assert_eq!(
+        response.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let body: serde_json::Value = response.json().await.expect("problem body");
+    assert_eq!(body["code"], code, "problem: {body}");
+    assert_eq!(body["status"], status);
+    assert!(body["title"].is_string() && body["detail"].is_string() && body["type"].is_string());
+    body
+}

@@ -1,0 +1,9 @@
+//! Herald's integration tests, compiled into one binary. Each test runs the real application
+//! over real HTTP on a random port with a database of its own: SQLite by default, PostgreSQL
+//! when `TEST_POSTGRES_URL` is set (the README's test command runs the suite both ways).
+
+mod api;
+mod cli;
+mod helpers;
+mod secrets;
+mod web_auth;
