@@ -173,12 +173,10 @@ pub async fn update_user(
     let mut checks = Checks::default();
     let role = change
         .role
-        .map(|r| checks.take(UserRole::parse(&r)))
-        .flatten();
+        .and_then(|r| checks.take(UserRole::parse(&r)));
     let password = change
         .password
-        .map(|p| checks.take(NewPassword::parse(p)))
-        .flatten();
+        .and_then(|p| checks.take(NewPassword::parse(p)));
     checks.finish()?;
     let hash = match password {
         Some(password) => Some(hash(password).await?),

@@ -51,6 +51,18 @@ pub(crate) fn reject_control_chars(field: &'static str, value: &str) -> Result<(
     Ok(())
 }
 
+/// A trimmed, non-empty, single-line label of at most `max` characters: the shape of every
+/// name a person types (organization, API key).
+pub(crate) fn parse_label(field: &'static str, raw: &str, max: usize) -> Result<String, FieldError> {
+    let label = raw.trim();
+    if label.is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    check_len(field, label, max)?;
+    reject_control_chars(field, label)?;
+    Ok(label.to_owned())
+}
+
 /// Checks a length limit in characters.
 pub(crate) fn check_len(field: &'static str, value: &str, max: usize) -> Result<(), FieldError> {
     let len = value.chars().count();

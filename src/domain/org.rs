@@ -2,7 +2,7 @@
 
 use time::OffsetDateTime;
 
-use super::{FieldError, OrgId, check_len, reject_control_chars};
+use super::{FieldError, OrgId, parse_label};
 
 /// An organization's display name: 1–100 characters, no control characters, unique.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,13 +12,7 @@ impl OrgName {
     pub const MAX_LEN: usize = 100;
 
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let name = raw.trim();
-        if name.is_empty() {
-            return Err(FieldError::new("name", "must not be empty"));
-        }
-        check_len("name", name, Self::MAX_LEN)?;
-        reject_control_chars("name", name)?;
-        Ok(Self(name.to_owned()))
+        parse_label("name", raw, Self::MAX_LEN).map(Self)
     }
 
     pub fn as_str(&self) -> &str {

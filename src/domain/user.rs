@@ -178,13 +178,7 @@ impl ApiKeyName {
     pub const MAX_LEN: usize = 100;
 
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
-        let name = raw.trim();
-        if name.is_empty() {
-            return Err(FieldError::new("name", "must not be empty"));
-        }
-        check_len("name", name, Self::MAX_LEN)?;
-        reject_control_chars("name", name)?;
-        Ok(Self(name.to_owned()))
+        super::parse_label("name", raw, Self::MAX_LEN).map(Self)
     }
 
     pub fn as_str(&self) -> &str {

@@ -132,7 +132,7 @@ impl IntoResponse for ApiError {
                 .errors
                 .into_iter()
                 .map(|e| ProblemFieldError {
-                    field: e.field.into(),
+                    field: e.field,
                     message: e.message,
                 })
                 .collect(),

@@ -34,12 +34,23 @@ pub struct AppState {
     pub login_throttle: Arc<auth::LoginThrottle>,
 }
 
+async fn method_not_allowed() -> error::ApiError {
+    error::ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method not allowed",
+        "This route does not accept this HTTP method; see /api/v1/openapi.json.",
+    )
+}
+
 /// The whole application's routes and middleware.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(api::router())
         .merge(ui::router())
         .merge(health::router())
+        .fallback(ui::not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {

@@ -207,6 +207,11 @@ async fn bad_input_gets_problem_details_naming_the_field() {
 
     problem(get(&app, &admin, "/api/v1/no-such-thing").await, 404, "no_such_route").await;
     problem(get(&app, &admin, "/api/v1/users/not-a-uuid").await, 404, "not_found").await;
+    let put = app.client().put(app.url("/api/v1/users")).bearer_auth(&admin).json(&json!({})).send().await.unwrap();
+    problem(put, 405, "method_not_allowed").await;
+    let page = app.client().get(app.url("/no/such/page")).send().await.unwrap();
+    assert_eq!(page.status(), 404);
+    assert!(page.text().await.unwrap().contains("Page not found"));
     app.stop().await;
 }
 

@@ -3,7 +3,7 @@
 use herald::services;
 use herald::web::auth::LoginThrottle;
 
-use crate::helpers::{PASSWORD, hidden_field, problem, spawn_app, spawn_app_with};
+use crate::helpers::{PASSWORD, TestApp, hidden_field, problem, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn signing_in_with_the_right_password_opens_the_home_page() {
@@ -74,22 +74,28 @@ async fn repeated_failures_lock_the_account_even_for_the_right_password() {
     app.stop().await;
 }
 
+/// Posts the sign-in form as if relayed for `forwarded_for`.
+async fn sign_in_forwarded(app: &TestApp, browser: &reqwest::Client, email: &str, forwarded_for: &str) -> reqwest::StatusCode {
+    let page = browser.get(app.url("/login")).send().await.unwrap().text().await.unwrap();
+    let csrf = hidden_field(&page, "csrf_token");
+    browser
+        .post(app.url("/login"))
+        .header("x-forwarded-for", forwarded_for)
+        .form(&[("email", email), ("password", "x"), ("csrf_token", &csrf)])
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 #[tokio::test]
 async fn forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy() {
     // Untrusted peer: a spoofed X-Forwarded-For does not spread guesses over "many" addresses.
     let app = spawn_app().await;
     let browser = app.browser();
     for i in 0..LoginThrottle::PER_ADDRESS {
-        let page = browser.get(app.url("/login")).send().await.unwrap().text().await.unwrap();
-        let csrf = hidden_field(&page, "csrf_token");
-        let response = browser
-            .post(app.url("/login"))
-            .header("x-forwarded-for", format!("203.0.113.{i}"))
-            .form(&[("email", format!("user{i}@example.com")), ("password", "x".into()), ("csrf_token", csrf)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 401);
+        let status = sign_in_forwarded(&app, &browser, &format!("user{i}@example.com"), &format!("203.0.113.{i}")).await;
+        assert_eq!(status, 401);
     }
     let response = app.sign_in(&browser, "someone@example.com", "x").await;
     assert_eq!(response.status(), 429);
@@ -103,37 +109,11 @@ async fn forwarded_for_is_ignored_unless_the_peer_is_a_trusted_proxy() {
     .await;
     let browser = app.browser();
     for i in 0..LoginThrottle::PER_ADDRESS {
-        let page = browser.get(app.url("/login")).send().await.unwrap().text().await.unwrap();
-        let csrf = hidden_field(&page, "csrf_token");
-        let response = browser
-            .post(app.url("/login"))
-            .header("x-forwarded-for", "203.0.113.7")
-            .form(&[("email", format!("user{i}@example.com")), ("password", "x".into()), ("csrf_token", csrf)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 401);
+        let status = sign_in_forwarded(&app, &browser, &format!("user{i}@example.com"), "203.0.113.7").await;
+        assert_eq!(status, 401);
     }
-    let page = browser.get(app.url("/login")).send().await.unwrap().text().await.unwrap();
-    let csrf = hidden_field(&page, "csrf_token");
-    let limited = browser
-        .post(app.url("/login"))
-        .header("x-forwarded-for", "203.0.113.7")
-        .form(&[("email", "fresh@example.com"), ("password", "x"), ("csrf_token", &csrf)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(limited.status(), 429);
-    let page = browser.get(app.url("/login")).send().await.unwrap().text().await.unwrap();
-    let csrf = hidden_field(&page, "csrf_token");
-    let other = browser
-        .post(app.url("/login"))
-        .header("x-forwarded-for", "198.51.100.9")
-        .form(&[("email", "fresh@example.com"), ("password", "x"), ("csrf_token", &csrf)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(other.status(), 401);
+    assert_eq!(sign_in_forwarded(&app, &browser, "fresh@example.com", "203.0.113.7").await, 429);
+    assert_eq!(sign_in_forwarded(&app, &browser, "fresh@example.com", "198.51.100.9").await, 401);
     app.stop().await;
 }
 

@@ -63,6 +63,19 @@ fn safe_next(next: &str) -> String {
     }
 }
 
+/// Any path no route claims.
+pub async fn not_found() -> Response {
+    render(
+        StatusCode::NOT_FOUND,
+        &NoticePage {
+            title: "Page not found".into(),
+            message: "There is no page at this address.".into(),
+            link_href: "/".into(),
+            link_text: "Go to Herald".into(),
+        },
+    )
+}
+
 async fn stylesheet() -> impl IntoResponse {
     (
         [
