@@ -251,7 +251,16 @@ async fn user_add(config: Config, args: UserAdd) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn parse_key_id(raw: &str) -> anyhow::Result<ApiKeyId> {
+    raw.trim().parse().map_err(|_| {
+        anyhow::anyhow!("`{raw}` is not an API key id (a UUID, as printed by `herald apikey list`)")
+    })
+}
+
 async fn apikey(config: Config, cmd: ApiKeyCommand) -> anyhow::Result<()> {
+    if let ApiKeyCommand::Revoke { id } = &cmd {
+        parse_key_id(id)?;
+    }
     let store = app::open_store(&config).await?;
     match cmd {
         ApiKeyCommand::Add { org, role, name } => {
@@ -296,11 +305,7 @@ async fn apikey(config: Config, cmd: ApiKeyCommand) -> anyhow::Result<()> {
             }
         }
         ApiKeyCommand::Revoke { id } => {
-            let id: ApiKeyId = id.trim().parse().map_err(|_| {
-                anyhow::anyhow!(
-                    "`{id}` is not an API key id (a UUID, as printed by `herald apikey list`)"
-                )
-            })?;
+            let id = parse_key_id(&id)?;
             let mut conn = store.conn().await?;
             let Some(key) = store::api_keys::get_any(&mut conn, id).await? else {
                 bail!("no API key has the id {id}");

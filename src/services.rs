@@ -69,7 +69,7 @@ async fn hash(password: NewPassword) -> ServiceResult<String> {
         .map_err(|e| ServiceError::Internal(e.to_string()))
 }
 
-fn conflict(e: StoreError, field: &'static str, message: &str) -> ServiceError {
+fn conflict(e: StoreError, field: &'static str, message: String) -> ServiceError {
     match e {
         StoreError::Conflict(_) => ServiceError::Conflict(FieldError::new(field, message)),
         other => ServiceError::Store(other),
@@ -83,7 +83,13 @@ pub async fn create_org(store: &Store, name: &str, actor: &Actor) -> ServiceResu
     let mut tx = store.begin().await?;
     let org = store::orgs::insert(&mut tx, &name, now)
         .await
-        .map_err(|e| conflict(e, "name", "an organization with this name already exists"))?;
+        .map_err(|e| {
+            conflict(
+                e,
+                "name",
+                format!("an organization named \"{}\" already exists", name.as_str()),
+            )
+        })?;
     store::audit::record(
         &mut tx,
         &NewAuditEvent {
@@ -136,7 +142,13 @@ pub async fn create_user(
     let mut tx = store.begin().await?;
     let user = store::users::insert(&mut tx, org_id, &email, &hash, role, now)
         .await
-        .map_err(|e| conflict(e, "email", "a user with this email already exists"))?;
+        .map_err(|e| {
+            conflict(
+                e,
+                "email",
+                format!("a user with the email {email} already exists"),
+            )
+        })?;
     store::audit::record(
         &mut tx,
         &NewAuditEvent {
@@ -171,9 +183,7 @@ pub async fn update_user(
     actor: &Actor,
 ) -> ServiceResult<User> {
     let mut checks = Checks::default();
-    let role = change
-        .role
-        .and_then(|r| checks.take(UserRole::parse(&r)));
+    let role = change.role.and_then(|r| checks.take(UserRole::parse(&r)));
     let password = change
         .password
         .and_then(|p| checks.take(NewPassword::parse(p)));

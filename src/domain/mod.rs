@@ -53,7 +53,11 @@ pub(crate) fn reject_control_chars(field: &'static str, value: &str) -> Result<(
 
 /// A trimmed, non-empty, single-line label of at most `max` characters: the shape of every
 /// name a person types (organization, API key).
-pub(crate) fn parse_label(field: &'static str, raw: &str, max: usize) -> Result<String, FieldError> {
+pub(crate) fn parse_label(
+    field: &'static str,
+    raw: &str,
+    max: usize,
+) -> Result<String, FieldError> {
     let label = raw.trim();
     if label.is_empty() {
         return Err(FieldError::new(field, "must not be empty"));

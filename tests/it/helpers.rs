@@ -3,8 +3,7 @@
 //! real HTTP on a random loopback port.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use herald::app::App;
 use herald::config::{Config, DatabaseUrl};
@@ -52,10 +51,6 @@ impl TestDb {
         }
     }
 
-    pub fn is_postgres(&self) -> bool {
-        matches!(self, Self::Postgres { .. })
-    }
-
     /// The URL Herald is configured with.
     pub fn url(&self) -> String {
         match self {
@@ -72,14 +67,6 @@ impl TestDb {
         DatabaseUrl::parse(&self.url()).expect("test database URL")
     }
 
-    /// The SQLite file, when the test runs on SQLite.
-    pub fn sqlite_path(&self) -> Option<PathBuf> {
-        match self {
-            Self::Sqlite { dir } => Some(dir.path().join("herald.db")),
-            Self::Postgres { .. } => None,
-        }
-    }
-
     /// Every byte the database keeps on disk for this test: the SQLite file with its WAL, or the
     /// PostgreSQL database's directory after a checkpoint.
     pub async fn raw_bytes(&self) -> Vec<u8> {
@@ -94,8 +81,13 @@ impl TestDb {
                 bytes
             }
             Self::Postgres { admin_url, name } => {
-                let mut conn = sqlx::AnyConnection::connect(admin_url).await.expect("admin connection");
-                sqlx::query("CHECKPOINT").execute(&mut conn).await.expect("checkpoint");
+                let mut conn = sqlx::AnyConnection::connect(admin_url)
+                    .await
+                    .expect("admin connection");
+                sqlx::query("CHECKPOINT")
+                    .execute(&mut conn)
+                    .await
+                    .expect("checkpoint");
                 let row: (String, i64) = sqlx::query_as(
                     "SELECT current_setting('data_directory'), oid::bigint FROM pg_database WHERE datname = $1",
                 )
@@ -105,7 +97,9 @@ impl TestDb {
                 .expect("database directory");
                 let dir = Path::new(&row.0).join("base").join(row.1.to_string());
                 let mut bytes = Vec::new();
-                for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display())) {
+                for entry in std::fs::read_dir(&dir)
+                    .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+                {
                     let path = entry.expect("dir entry").path();
                     if path.is_file() {
                         bytes.extend(std::fs::read(&path).expect("read relation file"));
@@ -123,13 +117,18 @@ impl Drop for TestDb {
             let (admin_url, name) = (admin_url.clone(), name.clone());
             // Drop runs outside any async context guarantee: use a runtime of our own.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
                 rt.block_on(async {
                     let mut conn = sqlx::AnyConnection::connect(&admin_url).await.ok()?;
-                    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
-                        .execute(&mut conn)
-                        .await
-                        .ok()
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
                 })
             })
             .join();
@@ -149,11 +148,11 @@ pub fn base_env(db: &TestDb, data_dir: &Path) -> BTreeMap<String, String> {
 
 /// Herald serving real HTTP on a random port, with its own database.
 pub struct TestApp {
-    pub addr: SocketAddr,
     pub base: String,
     pub state: AppState,
     pub db: TestDb,
-    pub data_dir: TempDir,
+    /// Holds the data directory until the test ends.
+    _data_dir: TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -172,7 +171,9 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut BTreeMap<String, String>)) 
     env.insert("HERALD_PUBLIC_URL".into(), format!("http://{addr}"));
     adjust(&mut env);
     let config = Config::load(None, &env).expect("test configuration");
-    let app = App::build_on(config, listener).await.expect("build the app");
+    let app = App::build_on(config, listener)
+        .await
+        .expect("build the app");
     let state = app.state().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -183,11 +184,10 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut BTreeMap<String, String>)) 
         .expect("server runs");
     });
     TestApp {
-        addr,
         base: format!("http://{addr}"),
         state,
         db,
-        data_dir,
+        _data_dir: data_dir,
         shutdown: Some(tx),
         server: Some(server),
     }
@@ -243,20 +243,35 @@ impl TestApp {
 
     /// A new API key's secret.
     pub async fn key(&self, org: OrgId, role: &str) -> String {
-        let (_, token) = services::create_api_key(self.store(), org, "test key", role, &Actor::cli())
-            .await
-            .expect("create API key");
+        let (_, token) =
+            services::create_api_key(self.store(), org, "test key", role, &Actor::cli())
+                .await
+                .expect("create API key");
         token.expose().to_owned()
     }
 
     /// Signs in through the login form; answers the final response (a redirect on success).
-    pub async fn sign_in(&self, browser: &reqwest::Client, email: &str, password: &str) -> reqwest::Response {
-        let page = browser.get(self.url("/login")).send().await.expect("GET /login");
+    pub async fn sign_in(
+        &self,
+        browser: &reqwest::Client,
+        email: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        let page = browser
+            .get(self.url("/login"))
+            .send()
+            .await
+            .expect("GET /login");
         assert_eq!(page.status(), 200);
         let csrf = hidden_field(&page.text().await.expect("login page"), "csrf_token");
         browser
             .post(self.url("/login"))
-            .form(&[("email", email), ("password", password), ("csrf_token", &csrf), ("next", "/")])
+            .form(&[
+                ("email", email),
+                ("password", password),
+                ("csrf_token", &csrf),
+                ("next", "/"),
+            ])
             .send()
             .await
             .expect("POST /login")
@@ -299,7 +314,10 @@ pub fn hidden_field(html: &str, name: &str) -> String {
 pub async fn problem(response: reqwest::Response, status: u16, code: &str) -> serde_json::Value {
     assert_eq!(response.status().as_u16(), status, "unexpected status");
     assert_eq!(
-        response.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("application/problem+json")
     );
     let body: serde_json::Value = response.json().await.expect("problem body");

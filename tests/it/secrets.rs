@@ -44,10 +44,24 @@ impl Env {
 
 async fn put(store: &Store, ring: &KeyRing, owner: &str, field: &str, value: &str) {
     let mut conn = store.conn().await.unwrap();
-    keys::put_secret(&mut conn, ring, owner, field, &SecretString::from(value), OffsetDateTime::now_utc()).await.unwrap();
+    keys::put_secret(
+        &mut conn,
+        ring,
+        owner,
+        field,
+        &SecretString::from(value),
+        OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
 }
 
-async fn get(store: &Store, ring: &KeyRing, owner: &str, field: &str) -> Result<Option<SecretString>, KeyError> {
+async fn get(
+    store: &Store,
+    ring: &KeyRing,
+    owner: &str,
+    field: &str,
+) -> Result<Option<SecretString>, KeyError> {
     let mut conn = store.conn().await.unwrap();
     keys::get_secret(&mut conn, ring, owner, field).await
 }
@@ -64,16 +78,28 @@ async fn a_stored_secret_round_trips_and_the_database_never_holds_its_plaintext(
     let (ring, _) = keys::unlock(&config, &store).await.unwrap();
 
     put(&store, &ring, "mailbox-1", "client_secret", SECRET).await;
-    let opened = get(&store, &ring, "mailbox-1", "client_secret").await.unwrap().unwrap();
+    let opened = get(&store, &ring, "mailbox-1", "client_secret")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(opened.expose_secret(), SECRET);
 
     store.close().await;
     let raw = env.db.raw_bytes().await;
     assert!(!raw.is_empty());
-    assert!(!contains(&raw, SECRET.as_bytes()), "plaintext found in the database");
-    assert!(!contains(&raw, b"client-secret-value"), "part of the plaintext found in the database");
+    assert!(
+        !contains(&raw, SECRET.as_bytes()),
+        "plaintext found in the database"
+    );
+    assert!(
+        !contains(&raw, b"client-secret-value"),
+        "part of the plaintext found in the database"
+    );
     // The sealed form is there, naming its key.
-    assert!(contains(&raw, format!("v1.{}.", ring.active().id()).as_bytes()));
+    assert!(contains(
+        &raw,
+        format!("v1.{}.", ring.active().id()).as_bytes()
+    ));
 }
 
 #[tokio::test]
@@ -86,10 +112,17 @@ async fn a_tampered_or_moved_secret_does_not_open() {
     put(&store, &ring, "mailbox-2", "client_secret", "other secret").await;
 
     let mut conn = store.conn().await.unwrap();
-    let sealed = store::secrets::get(&mut conn, "mailbox-1", "client_secret").await.unwrap().unwrap();
+    let sealed = store::secrets::get(&mut conn, "mailbox-1", "client_secret")
+        .await
+        .unwrap()
+        .unwrap();
 
     // Copied onto another record, or another field of the same record.
-    sqlx::query("UPDATE secrets SET sealed = $1 WHERE owner_id = 'mailbox-2'").bind(&sealed).execute(&mut *conn).await.unwrap();
+    sqlx::query("UPDATE secrets SET sealed = $1 WHERE owner_id = 'mailbox-2'")
+        .bind(&sealed)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
     sqlx::query("INSERT INTO secrets (owner_id, field, key_id, sealed, updated_at) VALUES ('mailbox-1', 'password', $1, $2, 0)")
         .bind(ring.active().id().as_str())
         .bind(&sealed)
@@ -97,8 +130,14 @@ async fn a_tampered_or_moved_secret_does_not_open() {
         .await
         .unwrap();
     drop(conn);
-    assert!(matches!(get(&store, &ring, "mailbox-2", "client_secret").await, Err(KeyError::Unreadable { .. })));
-    assert!(matches!(get(&store, &ring, "mailbox-1", "password").await, Err(KeyError::Unreadable { .. })));
+    assert!(matches!(
+        get(&store, &ring, "mailbox-2", "client_secret").await,
+        Err(KeyError::Unreadable { .. })
+    ));
+    assert!(matches!(
+        get(&store, &ring, "mailbox-1", "password").await,
+        Err(KeyError::Unreadable { .. })
+    ));
 
     // One character changed.
     let mut chars: Vec<char> = sealed.chars().collect();
@@ -106,9 +145,18 @@ async fn a_tampered_or_moved_secret_does_not_open() {
     chars[last] = if chars[last] == 'A' { 'B' } else { 'A' };
     let tampered: String = chars.into_iter().collect();
     let mut conn = store.conn().await.unwrap();
-    sqlx::query("UPDATE secrets SET sealed = $1 WHERE owner_id = 'mailbox-1' AND field = 'client_secret'").bind(&tampered).execute(&mut *conn).await.unwrap();
+    sqlx::query(
+        "UPDATE secrets SET sealed = $1 WHERE owner_id = 'mailbox-1' AND field = 'client_secret'",
+    )
+    .bind(&tampered)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
     drop(conn);
-    assert!(matches!(get(&store, &ring, "mailbox-1", "client_secret").await, Err(KeyError::Unreadable { .. })));
+    assert!(matches!(
+        get(&store, &ring, "mailbox-1", "client_secret").await,
+        Err(KeyError::Unreadable { .. })
+    ));
     store.close().await;
 }
 
@@ -120,7 +168,10 @@ async fn a_secret_does_not_open_under_another_key() {
     let (ring, _) = keys::unlock(&config, &store).await.unwrap();
     put(&store, &ring, "mailbox-1", "client_secret", SECRET).await;
     let stranger = KeyRing::new(MasterKey::generate());
-    assert!(matches!(get(&store, &stranger, "mailbox-1", "client_secret").await, Err(KeyError::Unreadable { .. })));
+    assert!(matches!(
+        get(&store, &stranger, "mailbox-1", "client_secret").await,
+        Err(KeyError::Unreadable { .. })
+    ));
     store.close().await;
 }
 
@@ -128,21 +179,32 @@ async fn a_secret_does_not_open_under_another_key() {
 async fn start_up_fails_clearly_with_a_wrong_or_missing_master_key() {
     let env = Env::new().await;
     let key = base64::engine::general_purpose::STANDARD.encode([1u8; 32]);
-    let first = App::build(env.config(&[("HERALD_MASTER_KEY", &key)])).await.unwrap();
+    let first = App::build(env.config(&[("HERALD_MASTER_KEY", &key)]))
+        .await
+        .unwrap();
     first.state().store.close().await;
     drop(first);
 
     let other = base64::engine::general_purpose::STANDARD.encode([2u8; 32]);
-    let err = App::build(env.config(&[("HERALD_MASTER_KEY", &other)])).await.err().expect("wrong key refused");
+    let err = App::build(env.config(&[("HERALD_MASTER_KEY", &other)]))
+        .await
+        .err()
+        .expect("wrong key refused");
     let message = format!("{err:#}");
     assert!(message.contains("wrong master key"), "{message}");
     assert!(message.contains("HERALD_MASTER_KEY"), "{message}");
 
     // No env key and no key file: refused, not replaced by a fresh key.
-    let err = App::build(env.config(&[])).await.err().expect("missing key refused");
+    let err = App::build(env.config(&[]))
+        .await
+        .err()
+        .expect("missing key refused");
     let message = format!("{err:#}");
     assert!(message.contains("no master key"), "{message}");
-    assert!(!env.data_dir.path().join("master.key").exists(), "a new key file must not hide the old one");
+    assert!(
+        !env.data_dir.path().join("master.key").exists(),
+        "a new key file must not hide the old one"
+    );
 
     let again = App::build(env.config(&[("HERALD_MASTER_KEY", &key)])).await;
     assert!(again.is_ok(), "the right key still works");
@@ -155,7 +217,14 @@ async fn after_rotation_everything_opens_under_the_new_key_and_nothing_under_the
     let store = env.store().await;
     let (old_ring, _) = keys::unlock(&config, &store).await.unwrap();
     for i in 0..5 {
-        put(&store, &old_ring, &format!("mailbox-{i}"), "refresh_token", &format!("token-{i}")).await;
+        put(
+            &store,
+            &old_ring,
+            &format!("mailbox-{i}"),
+            "refresh_token",
+            &format!("token-{i}"),
+        )
+        .await;
     }
 
     let rotation = keys::rotate(&config, &store, None).await.unwrap();
@@ -168,14 +237,25 @@ async fn after_rotation_everything_opens_under_the_new_key_and_nothing_under_the
     assert!(new_ring.older().is_empty());
 
     for i in 0..5 {
-        let value = get(&store, &new_ring, &format!("mailbox-{i}"), "refresh_token").await.unwrap().unwrap();
+        let value = get(&store, &new_ring, &format!("mailbox-{i}"), "refresh_token")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(value.expose_secret(), format!("token-{i}"));
-        assert!(get(&store, &old_ring, &format!("mailbox-{i}"), "refresh_token").await.is_err());
+        assert!(
+            get(&store, &old_ring, &format!("mailbox-{i}"), "refresh_token")
+                .await
+                .is_err()
+        );
     }
     let mut conn = store.conn().await.unwrap();
     for row in store::secrets::all(&mut conn).await.unwrap() {
         assert_eq!(row.key_id, rotation.new_key.id().as_str());
-        assert!(old_ring.open(&row.owner_id, &row.field, &row.sealed).is_err());
+        assert!(
+            old_ring
+                .open(&row.owner_id, &row.field, &row.sealed)
+                .is_err()
+        );
     }
     drop(conn);
     // And the service starts with it.
@@ -206,19 +286,39 @@ async fn an_interrupted_rotation_leaves_every_secret_readable() {
     // sealed under the old key, opens with what is configured, including after a restart.
     let (configured, _) = keys::configured_ring(&config).unwrap().unwrap();
     assert_eq!(configured.older().len(), 1);
-    let value = get(&store, &configured, "mailbox-1", "client_secret").await.unwrap().unwrap();
+    let value = get(&store, &configured, "mailbox-1", "client_secret")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(value.expose_secret(), SECRET);
     let mut conn = store.conn().await.unwrap();
-    sqlx::query("DELETE FROM secrets WHERE owner_id = 'zz-broken'").execute(&mut *conn).await.unwrap();
+    sqlx::query("DELETE FROM secrets WHERE owner_id = 'zz-broken'")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
     drop(conn);
     let (restarted, _) = keys::unlock(&config, &store).await.unwrap();
-    assert_eq!(get(&store, &restarted, "mailbox-1", "client_secret").await.unwrap().unwrap().expose_secret(), SECRET);
+    assert_eq!(
+        get(&store, &restarted, "mailbox-1", "client_secret")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose_secret(),
+        SECRET
+    );
 
     // Running the rotation again completes it.
     let rotation = keys::rotate(&config, &store, None).await.unwrap();
     let (ring, _) = keys::configured_ring(&config).unwrap().unwrap();
     assert_eq!(ring.active().id(), rotation.new_key.id());
     assert!(ring.older().is_empty());
-    assert_eq!(get(&store, &ring, "mailbox-1", "client_secret").await.unwrap().unwrap().expose_secret(), SECRET);
+    assert_eq!(
+        get(&store, &ring, "mailbox-1", "client_secret")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose_secret(),
+        SECRET
+    );
     store.close().await;
 }
