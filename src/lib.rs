@@ -22,5 +22,7 @@ pub mod domain;
 pub mod keys;
 pub mod secrets;
 pub mod services;
+pub mod smtp_server;
 pub mod store;
+pub mod tls;
 pub mod web;
