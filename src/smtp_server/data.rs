@@ -183,7 +183,14 @@ mod tests {
 
     #[test]
     fn smuggling_sequences_do_not_end_data() {
-        for seq in [&b"\n.\n"[..], b"\r.\r", b"\n.\r\n", b"\r\n.\r\r\n", b"\r\n.\n", b"\r.\r\n"] {
+        for seq in [
+            &b"\n.\n"[..],
+            b"\r.\r",
+            b"\n.\r\n",
+            b"\r\n.\r\r\n",
+            b"\r\n.\n",
+            b"\r.\r\n",
+        ] {
             let mut input = b"a".to_vec();
             input.extend_from_slice(seq);
             input.extend_from_slice(b"MAIL FROM:<evil@x>\r\n");

@@ -49,13 +49,19 @@ impl Reply {
 
     /// Writes the reply in wire form, `CODE-` on every line but the last.
     pub fn write_to(&self, out: &mut Vec<u8>) {
-        let lines: Vec<&str> = self.text.split('\n').map(|l| l.trim_end_matches('\r')).collect();
+        let lines: Vec<&str> = self
+            .text
+            .split('\n')
+            .map(|l| l.trim_end_matches('\r'))
+            .collect();
         for (i, line) in lines.iter().enumerate() {
             let sep = if i + 1 == lines.len() { ' ' } else { '-' };
             if self.status.is_empty() {
                 out.extend_from_slice(format!("{}{sep}{line}\r\n", self.code).as_bytes());
             } else {
-                out.extend_from_slice(format!("{}{sep}{} {line}\r\n", self.code, self.status).as_bytes());
+                out.extend_from_slice(
+                    format!("{}{sep}{} {line}\r\n", self.code, self.status).as_bytes(),
+                );
             }
         }
     }
@@ -160,17 +166,31 @@ pub trait SmtpHandler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<AuthIdentity, Reply>> + Send;
 
     /// Accepts or refuses the envelope sender.
-    fn mail_from(&self, _session: &SessionInfo, _from: &str) -> impl Future<Output = Result<(), Reply>> + Send {
+    fn mail_from(
+        &self,
+        _session: &SessionInfo,
+        _from: &str,
+    ) -> impl Future<Output = Result<(), Reply>> + Send {
         async { Ok(()) }
     }
 
     /// Accepts or refuses one recipient.
-    fn rcpt_to(&self, _session: &SessionInfo, _from: &str, _to: &str) -> impl Future<Output = Result<(), Reply>> + Send {
+    fn rcpt_to(
+        &self,
+        _session: &SessionInfo,
+        _from: &str,
+        _to: &str,
+    ) -> impl Future<Output = Result<(), Reply>> + Send {
         async { Ok(()) }
     }
 
     /// Takes a complete message. Answer `250` only once it is safely kept.
-    fn deliver(&self, session: &SessionInfo, envelope: Envelope, message: Vec<u8>) -> impl Future<Output = Reply> + Send;
+    fn deliver(
+        &self,
+        session: &SessionInfo,
+        envelope: Envelope,
+        message: Vec<u8>,
+    ) -> impl Future<Output = Reply> + Send;
 }
 
 /// The server's limits and manners.
@@ -226,7 +246,11 @@ impl SmtpConfig {
             tls: None,
             mechanisms: vec![Mechanism::Plain, Mechanism::Login],
             auth_without_tls: false,
-            auth_needs_tls_reply: Reply::new(538, "5.7.11", "Encryption required for requested authentication mechanism"),
+            auth_needs_tls_reply: Reply::new(
+                538,
+                "5.7.11",
+                "Encryption required for requested authentication mechanism",
+            ),
             require_auth: true,
             auth_required_reply: Reply::new(530, "5.7.0", "Authentication required"),
             max_sessions_per_address: 20,
@@ -278,7 +302,11 @@ pub struct SmtpServer<H> {
 }
 
 impl<H: SmtpHandler> SmtpServer<H> {
-    pub async fn bind(addr: SocketAddr, config: SmtpConfig, handler: Arc<H>) -> std::io::Result<Self> {
+    pub async fn bind(
+        addr: SocketAddr,
+        config: SmtpConfig,
+        handler: Arc<H>,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         Ok(Self::on(listener, config, handler))
     }
@@ -312,10 +340,16 @@ impl<H: SmtpHandler> SmtpServer<H> {
                     continue;
                 }
             };
-            let Some(guard) = counter.try_enter(peer.ip(), self.config.max_sessions_per_address) else {
+            let Some(guard) = counter.try_enter(peer.ip(), self.config.max_sessions_per_address)
+            else {
                 tokio::spawn(async move {
                     let mut out = Vec::new();
-                    Reply::new(421, "4.7.0", "Too many connections from your address; try again later").write_to(&mut out);
+                    Reply::new(
+                        421,
+                        "4.7.0",
+                        "Too many connections from your address; try again later",
+                    )
+                    .write_to(&mut out);
                     let _ = stream.write_all(&out).await;
                     let _ = stream.shutdown().await;
                 });

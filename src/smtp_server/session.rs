@@ -23,7 +23,11 @@ enum Transport<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Transport<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
@@ -33,7 +37,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Transport<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Transport<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Self::Tls(s) => Pin::new(s).poll_write(cx, buf),
@@ -90,7 +98,12 @@ struct Session<S, H> {
 }
 
 /// Runs one session to its end on `stream`, which is plain TCP (or any byte stream in tests).
-pub async fn run_session<S, H>(stream: S, peer: SocketAddr, config: Arc<SmtpConfig>, handler: Arc<H>) -> std::io::Result<()>
+pub async fn run_session<S, H>(
+    stream: S,
+    peer: SocketAddr,
+    config: Arc<SmtpConfig>,
+    handler: Arc<H>,
+) -> std::io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: SmtpHandler,
@@ -136,7 +149,11 @@ where
             self.reply(&reply);
             return self.flush().await;
         }
-        let banner = Reply::new(220, "", format!("{} {}", self.config.hostname, self.config.banner));
+        let banner = Reply::new(
+            220,
+            "",
+            format!("{} {}", self.config.hostname, self.config.banner),
+        );
         self.reply(&banner);
         let stop = self.serve().await;
         if let Stop::Close(reply) = stop {
@@ -167,7 +184,10 @@ where
             Err(_) => Err(Stop::Close(Reply::new(
                 421,
                 "4.4.2",
-                format!("{} Timeout waiting for client input; closing connection", self.config.hostname),
+                format!(
+                    "{} Timeout waiting for client input; closing connection",
+                    self.config.hostname
+                ),
             ))),
             Ok(Err(_)) | Ok(Ok(0)) => Ok(false),
             Ok(Ok(n)) => {
@@ -203,7 +223,11 @@ where
         self.bad_commands += 1;
         self.reply(&reply);
         if self.bad_commands >= self.config.max_bad_commands {
-            return Err(Stop::Close(Reply::new(421, "4.7.0", "Too many errors; closing connection")));
+            return Err(Stop::Close(Reply::new(
+                421,
+                "4.7.0",
+                "Too many errors; closing connection",
+            )));
         }
         Ok(())
     }
@@ -241,7 +265,8 @@ where
         }
         let request = match Request::parse(&mut line.iter()) {
             Ok(request) => request,
-            Err(smtp_proto::Error::UnknownCommand) | Err(smtp_proto::Error::NeedsMoreData { .. }) => {
+            Err(smtp_proto::Error::UnknownCommand)
+            | Err(smtp_proto::Error::NeedsMoreData { .. }) => {
                 return self.count_bad(Reply::new(500, "5.5.2", "Unrecognized command"));
             }
             Err(smtp_proto::Error::InvalidSenderAddress) => {
@@ -250,10 +275,21 @@ where
             Err(smtp_proto::Error::InvalidRecipientAddress) => {
                 return self.count_bad(Reply::new(501, "5.1.3", "Invalid recipient address"));
             }
-            Err(smtp_proto::Error::UnsupportedParameter { .. }) | Err(smtp_proto::Error::InvalidParameter { .. }) => {
-                return self.count_bad(Reply::new(555, "5.5.4", "Unsupported or invalid parameter"));
+            Err(smtp_proto::Error::UnsupportedParameter { .. })
+            | Err(smtp_proto::Error::InvalidParameter { .. }) => {
+                return self.count_bad(Reply::new(
+                    555,
+                    "5.5.4",
+                    "Unsupported or invalid parameter",
+                ));
             }
-            Err(_) => return self.count_bad(Reply::new(501, "5.5.4", "Syntax error in parameters or arguments")),
+            Err(_) => {
+                return self.count_bad(Reply::new(
+                    501,
+                    "5.5.4",
+                    "Syntax error in parameters or arguments",
+                ));
+            }
         };
         match request {
             Request::Ehlo { host } => {
@@ -265,11 +301,17 @@ where
                 Ok(())
             }
             Request::StartTls => self.starttls().await,
-            Request::Auth { mechanism, initial_response } => self.auth(mechanism, initial_response.into_owned()).await,
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(mechanism, initial_response.into_owned()).await,
             Request::Mail { from } => self.mail(from.address.into_owned(), from.size).await,
             Request::Rcpt { to } => self.rcpt(to.address.into_owned()).await,
             Request::Data => self.data().await,
-            Request::Bdat { chunk_size, is_last } => self.bdat(chunk_size, is_last).await,
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => self.bdat(chunk_size, is_last).await,
             Request::Rset => {
                 self.reset_transaction();
                 self.reply(&ok("Resetting"));
@@ -280,11 +322,19 @@ where
                 Ok(())
             }
             Request::Quit => {
-                self.reply(&Reply::new(221, "2.0.0", "Service closing transmission channel"));
+                self.reply(&Reply::new(
+                    221,
+                    "2.0.0",
+                    "Service closing transmission channel",
+                ));
                 Err(Stop::Done)
             }
             Request::Vrfy { .. } => {
-                self.reply(&Reply::new(252, "2.5.2", "Cannot VRFY user, but will accept message"));
+                self.reply(&Reply::new(
+                    252,
+                    "2.5.2",
+                    "Cannot VRFY user, but will accept message",
+                ));
                 Ok(())
             }
             Request::Help { .. } => {
@@ -361,7 +411,11 @@ where
         self.reply(&Reply::new(334, "", challenge));
         match self.next_line().await? {
             Some(Line::Complete(line)) => Ok(String::from_utf8_lossy(&line).trim_end().to_owned()),
-            Some(Line::TooLong) => Err(Stop::Close(Reply::new(500, "5.5.6", "Authentication exchange line too long"))),
+            Some(Line::TooLong) => Err(Stop::Close(Reply::new(
+                500,
+                "5.5.6",
+                "Authentication exchange line too long",
+            ))),
             None => Err(Stop::Done),
         }
     }
@@ -386,10 +440,16 @@ where
             AUTH_XOAUTH2 => Mechanism::XOAuth2,
             _ => Mechanism::Plain,
         };
-        if !matches!(mechanism, AUTH_PLAIN | AUTH_LOGIN | AUTH_XOAUTH2) || !self.config.mechanisms.contains(&wanted) {
+        if !matches!(mechanism, AUTH_PLAIN | AUTH_LOGIN | AUTH_XOAUTH2)
+            || !self.config.mechanisms.contains(&wanted)
+        {
             return self.count_bad(Reply::new(504, "5.7.4", "Unrecognized authentication type"));
         }
-        let decode = |text: &str| base64::engine::general_purpose::STANDARD.decode(text.trim()).ok();
+        let decode = |text: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(text.trim())
+                .ok()
+        };
         let malformed = || Reply::new(501, "5.5.2", "Cannot decode the authentication response");
         let cancelled = || Reply::new(501, "5.0.0", "Authentication cancelled");
         let initial = (!initial.is_empty() && initial != "=").then_some(initial);
@@ -407,7 +467,9 @@ where
                     return self.count_bad(malformed());
                 };
                 let mut parts = bytes.split(|&b| b == 0);
-                let (Some(_authzid), Some(user), Some(pass), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+                let (Some(_authzid), Some(user), Some(pass), None) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                else {
                     return self.count_bad(malformed());
                 };
                 Credentials::Password {
@@ -464,7 +526,11 @@ where
                 self.auth_failures += 1;
                 self.reply(&reply);
                 if self.auth_failures >= self.config.max_auth_failures {
-                    return Err(Stop::Close(Reply::new(421, "4.7.0", "Too many failed authentication attempts; closing connection")));
+                    return Err(Stop::Close(Reply::new(
+                        421,
+                        "4.7.0",
+                        "Too many failed authentication attempts; closing connection",
+                    )));
                 }
                 Ok(())
             }
@@ -483,7 +549,11 @@ where
             return self.count_bad(reply);
         }
         if declared_size > self.config.max_message_size {
-            self.reply(&Reply::new(552, "5.3.4", "Message size exceeds fixed maximum message size"));
+            self.reply(&Reply::new(
+                552,
+                "5.3.4",
+                "Message size exceeds fixed maximum message size",
+            ));
             return Ok(());
         }
         if from.chars().any(char::is_control) {
@@ -537,7 +607,11 @@ where
         if let Err(reply) = self.check_ready_for_data() {
             return self.count_bad(reply);
         }
-        self.reply(&Reply::new(354, "", "Start mail input; end with <CRLF>.<CRLF>"));
+        self.reply(&Reply::new(
+            354,
+            "",
+            "Start mail input; end with <CRLF>.<CRLF>",
+        ));
         let mut reader = DataReader::new(self.config.max_message_size);
         loop {
             if let Some(used) = reader.feed(&self.inbox) {
@@ -552,10 +626,15 @@ where
         let outcome = reader.finish();
         if outcome.too_big {
             self.reset_transaction();
-            self.reply(&Reply::new(552, "5.3.4", "Message size exceeds fixed maximum message size"));
+            self.reply(&Reply::new(
+                552,
+                "5.3.4",
+                "Message size exceeds fixed maximum message size",
+            ));
             return Ok(());
         }
-        self.finish_message(outcome.message, outcome.bare_line_ending).await;
+        self.finish_message(outcome.message, outcome.bare_line_ending)
+            .await;
         Ok(())
     }
 
@@ -591,7 +670,11 @@ where
         }
         if too_big {
             self.reset_transaction();
-            self.reply(&Reply::new(552, "5.3.4", "Message size exceeds fixed maximum message size"));
+            self.reply(&Reply::new(
+                552,
+                "5.3.4",
+                "Message size exceeds fixed maximum message size",
+            ));
             return Ok(());
         }
         let bare = has_bare_line_ending(&message);

@@ -6,4 +6,5 @@ mod api;
 mod cli;
 mod helpers;
 mod secrets;
+mod smtp_server;
 mod web_auth;
