@@ -20,6 +20,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod keys;
+pub mod sandbox;
 pub mod secrets;
 pub mod services;
 pub mod smtp_server;

@@ -191,6 +191,9 @@ pub trait SmtpHandler: Send + Sync + 'static {
         envelope: Envelope,
         message: Vec<u8>,
     ) -> impl Future<Output = Reply> + Send;
+
+    /// The session ended, however it ended.
+    fn on_disconnect(&self, _session: &SessionInfo) {}
 }
 
 /// The server's limits and manners.

@@ -128,6 +128,7 @@ where
     };
     let result = session.run().await;
     let _ = session.io.shutdown().await;
+    session.handler.on_disconnect(&session.info);
     result
 }
 

@@ -1,0 +1,238 @@
+//! The sandbox's SMTP server, shaped like Exchange Online's `smtp.office365.com:587`: AUTH only
+//! after STARTTLS, XOAUTH2 checked against the sandbox's own access tokens (scope SMTP.Send and
+//! `user=` matching the token's user), PLAIN/LOGIN for basic-auth mailboxes, and Exchange's
+//! replies for the failures the switches turn on.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use secrecy::ExposeSecret;
+use time::OffsetDateTime;
+
+use super::{ReceivedMessage, SMTP_SEND_SCOPE, SandboxState};
+use crate::smtp_server::{
+    AuthIdentity, Credentials, Envelope, Mechanism, Reply, SessionInfo, SmtpConfig, SmtpHandler,
+};
+
+/// Exchange's replies, word for word.
+pub mod replies {
+    use crate::smtp_server::Reply;
+
+    pub fn auth_failed() -> Reply {
+        Reply::new(535, "5.7.3", "Authentication unsuccessful")
+    }
+
+    pub fn smtp_auth_disabled() -> Reply {
+        Reply::new(
+            535,
+            "5.7.139",
+            "Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant. Visit https://aka.ms/smtp_auth_disabled for more information.",
+        )
+    }
+
+    pub fn basic_auth_retired() -> Reply {
+        Reply::new(
+            550,
+            "5.7.30",
+            "Basic authentication is not supported for Client Submission.",
+        )
+    }
+
+    pub fn send_as_denied() -> Reply {
+        Reply::new(
+            554,
+            "5.2.0",
+            "STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied; Failed to process message due to a permanent exception with message Cannot submit message.",
+        )
+    }
+
+    pub fn too_many_connections() -> Reply {
+        Reply::new(
+            432,
+            "4.3.2",
+            "STOREDRV.ClientSubmit; sender thread limit exceeded",
+        )
+    }
+
+    pub fn rate_limited() -> Reply {
+        Reply::new(
+            432,
+            "4.3.2",
+            "STOREDRV.ClientSubmit; sender submission rate limit exceeded",
+        )
+    }
+
+    pub fn not_authenticated() -> Reply {
+        Reply::new(530, "5.7.57", "Client not authenticated to send mail.")
+    }
+
+    pub fn auth_before_tls() -> Reply {
+        Reply::new(504, "5.7.4", "Unrecognized authentication type")
+    }
+}
+
+/// The SMTP configuration of the sandbox: Exchange's manners on top of the defaults.
+pub fn config(tls: Arc<rustls::ServerConfig>) -> SmtpConfig {
+    let mut config = SmtpConfig::new("smtp.sandbox.herald.localhost");
+    config.banner = "Microsoft ESMTP MAIL Service ready (Herald sandbox)".into();
+    config.max_message_size = 35 * 1024 * 1024;
+    config.max_recipients = 500;
+    config.tls = Some(tls);
+    config.mechanisms = vec![Mechanism::Login, Mechanism::XOAuth2, Mechanism::Plain];
+    config.auth_needs_tls_reply = replies::auth_before_tls();
+    config.require_auth = true;
+    config.auth_required_reply = replies::not_authenticated();
+    config
+}
+
+/// Decides AUTH, Send-As and limits for the sandbox's SMTP server.
+pub struct SandboxSmtp {
+    state: Arc<SandboxState>,
+}
+
+impl SandboxSmtp {
+    pub fn new(state: Arc<SandboxState>) -> Self {
+        Self { state }
+    }
+}
+
+impl SmtpHandler for SandboxSmtp {
+    async fn authenticate(
+        &self,
+        _session: &SessionInfo,
+        credentials: Credentials,
+    ) -> Result<AuthIdentity, Reply> {
+        self.state
+            .counters
+            .smtp_auth_attempts
+            .fetch_add(1, Ordering::Relaxed);
+        let switches = self.state.switches();
+        let mechanism = credentials.mechanism();
+        let user = match credentials {
+            Credentials::XOAuth2 { user, token } => {
+                if switches.smtp_auth_disabled {
+                    return Err(replies::smtp_auth_disabled());
+                }
+                let Some(record) = self
+                    .state
+                    .access_token(token.expose_secret(), OffsetDateTime::now_utc())
+                else {
+                    return Err(replies::auth_failed());
+                };
+                if !record.user.eq_ignore_ascii_case(&user)
+                    || !record.scopes.iter().any(|s| s == SMTP_SEND_SCOPE)
+                {
+                    return Err(replies::auth_failed());
+                }
+                user
+            }
+            Credentials::Password {
+                username, password, ..
+            } => {
+                if switches.basic_auth_retired {
+                    return Err(replies::basic_auth_retired());
+                }
+                if switches.smtp_auth_disabled {
+                    return Err(replies::smtp_auth_disabled());
+                }
+                if !self.state.check_password(&username, &password) {
+                    return Err(replies::auth_failed());
+                }
+                username
+            }
+        };
+        if !self.state.enter_mailbox(&user) {
+            return Err(replies::too_many_connections());
+        }
+        Ok(AuthIdentity {
+            username: user.to_lowercase(),
+            mechanism,
+        })
+    }
+
+    async fn deliver(&self, session: &SessionInfo, envelope: Envelope, message: Vec<u8>) -> Reply {
+        let Some(auth) = &session.auth else {
+            return replies::not_authenticated();
+        };
+        let header_from = header_from_address(&message);
+        let sends_as_self = envelope.mail_from.eq_ignore_ascii_case(&auth.username)
+            && header_from
+                .as_deref()
+                .is_some_and(|f| f.eq_ignore_ascii_case(&auth.username));
+        if !sends_as_self {
+            return replies::send_as_denied();
+        }
+        let now = OffsetDateTime::now_utc();
+        if !self.state.admit_submission(&auth.username, now) {
+            return replies::rate_limited();
+        }
+        let id = format!(
+            "<{}@sandbox.herald.localhost>",
+            uuid::Uuid::new_v4().simple()
+        );
+        self.state.store_message(ReceivedMessage {
+            id: id.clone(),
+            user: auth.username.clone(),
+            mechanism: auth.mechanism.name(),
+            mail_from: envelope.mail_from,
+            rcpt_to: envelope.rcpt_to,
+            raw: message,
+            received_at: now,
+        });
+        Reply::new(
+            250,
+            "2.0.0",
+            format!("OK {id} [Hostname=smtp.sandbox.herald.localhost]"),
+        )
+    }
+
+    fn on_disconnect(&self, session: &SessionInfo) {
+        if let Some(auth) = &session.auth {
+            self.state.leave_mailbox(&auth.username);
+        }
+    }
+}
+
+/// The address in the message's `From:` header (unfolded; `Name <addr>` or a bare address).
+fn header_from_address(message: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(message);
+    let headers = text
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .replace("\r\n ", " ")
+        .replace("\r\n\t", " ");
+    let value = headers.split("\r\n").find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("from")
+            .then(|| value.trim().to_owned())
+    })?;
+    let address = match (value.rfind('<'), value.rfind('>')) {
+        (Some(start), Some(end)) if start < end => &value[start + 1..end],
+        _ => value.as_str(),
+    };
+    Some(address.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_from_header_address_is_found() {
+        assert_eq!(
+            header_from_address(b"Subject: x\r\nFrom: Ann <ann@contoso.com>\r\n\r\nbody")
+                .as_deref(),
+            Some("ann@contoso.com")
+        );
+        assert_eq!(
+            header_from_address(b"from:\r\n bob@contoso.com\r\n\r\n").as_deref(),
+            Some("bob@contoso.com")
+        );
+        assert_eq!(
+            header_from_address(b"Subject: none\r\n\r\nFrom: x@y.z"),
+            None
+        );
+    }
+}
