@@ -67,6 +67,15 @@ pub struct FileConfig {
     /// `HERALD_TRUSTED_PROXIES`: addresses or CIDR ranges of reverse proxies whose
     /// `X-Forwarded-For` is believed (comma-separated in the environment). Default none.
     pub trusted_proxies: Option<Vec<String>>,
+    /// `HERALD_SANDBOX_LISTEN`: where the sandbox provider's web server listens when it runs
+    /// (`herald demo`, tests). Default `127.0.0.1:8081`.
+    pub sandbox_listen: Option<String>,
+    /// `HERALD_SANDBOX_PUBLIC_URL`: the URL browsers reach the sandbox at; another host name
+    /// than Herald's, so the browser sees another site, as with Microsoft. Default
+    /// `http://localhost:8081`.
+    pub sandbox_public_url: Option<String>,
+    /// `HERALD_SANDBOX_SMTP_LISTEN`: the sandbox's SMTP server. Default `127.0.0.1:2587`.
+    pub sandbox_smtp_listen: Option<String>,
 }
 
 /// The environment variables Herald reads, with the file key each one overrides.
@@ -80,6 +89,9 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("HERALD_LOG_FORMAT", "log_format"),
     ("HERALD_DEV", "dev"),
     ("HERALD_TRUSTED_PROXIES", "trusted_proxies"),
+    ("HERALD_SANDBOX_LISTEN", "sandbox_listen"),
+    ("HERALD_SANDBOX_PUBLIC_URL", "sandbox_public_url"),
+    ("HERALD_SANDBOX_SMTP_LISTEN", "sandbox_smtp_listen"),
 ];
 
 /// How log lines are written.
@@ -202,6 +214,15 @@ pub struct Config {
     pub log_format: LogFormat,
     pub dev: bool,
     pub trusted_proxies: Vec<IpNet>,
+    pub sandbox: SandboxSettings,
+}
+
+/// Where the sandbox provider runs, when it runs.
+#[derive(Clone, Debug)]
+pub struct SandboxSettings {
+    pub listen: SocketAddr,
+    pub public_url: Url,
+    pub smtp_listen: SocketAddr,
 }
 
 impl Config {
@@ -353,6 +374,32 @@ impl Config {
             })
             .collect::<Result<Vec<_>, _>>()?;
 
+        let address = |setting: &'static str, raw: String| {
+            raw.trim()
+                .parse::<SocketAddr>()
+                .map_err(|_| ConfigError::Invalid {
+                    setting,
+                    message: format!("`{raw}` is not an address and port such as 127.0.0.1:8081"),
+                })
+        };
+        let sandbox = SandboxSettings {
+            listen: address(
+                "HERALD_SANDBOX_LISTEN (sandbox_listen)",
+                pick("HERALD_SANDBOX_LISTEN", file.sandbox_listen)
+                    .unwrap_or("127.0.0.1:8081".into()),
+            )?,
+            public_url: {
+                let raw = pick("HERALD_SANDBOX_PUBLIC_URL", file.sandbox_public_url)
+                    .unwrap_or("http://localhost:8081".into());
+                parse_url("HERALD_SANDBOX_PUBLIC_URL (sandbox_public_url)", &raw)?
+            },
+            smtp_listen: address(
+                "HERALD_SANDBOX_SMTP_LISTEN (sandbox_smtp_listen)",
+                pick("HERALD_SANDBOX_SMTP_LISTEN", file.sandbox_smtp_listen)
+                    .unwrap_or("127.0.0.1:2587".into()),
+            )?,
+        };
+
         Ok(Self {
             listen,
             public_url,
@@ -363,6 +410,7 @@ impl Config {
             log_format,
             dev,
             trusted_proxies,
+            sandbox,
         })
     }
 
@@ -393,10 +441,11 @@ impl Config {
 }
 
 fn parse_public_url(raw: &str) -> Result<Url, ConfigError> {
-    let invalid = |message: String| ConfigError::Invalid {
-        setting: "HERALD_PUBLIC_URL (public_url)",
-        message,
-    };
+    parse_url("HERALD_PUBLIC_URL (public_url)", raw)
+}
+
+fn parse_url(setting: &'static str, raw: &str) -> Result<Url, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid { setting, message };
     let url = Url::parse(raw.trim()).map_err(|e| {
         invalid(format!(
             "`{raw}` is not a URL ({e}); e.g. https://mail.example.com"

@@ -7,7 +7,9 @@
 //! Microsoft's failures; [`smtp`] is its Exchange Online-shaped SMTP server.
 //!
 //! State lives in memory: the sandbox is for demos and tests, and starts empty.
+//! [`oauth`] is its Entra ID-shaped authorization server.
 
+pub mod oauth;
 pub mod smtp;
 
 use std::collections::HashMap;
@@ -23,7 +25,8 @@ use crate::crypto;
 pub const SMTP_SEND_SCOPE: &str = "https://outlook.office.com/SMTP.Send";
 
 /// Failures the sandbox can be told to reproduce, worded as Microsoft words them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Switches {
     /// `535 5.7.139`: SMTP AUTH disabled for the tenant.
     pub smtp_auth_disabled: bool,
@@ -33,8 +36,20 @@ pub struct Switches {
     pub max_connections_per_mailbox: usize,
     /// Messages per minute per mailbox before the rate-limit reply (Exchange: 30).
     pub messages_per_minute: u32,
-    /// Lifetime of new access tokens.
-    pub access_token_lifetime: Duration,
+    /// Lifetime of new access tokens, in seconds (Entra: about an hour).
+    pub access_token_lifetime_secs: i64,
+    /// `401 invalid_client` AADSTS7000222: the client secret has expired.
+    pub client_secret_expired: bool,
+    /// `401 invalid_client` AADSTS7000215: every client secret is refused.
+    pub client_secret_invalid: bool,
+    /// `400 invalid_grant` AADSTS700082 on refresh: expired by inactivity.
+    pub refresh_token_expired: bool,
+    /// `400 invalid_grant` AADSTS50173 on refresh: the grant was revoked.
+    pub grant_revoked: bool,
+    /// `400 invalid_grant` AADSTS65001 on refresh: consent is required again.
+    pub consent_required: bool,
+    /// `400 interaction_required` AADSTS50076 on refresh: MFA is required.
+    pub mfa_required: bool,
 }
 
 impl Default for Switches {
@@ -44,7 +59,13 @@ impl Default for Switches {
             basic_auth_retired: false,
             max_connections_per_mailbox: 3,
             messages_per_minute: 30,
-            access_token_lifetime: Duration::seconds(3599),
+            access_token_lifetime_secs: 3599,
+            client_secret_expired: false,
+            client_secret_invalid: false,
+            refresh_token_expired: false,
+            grant_revoked: false,
+            consent_required: false,
+            mfa_required: false,
         }
     }
 }
@@ -72,6 +93,17 @@ pub struct ReceivedMessage {
     pub received_at: OffsetDateTime,
 }
 
+/// A secret Value shaped like Entra's: 40 characters with `~` after the fourth.
+fn entra_like_secret() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-";
+    let bytes = crypto::random_bytes::<36>();
+    let body: String = bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
+    format!("{}8Q~{}.{}", &body[..3], &body[3..35], &body[35..])
+}
+
 /// Counters tests read to check how often Herald asked for something.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -79,8 +111,75 @@ pub struct Counters {
     pub smtp_auth_attempts: AtomicU64,
 }
 
+/// An app registration, as Entra shows it after "New registration" and "New client secret".
+#[derive(Clone)]
+pub struct SandboxClient {
+    pub name: String,
+    /// Application (client) ID: a GUID.
+    pub client_id: String,
+    /// The client secret's Secret ID: a GUID, which is *not* the secret.
+    pub secret_id: String,
+    /// The client secret's Value, shaped like Entra's (with `~` and `.`).
+    pub secret: SecretString,
+    pub redirect_uris: Vec<String>,
+}
+
+impl std::fmt::Debug for SandboxClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxClient")
+            .field("name", &self.name)
+            .field("client_id", &self.client_id)
+            .field("secret_id", &self.secret_id)
+            .field("redirect_uris", &self.redirect_uris)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An authorization request waiting for sign-in and consent.
+#[derive(Clone, Debug)]
+pub(crate) struct Pending {
+    pub tenant: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scopes: Vec<String>,
+    pub state: Option<String>,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    /// Set once the user has signed in.
+    pub user: Option<String>,
+    pub expires_at: OffsetDateTime,
+}
+
+/// An authorization code, single-use.
+#[derive(Clone, Debug)]
+pub(crate) struct IssuedCode {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub user: String,
+    pub scopes: Vec<String>,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub expires_at: OffsetDateTime,
+    pub redeemed: bool,
+}
+
+/// What a refresh token stands for.
+#[derive(Clone, Debug)]
+pub(crate) struct Grant {
+    pub client_id: String,
+    pub user: String,
+    pub scopes: Vec<String>,
+    pub issued_at: OffsetDateTime,
+}
+
 #[derive(Default)]
 struct Inner {
+    clients: HashMap<String, SandboxClient>,
+    pending: HashMap<String, Pending>,
+    /// Codes by digest.
+    codes: HashMap<String, IssuedCode>,
+    /// Refresh tokens by digest. Rotation adds a new one and keeps the old, as Entra does.
+    grants: HashMap<String, Grant>,
     /// Sandbox users by lower-cased address, with their password.
     users: HashMap<String, SecretString>,
     /// Access tokens by digest.
@@ -98,6 +197,7 @@ pub struct SandboxState {
     inner: Mutex<Inner>,
     switches: Mutex<Switches>,
     pub counters: Counters,
+    signing_key: std::sync::OnceLock<oauth::SigningKey>,
 }
 
 impl SandboxState {
@@ -114,6 +214,87 @@ impl SandboxState {
 
     pub fn set_switches(&self, switches: Switches) {
         *self.switches.lock().unwrap_or_else(|e| e.into_inner()) = switches;
+    }
+
+    /// Registers a confidential client with exact redirect URIs, returning its id and secret.
+    pub fn register_client(&self, name: &str, redirect_uris: Vec<String>) -> SandboxClient {
+        let client = SandboxClient {
+            name: name.to_owned(),
+            client_id: uuid::Uuid::new_v4().to_string(),
+            secret_id: uuid::Uuid::new_v4().to_string(),
+            secret: SecretString::from(entra_like_secret()),
+            redirect_uris,
+        };
+        self.inner()
+            .clients
+            .insert(client.client_id.clone(), client.clone());
+        client
+    }
+
+    pub fn client(&self, client_id: &str) -> Option<SandboxClient> {
+        self.inner().clients.get(client_id).cloned()
+    }
+
+    pub(crate) fn put_pending(&self, id: String, pending: Pending) {
+        let mut inner = self.inner();
+        let now = OffsetDateTime::now_utc();
+        inner.pending.retain(|_, p| p.expires_at > now);
+        inner.pending.insert(id, pending);
+    }
+
+    pub(crate) fn pending(&self, id: &str) -> Option<Pending> {
+        let now = OffsetDateTime::now_utc();
+        self.inner()
+            .pending
+            .get(id)
+            .filter(|p| p.expires_at > now)
+            .cloned()
+    }
+
+    pub(crate) fn sign_in_pending(&self, id: &str, user: &str) {
+        if let Some(p) = self.inner().pending.get_mut(id) {
+            p.user = Some(user.to_lowercase());
+        }
+    }
+
+    pub(crate) fn take_pending(&self, id: &str) -> Option<Pending> {
+        let now = OffsetDateTime::now_utc();
+        self.inner()
+            .pending
+            .remove(id)
+            .filter(|p| p.expires_at > now)
+    }
+
+    pub(crate) fn put_code(&self, code: &str, issued: IssuedCode) {
+        self.inner()
+            .codes
+            .insert(crypto::token_digest(code), issued);
+    }
+
+    /// Marks a code redeemed and returns it as it was (so a second redemption is seen).
+    pub(crate) fn redeem_code(&self, code: &str) -> Option<IssuedCode> {
+        let mut inner = self.inner();
+        let issued = inner.codes.get_mut(&crypto::token_digest(code))?;
+        let before = issued.clone();
+        issued.redeemed = true;
+        Some(before)
+    }
+
+    pub(crate) fn put_grant(&self, refresh_token: &str, grant: Grant) {
+        self.inner()
+            .grants
+            .insert(crypto::token_digest(refresh_token), grant);
+    }
+
+    pub(crate) fn grant(&self, refresh_token: &str) -> Option<Grant> {
+        self.inner()
+            .grants
+            .get(&crypto::token_digest(refresh_token))
+            .cloned()
+    }
+
+    pub(crate) fn signing_key(&self) -> &oauth::SigningKey {
+        self.signing_key.get_or_init(oauth::SigningKey::generate)
     }
 
     /// Adds (or replaces) a sandbox user who can sign in and own a mailbox.
@@ -146,7 +327,7 @@ impl SandboxState {
             user: user.to_lowercase(),
             client_id: client_id.to_owned(),
             scopes,
-            expires_at: now + self.switches().access_token_lifetime,
+            expires_at: now + Duration::seconds(self.switches().access_token_lifetime_secs),
         };
         self.inner()
             .access_tokens
@@ -215,5 +396,102 @@ impl SandboxState {
 
     pub fn smtp_auth_attempts(&self) -> u64 {
         self.counters.smtp_auth_attempts.load(Ordering::Relaxed)
+    }
+}
+
+/// A running sandbox: the authorization server and the SMTP server, with their shared state.
+pub struct RunningSandbox {
+    pub state: std::sync::Arc<SandboxState>,
+    pub oauth: oauth::OAuthServer,
+    pub http_addr: std::net::SocketAddr,
+    pub smtp_addr: std::net::SocketAddr,
+    pub ca: std::sync::Arc<crate::tls::LocalCa>,
+    shutdown: Option<tokio::sync::watch::Sender<bool>>,
+}
+
+/// The sandbox's default tenant.
+pub const DEFAULT_TENANT: &str = "sandbox";
+
+impl RunningSandbox {
+    /// Binds the configured addresses and starts both servers.
+    pub async fn start(settings: &crate::config::SandboxSettings) -> std::io::Result<Self> {
+        let http = tokio::net::TcpListener::bind(settings.listen).await?;
+        let smtp = tokio::net::TcpListener::bind(settings.smtp_listen).await?;
+        Self::start_on(http, smtp, settings.public_url.as_str()).await
+    }
+
+    /// Starts both servers on listeners the caller bound (tests bind port 0 first).
+    pub async fn start_on(
+        http: tokio::net::TcpListener,
+        smtp: tokio::net::TcpListener,
+        public_url: &str,
+    ) -> std::io::Result<Self> {
+        use std::sync::Arc;
+
+        let http_addr = http.local_addr()?;
+        let smtp_addr = smtp.local_addr()?;
+        let state = Arc::new(SandboxState::default());
+        let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let smtp_ip = smtp_addr.ip().to_string();
+        if !names.contains(&smtp_ip) && !smtp_addr.ip().is_unspecified() {
+            names.push(smtp_ip);
+        }
+        let ca = Arc::new(
+            crate::tls::LocalCa::generate("Herald sandbox", &names)
+                .map_err(|e| std::io::Error::other(e.to_string()))?,
+        );
+        let oauth = oauth::OAuthServer::new(state.clone(), public_url, DEFAULT_TENANT);
+        let ca_pem = ca.ca_pem().to_owned();
+        let app = oauth::router(oauth.clone()).route(
+            "/_sandbox/ca.pem",
+            axum::routing::get(move || {
+                let pem = ca_pem.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/x-pem-file")],
+                        pem,
+                    )
+                }
+            }),
+        );
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let mut http_stop = rx.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(http, app)
+                .with_graceful_shutdown(async move {
+                    let _ = http_stop.wait_for(|stop| *stop).await;
+                })
+                .await;
+        });
+        let smtp_server = crate::smtp_server::SmtpServer::on(
+            smtp,
+            smtp::config(ca.server_config()),
+            Arc::new(smtp::SandboxSmtp::new(state.clone())),
+        );
+        let mut smtp_stop = rx;
+        tokio::spawn(smtp_server.run(async move {
+            let _ = smtp_stop.wait_for(|stop| *stop).await;
+        }));
+        Ok(Self {
+            state,
+            oauth,
+            http_addr,
+            smtp_addr,
+            ca,
+            shutdown: Some(tx),
+        })
+    }
+
+    /// Stops both servers.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(true);
+        }
+    }
+}
+
+impl Drop for RunningSandbox {
+    fn drop(&mut self) {
+        self.stop();
     }
 }

@@ -152,7 +152,7 @@ async fn a_wrong_user_scope_or_expired_token_gets_535_5_7_3() {
         .unwrap_err();
     assert!(err.contains("5.7.3"), "{err}");
 
-    sandbox.switch(|s| s.access_token_lifetime = time::Duration::ZERO);
+    sandbox.switch(|s| s.access_token_lifetime_secs = 0);
     let expired = sandbox.token(ANN, &[SMTP_SEND_SCOPE]);
     let err = sandbox
         .send(&sandbox.transport(ANN, &expired, Mechanism::Xoauth2), ANN)
