@@ -47,7 +47,12 @@ impl App {
 
     /// Like [`App::build`], on a listener the caller bound (tests bind port 0 first, to know
     /// the public URL).
-    pub async fn build_on(config: Config, listener: TcpListener) -> anyhow::Result<Self> {
+    pub async fn build_on(mut config: Config, listener: TcpListener) -> anyhow::Result<Self> {
+        config.adopt_bound_address(
+            listener
+                .local_addr()
+                .context("the listener has no address")?,
+        );
         if config.dev {
             tracing::warn!(
                 "DEVELOPMENT MODE IS ON (HERALD_DEV): safety checks meant for production are relaxed; never run a real installation like this"

@@ -207,6 +207,8 @@ impl fmt::Debug for MasterKeyMaterial {
 pub struct Config {
     pub listen: SocketAddr,
     pub public_url: Url,
+    /// Whether `public_url` was set, rather than derived from the address listened on.
+    pub public_url_explicit: bool,
     pub data_dir: PathBuf,
     pub database_url: DatabaseUrl,
     pub master_key: Option<MasterKeyMaterial>,
@@ -222,7 +224,20 @@ pub struct Config {
 pub struct SandboxSettings {
     pub listen: SocketAddr,
     pub public_url: Url,
+    /// Whether `public_url` was set, rather than derived from the address listened on.
+    pub public_url_explicit: bool,
     pub smtp_listen: SocketAddr,
+}
+
+impl SandboxSettings {
+    /// Once bound: an unset public URL follows the actual port, on the host name `localhost`
+    /// (another site than Herald's `127.0.0.1` to the browser).
+    pub fn adopt_bound_address(&mut self, addr: SocketAddr) {
+        if !self.public_url_explicit {
+            self.public_url =
+                Url::parse(&format!("http://localhost:{}", addr.port())).expect("a valid URL");
+        }
+    }
 }
 
 impl Config {
@@ -299,9 +314,12 @@ impl Config {
                 ),
             })?;
 
-        let public_raw =
-            pick("HERALD_PUBLIC_URL", file.public_url).unwrap_or("http://127.0.0.1:8080".into());
-        let public_url = parse_public_url(&public_raw)?;
+        let public_setting = pick("HERALD_PUBLIC_URL", file.public_url);
+        let public_url_explicit = public_setting.is_some();
+        let public_url = match public_setting {
+            Some(raw) => parse_public_url(&raw)?,
+            None => url_for(listen),
+        };
 
         let data_dir = PathBuf::from(
             pick("HERALD_DATA_DIR", file.data_dir).unwrap_or_else(|| "./herald-data".into()),
@@ -382,16 +400,18 @@ impl Config {
                     message: format!("`{raw}` is not an address and port such as 127.0.0.1:8081"),
                 })
         };
+        let sandbox_listen = address(
+            "HERALD_SANDBOX_LISTEN (sandbox_listen)",
+            pick("HERALD_SANDBOX_LISTEN", file.sandbox_listen).unwrap_or("127.0.0.1:8081".into()),
+        )?;
+        let sandbox_public = pick("HERALD_SANDBOX_PUBLIC_URL", file.sandbox_public_url);
         let sandbox = SandboxSettings {
-            listen: address(
-                "HERALD_SANDBOX_LISTEN (sandbox_listen)",
-                pick("HERALD_SANDBOX_LISTEN", file.sandbox_listen)
-                    .unwrap_or("127.0.0.1:8081".into()),
-            )?,
-            public_url: {
-                let raw = pick("HERALD_SANDBOX_PUBLIC_URL", file.sandbox_public_url)
-                    .unwrap_or("http://localhost:8081".into());
-                parse_url("HERALD_SANDBOX_PUBLIC_URL (sandbox_public_url)", &raw)?
+            listen: sandbox_listen,
+            public_url_explicit: sandbox_public.is_some(),
+            public_url: match &sandbox_public {
+                Some(raw) => parse_url("HERALD_SANDBOX_PUBLIC_URL (sandbox_public_url)", raw)?,
+                None => Url::parse(&format!("http://localhost:{}", sandbox_listen.port()))
+                    .expect("a valid URL"),
             },
             smtp_listen: address(
                 "HERALD_SANDBOX_SMTP_LISTEN (sandbox_smtp_listen)",
@@ -403,6 +423,7 @@ impl Config {
         Ok(Self {
             listen,
             public_url,
+            public_url_explicit,
             data_dir,
             database_url,
             master_key,
@@ -412,6 +433,14 @@ impl Config {
             trusted_proxies,
             sandbox,
         })
+    }
+
+    /// Once bound: an unset public URL follows the address actually listened on (port 0 in
+    /// tests, or a port taken by the operating system).
+    pub fn adopt_bound_address(&mut self, addr: SocketAddr) {
+        if !self.public_url_explicit {
+            self.public_url = url_for(addr);
+        }
     }
 
     /// Whether users reach Herald over TLS, which makes cookies `Secure`.
@@ -438,6 +467,17 @@ impl Config {
     pub fn master_key_file(&self) -> PathBuf {
         self.data_dir.join("master.key")
     }
+}
+
+/// `http://ADDR/`, with a wildcard address replaced by loopback so the URL can be opened.
+fn url_for(addr: SocketAddr) -> Url {
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => IpAddr::from([127, 0, 0, 1]),
+        ip if ip.is_unspecified() => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    Url::parse(&format!("http://{}", SocketAddr::new(ip, addr.port())))
+        .expect("a socket address makes a valid URL")
 }
 
 fn parse_public_url(raw: &str) -> Result<Url, ConfigError> {
@@ -501,6 +541,24 @@ mod tests {
         );
         assert!(!config.dev);
         assert!(config.master_key.is_none());
+    }
+
+    #[test]
+    fn an_unset_public_url_follows_the_bound_address() {
+        let mut config = Config::load(None, &env(&[("HERALD_LISTEN", "0.0.0.0:0")])).unwrap();
+        config.adopt_bound_address("0.0.0.0:41234".parse().unwrap());
+        assert_eq!(config.public_base(), "http://127.0.0.1:41234");
+        let mut config = Config::load(
+            None,
+            &env(&[("HERALD_PUBLIC_URL", "https://mail.example.com")]),
+        )
+        .unwrap();
+        config.adopt_bound_address("0.0.0.0:41234".parse().unwrap());
+        assert_eq!(config.public_base(), "https://mail.example.com");
+        let mut sandbox = Config::load(None, &env(&[])).unwrap().sandbox;
+        assert_eq!(sandbox.public_url.as_str(), "http://localhost:8081/");
+        sandbox.adopt_bound_address("127.0.0.1:5555".parse().unwrap());
+        assert_eq!(sandbox.public_url.as_str(), "http://localhost:5555/");
     }
 
     #[test]
