@@ -14,6 +14,12 @@ use crate::keys::{self, KeySource};
 use crate::store::{self, Store};
 use crate::web::{self, AppState};
 
+/// How often a serving instance reports that it is alive.
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An instance not heard from for this long is taken to be gone.
+pub const HEARTBEAT_STALE: time::Duration = time::Duration::seconds(90);
+
 /// Connects to the configured database and applies pending migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     let store = Store::connect(&config.database_url)
@@ -31,6 +37,8 @@ pub struct App {
     state: AppState,
     listener: TcpListener,
     key_source: KeySource,
+    /// This process's row in `instances`.
+    instance: String,
 }
 
 impl App {
@@ -60,6 +68,16 @@ impl App {
         }
         let store = open_store(&config).await?;
         let (ring, key_source) = keys::unlock(&config, &store).await?;
+        // Announced before serving, so that a key rotation started now already sees it.
+        let instance = uuid::Uuid::now_v7().to_string();
+        {
+            let mut conn = store.conn().await?;
+            let (pid, now) = (
+                i64::from(std::process::id()),
+                time::OffsetDateTime::now_utc(),
+            );
+            store::instances::register(&mut conn, &instance, &hostname(), pid, now).await?;
+        }
         let state = AppState {
             config: Arc::new(config),
             store,
@@ -70,6 +88,7 @@ impl App {
             state,
             listener,
             key_source,
+            instance,
         })
     }
 
@@ -92,7 +111,9 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let housekeeping = tokio::spawn(housekeeping(self.state.store.clone()));
+        let store = self.state.store.clone();
+        let instance = self.instance.clone();
+        let housekeeping = tokio::spawn(housekeeping(store.clone(), instance.clone()));
         let router = web::router(self.state.clone());
         let result = axum::serve(
             self.listener,
@@ -102,26 +123,48 @@ impl App {
         .await
         .context("the HTTP server failed");
         housekeeping.abort();
+        if let Ok(mut conn) = store.conn().await
+            && let Err(e) = store::instances::deregister(&mut conn, &instance).await
+        {
+            tracing::warn!(error = %e, "could not deregister this instance");
+        }
         result
     }
 }
 
-/// Periodic clean-up: expired sessions.
-async fn housekeeping(store: Store) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+/// This machine's name, for telling instances apart.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Periodic work: the instance heartbeat, and clean-up of expired sessions every hour.
+async fn housekeeping(store: Store, instance: String) {
+    let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+    let mut ticks: u64 = 0;
     loop {
         tick.tick().await;
         let now = time::OffsetDateTime::now_utc();
         let result = async {
             let mut conn = store.conn().await?;
-            store::sessions::delete_expired(&mut conn, now).await
+            store::instances::heartbeat(&mut conn, &instance, now).await?;
+            if ticks % 120 == 0 {
+                let removed = store::sessions::delete_expired(&mut conn, now).await?;
+                if removed > 0 {
+                    tracing::debug!(removed, "expired sessions removed");
+                }
+            }
+            Ok::<_, store::StoreError>(())
         }
         .await;
-        match result {
-            Ok(n) if n > 0 => tracing::debug!(removed = n, "expired sessions removed"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "could not remove expired sessions"),
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "housekeeping failed");
         }
+        ticks += 1;
     }
 }
 
@@ -144,25 +187,28 @@ pub fn init_logging(config: &Config) {
     };
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Completes on Ctrl-C or SIGTERM. The handlers are installed at once, when this is called,
+/// so a signal that arrives before the future is first polled is not lost.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let ctrl_c = tokio::signal::ctrl_c();
+    async move {
+        #[cfg(unix)]
+        let term = async move {
+            match term {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            _ = ctrl_c => {},
+            () = term => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }

@@ -34,6 +34,14 @@ pub struct Cli {
 pub enum Command {
     /// Run the service: migrate the database, then serve the web UI and the API.
     Serve,
+    /// Run Herald with the sandbox provider (a local stand-in for Microsoft 365) on a fresh data
+    /// directory, with an organization, an admin and a sandbox mailbox user ready to use.
+    Demo {
+        /// Keep the demo's data here (an empty or new directory) instead of a temporary one
+        /// deleted on exit. The demo always uses SQLite.
+        #[arg(long, value_name = "PATH")]
+        data_dir: Option<PathBuf>,
+    },
     /// Apply pending database migrations and exit.
     Migrate,
     /// Manage organizations.
@@ -119,6 +127,10 @@ pub enum KeysCommand {
         /// from HERALD_MASTER_KEY; with a key file, Herald makes the new key itself.
         #[arg(long)]
         new_key_stdin: bool,
+        /// Rotate even though a `herald serve` seems to be running (its heartbeat is recent).
+        /// A running instance keeps sealing with the old key: stop them all first.
+        #[arg(long)]
+        force: bool,
     },
     /// Print a new random master key, for HERALD_MASTER_KEY.
     Generate,
@@ -157,6 +169,7 @@ pub fn main(cli: Cli) -> ExitCode {
 async fn run(config: Config, command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve(config).await,
+        Command::Demo { data_dir } => demo(config, data_dir).await,
         Command::Migrate => {
             let store = app::open_store(&config).await?;
             println!(
@@ -169,9 +182,10 @@ async fn run(config: Config, command: Command) -> anyhow::Result<()> {
         Command::Org(cmd) => org(config, cmd).await,
         Command::User(UserCommand::Add(args)) => user_add(config, args).await,
         Command::Apikey(cmd) => apikey(config, cmd).await,
-        Command::Keys(KeysCommand::Rotate { new_key_stdin }) => {
-            keys_rotate(config, new_key_stdin).await
-        }
+        Command::Keys(KeysCommand::Rotate {
+            new_key_stdin,
+            force,
+        }) => keys_rotate(config, new_key_stdin, force).await,
         Command::Keys(KeysCommand::Generate) => {
             unreachable!("handled before loading the configuration")
         }
@@ -179,6 +193,7 @@ async fn run(config: Config, command: Command) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let shutdown = app::shutdown_signal();
     let app = App::build(config).await?;
     let state = app.state().clone();
     let addr = app.local_addr();
@@ -200,7 +215,143 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     out.flush()?;
     drop(out);
-    app.serve(app::shutdown_signal()).await
+    app.serve(shutdown).await
+}
+
+async fn demo(mut config: Config, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    use crate::config::DatabaseUrl;
+    use crate::sandbox::RunningSandbox;
+
+    let temporary;
+    let (dir, kept) = match data_dir {
+        Some(dir) => {
+            if dir.exists()
+                && std::fs::read_dir(&dir)
+                    .with_context(|| format!("cannot read {}", dir.display()))?
+                    .next()
+                    .is_some()
+            {
+                bail!(
+                    "{} is not empty: the demo starts from nothing each time (its sandbox forgets everything on exit), so give it an empty or new directory",
+                    dir.display()
+                );
+            }
+            (dir, true)
+        }
+        None => {
+            temporary = tempfile::Builder::new()
+                .prefix("herald-demo-")
+                .tempdir()
+                .context("cannot make a temporary directory")?;
+            (temporary.path().to_owned(), false)
+        }
+    };
+    config.data_dir = dir.clone();
+    config.database_url = DatabaseUrl::Sqlite(dir.join("herald.db"));
+    config.dev = true;
+
+    let mut sandbox_settings = config.sandbox.clone();
+    let sandbox_http = tokio::net::TcpListener::bind(sandbox_settings.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for the sandbox; set HERALD_SANDBOX_LISTEN",
+                sandbox_settings.listen
+            )
+        })?;
+    let sandbox_smtp = tokio::net::TcpListener::bind(sandbox_settings.smtp_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for the sandbox's SMTP server; set HERALD_SANDBOX_SMTP_LISTEN",
+                sandbox_settings.smtp_listen
+            )
+        })?;
+    sandbox_settings.adopt_bound_address(sandbox_http.local_addr()?);
+    let sandbox = RunningSandbox::start_on(
+        sandbox_http,
+        sandbox_smtp,
+        sandbox_settings.public_url.as_str(),
+    )
+    .await?;
+
+    let shutdown = app::shutdown_signal();
+    let app = App::build(config).await?;
+    let state = app.state().clone();
+    let actor = Actor::cli();
+    let org = services::create_org(&state.store, "Contoso", &actor).await?;
+    let admin_email = "admin@contoso.com";
+    let admin_password = crate::crypto::random_token()[..20].to_owned();
+    services::create_user(
+        &state.store,
+        org.id,
+        NewUserInput {
+            email: admin_email.into(),
+            password: SecretString::from(admin_password.clone()),
+            role: "admin".into(),
+        },
+        &actor,
+    )
+    .await?;
+    let mailbox_user = "support@contoso.com";
+    let mailbox_password = crate::crypto::random_token()[..20].to_owned();
+    sandbox
+        .state
+        .add_user(mailbox_user, SecretString::from(mailbox_password.clone()));
+    let client = sandbox
+        .state
+        .register_client("Herald", vec![state.config.redirect_uri()]);
+    let ca_file = dir.join("sandbox-ca.pem");
+    std::fs::write(&ca_file, sandbox.ca.ca_pem())
+        .with_context(|| format!("cannot write {}", ca_file.display()))?;
+
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "Herald demo is running with the sandbox provider. Press Ctrl-C to stop."
+    )?;
+    writeln!(out, "Herald URL: {}", state.config.public_base())?;
+    writeln!(out, "Admin sign-in: {admin_email} / {admin_password}")?;
+    writeln!(
+        out,
+        "Sandbox URL: {} (tenant sandbox; stands in for Microsoft 365)",
+        sandbox.oauth.base_url
+    )?;
+    writeln!(
+        out,
+        "Sandbox user sign-in: {mailbox_user} / {mailbox_password}"
+    )?;
+    writeln!(out, "Sandbox app client ID: {}", client.client_id)?;
+    writeln!(
+        out,
+        "Sandbox app client secret: {} (secret ID {})",
+        client.secret.expose_secret(),
+        client.secret_id
+    )?;
+    writeln!(
+        out,
+        "Authorization URL: {}",
+        sandbox.oauth.authorization_endpoint()
+    )?;
+    writeln!(out, "Token URL: {}", sandbox.oauth.token_endpoint())?;
+    writeln!(out, "Redirect URI: {}", state.config.redirect_uri())?;
+    writeln!(
+        out,
+        "Sandbox SMTP: {} (STARTTLS; CA certificate {})",
+        sandbox.smtp_addr,
+        ca_file.display()
+    )?;
+    writeln!(
+        out,
+        "Data directory: {}{}",
+        dir.display(),
+        if kept { "" } else { " (deleted on exit)" }
+    )?;
+    out.flush()?;
+    drop(out);
+    let result = app.serve(shutdown).await;
+    drop(sandbox);
+    result
 }
 
 async fn org(config: Config, cmd: OrgCommand) -> anyhow::Result<()> {
@@ -319,7 +470,7 @@ async fn apikey(config: Config, cmd: ApiKeyCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn keys_rotate(config: Config, new_key_stdin: bool) -> anyhow::Result<()> {
+async fn keys_rotate(config: Config, new_key_stdin: bool, force: bool) -> anyhow::Result<()> {
     let new_key = if new_key_stdin {
         let raw = read_stdin_line().context("cannot read the new key from standard input")?;
         Some(keys::parse_key(raw.expose_secret()).map_err(|e| anyhow::anyhow!("the new key {e}"))?)
@@ -327,7 +478,7 @@ async fn keys_rotate(config: Config, new_key_stdin: bool) -> anyhow::Result<()> 
         None
     };
     let store = app::open_store(&config).await?;
-    let rotation = keys::rotate(&config, &store, new_key).await?;
+    let rotation = keys::rotate(&config, &store, new_key, force).await?;
     let old: Vec<String> = rotation
         .old_key_ids
         .iter()

@@ -54,6 +54,10 @@ pub enum KeyError {
     EnvKeyNeedsNewKey,
     #[error("the new key is the key already in use")]
     SameKey,
+    #[error(
+        "Herald is running ({0}): stop every `herald serve` before rotating the master key, since a running instance keeps sealing with the old key; pass --force only if you are sure none runs"
+    )]
+    InstancesRunning(String),
     #[error("a stored secret ({owner_id}/{field}) does not open: {cause}")]
     Unreadable {
         owner_id: String,
@@ -128,22 +132,29 @@ pub async fn unlock(config: &Config, store: &Store) -> Result<(KeyRing, KeySourc
         });
     }
 
-    match store::secrets::get(&mut conn, CHECK_OWNER, CHECK_FIELD).await? {
-        Some(sealed) => {
-            ring.open(CHECK_OWNER, CHECK_FIELD, &sealed)
-                .map_err(KeyError::CheckFailed)?;
+    // Two instances starting at once on an empty database must not both win: the first check
+    // value stored stays, and every instance must open it.
+    if store::secrets::get(&mut conn, CHECK_OWNER, CHECK_FIELD)
+        .await?
+        .is_none()
+    {
+        let sealed = ring.seal(CHECK_OWNER, CHECK_FIELD, CHECK_PLAINTEXT);
+        let now = OffsetDateTime::now_utc();
+        store::secrets::insert_if_absent(&mut conn, CHECK_OWNER, CHECK_FIELD, &sealed, now).await?;
+    }
+    let sealed = store::secrets::get(&mut conn, CHECK_OWNER, CHECK_FIELD)
+        .await?
+        .ok_or(KeyError::CheckFailed(SealError::Malformed))?;
+    match ring.open(CHECK_OWNER, CHECK_FIELD, &sealed) {
+        Ok(_) => {}
+        Err(SealError::UnknownKey(id)) => {
+            return Err(KeyError::Wrong {
+                in_use: id.to_string(),
+                configured: ring.active().id().to_string(),
+                source_name: source.describe(),
+            });
         }
-        None => {
-            let sealed = ring.seal(CHECK_OWNER, CHECK_FIELD, CHECK_PLAINTEXT);
-            store::secrets::put(
-                &mut conn,
-                CHECK_OWNER,
-                CHECK_FIELD,
-                &sealed,
-                OffsetDateTime::now_utc(),
-            )
-            .await?;
-        }
+        Err(e) => return Err(KeyError::CheckFailed(e)),
     }
 
     // A rotation stopped after its transaction leaves the old key in the file; once nothing is
@@ -178,7 +189,20 @@ pub async fn rotate(
     config: &Config,
     store: &Store,
     new_key: Option<MasterKey>,
+    force: bool,
 ) -> Result<Rotation, KeyError> {
+    if !force {
+        let mut conn = store.conn().await?;
+        let since = OffsetDateTime::now_utc() - crate::app::HEARTBEAT_STALE;
+        let alive = store::instances::alive(&mut conn, since).await?;
+        if !alive.is_empty() {
+            let who: Vec<String> = alive
+                .iter()
+                .map(|i| format!("pid {} on {}", i.pid, i.hostname))
+                .collect();
+            return Err(KeyError::InstancesRunning(who.join(", ")));
+        }
+    }
     let (ring, source) = unlock(config, store).await?;
     let new_key = match (&source, new_key) {
         (_, Some(key)) => key,
@@ -198,8 +222,9 @@ pub async fn rotate(
         write_key_file(path, &transition)?;
     }
 
-    // (2) Every value, in one transaction.
+    // (2) Every value, in one transaction that keeps other writers out.
     let mut tx = store.begin().await?;
+    store::secrets::lock_all(&mut tx, store.backend()).await?;
     let rows = store::secrets::all(&mut tx).await?;
     let now = OffsetDateTime::now_utc();
     for row in &rows {
@@ -215,9 +240,16 @@ pub async fn rotate(
     }
     tx.commit().await.map_err(StoreError::from)?;
 
-    // (3) Retire the old key.
+    // (3) Retire the old keys, unless something sealed under one appeared meanwhile.
     if let KeySource::File(path) = &source {
-        write_key_file(path, &KeyRing::new(new_key.clone()))?;
+        let mut conn = store.conn().await?;
+        let in_use = store::secrets::key_ids_in_use(&mut conn).await?;
+        let still_needed: Vec<MasterKey> = old
+            .iter()
+            .filter(|k| in_use.iter().any(|id| id == k.id().as_str()))
+            .cloned()
+            .collect();
+        write_key_file(path, &KeyRing::with_older(new_key.clone(), still_needed))?;
     }
     Ok(Rotation {
         old_key_ids: old.iter().map(|k| k.id().clone()).collect(),

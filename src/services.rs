@@ -194,6 +194,7 @@ pub async fn update_user(
     };
     let now = OffsetDateTime::now_utc();
     let mut tx = store.begin().await?;
+    store::orgs::lock(&mut tx, store.backend(), org_id).await?;
     let user = store::users::get(&mut tx, org_id, id)
         .await?
         .ok_or(ServiceError::NotFound("user"))?;
@@ -246,6 +247,7 @@ pub async fn delete_user(
 ) -> ServiceResult<()> {
     let now = OffsetDateTime::now_utc();
     let mut tx = store.begin().await?;
+    store::orgs::lock(&mut tx, store.backend(), org_id).await?;
     let user = store::users::get(&mut tx, org_id, id)
         .await?
         .ok_or(ServiceError::NotFound("user"))?;
@@ -342,8 +344,9 @@ pub async fn revoke_api_key(
     Ok(key)
 }
 
-/// While the installation has no user, makes a new one-time setup token (replacing any
-/// earlier one) and returns it; otherwise `None`.
+/// While the installation has no user, makes a new one-time setup token and returns it;
+/// otherwise `None`. Earlier unused tokens stay valid until they expire, so that each of several
+/// instances starting at once prints a link that works; the first one used ends setup.
 pub async fn issue_setup_token(store: &Store) -> ServiceResult<Option<String>> {
     let mut tx = store.begin().await?;
     if store::users::count_all(&mut tx).await? > 0 {
@@ -407,8 +410,27 @@ pub async fn complete_setup(
             "this setup link has expired or was already used; restart `herald serve` for a new one, or sign in",
         ));
     }
-    let org = store::orgs::insert(&mut tx, &org_name, now).await?;
-    let user = store::users::insert(&mut tx, org.id, &email, &hash, UserRole::Admin, now).await?;
+    let org = store::orgs::insert(&mut tx, &org_name, now)
+        .await
+        .map_err(|e| {
+            conflict(
+                e,
+                "org_name",
+                format!(
+                    "an organization named \"{}\" already exists",
+                    org_name.as_str()
+                ),
+            )
+        })?;
+    let user = store::users::insert(&mut tx, org.id, &email, &hash, UserRole::Admin, now)
+        .await
+        .map_err(|e| {
+            conflict(
+                e,
+                "email",
+                format!("a user with the email {email} already exists"),
+            )
+        })?;
     let actor = Actor {
         kind: crate::domain::ActorKind::System,
         id: None,

@@ -8,6 +8,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod instances;
 pub mod orgs;
 pub mod secrets;
 pub mod sessions;

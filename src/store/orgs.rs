@@ -73,3 +73,15 @@ pub async fn list(conn: &mut Conn) -> StoreResult<Vec<Organization>> {
         .map(from_row)
         .collect()
 }
+
+/// Serializes changes to one organization's users until the transaction ends: on PostgreSQL it
+/// locks the organization's row; SQLite's write transactions are serial already.
+pub async fn lock(conn: &mut Conn, backend: super::Backend, id: OrgId) -> StoreResult<()> {
+    if backend == super::Backend::Postgres {
+        sqlx::query("SELECT id FROM organizations WHERE id = $1 FOR UPDATE")
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}

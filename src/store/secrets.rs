@@ -29,6 +29,40 @@ pub async fn put(
     Ok(())
 }
 
+/// Stores the sealed value unless one is already there (a concurrent writer won); the caller
+/// reads back what is stored.
+pub async fn insert_if_absent(
+    conn: &mut Conn,
+    owner_id: &str,
+    field: &str,
+    sealed: &SealedValue,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO secrets (owner_id, field, key_id, sealed, updated_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (owner_id, field) DO NOTHING",
+    )
+    .bind(owner_id)
+    .bind(field)
+    .bind(sealed.key_id.as_str())
+    .bind(&sealed.text)
+    .bind(to_db_time(now))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Blocks other writers of sealed values until the transaction ends (PostgreSQL; SQLite's
+/// write transactions are serial already).
+pub async fn lock_all(conn: &mut Conn, backend: super::Backend) -> StoreResult<()> {
+    if backend == super::Backend::Postgres {
+        sqlx::query("LOCK TABLE secrets IN EXCLUSIVE MODE")
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// The sealed text of `field` on `owner_id`, if stored.
 pub async fn get(conn: &mut Conn, owner_id: &str, field: &str) -> StoreResult<Option<String>> {
     let row = sqlx::query("SELECT sealed FROM secrets WHERE owner_id = $1 AND field = $2")

@@ -202,24 +202,35 @@ impl FromRequestParts<AppState> for ClientAddr {
 }
 
 fn client_addr(config: &Config, peer: IpAddr, parts: &Parts) -> IpAddr {
+    // A dual-stack listener sees IPv4 clients as ::ffff:a.b.c.d; treat them as the IPv4
+    // addresses they are, for proxy matching and for rate-limit keys.
+    let peer = peer.to_canonical();
     let trusted = |ip: &IpAddr| config.trusted_proxies.iter().any(|net| net.contains(ip));
     if !trusted(&peer) {
         return peer;
     }
-    let hops: Vec<IpAddr> = parts
+    let hops: Vec<&str> = parts
         .headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map_while(|hop| hop.trim().parse().ok())
+        .map(str::trim)
         .collect();
-    hops.iter()
-        .rev()
-        .find(|ip| !trusted(ip))
-        .or(hops.first())
-        .copied()
-        .unwrap_or(peer)
+    // Walk from the nearest hop outwards: each trusted proxy vouches for the hop before it.
+    // The first hop that is not a trusted proxy is the client. A hop that does not parse was
+    // written by someone we cannot vouch for, so the last trusted hop is the client we know.
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>().map(|ip| ip.to_canonical()) else {
+            return client;
+        };
+        client = ip;
+        if !trusted(&ip) {
+            return ip;
+        }
+    }
+    client
 }
 
 /// What the caller may do in its organization.
@@ -367,13 +378,30 @@ pub struct Throttled {
     pub retry_after_secs: u64,
 }
 
-/// Counts failed sign-ins per account and per client address over a sliding window.
+/// An attempt counted against both limits until it proves to be a success.
+#[derive(Debug)]
+#[must_use = "a reservation must be released on success or kept as a failure"]
+pub struct Attempt {
+    account_key: String,
+    address_key: String,
+    at: i64,
+}
+
+/// Counts sign-in attempts per account and per client address over a sliding window.
 ///
-/// Kept in memory: the limits protect against guessing, and a restart that forgets them costs
-/// an attacker a restart per few guesses. Several instances each keep their own counts.
+/// An attempt is counted *before* the password is checked, under one lock, so a burst of
+/// parallel guesses cannot all pass the check before any is recorded; a successful sign-in then
+/// takes its attempt back. Kept in memory: a restart that forgets the counts costs an attacker a
+/// restart per few guesses. Several instances each keep their own counts.
 #[derive(Default)]
 pub struct LoginThrottle {
-    failures: Mutex<HashMap<String, VecDeque<i64>>>,
+    inner: Mutex<ThrottleState>,
+}
+
+#[derive(Default)]
+struct ThrottleState {
+    attempts: HashMap<String, VecDeque<i64>>,
+    last_prune: i64,
 }
 
 impl LoginThrottle {
@@ -383,7 +411,7 @@ impl LoginThrottle {
     const MAX_TRACKED: usize = 100_000;
 
     fn keys(account: &str, addr: IpAddr) -> (String, String) {
-        let addr = match addr {
+        let addr = match addr.to_canonical() {
             IpAddr::V4(v4) => v4.to_string(),
             // One IPv6 client usually holds a whole /64.
             IpAddr::V6(v6) => {
@@ -394,15 +422,16 @@ impl LoginThrottle {
         (format!("account:{account}"), format!("address:{addr}"))
     }
 
-    /// Refuses the attempt when either limit is reached.
-    pub fn check(&self, account: &str, addr: IpAddr, now: i64) -> Result<(), Throttled> {
-        let (account_key, addr_key) = Self::keys(account, addr);
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+    /// Counts an attempt, or refuses it when either limit is reached.
+    pub fn attempt(&self, account: &str, addr: IpAddr, now: i64) -> Result<Attempt, Throttled> {
+        let (account_key, address_key) = Self::keys(account, addr);
+        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        state.prune(now);
         for (key, limit, per_account) in [
-            (account_key, Self::PER_ACCOUNT, true),
-            (addr_key, Self::PER_ADDRESS, false),
+            (&account_key, Self::PER_ACCOUNT, true),
+            (&address_key, Self::PER_ADDRESS, false),
         ] {
-            if let Some(times) = map.get_mut(&key) {
+            if let Some(times) = state.attempts.get_mut(key) {
                 while times.front().is_some_and(|t| *t <= now - Self::WINDOW_SECS) {
                     times.pop_front();
                 }
@@ -415,24 +444,59 @@ impl LoginThrottle {
                 }
             }
         }
-        Ok(())
+        for key in [&account_key, &address_key] {
+            state
+                .attempts
+                .entry(key.clone())
+                .or_default()
+                .push_back(now);
+        }
+        Ok(Attempt {
+            account_key,
+            address_key,
+            at: now,
+        })
     }
 
-    pub fn record_failure(&self, account: &str, addr: IpAddr, now: i64) {
-        let (account_key, addr_key) = Self::keys(account, addr);
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= Self::MAX_TRACKED {
-            map.retain(|_, times| times.back().is_some_and(|t| *t > now - Self::WINDOW_SECS));
-        }
-        for key in [account_key, addr_key] {
-            map.entry(key).or_default().push_back(now);
+    /// The attempt succeeded: it no longer counts, and the account's earlier failures are
+    /// forgiven (the address's are not).
+    pub fn succeeded(&self, attempt: Attempt) {
+        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        state.attempts.remove(&attempt.account_key);
+        if let Some(times) = state.attempts.get_mut(&attempt.address_key)
+            && let Some(pos) = times.iter().rposition(|t| *t == attempt.at)
+        {
+            times.remove(pos);
         }
     }
 
-    /// A successful sign-in clears the account's count (not the address's).
-    pub fn record_success(&self, account: &str) {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        map.remove(&format!("account:{account}"));
+    /// The attempt failed: it keeps counting.
+    pub fn failed(&self, attempt: Attempt) {
+        drop(attempt);
+    }
+}
+
+impl ThrottleState {
+    /// Bounds memory: at most every ten seconds, forget windows that have passed; if the map is
+    /// still too big, keep only the keys that are currently blocked.
+    fn prune(&mut self, now: i64) {
+        if self.attempts.len() < LoginThrottle::MAX_TRACKED || now - self.last_prune < 10 {
+            return;
+        }
+        self.last_prune = now;
+        let cutoff = now - LoginThrottle::WINDOW_SECS;
+        self.attempts
+            .retain(|_, times| times.back().is_some_and(|t| *t > cutoff));
+        if self.attempts.len() >= LoginThrottle::MAX_TRACKED {
+            self.attempts.retain(|key, times| {
+                let limit = if key.starts_with("account:") {
+                    LoginThrottle::PER_ACCOUNT
+                } else {
+                    LoginThrottle::PER_ADDRESS
+                };
+                times.len() >= limit
+            });
+        }
     }
 }
 
@@ -440,64 +504,146 @@ impl LoginThrottle {
 mod tests {
     use super::*;
 
+    fn fail(
+        throttle: &LoginThrottle,
+        account: &str,
+        addr: IpAddr,
+        now: i64,
+    ) -> Result<(), Throttled> {
+        throttle
+            .attempt(account, addr, now)
+            .map(|a| throttle.failed(a))
+    }
+
     #[test]
     fn account_limit_applies_after_five_failures_and_lifts_after_the_window() {
         let throttle = LoginThrottle::default();
         let addr = IpAddr::from([192, 0, 2, 1]);
         for i in 0..LoginThrottle::PER_ACCOUNT {
-            assert!(
-                throttle
-                    .check("ann@example.com", addr, 1000 + i as i64)
-                    .is_ok()
-            );
-            throttle.record_failure("ann@example.com", addr, 1000 + i as i64);
+            assert!(fail(&throttle, "ann@example.com", addr, 1000 + i as i64).is_ok());
         }
-        let limited = throttle.check("ann@example.com", addr, 1010).unwrap_err();
+        let limited = throttle.attempt("ann@example.com", addr, 1010).unwrap_err();
         assert!(limited.per_account);
         assert_eq!(
             limited.retry_after_secs,
             (1000 + LoginThrottle::WINDOW_SECS - 1010) as u64
         );
         // Another account from the same address is still allowed.
-        assert!(throttle.check("bob@example.com", addr, 1010).is_ok());
+        assert!(throttle.attempt("bob@example.com", addr, 1010).is_ok());
         // After the window, the account may try again.
         assert!(
             throttle
-                .check("ann@example.com", addr, 1005 + LoginThrottle::WINDOW_SECS)
+                .attempt("ann@example.com", addr, 1005 + LoginThrottle::WINDOW_SECS)
                 .is_ok()
         );
     }
 
     #[test]
-    fn address_limit_spans_accounts() {
+    fn attempts_count_before_their_outcome_is_known() {
+        // Parallel guesses: each is counted as it starts, so the sixth is refused even though
+        // none of the first five has finished.
+        let throttle = LoginThrottle::default();
+        let addr = IpAddr::from([192, 0, 2, 9]);
+        let in_flight: Vec<_> = (0..LoginThrottle::PER_ACCOUNT)
+            .map(|_| throttle.attempt("ann@example.com", addr, 10).unwrap())
+            .collect();
+        assert!(throttle.attempt("ann@example.com", addr, 10).is_err());
+        drop(in_flight);
+    }
+
+    #[test]
+    fn address_limit_spans_accounts_and_ipv4_mapped_addresses_are_ipv4() {
         let throttle = LoginThrottle::default();
         let addr = IpAddr::from([192, 0, 2, 2]);
         for i in 0..LoginThrottle::PER_ADDRESS {
-            throttle.record_failure(&format!("user{i}@example.com"), addr, 50);
+            fail(&throttle, &format!("user{i}@example.com"), addr, 50).unwrap();
         }
-        let limited = throttle.check("fresh@example.com", addr, 60).unwrap_err();
+        let limited = throttle.attempt("fresh@example.com", addr, 60).unwrap_err();
         assert!(!limited.per_account);
-        assert!(
-            throttle
-                .check("fresh@example.com", IpAddr::from([192, 0, 2, 3]), 60)
-                .is_ok()
-        );
+        let mapped: IpAddr = "::ffff:192.0.2.2".parse().unwrap();
+        assert!(throttle.attempt("fresh@example.com", mapped, 60).is_err());
+        let other_v4: IpAddr = "::ffff:192.0.2.3".parse().unwrap();
+        assert!(throttle.attempt("fresh@example.com", other_v4, 60).is_ok());
     }
 
     #[test]
-    fn success_clears_the_account_count() {
+    fn success_takes_its_attempt_back_and_clears_the_account() {
         let throttle = LoginThrottle::default();
         let addr = IpAddr::from([192, 0, 2, 4]);
-        for _ in 0..LoginThrottle::PER_ACCOUNT {
-            throttle.record_failure("ann@example.com", addr, 10);
+        for _ in 0..LoginThrottle::PER_ACCOUNT - 1 {
+            fail(&throttle, "ann@example.com", addr, 10).unwrap();
         }
-        throttle.record_success("ann@example.com");
-        assert!(throttle.check("ann@example.com", addr, 11).is_ok());
+        let ok = throttle.attempt("ann@example.com", addr, 11).unwrap();
+        throttle.succeeded(ok);
+        for _ in 0..LoginThrottle::PER_ACCOUNT - 1 {
+            fail(&throttle, "ann@example.com", addr, 12).unwrap();
+        }
+        assert!(throttle.attempt("ann@example.com", addr, 12).is_ok());
+        // Many people signing in from one office address do not lock it.
+        let office = IpAddr::from([198, 51, 100, 1]);
+        for i in 0..LoginThrottle::PER_ADDRESS * 2 {
+            let attempt = throttle
+                .attempt(&format!("u{i}@example.com"), office, 20)
+                .unwrap();
+            throttle.succeeded(attempt);
+        }
     }
 
     #[test]
     fn csrf_tokens_differ_per_session() {
         assert_ne!(csrf_token_for("a"), csrf_token_for("b"));
         assert_eq!(csrf_token_for("a"), csrf_token_for("a"));
+    }
+
+    fn parts(forwarded: &[&str]) -> Parts {
+        let mut builder = axum::http::Request::builder();
+        for value in forwarded {
+            builder = builder.header("x-forwarded-for", *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    fn config_with_proxies(proxies: &str) -> Config {
+        let env = std::collections::BTreeMap::from([(
+            "HERALD_TRUSTED_PROXIES".to_owned(),
+            proxies.to_owned(),
+        )]);
+        Config::load(None, &env).unwrap()
+    }
+
+    #[test]
+    fn the_client_is_the_nearest_hop_no_trusted_proxy_vouches_for() {
+        let config = config_with_proxies("10.0.0.0/8");
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            client_addr(&config, peer, &parts(&["203.0.113.5"])),
+            ip("203.0.113.5")
+        );
+        // A forged leftmost entry is ignored: the proxy appended the real client.
+        assert_eq!(
+            client_addr(&config, peer, &parts(&["1.2.3.4, 198.51.100.7"])),
+            ip("198.51.100.7")
+        );
+        // Garbage injected by the client stops the walk at the last hop we can vouch for.
+        assert_eq!(
+            client_addr(&config, peer, &parts(&["1.2.3.4, x, 198.51.100.7"])),
+            ip("198.51.100.7")
+        );
+        assert_eq!(client_addr(&config, peer, &parts(&["1.2.3.4, x"])), peer);
+        assert_eq!(
+            client_addr(&config, peer, &parts(&["1.2.3.4", "10.0.0.2"])),
+            ip("1.2.3.4")
+        );
+        // An untrusted peer's header is not read at all.
+        assert_eq!(
+            client_addr(&config, ip("192.0.2.1"), &parts(&["1.2.3.4"])),
+            ip("192.0.2.1")
+        );
+        // A dual-stack listener's IPv4-mapped peer matches IPv4 ranges.
+        assert_eq!(
+            client_addr(&config, ip("::ffff:10.0.0.1"), &parts(&["203.0.113.5"])),
+            ip("203.0.113.5")
+        );
     }
 }

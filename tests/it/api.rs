@@ -667,3 +667,47 @@ async fn the_openapi_document_describes_every_route() {
     assert!(doc["components"]["schemas"]["Problem"].is_object());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn concurrent_demotions_never_leave_an_organization_without_an_admin() {
+    let app = spawn_app().await;
+    let org = app.org("Contoso").await;
+    let ann = app.user(org, "ann@contoso.com", "admin").await;
+    let bob = app.user(org, "bob@contoso.com", "admin").await;
+    let key = app.key(org, "admin").await;
+    for _ in 0..5 {
+        let demote = |id: String| {
+            let request = app
+                .client()
+                .patch(app.url(&format!("/api/v1/users/{id}")))
+                .bearer_auth(&key)
+                .json(&json!({"role": "member"}));
+            async move { request.send().await.unwrap().status().as_u16() }
+        };
+        let (a, b) = tokio::join!(demote(ann.id.to_string()), demote(bob.id.to_string()));
+        let mut statuses = [a, b];
+        statuses.sort();
+        assert_eq!(statuses, [200, 409], "exactly one demotion may succeed");
+        let users: Value = get(&app, &key, "/api/v1/users").await.json().await.unwrap();
+        let admins = users["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["role"] == "admin")
+            .count();
+        assert_eq!(admins, 1);
+        // Restore both admins for the next round.
+        for id in [ann.id, bob.id] {
+            let promote = app
+                .client()
+                .patch(app.url(&format!("/api/v1/users/{id}")))
+                .bearer_auth(&key)
+                .json(&json!({"role": "admin"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(promote.status(), 200);
+        }
+    }
+    app.stop().await;
+}

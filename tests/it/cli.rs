@@ -183,9 +183,20 @@ impl Server {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// Stops the server as an operator would (SIGTERM), so that it shuts down cleanly.
     async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = tokio::time::timeout(TIMEOUT, self.child.wait()).await;
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        if tokio::time::timeout(TIMEOUT, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
     }
 }
 

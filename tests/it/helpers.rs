@@ -288,7 +288,9 @@ impl TestApp {
         (browser, csrf)
     }
 
-    pub async fn stop(mut self) {
+    /// Shuts the server down cleanly; the database and the data directory stay until what it
+    /// returns is dropped.
+    pub async fn stop(mut self) -> (TestDb, TempDir) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -296,6 +298,7 @@ impl TestApp {
             let _ = server.await;
         }
         self.state.store.close().await;
+        (self.db, self._data_dir)
     }
 }
 

@@ -227,7 +227,7 @@ async fn after_rotation_everything_opens_under_the_new_key_and_nothing_under_the
         .await;
     }
 
-    let rotation = keys::rotate(&config, &store, None).await.unwrap();
+    let rotation = keys::rotate(&config, &store, None, false).await.unwrap();
     assert_eq!(rotation.resealed, 6, "five secrets and the key check");
     assert_eq!(rotation.old_key_ids, vec![old_ring.active().id().clone()]);
 
@@ -279,7 +279,9 @@ async fn an_interrupted_rotation_leaves_every_secret_readable() {
         .unwrap();
     drop(conn);
 
-    let err = keys::rotate(&config, &store, None).await.unwrap_err();
+    let err = keys::rotate(&config, &store, None, false)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("zz-broken"), "{err}");
 
     // The key file now lists the new key first and the old one after it; every value, still
@@ -308,7 +310,7 @@ async fn an_interrupted_rotation_leaves_every_secret_readable() {
     );
 
     // Running the rotation again completes it.
-    let rotation = keys::rotate(&config, &store, None).await.unwrap();
+    let rotation = keys::rotate(&config, &store, None, false).await.unwrap();
     let (ring, _) = keys::configured_ring(&config).unwrap().unwrap();
     assert_eq!(ring.active().id(), rotation.new_key.id());
     assert!(ring.older().is_empty());
@@ -320,5 +322,56 @@ async fn an_interrupted_rotation_leaves_every_secret_readable() {
             .expose_secret(),
         SECRET
     );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn two_instances_with_different_keys_cannot_both_start_on_a_new_database() {
+    let env = Env::new().await;
+    let store = env.store().await;
+    let one = base64::engine::general_purpose::STANDARD.encode([3u8; 32]);
+    let two = base64::engine::general_purpose::STANDARD.encode([4u8; 32]);
+    let (config_one, config_two) = (
+        env.config(&[("HERALD_MASTER_KEY", &one)]),
+        env.config(&[("HERALD_MASTER_KEY", &two)]),
+    );
+    let (a, b) = tokio::join!(
+        keys::unlock(&config_one, &store),
+        keys::unlock(&config_two, &store)
+    );
+    assert!(
+        a.is_ok() != b.is_ok(),
+        "exactly one key may win: {:?} / {:?}",
+        a.err(),
+        b.err()
+    );
+    store.close().await;
+}
+
+#[tokio::test]
+async fn rotation_is_refused_while_herald_is_serving() {
+    let app = crate::helpers::spawn_app().await;
+    let env = std::collections::BTreeMap::from([
+        (
+            "HERALD_DATA_DIR".to_owned(),
+            app.state.config.data_dir.display().to_string(),
+        ),
+        ("HERALD_DATABASE_URL".to_owned(), app.db.url()),
+    ]);
+    let config = Config::load(None, &env).unwrap();
+    let err = keys::rotate(&config, app.store(), None, false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, KeyError::InstancesRunning(_)), "{err}");
+    assert!(
+        err.to_string().contains("stop every `herald serve`"),
+        "{err}"
+    );
+    // Once it has stopped, the rotation runs.
+    let _kept = app.stop().await;
+    let store = Store::connect(&config.database_url).await.unwrap();
+    keys::rotate(&config, &store, None, false)
+        .await
+        .expect("no instance left");
     store.close().await;
 }

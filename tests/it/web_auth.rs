@@ -487,3 +487,49 @@ async fn the_setup_link_creates_the_first_organization_and_admin_once() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn setup_with_a_taken_organization_name_says_so_in_the_form() {
+    let app = spawn_app().await;
+    app.org("Acme").await;
+    let token = services::issue_setup_token(app.store())
+        .await
+        .unwrap()
+        .expect("no user yet");
+    let browser = app.browser();
+    let page = browser
+        .get(app.url(&format!("/setup?token={token}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = hidden_field(&page, "csrf_token");
+    let response = browser
+        .post(app.url("/setup"))
+        .form(&[
+            ("csrf_token", csrf.as_str()),
+            ("token", token.as_str()),
+            ("org_name", "ACME"),
+            ("email", "ann@acme.com"),
+            ("password", PASSWORD),
+            ("password_confirm", PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 409);
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("Organization name: an organization named &#34;ACME&#34; already exists."),
+        "{html}"
+    );
+    // Nothing was written, and the link still works.
+    assert!(
+        services::setup_token_is_valid(app.store(), &token)
+            .await
+            .unwrap()
+    );
+    app.stop().await;
+}

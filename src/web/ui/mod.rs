@@ -216,25 +216,28 @@ async fn login(
 
     let account = form.email.trim().to_lowercase();
     let now = OffsetDateTime::now_utc().unix_timestamp();
-    if let Err(limited) = state.login_throttle.check(&account, client, now) {
-        let minutes = limited.retry_after_secs.div_ceil(60);
-        let whose = if limited.per_account {
-            "for this account"
-        } else {
-            "from your network address"
-        };
-        tracing::warn!(%client, per_account = limited.per_account, "sign-in rate limit reached");
-        let mut response = retry(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!(
-                "Too many failed sign-in attempts {whose}. Wait {minutes} minute(s), then try again."
-            ),
-        );
-        if let Ok(value) = limited.retry_after_secs.to_string().parse() {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
+    let attempt = match state.login_throttle.attempt(&account, client, now) {
+        Ok(attempt) => attempt,
+        Err(limited) => {
+            let minutes = limited.retry_after_secs.div_ceil(60);
+            let whose = if limited.per_account {
+                "for this account"
+            } else {
+                "from your network address"
+            };
+            tracing::warn!(%client, per_account = limited.per_account, "sign-in rate limit reached");
+            let mut response = retry(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "Too many failed sign-in attempts {whose}. Wait {minutes} minute(s), then try again."
+                ),
+            );
+            if let Ok(value) = limited.retry_after_secs.to_string().parse() {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+            return (jar, response).into_response();
         }
-        return (jar, response).into_response();
-    }
+    };
 
     let found = match EmailAddress::parse(&form.email) {
         Ok(email) => {
@@ -260,7 +263,7 @@ async fn login(
     let user = match found {
         Some((user, _)) if verified && !password.expose_secret().is_empty() => user,
         _ => {
-            state.login_throttle.record_failure(&account, client, now);
+            state.login_throttle.failed(attempt);
             tracing::info!(%client, "sign-in failed");
             return (
                 jar,
@@ -269,7 +272,7 @@ async fn login(
                 .into_response();
         }
     };
-    state.login_throttle.record_success(&account);
+    state.login_throttle.succeeded(attempt);
     // A fresh session on every sign-in: a token planted before sign-in is worthless after it.
     if let Err(e) = auth::end_session(&state, &jar).await {
         return internal(e);
@@ -457,6 +460,21 @@ async fn setup(
             }
             Err(e) => internal(e),
         },
+        Err(ServiceError::Conflict(error)) => {
+            let label = if error.field == "org_name" {
+                "Organization name"
+            } else {
+                "Email"
+            };
+            (
+                jar,
+                again(
+                    StatusCode::CONFLICT,
+                    vec![format!("{label}: {}.", error.message)],
+                ),
+            )
+                .into_response()
+        }
         Err(ServiceError::Invalid(errors)) => {
             let errors = errors
                 .into_iter()

@@ -1,0 +1,9 @@
+-- Running `herald serve` processes announce themselves here, so that operations that must not
+-- run beside them (a master key rotation) can tell.
+CREATE TABLE instances (
+    id            TEXT PRIMARY KEY,
+    hostname      TEXT NOT NULL,
+    pid           INTEGER NOT NULL,
+    started_at    INTEGER NOT NULL,
+    heartbeat_at  INTEGER NOT NULL
+);

@@ -1,0 +1,71 @@
+//! Running instances and their heartbeats.
+
+use sqlx::Row;
+use time::OffsetDateTime;
+
+use super::{Conn, StoreResult, from_db_time, to_db_time};
+
+/// A running `herald serve` as it last reported.
+#[derive(Clone, Debug)]
+pub struct Instance {
+    pub id: String,
+    pub hostname: String,
+    pub pid: i64,
+    pub heartbeat_at: OffsetDateTime,
+}
+
+pub async fn register(
+    conn: &mut Conn,
+    id: &str,
+    hostname: &str,
+    pid: i64,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO instances (id, hostname, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $4)")
+        .bind(id)
+        .bind(hostname)
+        .bind(pid)
+        .bind(to_db_time(now))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn heartbeat(conn: &mut Conn, id: &str, now: OffsetDateTime) -> StoreResult<()> {
+    sqlx::query("UPDATE instances SET heartbeat_at = $1 WHERE id = $2")
+        .bind(to_db_time(now))
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn deregister(conn: &mut Conn, id: &str) -> StoreResult<()> {
+    sqlx::query("DELETE FROM instances WHERE id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Instances heard from since `since`; older rows are forgotten.
+pub async fn alive(conn: &mut Conn, since: OffsetDateTime) -> StoreResult<Vec<Instance>> {
+    sqlx::query("DELETE FROM instances WHERE heartbeat_at < $1")
+        .bind(to_db_time(since))
+        .execute(&mut *conn)
+        .await?;
+    let rows =
+        sqlx::query("SELECT id, hostname, pid, heartbeat_at FROM instances ORDER BY started_at")
+            .fetch_all(&mut *conn)
+            .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Instance {
+                id: r.try_get("id")?,
+                hostname: r.try_get("hostname")?,
+                pid: r.try_get("pid")?,
+                heartbeat_at: from_db_time(r.try_get("heartbeat_at")?)?,
+            })
+        })
+        .collect()
+}
