@@ -152,7 +152,7 @@ async fn housekeeping(store: Store, instance: String) {
         let result = async {
             let mut conn = store.conn().await?;
             store::instances::heartbeat(&mut conn, &instance, now).await?;
-            if ticks % 120 == 0 {
+            if ticks.is_multiple_of(120) {
                 let removed = store::sessions::delete_expired(&mut conn, now).await?;
                 if removed > 0 {
                     tracing::debug!(removed, "expired sessions removed");
