@@ -1101,3 +1101,232 @@ async fn keys_rotate_with_an_environment_key_needs_the_new_key_on_stdin() {
     let out = setup.run(&["serve"]).await;
     out.fails_with(&["wrong master key", new_ring.active().id().as_str()]);
 }
+
+// --- demo ---------------------------------------------------------------------------------
+
+/// `herald demo` running as a child process, with what it printed as `label: value` lines.
+struct Demo {
+    child: Child,
+    facts: BTreeMap<String, String>,
+}
+
+impl Demo {
+    async fn start(data_dir: &Path) -> Self {
+        let env = BTreeMap::from([
+            ("HERALD_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+            ("HERALD_SANDBOX_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+            (
+                "HERALD_SANDBOX_SMTP_LISTEN".to_owned(),
+                "127.0.0.1:0".to_owned(),
+            ),
+            ("HERALD_LOG".to_owned(), "warn".to_owned()),
+        ]);
+        let mut child = herald(
+            &env,
+            &["demo", "--data-dir", &data_dir.display().to_string()],
+        )
+        .spawn()
+        .expect("start herald demo");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut facts = BTreeMap::new();
+        loop {
+            let line = tokio::time::timeout(TIMEOUT, lines.next_line())
+                .await
+                .expect("herald demo prints its facts in time")
+                .expect("readable output")
+                .expect("herald demo keeps running");
+            if let Some((label, value)) = line.split_once(": ") {
+                facts.insert(label.to_owned(), value.to_owned());
+            }
+            if line.starts_with("Data directory: ") {
+                break;
+            }
+        }
+        Self { child, facts }
+    }
+
+    fn fact(&self, label: &str) -> &str {
+        self.facts
+            .get(label)
+            .unwrap_or_else(|| panic!("herald demo did not print {label:?}: {:?}", self.facts))
+    }
+
+    /// The first word of a fact (URLs and ids come first, notes after them).
+    fn word(&self, label: &str) -> &str {
+        self.fact(label).split_whitespace().next().unwrap()
+    }
+}
+
+#[tokio::test]
+async fn demo_runs_herald_and_the_sandbox_ready_for_the_whole_flow() {
+    use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+    use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+    use oauth2::basic::BasicClient;
+    use oauth2::{
+        AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, PkceCodeChallenge,
+        RedirectUrl, Scope, TokenResponse, TokenUrl,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let mut demo = Demo::start(&data).await;
+
+    // Herald serves, and the admin can sign in.
+    let herald_url = demo.fact("Herald URL").to_owned();
+    let client = http();
+    assert_eq!(
+        client
+            .get(format!("{herald_url}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let (admin, admin_password) = demo.fact("Admin sign-in").split_once(" / ").unwrap();
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = browser
+        .get(format!("{herald_url}/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = helpers::hidden_field(&login, "csrf_token");
+    let signed_in = browser
+        .post(format!("{herald_url}/login"))
+        .form(&[
+            ("email", admin),
+            ("password", admin_password),
+            ("csrf_token", &csrf),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let me: serde_json::Value = browser
+        .get(format!("{herald_url}/api/v1/me"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["organization"]["name"], "Contoso");
+
+    // The sandbox is another site, and its app registration holds Herald's redirect URI.
+    let sandbox_url = demo.word("Sandbox URL").to_owned();
+    assert!(
+        sandbox_url.starts_with("http://localhost:"),
+        "{sandbox_url}"
+    );
+    assert_eq!(
+        demo.fact("Redirect URI"),
+        format!("{herald_url}/web/um/smtp/redirect")
+    );
+    let oauth = BasicClient::new(ClientId::new(demo.fact("Sandbox app client ID").to_owned()))
+        .set_client_secret(ClientSecret::new(
+            demo.word("Sandbox app client secret").to_owned(),
+        ))
+        .set_auth_uri(AuthUrl::new(demo.fact("Authorization URL").to_owned()).unwrap())
+        .set_token_uri(TokenUrl::new(demo.fact("Token URL").to_owned()).unwrap())
+        .set_redirect_uri(RedirectUrl::new(demo.fact("Redirect URI").to_owned()).unwrap());
+    let (mailbox, mailbox_password) = demo.fact("Sandbox user sign-in").split_once(" / ").unwrap();
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let (auth_url, _) = oauth
+        .authorize_url(CsrfToken::new_random)
+        .add_scope(Scope::new("https://outlook.office.com/SMTP.Send".into()))
+        .add_scope(Scope::new("offline_access".into()))
+        .set_pkce_challenge(challenge)
+        .url();
+    let redirect =
+        helpers::sandbox_consent(auth_url.as_str(), mailbox, mailbox_password, "accept").await;
+    let location = url::Url::parse(redirect.headers()["location"].to_str().unwrap()).unwrap();
+    let code = location
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let http = oauth2::reqwest::ClientBuilder::new()
+        .redirect(oauth2::reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let token = oauth
+        .exchange_code(AuthorizationCode::new(code))
+        .set_pkce_verifier(verifier)
+        .request_async(&http)
+        .await
+        .unwrap();
+
+    // The token sends mail through the sandbox's SMTP server, trusting the exported CA.
+    let smtp = demo.word("Sandbox SMTP").to_owned();
+    let (host, port) = smtp.rsplit_once(':').unwrap();
+    let ca_file = demo
+        .fact("Sandbox SMTP")
+        .split("CA certificate ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(')')
+        .to_owned();
+    let ca = std::fs::read(&ca_file).expect("the CA certificate file exists");
+    let tls = TlsParameters::builder("localhost".into())
+        .add_root_certificate(Certificate::from_pem(&ca).unwrap())
+        .build_rustls()
+        .unwrap();
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(port.parse().unwrap())
+        .tls(Tls::Required(tls))
+        .credentials(Credentials::new(
+            mailbox.into(),
+            token.access_token().secret().clone(),
+        ))
+        .authentication(vec![Mechanism::Xoauth2])
+        .build();
+    let message = Message::builder()
+        .from(mailbox.parse().unwrap())
+        .to("someone@example.com".parse().unwrap())
+        .subject("Demo")
+        .body(String::from("Sent through the sandbox"))
+        .unwrap();
+    transport
+        .send(message)
+        .await
+        .expect("the sandbox accepts the message");
+    let received: serde_json::Value = client
+        .get(format!("{sandbox_url}/_sandbox/messages"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(received["items"][0]["user"], mailbox);
+    assert_eq!(received["items"][0]["mechanism"], "XOAUTH2");
+
+    // A second demo refuses a data directory that is in use.
+    let again = run(
+        &BTreeMap::from([("HERALD_LOG".to_owned(), "warn".to_owned())]),
+        &["demo", "--data-dir", &data.display().to_string()],
+        None,
+    )
+    .await;
+    again.fails_with(&["is not empty"]);
+
+    if let Some(pid) = demo.child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    let status = tokio::time::timeout(TIMEOUT, demo.child.wait())
+        .await
+        .expect("demo stops on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}

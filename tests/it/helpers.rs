@@ -329,3 +329,52 @@ pub async fn problem(response: reqwest::Response, status: u16, code: &str) -> se
     assert!(body["title"].is_string() && body["detail"].is_string() && body["type"].is_string());
     body
 }
+
+/// Walks the sandbox's sign-in and consent pages like a browser: opens `auth_url`, signs in as
+/// `user`, and answers the consent page with `decision` (`accept` or `cancel`). Returns the
+/// final response, a redirect to the client on success.
+pub async fn sandbox_consent(
+    auth_url: &str,
+    user: &str,
+    password: &str,
+    decision: &str,
+) -> reqwest::Response {
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = browser
+        .get(auth_url)
+        .send()
+        .await
+        .expect("open the authorization URL");
+    assert_eq!(page.status(), 200, "the sandbox shows its sign-in form");
+    let html = page.text().await.unwrap();
+    let txn = hidden_field(&html, "txn");
+    let base = url::Url::parse(auth_url).unwrap();
+    let tenant = base
+        .path_segments()
+        .and_then(|mut s| s.next())
+        .unwrap()
+        .to_owned();
+    let consent = browser
+        .post(base.join(&format!("/{tenant}/login")).unwrap())
+        .form(&[
+            ("txn", txn.as_str()),
+            ("username", user),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(consent.contains("Permissions requested"), "{consent}");
+    browser
+        .post(base.join(&format!("/{tenant}/consent")).unwrap())
+        .form(&[("txn", txn.as_str()), ("decision", decision)])
+        .send()
+        .await
+        .unwrap()
+}
