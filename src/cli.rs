@@ -251,6 +251,11 @@ async fn demo(mut config: Config, data_dir: Option<PathBuf>) -> anyhow::Result<(
     config.dev = true;
 
     let mut sandbox_settings = config.sandbox.clone();
+    let switches: crate::sandbox::Switches = match sandbox_settings.switches.clone() {
+        Some(value) => serde_json::from_value(value)
+            .context("HERALD_SANDBOX_SWITCHES (sandbox_switches) is not valid")?,
+        None => crate::sandbox::Switches::default(),
+    };
     let sandbox_http = tokio::net::TcpListener::bind(sandbox_settings.listen)
         .await
         .with_context(|| {
@@ -274,6 +279,7 @@ async fn demo(mut config: Config, data_dir: Option<PathBuf>) -> anyhow::Result<(
         sandbox_settings.public_url.as_str(),
     )
     .await?;
+    sandbox.state.set_switches(switches);
 
     let shutdown = app::shutdown_signal();
     let app = App::build(config).await?;

@@ -76,6 +76,9 @@ pub struct FileConfig {
     pub sandbox_public_url: Option<String>,
     /// `HERALD_SANDBOX_SMTP_LISTEN`: the sandbox's SMTP server. Default `127.0.0.1:2587`.
     pub sandbox_smtp_listen: Option<String>,
+    /// `HERALD_SANDBOX_SWITCHES` (JSON in the environment, a table in the file): failures the
+    /// sandbox reproduces from the start, e.g. `{"smtp_auth_disabled": true}`. Default none.
+    pub sandbox_switches: Option<toml::Table>,
 }
 
 /// The environment variables Herald reads, with the file key each one overrides.
@@ -92,6 +95,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("HERALD_SANDBOX_LISTEN", "sandbox_listen"),
     ("HERALD_SANDBOX_PUBLIC_URL", "sandbox_public_url"),
     ("HERALD_SANDBOX_SMTP_LISTEN", "sandbox_smtp_listen"),
+    ("HERALD_SANDBOX_SWITCHES", "sandbox_switches"),
 ];
 
 /// How log lines are written.
@@ -227,6 +231,8 @@ pub struct SandboxSettings {
     /// Whether `public_url` was set, rather than derived from the address listened on.
     pub public_url_explicit: bool,
     pub smtp_listen: SocketAddr,
+    /// Switches to set at start, as JSON; the sandbox checks their names.
+    pub switches: Option<serde_json::Value>,
 }
 
 impl SandboxSettings {
@@ -418,6 +424,19 @@ impl Config {
                 pick("HERALD_SANDBOX_SMTP_LISTEN", file.sandbox_smtp_listen)
                     .unwrap_or("127.0.0.1:2587".into()),
             )?,
+            switches: match env.get("HERALD_SANDBOX_SWITCHES") {
+                Some(raw) => Some(serde_json::from_str::<serde_json::Value>(raw).map_err(|e| {
+                    ConfigError::Invalid {
+                        setting: "HERALD_SANDBOX_SWITCHES (sandbox_switches)",
+                        message: format!(
+                            "not a JSON object such as {{\"smtp_auth_disabled\": true}}: {e}"
+                        ),
+                    }
+                })?),
+                None => file
+                    .sandbox_switches
+                    .map(|table| serde_json::to_value(table).unwrap_or_default()),
+            },
         };
 
         Ok(Self {
@@ -559,6 +578,25 @@ mod tests {
         assert_eq!(sandbox.public_url.as_str(), "http://localhost:8081/");
         sandbox.adopt_bound_address("127.0.0.1:5555".parse().unwrap());
         assert_eq!(sandbox.public_url.as_str(), "http://localhost:5555/");
+    }
+
+    #[test]
+    fn sandbox_switches_come_from_the_environment_or_the_file() {
+        let config = Config::load(
+            None,
+            &env(&[("HERALD_SANDBOX_SWITCHES", r#"{"smtp_auth_disabled": true}"#)]),
+        )
+        .unwrap();
+        assert_eq!(config.sandbox.switches.unwrap()["smtp_auth_disabled"], true);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "[sandbox_switches]\nmessages_per_minute = 5\n").unwrap();
+        let config = Config::load(Some(&path), &env(&[])).unwrap();
+        assert_eq!(config.sandbox.switches.unwrap()["messages_per_minute"], 5);
+        let err = Config::load(None, &env(&[("HERALD_SANDBOX_SWITCHES", "yes")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HERALD_SANDBOX_SWITCHES"), "{err}");
     }
 
     #[test]

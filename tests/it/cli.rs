@@ -1330,3 +1330,29 @@ async fn demo_runs_herald_and_the_sandbox_ready_for_the_whole_flow() {
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test]
+async fn demo_refuses_switches_it_does_not_know() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = BTreeMap::from([
+        ("HERALD_LOG".to_owned(), "warn".to_owned()),
+        (
+            "HERALD_SANDBOX_SWITCHES".to_owned(),
+            r#"{"smtp_auth_disabld": true}"#.to_owned(),
+        ),
+    ]);
+    let out = run(
+        &env,
+        &[
+            "demo",
+            "--data-dir",
+            &dir.path().join("d").display().to_string(),
+        ],
+        None,
+    )
+    .await;
+    out.fails_with(&[
+        "HERALD_SANDBOX_SWITCHES",
+        "unknown field `smtp_auth_disabld`",
+    ]);
+}
