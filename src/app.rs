@@ -83,6 +83,7 @@ impl App {
             store,
             keys: Arc::new(ring),
             login_throttle: Arc::default(),
+            sandbox: None,
         };
         Ok(Self {
             state,
@@ -100,6 +101,12 @@ impl App {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// Offers the `sandbox` provider, pointing at a running sandbox.
+    pub fn with_sandbox(mut self, preset: crate::services::mailboxes::SandboxPreset) -> Self {
+        self.state.sandbox = Some(Arc::new(preset));
+        self
     }
 
     pub fn key_source(&self) -> &KeySource {

@@ -64,6 +64,9 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     /// `HERALD_DEV`: development mode (allows `http://` on loopback hosts). Default off.
     pub dev: Option<bool>,
+    /// `HERALD_ALLOW_PRIVATE_HOSTS`: allow token URLs and SMTP hosts on private, loopback and
+    /// link-local addresses (on-premises servers). Default off, against SSRF.
+    pub allow_private_hosts: Option<bool>,
     /// `HERALD_TRUSTED_PROXIES`: addresses or CIDR ranges of reverse proxies whose
     /// `X-Forwarded-For` is believed (comma-separated in the environment). Default none.
     pub trusted_proxies: Option<Vec<String>>,
@@ -91,6 +94,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("HERALD_LOG", "log"),
     ("HERALD_LOG_FORMAT", "log_format"),
     ("HERALD_DEV", "dev"),
+    ("HERALD_ALLOW_PRIVATE_HOSTS", "allow_private_hosts"),
     ("HERALD_TRUSTED_PROXIES", "trusted_proxies"),
     ("HERALD_SANDBOX_LISTEN", "sandbox_listen"),
     ("HERALD_SANDBOX_PUBLIC_URL", "sandbox_public_url"),
@@ -219,6 +223,7 @@ pub struct Config {
     pub log: String,
     pub log_format: LogFormat,
     pub dev: bool,
+    pub allow_private_hosts: bool,
     pub trusted_proxies: Vec<IpNet>,
     pub sandbox: SandboxSettings,
 }
@@ -377,6 +382,14 @@ impl Config {
             None => file.dev.unwrap_or(false),
         };
 
+        let allow_private_hosts = match env.get("HERALD_ALLOW_PRIVATE_HOSTS") {
+            Some(raw) => parse_bool(raw).ok_or_else(|| ConfigError::Invalid {
+                setting: "HERALD_ALLOW_PRIVATE_HOSTS (allow_private_hosts)",
+                message: format!("`{raw}` is not a boolean; use true or false"),
+            })?,
+            None => file.allow_private_hosts.unwrap_or(false),
+        };
+
         let proxies: Vec<String> = match env.get("HERALD_TRUSTED_PROXIES") {
             Some(raw) => raw
                 .split(',')
@@ -449,6 +462,7 @@ impl Config {
             log,
             log_format,
             dev,
+            allow_private_hosts,
             trusted_proxies,
             sandbox,
         })

@@ -68,3 +68,7 @@ id_type!(
     /// An entry of the audit log.
     AuditEventId
 );
+id_type!(
+    /// A sending mailbox.
+    MailboxId
+);

@@ -5,11 +5,12 @@
 
 pub mod audit;
 pub mod ids;
+pub mod mailbox;
 pub mod org;
 pub mod user;
 
 pub use audit::{Actor, ActorKind, AuditEvent, NewAuditEvent};
-pub use ids::{ApiKeyId, AuditEventId, OrgId, UserId};
+pub use ids::{ApiKeyId, AuditEventId, MailboxId, OrgId, UserId};
 pub use org::{OrgName, Organization};
 pub use user::{
     ApiKey, ApiKeyName, ApiKeyToken, EmailAddress, KeyRole, NewPassword, User, UserRole,

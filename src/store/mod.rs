@@ -9,6 +9,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod instances;
+pub mod mailboxes;
 pub mod orgs;
 pub mod secrets;
 pub mod sessions;

@@ -75,6 +75,16 @@ pub async fn get(conn: &mut Conn, owner_id: &str, field: &str) -> StoreResult<Op
         .map_err(Into::into)
 }
 
+/// Forgets one sealed value.
+pub async fn delete(conn: &mut Conn, owner_id: &str, field: &str) -> StoreResult<()> {
+    sqlx::query("DELETE FROM secrets WHERE owner_id = $1 AND field = $2")
+        .bind(owner_id)
+        .bind(field)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn delete_owner(conn: &mut Conn, owner_id: &str) -> StoreResult<()> {
     sqlx::query("DELETE FROM secrets WHERE owner_id = $1")
         .bind(owner_id)

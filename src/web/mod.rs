@@ -32,6 +32,8 @@ pub struct AppState {
     pub store: Store,
     pub keys: Arc<KeyRing>,
     pub login_throttle: Arc<auth::LoginThrottle>,
+    /// The sandbox provider's preset, while the sandbox runs (`herald demo`, tests).
+    pub sandbox: Option<Arc<crate::services::mailboxes::SandboxPreset>>,
 }
 
 async fn method_not_allowed() -> error::ApiError {

@@ -163,6 +163,38 @@ pub async fn spawn_app() -> TestApp {
 
 /// Spawns the app after letting the test adjust its environment.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut BTreeMap<String, String>)) -> TestApp {
+    spawn(adjust, None).await
+}
+
+/// A running sandbox provider (authorization server and SMTP server) on loopback ports, and
+/// Herald offering the `sandbox` provider pointed at it, in development mode.
+pub async fn spawn_app_with_sandbox() -> (TestApp, herald::sandbox::RunningSandbox) {
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let smtp = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let base = format!("http://localhost:{}", http.local_addr().unwrap().port());
+    let sandbox = herald::sandbox::RunningSandbox::start_on(http, smtp, &base)
+        .await
+        .expect("start the sandbox");
+    let preset = herald::services::mailboxes::SandboxPreset {
+        base_url: sandbox.oauth.base_url.clone(),
+        tenant: sandbox.oauth.tenant.clone(),
+        smtp_host: sandbox.smtp_addr.ip().to_string(),
+        smtp_port: sandbox.smtp_addr.port(),
+    };
+    let app = spawn(
+        |env| {
+            env.insert("HERALD_DEV".into(), "true".into());
+        },
+        Some(preset),
+    )
+    .await;
+    (app, sandbox)
+}
+
+async fn spawn(
+    adjust: impl FnOnce(&mut BTreeMap<String, String>),
+    sandbox: Option<herald::services::mailboxes::SandboxPreset>,
+) -> TestApp {
     let db = TestDb::new().await;
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
@@ -171,9 +203,12 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut BTreeMap<String, String>)) 
     env.insert("HERALD_PUBLIC_URL".into(), format!("http://{addr}"));
     adjust(&mut env);
     let config = Config::load(None, &env).expect("test configuration");
-    let app = App::build_on(config, listener)
+    let mut app = App::build_on(config, listener)
         .await
         .expect("build the app");
+    if let Some(preset) = sandbox {
+        app = app.with_sandbox(preset);
+    }
     let state = app.state().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -297,7 +332,14 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
-        self.state.store.close().await;
+        // A test still holding a pooled connection would make close() wait for ever.
+        let closed =
+            tokio::time::timeout(std::time::Duration::from_secs(10), self.state.store.close())
+                .await;
+        assert!(
+            closed.is_ok(),
+            "the test still holds a database connection: drop it before stop()"
+        );
         (self.db, self._data_dir)
     }
 }

@@ -5,6 +5,7 @@
 mod api;
 mod cli;
 mod helpers;
+mod mailboxes;
 mod sandbox_oauth;
 mod sandbox_smtp;
 mod secrets;

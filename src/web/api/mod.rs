@@ -3,6 +3,7 @@
 
 mod api_keys;
 mod audit;
+mod mailboxes;
 mod me;
 mod users;
 
@@ -34,6 +35,7 @@ use super::error::{ApiError, Problem};
         (name = "users", description = "People who sign in to the web UI"),
         (name = "api-keys", description = "Keys applications authenticate with"),
         (name = "audit", description = "Who changed what, when and from where"),
+        (name = "mailboxes", description = "The accounts an organization sends from"),
     )
 )]
 struct ApiDoc;
@@ -72,6 +74,15 @@ pub fn router() -> Router<AppState> {
         .routes(routes!(api_keys::list_api_keys, api_keys::create_api_key))
         .routes(routes!(api_keys::get_api_key, api_keys::revoke_api_key))
         .routes(routes!(audit::list_audit_events))
+        .routes(routes!(
+            mailboxes::list_mailboxes,
+            mailboxes::create_mailbox
+        ))
+        .routes(routes!(
+            mailboxes::get_mailbox,
+            mailboxes::update_mailbox,
+            mailboxes::delete_mailbox
+        ))
         .split_for_parts();
     let doc = std::sync::Arc::new(doc);
     router

@@ -2,6 +2,8 @@
 //! makes its change and records the audit event in one transaction, so no caller can forget
 //! either half.
 
+pub mod mailboxes;
+
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};
 
@@ -51,6 +53,11 @@ impl Checks {
 
     pub fn push(&mut self, error: FieldError) {
         self.0.push(error);
+    }
+
+    /// Whether a field already has an error.
+    pub fn has(&self, field: &str) -> bool {
+        self.0.iter().any(|e| e.field == field)
     }
 
     pub fn finish(self) -> ServiceResult<()> {

@@ -1,0 +1,274 @@
+//! Mailboxes: the accounts an organization sends from, with how Herald reaches and
+//! authenticates to them, and whether they work (Verified / Not Verified, with the reason in
+//! plain words).
+
+use std::fmt;
+use std::str::FromStr;
+
+use time::{Date, OffsetDateTime};
+
+use super::{FieldError, MailboxId, OrgId};
+
+macro_rules! string_enum {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+        pub enum $name {
+            $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text),+
+                }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = String;
+
+            fn from_str(raw: &str) -> Result<Self, Self::Err> {
+                match raw {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(format!(
+                        "`{other}` is not one of {}",
+                        [$($text),+].join(", ")
+                    )),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// How Herald authenticates to the SMTP server.
+    AuthKind { OAuth2 = "oauth2", Basic = "basic" }
+);
+
+string_enum!(
+    /// Who runs the mailbox; fills defaults and words errors.
+    Provider {
+        /// Microsoft 365 / Exchange Online.
+        Microsoft = "microsoft",
+        /// Google Workspace / Gmail.
+        Google = "google",
+        /// Any other SMTP server.
+        Custom = "custom",
+        /// Herald's own stand-in for Microsoft, only while the sandbox runs.
+        Sandbox = "sandbox",
+    }
+);
+
+string_enum!(
+    /// How the SMTP connection is protected.
+    Security {
+        /// Plain connection upgraded with STARTTLS, which is required (no silent downgrade).
+        StartTls = "starttls",
+        /// TLS from the first byte (port 465).
+        Tls = "tls",
+        /// No TLS at all: development only.
+        None = "none",
+    }
+);
+
+string_enum!(
+    /// How the client authenticates at the token endpoint.
+    ClientAuth {
+        /// `client_secret_post`: in the form body.
+        Post = "post",
+        /// `client_secret_basic`: HTTP Basic.
+        Basic = "basic",
+    }
+);
+
+string_enum!(
+    /// Whether the mailbox works, as the list shows it.
+    MailboxStatus { Verified = "verified", NotVerified = "not_verified" }
+);
+
+/// Why a mailbox is Not Verified, in words an admin can act on.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct StatusReason {
+    /// Stable code, e.g. `client_secret_expired`, `smtp_auth_disabled`.
+    pub code: String,
+    /// What happened.
+    pub message: String,
+    /// What to do about it.
+    pub action: Option<String>,
+}
+
+impl StatusReason {
+    pub fn new(code: &str, message: impl Into<String>, action: Option<String>) -> Self {
+        Self {
+            code: code.to_owned(),
+            message: message.into(),
+            action,
+        }
+    }
+
+    /// A new mailbox, or one whose identity changed: it must be authorized (OAuth2) or verified.
+    pub fn not_yet_verified(auth: AuthKind) -> Self {
+        match auth {
+            AuthKind::OAuth2 => Self::new(
+                "authorization_required",
+                "This mailbox has not been authorized yet.",
+                Some("Click Authorize, sign in as the mailbox's account and click Accept.".into()),
+            ),
+            AuthKind::Basic => Self::new(
+                "verification_required",
+                "This mailbox has not been verified yet.",
+                Some(
+                    "Click Verify to log in to the SMTP server with the username and password."
+                        .into(),
+                ),
+            ),
+        }
+    }
+
+    /// The sign-in identity changed, so earlier tokens no longer apply.
+    pub fn reauthorization_required() -> Self {
+        Self::new(
+            "reauthorization_required",
+            "The mailbox's account, app registration or server changed, so its earlier authorization no longer applies.",
+            Some("Click Authorize again and sign in as the mailbox's account.".into()),
+        )
+    }
+}
+
+/// A stored mailbox. Its secrets (client secret, password, tokens) live sealed elsewhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mailbox {
+    pub id: MailboxId,
+    pub org_id: OrgId,
+    pub name: String,
+    pub auth: AuthKind,
+    pub provider: Provider,
+    pub tenant: Option<String>,
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    /// The mailbox address: SASL `user=` and From.
+    pub username: String,
+    pub from_name: Option<String>,
+    /// The account that signs in (`login_hint`); differs for a shared mailbox.
+    pub sign_in_account: String,
+    pub reply_to: Option<String>,
+    pub signature: Option<String>,
+    pub is_default: bool,
+    pub authorization_url: Option<String>,
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_auth: ClientAuth,
+    pub scopes: Vec<String>,
+    pub issuer: Option<String>,
+    pub client_secret_expires_at: Option<Date>,
+    pub status: MailboxStatus,
+    pub status_reason: Option<StatusReason>,
+    pub verified_at: Option<OffsetDateTime>,
+    pub token_expires_at: Option<OffsetDateTime>,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+impl Mailbox {
+    /// The fields whose change invalidates an earlier authorization.
+    pub fn identity(&self) -> impl PartialEq + '_ {
+        (
+            &self.username,
+            &self.sign_in_account,
+            &self.client_id,
+            &self.tenant,
+            &self.authorization_url,
+            &self.token_url,
+            &self.scopes,
+            &self.host,
+        )
+    }
+}
+
+/// Names of the sealed secrets a mailbox owns.
+pub mod secret_fields {
+    pub const CLIENT_SECRET: &str = "client_secret";
+    pub const PASSWORD: &str = "password";
+    pub const ACCESS_TOKEN: &str = "access_token";
+    pub const REFRESH_TOKEN: &str = "refresh_token";
+}
+
+/// The scopes Herald asks Microsoft for.
+pub const MICROSOFT_SCOPES: &[&str] = &[
+    "https://outlook.office.com/SMTP.Send",
+    "offline_access",
+    "openid",
+    "profile",
+    "email",
+];
+
+/// The scope Herald asks Google for.
+pub const GOOGLE_SCOPES: &[&str] = &["https://mail.google.com/"];
+
+/// Microsoft's tenant: a GUID, a verified domain, or `organizations` / `common`.
+pub fn parse_tenant(raw: &str) -> Result<String, FieldError> {
+    let tenant = raw.trim();
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.';
+    if tenant.is_empty() {
+        return Err(FieldError::new(
+            "tenant",
+            "must not be empty: give the Directory (tenant) ID or a domain such as contoso.com",
+        ));
+    }
+    if tenant.len() > 253 || !tenant.chars().all(ok_char) {
+        return Err(FieldError::new(
+            "tenant",
+            "must be a Directory (tenant) ID (a GUID) or a domain such as contoso.com",
+        ));
+    }
+    Ok(tenant.to_ascii_lowercase())
+}
+
+/// Whether a pasted client secret has the shape of a GUID, which is what Azure shows as the
+/// secret's *Secret ID*, not its Value.
+pub fn looks_like_secret_id(secret: &str) -> bool {
+    uuid::Uuid::parse_str(secret.trim()).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enums_round_trip_through_text() {
+        for p in Provider::ALL {
+            assert_eq!(p.as_str().parse::<Provider>().unwrap(), *p);
+        }
+        assert!(
+            "exchange"
+                .parse::<Provider>()
+                .unwrap_err()
+                .contains("microsoft, google, custom, sandbox")
+        );
+    }
+
+    #[test]
+    fn a_guid_shaped_secret_is_spotted() {
+        assert!(looks_like_secret_id("8c3a4a9e-2f4b-4f1e-9a6e-3b1f0c2d4e5f"));
+        assert!(!looks_like_secret_id(
+            "abc8Q~AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
+        ));
+    }
+
+    #[test]
+    fn tenants_are_ids_or_domains() {
+        assert_eq!(parse_tenant(" Contoso.com ").unwrap(), "contoso.com");
+        assert!(parse_tenant("contoso.com/evil").is_err());
+        assert!(parse_tenant("").is_err());
+    }
+}

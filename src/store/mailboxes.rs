@@ -1,0 +1,244 @@
+//! Mailboxes. Secrets are not here: they are sealed in `secrets` under the mailbox's id.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{
+    Conn, Page, StoreError, StoreResult, from_db_opt_time, from_db_time, into_page, parse_id,
+    to_db_time,
+};
+use crate::domain::mailbox::{Mailbox, StatusReason};
+use crate::domain::{MailboxId, OrgId};
+
+macro_rules! select_mailboxes {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, org_id, name, auth, provider, tenant, host, port, security, username, from_name, sign_in_account, \
+             reply_to, signature, is_default, authorization_url, token_url, client_id, client_auth, scopes, issuer, \
+             client_secret_expires_at, status, status_reason, verified_at, token_expires_at, created_at, updated_at \
+             FROM mailboxes ",
+            $rest
+        )
+    };
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("mailbox {what}: {e}"))
+}
+
+fn from_row(row: &AnyRow) -> StoreResult<Mailbox> {
+    let text = |name: &str| row.try_get::<String, _>(name);
+    let parse = |name: &str| -> StoreResult<String> { Ok(text(name)?) };
+    let date_format = time::macros::format_description!("[year]-[month]-[day]");
+    let reason: Option<String> = row.try_get("status_reason")?;
+    let scopes: String = row.try_get("scopes")?;
+    let port: i64 = row.try_get("port")?;
+    Ok(Mailbox {
+        id: parse_id(&parse("id")?)?,
+        org_id: parse_id(&parse("org_id")?)?,
+        name: parse("name")?,
+        auth: parse("auth")?.parse().map_err(|e| corrupt("auth", e))?,
+        provider: parse("provider")?
+            .parse()
+            .map_err(|e| corrupt("provider", e))?,
+        tenant: row.try_get("tenant")?,
+        host: parse("host")?,
+        port: u16::try_from(port).map_err(|e| corrupt("port", e))?,
+        security: parse("security")?
+            .parse()
+            .map_err(|e| corrupt("security", e))?,
+        username: parse("username")?,
+        from_name: row.try_get("from_name")?,
+        sign_in_account: parse("sign_in_account")?,
+        reply_to: row.try_get("reply_to")?,
+        signature: row.try_get("signature")?,
+        is_default: row.try_get::<i64, _>("is_default")? != 0,
+        authorization_url: row.try_get("authorization_url")?,
+        token_url: row.try_get("token_url")?,
+        client_id: row.try_get("client_id")?,
+        client_auth: parse("client_auth")?
+            .parse()
+            .map_err(|e| corrupt("client_auth", e))?,
+        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+        issuer: row.try_get("issuer")?,
+        client_secret_expires_at: row
+            .try_get::<Option<String>, _>("client_secret_expires_at")?
+            .map(|d| {
+                time::Date::parse(&d, &date_format)
+                    .map_err(|e| corrupt("client_secret_expires_at", e))
+            })
+            .transpose()?,
+        status: parse("status")?.parse().map_err(|e| corrupt("status", e))?,
+        status_reason: reason
+            .map(|r| {
+                serde_json::from_str::<StatusReason>(&r).map_err(|e| corrupt("status_reason", e))
+            })
+            .transpose()?,
+        verified_at: from_db_opt_time(row.try_get("verified_at")?)?,
+        token_expires_at: from_db_opt_time(row.try_get("token_expires_at")?)?,
+        created_at: from_db_time(row.try_get("created_at")?)?,
+        updated_at: from_db_time(row.try_get("updated_at")?)?,
+    })
+}
+
+fn reason_json(mailbox: &Mailbox) -> Option<String> {
+    mailbox
+        .status_reason
+        .as_ref()
+        .map(|r| serde_json::to_string(r).unwrap_or_default())
+}
+
+pub async fn insert(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO mailboxes (id, org_id, name, name_key, auth, provider, tenant, host, port, security, username, from_name, \
+         sign_in_account, reply_to, signature, is_default, authorization_url, token_url, client_id, client_auth, scopes, issuer, \
+         client_secret_expires_at, status, status_reason, verified_at, token_expires_at, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)",
+    )
+    .bind(m.id.to_string())
+    .bind(m.org_id.to_string())
+    .bind(&m.name)
+    .bind(m.name.to_lowercase())
+    .bind(m.auth.as_str())
+    .bind(m.provider.as_str())
+    .bind(m.tenant.clone())
+    .bind(&m.host)
+    .bind(i64::from(m.port))
+    .bind(m.security.as_str())
+    .bind(&m.username)
+    .bind(m.from_name.clone())
+    .bind(&m.sign_in_account)
+    .bind(m.reply_to.clone())
+    .bind(m.signature.clone())
+    .bind(i64::from(m.is_default))
+    .bind(m.authorization_url.clone())
+    .bind(m.token_url.clone())
+    .bind(m.client_id.clone())
+    .bind(m.client_auth.as_str())
+    .bind(m.scopes.join(" "))
+    .bind(m.issuer.clone())
+    .bind(m.client_secret_expires_at.map(|d| d.to_string()))
+    .bind(m.status.as_str())
+    .bind(reason_json(m))
+    .bind(m.verified_at.map(to_db_time))
+    .bind(m.token_expires_at.map(to_db_time))
+    .bind(to_db_time(m.created_at))
+    .bind(to_db_time(m.updated_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| StoreError::unique(e, "name"))?;
+    Ok(())
+}
+
+/// Rewrites every column of a mailbox (of its organization).
+pub async fn update(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE mailboxes SET name = $3, name_key = $4, auth = $5, provider = $6, tenant = $7, host = $8, port = $9, security = $10, \
+         username = $11, from_name = $12, sign_in_account = $13, reply_to = $14, signature = $15, is_default = $16, \
+         authorization_url = $17, token_url = $18, client_id = $19, client_auth = $20, scopes = $21, issuer = $22, \
+         client_secret_expires_at = $23, status = $24, status_reason = $25, verified_at = $26, token_expires_at = $27, updated_at = $28 \
+         WHERE id = $1 AND org_id = $2",
+    )
+    .bind(m.id.to_string())
+    .bind(m.org_id.to_string())
+    .bind(&m.name)
+    .bind(m.name.to_lowercase())
+    .bind(m.auth.as_str())
+    .bind(m.provider.as_str())
+    .bind(m.tenant.clone())
+    .bind(&m.host)
+    .bind(i64::from(m.port))
+    .bind(m.security.as_str())
+    .bind(&m.username)
+    .bind(m.from_name.clone())
+    .bind(&m.sign_in_account)
+    .bind(m.reply_to.clone())
+    .bind(m.signature.clone())
+    .bind(i64::from(m.is_default))
+    .bind(m.authorization_url.clone())
+    .bind(m.token_url.clone())
+    .bind(m.client_id.clone())
+    .bind(m.client_auth.as_str())
+    .bind(m.scopes.join(" "))
+    .bind(m.issuer.clone())
+    .bind(m.client_secret_expires_at.map(|d| d.to_string()))
+    .bind(m.status.as_str())
+    .bind(reason_json(m))
+    .bind(m.verified_at.map(to_db_time))
+    .bind(m.token_expires_at.map(to_db_time))
+    .bind(to_db_time(m.updated_at))
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| StoreError::unique(e, "name"))?;
+    Ok(())
+}
+
+/// A mailbox of the organization; another organization's is not found.
+pub async fn get(conn: &mut Conn, org_id: OrgId, id: MailboxId) -> StoreResult<Option<Mailbox>> {
+    sqlx::query(select_mailboxes!("WHERE id = $1 AND org_id = $2"))
+        .bind(id.to_string())
+        .bind(org_id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// A mailbox of the organization by id or (case-insensitive) name.
+pub async fn find(
+    conn: &mut Conn,
+    org_id: OrgId,
+    id_or_name: &str,
+) -> StoreResult<Option<Mailbox>> {
+    if let Ok(id) = id_or_name.trim().parse::<MailboxId>()
+        && let Some(m) = get(conn, org_id, id).await?
+    {
+        return Ok(Some(m));
+    }
+    sqlx::query(select_mailboxes!("WHERE org_id = $1 AND name_key = $2"))
+        .bind(org_id.to_string())
+        .bind(id_or_name.trim().to_lowercase())
+        .fetch_optional(&mut *conn)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// One page of an organization's mailboxes, oldest first.
+pub async fn list(
+    conn: &mut Conn,
+    org_id: OrgId,
+    after: Option<&str>,
+    limit: usize,
+) -> StoreResult<Page<Mailbox>> {
+    let rows = sqlx::query(select_mailboxes!(
+        "WHERE org_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+    ))
+    .bind(org_id.to_string())
+    .bind(after.unwrap_or(""))
+    .bind((limit + 1) as i64)
+    .fetch_all(&mut *conn)
+    .await?;
+    let items = rows.iter().map(from_row).collect::<StoreResult<Vec<_>>>()?;
+    Ok(into_page(items, limit, |m| m.id.to_string()))
+}
+
+/// Makes no mailbox of the organization its default.
+pub async fn clear_default(conn: &mut Conn, org_id: OrgId) -> StoreResult<()> {
+    sqlx::query("UPDATE mailboxes SET is_default = 0 WHERE org_id = $1 AND is_default = 1")
+        .bind(org_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn delete(conn: &mut Conn, org_id: OrgId, id: MailboxId) -> StoreResult<bool> {
+    let done = sqlx::query("DELETE FROM mailboxes WHERE id = $1 AND org_id = $2")
+        .bind(id.to_string())
+        .bind(org_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}

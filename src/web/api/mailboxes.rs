@@ -1,0 +1,366 @@
+//! `/api/v1/mailboxes`: the accounts an organization sends from. Secrets (client secret,
+//! password) are write-only: no response ever carries them.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use super::ListParams;
+use crate::domain::MailboxId;
+use crate::domain::mailbox::{
+    AuthKind, ClientAuth, Mailbox, MailboxStatus, Provider, Security, StatusReason, secret_fields,
+};
+use crate::services::mailboxes::{self, MailboxDraft, MailboxPatch, Policy};
+use crate::store;
+use crate::web::AppState;
+use crate::web::auth::Principal;
+use crate::web::error::{ApiError, Problem};
+use crate::web::extract::{ApiJson, ApiQuery};
+
+/// A mailbox as the API shows it.
+#[derive(Serialize, ToSchema)]
+pub struct MailboxOut {
+    pub id: String,
+    pub name: String,
+    pub auth: AuthKind,
+    pub provider: Provider,
+    pub tenant: Option<String>,
+    /// The SMTP server ("Host Name").
+    pub host: String,
+    pub port: u16,
+    pub security: Security,
+    /// The mailbox address: the SASL user and the From address.
+    pub username: String,
+    pub from_name: Option<String>,
+    /// The account that signs in at the provider (sent as `login_hint`).
+    pub sign_in_account: String,
+    pub reply_to: Option<String>,
+    pub signature: Option<String>,
+    /// The organization's default mailbox.
+    pub default: bool,
+    pub authorization_url: Option<String>,
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_auth: ClientAuth,
+    pub scopes: Vec<String>,
+    pub issuer: Option<String>,
+    /// The client secret's expiry as the Azure portal showed it (`YYYY-MM-DD`).
+    pub client_secret_expires_at: Option<String>,
+    /// Whether a client secret is stored (the secret itself is never shown).
+    pub has_client_secret: bool,
+    /// Whether a password is stored (the password itself is never shown).
+    pub has_password: bool,
+    /// The Redirect URI to register in the app: one for the whole installation.
+    pub redirect_uri: String,
+    pub status: MailboxStatus,
+    pub status_reason: Option<StatusReason>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub verified_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub token_expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+/// `{ items, next_cursor }` of mailboxes.
+#[derive(Serialize, ToSchema)]
+pub struct MailboxList {
+    pub items: Vec<MailboxOut>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+async fn render(state: &AppState, mailbox: Mailbox) -> Result<MailboxOut, ApiError> {
+    let mut conn = state.store.conn().await?;
+    let owner = mailbox.id.to_string();
+    let has_client_secret = store::secrets::get(&mut conn, &owner, secret_fields::CLIENT_SECRET)
+        .await?
+        .is_some();
+    let has_password = store::secrets::get(&mut conn, &owner, secret_fields::PASSWORD)
+        .await?
+        .is_some();
+    Ok(MailboxOut {
+        id: owner,
+        name: mailbox.name,
+        auth: mailbox.auth,
+        provider: mailbox.provider,
+        tenant: mailbox.tenant,
+        host: mailbox.host,
+        port: mailbox.port,
+        security: mailbox.security,
+        username: mailbox.username,
+        from_name: mailbox.from_name,
+        sign_in_account: mailbox.sign_in_account,
+        reply_to: mailbox.reply_to,
+        signature: mailbox.signature,
+        default: mailbox.is_default,
+        authorization_url: mailbox.authorization_url,
+        token_url: mailbox.token_url,
+        client_id: mailbox.client_id,
+        client_auth: mailbox.client_auth,
+        scopes: mailbox.scopes,
+        issuer: mailbox.issuer,
+        client_secret_expires_at: mailbox.client_secret_expires_at.map(|d| d.to_string()),
+        has_client_secret,
+        has_password,
+        redirect_uri: state.config.redirect_uri(),
+        status: mailbox.status,
+        status_reason: mailbox.status_reason,
+        verified_at: mailbox.verified_at,
+        token_expires_at: mailbox.token_expires_at,
+        created_at: mailbox.created_at,
+        updated_at: mailbox.updated_at,
+    })
+}
+
+/// A new mailbox. Provider presets fill what is left out: Microsoft 365 from `tenant`
+/// (endpoints, `smtp.office365.com:587` STARTTLS, the SMTP.Send scopes), Google, or the sandbox.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateMailbox {
+    pub name: Option<String>,
+    /// `oauth2` or `basic`.
+    pub auth: Option<String>,
+    /// `microsoft`, `google`, `custom` or `sandbox` (while the sandbox runs). Default `custom`.
+    pub provider: Option<String>,
+    pub tenant: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    /// `starttls` (default), `tls` or `none` (development only).
+    pub security: Option<String>,
+    pub username: Option<String>,
+    pub from_name: Option<String>,
+    pub sign_in_account: Option<String>,
+    pub reply_to: Option<String>,
+    pub signature: Option<String>,
+    pub default: Option<bool>,
+    pub authorization_url: Option<String>,
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    /// The client secret's Value (not its Secret ID). Write-only.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub client_secret: Option<SecretString>,
+    /// `post` (default) or `basic`.
+    pub client_auth: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub issuer: Option<String>,
+    /// `YYYY-MM-DD`.
+    pub client_secret_expires_at: Option<String>,
+    /// For basic mailboxes. Write-only.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<SecretString>,
+}
+
+/// Accepts `null` as "clear" and absence as "keep".
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A change: absent fields stay; `null` clears an optional one. A secret left out is kept.
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PatchMailbox {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub tenant: Option<Option<String>>,
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    pub security: Option<String>,
+    pub username: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub from_name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub sign_in_account: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub reply_to: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub signature: Option<Option<String>>,
+    pub default: Option<bool>,
+    pub authorization_url: Option<String>,
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    #[schema(value_type = Option<String>, format = Password)]
+    pub client_secret: Option<SecretString>,
+    pub client_auth: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub issuer: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub client_secret_expires_at: Option<Option<String>>,
+    #[schema(value_type = Option<String>, format = Password)]
+    pub password: Option<SecretString>,
+}
+
+fn policy(state: &AppState) -> Policy<'_> {
+    Policy {
+        dev: state.config.dev,
+        allow_private_hosts: state.config.allow_private_hosts,
+        sandbox: state.sandbox.as_deref(),
+    }
+}
+
+fn parse_mailbox_id(raw: &str) -> Result<MailboxId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found("mailbox"))
+}
+
+/// The organization's mailboxes, each Verified or Not Verified with the reason.
+#[utoipa::path(get, path = "/api/v1/mailboxes", tag = "mailboxes", params(ListParams),
+    responses((status = 200, body = MailboxList), (status = 403, body = Problem)))]
+pub async fn list_mailboxes(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> Result<Json<MailboxList>, ApiError> {
+    principal.require_reader()?;
+    let (limit, after) = (params.limit()?, params.after()?);
+    let page = {
+        let mut conn = state.store.conn().await?;
+        store::mailboxes::list(&mut conn, principal.org_id, after.as_deref(), limit).await?
+    };
+    let next_cursor = page.next_cursor.as_deref().map(super::encode_cursor);
+    let mut items = Vec::with_capacity(page.items.len());
+    for mailbox in page.items {
+        items.push(render(&state, mailbox).await?);
+    }
+    Ok(Json(MailboxList { items, next_cursor }))
+}
+
+/// Adds a mailbox. Admins only. It starts Not Verified: authorize (OAuth2) or verify (basic).
+#[utoipa::path(post, path = "/api/v1/mailboxes", tag = "mailboxes", request_body = CreateMailbox,
+    responses((status = 201, body = MailboxOut), (status = 409, body = Problem), (status = 422, body = Problem), (status = 403, body = Problem)))]
+pub async fn create_mailbox(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<CreateMailbox>,
+) -> Result<(StatusCode, Json<MailboxOut>), ApiError> {
+    principal.require_admin()?;
+    let draft = MailboxDraft {
+        name: body.name,
+        auth: body.auth,
+        provider: body.provider,
+        tenant: body.tenant,
+        host: body.host,
+        port: body.port,
+        security: body.security,
+        username: body.username,
+        from_name: body.from_name,
+        sign_in_account: body.sign_in_account,
+        reply_to: body.reply_to,
+        signature: body.signature,
+        default: body.default,
+        authorization_url: body.authorization_url,
+        token_url: body.token_url,
+        client_id: body.client_id,
+        client_auth: body.client_auth,
+        scopes: body.scopes,
+        issuer: body.issuer,
+        client_secret_expires_at: body.client_secret_expires_at,
+        client_secret: body.client_secret,
+        password: body.password,
+    };
+    let mailbox = mailboxes::create(
+        &state.store,
+        &state.keys,
+        &policy(&state),
+        principal.org_id,
+        draft,
+        &principal.actor,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(render(&state, mailbox).await?)))
+}
+
+/// One mailbox of the organization.
+#[utoipa::path(get, path = "/api/v1/mailboxes/{id}", tag = "mailboxes", params(("id" = String, Path)),
+    responses((status = 200, body = MailboxOut), (status = 404, body = Problem)))]
+pub async fn get_mailbox(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<MailboxOut>, ApiError> {
+    principal.require_reader()?;
+    let id = parse_mailbox_id(&id)?;
+    let mailbox = {
+        let mut conn = state.store.conn().await?;
+        store::mailboxes::get(&mut conn, principal.org_id, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("mailbox"))?
+    };
+    Ok(Json(render(&state, mailbox).await?))
+}
+
+/// Changes a mailbox. Admins only. Changing the account, app registration, endpoints, scopes or
+/// server drops the stored tokens: the mailbox must be authorized again.
+#[utoipa::path(patch, path = "/api/v1/mailboxes/{id}", tag = "mailboxes", params(("id" = String, Path)), request_body = PatchMailbox,
+    responses((status = 200, body = MailboxOut), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn update_mailbox(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<PatchMailbox>,
+) -> Result<Json<MailboxOut>, ApiError> {
+    principal.require_admin()?;
+    let id = parse_mailbox_id(&id)?;
+    let patch = MailboxPatch {
+        name: body.name,
+        tenant: body.tenant,
+        host: body.host,
+        port: body.port,
+        security: body.security,
+        username: body.username,
+        from_name: body.from_name,
+        sign_in_account: body.sign_in_account,
+        reply_to: body.reply_to,
+        signature: body.signature,
+        default: body.default,
+        authorization_url: body.authorization_url,
+        token_url: body.token_url,
+        client_id: body.client_id,
+        client_auth: body.client_auth,
+        scopes: body.scopes,
+        issuer: body.issuer,
+        client_secret_expires_at: body.client_secret_expires_at,
+        client_secret: body.client_secret,
+        password: body.password,
+    };
+    let mailbox = mailboxes::update(
+        &state.store,
+        &state.keys,
+        &policy(&state),
+        principal.org_id,
+        id,
+        patch,
+        &principal.actor,
+    )
+    .await?;
+    Ok(Json(render(&state, mailbox).await?))
+}
+
+/// Deletes a mailbox and its stored secrets. Admins only.
+#[utoipa::path(delete, path = "/api/v1/mailboxes/{id}", tag = "mailboxes", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem)))]
+pub async fn delete_mailbox(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    principal.require_admin()?;
+    let id = parse_mailbox_id(&id)?;
+    mailboxes::delete(&state.store, principal.org_id, id, &principal.actor).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
