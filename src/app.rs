@@ -78,12 +78,28 @@ impl App {
             );
             store::instances::register(&mut conn, &instance, &hostname(), pid, now).await?;
         }
+        let hosts = crate::net::HostPolicy {
+            dev: config.dev,
+            allow_private: config.allow_private_hosts,
+        };
+        let token_http = crate::oauth::http::TokenHttp::new(hosts, config.http_ca_file.as_deref())
+            .map_err(|e| anyhow::anyhow!("HERALD_HTTP_CA_FILE: {e}"))?;
+        let smtp_roots =
+            match &config.smtp_ca_file {
+                Some(path) => vec![std::fs::read(path).with_context(|| {
+                    format!("cannot read HERALD_SMTP_CA_FILE {}", path.display())
+                })?],
+                None => Vec::new(),
+            };
         let state = AppState {
             config: Arc::new(config),
             store,
             keys: Arc::new(ring),
             login_throttle: Arc::default(),
             sandbox: None,
+            token_http,
+            smtp_roots: Arc::new(smtp_roots),
+            token_locks: Arc::default(),
         };
         Ok(Self {
             state,

@@ -289,6 +289,7 @@ async fn demo(mut config: Config, data_dir: Option<PathBuf>) -> anyhow::Result<(
             tenant: sandbox.oauth.tenant.clone(),
             smtp_host: sandbox.smtp_addr.ip().to_string(),
             smtp_port: sandbox.smtp_addr.port(),
+            ca_pem: sandbox.ca.ca_pem().to_owned(),
         });
     let state = app.state().clone();
     let actor = Actor::cli();

@@ -67,6 +67,12 @@ pub struct FileConfig {
     /// `HERALD_ALLOW_PRIVATE_HOSTS`: allow token URLs and SMTP hosts on private, loopback and
     /// link-local addresses (on-premises servers). Default off, against SSRF.
     pub allow_private_hosts: Option<bool>,
+    /// `HERALD_HTTP_CA_FILE`: PEM certificates trusted, beside the system's, for token
+    /// endpoints (private identity providers). Default none.
+    pub http_ca_file: Option<String>,
+    /// `HERALD_SMTP_CA_FILE`: PEM certificates trusted, beside the system's, for SMTP servers.
+    /// Default none.
+    pub smtp_ca_file: Option<String>,
     /// `HERALD_TRUSTED_PROXIES`: addresses or CIDR ranges of reverse proxies whose
     /// `X-Forwarded-For` is believed (comma-separated in the environment). Default none.
     pub trusted_proxies: Option<Vec<String>>,
@@ -95,6 +101,8 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("HERALD_LOG_FORMAT", "log_format"),
     ("HERALD_DEV", "dev"),
     ("HERALD_ALLOW_PRIVATE_HOSTS", "allow_private_hosts"),
+    ("HERALD_HTTP_CA_FILE", "http_ca_file"),
+    ("HERALD_SMTP_CA_FILE", "smtp_ca_file"),
     ("HERALD_TRUSTED_PROXIES", "trusted_proxies"),
     ("HERALD_SANDBOX_LISTEN", "sandbox_listen"),
     ("HERALD_SANDBOX_PUBLIC_URL", "sandbox_public_url"),
@@ -224,6 +232,8 @@ pub struct Config {
     pub log_format: LogFormat,
     pub dev: bool,
     pub allow_private_hosts: bool,
+    pub http_ca_file: Option<PathBuf>,
+    pub smtp_ca_file: Option<PathBuf>,
     pub trusted_proxies: Vec<IpNet>,
     pub sandbox: SandboxSettings,
 }
@@ -390,6 +400,30 @@ impl Config {
             None => file.allow_private_hosts.unwrap_or(false),
         };
 
+        let ca_file =
+            |setting: &'static str, raw: Option<String>| -> Result<Option<PathBuf>, ConfigError> {
+                let Some(raw) = raw else { return Ok(None) };
+                let path = PathBuf::from(raw.trim());
+                if !path.is_file() {
+                    return Err(ConfigError::Invalid {
+                        setting,
+                        message: format!(
+                            "{} is not a readable file of PEM certificates",
+                            path.display()
+                        ),
+                    });
+                }
+                Ok(Some(path))
+            };
+        let http_ca_file = ca_file(
+            "HERALD_HTTP_CA_FILE (http_ca_file)",
+            pick("HERALD_HTTP_CA_FILE", file.http_ca_file),
+        )?;
+        let smtp_ca_file = ca_file(
+            "HERALD_SMTP_CA_FILE (smtp_ca_file)",
+            pick("HERALD_SMTP_CA_FILE", file.smtp_ca_file),
+        )?;
+
         let proxies: Vec<String> = match env.get("HERALD_TRUSTED_PROXIES") {
             Some(raw) => raw
                 .split(',')
@@ -463,6 +497,8 @@ impl Config {
             log_format,
             dev,
             allow_private_hosts,
+            http_ca_file,
+            smtp_ca_file,
             trusted_proxies,
             sandbox,
         })

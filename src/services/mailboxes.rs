@@ -15,6 +15,7 @@ use crate::domain::mailbox::{
 };
 use crate::domain::{Actor, EmailAddress, FieldError, MailboxId, NewAuditEvent, OrgId};
 use crate::keys;
+use crate::net::{HostPolicy, Reach, reach_of};
 use crate::secrets::KeyRing;
 use crate::store::{self, Store, StoreError};
 
@@ -26,6 +27,8 @@ pub struct SandboxPreset {
     pub tenant: String,
     pub smtp_host: String,
     pub smtp_port: u16,
+    /// The CA that signed the sandbox's SMTP certificate, trusted for sandbox mailboxes.
+    pub ca_pem: String,
 }
 
 /// What the installation allows.
@@ -36,6 +39,16 @@ pub struct Policy<'a> {
     /// Token URLs and SMTP hosts may be on private networks (on-premises servers).
     pub allow_private_hosts: bool,
     pub sandbox: Option<&'a SandboxPreset>,
+}
+
+impl Policy<'_> {
+    /// The rule for outbound connections.
+    pub fn hosts(&self) -> HostPolicy {
+        HostPolicy {
+            dev: self.dev,
+            allow_private: self.allow_private_hosts,
+        }
+    }
 }
 
 /// A mailbox as given by a caller: everything optional, presets fill the rest.
@@ -115,65 +128,9 @@ fn single_line(checks: &mut Checks, field: &'static str, value: &str, max: usize
     true
 }
 
-/// How an address may be reached.
-#[derive(Debug, PartialEq, Eq)]
-enum Reach {
-    Loopback,
-    Private,
-    Public,
-}
-
-fn classify(ip: IpAddr) -> Reach {
-    let ip = ip.to_canonical();
-    if ip.is_loopback() {
-        return Reach::Loopback;
-    }
-    let private = match ip {
-        IpAddr::V4(v4) => {
-            v4.is_private() || v4.is_link_local() || v4.is_unspecified() || v4.is_broadcast()
-                // Carrier-grade NAT, 100.64.0.0/10.
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(v6) => {
-            v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
-                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link-local
-        }
-    };
-    if private {
-        Reach::Private
-    } else {
-        Reach::Public
-    }
-}
-
-/// What a host name or IP literal is known to reach without resolving it. Names are checked
-/// again, against every address they resolve to, when Herald connects.
-fn reach_of(host: &str) -> Reach {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return classify(ip);
-    }
-    let lower = bare.to_ascii_lowercase();
-    if lower == "localhost" || lower.ends_with(".localhost") {
-        return Reach::Loopback;
-    }
-    Reach::Public
-}
-
 /// Checks that Herald may connect to `host` under the policy.
 fn host_allowed(policy: &Policy<'_>, host: &str) -> Result<(), String> {
-    match reach_of(host) {
-        Reach::Public => Ok(()),
-        Reach::Loopback if policy.dev || policy.allow_private_hosts => Ok(()),
-        Reach::Private if policy.allow_private_hosts => Ok(()),
-        Reach::Loopback => Err(format!(
-            "`{host}` is this machine; Herald refuses it unless HERALD_DEV (development) or HERALD_ALLOW_PRIVATE_HOSTS is set"
-        )),
-        Reach::Private => Err(format!(
-            "`{host}` is a private or link-local address; set HERALD_ALLOW_PRIVATE_HOSTS to allow on-premises servers"
-        )),
-    }
+    policy.hosts().check_host(host)
 }
 
 fn check_url(

@@ -242,3 +242,31 @@ pub async fn delete(conn: &mut Conn, org_id: OrgId, id: MailboxId) -> StoreResul
         .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Writes a mailbox's status, reason and verification time.
+pub async fn set_status(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
+    sqlx::query("UPDATE mailboxes SET status = $1, status_reason = $2, verified_at = $3, updated_at = $4 WHERE id = $5 AND org_id = $6")
+        .bind(m.status.as_str())
+        .bind(reason_json(m))
+        .bind(m.verified_at.map(to_db_time))
+        .bind(to_db_time(time::OffsetDateTime::now_utc()))
+        .bind(m.id.to_string())
+        .bind(m.org_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Writes the access token's expiry and the issuer (pinned on the first authorization).
+pub async fn set_tokens(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE mailboxes SET token_expires_at = $1, issuer = $2 WHERE id = $3 AND org_id = $4",
+    )
+    .bind(m.token_expires_at.map(to_db_time))
+    .bind(m.issuer.clone())
+    .bind(m.id.to_string())
+    .bind(m.org_id.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}

@@ -7,6 +7,7 @@
 //! transaction (a change and its audit event commit together).
 
 pub mod api_keys;
+pub mod attempts;
 pub mod audit;
 pub mod instances;
 pub mod mailboxes;

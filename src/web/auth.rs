@@ -153,6 +153,14 @@ impl SessionUser {
     }
 }
 
+/// The digest of the request's session cookie, if it carries one.
+pub fn session_digest(state: &AppState, jar: &CookieJar) -> Option<String> {
+    jar.get(session_cookie_name(&state.config))
+        .map(|c| c.value())
+        .filter(|v| !v.is_empty())
+        .map(crypto::token_digest)
+}
+
 /// Resolves the session cookie to its user; `None` when absent, unknown or expired.
 pub async fn session_user(
     state: &AppState,
@@ -247,6 +255,8 @@ pub struct Principal {
     pub org_id: OrgId,
     pub access: Access,
     pub actor: Actor,
+    /// The digest of the browser session, when the caller is one (binds OAuth states to it).
+    pub session_digest: Option<String>,
 }
 
 impl Principal {
@@ -327,6 +337,7 @@ impl FromRequestParts<AppState> for Principal {
                     label: format!("{} ({})", key.name, key.prefix),
                     source: client.to_string(),
                 },
+                session_digest: None,
             });
         }
 
@@ -354,8 +365,10 @@ impl FromRequestParts<AppState> for Principal {
                 ));
             }
         }
+        let session_digest = Some(crypto::token_digest(&session.token));
         let user = session.user;
         Ok(Self {
+            session_digest,
             org_id: user.org_id,
             access: match user.role {
                 UserRole::Admin => Access::Admin,

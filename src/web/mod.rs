@@ -34,6 +34,12 @@ pub struct AppState {
     pub login_throttle: Arc<auth::LoginThrottle>,
     /// The sandbox provider's preset, while the sandbox runs (`herald demo`, tests).
     pub sandbox: Option<Arc<crate::services::mailboxes::SandboxPreset>>,
+    /// The guarded HTTP client for token endpoints.
+    pub token_http: crate::oauth::http::TokenHttp,
+    /// Extra CAs trusted for SMTP servers (`HERALD_SMTP_CA_FILE`).
+    pub smtp_roots: Arc<Vec<Vec<u8>>>,
+    /// One lock per mailbox, so that concurrent users cause one token refresh.
+    pub token_locks: Arc<crate::services::authorization::TokenLocks>,
 }
 
 async fn method_not_allowed() -> error::ApiError {
@@ -43,6 +49,21 @@ async fn method_not_allowed() -> error::ApiError {
         "Method not allowed",
         "This route does not accept this HTTP method; see /api/v1/openapi.json.",
     )
+}
+
+impl AppState {
+    /// What the authorization flow needs.
+    pub fn deps(&self) -> crate::services::authorization::Deps<'_> {
+        crate::services::authorization::Deps {
+            store: &self.store,
+            keys: &self.keys,
+            config: &self.config,
+            http: &self.token_http,
+            smtp_roots: &self.smtp_roots,
+            sandbox: self.sandbox.as_deref(),
+            locks: &self.token_locks,
+        }
+    }
 }
 
 /// The whole application's routes and middleware.

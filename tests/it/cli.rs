@@ -329,7 +329,7 @@ async fn sealed_rows(store: &Store) -> Vec<store::secrets::SealedRow> {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::helpers::http_builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -1185,7 +1185,7 @@ async fn demo_runs_herald_and_the_sandbox_ready_for_the_whole_flow() {
         200
     );
     let (admin, admin_password) = demo.fact("Admin sign-in").split_once(" / ").unwrap();
-    let browser = reqwest::Client::builder()
+    let browser = crate::helpers::http_builder()
         .cookie_store(true)
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -180,6 +180,7 @@ pub async fn spawn_app_with_sandbox() -> (TestApp, herald::sandbox::RunningSandb
         tenant: sandbox.oauth.tenant.clone(),
         smtp_host: sandbox.smtp_addr.ip().to_string(),
         smtp_port: sandbox.smtp_addr.port(),
+        ca_pem: sandbox.ca.ca_pem().to_owned(),
     };
     let app = spawn(
         |env| {
@@ -239,7 +240,7 @@ impl TestApp {
 
     /// A client that keeps cookies and does not follow redirects, like a browser seen step by step.
     pub fn browser(&self) -> reqwest::Client {
-        reqwest::Client::builder()
+        crate::helpers::http_builder()
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -248,7 +249,7 @@ impl TestApp {
 
     /// A client without cookies, for API keys.
     pub fn client(&self) -> reqwest::Client {
-        reqwest::Client::builder()
+        crate::helpers::http_builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("HTTP client")
@@ -381,7 +382,7 @@ pub async fn sandbox_consent(
     password: &str,
     decision: &str,
 ) -> reqwest::Response {
-    let browser = reqwest::Client::builder()
+    let browser = crate::helpers::http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -419,4 +420,11 @@ pub async fn sandbox_consent(
         .send()
         .await
         .unwrap()
+}
+
+/// A reqwest client builder for tests, after installing the process's TLS crypto provider
+/// (Herald builds everything on ring and installs it once, as the product does).
+pub fn http_builder() -> reqwest::ClientBuilder {
+    herald::tls::install_crypto_provider();
+    reqwest::Client::builder()
 }

@@ -3,6 +3,7 @@
 //! when `TEST_POSTGRES_URL` is set (the README's test command runs the suite both ways).
 
 mod api;
+mod authorization;
 mod cli;
 mod helpers;
 mod mailboxes;

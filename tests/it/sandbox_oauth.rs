@@ -69,7 +69,7 @@ fn http() -> oauth2::reqwest::Client {
 }
 
 fn browser() -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::helpers::http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()

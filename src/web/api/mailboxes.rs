@@ -364,3 +364,161 @@ pub async fn delete_mailbox(
     mailboxes::delete(&state.store, principal.org_id, id, &principal.actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Where to send the browser to authorize the mailbox.
+#[derive(Serialize, ToSchema)]
+pub struct AuthorizationStarted {
+    /// Open this in the browser: the provider's sign-in, then Accept.
+    pub authorization_url: String,
+    /// The attempt's id, as in `GET …/authorization`.
+    pub attempt_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// Starts an authorization. Admins only. The state is single-use, valid 10 minutes, bound to the
+/// mailbox and, from a browser, to its session; PKCE S256; `login_hint` is the sign-in account.
+#[utoipa::path(post, path = "/api/v1/mailboxes/{id}/authorize", tag = "mailboxes", params(("id" = String, Path)),
+    responses((status = 200, body = AuthorizationStarted), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn start_authorization(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<AuthorizationStarted>, ApiError> {
+    principal.require_admin()?;
+    let id = parse_mailbox_id(&id)?;
+    let started = crate::services::authorization::start(
+        &state.deps(),
+        principal.org_id,
+        id,
+        principal.session_digest.clone(),
+        &principal.actor,
+    )
+    .await?;
+    Ok(Json(AuthorizationStarted {
+        authorization_url: started.authorization_url,
+        attempt_id: started.attempt_id,
+        expires_at: started.expires_at,
+    }))
+}
+
+/// An authorization attempt's outcome.
+#[derive(Serialize, ToSchema)]
+pub struct AuthorizationOut {
+    pub id: String,
+    /// `pending`, `completed`, `failed` or `expired`.
+    pub status: crate::store::attempts::AttemptStatus,
+    pub reason: Option<StatusReason>,
+    pub started_by: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+impl From<crate::store::attempts::Attempt> for AuthorizationOut {
+    fn from(a: crate::store::attempts::Attempt) -> Self {
+        Self {
+            id: a.id,
+            status: a.status,
+            reason: a.reason,
+            started_by: a.started_by,
+            created_at: a.created_at,
+            expires_at: a.expires_at,
+            finished_at: a.finished_at,
+        }
+    }
+}
+
+/// The mailbox's latest authorization attempt.
+#[utoipa::path(get, path = "/api/v1/mailboxes/{id}/authorization", tag = "mailboxes", params(("id" = String, Path)),
+    responses((status = 200, body = AuthorizationOut), (status = 404, body = Problem)))]
+pub async fn latest_authorization(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<AuthorizationOut>, ApiError> {
+    principal.require_reader()?;
+    let id = parse_mailbox_id(&id)?;
+    let attempt =
+        crate::services::authorization::latest_attempt(&state.deps(), principal.org_id, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found("authorization attempt"))?;
+    Ok(Json(attempt.into()))
+}
+
+/// Checks the mailbox against its SMTP server (connect, EHLO, STARTTLS, AUTH, QUIT) and sets
+/// its status by the outcome. Admins only.
+#[utoipa::path(post, path = "/api/v1/mailboxes/{id}/verify", tag = "mailboxes", params(("id" = String, Path)),
+    responses((status = 200, body = MailboxOut), (status = 404, body = Problem)))]
+pub async fn verify_mailbox(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<MailboxOut>, ApiError> {
+    principal.require_admin()?;
+    let id = parse_mailbox_id(&id)?;
+    let mailbox =
+        crate::services::authorization::verify(&state.deps(), principal.org_id, id).await?;
+    Ok(Json(render(&state, mailbox).await?))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TestMessage {
+    /// Where to send the test message.
+    pub to: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TestMessageSent {
+    pub sent: bool,
+    /// The server's final reply.
+    pub smtp_reply: String,
+}
+
+/// Sends a real message through the mailbox. Admins only. 502 problem+json whose `code` is the
+/// reason when the server refuses.
+#[utoipa::path(post, path = "/api/v1/mailboxes/{id}/test-message", tag = "mailboxes", params(("id" = String, Path)), request_body = TestMessage,
+    responses((status = 200, body = TestMessageSent), (status = 502, body = Problem), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn send_test_message(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<TestMessage>,
+) -> Result<Json<TestMessageSent>, ApiError> {
+    use crate::services::authorization::TestMessageOutcome;
+    principal.require_admin()?;
+    let id = parse_mailbox_id(&id)?;
+    match crate::services::authorization::send_test_message(
+        &state.deps(),
+        principal.org_id,
+        id,
+        &body.to,
+    )
+    .await?
+    {
+        TestMessageOutcome::Sent { reply } => Ok(Json(TestMessageSent {
+            sent: true,
+            smtp_reply: reply,
+        })),
+        TestMessageOutcome::Failed { reason, transient } => {
+            let code: &'static str = Box::leak(reason.code.clone().into_boxed_str());
+            let mut error = ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                code,
+                "Not sent",
+                reason.message.clone(),
+            );
+            if transient {
+                error.retry_after = Some(60);
+            }
+            if let Some(action) = reason.action {
+                error.detail = format!("{} {}", error.detail, action);
+            }
+            Err(error)
+        }
+    }
+}

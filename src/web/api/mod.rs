@@ -83,6 +83,10 @@ pub fn router() -> Router<AppState> {
             mailboxes::update_mailbox,
             mailboxes::delete_mailbox
         ))
+        .routes(routes!(mailboxes::start_authorization))
+        .routes(routes!(mailboxes::latest_authorization))
+        .routes(routes!(mailboxes::verify_mailbox))
+        .routes(routes!(mailboxes::send_test_message))
         .split_for_parts();
     let doc = std::sync::Arc::new(doc);
     router

@@ -25,6 +25,8 @@ pub fn router() -> Router<AppState> {
         .route("/logout", post(logout))
         .route("/setup", get(setup_page).post(setup))
         .route("/static/app.css", get(stylesheet))
+        .route("/web/um/smtp/redirect", get(oauth_redirect))
+        .route("/settings/system/outgoing-mail", get(outgoing_mail))
 }
 
 fn render(status: StatusCode, template: &impl Template) -> Response {
@@ -494,4 +496,168 @@ async fn setup(
         Err(ServiceError::Refused(_)) => setup_gone(),
         Err(e) => internal(e),
     }
+}
+
+/// The provider's redirect after sign-in (the seed's exact path). The outcome is kept on the
+/// server; the browser is sent on to the mailbox list with only the attempt's id, so neither
+/// the code nor error text lands in a URL, a history or a Referer.
+async fn oauth_redirect(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Query(params): Query<crate::services::authorization::RedirectParams>,
+) -> Response {
+    let session = auth::session_digest(&state, &jar);
+    let attempt =
+        match crate::services::authorization::complete(&state.deps(), params, session).await {
+            Ok(attempt) => attempt,
+            Err(e) => {
+                tracing::error!(error = %e, "authorization redirect failed");
+                None
+            }
+        };
+    let target = format!(
+        "/settings/system/outgoing-mail?attempt={}",
+        attempt.as_deref().unwrap_or("invalid")
+    );
+    (
+        [
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        Redirect::to(&target),
+    )
+        .into_response()
+}
+
+struct Notice {
+    kind: &'static str,
+    title: String,
+    message: Option<String>,
+    action: Option<String>,
+}
+
+struct MailboxRow {
+    name: String,
+    username: String,
+    auth: &'static str,
+    provider: &'static str,
+    is_default: bool,
+    verified: bool,
+    reason: Option<String>,
+    action: Option<String>,
+    verified_at: String,
+    token_expires_at: String,
+    secret_expiry: String,
+}
+
+#[derive(Template)]
+#[template(path = "outgoing_mail.html")]
+struct OutgoingMailPage {
+    org_name: String,
+    email: String,
+    csrf_token: String,
+    notice: Option<Notice>,
+    mailboxes: Vec<MailboxRow>,
+}
+
+#[derive(Deserialize)]
+struct OutgoingMailQuery {
+    attempt: Option<String>,
+}
+
+fn when(t: Option<time::OffsetDateTime>) -> String {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    t.and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| "—".into())
+}
+
+/// Settings › System › Outgoing Mail: the mailbox list with each status and its reason.
+async fn outgoing_mail(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Query(q): Query<OutgoingMailQuery>,
+) -> Response {
+    use crate::store::attempts::AttemptStatus;
+    let session = match auth::session_user(&state, &jar).await {
+        Ok(Some(session)) => session,
+        Ok(None) => {
+            return Redirect::to("/login?next=/settings/system/outgoing-mail").into_response();
+        }
+        Err(e) => return internal(e),
+    };
+    let org_id = session.user.org_id;
+    let notice = match q.attempt.as_deref() {
+        None => None,
+        Some("invalid") => Some(Notice {
+            kind: "bad",
+            title: "This authorization response was not accepted.".into(),
+            message: Some("It was missing its state, had been used already, or came from another browser session, so nothing was stored.".into()),
+            action: Some("Click Authorize again from this page.".into()),
+        }),
+        Some(id) => match crate::services::authorization::attempt(&state.deps(), org_id, id).await {
+            Ok(Some(attempt)) => Some(match attempt.status {
+                AttemptStatus::Completed => Notice {
+                    kind: "ok",
+                    title: "Authorized: the mailbox is Verified.".into(),
+                    message: None,
+                    action: None,
+                },
+                AttemptStatus::Pending => Notice {
+                    kind: "bad",
+                    title: "The authorization is still waiting for the sign-in.".into(),
+                    message: None,
+                    action: None,
+                },
+                AttemptStatus::Failed | AttemptStatus::Expired => Notice {
+                    kind: "bad",
+                    title: "The authorization did not succeed.".into(),
+                    message: attempt.reason.as_ref().map(|r| r.message.clone()),
+                    action: attempt.reason.and_then(|r| r.action),
+                },
+            }),
+            Ok(None) => None,
+            Err(e) => return internal(e),
+        },
+    };
+    let page = async {
+        let mut conn = state.store.conn().await?;
+        let org = store::orgs::get(&mut conn, org_id).await?;
+        let mailboxes = store::mailboxes::list(&mut conn, org_id, None, 200).await?;
+        Ok::<_, store::StoreError>((org, mailboxes))
+    }
+    .await;
+    let (org, mailboxes) = match page {
+        Ok(found) => found,
+        Err(e) => return internal(e),
+    };
+    let rows = mailboxes
+        .items
+        .into_iter()
+        .map(|m| MailboxRow {
+            verified: m.status == crate::domain::mailbox::MailboxStatus::Verified,
+            reason: m.status_reason.as_ref().map(|r| r.message.clone()),
+            action: m.status_reason.and_then(|r| r.action),
+            name: m.name,
+            username: m.username,
+            auth: m.auth.as_str(),
+            provider: m.provider.as_str(),
+            is_default: m.is_default,
+            verified_at: when(m.verified_at),
+            token_expires_at: when(m.token_expires_at),
+            secret_expiry: m
+                .client_secret_expires_at
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "—".into()),
+        })
+        .collect();
+    render(
+        StatusCode::OK,
+        &OutgoingMailPage {
+            org_name: org.map(|o| o.name).unwrap_or_default(),
+            email: session.user.email.clone(),
+            csrf_token: session.csrf_token(),
+            notice,
+            mailboxes: rows,
+        },
+    )
 }

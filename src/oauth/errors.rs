@@ -1,0 +1,224 @@
+//! Provider errors in plain words: each AADSTS code (or OAuth error) becomes a stable
+//! `status_reason.code` with what happened and what to do. Decisions use `error_codes` and the
+//! AADSTS number, never the free text alone.
+
+use super::ProviderError;
+use crate::domain::mailbox::{Mailbox, Provider, StatusReason};
+
+/// The AADSTS number of an error: from `error_codes`, or the `AADSTSnnnn:` that starts
+/// Microsoft's description (the redirect carries no `error_codes`).
+pub fn aadsts(error: &ProviderError) -> Option<u64> {
+    error.error_codes.first().copied().or_else(|| {
+        let description = error.error_description.as_deref()?;
+        let digits: String = description
+            .strip_prefix("AADSTS")?
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    })
+}
+
+fn first_sentence(text: &str) -> &str {
+    let text = text.split(" Trace ID:").next().unwrap_or(text);
+    text.split("\r\n").next().unwrap_or(text).trim()
+}
+
+/// The reason a mailbox is Not Verified after the provider refused.
+pub fn reason_for(error: &ProviderError, mailbox: &Mailbox, redirect_uri: &str) -> StatusReason {
+    let code = aadsts(error);
+    let tenant = mailbox.tenant.as_deref().unwrap_or("organizations");
+    let client_id = mailbox.client_id.as_deref().unwrap_or_default();
+    let reason = |code: &str, message: String, action: &str| {
+        StatusReason::new(code, message, Some(action.to_owned()))
+    };
+    match code {
+        Some(7000222) => reason(
+            "client_secret_expired",
+            "The client secret has expired (AADSTS7000222).".into(),
+            "In the Azure portal, open the app registration, go to Certificates & secrets, click New client secret, then paste its Value into Client Secret here and record its expiry.",
+        ),
+        Some(7000215) | Some(7000218) => reason(
+            "client_secret_invalid",
+            format!("The client secret was refused (AADSTS{}).", code.unwrap_or_default()),
+            "Paste the client secret's Value (not its Secret ID) from Certificates & secrets into Client Secret, or create a new secret.",
+        ),
+        Some(700082) | Some(70008) | Some(50173) => reason(
+            "refresh_token_expired",
+            format!("The authorization expired or was revoked (AADSTS{}).", code.unwrap_or_default()),
+            "Click Authorize and sign in again. Herald refreshes idle mailboxes to keep this from happening.",
+        ),
+        Some(65001) => StatusReason::new(
+            "consent_required",
+            "The app has not been granted consent in this tenant (AADSTS65001).",
+            Some(format!(
+                "Sign in again and click Accept, or have an administrator grant consent for the organization: https://login.microsoftonline.com/{tenant}/adminconsent?client_id={client_id}"
+            )),
+        ),
+        Some(65004) => reason(
+            "consent_declined",
+            "The permissions were declined at sign-in (AADSTS65004).".into(),
+            "Click Authorize again and click Accept on the permissions page.",
+        ),
+        Some(50011) | Some(500112) => StatusReason::new(
+            "redirect_uri_mismatch",
+            format!("The app registration does not list Herald's Redirect URI (AADSTS{}).", code.unwrap_or_default()),
+            Some(format!(
+                "In the app registration, under Authentication, add {redirect_uri} as a Web redirect URI, exactly as shown."
+            )),
+        ),
+        Some(700016) => reason(
+            "app_not_found",
+            "The app registration was not found in this tenant (AADSTS700016).".into(),
+            "Check the Client ID (the Application (client) ID of the app registration) and that the tenant is the one the app was registered in.",
+        ),
+        Some(50076) | Some(50079) | Some(53003) | Some(70043) => reason(
+            "mfa_or_conditional_access",
+            format!("A Conditional Access or multi-factor policy blocks the sign-in (AADSTS{}).", code.unwrap_or_default()),
+            "Click Authorize and complete multi-factor sign-in, or ask your Entra administrator to let this app sign in.",
+        ),
+        Some(70011) => reason(
+            "invalid_scope",
+            "The provider refused the requested scopes (AADSTS70011).".into(),
+            "Use the scopes https://outlook.office.com/SMTP.Send offline_access, and make sure SMTP.Send is a delegated permission of the app.",
+        ),
+        _ if error.error == "interaction_required" => reason(
+            "mfa_or_conditional_access",
+            "The provider asks for an interactive sign-in (interaction_required).".into(),
+            "Click Authorize and sign in again.",
+        ),
+        _ if error.error == "access_denied" => reason(
+            "consent_declined",
+            "The sign-in was cancelled or the permissions were declined (access_denied).".into(),
+            "Click Authorize again and click Accept on the permissions page.",
+        ),
+        None if error.error == "invalid_grant" && mailbox.provider == Provider::Google => reason(
+            "refresh_token_expired",
+            "Google refused the authorization (invalid_grant): it expired or was revoked. Apps left in \"Testing\" status get refresh tokens that expire after 7 days.".into(),
+            "Click Authorize and sign in again; publish the app in Google Cloud to stop the 7-day expiry.",
+        ),
+        _ => {
+            let text = error.error_description.as_deref().map(first_sentence).unwrap_or(error.error.as_str());
+            let correlation = error.correlation_id.as_deref().map(|c| format!(" (correlation ID {c})")).unwrap_or_default();
+            StatusReason::new(
+                "provider_error",
+                format!("The provider refused: {text}{correlation}"),
+                Some("Check the app registration and the values copied from it, then click Authorize again.".into()),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::mailbox::{AuthKind, ClientAuth, MailboxStatus, Security};
+    use crate::domain::{MailboxId, OrgId};
+
+    fn mailbox() -> Mailbox {
+        Mailbox {
+            id: MailboxId::new(),
+            org_id: OrgId::new(),
+            name: "m".into(),
+            auth: AuthKind::OAuth2,
+            provider: Provider::Microsoft,
+            tenant: Some("contoso.com".into()),
+            host: "smtp.office365.com".into(),
+            port: 587,
+            security: Security::StartTls,
+            username: "a@contoso.com".into(),
+            from_name: None,
+            sign_in_account: "a@contoso.com".into(),
+            reply_to: None,
+            signature: None,
+            is_default: false,
+            authorization_url: None,
+            token_url: None,
+            client_id: Some("cid".into()),
+            client_auth: ClientAuth::Post,
+            scopes: vec![],
+            issuer: None,
+            client_secret_expires_at: None,
+            status: MailboxStatus::NotVerified,
+            status_reason: None,
+            verified_at: None,
+            token_expires_at: None,
+            created_at: time::OffsetDateTime::now_utc(),
+            updated_at: time::OffsetDateTime::now_utc(),
+        }
+    }
+
+    fn error(error: &str, codes: &[u64], description: &str) -> ProviderError {
+        ProviderError {
+            error: error.into(),
+            error_description: Some(description.into()),
+            error_codes: codes.to_vec(),
+            ..ProviderError::default()
+        }
+    }
+
+    #[test]
+    fn codes_decide_not_text() {
+        let m = mailbox();
+        let redirect = "https://h/web/um/smtp/redirect";
+        for (codes, expected) in [
+            (&[7000222][..], "client_secret_expired"),
+            (&[7000215], "client_secret_invalid"),
+            (&[700082], "refresh_token_expired"),
+            (&[70008], "refresh_token_expired"),
+            (&[50173], "refresh_token_expired"),
+            (&[65001], "consent_required"),
+            (&[65004], "consent_declined"),
+            (&[50011], "redirect_uri_mismatch"),
+            (&[700016], "app_not_found"),
+            (&[50076], "mfa_or_conditional_access"),
+            (&[53003], "mfa_or_conditional_access"),
+            (&[70011], "invalid_scope"),
+            (&[12345], "provider_error"),
+        ] {
+            // The description says something else entirely: only the code counts.
+            let r = reason_for(
+                &error("invalid_grant", codes, "AADSTS7000222: misleading text"),
+                &m,
+                redirect,
+            );
+            assert_eq!(r.code, expected, "{codes:?}");
+        }
+        let consent = reason_for(&error("invalid_grant", &[65001], ""), &m, redirect);
+        assert!(
+            consent.action.unwrap().contains(
+                "https://login.microsoftonline.com/contoso.com/adminconsent?client_id=cid"
+            )
+        );
+        let redirect_reason = reason_for(&error("invalid_request", &[50011], ""), &m, redirect);
+        assert!(redirect_reason.action.unwrap().contains(redirect));
+    }
+
+    #[test]
+    fn the_redirect_s_description_carries_the_code_when_error_codes_are_absent() {
+        let r = reason_for(
+            &error(
+                "access_denied",
+                &[],
+                "AADSTS65004: User declined to consent to access the app.",
+            ),
+            &mailbox(),
+            "x",
+        );
+        assert_eq!(r.code, "consent_declined");
+        let unknown = reason_for(
+            &error(
+                "server_error",
+                &[],
+                "AADSTS90099: Something odd. Trace ID: abc",
+            ),
+            &mailbox(),
+            "x",
+        );
+        assert_eq!(unknown.code, "provider_error");
+        assert!(
+            unknown.message.contains("AADSTS90099: Something odd.")
+                && !unknown.message.contains("Trace ID")
+        );
+    }
+}

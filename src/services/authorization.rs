@@ -1,0 +1,858 @@
+//! The seed's flow: Authorize → the provider's sign-in and Accept → the redirect → tokens →
+//! an SMTP check → Verified (or Not Verified with the reason). Also the token lifecycle
+//! (refresh ahead of expiry, once per mailbox however many wait), verification on demand, and
+//! the test message.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use oauth2::{
+    AuthorizationCode, ClientSecret, CsrfToken, PkceCodeChallenge, PkceCodeVerifier, RefreshToken,
+    RequestTokenError, Scope, TokenResponse as _,
+};
+use secrecy::{ExposeSecret, SecretString};
+use time::{Duration, OffsetDateTime};
+
+use super::mailboxes::SandboxPreset;
+use super::{ServiceError, ServiceResult};
+use crate::config::Config;
+use crate::crypto;
+use crate::domain::mailbox::{
+    AuthKind, Mailbox, MailboxStatus, Provider, StatusReason, secret_fields,
+};
+use crate::domain::{Actor, MailboxId, NewAuditEvent, OrgId};
+use crate::keys;
+use crate::net::HostPolicy;
+use crate::oauth::http::TokenHttp;
+use crate::oauth::{self, ProviderError, TokenResponse, errors};
+use crate::secrets::KeyRing;
+use crate::smtp::{self, FailureKind, SmtpAuth, SmtpTarget};
+use crate::store::attempts::{Attempt, AttemptStatus};
+use crate::store::{self, Store, StoreError};
+
+/// How long an authorization attempt may take, from Authorize to the redirect.
+pub const ATTEMPT_TTL: Duration = Duration::minutes(10);
+
+/// Access tokens are refreshed this long before they expire.
+pub const REFRESH_SKEW: Duration = Duration::minutes(5);
+
+const PKCE_FIELD: &str = "pkce_verifier";
+const SMTP_TIMEOUT: StdDuration = StdDuration::from_secs(30);
+
+/// One lock per mailbox: concurrent users of a mailbox wait for one refresh instead of each
+/// asking the provider.
+#[derive(Default)]
+pub struct TokenLocks(Mutex<HashMap<MailboxId, Arc<tokio::sync::Mutex<()>>>>);
+
+impl TokenLocks {
+    fn lock_for(&self, id: MailboxId) -> Arc<tokio::sync::Mutex<()>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_default()
+            .clone()
+    }
+}
+
+/// What the flow needs from the application.
+pub struct Deps<'a> {
+    pub store: &'a Store,
+    pub keys: &'a KeyRing,
+    pub config: &'a Config,
+    pub http: &'a TokenHttp,
+    pub smtp_roots: &'a [Vec<u8>],
+    pub sandbox: Option<&'a SandboxPreset>,
+    pub locks: &'a TokenLocks,
+}
+
+impl Deps<'_> {
+    fn hosts(&self) -> HostPolicy {
+        HostPolicy {
+            dev: self.config.dev || self.sandbox.is_some(),
+            allow_private: self.config.allow_private_hosts,
+        }
+    }
+
+    fn roots_for(&self, mailbox: &Mailbox) -> Vec<Vec<u8>> {
+        let mut roots = self.smtp_roots.to_vec();
+        if mailbox.provider == Provider::Sandbox
+            && let Some(sandbox) = self.sandbox
+        {
+            roots.push(sandbox.ca_pem.clone().into_bytes());
+        }
+        roots
+    }
+}
+
+fn incomplete_reason() -> StatusReason {
+    StatusReason::new(
+        "authorization_incomplete",
+        "The sign-in was not completed within 10 minutes.",
+        Some("Click Authorize again. If Microsoft showed an error page, the app registration may lack Herald's Redirect URI (AADSTS50011) or not exist in this tenant (AADSTS700016): check both, then retry.".into()),
+    )
+}
+
+/// A started authorization.
+pub struct Started {
+    pub attempt_id: String,
+    pub authorization_url: String,
+    pub expires_at: OffsetDateTime,
+}
+
+/// Begins an authorization: a single-use state (256 bits) bound to the mailbox and, from a
+/// browser, to the session; PKCE S256; `login_hint` = the sign-in account.
+pub async fn start(
+    deps: &Deps<'_>,
+    org_id: OrgId,
+    mailbox_id: MailboxId,
+    session_digest: Option<String>,
+    actor: &Actor,
+) -> ServiceResult<Started> {
+    let mut conn = deps.store.conn().await?;
+    let mailbox = store::mailboxes::get(&mut conn, org_id, mailbox_id)
+        .await?
+        .ok_or(ServiceError::NotFound("mailbox"))?;
+    drop(conn);
+    if mailbox.auth != AuthKind::OAuth2 {
+        return Err(ServiceError::Refused(
+            "a basic mailbox is verified with its password, not authorized: use verify",
+        ));
+    }
+    let client = oauth::client_for(&mailbox, None, &deps.config.redirect_uri())
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+    let state = crypto::random_token();
+    let mut request = client
+        .authorize_url(|| CsrfToken::new(state.clone()))
+        .add_scopes(mailbox.scopes.iter().map(|s| Scope::new(s.clone())))
+        .set_pkce_challenge(challenge)
+        .add_extra_param("login_hint", mailbox.sign_in_account.clone());
+    for (k, v) in oauth::provider_extra_params(mailbox.provider) {
+        request = request.add_extra_param(*k, *v);
+    }
+    let (url, _) = request.url();
+    let now = OffsetDateTime::now_utc();
+    let expires_at = now + ATTEMPT_TTL;
+    let attempt_id = uuid::Uuid::now_v7().to_string();
+    let mut tx = deps.store.begin().await?;
+    store::attempts::insert(
+        &mut tx,
+        &attempt_id,
+        org_id,
+        mailbox_id,
+        &crypto::token_digest(&state),
+        session_digest.as_deref(),
+        &actor.label,
+        now,
+        expires_at,
+    )
+    .await?;
+    keys::put_secret(
+        &mut tx,
+        deps.keys,
+        &attempt_id,
+        PKCE_FIELD,
+        &SecretString::from(verifier.secret().clone()),
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(Started {
+        attempt_id,
+        authorization_url: url.to_string(),
+        expires_at,
+    })
+}
+
+/// What the provider sent to the redirect URI.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct RedirectParams {
+    pub code: Option<String>,
+    pub state: Option<String>,
+    pub error: Option<String>,
+    pub error_description: Option<String>,
+    pub iss: Option<String>,
+}
+
+async fn end_attempt(
+    deps: &Deps<'_>,
+    attempt: &Attempt,
+    status: AttemptStatus,
+    reason: Option<&StatusReason>,
+) -> ServiceResult<bool> {
+    let mut tx = deps.store.begin().await?;
+    let ended = store::attempts::finish(
+        &mut tx,
+        &attempt.id,
+        status,
+        reason,
+        OffsetDateTime::now_utc(),
+    )
+    .await?;
+    store::secrets::delete_owner(&mut tx, &attempt.id).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(ended)
+}
+
+/// Sets a mailbox's status. A failure reason on a Verified mailbox that still works is the
+/// caller's to avoid; this writes what it is told.
+async fn set_status(
+    deps: &Deps<'_>,
+    mailbox: &Mailbox,
+    status: MailboxStatus,
+    reason: Option<StatusReason>,
+) -> ServiceResult<Mailbox> {
+    let now = OffsetDateTime::now_utc();
+    let mut updated = mailbox.clone();
+    updated.status = status;
+    updated.status_reason = reason;
+    if status == MailboxStatus::Verified {
+        updated.verified_at = Some(now);
+    }
+    let mut tx = deps.store.begin().await?;
+    store::mailboxes::set_status(&mut tx, &updated).await?;
+    if status != mailbox.status || updated.status_reason != mailbox.status_reason {
+        store::audit::record(
+            &mut tx,
+            &NewAuditEvent {
+                org_id: mailbox.org_id,
+                actor: Actor {
+                    kind: crate::domain::ActorKind::System,
+                    id: None,
+                    label: "Herald".into(),
+                    source: "herald".into(),
+                },
+                action: "mailbox.status",
+                target_kind: "mailbox",
+                target_id: mailbox.id.to_string(),
+                detail: serde_json::json!({
+                    "name": mailbox.name,
+                    "status": status.as_str(),
+                    "reason": updated.status_reason.as_ref().map(|r| r.code.clone()),
+                }),
+            },
+            now,
+        )
+        .await?;
+    }
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(updated)
+}
+
+/// Handles the provider's redirect. Answers the attempt to show, or `None` when the state is
+/// missing, unknown or bound to another session: then nothing is stored.
+pub async fn complete(
+    deps: &Deps<'_>,
+    params: RedirectParams,
+    session_digest: Option<String>,
+) -> ServiceResult<Option<String>> {
+    let Some(state) = params.state.as_deref().filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let mut conn = deps.store.conn().await?;
+    let Some(attempt) =
+        store::attempts::find_by_state(&mut conn, &crypto::token_digest(state)).await?
+    else {
+        return Ok(None);
+    };
+    if let Some(bound) = &attempt.session_digest
+        && session_digest
+            .as_deref()
+            .is_none_or(|s| !crypto::constant_time_eq(s, bound))
+    {
+        return Ok(None);
+    }
+    if attempt.status != AttemptStatus::Pending {
+        // Used already: a replay changes nothing.
+        return Ok(Some(attempt.id));
+    }
+    let Some(mailbox) =
+        store::mailboxes::get(&mut conn, attempt.org_id, attempt.mailbox_id).await?
+    else {
+        return Ok(None);
+    };
+    drop(conn);
+    let now = OffsetDateTime::now_utc();
+    if attempt.expires_at <= now {
+        end_attempt(
+            deps,
+            &attempt,
+            AttemptStatus::Expired,
+            Some(&incomplete_reason()),
+        )
+        .await?;
+        return Ok(Some(attempt.id));
+    }
+    if let (Some(iss), Some(expected)) = (params.iss.as_deref(), mailbox.issuer.as_deref())
+        && iss.trim_end_matches('/') != expected.trim_end_matches('/')
+    {
+        let reason = StatusReason::new(
+            "issuer_mismatch",
+            format!(
+                "The response came from {iss}, not from this mailbox's provider ({expected}); it was refused."
+            ),
+            Some("Check the Authorization URL and Token URL, then click Authorize again.".into()),
+        );
+        end_attempt(deps, &attempt, AttemptStatus::Failed, Some(&reason)).await?;
+        return Ok(Some(attempt.id));
+    }
+    if let Some(error) = params.error.as_deref() {
+        let provider_error = ProviderError {
+            error: error.to_owned(),
+            error_description: params.error_description.clone(),
+            ..ProviderError::default()
+        };
+        let reason = errors::reason_for(&provider_error, &mailbox, &deps.config.redirect_uri());
+        if end_attempt(deps, &attempt, AttemptStatus::Failed, Some(&reason)).await?
+            && mailbox.status != MailboxStatus::Verified
+        {
+            set_status(deps, &mailbox, MailboxStatus::NotVerified, Some(reason)).await?;
+        }
+        return Ok(Some(attempt.id));
+    }
+    let Some(code) = params.code.filter(|c| !c.is_empty()) else {
+        let reason = StatusReason::new(
+            "invalid_response",
+            "The provider's response carried neither a code nor an error.",
+            Some("Click Authorize again.".into()),
+        );
+        end_attempt(deps, &attempt, AttemptStatus::Failed, Some(&reason)).await?;
+        return Ok(Some(attempt.id));
+    };
+    let outcome = redeem(deps, &attempt, &mailbox, code, params.iss).await?;
+    let (status, reason) = match &outcome {
+        Ok(()) => (AttemptStatus::Completed, None),
+        Err(reason) => (AttemptStatus::Failed, Some(reason.clone())),
+    };
+    end_attempt(deps, &attempt, status, reason.as_ref()).await?;
+    Ok(Some(attempt.id))
+}
+
+/// Redeems the code, stores the tokens and verifies the mailbox. `Err` carries the reason the
+/// attempt failed.
+async fn redeem(
+    deps: &Deps<'_>,
+    attempt: &Attempt,
+    mailbox: &Mailbox,
+    code: String,
+    iss: Option<String>,
+) -> ServiceResult<Result<(), StatusReason>> {
+    let owner = mailbox.id.to_string();
+    let mut conn = deps.store.conn().await?;
+    let verifier = keys::get_secret(&mut conn, deps.keys, &attempt.id, PKCE_FIELD)
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let secret = keys::get_secret(&mut conn, deps.keys, &owner, secret_fields::CLIENT_SECRET)
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    drop(conn);
+    let client = oauth::client_for(
+        mailbox,
+        secret.map(|s| ClientSecret::new(s.expose_secret().to_owned())),
+        &deps.config.redirect_uri(),
+    )
+    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let mut request = client.exchange_code(AuthorizationCode::new(code));
+    if let Some(verifier) = verifier {
+        request =
+            request.set_pkce_verifier(PkceCodeVerifier::new(verifier.expose_secret().to_owned()));
+    }
+    let response = match request.request_async(deps.http).await {
+        Ok(response) => response,
+        Err(RequestTokenError::ServerResponse(error)) => {
+            let reason = errors::reason_for(&error, mailbox, &deps.config.redirect_uri());
+            set_status(
+                deps,
+                mailbox,
+                MailboxStatus::NotVerified,
+                Some(reason.clone()),
+            )
+            .await?;
+            return Ok(Err(reason));
+        }
+        Err(other) => {
+            tracing::warn!(mailbox = %mailbox.id, error = %other, "token endpoint unreachable");
+            return Ok(Err(StatusReason::new(
+                "provider_unreachable",
+                format!("The token endpoint could not be reached: {other}."),
+                Some("Check the Token URL and the network, then click Authorize again.".into()),
+            )));
+        }
+    };
+    let mut mailbox = mailbox.clone();
+    if mailbox.issuer.is_none() {
+        mailbox.issuer = iss;
+    }
+    store_tokens(deps, &mut mailbox, &response, None).await?;
+
+    let signed_in = response
+        .extra_fields()
+        .id_token
+        .as_deref()
+        .and_then(oauth::id_token_username);
+    let reason = match response.refresh_token() {
+        None => Some(StatusReason::new(
+            "no_refresh_token",
+            "The provider gave no refresh token, so access would stop within the hour.",
+            Some("Add the offline_access scope (Google: access_type=offline) and click Authorize again.".into()),
+        )),
+        Some(_) => match &signed_in {
+            Some(user) if !user.eq_ignore_ascii_case(&mailbox.sign_in_account) => Some(StatusReason::new(
+                "wrong_account",
+                format!("Signed in as {user}, but this mailbox's sign-in account is {}.", mailbox.sign_in_account),
+                Some(format!("Click Authorize again and sign in as {}, or change the sign-in account.", mailbox.sign_in_account)),
+            )),
+            _ => None,
+        },
+    };
+    if let Some(reason) = reason {
+        set_status(
+            deps,
+            &mailbox,
+            MailboxStatus::NotVerified,
+            Some(reason.clone()),
+        )
+        .await?;
+        return Ok(Err(reason));
+    }
+    let token = SecretString::from(response.access_token().secret().clone());
+    match check_smtp(deps, &mailbox, &token).await {
+        SmtpOutcome::Verified => {
+            set_status(deps, &mailbox, MailboxStatus::Verified, None).await?;
+            Ok(Ok(()))
+        }
+        SmtpOutcome::Refused(reason) => {
+            set_status(
+                deps,
+                &mailbox,
+                MailboxStatus::NotVerified,
+                Some(reason.clone()),
+            )
+            .await?;
+            Ok(Err(reason))
+        }
+        SmtpOutcome::Transient(text) => {
+            let reason = StatusReason::new(
+                "smtp_unreachable",
+                format!("Authorized, but the SMTP server could not be checked: {text}."),
+                Some("Click Verify once the server is reachable.".into()),
+            );
+            set_status(
+                deps,
+                &mailbox,
+                MailboxStatus::NotVerified,
+                Some(reason.clone()),
+            )
+            .await?;
+            Ok(Err(reason))
+        }
+    }
+}
+
+/// Seals and stores new tokens (and the issuer, when pinned); the rotated refresh token is
+/// committed before anyone can use it again.
+async fn store_tokens(
+    deps: &Deps<'_>,
+    mailbox: &mut Mailbox,
+    response: &TokenResponse,
+    _old_refresh: Option<&str>,
+) -> ServiceResult<()> {
+    let now = OffsetDateTime::now_utc();
+    let owner = mailbox.id.to_string();
+    let lifetime = oauth::lifetime(response);
+    mailbox.token_expires_at =
+        Some(now + Duration::seconds(i64::try_from(lifetime.as_secs()).unwrap_or(3600)));
+    let mut tx = deps.store.begin().await?;
+    keys::put_secret(
+        &mut tx,
+        deps.keys,
+        &owner,
+        secret_fields::ACCESS_TOKEN,
+        &SecretString::from(response.access_token().secret().clone()),
+        now,
+    )
+    .await?;
+    if let Some(refresh) = response.refresh_token() {
+        keys::put_secret(
+            &mut tx,
+            deps.keys,
+            &owner,
+            secret_fields::REFRESH_TOKEN,
+            &SecretString::from(refresh.secret().clone()),
+            now,
+        )
+        .await?;
+    }
+    store::mailboxes::set_tokens(&mut tx, mailbox).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(())
+}
+
+/// Why an access token could not be had.
+pub enum TokenFailure {
+    /// The provider refused: the mailbox turns Not Verified with this reason.
+    Refused(StatusReason),
+    /// Try again later; the status does not change.
+    Transient(String),
+}
+
+/// A valid access token for the mailbox, refreshed ahead of expiry. Concurrent callers share
+/// one refresh. `rejected` is a token the SMTP server just refused: it is replaced unless
+/// someone already did.
+pub async fn access_token(
+    deps: &Deps<'_>,
+    org_id: OrgId,
+    id: MailboxId,
+    rejected: Option<&SecretString>,
+) -> ServiceResult<Result<SecretString, TokenFailure>> {
+    let lock = deps.locks.lock_for(id);
+    let _guard = lock.lock().await;
+    let owner = id.to_string();
+    let mut conn = deps.store.conn().await?;
+    let mut mailbox = store::mailboxes::get(&mut conn, org_id, id)
+        .await?
+        .ok_or(ServiceError::NotFound("mailbox"))?;
+    let current = keys::get_secret(&mut conn, deps.keys, &owner, secret_fields::ACCESS_TOKEN)
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let now = OffsetDateTime::now_utc();
+    let fresh = mailbox
+        .token_expires_at
+        .is_some_and(|t| t - REFRESH_SKEW > now);
+    if let Some(token) = &current
+        && fresh
+        && rejected.is_none_or(|r| r.expose_secret() != token.expose_secret())
+    {
+        return Ok(Ok(token.clone()));
+    }
+    let Some(refresh) =
+        keys::get_secret(&mut conn, deps.keys, &owner, secret_fields::REFRESH_TOKEN)
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?
+    else {
+        return Ok(Err(TokenFailure::Refused(
+            StatusReason::reauthorization_required(),
+        )));
+    };
+    let secret = keys::get_secret(&mut conn, deps.keys, &owner, secret_fields::CLIENT_SECRET)
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    drop(conn);
+    let client = oauth::client_for(
+        &mailbox,
+        secret.map(|s| ClientSecret::new(s.expose_secret().to_owned())),
+        &deps.config.redirect_uri(),
+    )
+    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    let refresh_token = RefreshToken::new(refresh.expose_secret().to_owned());
+    match client
+        .exchange_refresh_token(&refresh_token)
+        .request_async(deps.http)
+        .await
+    {
+        Ok(response) => {
+            store_tokens(deps, &mut mailbox, &response, Some(refresh.expose_secret())).await?;
+            Ok(Ok(SecretString::from(
+                response.access_token().secret().clone(),
+            )))
+        }
+        Err(RequestTokenError::ServerResponse(error)) => Ok(Err(TokenFailure::Refused(
+            errors::reason_for(&error, &mailbox, &deps.config.redirect_uri()),
+        ))),
+        Err(other) => Ok(Err(TokenFailure::Transient(other.to_string()))),
+    }
+}
+
+enum SmtpOutcome {
+    Verified,
+    Refused(StatusReason),
+    Transient(String),
+}
+
+async fn check_smtp(deps: &Deps<'_>, mailbox: &Mailbox, token: &SecretString) -> SmtpOutcome {
+    let roots = deps.roots_for(mailbox);
+    let target = SmtpTarget {
+        mailbox,
+        policy: deps.hosts(),
+        extra_roots: &roots,
+        timeout: SMTP_TIMEOUT,
+    };
+    let auth = SmtpAuth::XOAuth2 {
+        user: mailbox.username.clone(),
+        token: token.clone(),
+    };
+    match smtp::verify(&target, &auth).await {
+        Ok(()) => SmtpOutcome::Verified,
+        Err(failure) => match smtp::reason_for(&failure, mailbox) {
+            Some(reason) => SmtpOutcome::Refused(reason),
+            None => SmtpOutcome::Transient(failure.reply()),
+        },
+    }
+}
+
+/// Runs connect → EHLO → STARTTLS → AUTH → QUIT and sets the status by the outcome. A
+/// transient failure (timeouts, 4xx) leaves the status as it was.
+pub async fn verify(deps: &Deps<'_>, org_id: OrgId, id: MailboxId) -> ServiceResult<Mailbox> {
+    let mut conn = deps.store.conn().await?;
+    let mailbox = store::mailboxes::get(&mut conn, org_id, id)
+        .await?
+        .ok_or(ServiceError::NotFound("mailbox"))?;
+    let owner = id.to_string();
+    let password = keys::get_secret(&mut conn, deps.keys, &owner, secret_fields::PASSWORD)
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    drop(conn);
+    match attempt_send(deps, &mailbox, password, None).await? {
+        Ok(_) => set_status(deps, &mailbox, MailboxStatus::Verified, None).await,
+        Err(SendFailure::Refused(reason)) => {
+            set_status(deps, &mailbox, MailboxStatus::NotVerified, Some(reason)).await
+        }
+        Err(SendFailure::Transient(_)) => Ok(mailbox),
+    }
+}
+
+/// Why a verification or a send did not succeed.
+pub enum SendFailure {
+    Refused(StatusReason),
+    Transient(String),
+}
+
+/// Verifies (`message` None) or sends, handling tokens: an OAuth2 mailbox whose token is
+/// refused with `535 5.7.3` gets one refresh and one retry.
+async fn attempt_send(
+    deps: &Deps<'_>,
+    mailbox: &Mailbox,
+    password: Option<SecretString>,
+    message: Option<lettre::Message>,
+) -> ServiceResult<Result<String, SendFailure>> {
+    let roots = deps.roots_for(mailbox);
+    let target = SmtpTarget {
+        mailbox,
+        policy: deps.hosts(),
+        extra_roots: &roots,
+        timeout: SMTP_TIMEOUT,
+    };
+    let run = |auth: SmtpAuth, message: Option<lettre::Message>| {
+        let target = &target;
+        async move {
+            match message {
+                Some(message) => smtp::send(target, &auth, message).await,
+                None => smtp::verify(target, &auth)
+                    .await
+                    .map(|()| "250 OK".to_owned()),
+            }
+        }
+    };
+    let classify = |failure: smtp::SmtpFailure| match smtp::reason_for(&failure, mailbox) {
+        Some(reason) => SendFailure::Refused(reason),
+        None => SendFailure::Transient(failure.reply()),
+    };
+    match mailbox.auth {
+        AuthKind::Basic => {
+            let Some(password) = password else {
+                return Ok(Err(SendFailure::Refused(StatusReason::not_yet_verified(
+                    AuthKind::Basic,
+                ))));
+            };
+            let auth = SmtpAuth::Password {
+                user: mailbox.username.clone(),
+                password,
+            };
+            Ok(run(auth, message).await.map_err(classify))
+        }
+        AuthKind::OAuth2 => {
+            let token = match access_token(deps, mailbox.org_id, mailbox.id, None).await? {
+                Ok(token) => token,
+                Err(TokenFailure::Refused(reason)) => return Ok(Err(SendFailure::Refused(reason))),
+                Err(TokenFailure::Transient(text)) => return Ok(Err(SendFailure::Transient(text))),
+            };
+            let auth = SmtpAuth::XOAuth2 {
+                user: mailbox.username.clone(),
+                token: token.clone(),
+            };
+            match run(auth, message.clone()).await {
+                Ok(reply) => Ok(Ok(reply)),
+                Err(failure)
+                    if failure.kind() == FailureKind::Auth
+                        && failure.enhanced.as_deref() == Some("5.7.3") =>
+                {
+                    // The token may have been revoked early: refresh once and retry once.
+                    let token =
+                        match access_token(deps, mailbox.org_id, mailbox.id, Some(&token)).await? {
+                            Ok(token) => token,
+                            Err(TokenFailure::Refused(reason)) => {
+                                return Ok(Err(SendFailure::Refused(reason)));
+                            }
+                            Err(TokenFailure::Transient(text)) => {
+                                return Ok(Err(SendFailure::Transient(text)));
+                            }
+                        };
+                    let auth = SmtpAuth::XOAuth2 {
+                        user: mailbox.username.clone(),
+                        token,
+                    };
+                    Ok(run(auth, message).await.map_err(classify))
+                }
+                Err(failure) => Ok(Err(classify(failure))),
+            }
+        }
+    }
+}
+
+/// The test message's outcome.
+pub enum TestMessageOutcome {
+    Sent {
+        reply: String,
+    },
+    Failed {
+        reason: StatusReason,
+        transient: bool,
+    },
+}
+
+/// Sends a real message through the mailbox, with its From, Reply-To and signature.
+pub async fn send_test_message(
+    deps: &Deps<'_>,
+    org_id: OrgId,
+    id: MailboxId,
+    to: &str,
+) -> ServiceResult<TestMessageOutcome> {
+    let to = crate::domain::EmailAddress::parse_field("to", to)?;
+    let mut conn = deps.store.conn().await?;
+    let mailbox = store::mailboxes::get(&mut conn, org_id, id)
+        .await?
+        .ok_or(ServiceError::NotFound("mailbox"))?;
+    let password = keys::get_secret(
+        &mut conn,
+        deps.keys,
+        &id.to_string(),
+        secret_fields::PASSWORD,
+    )
+    .await
+    .map_err(|e| ServiceError::Internal(e.to_string()))?;
+    drop(conn);
+    let message = compose(
+        &mailbox,
+        to.as_str(),
+        "Herald test message",
+        &format!(
+            "This is a test message from Herald, sent through the mailbox \"{}\".",
+            mailbox.name
+        ),
+    )?;
+    match attempt_send(deps, &mailbox, password, Some(message)).await? {
+        Ok(reply) => {
+            if mailbox.status != MailboxStatus::Verified {
+                set_status(deps, &mailbox, MailboxStatus::Verified, None).await?;
+            }
+            Ok(TestMessageOutcome::Sent { reply })
+        }
+        Err(SendFailure::Refused(reason)) => {
+            set_status(
+                deps,
+                &mailbox,
+                MailboxStatus::NotVerified,
+                Some(reason.clone()),
+            )
+            .await?;
+            Ok(TestMessageOutcome::Failed {
+                reason,
+                transient: false,
+            })
+        }
+        Err(SendFailure::Transient(text)) => Ok(TestMessageOutcome::Failed {
+            reason: StatusReason::new(
+                "smtp_transient",
+                format!("The server asked to try later: {text}"),
+                Some("Try again in a few minutes.".into()),
+            ),
+            transient: true,
+        }),
+    }
+}
+
+/// A message from the mailbox: From = `from_name <username>`, its Reply-To, and its signature
+/// appended to the text.
+pub fn compose(
+    mailbox: &Mailbox,
+    to: &str,
+    subject: &str,
+    text: &str,
+) -> ServiceResult<lettre::Message> {
+    let from = lettre::message::Mailbox::new(
+        mailbox.from_name.clone(),
+        mailbox
+            .username
+            .parse()
+            .map_err(|_| ServiceError::Internal("the mailbox address does not parse".into()))?,
+    );
+    let mut builder = lettre::Message::builder()
+        .from(from)
+        .to(to.parse().map_err(|_| {
+            crate::domain::FieldError::new("to", format!("`{to}` is not an email address"))
+        })?)
+        .subject(subject);
+    if let Some(reply_to) = &mailbox.reply_to {
+        builder =
+            builder.reply_to(reply_to.parse().map_err(|_| {
+                ServiceError::Internal("the Reply-To address does not parse".into())
+            })?);
+    }
+    let body = match &mailbox.signature {
+        Some(signature) => format!("{text}\n\n-- \n{signature}\n"),
+        None => format!("{text}\n"),
+    };
+    builder
+        .body(body)
+        .map_err(|e| ServiceError::Internal(format!("cannot build the message: {e}")))
+}
+
+/// The latest authorization attempt of a mailbox, ended as expired when its time is up.
+pub async fn latest_attempt(
+    deps: &Deps<'_>,
+    org_id: OrgId,
+    id: MailboxId,
+) -> ServiceResult<Option<Attempt>> {
+    let mut conn = deps.store.conn().await?;
+    store::mailboxes::get(&mut conn, org_id, id)
+        .await?
+        .ok_or(ServiceError::NotFound("mailbox"))?;
+    let Some(attempt) = store::attempts::latest(&mut conn, org_id, id).await? else {
+        return Ok(None);
+    };
+    drop(conn);
+    expire_if_due(deps, attempt).await.map(Some)
+}
+
+/// One attempt of the organization, ended as expired when its time is up.
+pub async fn attempt(
+    deps: &Deps<'_>,
+    org_id: OrgId,
+    attempt_id: &str,
+) -> ServiceResult<Option<Attempt>> {
+    let mut conn = deps.store.conn().await?;
+    let Some(attempt) = store::attempts::get(&mut conn, org_id, attempt_id).await? else {
+        return Ok(None);
+    };
+    drop(conn);
+    expire_if_due(deps, attempt).await.map(Some)
+}
+
+async fn expire_if_due(deps: &Deps<'_>, attempt: Attempt) -> ServiceResult<Attempt> {
+    if attempt.status == AttemptStatus::Pending && attempt.expires_at <= OffsetDateTime::now_utc() {
+        end_attempt(
+            deps,
+            &attempt,
+            AttemptStatus::Expired,
+            Some(&incomplete_reason()),
+        )
+        .await?;
+        let mut conn = deps.store.conn().await?;
+        return Ok(store::attempts::get(&mut conn, attempt.org_id, &attempt.id)
+            .await?
+            .unwrap_or(attempt));
+    }
+    Ok(attempt)
+}

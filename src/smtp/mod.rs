@@ -1,0 +1,302 @@
+//! Herald's SMTP client, on lettre: connect (to an address the [`HostPolicy`] allows), EHLO,
+//! STARTTLS or implicit TLS with certificate verification, AUTH XOAUTH2 or PLAIN/LOGIN, and
+//! the classification of replies by code and enhanced status code into the mailbox's
+//! status reasons.
+
+use std::time::Duration;
+
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::domain::mailbox::{AuthKind, Mailbox, Provider, Security, StatusReason};
+use crate::net::HostPolicy;
+
+/// How to authenticate.
+pub enum SmtpAuth {
+    XOAuth2 {
+        user: String,
+        token: SecretString,
+    },
+    Password {
+        user: String,
+        password: SecretString,
+    },
+}
+
+/// What the server (or the network) answered, when it was not success.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SmtpFailure {
+    /// The reply code, when the server answered.
+    pub code: Option<u16>,
+    /// The enhanced status code (`5.7.139`), when the reply had one.
+    pub enhanced: Option<String>,
+    /// The reply text or the error.
+    pub text: String,
+}
+
+/// The kind of a failure, from its code and enhanced status code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Try again later: 4xx, timeouts, network errors.
+    Transient,
+    /// Authentication was refused (535, 530).
+    Auth,
+    /// Any other 5xx.
+    Permanent,
+}
+
+impl SmtpFailure {
+    pub fn kind(&self) -> FailureKind {
+        match self.code {
+            None => FailureKind::Transient,
+            Some(c) if (400..500).contains(&c) => FailureKind::Transient,
+            Some(535) | Some(530) | Some(534) | Some(538) => FailureKind::Auth,
+            Some(_) => FailureKind::Permanent,
+        }
+    }
+
+    fn from_lettre(error: &lettre::transport::smtp::Error) -> Self {
+        let code = error
+            .status()
+            .and_then(|c| c.to_string().parse::<u16>().ok());
+        let full = error.to_string();
+        // lettre shows "permanent error (535): 5.7.3 Authentication unsuccessful".
+        let text = full
+            .split_once("): ")
+            .map(|(_, t)| t.to_owned())
+            .unwrap_or(full);
+        let enhanced = text
+            .split_whitespace()
+            .next()
+            .filter(|t| {
+                let parts: Vec<_> = t.split('.').collect();
+                parts.len() == 3
+                    && parts
+                        .iter()
+                        .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+            })
+            .map(str::to_owned);
+        Self {
+            code,
+            enhanced,
+            text,
+        }
+    }
+
+    fn refused(text: String) -> Self {
+        Self {
+            code: None,
+            enhanced: None,
+            text,
+        }
+    }
+
+    /// The reply as one line, e.g. `535 5.7.3 Authentication unsuccessful`.
+    pub fn reply(&self) -> String {
+        match self.code {
+            Some(code) => format!("{code} {}", self.text),
+            None => self.text.clone(),
+        }
+    }
+}
+
+/// The status reason a failure gives the mailbox, or `None` when it must not change the status
+/// (throttling and other transient replies).
+pub fn reason_for(failure: &SmtpFailure, mailbox: &Mailbox) -> Option<StatusReason> {
+    let enhanced = failure.enhanced.as_deref().unwrap_or_default();
+    let reply = failure.reply();
+    let reason = |code: &str, message: String, action: &str| {
+        Some(StatusReason::new(code, message, Some(action.to_owned())))
+    };
+    match (failure.code, enhanced) {
+        (Some(535), "5.7.139") => reason(
+            "smtp_auth_disabled",
+            format!("SMTP AUTH is disabled for this mailbox or tenant ({reply})."),
+            &format!(
+                "In Exchange Online PowerShell run: Set-CASMailbox -Identity {} -SmtpClientAuthenticationDisabled $false — or enable it tenant-wide with Set-TransportConfig -SmtpClientAuthenticationDisabled $false. Security defaults also disable it.",
+                mailbox.username
+            ),
+        ),
+        (Some(550), "5.7.30") => reason(
+            "basic_auth_retired",
+            format!("The server no longer accepts passwords for SMTP ({reply})."),
+            "Microsoft is retiring Basic authentication for SMTP AUTH: add this mailbox again with OAuth2.",
+        ),
+        (Some(554), e)
+            if e.starts_with("5.2.0")
+                || e == "5.2.252"
+                || failure.text.contains("SendAsDenied") =>
+        {
+            reason(
+                "send_as_denied",
+                format!(
+                    "The server refused to send as {} ({reply}).",
+                    mailbox.username
+                ),
+                "The account that signed in may not send as this address: sign in as the mailbox itself, or grant the signing-in account Send As permission on it.",
+            )
+        }
+        (Some(535), _) | (Some(530), _) | (Some(534), _) => match mailbox.auth {
+            AuthKind::OAuth2 => reason(
+                "token_rejected",
+                format!("The SMTP server refused the access token ({reply})."),
+                &match mailbox.provider {
+                    Provider::Microsoft => format!(
+                        "Check that the app has the delegated permission SMTP.Send, that SMTP AUTH is enabled for the mailbox, and that {} may send as {}; then click Authorize again.",
+                        mailbox.sign_in_account, mailbox.username
+                    ),
+                    _ => "Click Authorize again and sign in as the mailbox's account.".to_owned(),
+                },
+            ),
+            AuthKind::Basic => reason(
+                "basic_auth_rejected",
+                format!("The SMTP server refused the username or password ({reply})."),
+                "Check the Username and Password, and that the server allows password logins (Microsoft 365: see the note on Basic auth).",
+            ),
+        },
+        _ => match failure.kind() {
+            FailureKind::Transient => None,
+            _ => reason(
+                "smtp_error",
+                format!("The SMTP server refused ({reply})."),
+                "Check the Host Name, port and security settings.",
+            ),
+        },
+    }
+}
+
+/// Where and how to reach a mailbox's SMTP server.
+pub struct SmtpTarget<'a> {
+    pub mailbox: &'a Mailbox,
+    pub policy: HostPolicy,
+    /// Extra trusted CAs (PEM): `HERALD_SMTP_CA_FILE`, the sandbox's CA.
+    pub extra_roots: &'a [Vec<u8>],
+    pub timeout: Duration,
+}
+
+fn transport(
+    target: &SmtpTarget<'_>,
+    ip: std::net::IpAddr,
+    auth: &SmtpAuth,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, SmtpFailure> {
+    let host = &target.mailbox.host;
+    let tls_params = || -> Result<TlsParameters, SmtpFailure> {
+        let mut builder = TlsParameters::builder(host.clone());
+        for pem in target.extra_roots {
+            let cert = Certificate::from_pem(pem).map_err(|e| {
+                SmtpFailure::refused(format!("an extra CA certificate is not valid: {e}"))
+            })?;
+            builder = builder.add_root_certificate(cert);
+        }
+        builder
+            .build_rustls()
+            .map_err(|e| SmtpFailure::refused(format!("cannot set up TLS: {e}")))
+    };
+    let tls = match target.mailbox.security {
+        // STARTTLS is required: a server that does not offer it is refused, never downgraded.
+        Security::StartTls => Tls::Required(tls_params()?),
+        Security::Tls => Tls::Wrapper(tls_params()?),
+        Security::None => Tls::None,
+    };
+    let (credentials, mechanism) = match auth {
+        SmtpAuth::XOAuth2 { user, token } => (
+            Credentials::new(user.clone(), token.expose_secret().to_owned()),
+            vec![Mechanism::Xoauth2],
+        ),
+        SmtpAuth::Password { user, password } => (
+            Credentials::new(user.clone(), password.expose_secret().to_owned()),
+            vec![Mechanism::Plain, Mechanism::Login],
+        ),
+    };
+    // Connect to the address the policy approved; TLS still verifies the host name.
+    Ok(
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(ip.to_string())
+            .port(target.mailbox.port)
+            .tls(tls)
+            .timeout(Some(target.timeout))
+            .credentials(credentials)
+            .authentication(mechanism)
+            .build(),
+    )
+}
+
+async fn connect(
+    target: &SmtpTarget<'_>,
+    auth: &SmtpAuth,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, SmtpFailure> {
+    if target.mailbox.security == Security::None && !target.policy.dev {
+        return Err(SmtpFailure::refused(
+            "SMTP without TLS is only allowed in development mode".into(),
+        ));
+    }
+    let addrs = target
+        .policy
+        .resolve(&target.mailbox.host, target.mailbox.port)
+        .await
+        .map_err(SmtpFailure::refused)?;
+    transport(target, addrs[0].ip(), auth)
+}
+
+/// Connects, upgrades to TLS, authenticates and quits: does the mailbox work?
+pub async fn verify(target: &SmtpTarget<'_>, auth: &SmtpAuth) -> Result<(), SmtpFailure> {
+    let transport = connect(target, auth).await?;
+    match transport.test_connection().await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(SmtpFailure::refused(
+            "the server closed the connection".into(),
+        )),
+        Err(e) => Err(SmtpFailure::from_lettre(&e)),
+    }
+}
+
+/// Sends one message; answers the server's final reply.
+pub async fn send(
+    target: &SmtpTarget<'_>,
+    auth: &SmtpAuth,
+    message: lettre::Message,
+) -> Result<String, SmtpFailure> {
+    let transport = connect(target, auth).await?;
+    match transport.send(message).await {
+        Ok(response) => Ok(format!(
+            "{} {}",
+            response.code(),
+            response.message().collect::<Vec<_>>().join(" ")
+        )),
+        Err(e) => Err(SmtpFailure::from_lettre(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: u16, text: &str) -> SmtpFailure {
+        SmtpFailure {
+            code: Some(code),
+            enhanced: text.split_whitespace().next().map(str::to_owned),
+            text: text.to_owned(),
+        }
+    }
+
+    #[test]
+    fn throttling_never_changes_the_status() {
+        assert_eq!(
+            failure(
+                432,
+                "4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded"
+            )
+            .kind(),
+            FailureKind::Transient
+        );
+        assert_eq!(
+            failure(451, "4.7.500 Server busy").kind(),
+            FailureKind::Transient
+        );
+        assert_eq!(
+            failure(535, "5.7.3 Authentication unsuccessful").kind(),
+            FailureKind::Auth
+        );
+    }
+}
