@@ -32,6 +32,57 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
+/// What a command that sends mail needs, without the HTTP server: the store, the key ring, the
+/// token client and the SMTP trust anchors.
+pub struct Services {
+    pub config: Config,
+    pub store: Store,
+    pub keys: crate::secrets::KeyRing,
+    pub token_http: crate::oauth::http::TokenHttp,
+    pub smtp_roots: Vec<Vec<u8>>,
+    pub locks: crate::services::authorization::TokenLocks,
+}
+
+impl Services {
+    pub async fn open(config: Config) -> anyhow::Result<Self> {
+        let store = open_store(&config).await?;
+        let (keys, _) = keys::unlock(&config, &store).await?;
+        let hosts = crate::net::HostPolicy {
+            dev: config.dev,
+            allow_private: config.allow_private_hosts,
+        };
+        let token_http = crate::oauth::http::TokenHttp::new(hosts, config.http_ca_file.as_deref())
+            .map_err(|e| anyhow::anyhow!("HERALD_HTTP_CA_FILE: {e}"))?;
+        let smtp_roots =
+            match &config.smtp_ca_file {
+                Some(path) => vec![std::fs::read(path).with_context(|| {
+                    format!("cannot read HERALD_SMTP_CA_FILE {}", path.display())
+                })?],
+                None => Vec::new(),
+            };
+        Ok(Self {
+            config,
+            store,
+            keys,
+            token_http,
+            smtp_roots,
+            locks: Default::default(),
+        })
+    }
+
+    pub fn deps(&self) -> crate::services::authorization::Deps<'_> {
+        crate::services::authorization::Deps {
+            store: &self.store,
+            keys: &self.keys,
+            config: &self.config,
+            http: &self.token_http,
+            smtp_roots: &self.smtp_roots,
+            sandbox: None,
+            locks: &self.locks,
+        }
+    }
+}
+
 /// A built application, bound to its address but not yet serving.
 pub struct App {
     state: AppState,

@@ -56,6 +56,29 @@ pub enum Command {
     /// Manage the master key that seals stored secrets.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Send one message through a mailbox now and print the outcome.
+    Send(SendArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The mailbox, by id or name.
+    #[arg(long)]
+    pub mailbox: String,
+    /// The organization, by id or name, when mailbox names repeat across organizations.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// A recipient; repeat for several.
+    #[arg(long, required = true)]
+    pub to: Vec<String>,
+    #[arg(long)]
+    pub subject: String,
+    /// The plain-text body.
+    #[arg(long, required_unless_present = "html")]
+    pub text: Option<String>,
+    /// The HTML body.
+    #[arg(long)]
+    pub html: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +203,7 @@ async fn run(config: Config, command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Org(cmd) => org(config, cmd).await,
+        Command::Send(args) => send(config, args).await,
         Command::User(UserCommand::Add(args)) => user_add(config, args).await,
         Command::Apikey(cmd) => apikey(config, cmd).await,
         Command::Keys(KeysCommand::Rotate {
@@ -366,6 +390,56 @@ async fn demo(mut config: Config, data_dir: Option<PathBuf>) -> anyhow::Result<(
     let result = app.serve(shutdown).await;
     drop(sandbox);
     result
+}
+
+async fn send(config: Config, args: SendArgs) -> anyhow::Result<()> {
+    use crate::services::authorization::{OutgoingMessage, SendOutcome, send_now};
+    let services = app::Services::open(config).await?;
+    let mut conn = services.store.conn().await?;
+    let mut found = store::mailboxes::find_any(&mut conn, &args.mailbox).await?;
+    if let Some(org) = &args.org {
+        let org = store::orgs::find(&mut conn, org)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no organization is called or has the id `{org}`"))?;
+        found.retain(|m| m.org_id == org.id);
+    }
+    drop(conn);
+    let mailbox = match found.len() {
+        0 => bail!("no mailbox is called or has the id `{}`", args.mailbox),
+        1 => found.remove(0),
+        _ => bail!(
+            "several organizations have a mailbox called `{}`: add --org",
+            args.mailbox
+        ),
+    };
+    let message = OutgoingMessage {
+        to: args.to,
+        subject: args.subject,
+        text: args.text,
+        html: args.html,
+    };
+    match send_now(&services.deps(), mailbox.org_id, mailbox.id, message).await? {
+        SendOutcome::Sent { reply } => {
+            println!(
+                "Sent through {} ({}): {reply}",
+                mailbox.name, mailbox.username
+            );
+            services.store.close().await;
+            Ok(())
+        }
+        SendOutcome::Failed { reason, transient } => {
+            services.store.close().await;
+            let action = reason.action.map(|a| format!("\n{a}")).unwrap_or_default();
+            if transient {
+                bail!(
+                    "not sent, try again later ({}): {}{action}",
+                    reason.code,
+                    reason.message
+                )
+            }
+            bail!("not sent ({}): {}{action}", reason.code, reason.message)
+        }
+    }
 }
 
 async fn org(config: Config, cmd: OrgCommand) -> anyhow::Result<()> {

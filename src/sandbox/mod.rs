@@ -189,6 +189,10 @@ struct Inner {
     connections: HashMap<String, usize>,
     /// Recent submission times per mailbox, for the rate limit.
     submissions: HashMap<String, Vec<OffsetDateTime>>,
+    /// Mailbox → accounts with Full Access to it (may authenticate as it).
+    full_access: HashMap<String, Vec<String>>,
+    /// Mailbox → accounts with Send As permission on it.
+    send_as: HashMap<String, Vec<String>>,
 }
 
 /// The sandbox's shared state.
@@ -308,6 +312,38 @@ impl SandboxState {
             .users
             .get(&address.to_lowercase())
             .is_some_and(|p| crypto::constant_time_eq(p.expose_secret(), password.expose_secret()))
+    }
+
+    /// Lets `delegate` authenticate as `mailbox` (Exchange's Full Access), and with
+    /// `send_as` also send as it. Without Send As, its messages get SendAsDenied.
+    pub fn grant_mailbox_access(&self, mailbox: &str, delegate: &str, send_as: bool) {
+        let mut inner = self.inner();
+        inner
+            .full_access
+            .entry(mailbox.to_lowercase())
+            .or_default()
+            .push(delegate.to_lowercase());
+        if send_as {
+            inner
+                .send_as
+                .entry(mailbox.to_lowercase())
+                .or_default()
+                .push(delegate.to_lowercase());
+        }
+    }
+
+    fn has_full_access(&self, mailbox: &str, delegate: &str) -> bool {
+        self.inner()
+            .full_access
+            .get(&mailbox.to_lowercase())
+            .is_some_and(|d| d.iter().any(|x| x.eq_ignore_ascii_case(delegate)))
+    }
+
+    fn has_send_as(&self, mailbox: &str, delegate: &str) -> bool {
+        self.inner()
+            .send_as
+            .get(&mailbox.to_lowercase())
+            .is_some_and(|d| d.iter().any(|x| x.eq_ignore_ascii_case(delegate)))
     }
 
     pub fn user_exists(&self, address: &str) -> bool {

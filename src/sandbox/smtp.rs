@@ -108,6 +108,7 @@ impl SmtpHandler for SandboxSmtp {
             .fetch_add(1, Ordering::Relaxed);
         let switches = self.state.switches();
         let mechanism = credentials.mechanism();
+        let mut delegate = None;
         let user = match credentials {
             Credentials::XOAuth2 { user, token } => {
                 if switches.smtp_auth_disabled {
@@ -119,10 +120,15 @@ impl SmtpHandler for SandboxSmtp {
                 else {
                     return Err(replies::auth_failed());
                 };
-                if !record.user.eq_ignore_ascii_case(&user)
-                    || !record.scopes.iter().any(|s| s == SMTP_SEND_SCOPE)
-                {
+                if !record.scopes.iter().any(|s| s == SMTP_SEND_SCOPE) {
                     return Err(replies::auth_failed());
+                }
+                if !record.user.eq_ignore_ascii_case(&user) {
+                    // A delegate's token opens a shared mailbox it has Full Access to.
+                    if !self.state.has_full_access(&user, &record.user) {
+                        return Err(replies::auth_failed());
+                    }
+                    delegate = Some(record.user.clone());
                 }
                 user
             }
@@ -147,6 +153,7 @@ impl SmtpHandler for SandboxSmtp {
         Ok(AuthIdentity {
             username: user.to_lowercase(),
             mechanism,
+            delegate,
         })
     }
 
@@ -159,7 +166,11 @@ impl SmtpHandler for SandboxSmtp {
             && header_from
                 .as_deref()
                 .is_some_and(|f| f.eq_ignore_ascii_case(&auth.username));
-        if !sends_as_self {
+        let may_send_as = auth
+            .delegate
+            .as_deref()
+            .is_none_or(|d| self.state.has_send_as(&auth.username, d));
+        if !sends_as_self || !may_send_as {
             return replies::send_as_denied();
         }
         let now = OffsetDateTime::now_utc();

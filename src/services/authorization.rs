@@ -701,8 +701,8 @@ async fn attempt_send(
     }
 }
 
-/// The test message's outcome.
-pub enum TestMessageOutcome {
+/// The outcome of sending through a mailbox.
+pub enum SendOutcome {
     Sent {
         reply: String,
     },
@@ -712,14 +712,23 @@ pub enum TestMessageOutcome {
     },
 }
 
-/// Sends a real message through the mailbox, with its From, Reply-To and signature.
-pub async fn send_test_message(
+/// What to send.
+pub struct OutgoingMessage {
+    pub to: Vec<String>,
+    pub subject: String,
+    pub text: Option<String>,
+    pub html: Option<String>,
+}
+
+/// Sends one message through the mailbox now (the durable queue comes later), and sets the
+/// mailbox's status by the outcome: a refusal that is a configuration fault makes it Not
+/// Verified; throttling and other transient replies change nothing.
+pub async fn send_now(
     deps: &Deps<'_>,
     org_id: OrgId,
     id: MailboxId,
-    to: &str,
-) -> ServiceResult<TestMessageOutcome> {
-    let to = crate::domain::EmailAddress::parse_field("to", to)?;
+    message: OutgoingMessage,
+) -> ServiceResult<SendOutcome> {
     let mut conn = deps.store.conn().await?;
     let mailbox = store::mailboxes::get(&mut conn, org_id, id)
         .await?
@@ -733,21 +742,13 @@ pub async fn send_test_message(
     .await
     .map_err(|e| ServiceError::Internal(e.to_string()))?;
     drop(conn);
-    let message = compose(
-        &mailbox,
-        to.as_str(),
-        "Herald test message",
-        &format!(
-            "This is a test message from Herald, sent through the mailbox \"{}\".",
-            mailbox.name
-        ),
-    )?;
+    let message = compose(&mailbox, &message)?;
     match attempt_send(deps, &mailbox, password, Some(message)).await? {
         Ok(reply) => {
             if mailbox.status != MailboxStatus::Verified {
                 set_status(deps, &mailbox, MailboxStatus::Verified, None).await?;
             }
-            Ok(TestMessageOutcome::Sent { reply })
+            Ok(SendOutcome::Sent { reply })
         }
         Err(SendFailure::Refused(reason)) => {
             set_status(
@@ -757,12 +758,12 @@ pub async fn send_test_message(
                 Some(reason.clone()),
             )
             .await?;
-            Ok(TestMessageOutcome::Failed {
+            Ok(SendOutcome::Failed {
                 reason,
                 transient: false,
             })
         }
-        Err(SendFailure::Transient(text)) => Ok(TestMessageOutcome::Failed {
+        Err(SendFailure::Transient(text)) => Ok(SendOutcome::Failed {
             reason: StatusReason::new(
                 "smtp_transient",
                 format!("The server asked to try later: {text}"),
@@ -773,14 +774,46 @@ pub async fn send_test_message(
     }
 }
 
-/// A message from the mailbox: From = `from_name <username>`, its Reply-To, and its signature
-/// appended to the text.
-pub fn compose(
-    mailbox: &Mailbox,
+/// Sends the test message of the Outgoing Mail page.
+pub async fn send_test_message(
+    deps: &Deps<'_>,
+    org_id: OrgId,
+    id: MailboxId,
     to: &str,
-    subject: &str,
-    text: &str,
-) -> ServiceResult<lettre::Message> {
+) -> ServiceResult<SendOutcome> {
+    let to = crate::domain::EmailAddress::parse_field("to", to)?;
+    let name = {
+        let mut conn = deps.store.conn().await?;
+        store::mailboxes::get(&mut conn, org_id, id)
+            .await?
+            .ok_or(ServiceError::NotFound("mailbox"))?
+            .name
+    };
+    let message = OutgoingMessage {
+        to: vec![to.as_str().to_owned()],
+        subject: "Herald test message".into(),
+        text: Some(format!(
+            "This is a test message from Herald, sent through the mailbox \"{name}\"."
+        )),
+        html: None,
+    };
+    send_now(deps, org_id, id, message).await
+}
+
+fn escape_html(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A message from the mailbox: From = `from_name <username>`, its Reply-To, and its signature
+/// appended to the text part and, HTML-escaped, to the HTML part.
+pub fn compose(mailbox: &Mailbox, message: &OutgoingMessage) -> ServiceResult<lettre::Message> {
+    use lettre::message::{MultiPart, SinglePart, header::ContentType};
+    let invalid = |field: &'static str, message: String| {
+        ServiceError::Invalid(vec![crate::domain::FieldError::new(field, message)])
+    };
     let from = lettre::message::Mailbox::new(
         mailbox.from_name.clone(),
         mailbox
@@ -788,25 +821,63 @@ pub fn compose(
             .parse()
             .map_err(|_| ServiceError::Internal("the mailbox address does not parse".into()))?,
     );
+    if message.subject.chars().any(char::is_control) {
+        return Err(invalid(
+            "subject",
+            "must not contain line breaks or other control characters".into(),
+        ));
+    }
     let mut builder = lettre::Message::builder()
         .from(from)
-        .to(to.parse().map_err(|_| {
-            crate::domain::FieldError::new("to", format!("`{to}` is not an email address"))
-        })?)
-        .subject(subject);
+        .subject(message.subject.clone());
+    if message.to.is_empty() {
+        return Err(invalid("to", "needs at least one recipient".into()));
+    }
+    for to in &message.to {
+        let address = crate::domain::EmailAddress::parse_field("to", to)?;
+        builder = builder.to(address
+            .as_str()
+            .parse()
+            .map_err(|_| invalid("to", format!("`{to}` is not an email address")))?);
+    }
     if let Some(reply_to) = &mailbox.reply_to {
         builder =
             builder.reply_to(reply_to.parse().map_err(|_| {
                 ServiceError::Internal("the Reply-To address does not parse".into())
             })?);
     }
-    let body = match &mailbox.signature {
+    let text = message.text.as_ref().map(|text| match &mailbox.signature {
         Some(signature) => format!("{text}\n\n-- \n{signature}\n"),
         None => format!("{text}\n"),
+    });
+    let html = message.html.as_ref().map(|html| match &mailbox.signature {
+        Some(signature) => {
+            let signature = escape_html(signature).replace('\n', "<br>\n");
+            let block = format!("<p>-- <br>\n{signature}</p>");
+            match html.rfind("</body>") {
+                Some(at) => format!("{}{block}\n{}", &html[..at], &html[at..]),
+                None => format!("{html}\n{block}"),
+            }
+        }
+        None => html.clone(),
+    });
+    let built = match (text, html) {
+        (Some(text), Some(html)) => {
+            builder.multipart(MultiPart::alternative_plain_html(text, html))
+        }
+        (Some(text), None) => builder.singlepart(
+            SinglePart::builder()
+                .header(ContentType::TEXT_PLAIN)
+                .body(text),
+        ),
+        (None, Some(html)) => builder.singlepart(
+            SinglePart::builder()
+                .header(ContentType::TEXT_HTML)
+                .body(html),
+        ),
+        (None, None) => return Err(invalid("text", "give a text or an HTML body".into())),
     };
-    builder
-        .body(body)
-        .map_err(|e| ServiceError::Internal(format!("cannot build the message: {e}")))
+    built.map_err(|e| ServiceError::Internal(format!("cannot build the message: {e}")))
 }
 
 /// The latest authorization attempt of a mailbox, ended as expired when its time is up.

@@ -131,8 +131,11 @@ impl fmt::Debug for Credentials {
 /// Who authenticated, and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthIdentity {
+    /// The mailbox the session acts as.
     pub username: String,
     pub mechanism: Mechanism,
+    /// The account whose credentials were used, when it is another (a delegate).
+    pub delegate: Option<String>,
 }
 
 /// What the handler knows of the session when it decides.

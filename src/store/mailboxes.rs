@@ -270,3 +270,24 @@ pub async fn set_tokens(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
     .await?;
     Ok(())
 }
+
+/// Mailboxes of any organization with this id or (case-insensitive) name: for the operator's
+/// command line, which names no organization.
+pub async fn find_any(conn: &mut Conn, id_or_name: &str) -> StoreResult<Vec<Mailbox>> {
+    if let Ok(id) = id_or_name.trim().parse::<MailboxId>() {
+        let found = sqlx::query(select_mailboxes!("WHERE id = $1"))
+            .bind(id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+        if let Some(row) = found {
+            return Ok(vec![from_row(&row)?]);
+        }
+    }
+    sqlx::query(select_mailboxes!("WHERE name_key = $1 ORDER BY id"))
+        .bind(id_or_name.trim().to_lowercase())
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+}

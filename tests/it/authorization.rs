@@ -629,3 +629,183 @@ async fn a_basic_mailbox_verifies_and_sends_and_a_wrong_password_is_named() {
     assert_eq!(mailbox["status_reason"]["code"], "basic_auth_retired");
     flow.stop().await;
 }
+
+#[tokio::test]
+async fn a_shared_mailbox_without_send_as_is_named_send_as_denied() {
+    let flow = Flow::start().await;
+    let delegate = "ann@contoso.com";
+    flow.sandbox
+        .state
+        .add_user(delegate, SecretString::from("ann's password"));
+    flow.sandbox
+        .state
+        .grant_mailbox_access(MAILBOX, delegate, false);
+    let id = flow.create(json!({"sign_in_account": delegate})).await;
+    let url = flow.authorize_url(&id).await;
+    assert!(url.contains("login_hint=ann%40contoso.com"), "{url}");
+    let redirect = sandbox_consent(&url, delegate, "ann's password", "accept").await;
+    flow.land(&redirect).await;
+    assert_eq!(
+        flow.mailbox(&id).await["status"],
+        "verified",
+        "Full Access opens the mailbox"
+    );
+
+    let sent = flow
+        .app
+        .client()
+        .post(
+            flow.app
+                .url(&format!("/api/v1/mailboxes/{id}/test-message")),
+        )
+        .bearer_auth(&flow.key)
+        .json(&json!({"to": "someone@example.com"}))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(sent, 502, "send_as_denied").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("Send As"),
+        "{body}"
+    );
+    let mailbox = flow.mailbox(&id).await;
+    assert_eq!(mailbox["status_reason"]["code"], "send_as_denied");
+    assert!(flow.sandbox.state.messages().is_empty());
+    flow.stop().await;
+}
+
+#[tokio::test]
+async fn signing_in_as_another_account_than_the_mailbox_s_is_named() {
+    let flow = Flow::start().await;
+    let other = "eve@contoso.com";
+    flow.sandbox
+        .state
+        .add_user(other, SecretString::from("eve's password"));
+    let id = flow.create(json!({})).await;
+    let url = flow.authorize_url(&id).await;
+    let redirect = sandbox_consent(&url, other, "eve's password", "accept").await;
+    flow.land(&redirect).await;
+    let mailbox = flow.mailbox(&id).await;
+    assert_eq!(mailbox["status"], "not_verified");
+    assert_eq!(mailbox["status_reason"]["code"], "wrong_account");
+    assert!(
+        mailbox["status_reason"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Signed in as eve@contoso.com")
+    );
+    flow.stop().await;
+}
+
+/// Runs `herald` against the flow's database and data directory, trusting the sandbox's CA.
+async fn herald_cli(flow: &Flow, args: &[&str]) -> std::process::Output {
+    let ca = flow.app.state.config.data_dir.join("sandbox-ca.pem");
+    std::fs::write(&ca, flow.sandbox.ca.ca_pem()).unwrap();
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("HERALD_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.args(args)
+        .env("HERALD_DATA_DIR", &flow.app.state.config.data_dir)
+        .env("HERALD_DATABASE_URL", flow.app.db.url())
+        .env("HERALD_DEV", "true")
+        .env("HERALD_SMTP_CA_FILE", &ca)
+        .env("HERALD_LOG", "warn")
+        .kill_on_drop(true);
+    tokio::time::timeout(std::time::Duration::from_secs(30), cmd.output())
+        .await
+        .expect("herald finishes")
+        .unwrap()
+}
+
+#[tokio::test]
+async fn herald_send_delivers_through_an_authorized_mailbox_from_the_shell() {
+    let flow = Flow::start().await;
+    let id = flow.create(json!({})).await;
+    flow.authorize(&id).await;
+    let out = herald_cli(
+        &flow,
+        &[
+            "send",
+            "--mailbox",
+            "support",
+            "--to",
+            "bob@example.com",
+            "--to",
+            "carol@example.com",
+            "--subject",
+            "From the shell",
+            "--text",
+            "Hello",
+            "--html",
+            "<p>Hello</p>",
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("Sent through Support (support@contoso.com): 250"),
+        "{stdout}"
+    );
+    let messages = flow.sandbox.state.messages();
+    assert_eq!(
+        messages[0].rcpt_to,
+        ["bob@example.com", "carol@example.com"]
+    );
+    let raw = String::from_utf8_lossy(&messages[0].raw);
+    assert!(
+        raw.contains("multipart/alternative")
+            && raw.contains("<p>Hello</p>")
+            && raw.contains("https://contoso.example"),
+        "{raw}"
+    );
+
+    flow.switch(|s| s.smtp_auth_disabled = true);
+    let out = herald_cli(
+        &flow,
+        &[
+            "send",
+            "--mailbox",
+            &id,
+            "--to",
+            "bob@example.com",
+            "--subject",
+            "x",
+            "--text",
+            "y",
+        ],
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not sent (smtp_auth_disabled)") && stderr.contains("Set-CASMailbox"),
+        "{stderr}"
+    );
+    let out = herald_cli(
+        &flow,
+        &[
+            "send",
+            "--mailbox",
+            "nope",
+            "--to",
+            "bob@example.com",
+            "--subject",
+            "x",
+            "--text",
+            "y",
+        ],
+    )
+    .await;
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no mailbox is called or has the id `nope`")
+    );
+    flow.stop().await;
+}

@@ -1112,6 +1112,10 @@ struct Demo {
 
 impl Demo {
     async fn start(data_dir: &Path) -> Self {
+        Self::start_logging(data_dir, "warn").await
+    }
+
+    async fn start_logging(data_dir: &Path, log: &str) -> Self {
         let env = BTreeMap::from([
             ("HERALD_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
             ("HERALD_SANDBOX_LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
@@ -1119,7 +1123,7 @@ impl Demo {
                 "HERALD_SANDBOX_SMTP_LISTEN".to_owned(),
                 "127.0.0.1:0".to_owned(),
             ),
-            ("HERALD_LOG".to_owned(), "warn".to_owned()),
+            ("HERALD_LOG".to_owned(), log.to_owned()),
         ]);
         let mut child = herald(
             &env,
@@ -1355,4 +1359,181 @@ async fn demo_refuses_switches_it_does_not_know() {
         "HERALD_SANDBOX_SWITCHES",
         "unknown field `smtp_auth_disabld`",
     ]);
+}
+
+#[tokio::test]
+async fn no_secret_reaches_the_debug_log_the_api_or_the_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo");
+    let mut demo = Demo::start_logging(&data, "debug,sqlx=debug,herald=trace").await;
+    // Drain stderr as it comes, so the pipe never fills.
+    let mut stderr = demo.child.stderr.take().unwrap();
+    let log = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await;
+        text
+    });
+
+    let herald_url = demo.fact("Herald URL").to_owned();
+    let (admin, admin_password) = demo
+        .fact("Admin sign-in")
+        .split_once(" / ")
+        .map(|(a, p)| (a.to_owned(), p.to_owned()))
+        .unwrap();
+    let (mailbox, mailbox_password) = demo
+        .fact("Sandbox user sign-in")
+        .split_once(" / ")
+        .map(|(a, p)| (a.to_owned(), p.to_owned()))
+        .unwrap();
+    let client_secret = demo.word("Sandbox app client secret").to_owned();
+    let browser = helpers::http_builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = browser
+        .get(format!("{herald_url}/login"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = helpers::hidden_field(&login, "csrf_token");
+    browser
+        .post(format!("{herald_url}/login"))
+        .form(&[
+            ("email", admin.as_str()),
+            ("password", admin_password.as_str()),
+            ("csrf_token", csrf.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let home = browser
+        .get(format!("{herald_url}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = helpers::hidden_field(&home, "csrf_token");
+
+    let created = browser
+        .post(format!("{herald_url}/api/v1/mailboxes"))
+        .header("x-csrf-token", &csrf)
+        .json(&serde_json::json!({
+            "name": "Support", "auth": "oauth2", "provider": "sandbox", "username": mailbox,
+            "client_id": demo.fact("Sandbox app client ID"), "client_secret": client_secret,
+        }))
+        .send()
+        .await
+        .unwrap();
+    let created_text = created.text().await.unwrap();
+    let id = serde_json::from_str::<serde_json::Value>(&created_text).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started: serde_json::Value = browser
+        .post(format!("{herald_url}/api/v1/mailboxes/{id}/authorize"))
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let redirect = helpers::sandbox_consent(
+        started["authorization_url"].as_str().unwrap(),
+        &mailbox,
+        &mailbox_password,
+        "accept",
+    )
+    .await;
+    let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+    let code = url::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    browser.get(&location).send().await.unwrap();
+    let shown = browser
+        .get(format!("{herald_url}/api/v1/mailboxes/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(shown.contains("\"status\":\"verified\""), "{shown}");
+    let sent = browser
+        .post(format!("{herald_url}/api/v1/mailboxes/{id}/test-message"))
+        .header("x-csrf-token", &csrf)
+        .json(&serde_json::json!({"to": "someone@example.com"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    if let Some(pid) = demo.child.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+    }
+    let _ = tokio::time::timeout(TIMEOUT, demo.child.wait()).await;
+    let log = tokio::time::timeout(TIMEOUT, log).await.unwrap().unwrap();
+    assert!(
+        log.contains("DEBUG") || log.contains("TRACE"),
+        "debug logging was on"
+    );
+
+    let secrets = [&client_secret, &admin_password, &mailbox_password, &code];
+    for (place, text) in [
+        ("log", &log),
+        ("mailbox response", &created_text),
+        ("mailbox view", &shown),
+        ("test-message response", &sent),
+    ] {
+        for secret in secrets {
+            assert!(
+                !text.contains(secret),
+                "a secret ({}…) is in the {place}",
+                &secret[..4]
+            );
+        }
+        assert!(!text.contains("sbx."), "an access token is in the {place}");
+        assert!(
+            !has_token_shape(text, "1."),
+            "a refresh token is in the {place}"
+        );
+    }
+    let mut raw = std::fs::read(data.join("herald.db")).unwrap();
+    raw.extend(std::fs::read(data.join("herald.db-wal")).unwrap_or_default());
+    let contains = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
+    assert!(
+        !contains(client_secret.as_bytes()),
+        "the client secret is in the database file"
+    );
+    assert!(
+        !contains(b"sbx."),
+        "an access token is in the database file"
+    );
+    assert!(!contains(admin_password.as_bytes()));
+}
+
+/// Whether `text` holds `prefix` followed by 43 base64url characters: the shape of the
+/// sandbox's refresh tokens (`1.`) and codes (`0.`).
+fn has_token_shape(text: &str, prefix: &str) -> bool {
+    text.match_indices(prefix).any(|(at, _)| {
+        let rest = &text.as_bytes()[at + prefix.len()..];
+        rest.len() >= 43
+            && rest[..43]
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+    })
 }

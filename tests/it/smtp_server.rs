@@ -45,6 +45,7 @@ impl SmtpHandler for Recorder {
             Ok(AuthIdentity {
                 username: credentials.username().to_owned(),
                 mechanism: credentials.mechanism(),
+                delegate: None,
             })
         } else {
             Err(Reply::new(535, "5.7.3", "Authentication unsuccessful"))

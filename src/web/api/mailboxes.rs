@@ -489,7 +489,7 @@ pub async fn send_test_message(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<TestMessage>,
 ) -> Result<Json<TestMessageSent>, ApiError> {
-    use crate::services::authorization::TestMessageOutcome;
+    use crate::services::authorization::SendOutcome;
     principal.require_admin()?;
     let id = parse_mailbox_id(&id)?;
     match crate::services::authorization::send_test_message(
@@ -500,11 +500,11 @@ pub async fn send_test_message(
     )
     .await?
     {
-        TestMessageOutcome::Sent { reply } => Ok(Json(TestMessageSent {
+        SendOutcome::Sent { reply } => Ok(Json(TestMessageSent {
             sent: true,
             smtp_reply: reply,
         })),
-        TestMessageOutcome::Failed { reason, transient } => {
+        SendOutcome::Failed { reason, transient } => {
             let code: &'static str = Box::leak(reason.code.clone().into_boxed_str());
             let mut error = ApiError::new(
                 StatusCode::BAD_GATEWAY,
