@@ -50,6 +50,8 @@ pub struct Switches {
     pub consent_required: bool,
     /// `400 interaction_required` AADSTS50076 on refresh: MFA is required.
     pub mfa_required: bool,
+    /// Refuse bad XOAUTH2 tokens as Gmail does: `334` and base64 JSON, then `535 5.7.8`.
+    pub google_style_auth_failure: bool,
 }
 
 impl Default for Switches {
@@ -66,6 +68,7 @@ impl Default for Switches {
             grant_revoked: false,
             consent_required: false,
             mfa_required: false,
+            google_style_auth_failure: false,
         }
     }
 }

@@ -11,7 +11,8 @@ use time::OffsetDateTime;
 
 use super::{ReceivedMessage, SMTP_SEND_SCOPE, SandboxState};
 use crate::smtp_server::{
-    AuthIdentity, Credentials, Envelope, Mechanism, Reply, SessionInfo, SmtpConfig, SmtpHandler,
+    AuthIdentity, AuthRefusal, Credentials, Envelope, Mechanism, Reply, SessionInfo, SmtpConfig,
+    SmtpHandler,
 };
 
 /// Exchange's replies, word for word.
@@ -66,6 +67,21 @@ pub mod replies {
         Reply::new(530, "5.7.57", "Client not authenticated to send mail.")
     }
 
+    /// Gmail's challenge after a refused XOAUTH2 token.
+    pub fn google_challenge() -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .encode(r#"{"status":"401","schemes":"Bearer","scope":"https://mail.google.com/"}"#)
+    }
+
+    pub fn google_auth_failed() -> Reply {
+        Reply::new(
+            535,
+            "5.7.8",
+            "Username and Password not accepted. For more information, go to https://support.google.com/mail/?p=BadCredentials",
+        )
+    }
+
     pub fn auth_before_tls() -> Reply {
         Reply::new(504, "5.7.4", "Unrecognized authentication type")
     }
@@ -94,10 +110,8 @@ impl SandboxSmtp {
     pub fn new(state: Arc<SandboxState>) -> Self {
         Self { state }
     }
-}
 
-impl SmtpHandler for SandboxSmtp {
-    async fn authenticate(
+    fn check_credentials(
         &self,
         _session: &SessionInfo,
         credentials: Credentials,
@@ -155,6 +169,31 @@ impl SmtpHandler for SandboxSmtp {
             mechanism,
             delegate,
         })
+    }
+}
+
+impl SmtpHandler for SandboxSmtp {
+    async fn authenticate(
+        &self,
+        session: &SessionInfo,
+        credentials: Credentials,
+    ) -> Result<AuthIdentity, AuthRefusal> {
+        let xoauth2 = credentials.mechanism() == Mechanism::XOAuth2;
+        match self.check_credentials(session, credentials) {
+            Ok(identity) => Ok(identity),
+            // Gmail's way: a 334 with base64 JSON, an empty line from the client, then 535 5.7.8.
+            Err(reply)
+                if xoauth2
+                    && reply.code == 535
+                    && self.state.switches().google_style_auth_failure =>
+            {
+                Err(AuthRefusal {
+                    challenge: Some(replies::google_challenge()),
+                    reply: replies::google_auth_failed(),
+                })
+            }
+            Err(reply) => Err(reply.into()),
+        }
     }
 
     async fn deliver(&self, session: &SessionInfo, envelope: Envelope, message: Vec<u8>) -> Reply {

@@ -676,7 +676,7 @@ async fn attempt_send(
                 Ok(reply) => Ok(Ok(reply)),
                 Err(failure)
                     if failure.kind() == FailureKind::Auth
-                        && failure.enhanced.as_deref() == Some("5.7.3") =>
+                        && failure.enhanced.as_deref() != Some("5.7.139") =>
                 {
                     // The token may have been revoked early: refresh once and retry once.
                     let token =

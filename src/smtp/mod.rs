@@ -239,6 +239,25 @@ async fn connect(
     transport(target, addrs[0].ip(), auth)
 }
 
+/// lettre's failure, read in the light of the mechanism used. Gmail refuses a bad XOAUTH2
+/// token with a `334` challenge (base64 JSON) before its `535`; lettre stops at the challenge
+/// ("does not expect a challenge"). A challenge after an XOAUTH2 initial response can only mean
+/// the token was refused, so it is classified as the `535` it stands for.
+fn failure(error: &lettre::transport::smtp::Error, auth: &SmtpAuth) -> SmtpFailure {
+    let failure = SmtpFailure::from_lettre(error);
+    if matches!(auth, SmtpAuth::XOAuth2 { .. })
+        && failure.code.is_none()
+        && error.to_string().contains("does not expect a challenge")
+    {
+        return SmtpFailure {
+            code: Some(535),
+            enhanced: Some("5.7.8".into()),
+            text: "5.7.8 the server refused the access token (it answered XOAUTH2 with a 334 challenge, as Gmail does)".into(),
+        };
+    }
+    failure
+}
+
 /// Connects, upgrades to TLS, authenticates and quits: does the mailbox work?
 pub async fn verify(target: &SmtpTarget<'_>, auth: &SmtpAuth) -> Result<(), SmtpFailure> {
     let transport = connect(target, auth).await?;
@@ -247,7 +266,7 @@ pub async fn verify(target: &SmtpTarget<'_>, auth: &SmtpAuth) -> Result<(), Smtp
         Ok(false) => Err(SmtpFailure::refused(
             "the server closed the connection".into(),
         )),
-        Err(e) => Err(SmtpFailure::from_lettre(&e)),
+        Err(e) => Err(failure(&e, auth)),
     }
 }
 
@@ -264,7 +283,7 @@ pub async fn send(
             response.code(),
             response.message().collect::<Vec<_>>().join(" ")
         )),
-        Err(e) => Err(SmtpFailure::from_lettre(&e)),
+        Err(e) => Err(failure(&e, auth)),
     }
 }
 

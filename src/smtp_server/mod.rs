@@ -128,6 +128,24 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// A refused AUTH: the final reply, after an optional `334` challenge the client must answer
+/// (Gmail answers a bad XOAUTH2 token with `334` and base64 JSON, waits for an empty line, and
+/// only then sends its `535`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthRefusal {
+    pub challenge: Option<String>,
+    pub reply: Reply,
+}
+
+impl From<Reply> for AuthRefusal {
+    fn from(reply: Reply) -> Self {
+        Self {
+            challenge: None,
+            reply,
+        }
+    }
+}
+
 /// Who authenticated, and how.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthIdentity {
@@ -166,7 +184,7 @@ pub trait SmtpHandler: Send + Sync + 'static {
         &self,
         session: &SessionInfo,
         credentials: Credentials,
-    ) -> impl Future<Output = Result<AuthIdentity, Reply>> + Send;
+    ) -> impl Future<Output = Result<AuthIdentity, AuthRefusal>> + Send;
 
     /// Accepts or refuses the envelope sender.
     fn mail_from(

@@ -523,9 +523,13 @@ where
                 self.reply(&Reply::new(235, "2.7.0", "Authentication successful"));
                 Ok(())
             }
-            Err(reply) => {
+            Err(refusal) => {
                 self.auth_failures += 1;
-                self.reply(&reply);
+                if let Some(challenge) = &refusal.challenge {
+                    // The client answers the challenge (an empty line) before the final reply.
+                    self.read_auth_line(challenge).await?;
+                }
+                self.reply(&refusal.reply);
                 if self.auth_failures >= self.config.max_auth_failures {
                     return Err(Stop::Close(Reply::new(
                         421,

@@ -809,3 +809,42 @@ async fn herald_send_delivers_through_an_authorized_mailbox_from_the_shell() {
     );
     flow.stop().await;
 }
+
+#[tokio::test]
+async fn a_refused_token_is_refreshed_once_and_gmail_s_334_refusal_is_a_rejected_token() {
+    let flow = Flow::start().await;
+    let id = flow.create(json!({})).await;
+    flow.authorize(&id).await;
+    let spoil = || async {
+        let mut conn = flow.app.store().conn().await.unwrap();
+        herald::keys::put_secret(
+            &mut conn,
+            &flow.app.state.keys,
+            &id,
+            secret_fields::ACCESS_TOKEN,
+            &SecretString::from("sbx.revoked-early"),
+            time::OffsetDateTime::now_utc(),
+        )
+        .await
+        .unwrap();
+    };
+    flow.switch(|s| s.google_style_auth_failure = true);
+
+    // The stored token is refused (Gmail-style 334, then 535): one refresh, one retry, success.
+    spoil().await;
+    let before = flow.sandbox.state.token_requests();
+    assert_eq!(flow.verify(&id).await["status"], "verified");
+    assert_eq!(
+        flow.sandbox.state.token_requests() - before,
+        1,
+        "exactly one refresh"
+    );
+
+    // Refused again after the refresh: the token is rejected, and the mailbox says so.
+    spoil().await;
+    flow.switch(|s| s.access_token_lifetime_secs = 0);
+    let mailbox = flow.verify(&id).await;
+    assert_eq!(mailbox["status"], "not_verified");
+    assert_eq!(mailbox["status_reason"]["code"], "token_rejected");
+    flow.stop().await;
+}

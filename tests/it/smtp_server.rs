@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use herald::smtp_server::data::dot_stuff;
 use herald::smtp_server::{
-    AuthIdentity, Credentials, Envelope, Mechanism, Reply, SessionInfo, SmtpConfig, SmtpHandler,
-    SmtpServer, run_session,
+    AuthIdentity, AuthRefusal, Credentials, Envelope, Mechanism, Reply, SessionInfo, SmtpConfig,
+    SmtpHandler, SmtpServer, run_session,
 };
 use herald::tls::LocalCa;
 use proptest::prelude::*;
@@ -34,7 +34,7 @@ impl SmtpHandler for Recorder {
         &self,
         _session: &SessionInfo,
         credentials: Credentials,
-    ) -> Result<AuthIdentity, Reply> {
+    ) -> Result<AuthIdentity, AuthRefusal> {
         let good = match &credentials {
             Credentials::Password {
                 username, password, ..
@@ -48,7 +48,7 @@ impl SmtpHandler for Recorder {
                 delegate: None,
             })
         } else {
-            Err(Reply::new(535, "5.7.3", "Authentication unsuccessful"))
+            Err(Reply::new(535, "5.7.3", "Authentication unsuccessful").into())
         }
     }
 
