@@ -1,0 +1,262 @@
+// Herald's own OAuth client and SMTP client against independent servers: the whole mailbox
+// flow (create → Authorize → sign-in and consent → redirect → Verified → test message) with
+//
+// - `oidc-provider` as the authorization server, on Microsoft-shaped routes
+//   (`/{tenant}/oauth2/v2.0/authorize` and `/token`), with a confidential client and refresh
+//   tokens; its sign-in and consent pages are completed headlessly;
+// - `smtp-server` as the SMTP server, STARTTLS with a certificate from a test CA, validating
+//   XOAUTH2 tokens by introspection at oidc-provider.
+//
+// So Herald is shown to work with implementations nobody here wrote, not only its own sandbox.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import Provider from 'oidc-provider';
+import { SMTPServer } from 'smtp-server';
+
+const HERALD = resolve(process.env.HERALD_BIN ?? new URL('../target/debug/herald', import.meta.url).pathname);
+const SMTP_SEND = 'https://outlook.office.com/SMTP.Send';
+const USER = 'alice@contoso.example';
+const CLIENT_ID = 'herald-interop';
+const CLIENT_SECRET = 'interop~secret.value-0123456789abcdefghij';
+
+let dir;
+let idp;
+let idpServer;
+let idpBase;
+let smtp;
+let smtpPort;
+let herald;
+let heraldBase;
+let apiKey;
+const received = [];
+let refuseAll = false;
+
+function listen(server) {
+  return new Promise((done) => server.listen(0, '127.0.0.1', () => done(server.address().port)));
+}
+
+/** A CA and a leaf for `localhost` (CA:FALSE), made with openssl. */
+function certificates() {
+  const run = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  run('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=Interop CA',
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
+  run('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'leaf.key', '-out', 'leaf.csr', '-subj', '/CN=localhost');
+  writeFileSync(join(dir, 'leaf.ext'), 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n');
+  run('x509', '-req', '-in', 'leaf.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'leaf.pem', '-days', '2', '-extfile', 'leaf.ext');
+  return { key: readFileSync(join(dir, 'leaf.key')), cert: readFileSync(join(dir, 'leaf.pem')), ca: join(dir, 'ca.pem') };
+}
+
+async function startIdp(redirectUri) {
+  idpServer = createServer();
+  const port = await listen(idpServer);
+  idpBase = `http://localhost:${port}`;
+  idp = new Provider(`${idpBase}/contoso/v2.0`, {
+    clients: [{
+      client_id: CLIENT_ID,
+      client_secret: CLIENT_SECRET,
+      redirect_uris: [redirectUri],
+      grant_types: ['authorization_code', 'refresh_token'],
+      response_types: ['code'],
+      token_endpoint_auth_method: 'client_secret_post',
+      introspection_endpoint_auth_method: 'client_secret_post',
+    }],
+    routes: {
+      authorization: '/contoso/oauth2/v2.0/authorize',
+      token: '/contoso/oauth2/v2.0/token',
+      introspection: '/contoso/oauth2/v2.0/introspect',
+      jwks: '/contoso/discovery/v2.0/keys',
+    },
+    scopes: ['openid', 'offline_access', SMTP_SEND],
+    claims: { openid: ['sub'], email: ['email'], profile: ['preferred_username'] },
+    features: { introspection: { enabled: true } },
+    pkce: { required: () => true },
+    async findAccount(_ctx, sub) {
+      return { accountId: sub, async claims() { return { sub, email: sub, preferred_username: sub }; } };
+    },
+    // Issue a refresh token whenever the client may use one, as Microsoft does with offline_access.
+    issueRefreshToken: async (_ctx, client, code) => client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
+  });
+  idp.proxy = false;
+  idpServer.on('request', idp.callback());
+}
+
+/** Completes oidc-provider's development sign-in and consent pages, as a browser would. */
+async function signInAndConsent(authorizationUrl) {
+  const jar = new Map();
+  const request = async (url, options = {}) => {
+    const headers = { ...(options.headers ?? {}), cookie: [...jar].map(([k, v]) => `${k}=${v}`).join('; ') };
+    const response = await fetch(url, { ...options, headers, redirect: 'manual' });
+    for (const cookie of response.headers.getSetCookie()) {
+      const [pair] = cookie.split(';');
+      const at = pair.indexOf('=');
+      jar.set(pair.slice(0, at), pair.slice(at + 1));
+    }
+    return response;
+  };
+  let response = await request(authorizationUrl);
+  for (let step = 0; step < 10; step += 1) {
+    const location = response.headers.get('location');
+    if (location && location.startsWith(heraldBase)) return location;
+    if (location) {
+      response = await request(new URL(location, idpBase).href);
+      continue;
+    }
+    const html = await response.text();
+    const action = html.match(/<form[^>]*action="([^"]+)"/)?.[1];
+    assert.ok(action, `a form on the provider's page: ${html.slice(0, 300)}`);
+    const fields = new URLSearchParams();
+    for (const [, name, value] of html.matchAll(/<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"/g)) fields.set(name, value);
+    if (/name="login"/.test(html)) {
+      fields.set('login', USER);
+      fields.set('password', 'any password');
+    }
+    response = await request(new URL(action, idpBase).href, {
+      method: 'POST',
+      body: fields,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
+  }
+  throw new Error('the provider did not redirect back to Herald');
+}
+
+async function startSmtp(tls) {
+  smtp = new SMTPServer({
+    key: tls.key,
+    cert: tls.cert,
+    authMethods: ['XOAUTH2'],
+    authOptional: false,
+    disabledCommands: [],
+    async onAuth(auth, _session, callback) {
+      // Validate the bearer token by introspection at the authorization server.
+      const result = await fetch(`${idpBase}/contoso/oauth2/v2.0/introspect`, {
+        method: 'POST',
+        body: new URLSearchParams({ token: auth.accessToken ?? '', client_id: CLIENT_ID, client_secret: CLIENT_SECRET }),
+      }).then((r) => r.json());
+      const scopes = (result.scope ?? '').split(' ');
+      if (!refuseAll && auth.method === 'XOAUTH2' && result.active && scopes.includes(SMTP_SEND) && result.sub === auth.username) {
+        return callback(null, { user: auth.username });
+      }
+      return callback(null, { data: { status: '401', schemes: 'bearer', scope: SMTP_SEND } });
+    },
+    onData(stream, session, callback) {
+      const chunks = [];
+      stream.on('data', (c) => chunks.push(c));
+      stream.on('end', () => {
+        received.push({ user: session.user, from: session.envelope.mailFrom.address, raw: Buffer.concat(chunks).toString() });
+        callback();
+      });
+    },
+  });
+  smtpPort = await new Promise((done) => smtp.listen(0, '127.0.0.1', () => done(smtp.server.address().port)));
+}
+
+function heraldEnv(extra = {}) {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HERALD_')));
+  return { ...env, HERALD_DATA_DIR: join(dir, 'herald'), HERALD_DEV: 'true', HERALD_LOG: 'warn', ...extra };
+}
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'herald-oauth-interop-'));
+  const tls = certificates();
+  const env = heraldEnv({ HERALD_SMTP_CA_FILE: tls.ca });
+  const cli = (...args) => execFileSync(HERALD, args, { env, encoding: 'utf8' });
+  const org = cli('org', 'add', 'Contoso').trim();
+  apiKey = cli('apikey', 'add', '--org', org, '--role', 'admin', '--name', 'interop').trim().split('\n').pop();
+
+  herald = spawn(HERALD, ['serve'], { env: { ...env, HERALD_LISTEN: '127.0.0.1:0' }, stdio: ['ignore', 'pipe', 'inherit'] });
+  heraldBase = await new Promise((done, fail) => {
+    const timer = setTimeout(() => fail(new Error('herald serve printed nothing within 30 s')), 30_000);
+    createInterface({ input: herald.stdout }).on('line', (line) => {
+      const match = line.match(/^Herald is listening on (http:\/\/[^ ]+)/);
+      if (match) {
+        clearTimeout(timer);
+        done(match[1]);
+      }
+    });
+  });
+  await startIdp(`${heraldBase}/web/um/smtp/redirect`);
+  await startSmtp(tls);
+});
+
+after(async () => {
+  if (herald && herald.exitCode === null) {
+    const exited = new Promise((done) => herald.once('exit', done));
+    herald.kill('SIGTERM');
+    await exited;
+  }
+  await new Promise((done) => (smtp ? smtp.close(done) : done()));
+  await new Promise((done) => (idpServer ? idpServer.close(done) : done()));
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+const api = (path, options = {}) => fetch(`${heraldBase}/api/v1${path}`, {
+  ...options,
+  headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json', ...(options.headers ?? {}) },
+});
+
+test('Herald authorizes against oidc-provider and sends through smtp-server', async () => {
+  const created = await api('/mailboxes', {
+    method: 'POST',
+    body: JSON.stringify({
+      name: 'Interop',
+      auth: 'oauth2',
+      provider: 'custom',
+      host: 'localhost',
+      port: smtpPort,
+      security: 'starttls',
+      username: USER,
+      from_name: 'Alice',
+      signature: 'Alice at Contoso',
+      client_id: CLIENT_ID,
+      client_secret: CLIENT_SECRET,
+      // oidc-provider grants offline_access only with prompt=consent (OpenID Connect Core 11).
+      authorization_url: `${idpBase}/contoso/oauth2/v2.0/authorize?prompt=consent`,
+      token_url: `${idpBase}/contoso/oauth2/v2.0/token`,
+      scopes: ['openid', 'offline_access', SMTP_SEND],
+    }),
+  });
+  assert.equal(created.status, 201, await created.clone().text());
+  const mailbox = await created.json();
+
+  const started = await (await api(`/mailboxes/${mailbox.id}/authorize`, { method: 'POST' })).json();
+  const callback = await signInAndConsent(started.authorization_url);
+  assert.ok(new URL(callback).searchParams.get('iss'), 'oidc-provider sends iss (RFC 9207)');
+  const landing = await fetch(callback, { redirect: 'manual' });
+  assert.equal(landing.status, 303);
+  assert.match(landing.headers.get('location'), /^\/settings\/system\/outgoing-mail\?attempt=/);
+
+  const verified = await (await api(`/mailboxes/${mailbox.id}`)).json();
+  assert.equal(verified.status, 'verified', JSON.stringify(verified.status_reason));
+  assert.equal(verified.issuer, `${idpBase}/contoso/v2.0`, 'the issuer is pinned on first success');
+
+  const sent = await api(`/mailboxes/${mailbox.id}/test-message`, { method: 'POST', body: JSON.stringify({ to: 'bob@example.com' }) });
+  assert.equal(sent.status, 200, await sent.clone().text());
+  const message = received.at(-1);
+  assert.equal(message.user, USER);
+  assert.equal(message.from, USER);
+  assert.match(message.raw, /From: Alice <alice@contoso\.example>/);
+  assert.match(message.raw, /Alice at Contoso/);
+});
+
+test('a token smtp-server refuses with its 334 challenge is refreshed once, then named token_rejected', async () => {
+  const list = await (await api('/mailboxes')).json();
+  const mailbox = list.items.find((m) => m.name === 'Interop');
+  assert.ok(mailbox, 'the first test created it');
+  refuseAll = true;
+  try {
+    const verified = await (await api(`/mailboxes/${mailbox.id}/verify`, { method: 'POST' })).json();
+    assert.equal(verified.status, 'not_verified');
+    assert.equal(verified.status_reason.code, 'token_rejected');
+  } finally {
+    refuseAll = false;
+  }
+  const again = await (await api(`/mailboxes/${mailbox.id}/verify`, { method: 'POST' })).json();
+  assert.equal(again.status, 'verified', 'refreshed tokens work once the server accepts them');
+});
