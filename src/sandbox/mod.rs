@@ -52,6 +52,9 @@ pub struct Switches {
     pub mfa_required: bool,
     /// Refuse bad XOAUTH2 tokens as Gmail does: `334` and base64 JSON, then `535 5.7.8`.
     pub google_style_auth_failure: bool,
+    /// Answer this many token requests with `503 Service Unavailable` (an HTML page, as a
+    /// front door does), then recover.
+    pub token_outages: u32,
 }
 
 impl Default for Switches {
@@ -69,6 +72,7 @@ impl Default for Switches {
             consent_required: false,
             mfa_required: false,
             google_style_auth_failure: false,
+            token_outages: 0,
         }
     }
 }
@@ -423,6 +427,16 @@ impl SandboxState {
     /// Every message received so far, oldest first.
     pub fn messages(&self) -> Vec<ReceivedMessage> {
         self.inner().messages.clone()
+    }
+
+    /// Uses up one configured token-endpoint outage, if any is left.
+    pub(crate) fn take_outage(&self) -> bool {
+        let mut switches = self.switches.lock().unwrap_or_else(|e| e.into_inner());
+        if switches.token_outages > 0 {
+            switches.token_outages -= 1;
+            return true;
+        }
+        false
     }
 
     pub fn count_token_request(&self) {

@@ -618,6 +618,14 @@ async fn token(
     Form(form): Form<TokenForm>,
 ) -> Response {
     server.state.count_token_request();
+    if server.state.take_outage() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Html("<html><body>Service Unavailable</body></html>"),
+        )
+            .into_response();
+    }
     let bad =
         |status, error, code, message: &str| token_error(&server, status, error, code, message);
     if tenant != server.tenant {

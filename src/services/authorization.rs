@@ -547,22 +547,51 @@ pub async fn access_token(
     )
     .map_err(|e| ServiceError::Internal(e.to_string()))?;
     let refresh_token = RefreshToken::new(refresh.expose_secret().to_owned());
-    match client
-        .exchange_refresh_token(&refresh_token)
-        .request_async(deps.http)
-        .await
-    {
-        Ok(response) => {
-            store_tokens(deps, &mut mailbox, &response, Some(refresh.expose_secret())).await?;
-            Ok(Ok(SecretString::from(
-                response.access_token().secret().clone(),
-            )))
+    // Outages (network errors, 5xx pages, 429) are retried with backoff and jitter, and never
+    // change the mailbox's status; a provider's refusal is final.
+    let mut last = String::new();
+    for attempt in 0..REFRESH_TRIES {
+        if attempt > 0 {
+            let base = 250u64 << attempt;
+            let jitter = u64::from(crypto::random_bytes::<1>()[0]) % (base / 2 + 1);
+            tokio::time::sleep(StdDuration::from_millis(base + jitter)).await;
         }
-        Err(RequestTokenError::ServerResponse(error)) => Ok(Err(TokenFailure::Refused(
-            errors::reason_for(&error, &mailbox, &deps.config.redirect_uri()),
-        ))),
-        Err(other) => Ok(Err(TokenFailure::Transient(other.to_string()))),
+        match client
+            .exchange_refresh_token(&refresh_token)
+            .request_async(deps.http)
+            .await
+        {
+            Ok(response) => {
+                store_tokens(deps, &mut mailbox, &response, Some(refresh.expose_secret())).await?;
+                return Ok(Ok(SecretString::from(
+                    response.access_token().secret().clone(),
+                )));
+            }
+            Err(RequestTokenError::ServerResponse(error)) if !is_transient_error(&error) => {
+                return Ok(Err(TokenFailure::Refused(errors::reason_for(
+                    &error,
+                    &mailbox,
+                    &deps.config.redirect_uri(),
+                ))));
+            }
+            Err(other) => {
+                tracing::warn!(mailbox = %mailbox.id, attempt, error = %other, "token endpoint unavailable; retrying");
+                last = other.to_string();
+            }
+        }
     }
+    Ok(Err(TokenFailure::Transient(last)))
+}
+
+/// How many times a refresh is tried through an outage.
+const REFRESH_TRIES: u32 = 3;
+
+/// Provider errors that mean "try later" rather than "no".
+fn is_transient_error(error: &ProviderError) -> bool {
+    matches!(
+        error.error.as_str(),
+        "temporarily_unavailable" | "server_error"
+    )
 }
 
 enum SmtpOutcome {

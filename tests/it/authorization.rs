@@ -848,3 +848,53 @@ async fn a_refused_token_is_refreshed_once_and_gmail_s_334_refusal_is_a_rejected
     assert_eq!(mailbox["status_reason"]["code"], "token_rejected");
     flow.stop().await;
 }
+
+#[tokio::test]
+async fn token_endpoint_outages_are_retried_and_never_change_the_status() {
+    let flow = Flow::start().await;
+    let id = flow.create(json!({})).await;
+    flow.authorize(&id).await;
+
+    // Two 503 pages, then the provider recovers: the refresh goes through on the third try.
+    flow.expire_access_token(&id).await;
+    flow.switch(|s| s.token_outages = 2);
+    let before = flow.sandbox.state.token_requests();
+    assert_eq!(flow.verify(&id).await["status"], "verified");
+    assert_eq!(flow.sandbox.state.token_requests() - before, 3);
+
+    // A longer outage: the refresh gives up for now, and the mailbox stays Verified.
+    flow.expire_access_token(&id).await;
+    flow.switch(|s| s.token_outages = 10);
+    let mailbox = flow.verify(&id).await;
+    assert_eq!(
+        mailbox["status"], "verified",
+        "an outage is not a configuration fault"
+    );
+    assert!(mailbox["status_reason"].is_null());
+    flow.stop().await;
+}
+
+#[tokio::test]
+async fn a_redirect_arriving_after_the_state_expired_stores_nothing() {
+    let flow = Flow::start().await;
+    let id = flow.create(json!({})).await;
+    let url = flow.authorize_url(&id).await;
+    let redirect = sandbox_consent(&url, MAILBOX, MAILBOX_PASSWORD, "accept").await;
+    let mut conn = flow.app.store().conn().await.unwrap();
+    sqlx::query("UPDATE authorization_attempts SET expires_at = 1")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    flow.land(&redirect).await;
+    let attempt = flow.attempt(&id).await;
+    assert_eq!(attempt["status"], "expired");
+    assert_eq!(attempt["reason"]["code"], "authorization_incomplete");
+    assert!(!flow.has_tokens(&id).await);
+    assert_eq!(
+        flow.sandbox.state.token_requests(),
+        0,
+        "the code was never redeemed"
+    );
+    flow.stop().await;
+}
