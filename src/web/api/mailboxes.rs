@@ -505,7 +505,7 @@ pub async fn send_test_message(
             smtp_reply: reply,
         })),
         SendOutcome::Failed { reason, transient } => {
-            let code: &'static str = Box::leak(reason.code.clone().into_boxed_str());
+            let code = static_reason_code(&reason.code);
             let mut error = ApiError::new(
                 StatusCode::BAD_GATEWAY,
                 code,
@@ -521,4 +521,35 @@ pub async fn send_test_message(
             Err(error)
         }
     }
+}
+
+/// The problem `code` for a send failure: the reason's own code, from the known set.
+fn static_reason_code(code: &str) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "smtp_auth_disabled",
+        "token_rejected",
+        "send_as_denied",
+        "basic_auth_retired",
+        "basic_auth_rejected",
+        "smtp_error",
+        "smtp_transient",
+        "client_secret_expired",
+        "client_secret_invalid",
+        "refresh_token_expired",
+        "consent_required",
+        "consent_declined",
+        "redirect_uri_mismatch",
+        "app_not_found",
+        "mfa_or_conditional_access",
+        "invalid_scope",
+        "provider_error",
+        "reauthorization_required",
+        "verification_required",
+        "authorization_required",
+    ];
+    KNOWN
+        .iter()
+        .find(|k| **k == code)
+        .copied()
+        .unwrap_or("send_failed")
 }
