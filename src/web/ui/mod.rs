@@ -25,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .route("/logout", post(logout))
         .route("/setup", get(setup_page).post(setup))
         .route("/static/app.css", get(stylesheet))
+        .route("/static/outgoing-mail.js", get(outgoing_mail_script))
         .route("/web/um/smtp/redirect", get(oauth_redirect))
         .route("/settings/system/outgoing-mail", get(outgoing_mail))
 }
@@ -75,6 +76,16 @@ pub async fn not_found() -> Response {
             link_href: "/".into(),
             link_text: "Go to Herald".into(),
         },
+    )
+}
+
+async fn outgoing_mail_script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../../static/outgoing-mail.js"),
     )
 }
 
@@ -537,6 +548,10 @@ struct Notice {
 }
 
 struct MailboxRow {
+    id: String,
+    /// The fields the Edit window fills, as JSON (no secrets).
+    json: String,
+    secret_warning: Option<String>,
     name: String,
     username: String,
     auth: &'static str,
@@ -556,6 +571,13 @@ struct OutgoingMailPage {
     org_name: String,
     email: String,
     csrf_token: String,
+    admin: bool,
+    redirect_uri: String,
+    sandbox_on: bool,
+    sandbox_base: String,
+    sandbox_tenant: String,
+    sandbox_host: String,
+    sandbox_port: u16,
     notice: Option<Notice>,
     mailboxes: Vec<MailboxRow>,
 }
@@ -566,7 +588,7 @@ struct OutgoingMailQuery {
 }
 
 fn when(t: Option<time::OffsetDateTime>) -> String {
-    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
     t.and_then(|t| t.format(&format).ok())
         .unwrap_or_else(|| "—".into())
 }
@@ -630,10 +652,30 @@ async fn outgoing_mail(
         Ok(found) => found,
         Err(e) => return internal(e),
     };
+    let today = time::OffsetDateTime::now_utc().date();
     let rows = mailboxes
         .items
         .into_iter()
         .map(|m| MailboxRow {
+            id: m.id.to_string(),
+            json: serde_json::json!({
+                "id": m.id.to_string(), "name": m.name, "auth": m.auth.as_str(), "provider": m.provider.as_str(),
+                "tenant": m.tenant, "host": m.host, "port": m.port, "security": m.security.as_str(),
+                "username": m.username, "sign_in_account": m.sign_in_account, "reply_to": m.reply_to,
+                "signature": m.signature, "authorization_url": m.authorization_url, "token_url": m.token_url,
+                "client_id": m.client_id, "client_secret_expires_at": m.client_secret_expires_at.map(|d| d.to_string()),
+            })
+            .to_string(),
+            secret_warning: m.client_secret_expires_at.and_then(|d| {
+                let days = (d - today).whole_days();
+                if days < 0 {
+                    Some("Expired: create a new client secret in Azure and paste its Value here.".to_owned())
+                } else if days <= 30 {
+                    Some(format!("Expires in {days} day(s): create a new client secret in Azure before then."))
+                } else {
+                    None
+                }
+            }),
             verified: m.status == crate::domain::mailbox::MailboxStatus::Verified,
             reason: m.status_reason.as_ref().map(|r| r.message.clone()),
             action: m.status_reason.and_then(|r| r.action),
@@ -656,6 +698,13 @@ async fn outgoing_mail(
             org_name: org.map(|o| o.name).unwrap_or_default(),
             email: session.user.email.clone(),
             csrf_token: session.csrf_token(),
+            admin: session.user.role == crate::domain::UserRole::Admin,
+            redirect_uri: state.config.redirect_uri(),
+            sandbox_on: state.sandbox.is_some(),
+            sandbox_base: state.sandbox.as_ref().map(|s| s.base_url.clone()).unwrap_or_default(),
+            sandbox_tenant: state.sandbox.as_ref().map(|s| s.tenant.clone()).unwrap_or_default(),
+            sandbox_host: state.sandbox.as_ref().map(|s| s.smtp_host.clone()).unwrap_or_default(),
+            sandbox_port: state.sandbox.as_ref().map(|s| s.smtp_port).unwrap_or_default(),
             notice,
             mailboxes: rows,
         },

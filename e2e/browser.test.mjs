@@ -1,0 +1,213 @@
+// The seed's flow in a real browser (Debian's chromium, driven by playwright-core), by the
+// seed's own words: Settings › System › Outgoing Mail → Add → OAuth2 → the labelled fields →
+// Authorize → Continue → sign in → Accept → Verified → Send test email. Also the failure paths
+// an admin meets, what a member may see, and screenshots of the pages.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const HERALD = resolve(process.env.HERALD_BIN ?? new URL('../target/debug/herald', import.meta.url).pathname);
+const CHROMIUM = process.env.CHROMIUM_BIN ?? '/usr/bin/chromium';
+const SCREENSHOTS = resolve(new URL('./screenshots', import.meta.url).pathname);
+
+let dir;
+let demo;
+let facts = {};
+let browser;
+
+before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'herald-browser-'));
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HERALD_')));
+  Object.assign(env, { HERALD_LISTEN: '127.0.0.1:0', HERALD_SANDBOX_LISTEN: '127.0.0.1:0', HERALD_SANDBOX_SMTP_LISTEN: '127.0.0.1:0', HERALD_LOG: 'warn' });
+  demo = spawn(HERALD, ['demo', '--data-dir', join(dir, 'demo')], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise((done, fail) => {
+    const timer = setTimeout(() => fail(new Error('herald demo printed nothing within 30 s')), 30_000);
+    createInterface({ input: demo.stdout }).on('line', (line) => {
+      const at = line.indexOf(': ');
+      if (at > 0) facts[line.slice(0, at)] = line.slice(at + 2);
+      if (line.startsWith('Data directory: ')) {
+        clearTimeout(timer);
+        done();
+      }
+    });
+  });
+  assert.ok(existsSync(CHROMIUM), `chromium is not at ${CHROMIUM}; scripts/test installs Debian's chromium`);
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  if (demo && demo.exitCode === null) {
+    const exited = new Promise((done) => demo.once('exit', done));
+    demo.kill('SIGTERM');
+    await exited;
+  }
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+const word = (label) => facts[label].split(/\s+/)[0];
+const credentials = (label) => facts[label].split(' / ');
+const sandbox = () => word('Sandbox URL');
+
+async function setSwitches(switches) {
+  const current = await (await fetch(`${sandbox()}/_sandbox/switches`)).json();
+  const response = await fetch(`${sandbox()}/_sandbox/switches`, {
+    method: 'PUT',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ ...current, ...switches }),
+  });
+  assert.equal(response.status, 200);
+}
+
+async function signIn(page, email, password) {
+  await page.goto(facts['Herald URL']);
+  await page.getByLabel('Email').fill(email);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.waitForURL(`${facts['Herald URL']}/`);
+}
+
+async function openOutgoingMail(page) {
+  await page.getByRole('link', { name: 'Settings › System › Outgoing Mail' }).click();
+  await page.getByRole('heading', { name: 'Outgoing Mail' }).waitFor();
+}
+
+async function addSandboxMailbox(page, username, extra = {}) {
+  await page.getByRole('button', { name: 'Add ▾' }).click();
+  await page.getByRole('menuitem', { name: 'OAuth2' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Add' });
+  await dialog.waitFor();
+  await dialog.getByLabel('Provider').selectOption({ label: 'Sandbox' });
+  assert.match(await dialog.getByLabel('Authorization URL').inputValue(), /\/sandbox\/oauth2\/v2\.0\/authorize$/);
+  assert.match(await dialog.getByLabel('Token URL').inputValue(), /\/sandbox\/oauth2\/v2\.0\/token$/);
+  assert.equal(await dialog.getByLabel('Redirect URI', { exact: true }).inputValue(), facts['Redirect URI']);
+  assert.ok(await dialog.getByLabel('Host Name').inputValue(), 'Host Name is filled by the provider');
+  await dialog.getByLabel('Client ID').fill(facts['Sandbox app client ID']);
+  await dialog.getByLabel('Client Secret', { exact: true }).fill(extra.secret ?? word('Sandbox app client secret'));
+  await dialog.getByLabel('Username').fill(username);
+  await dialog.getByLabel('Reply to').fill('help@contoso.com');
+  await dialog.getByLabel('Signature').fill('Contoso Support');
+  return dialog;
+}
+
+/** Authorize → Continue → the sandbox's sign-in → Accept or Cancel → back on the list. */
+async function authorize(page, row, decision) {
+  const [user, password] = credentials('Sandbox user sign-in');
+  await row.getByRole('button', { name: 'Authorize' }).click();
+  await page.getByRole('dialog', { name: 'Authorize' }).getByRole('button', { name: 'Continue' }).click();
+  await page.waitForURL((url) => url.href.startsWith(sandbox()));
+  assert.equal(await page.getByLabel('Email, phone, or Skype').inputValue(), user, 'login_hint pre-fills the sign-in');
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await page.getByRole('heading', { name: 'Permissions requested' }).waitFor();
+  await page.getByRole('button', { name: decision }).click();
+  await page.waitForURL(/\/settings\/system\/outgoing-mail\?attempt=/);
+}
+
+test('the seed flow: Add → OAuth2 → Authorize → Continue → sign in → Accept → Verified → test email', async () => {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const [admin, password] = credentials('Admin sign-in');
+  const [user] = credentials('Sandbox user sign-in');
+  await signIn(page, admin, password);
+  await openOutgoingMail(page);
+  const dialog = await addSandboxMailbox(page, user);
+  await page.screenshot({ path: join(SCREENSHOTS, 'add-window.png') });
+  await dialog.getByRole('button', { name: 'Save' }).click();
+  const row = page.getByRole('row', { name: new RegExp(user) });
+  await row.getByText('Not Verified').waitFor();
+
+  await authorize(page, row, 'Accept');
+  await page.getByText('Authorized: the mailbox is Verified.').waitFor();
+  await row.getByText('Verified', { exact: true }).waitFor();
+
+  await row.getByRole('button', { name: 'Send test email' }).click();
+  const testDialog = page.getByRole('dialog', { name: 'Send test email' });
+  await testDialog.getByLabel('To').fill('someone@example.com');
+  await testDialog.getByRole('button', { name: 'Send' }).click();
+  await testDialog.getByText(/^Sent: 250/).waitFor();
+  await testDialog.getByRole('button', { name: 'Close' }).click();
+  await page.screenshot({ path: join(SCREENSHOTS, 'mailbox-list.png') });
+
+  const inbox = await (await fetch(`${sandbox()}/_sandbox/messages`)).json();
+  const message = inbox.items.find((m) => m.rcpt_to.includes('someone@example.com'));
+  assert.ok(message, 'the test email is in the sandbox inbox');
+  assert.match(message.raw, /Reply-To: help@contoso\.com/);
+  assert.match(message.raw, /Contoso Support/);
+  await page.close();
+});
+
+test('a field error keeps what was typed', async () => {
+  const page = await browser.newPage();
+  const [admin, password] = credentials('Admin sign-in');
+  await signIn(page, admin, password);
+  await openOutgoingMail(page);
+  const dialog = await addSandboxMailbox(page, 'typo@contoso.com', { secret: '8c3a4a9e-2f4b-4f1e-9a6e-3b1f0c2d4e5f' });
+  await dialog.getByRole('button', { name: 'Save' }).click();
+  await dialog.getByText('this looks like the Secret ID').waitFor();
+  assert.equal(await dialog.getByLabel('Username').inputValue(), 'typo@contoso.com');
+  assert.equal(await dialog.getByLabel('Reply to').inputValue(), 'help@contoso.com');
+  assert.equal(await dialog.getByLabel('Signature').inputValue(), 'Contoso Support');
+  await page.close();
+});
+
+test('Cancel at consent, and an expired client secret, leave Not Verified with the reason in words', async () => {
+  const page = await browser.newPage();
+  const [admin, password] = credentials('Admin sign-in');
+  await signIn(page, admin, password);
+  await openOutgoingMail(page);
+  const row = page.getByRole('row', { name: /support@contoso\.com/ });
+  await row.waitFor();
+
+  await authorize(page, row, 'Cancel');
+  await page.getByText('The authorization did not succeed.').waitFor();
+  await page.getByText('The permissions were declined', { exact: false }).first().waitFor();
+
+  await setSwitches({ client_secret_expired: true });
+  try {
+    await authorize(page, row, 'Accept');
+    await row.getByText('Not Verified').waitFor();
+    await row.getByText(/The client secret has expired/).waitFor();
+    await row.getByText(/New client secret/).waitFor();
+  } finally {
+    await setSwitches({ client_secret_expired: false });
+  }
+  await page.close();
+});
+
+test('a member sees the list but none of the admin actions', async () => {
+  const admin = await browser.newPage();
+  const [adminEmail, adminPassword] = credentials('Admin sign-in');
+  await signIn(admin, adminEmail, adminPassword);
+  const created = await admin.evaluate(async () => {
+    const csrf = document.querySelector('input[name="csrf_token"]').value;
+    const response = await fetch('/api/v1/users', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-csrf-token': csrf },
+      body: JSON.stringify({ email: 'member@contoso.com', password: 'a member password', role: 'member' }),
+    });
+    return response.status;
+  });
+  assert.equal(created, 201);
+  await admin.close();
+
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await signIn(page, 'member@contoso.com', 'a member password');
+  await openOutgoingMail(page);
+  await page.getByRole('row', { name: /support@contoso\.com/ }).waitFor();
+  assert.equal(await page.getByRole('button', { name: 'Add ▾' }).count(), 0);
+  for (const name of ['Authorize', 'Verify', 'Send test email', 'Edit', 'Delete']) {
+    assert.equal(await page.getByRole('button', { name }).count(), 0, `a member must not see ${name}`);
+  }
+  await context.close();
+});

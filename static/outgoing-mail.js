@@ -1,0 +1,276 @@
+// Settings › System › Outgoing Mail: the Add window, provider presets, and the row actions.
+// Small and dependency-free; every change goes through the JSON API with the session's CSRF
+// token, and errors are shown next to their fields without losing what was typed.
+(() => {
+  'use strict';
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const $ = (selector, root = document) => root.querySelector(selector);
+  const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
+
+  async function api(method, path, body) {
+    const response = await fetch(`/api/v1${path}`, {
+      method,
+      credentials: 'same-origin',
+      headers: { 'content-type': 'application/json', 'x-csrf-token': csrf },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const text = await response.text();
+    let data = null;
+    try { data = text ? JSON.parse(text) : null; } catch { data = null; }
+    return { ok: response.ok, status: response.status, data };
+  }
+
+  function showErrors(root, problem) {
+    $$('[data-error-for]', root).forEach((el) => { el.textContent = ''; });
+    if (!problem) return;
+    let placed = false;
+    for (const error of problem.errors ?? []) {
+      const slot = $(`[data-error-for="${error.field}"]`, root);
+      if (slot) {
+        slot.textContent = error.message;
+        placed = true;
+      }
+    }
+    if (!placed) {
+      const slot = $('[data-error-for="form"]', root) ?? $('[data-error-for]', root);
+      if (slot) slot.textContent = problem.detail ?? 'Something went wrong.';
+    }
+  }
+
+  function closeOnButtons(dialog) {
+    $$('[data-close]', dialog).forEach((b) => b.addEventListener('click', () => dialog.close()));
+  }
+  $$('dialog').forEach(closeOnButtons);
+
+  // Copy buttons.
+  document.addEventListener('click', (event) => {
+    const button = event.target.closest('[data-copy], [data-copy-text]');
+    if (!button) return;
+    const text = button.dataset.copyText ?? document.getElementById(button.dataset.copy).value;
+    navigator.clipboard?.writeText(text).then(() => {
+      const label = button.textContent;
+      button.textContent = 'Copied';
+      setTimeout(() => { button.textContent = label; }, 1500);
+    });
+  });
+
+  // Add ▾ menu.
+  const addButton = $('#add-button');
+  const addMenu = $('#add-menu');
+  const toggleMenu = (open) => {
+    addMenu.hidden = !open;
+    addButton.setAttribute('aria-expanded', String(open));
+    if (open) $('[role="menuitem"]', addMenu).focus();
+  };
+  addButton.addEventListener('click', () => toggleMenu(addMenu.hidden));
+  addMenu.addEventListener('keydown', (event) => { if (event.key === 'Escape') { toggleMenu(false); addButton.focus(); } });
+  document.addEventListener('click', (event) => {
+    if (!event.target.closest('.menu')) toggleMenu(false);
+  });
+
+  // The Add window.
+  const dialog = $('#mailbox-dialog');
+  const form = $('#mailbox-form');
+  const field = (name) => form.elements.namedItem(name);
+  const presets = {
+    microsoft: (tenant) => ({
+      authorization_url: tenant ? `https://login.microsoftonline.com/${tenant}/oauth2/v2.0/authorize` : '',
+      token_url: tenant ? `https://login.microsoftonline.com/${tenant}/oauth2/v2.0/token` : '',
+      host: 'smtp.office365.com', port: '587', security: 'starttls',
+    }),
+    google: () => ({
+      authorization_url: 'https://accounts.google.com/o/oauth2/v2/auth',
+      token_url: 'https://oauth2.googleapis.com/token',
+      host: 'smtp.gmail.com', port: '587', security: 'starttls',
+    }),
+    sandbox: () => {
+      const d = dialog.dataset;
+      return {
+        authorization_url: `${d.sandboxBase}/${d.sandboxTenant}/oauth2/v2.0/authorize`,
+        token_url: `${d.sandboxBase}/${d.sandboxTenant}/oauth2/v2.0/token`,
+        host: d.sandboxHost, port: d.sandboxPort, security: 'starttls',
+      };
+    },
+    custom: () => ({}),
+  };
+
+  function applyPreset() {
+    const provider = field('provider').value;
+    const values = presets[provider](field('tenant').value.trim());
+    for (const [name, value] of Object.entries(values)) field(name).value = value;
+    $$('.provider-microsoft', form).forEach((el) => { el.hidden = provider !== 'microsoft' || field('auth').value !== 'oauth2'; });
+    $('.guide-microsoft', dialog).hidden = provider === 'google';
+    $('.guide-google', dialog).hidden = provider !== 'google';
+  }
+
+  function showFor(auth, editing) {
+    field('auth').value = auth;
+    $$('.oauth2-only', dialog).forEach((el) => { el.hidden = auth !== 'oauth2'; });
+    $$('.basic-only', dialog).forEach((el) => { el.hidden = auth !== 'basic'; });
+    $$('.edit-only', dialog).forEach((el) => { el.hidden = !editing; });
+    updateBasicNote();
+  }
+
+  function updateBasicNote() {
+    const basic = field('auth').value === 'basic';
+    const microsoftHost = /(^|\.)office365\.com$|(^|\.)outlook\.com$/i.test(field('host').value.trim());
+    $('.basic-microsoft', form).hidden = !(basic && microsoftHost);
+  }
+
+  function openAdd(auth) {
+    form.reset();
+    field('id').value = '';
+    $('#mailbox-title').textContent = 'Add';
+    showErrors(form, null);
+    showFor(auth, false);
+    if (auth === 'oauth2') {
+      field('provider').value = 'microsoft';
+      applyPreset();
+    } else {
+      field('port').value = '587';
+    }
+    toggleMenu(false);
+    dialog.showModal();
+    field(auth === 'oauth2' ? 'provider' : 'host').focus();
+  }
+
+  function openEdit(mailbox) {
+    form.reset();
+    showErrors(form, null);
+    field('id').value = mailbox.id;
+    $('#mailbox-title').textContent = 'Edit';
+    showFor(mailbox.auth, true);
+    for (const name of ['provider', 'tenant', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'username', 'reply_to', 'signature']) {
+      if (field(name) && mailbox[name] !== null && mailbox[name] !== undefined) field(name).value = mailbox[name];
+    }
+    if (mailbox.client_secret_expires_at) field('client_secret_expires_at').value = mailbox.client_secret_expires_at;
+    $$('.provider-microsoft', form).forEach((el) => { el.hidden = mailbox.provider !== 'microsoft'; });
+    dialog.showModal();
+  }
+
+  $$('[data-add]').forEach((b) => b.addEventListener('click', () => openAdd(b.dataset.add)));
+  field('provider').addEventListener('change', applyPreset);
+  field('tenant').addEventListener('input', () => { if (field('provider').value === 'microsoft') applyPreset(); });
+  field('host').addEventListener('input', updateBasicNote);
+
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const id = field('id').value;
+    const auth = field('auth').value;
+    const body = { auth };
+    const names = auth === 'oauth2'
+      ? ['provider', 'tenant', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'client_secret', 'client_secret_expires_at', 'username', 'reply_to', 'signature']
+      : ['host', 'port', 'security', 'username', 'password', 'reply_to', 'signature'];
+    for (const name of names) {
+      const value = field(name).value.trim();
+      if (name === 'port') { if (value) body.port = Number(value); continue; }
+      if ((name === 'client_secret' || name === 'password') && !value) continue; // blank keeps the stored secret
+      if (name === 'tenant' && (body.provider !== 'microsoft')) continue;
+      if (!value) { if (id && ['reply_to', 'signature', 'client_secret_expires_at'].includes(name)) body[name] = null; continue; }
+      body[name] = name === 'signature' ? field(name).value : value;
+    }
+    if (!id) {
+      body.name = body.username ?? '';
+      if (auth === 'basic') body.provider = /office365\.com$/i.test(body.host ?? '') ? 'microsoft' : 'custom';
+    } else {
+      delete body.auth;
+      delete body.provider;
+    }
+    const result = id ? await api('PATCH', `/mailboxes/${id}`, body) : await api('POST', '/mailboxes', body);
+    if (result.ok) {
+      window.location.reload();
+      return;
+    }
+    // The name defaults to the username: show a name clash there.
+    if (result.data?.errors) {
+      for (const e of result.data.errors) if (e.field === 'name') e.field = 'username';
+    }
+    showErrors(form, result.data);
+  });
+
+  // Row actions.
+  const authorizeDialog = $('#authorize-dialog');
+  const testDialog = $('#test-dialog');
+  const deleteDialog = $('#delete-dialog');
+  let current = null;
+
+  function fill(dialogElement, mailbox) {
+    $$('[data-fill]', dialogElement).forEach((el) => { el.textContent = mailbox[el.dataset.fill] ?? ''; });
+  }
+
+  function pageMessage(text, ok) {
+    const el = $('#page-message');
+    el.textContent = text;
+    el.className = `notice ${ok ? 'ok' : 'bad'}`;
+    el.hidden = false;
+  }
+
+  document.addEventListener('click', async (event) => {
+    const button = event.target.closest('[data-action]');
+    if (!button) return;
+    const row = button.closest('tr');
+    current = JSON.parse(row.dataset.mailboxJson);
+    switch (button.dataset.action) {
+      case 'authorize':
+        fill(authorizeDialog, current);
+        showErrors(authorizeDialog, null);
+        authorizeDialog.showModal();
+        break;
+      case 'verify': {
+        button.disabled = true;
+        const result = await api('POST', `/mailboxes/${current.id}/verify`);
+        if (result.ok) window.location.reload();
+        else pageMessage(result.data?.detail ?? 'Verification failed.', false);
+        button.disabled = false;
+        break;
+      }
+      case 'test':
+        showErrors(testDialog, null);
+        $('.result', testDialog).textContent = '';
+        testDialog.showModal();
+        break;
+      case 'edit':
+        openEdit(current);
+        break;
+      case 'delete':
+        fill(deleteDialog, current);
+        deleteDialog.showModal();
+        break;
+      default:
+    }
+  });
+
+  $('#authorize-continue').addEventListener('click', async () => {
+    const result = await api('POST', `/mailboxes/${current.id}/authorize`);
+    if (result.ok) {
+      window.location.assign(result.data.authorization_url);
+    } else {
+      showErrors(authorizeDialog, { errors: [{ field: 'authorize', message: result.data?.detail ?? 'Could not start the authorization.' }] });
+    }
+  });
+
+  $('#test-form').addEventListener('submit', async (event) => {
+    event.preventDefault();
+    const to = $('#test-to').value.trim();
+    const result = await api('POST', `/mailboxes/${current.id}/test-message`, { to });
+    const out = $('.result', testDialog);
+    if (result.ok) {
+      showErrors(testDialog, null);
+      out.textContent = `Sent: ${result.data.smtp_reply}`;
+    } else if (result.status === 422) {
+      showErrors(testDialog, result.data);
+    } else {
+      showErrors(testDialog, null);
+      out.textContent = `Not sent: ${result.data?.detail ?? 'the server refused.'}`;
+    }
+  });
+  testDialog.addEventListener('close', () => {
+    if ($('.result', testDialog).textContent) window.location.reload();
+  });
+
+  $('#delete-confirm').addEventListener('click', async () => {
+    const result = await api('DELETE', `/mailboxes/${current.id}`);
+    if (result.ok) window.location.reload();
+    else pageMessage(result.data?.detail ?? 'Could not delete the mailbox.', false);
+  });
+})();
