@@ -701,10 +701,26 @@ async fn outgoing_mail(
             admin: session.user.role == crate::domain::UserRole::Admin,
             redirect_uri: state.config.redirect_uri(),
             sandbox_on: state.sandbox.is_some(),
-            sandbox_base: state.sandbox.as_ref().map(|s| s.base_url.clone()).unwrap_or_default(),
-            sandbox_tenant: state.sandbox.as_ref().map(|s| s.tenant.clone()).unwrap_or_default(),
-            sandbox_host: state.sandbox.as_ref().map(|s| s.smtp_host.clone()).unwrap_or_default(),
-            sandbox_port: state.sandbox.as_ref().map(|s| s.smtp_port).unwrap_or_default(),
+            sandbox_base: state
+                .sandbox
+                .as_ref()
+                .map(|s| s.base_url.clone())
+                .unwrap_or_default(),
+            sandbox_tenant: state
+                .sandbox
+                .as_ref()
+                .map(|s| s.tenant.clone())
+                .unwrap_or_default(),
+            sandbox_host: state
+                .sandbox
+                .as_ref()
+                .map(|s| s.smtp_host.clone())
+                .unwrap_or_default(),
+            sandbox_port: state
+                .sandbox
+                .as_ref()
+                .map(|s| s.smtp_port)
+                .unwrap_or_default(),
             notice,
             mailboxes: rows,
         },
