@@ -135,7 +135,9 @@ test('the seed flow: Add → OAuth2 → Authorize → Continue → sign in → A
   await testDialog.getByLabel('To').fill('someone@example.com');
   await testDialog.getByRole('button', { name: 'Send' }).click();
   await testDialog.getByText(/^Sent: 250/).waitFor();
-  await testDialog.getByRole('button', { name: 'Close' }).click();
+  // Closing the dialog reloads the list; wait for the new page before the screenshot.
+  await Promise.all([page.waitForEvent('load'), testDialog.getByRole('button', { name: 'Close' }).click()]);
+  await page.getByRole('row', { name: new RegExp(user) }).getByText('Verified', { exact: true }).waitFor();
   await page.screenshot({ path: join(SCREENSHOTS, 'mailbox-list.png') });
 
   const inbox = await (await fetch(`${sandbox()}/_sandbox/messages`)).json();
