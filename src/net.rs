@@ -17,6 +17,13 @@ pub enum Reach {
 /// unspecified, broadcast), or public.
 pub fn classify(ip: IpAddr) -> Reach {
     let ip = ip.to_canonical();
+    // NAT64 (64:ff9b::/96) carries an IPv4 address that a DNS64 network will reach.
+    if let IpAddr::V6(v6) = ip
+        && v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0]
+    {
+        let o = v6.octets();
+        return classify(IpAddr::from([o[12], o[13], o[14], o[15]]));
+    }
     if ip.is_loopback() {
         return Reach::Loopback;
     }
@@ -136,6 +143,8 @@ mod tests {
             assert_eq!(c(private), Reach::Private, "{private}");
         }
         assert_eq!(c("20.190.128.1"), Reach::Public);
+        assert_eq!(c("64:ff9b::a00:1"), Reach::Private, "NAT64 of 10.0.0.1");
+        assert_eq!(c("64:ff9b::7f00:1"), Reach::Loopback);
         assert_eq!(reach_of("LOCALHOST"), Reach::Loopback);
         assert_eq!(reach_of("[::1]"), Reach::Loopback);
     }

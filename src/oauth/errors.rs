@@ -110,12 +110,13 @@ pub fn reason_for(error: &ProviderError, mailbox: &Mailbox, redirect_uri: &str) 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::mailbox::{AuthKind, ClientAuth, MailboxStatus, Security};
+pub(crate) mod tests_support {
+    use crate::domain::mailbox::{
+        AuthKind, ClientAuth, Mailbox, MailboxStatus, Provider, Security,
+    };
     use crate::domain::{MailboxId, OrgId};
 
-    fn mailbox() -> Mailbox {
+    pub(crate) fn mailbox() -> Mailbox {
         Mailbox {
             id: MailboxId::new(),
             org_id: OrgId::new(),
@@ -147,6 +148,12 @@ mod tests {
             updated_at: time::OffsetDateTime::now_utc(),
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::mailbox;
+    use super::*;
 
     fn error(error: &str, codes: &[u64], description: &str) -> ProviderError {
         ProviderError {

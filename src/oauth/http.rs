@@ -61,6 +61,8 @@ impl TokenHttp {
             .timeout(Duration::from_secs(30))
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("Herald/", env!("CARGO_PKG_VERSION")))
+            // A proxy would resolve names itself, past the address check.
+            .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver(policy)));
         if let Some(path) = extra_ca {
             let pem =
@@ -96,6 +98,12 @@ impl TokenHttp {
             }
         })?;
         let status = response.status();
+        // A throttled or failing endpoint says nothing about the grant: try again later.
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            return Err(HttpError::Transport(format!(
+                "the token endpoint answered {status}"
+            )));
+        }
         let headers = response.headers().clone();
         let body = response
             .bytes()

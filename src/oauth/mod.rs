@@ -138,6 +138,27 @@ pub fn lifetime(response: &TokenResponse) -> Duration {
     response.expires_in().unwrap_or(Duration::from_secs(3600))
 }
 
+/// The accounts an ID token names (`preferred_username`, then `email`), read as
+/// [`id_token_username`] reads them.
+pub fn id_token_accounts(id_token: &str) -> Vec<String> {
+    use base64::Engine as _;
+    let Some(payload) = id_token.split('.').nth(1) else {
+        return Vec::new();
+    };
+    let Ok(bytes) =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('='))
+    else {
+        return Vec::new();
+    };
+    let Ok(claims) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Vec::new();
+    };
+    ["preferred_username", "email", "upn"]
+        .iter()
+        .filter_map(|k| claims.get(*k).and_then(|v| v.as_str()).map(str::to_owned))
+        .collect()
+}
+
 /// The `preferred_username` (or `email`) claim of an ID token received straight from the token
 /// endpoint over TLS, which OpenID Connect allows to read without checking its signature
 /// (Core §3.1.3.7); Herald uses it only to tell the admin who signed in.

@@ -264,8 +264,10 @@ pub async fn complete(
     {
         return Ok(None);
     }
-    if attempt.status != AttemptStatus::Pending {
-        // Used already: a replay changes nothing.
+    if attempt.status != AttemptStatus::Pending
+        || !store::attempts::claim(&mut conn, &attempt.id, OffsetDateTime::now_utc()).await?
+    {
+        // Used already, or being used by another request: a replay changes nothing.
         return Ok(Some(attempt.id));
     }
     let Some(mailbox) =
@@ -381,44 +383,59 @@ async fn redeem(
             )));
         }
     };
-    let mut mailbox = mailbox.clone();
-    if mailbox.issuer.is_none() {
-        mailbox.issuer = iss;
-    }
-    store_tokens(deps, &mut mailbox, &response, None).await?;
-
-    let signed_in = response
-        .extra_fields()
-        .id_token
-        .as_deref()
-        .and_then(oauth::id_token_username);
-    let reason = match response.refresh_token() {
-        None => Some(StatusReason::new(
+    // Nothing is stored until the new authorization is known to be right: a failed
+    // re-authorization must not replace a Verified mailbox's working tokens.
+    let was_verified = mailbox.status == MailboxStatus::Verified;
+    let keep_or_set = |reason: StatusReason| async move {
+        if !was_verified {
+            set_status(
+                deps,
+                mailbox,
+                MailboxStatus::NotVerified,
+                Some(reason.clone()),
+            )
+            .await?;
+        }
+        Ok::<_, ServiceError>(Err(reason))
+    };
+    if response.refresh_token().is_none() {
+        return keep_or_set(StatusReason::new(
             "no_refresh_token",
             "The provider gave no refresh token, so access would stop within the hour.",
             Some("Add the offline_access scope (Google: access_type=offline) and click Authorize again.".into()),
-        )),
-        Some(_) => match &signed_in {
-            Some(user) if !user.eq_ignore_ascii_case(&mailbox.sign_in_account) => Some(StatusReason::new(
-                "wrong_account",
-                format!("Signed in as {user}, but this mailbox's sign-in account is {}.", mailbox.sign_in_account),
-                Some(format!("Click Authorize again and sign in as {}, or change the sign-in account.", mailbox.sign_in_account)),
+        ))
+        .await;
+    }
+    let claims = response
+        .extra_fields()
+        .id_token
+        .as_deref()
+        .map(oauth::id_token_accounts)
+        .unwrap_or_default();
+    if !claims.is_empty()
+        && !claims
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(&mailbox.sign_in_account))
+    {
+        return keep_or_set(StatusReason::new(
+            "wrong_account",
+            format!("Signed in as {}, but this mailbox's sign-in account is {}.", claims[0], mailbox.sign_in_account),
+            Some(format!(
+                "Click Authorize again and sign in as {}, or set the sign-in account to the account that signs in (Microsoft: its user principal name).",
+                mailbox.sign_in_account
             )),
-            _ => None,
-        },
-    };
-    if let Some(reason) = reason {
-        set_status(
-            deps,
-            &mailbox,
-            MailboxStatus::NotVerified,
-            Some(reason.clone()),
-        )
-        .await?;
-        return Ok(Err(reason));
+        ))
+        .await;
+    }
+    let mut mailbox = mailbox.clone();
+    if mailbox.issuer.is_none() {
+        mailbox.issuer = iss.filter(|i| valid_issuer(i));
     }
     let token = SecretString::from(response.access_token().secret().clone());
-    match check_smtp(deps, &mailbox, &token).await {
+    let outcome = check_smtp(deps, &mailbox, &token).await;
+    // The tokens are the right account's: keep them whatever SMTP says.
+    store_tokens(deps, &mut mailbox, &response, None).await?;
+    match outcome {
         SmtpOutcome::Verified => {
             set_status(deps, &mailbox, MailboxStatus::Verified, None).await?;
             Ok(Ok(()))
@@ -434,21 +451,32 @@ async fn redeem(
             Ok(Err(reason))
         }
         SmtpOutcome::Transient(text) => {
+            // Throttling or an outage says nothing about the configuration: the status stays.
             let reason = StatusReason::new(
-                "smtp_unreachable",
-                format!("Authorized, but the SMTP server could not be checked: {text}."),
-                Some("Click Verify once the server is reachable.".into()),
+                "smtp_check_postponed",
+                format!("Authorized; the SMTP server asked to try later ({text})."),
+                Some("Click Verify in a few minutes.".into()),
             );
-            set_status(
-                deps,
-                &mailbox,
-                MailboxStatus::NotVerified,
-                Some(reason.clone()),
-            )
-            .await?;
-            Ok(Err(reason))
+            if !was_verified {
+                set_status(
+                    deps,
+                    &mailbox,
+                    MailboxStatus::NotVerified,
+                    Some(reason.clone()),
+                )
+                .await?;
+            }
+            Ok(Ok(()))
         }
     }
+}
+
+/// An issuer from a redirect's `iss` is pinned only if it looks like one.
+fn valid_issuer(iss: &str) -> bool {
+    iss.len() <= 2048
+        && !iss.chars().any(char::is_control)
+        && url::Url::parse(iss)
+            .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host_str().is_some())
 }
 
 /// Seals and stores new tokens (and the issuer, when pinned); the rotated refresh token is
@@ -462,8 +490,11 @@ async fn store_tokens(
     let now = OffsetDateTime::now_utc();
     let owner = mailbox.id.to_string();
     let lifetime = oauth::lifetime(response);
-    mailbox.token_expires_at =
-        Some(now + Duration::seconds(i64::try_from(lifetime.as_secs()).unwrap_or(3600)));
+    // A provider's expires_in is capped at a day, so no answer can overflow the clock.
+    let seconds = i64::try_from(lifetime.as_secs())
+        .unwrap_or(3600)
+        .clamp(0, 86_400);
+    mailbox.token_expires_at = Some(now + Duration::seconds(seconds));
     let mut tx = deps.store.begin().await?;
     keys::put_secret(
         &mut tx,
@@ -614,7 +645,7 @@ async fn check_smtp(deps: &Deps<'_>, mailbox: &Mailbox, token: &SecretString) ->
     };
     match smtp::verify(&target, &auth).await {
         Ok(()) => SmtpOutcome::Verified,
-        Err(failure) => match smtp::reason_for(&failure, mailbox) {
+        Err(failure) => match smtp::reason_for(&failure, mailbox, false) {
             Some(reason) => SmtpOutcome::Refused(reason),
             None => SmtpOutcome::Transient(failure.reply()),
         },
@@ -638,14 +669,18 @@ pub async fn verify(deps: &Deps<'_>, org_id: OrgId, id: MailboxId) -> ServiceRes
         Err(SendFailure::Refused(reason)) => {
             set_status(deps, &mailbox, MailboxStatus::NotVerified, Some(reason)).await
         }
-        Err(SendFailure::Transient(_)) => Ok(mailbox),
+        Err(SendFailure::Transient(_)) | Err(SendFailure::Rejected(_)) => Ok(mailbox),
     }
 }
 
 /// Why a verification or a send did not succeed.
 pub enum SendFailure {
+    /// A fault of the mailbox: it turns Not Verified with this reason.
     Refused(StatusReason),
+    /// Try later; nothing changes.
     Transient(String),
+    /// This message was refused (a recipient, its size, its content); the mailbox is fine.
+    Rejected(String),
 }
 
 /// Verifies (`message` None) or sends, handling tokens: an OAuth2 mailbox whose token is
@@ -674,9 +709,11 @@ async fn attempt_send(
             }
         }
     };
-    let classify = |failure: smtp::SmtpFailure| match smtp::reason_for(&failure, mailbox) {
+    let sending = message.is_some();
+    let classify = |failure: smtp::SmtpFailure| match smtp::reason_for(&failure, mailbox, sending) {
         Some(reason) => SendFailure::Refused(reason),
-        None => SendFailure::Transient(failure.reply()),
+        None if failure.kind() == FailureKind::Transient => SendFailure::Transient(failure.reply()),
+        None => SendFailure::Rejected(failure.reply()),
     };
     match mailbox.auth {
         AuthKind::Basic => {
@@ -799,6 +836,14 @@ pub async fn send_now(
                 Some("Try again in a few minutes.".into()),
             ),
             transient: true,
+        }),
+        Err(SendFailure::Rejected(text)) => Ok(SendOutcome::Failed {
+            reason: StatusReason::new(
+                "message_rejected",
+                format!("The server refused this message: {text}"),
+                Some("Check the recipients and the message; the mailbox itself works.".into()),
+            ),
+            transient: false,
         }),
     }
 }
@@ -941,7 +986,11 @@ pub async fn attempt(
 }
 
 async fn expire_if_due(deps: &Deps<'_>, attempt: Attempt) -> ServiceResult<Attempt> {
-    if attempt.status == AttemptStatus::Pending && attempt.expires_at <= OffsetDateTime::now_utc() {
+    // A claimed attempt (finished_at set) is being completed by its redirect right now.
+    if attempt.status == AttemptStatus::Pending
+        && attempt.finished_at.is_none()
+        && attempt.expires_at <= OffsetDateTime::now_utc()
+    {
         end_attempt(
             deps,
             &attempt,

@@ -34,6 +34,9 @@ pub struct SmtpFailure {
     pub enhanced: Option<String>,
     /// The reply text or the error.
     pub text: String,
+    /// A fault of the settings with no reply to show: TLS verification, a server without
+    /// STARTTLS or a usable mechanism, an address Herald refuses to reach.
+    pub config: bool,
 }
 
 /// The kind of a failure, from its code and enhanced status code.
@@ -45,10 +48,15 @@ pub enum FailureKind {
     Auth,
     /// Any other 5xx.
     Permanent,
+    /// The settings cannot work (see [`SmtpFailure::config`]).
+    Config,
 }
 
 impl SmtpFailure {
     pub fn kind(&self) -> FailureKind {
+        if self.config {
+            return FailureKind::Config;
+        }
         match self.code {
             None => FailureKind::Transient,
             Some(c) if (400..500).contains(&c) => FailureKind::Transient,
@@ -82,6 +90,7 @@ impl SmtpFailure {
             code,
             enhanced,
             text,
+            config: code.is_none() && (error.is_tls() || error.is_client() || tls_failure(error)),
         }
     }
 
@@ -90,6 +99,7 @@ impl SmtpFailure {
             code: None,
             enhanced: None,
             text,
+            config: true,
         }
     }
 
@@ -102,9 +112,29 @@ impl SmtpFailure {
     }
 }
 
-/// The status reason a failure gives the mailbox, or `None` when it must not change the status
-/// (throttling and other transient replies).
-pub fn reason_for(failure: &SmtpFailure, mailbox: &Mailbox) -> Option<StatusReason> {
+/// Whether a TLS failure (certificate verification, handshake) lies behind a lettre error,
+/// which reports STARTTLS handshake failures as connection errors.
+fn tls_failure(error: &lettre::transport::smtp::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(e) = source {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// The status reason a failure gives the mailbox, or `None` when it must not change the status:
+/// throttling and other transient replies, and, when `sending`, refusals of that one message.
+pub fn reason_for(failure: &SmtpFailure, mailbox: &Mailbox, sending: bool) -> Option<StatusReason> {
     let enhanced = failure.enhanced.as_deref().unwrap_or_default();
     let reply = failure.reply();
     let reason = |code: &str, message: String, action: &str| {
@@ -125,8 +155,8 @@ pub fn reason_for(failure: &SmtpFailure, mailbox: &Mailbox) -> Option<StatusReas
             "Microsoft is retiring Basic authentication for SMTP AUTH: add this mailbox again with OAuth2.",
         ),
         (Some(554), e)
-            if e.starts_with("5.2.0")
-                || e == "5.2.252"
+            if e == "5.2.252"
+                || (e.starts_with("5.2.0") && failure.text.contains("SendAsDenied"))
                 || failure.text.contains("SendAsDenied") =>
         {
             reason(
@@ -157,12 +187,22 @@ pub fn reason_for(failure: &SmtpFailure, mailbox: &Mailbox) -> Option<StatusReas
             ),
         },
         _ => match failure.kind() {
-            FailureKind::Transient => None,
-            _ => reason(
+            FailureKind::Config => reason(
+                "smtp_connection_failed",
+                format!(
+                    "Herald could not set up a secure SMTP session: {}.",
+                    failure.text
+                ),
+                "Check the Host Name, port and security. The server's certificate must be valid for the Host Name (HERALD_SMTP_CA_FILE adds a private CA).",
+            ),
+            // Other refusals concern one message (a recipient, its size, its content), not the
+            // mailbox; during a verification nothing but the session is at stake.
+            FailureKind::Permanent if !sending => reason(
                 "smtp_error",
                 format!("The SMTP server refused ({reply})."),
                 "Check the Host Name, port and security settings.",
             ),
+            _ => None,
         },
     }
 }
@@ -253,6 +293,7 @@ fn failure(error: &lettre::transport::smtp::Error, auth: &SmtpAuth) -> SmtpFailu
             code: Some(535),
             enhanced: Some("5.7.8".into()),
             text: "5.7.8 the server refused the access token (it answered XOAUTH2 with a 334 challenge, as Gmail does)".into(),
+            config: false,
         };
     }
     failure
@@ -296,7 +337,38 @@ mod tests {
             code: Some(code),
             enhanced: text.split_whitespace().next().map(str::to_owned),
             text: text.to_owned(),
+            config: false,
         }
+    }
+
+    #[test]
+    fn a_refused_message_is_not_a_mailbox_fault_but_the_same_reply_at_verification_is() {
+        let mailbox = crate::oauth::errors::tests_support::mailbox();
+        let unknown_recipient = failure(550, "5.1.1 RESOLVER.ADR.RecipNotFound");
+        assert_eq!(reason_for(&unknown_recipient, &mailbox, true), None);
+        assert_eq!(
+            reason_for(&unknown_recipient, &mailbox, false)
+                .unwrap()
+                .code,
+            "smtp_error"
+        );
+        let quota = failure(
+            554,
+            "5.2.0 STOREDRV.Submission.Exception:SubmissionQuotaExceededException",
+        );
+        assert_eq!(
+            reason_for(&quota, &mailbox, true),
+            None,
+            "a quota is not SendAs"
+        );
+        let send_as = failure(
+            554,
+            "5.2.0 STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied",
+        );
+        assert_eq!(
+            reason_for(&send_as, &mailbox, true).unwrap().code,
+            "send_as_denied"
+        );
     }
 
     #[test]

@@ -149,6 +149,17 @@ pub async fn latest(
     .transpose()
 }
 
+/// Claims a pending attempt for the one redirect that may act on it: two redirects with the
+/// same state (a double click, a retry, a link scanner) race here, and only one wins.
+pub async fn claim(conn: &mut Conn, id: &str, now: OffsetDateTime) -> StoreResult<bool> {
+    let done = sqlx::query("UPDATE authorization_attempts SET finished_at = $1 WHERE id = $2 AND status = 'pending' AND finished_at IS NULL")
+        .bind(to_db_time(now))
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Ends a pending attempt; answers false when it was not pending any more, so each state is
 /// used once even when two redirects race.
 pub async fn finish(

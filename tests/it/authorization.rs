@@ -898,3 +898,94 @@ async fn a_redirect_arriving_after_the_state_expired_stores_nothing() {
     );
     flow.stop().await;
 }
+
+#[tokio::test]
+async fn a_failed_reauthorization_keeps_a_verified_mailbox_s_working_tokens() {
+    let flow = Flow::start().await;
+    let other = "eve@contoso.com";
+    flow.sandbox
+        .state
+        .add_user(other, SecretString::from("eve's password"));
+    let id = flow.create(json!({})).await;
+    flow.authorize(&id).await;
+    let url = flow.authorize_url(&id).await;
+    let redirect = sandbox_consent(&url, other, "eve's password", "accept").await;
+    flow.land(&redirect).await;
+    assert_eq!(flow.attempt(&id).await["reason"]["code"], "wrong_account");
+    assert_eq!(
+        flow.mailbox(&id).await["status"],
+        "verified",
+        "the earlier authorization still works"
+    );
+    flow.expire_access_token(&id).await;
+    assert_eq!(
+        flow.verify(&id).await["status"],
+        "verified",
+        "its refresh token was kept"
+    );
+    flow.stop().await;
+}
+
+#[tokio::test]
+async fn two_redirects_with_one_state_redeem_the_code_once() {
+    let flow = Flow::start().await;
+    let id = flow.create(json!({})).await;
+    let url = flow.authorize_url(&id).await;
+    let redirect = sandbox_consent(&url, MAILBOX, MAILBOX_PASSWORD, "accept").await;
+    let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+    let (a, b) = tokio::join!(flow.land_at(&location), flow.land_at(&location));
+    assert_eq!(a, b);
+    assert_eq!(
+        flow.sandbox.state.token_requests(),
+        1,
+        "the code was redeemed once"
+    );
+    assert_eq!(flow.mailbox(&id).await["status"], "verified");
+    assert_eq!(flow.attempt(&id).await["status"], "completed");
+    flow.stop().await;
+}
+
+#[tokio::test]
+async fn throttling_during_authorize_leaves_the_status_alone() {
+    let flow = Flow::start().await;
+    let id = flow.create(json!({})).await;
+    flow.authorize(&id).await;
+    flow.switch(|s| s.max_connections_per_mailbox = 0);
+    flow.authorize(&id).await;
+    assert_eq!(flow.attempt(&id).await["status"], "completed");
+    assert_eq!(flow.mailbox(&id).await["status"], "verified");
+    flow.stop().await;
+}
+
+#[tokio::test]
+async fn an_untrusted_certificate_is_a_configuration_fault_not_a_delay() {
+    let flow = Flow::start().await;
+    // A custom server that presents a certificate Herald has no reason to trust.
+    let body = json!({
+        "name": "Custom", "auth": "basic", "provider": "custom",
+        "host": flow.sandbox.smtp_addr.ip().to_string(), "port": flow.sandbox.smtp_addr.port(),
+        "username": MAILBOX, "password": MAILBOX_PASSWORD,
+    });
+    let created: Value = flow
+        .app
+        .client()
+        .post(flow.app.url("/api/v1/mailboxes"))
+        .bearer_auth(&flow.key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mailbox = flow.verify(created["id"].as_str().unwrap()).await;
+    assert_eq!(mailbox["status"], "not_verified");
+    assert_eq!(mailbox["status_reason"]["code"], "smtp_connection_failed");
+    assert!(
+        mailbox["status_reason"]["action"]
+            .as_str()
+            .unwrap()
+            .contains("HERALD_SMTP_CA_FILE")
+    );
+    flow.stop().await;
+}

@@ -533,6 +533,8 @@ fn static_reason_code(code: &str) -> &'static str {
         "basic_auth_rejected",
         "smtp_error",
         "smtp_transient",
+        "message_rejected",
+        "smtp_connection_failed",
         "client_secret_expired",
         "client_secret_invalid",
         "refresh_token_expired",

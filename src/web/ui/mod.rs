@@ -515,8 +515,13 @@ async fn setup(
 async fn oauth_redirect(
     State(state): State<AppState>,
     jar: CookieJar,
-    Query(params): Query<crate::services::authorization::RedirectParams>,
+    params: Result<
+        Query<crate::services::authorization::RedirectParams>,
+        axum::extract::rejection::QueryRejection,
+    >,
 ) -> Response {
+    // A malformed query (repeated parameters) is answered like an unknown state, never with 400.
+    let params = params.map(|Query(p)| p).unwrap_or_default();
     let session = auth::session_digest(&state, &jar);
     let attempt =
         match crate::services::authorization::complete(&state.deps(), params, session).await {
