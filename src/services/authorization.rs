@@ -212,6 +212,10 @@ async fn set_status(
         updated.verified_at = Some(now);
     }
     let mut tx = deps.store.begin().await?;
+    if stale(&mut tx, mailbox).await? {
+        // The mailbox changed identity while this outcome was being decided: it no longer applies.
+        return Ok(mailbox.clone());
+    }
     store::mailboxes::set_status(&mut tx, &updated).await?;
     if status != mailbox.status || updated.status_reason != mailbox.status_reason {
         store::audit::record(
@@ -479,6 +483,12 @@ fn valid_issuer(iss: &str) -> bool {
             .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host_str().is_some())
 }
 
+/// Whether the stored mailbox's identity differs from `mailbox`'s (a PATCH came in between).
+async fn stale(conn: &mut store::Conn, mailbox: &Mailbox) -> ServiceResult<bool> {
+    let current = store::mailboxes::get(conn, mailbox.org_id, mailbox.id).await?;
+    Ok(current.is_none_or(|c| c.identity() != mailbox.identity()))
+}
+
 /// Seals and stores new tokens (and the issuer, when pinned); the rotated refresh token is
 /// committed before anyone can use it again.
 async fn store_tokens(
@@ -496,6 +506,10 @@ async fn store_tokens(
         .clamp(0, 86_400);
     mailbox.token_expires_at = Some(now + Duration::seconds(seconds));
     let mut tx = deps.store.begin().await?;
+    if stale(&mut tx, mailbox).await? {
+        // Changed account, app or endpoints while the tokens were on their way: drop them.
+        return Ok(());
+    }
     keys::put_secret(
         &mut tx,
         deps.keys,

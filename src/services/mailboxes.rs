@@ -743,7 +743,11 @@ pub async fn update(
     mailbox.created_at = existing.created_at;
     mailbox.updated_at = now;
     let identity_changed = mailbox.identity() != existing.identity();
-    let secret_changed = resolved.client_secret.is_some() || resolved.password.is_some();
+    // A new port or security setting keeps the tokens but must be verified again.
+    let secret_changed = resolved.client_secret.is_some()
+        || resolved.password.is_some()
+        || mailbox.port != existing.port
+        || mailbox.security != existing.security;
     if identity_changed || secret_changed {
         mailbox.status = MailboxStatus::NotVerified;
         mailbox.status_reason = Some(if identity_changed && existing.auth == AuthKind::OAuth2 {
@@ -782,6 +786,9 @@ pub async fn update(
     if identity_changed {
         store::secrets::delete(&mut tx, &owner, secret_fields::ACCESS_TOKEN).await?;
         store::secrets::delete(&mut tx, &owner, secret_fields::REFRESH_TOKEN).await?;
+        // An authorization started under the old settings must not complete under the new.
+        store::attempts::end_pending(&mut tx, id, &StatusReason::reauthorization_required(), now)
+            .await?;
     }
     if let Some(secret) = &resolved.client_secret {
         keys::put_secret(

@@ -178,3 +178,19 @@ pub async fn finish(
         .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Ends every pending attempt of a mailbox (its settings changed under them).
+pub async fn end_pending(
+    conn: &mut Conn,
+    mailbox_id: MailboxId,
+    reason: &StatusReason,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE authorization_attempts SET status = 'failed', reason = $1, finished_at = $2 WHERE mailbox_id = $3 AND status = 'pending'")
+        .bind(serde_json::to_string(reason).unwrap_or_default())
+        .bind(to_db_time(now))
+        .bind(mailbox_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

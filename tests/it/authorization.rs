@@ -989,3 +989,28 @@ async fn an_untrusted_certificate_is_a_configuration_fault_not_a_delay() {
     );
     flow.stop().await;
 }
+
+#[tokio::test]
+async fn an_authorization_started_before_the_settings_changed_cannot_complete() {
+    let flow = Flow::start().await;
+    let id = flow.create(json!({})).await;
+    let url = flow.authorize_url(&id).await;
+    let redirect = sandbox_consent(&url, MAILBOX, MAILBOX_PASSWORD, "accept").await;
+    let changed = flow
+        .app
+        .client()
+        .patch(flow.app.url(&format!("/api/v1/mailboxes/{id}")))
+        .bearer_auth(&flow.key)
+        .json(&json!({"username": "sales@contoso.com"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    flow.land(&redirect).await;
+    let attempt = flow.attempt(&id).await;
+    assert_eq!(attempt["status"], "failed");
+    assert_eq!(attempt["reason"]["code"], "reauthorization_required");
+    assert!(!flow.has_tokens(&id).await);
+    assert_eq!(flow.sandbox.state.token_requests(), 0);
+    flow.stop().await;
+}
