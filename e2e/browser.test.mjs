@@ -213,3 +213,40 @@ test('a member sees the list but none of the admin actions', async () => {
   }
   await context.close();
 });
+
+test('API keys are shown once and revoked; the audit log and the sandbox inbox show what happened', async () => {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  const [admin, password] = credentials('Admin sign-in');
+  await signIn(page, admin, password);
+  await openOutgoingMail(page);
+  await page.getByRole('link', { name: 'API keys' }).click();
+  await page.getByRole('heading', { name: 'API keys' }).waitFor();
+  await page.getByLabel('Name').fill('ticketing');
+  await page.getByLabel('Role').selectOption('sender');
+  await page.getByRole('button', { name: 'Create key' }).click();
+  const shown = page.getByRole('dialog', { name: 'Your new API key' });
+  const key = await shown.getByLabel('New API key').inputValue();
+  assert.match(key, /^hk_[A-Za-z0-9_-]{43}$/);
+  await Promise.all([page.waitForEvent('load'), shown.getByRole('button', { name: 'Done' }).click()]);
+  const row = page.getByRole('row', { name: /ticketing/ });
+  await row.getByText('Live').waitFor();
+  assert.ok(!(await page.content()).includes(key), 'the key is never shown again');
+  const me = await fetch(`${facts['Herald URL']}/api/v1/me`, { headers: { authorization: `Bearer ${key}` } });
+  assert.equal(me.status, 200);
+  page.once('dialog', (dialog) => dialog.accept());
+  await Promise.all([page.waitForEvent('load'), row.getByRole('button', { name: 'Revoke' }).click()]);
+  await page.getByRole('row', { name: /ticketing/ }).getByText('Revoked').waitFor();
+  const after = await fetch(`${facts['Herald URL']}/api/v1/me`, { headers: { authorization: `Bearer ${key}` } });
+  assert.equal(after.status, 401);
+
+  await page.getByRole('link', { name: 'Audit log' }).click();
+  await page.getByRole('heading', { name: 'Audit log' }).waitFor();
+  await page.getByText('api_key.revoke').first().waitFor();
+  await page.getByText('mailbox.create').first().waitFor();
+
+  await page.getByRole('link', { name: 'Sandbox inbox' }).click();
+  await page.getByRole('heading', { name: 'Sandbox inbox' }).waitFor();
+  await page.getByRole('cell', { name: 'Herald test message' }).first().waitFor();
+  await page.screenshot({ path: join(SCREENSHOTS, 'sandbox-inbox.png') });
+  await page.close();
+});

@@ -148,6 +148,7 @@ impl App {
             keys: Arc::new(ring),
             login_throttle: Arc::default(),
             sandbox: None,
+            sandbox_state: None,
             token_http,
             smtp_roots: Arc::new(smtp_roots),
             token_locks: Arc::default(),
@@ -171,8 +172,13 @@ impl App {
     }
 
     /// Offers the `sandbox` provider, pointing at a running sandbox.
-    pub fn with_sandbox(mut self, preset: crate::services::mailboxes::SandboxPreset) -> Self {
+    pub fn with_sandbox(
+        mut self,
+        preset: crate::services::mailboxes::SandboxPreset,
+        state: Arc<crate::sandbox::SandboxState>,
+    ) -> Self {
         self.state.sandbox = Some(Arc::new(preset));
+        self.state.sandbox_state = Some(state);
         self
     }
 

@@ -306,15 +306,16 @@ async fn demo(mut config: Config, data_dir: Option<PathBuf>) -> anyhow::Result<(
     sandbox.state.set_switches(switches);
 
     let shutdown = app::shutdown_signal();
-    let app = App::build(config)
-        .await?
-        .with_sandbox(crate::services::mailboxes::SandboxPreset {
+    let app = App::build(config).await?.with_sandbox(
+        crate::services::mailboxes::SandboxPreset {
             base_url: sandbox.oauth.base_url.clone(),
             tenant: sandbox.oauth.tenant.clone(),
             smtp_host: sandbox.smtp_addr.ip().to_string(),
             smtp_port: sandbox.smtp_addr.port(),
             ca_pem: sandbox.ca.ca_pem().to_owned(),
-        });
+        },
+        sandbox.state.clone(),
+    );
     let state = app.state().clone();
     let actor = Actor::cli();
     let org = services::create_org(&state.store, "Contoso", &actor).await?;

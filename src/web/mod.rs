@@ -34,6 +34,8 @@ pub struct AppState {
     pub login_throttle: Arc<auth::LoginThrottle>,
     /// The sandbox provider's preset, while the sandbox runs (`herald demo`, tests).
     pub sandbox: Option<Arc<crate::services::mailboxes::SandboxPreset>>,
+    /// The running sandbox's state, for its inbox page.
+    pub sandbox_state: Option<Arc<crate::sandbox::SandboxState>>,
     /// The guarded HTTP client for token endpoints.
     pub token_http: crate::oauth::http::TokenHttp,
     /// Extra CAs trusted for SMTP servers (`HERALD_SMTP_CA_FILE`).

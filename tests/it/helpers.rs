@@ -186,7 +186,7 @@ pub async fn spawn_app_with_sandbox() -> (TestApp, herald::sandbox::RunningSandb
         |env| {
             env.insert("HERALD_DEV".into(), "true".into());
         },
-        Some(preset),
+        Some((preset, sandbox.state.clone())),
     )
     .await;
     (app, sandbox)
@@ -194,7 +194,10 @@ pub async fn spawn_app_with_sandbox() -> (TestApp, herald::sandbox::RunningSandb
 
 async fn spawn(
     adjust: impl FnOnce(&mut BTreeMap<String, String>),
-    sandbox: Option<herald::services::mailboxes::SandboxPreset>,
+    sandbox: Option<(
+        herald::services::mailboxes::SandboxPreset,
+        std::sync::Arc<herald::sandbox::SandboxState>,
+    )>,
 ) -> TestApp {
     let db = TestDb::new().await;
     let data_dir = tempfile::tempdir().expect("temporary directory");
@@ -207,8 +210,8 @@ async fn spawn(
     let mut app = App::build_on(config, listener)
         .await
         .expect("build the app");
-    if let Some(preset) = sandbox {
-        app = app.with_sandbox(preset);
+    if let Some((preset, state)) = sandbox {
+        app = app.with_sandbox(preset, state);
     }
     let state = app.state().clone();
     let (tx, rx) = oneshot::channel::<()>();

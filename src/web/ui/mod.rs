@@ -26,6 +26,11 @@ pub fn router() -> Router<AppState> {
         .route("/setup", get(setup_page).post(setup))
         .route("/static/app.css", get(stylesheet))
         .route("/static/outgoing-mail.js", get(outgoing_mail_script))
+        .route("/static/settings.js", get(settings_script))
+        .route("/settings/api-keys", get(api_keys_page))
+        .route("/settings/users", get(users_page))
+        .route("/settings/audit", get(audit_page))
+        .route("/settings/sandbox/inbox", get(sandbox_inbox_page))
         .route("/web/um/smtp/redirect", get(oauth_redirect))
         .route("/settings/system/outgoing-mail", get(outgoing_mail))
 }
@@ -76,6 +81,16 @@ pub async fn not_found() -> Response {
             link_href: "/".into(),
             link_text: "Go to Herald".into(),
         },
+    )
+}
+
+async fn settings_script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../../static/settings.js"),
     )
 }
 
@@ -728,6 +743,292 @@ async fn outgoing_mail(
                 .unwrap_or_default(),
             notice,
             mailboxes: rows,
+        },
+    )
+}
+
+/// What every settings page shows around its content.
+struct Frame {
+    org_name: String,
+    email: String,
+    csrf_token: String,
+    admin: bool,
+    sandbox_on: bool,
+    org_id: crate::domain::OrgId,
+}
+
+/// The signed-in user's frame, or the response that sends them to sign in.
+async fn frame(state: &AppState, jar: &CookieJar, path: &str) -> Result<Frame, Response> {
+    let session = match auth::session_user(state, jar).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return Err(Redirect::to(&format!("/login?next={path}")).into_response()),
+        Err(e) => return Err(internal(e)),
+    };
+    let org = async {
+        let mut conn = state.store.conn().await?;
+        store::orgs::get(&mut conn, session.user.org_id).await
+    }
+    .await
+    .map_err(internal)?;
+    Ok(Frame {
+        org_name: org.map(|o| o.name).unwrap_or_default(),
+        email: session.user.email.clone(),
+        csrf_token: session.csrf_token(),
+        admin: session.user.role == crate::domain::UserRole::Admin,
+        sandbox_on: state.sandbox_state.is_some(),
+        org_id: session.user.org_id,
+    })
+}
+
+struct KeyRow {
+    id: String,
+    name: String,
+    prefix: String,
+    role: &'static str,
+    created_at: String,
+    last_used_at: String,
+    revoked: bool,
+}
+
+#[derive(Template)]
+#[template(path = "api_keys.html")]
+struct ApiKeysPage {
+    org_name: String,
+    email: String,
+    csrf_token: String,
+    admin: bool,
+    sandbox_on: bool,
+    keys: Vec<KeyRow>,
+}
+
+async fn api_keys_page(State(state): State<AppState>, jar: CookieJar) -> Response {
+    let f = match frame(&state, &jar, "/settings/api-keys").await {
+        Ok(f) => f,
+        Err(response) => return response,
+    };
+    let keys = async {
+        let mut conn = state.store.conn().await?;
+        store::api_keys::list(&mut conn, f.org_id, None, 200).await
+    }
+    .await;
+    let keys = match keys {
+        Ok(page) => page.items,
+        Err(e) => return internal(e),
+    };
+    render(
+        StatusCode::OK,
+        &ApiKeysPage {
+            keys: keys
+                .into_iter()
+                .map(|k| KeyRow {
+                    id: k.id.to_string(),
+                    name: k.name,
+                    prefix: k.prefix,
+                    role: k.role.as_str(),
+                    created_at: when(Some(k.created_at)),
+                    last_used_at: when(k.last_used_at),
+                    revoked: k.revoked_at.is_some(),
+                })
+                .collect(),
+            org_name: f.org_name,
+            email: f.email,
+            csrf_token: f.csrf_token,
+            admin: f.admin,
+            sandbox_on: f.sandbox_on,
+        },
+    )
+}
+
+struct UserRow {
+    id: String,
+    email: String,
+    role: &'static str,
+    created_at: String,
+}
+
+#[derive(Template)]
+#[template(path = "users.html")]
+struct UsersPage {
+    org_name: String,
+    email: String,
+    csrf_token: String,
+    admin: bool,
+    sandbox_on: bool,
+    users: Vec<UserRow>,
+}
+
+async fn users_page(State(state): State<AppState>, jar: CookieJar) -> Response {
+    let f = match frame(&state, &jar, "/settings/users").await {
+        Ok(f) => f,
+        Err(response) => return response,
+    };
+    let users = async {
+        let mut conn = state.store.conn().await?;
+        store::users::list(&mut conn, f.org_id, None, 200).await
+    }
+    .await;
+    let users = match users {
+        Ok(page) => page.items,
+        Err(e) => return internal(e),
+    };
+    render(
+        StatusCode::OK,
+        &UsersPage {
+            users: users
+                .into_iter()
+                .map(|u| UserRow {
+                    id: u.id.to_string(),
+                    email: u.email,
+                    role: u.role.as_str(),
+                    created_at: when(Some(u.created_at)),
+                })
+                .collect(),
+            org_name: f.org_name,
+            email: f.email,
+            csrf_token: f.csrf_token,
+            admin: f.admin,
+            sandbox_on: f.sandbox_on,
+        },
+    )
+}
+
+struct AuditRow {
+    at: String,
+    actor: String,
+    action: String,
+    target: String,
+    source: String,
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct AuditPage {
+    org_name: String,
+    email: String,
+    csrf_token: String,
+    admin: bool,
+    sandbox_on: bool,
+    events: Vec<AuditRow>,
+}
+
+async fn audit_page(State(state): State<AppState>, jar: CookieJar) -> Response {
+    let f = match frame(&state, &jar, "/settings/audit").await {
+        Ok(f) => f,
+        Err(response) => return response,
+    };
+    if !f.admin {
+        return render(
+            StatusCode::FORBIDDEN,
+            &NoticePage {
+                title: "Admins only".into(),
+                message: "The audit log is for the organization's admins.".into(),
+                link_href: "/".into(),
+                link_text: "Back".into(),
+            },
+        );
+    }
+    let events = async {
+        let mut conn = state.store.conn().await?;
+        store::audit::list(&mut conn, f.org_id, None, 200).await
+    }
+    .await;
+    let events = match events {
+        Ok(page) => page.items,
+        Err(e) => return internal(e),
+    };
+    render(
+        StatusCode::OK,
+        &AuditPage {
+            events: events
+                .into_iter()
+                .map(|e| {
+                    let name = e
+                        .detail
+                        .get("name")
+                        .or_else(|| e.detail.get("email"))
+                        .and_then(|v| v.as_str())
+                        .map(|n| format!(" {n}"))
+                        .unwrap_or_default();
+                    AuditRow {
+                        at: when(Some(e.at)),
+                        actor: e.actor_label,
+                        action: e.action,
+                        target: format!("{}{name}", e.target_kind),
+                        source: e.source,
+                    }
+                })
+                .collect(),
+            org_name: f.org_name,
+            email: f.email,
+            csrf_token: f.csrf_token,
+            admin: f.admin,
+            sandbox_on: f.sandbox_on,
+        },
+    )
+}
+
+struct InboxRow {
+    received_at: String,
+    user: String,
+    mechanism: &'static str,
+    to: String,
+    subject: String,
+    raw: String,
+}
+
+#[derive(Template)]
+#[template(path = "sandbox_inbox.html")]
+struct SandboxInboxPage {
+    org_name: String,
+    email: String,
+    csrf_token: String,
+    admin: bool,
+    sandbox_on: bool,
+    messages: Vec<InboxRow>,
+}
+
+/// The sandbox's received mail, while the sandbox runs (`herald demo`).
+async fn sandbox_inbox_page(State(state): State<AppState>, jar: CookieJar) -> Response {
+    let f = match frame(&state, &jar, "/settings/sandbox/inbox").await {
+        Ok(f) => f,
+        Err(response) => return response,
+    };
+    let Some(sandbox) = &state.sandbox_state else {
+        return not_found().await;
+    };
+    let mut messages: Vec<InboxRow> = sandbox
+        .messages()
+        .into_iter()
+        .map(|m| {
+            let raw = String::from_utf8_lossy(&m.raw).into_owned();
+            let subject = raw
+                .split("\r\n\r\n")
+                .next()
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: "))
+                .unwrap_or_default()
+                .to_owned();
+            InboxRow {
+                received_at: when(Some(m.received_at)),
+                user: m.user,
+                mechanism: m.mechanism,
+                to: m.rcpt_to.join(", "),
+                subject,
+                raw,
+            }
+        })
+        .collect();
+    messages.reverse();
+    render(
+        StatusCode::OK,
+        &SandboxInboxPage {
+            messages,
+            org_name: f.org_name,
+            email: f.email,
+            csrf_token: f.csrf_token,
+            admin: f.admin,
+            sandbox_on: f.sandbox_on,
         },
     )
 }

@@ -1,0 +1,64 @@
+// Settings pages: forms and buttons that call the JSON API with the session's CSRF token.
+(() => {
+  'use strict';
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+
+  async function api(method, path, body) {
+    const response = await fetch(`/api/v1${path}`, {
+      method,
+      credentials: 'same-origin',
+      headers: { 'content-type': 'application/json', 'x-csrf-token': csrf },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    let data = null;
+    try { data = await response.json(); } catch { data = null; }
+    return { ok: response.ok, data };
+  }
+
+  function showErrors(root, problem) {
+    root.querySelectorAll('[data-error-for]').forEach((el) => { el.textContent = ''; });
+    if (!problem) return;
+    let placed = false;
+    for (const error of problem.errors ?? []) {
+      const slot = root.querySelector(`[data-error-for="${error.field}"]`);
+      if (slot) { slot.textContent = error.message; placed = true; }
+    }
+    if (!placed) {
+      const slot = root.querySelector('[data-error-for="form"]');
+      if (slot) slot.textContent = problem.detail ?? 'Something went wrong.';
+    }
+  }
+
+  document.querySelectorAll('form[data-api-form]').forEach((form) => {
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const body = {};
+      for (const element of form.elements) {
+        if (element.name) body[element.name] = element.value;
+      }
+      const result = await api(form.dataset.method, form.dataset.path, body);
+      if (!result.ok) { showErrors(form, result.data); return; }
+      if (result.data && result.data.key) {
+        const dialog = document.getElementById('key-dialog');
+        document.getElementById('new-key').value = result.data.key;
+        dialog.showModal();
+        return;
+      }
+      window.location.reload();
+    });
+  });
+
+  document.addEventListener('click', async (event) => {
+    const close = event.target.closest('[data-close-reload]');
+    if (close) { window.location.reload(); return; }
+    const copy = event.target.closest('[data-copy]');
+    if (copy) { navigator.clipboard?.writeText(document.getElementById(copy.dataset.copy).value); return; }
+    const button = event.target.closest('[data-api-delete]');
+    if (!button) return;
+    if (button.dataset.confirm && !window.confirm(button.dataset.confirm)) return;
+    const result = await api('DELETE', button.dataset.apiDelete);
+    if (result.ok) { window.location.reload(); return; }
+    const error = document.getElementById('page-error');
+    if (error) error.textContent = result.data?.detail ?? 'Refused.';
+  });
+})();
