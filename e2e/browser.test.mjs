@@ -250,3 +250,30 @@ test('API keys are shown once and revoked; the audit log and the sandbox inbox s
   await page.screenshot({ path: join(SCREENSHOTS, 'sandbox-inbox.png') });
   await page.close();
 });
+
+test('Edit keeps a secret left blank, and Delete asks first', async () => {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const [admin, password] = credentials('Admin sign-in');
+  await signIn(page, admin, password);
+  await openOutgoingMail(page);
+  const row = page.getByRole('row', { name: /support@contoso\.com/ });
+  await row.getByRole('button', { name: 'Edit' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Edit' });
+  assert.equal(await dialog.getByLabel('Client Secret', { exact: true }).inputValue(), '', 'secrets are never shown');
+  await dialog.getByText('Leave blank to keep the stored secret.').waitFor();
+  await dialog.getByLabel('Reply to').fill('desk@contoso.com');
+  await Promise.all([page.waitForEvent('load'), dialog.getByRole('button', { name: 'Save' }).click()]);
+  const id = await page.getByRole('row', { name: /support@contoso\.com/ }).getAttribute('data-mailbox');
+  const mailbox = await page.evaluate(async (mailboxId) => (await fetch(`/api/v1/mailboxes/${mailboxId}`)).json(), id);
+  assert.equal(mailbox.reply_to, 'desk@contoso.com');
+  assert.equal(mailbox.has_client_secret, true, 'the blank secret kept the stored one');
+
+  await page.getByRole('row', { name: /support@contoso\.com/ }).getByRole('button', { name: 'Delete' }).click();
+  const confirm = page.getByRole('dialog', { name: 'Delete mailbox' });
+  await confirm.getByRole('button', { name: 'Cancel' }).click();
+  await page.getByRole('row', { name: /support@contoso\.com/ }).waitFor();
+  await page.getByRole('row', { name: /support@contoso\.com/ }).getByRole('button', { name: 'Delete' }).click();
+  await Promise.all([page.waitForEvent('load'), confirm.getByRole('button', { name: 'Delete' }).click()]);
+  await page.getByText('No mailbox yet.').waitFor();
+  await page.close();
+});
