@@ -3,39 +3,9 @@
 // token, and errors are shown next to their fields without losing what was typed.
 (() => {
   'use strict';
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const { api, showErrors } = window.Herald;
   const $ = (selector, root = document) => root.querySelector(selector);
   const $$ = (selector, root = document) => [...root.querySelectorAll(selector)];
-
-  async function api(method, path, body) {
-    const response = await fetch(`/api/v1${path}`, {
-      method,
-      credentials: 'same-origin',
-      headers: { 'content-type': 'application/json', 'x-csrf-token': csrf },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const text = await response.text();
-    let data = null;
-    try { data = text ? JSON.parse(text) : null; } catch { data = null; }
-    return { ok: response.ok, status: response.status, data };
-  }
-
-  function showErrors(root, problem) {
-    $$('[data-error-for]', root).forEach((el) => { el.textContent = ''; });
-    if (!problem) return;
-    let placed = false;
-    for (const error of problem.errors ?? []) {
-      const slot = $(`[data-error-for="${error.field}"]`, root);
-      if (slot) {
-        slot.textContent = error.message;
-        placed = true;
-      }
-    }
-    if (!placed) {
-      const slot = $('[data-error-for="form"]', root) ?? $('[data-error-for]', root);
-      if (slot) slot.textContent = problem.detail ?? 'Something went wrong.';
-    }
-  }
 
   function closeOnButtons(dialog) {
     $$('[data-close]', dialog).forEach((b) => b.addEventListener('click', () => dialog.close()));

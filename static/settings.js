@@ -1,33 +1,7 @@
 // Settings pages: forms and buttons that call the JSON API with the session's CSRF token.
 (() => {
   'use strict';
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
-
-  async function api(method, path, body) {
-    const response = await fetch(`/api/v1${path}`, {
-      method,
-      credentials: 'same-origin',
-      headers: { 'content-type': 'application/json', 'x-csrf-token': csrf },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    let data = null;
-    try { data = await response.json(); } catch { data = null; }
-    return { ok: response.ok, data };
-  }
-
-  function showErrors(root, problem) {
-    root.querySelectorAll('[data-error-for]').forEach((el) => { el.textContent = ''; });
-    if (!problem) return;
-    let placed = false;
-    for (const error of problem.errors ?? []) {
-      const slot = root.querySelector(`[data-error-for="${error.field}"]`);
-      if (slot) { slot.textContent = error.message; placed = true; }
-    }
-    if (!placed) {
-      const slot = root.querySelector('[data-error-for="form"]');
-      if (slot) slot.textContent = problem.detail ?? 'Something went wrong.';
-    }
-  }
+  const { api, showErrors } = window.Herald;
 
   document.querySelectorAll('form[data-api-form]').forEach((form) => {
     form.addEventListener('submit', async (event) => {

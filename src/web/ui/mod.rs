@@ -27,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .route("/static/app.css", get(stylesheet))
         .route("/static/outgoing-mail.js", get(outgoing_mail_script))
         .route("/static/settings.js", get(settings_script))
+        .route("/static/herald.js", get(shared_script))
         .route("/settings/api-keys", get(api_keys_page))
         .route("/settings/users", get(users_page))
         .route("/settings/audit", get(audit_page))
@@ -84,24 +85,26 @@ pub async fn not_found() -> Response {
     )
 }
 
-async fn settings_script() -> impl IntoResponse {
+async fn shared_script() -> impl IntoResponse {
+    script(include_str!("../../../static/herald.js"))
+}
+
+fn script(body: &'static str) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        include_str!("../../../static/settings.js"),
+        body,
     )
 }
 
+async fn settings_script() -> impl IntoResponse {
+    script(include_str!("../../../static/settings.js"))
+}
+
 async fn outgoing_mail_script() -> impl IntoResponse {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        include_str!("../../../static/outgoing-mail.js"),
-    )
+    script(include_str!("../../../static/outgoing-mail.js"))
 }
 
 async fn stylesheet() -> impl IntoResponse {
@@ -588,12 +591,8 @@ struct MailboxRow {
 #[derive(Template)]
 #[template(path = "outgoing_mail.html")]
 struct OutgoingMailPage {
-    org_name: String,
-    email: String,
-    csrf_token: String,
-    admin: bool,
+    frame: Frame,
     redirect_uri: String,
-    sandbox_on: bool,
     sandbox_base: String,
     sandbox_tenant: String,
     sandbox_host: String,
@@ -620,14 +619,11 @@ async fn outgoing_mail(
     Query(q): Query<OutgoingMailQuery>,
 ) -> Response {
     use crate::store::attempts::AttemptStatus;
-    let session = match auth::session_user(&state, &jar).await {
-        Ok(Some(session)) => session,
-        Ok(None) => {
-            return Redirect::to("/login?next=/settings/system/outgoing-mail").into_response();
-        }
-        Err(e) => return internal(e),
+    let f = match frame(&state, &jar, "/settings/system/outgoing-mail").await {
+        Ok(f) => f,
+        Err(response) => return response,
     };
-    let org_id = session.user.org_id;
+    let org_id = f.org_id;
     let notice = match q.attempt.as_deref() {
         None => None,
         Some("invalid") => Some(Notice {
@@ -661,14 +657,12 @@ async fn outgoing_mail(
             Err(e) => return internal(e),
         },
     };
-    let page = async {
+    let mailboxes = async {
         let mut conn = state.store.conn().await?;
-        let org = store::orgs::get(&mut conn, org_id).await?;
-        let mailboxes = store::mailboxes::list(&mut conn, org_id, None, 200).await?;
-        Ok::<_, store::StoreError>((org, mailboxes))
+        store::mailboxes::list(&mut conn, org_id, None, 200).await
     }
     .await;
-    let (org, mailboxes) = match page {
+    let mailboxes = match mailboxes {
         Ok(found) => found,
         Err(e) => return internal(e),
     };
@@ -715,12 +709,8 @@ async fn outgoing_mail(
     render(
         StatusCode::OK,
         &OutgoingMailPage {
-            org_name: org.map(|o| o.name).unwrap_or_default(),
-            email: session.user.email.clone(),
-            csrf_token: session.csrf_token(),
-            admin: session.user.role == crate::domain::UserRole::Admin,
+            frame: f,
             redirect_uri: state.config.redirect_uri(),
-            sandbox_on: state.sandbox.is_some(),
             sandbox_base: state
                 .sandbox
                 .as_ref()
@@ -775,7 +765,7 @@ async fn frame(state: &AppState, jar: &CookieJar, path: &str) -> Result<Frame, R
         email: session.user.email.clone(),
         csrf_token: session.csrf_token(),
         admin: session.user.role == crate::domain::UserRole::Admin,
-        sandbox_on: state.sandbox_state.is_some(),
+        sandbox_on: state.sandbox.is_some() && state.sandbox_state.is_some(),
         org_id: session.user.org_id,
     })
 }
@@ -793,11 +783,7 @@ struct KeyRow {
 #[derive(Template)]
 #[template(path = "api_keys.html")]
 struct ApiKeysPage {
-    org_name: String,
-    email: String,
-    csrf_token: String,
-    admin: bool,
-    sandbox_on: bool,
+    frame: Frame,
     keys: Vec<KeyRow>,
 }
 
@@ -830,11 +816,7 @@ async fn api_keys_page(State(state): State<AppState>, jar: CookieJar) -> Respons
                     revoked: k.revoked_at.is_some(),
                 })
                 .collect(),
-            org_name: f.org_name,
-            email: f.email,
-            csrf_token: f.csrf_token,
-            admin: f.admin,
-            sandbox_on: f.sandbox_on,
+            frame: f,
         },
     )
 }
@@ -849,11 +831,7 @@ struct UserRow {
 #[derive(Template)]
 #[template(path = "users.html")]
 struct UsersPage {
-    org_name: String,
-    email: String,
-    csrf_token: String,
-    admin: bool,
-    sandbox_on: bool,
+    frame: Frame,
     users: Vec<UserRow>,
 }
 
@@ -883,11 +861,7 @@ async fn users_page(State(state): State<AppState>, jar: CookieJar) -> Response {
                     created_at: when(Some(u.created_at)),
                 })
                 .collect(),
-            org_name: f.org_name,
-            email: f.email,
-            csrf_token: f.csrf_token,
-            admin: f.admin,
-            sandbox_on: f.sandbox_on,
+            frame: f,
         },
     )
 }
@@ -903,11 +877,7 @@ struct AuditRow {
 #[derive(Template)]
 #[template(path = "audit.html")]
 struct AuditPage {
-    org_name: String,
-    email: String,
-    csrf_token: String,
-    admin: bool,
-    sandbox_on: bool,
+    frame: Frame,
     events: Vec<AuditRow>,
 }
 
@@ -958,11 +928,7 @@ async fn audit_page(State(state): State<AppState>, jar: CookieJar) -> Response {
                     }
                 })
                 .collect(),
-            org_name: f.org_name,
-            email: f.email,
-            csrf_token: f.csrf_token,
-            admin: f.admin,
-            sandbox_on: f.sandbox_on,
+            frame: f,
         },
     )
 }
@@ -979,11 +945,7 @@ struct InboxRow {
 #[derive(Template)]
 #[template(path = "sandbox_inbox.html")]
 struct SandboxInboxPage {
-    org_name: String,
-    email: String,
-    csrf_token: String,
-    admin: bool,
-    sandbox_on: bool,
+    frame: Frame,
     messages: Vec<InboxRow>,
 }
 
@@ -1020,15 +982,5 @@ async fn sandbox_inbox_page(State(state): State<AppState>, jar: CookieJar) -> Re
         })
         .collect();
     messages.reverse();
-    render(
-        StatusCode::OK,
-        &SandboxInboxPage {
-            messages,
-            org_name: f.org_name,
-            email: f.email,
-            csrf_token: f.csrf_token,
-            admin: f.admin,
-            sandbox_on: f.sandbox_on,
-        },
-    )
+    render(StatusCode::OK, &SandboxInboxPage { messages, frame: f })
 }
