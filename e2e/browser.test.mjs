@@ -159,6 +159,12 @@ test('a field error keeps what was typed', async () => {
   assert.equal(await dialog.getByLabel('Username').inputValue(), 'typo@contoso.com');
   assert.equal(await dialog.getByLabel('Reply to').inputValue(), 'help@contoso.com');
   assert.equal(await dialog.getByLabel('Signature').inputValue(), 'Contoso Support');
+  const secret = dialog.getByLabel('Client Secret', { exact: true });
+  assert.equal(await secret.getAttribute('aria-invalid'), 'true', 'the field at fault is marked for assistive technology');
+  assert.ok(await secret.evaluate((el) => el === document.activeElement), 'focus moves to the field at fault');
+  // Closing the window gives focus back to the Add button.
+  await dialog.getByRole('button', { name: 'Cancel' }).click();
+  assert.ok(await page.getByRole('button', { name: 'Add ▾' }).evaluate((el) => el === document.activeElement));
   await page.close();
 });
 

@@ -17,17 +17,33 @@
     return { ok: response.ok, status: response.status, data };
   }
 
+  let errorIds = 0;
+
   function showErrors(root, problem) {
     root.querySelectorAll('[data-error-for]').forEach((el) => { el.textContent = ''; });
+    root.querySelectorAll('[aria-invalid]').forEach((el) => {
+      el.removeAttribute('aria-invalid');
+      el.removeAttribute('aria-describedby');
+    });
     if (!problem) return;
     let placed = false;
+    let first = null;
     for (const error of problem.errors ?? []) {
       const slot = root.querySelector(`[data-error-for="${error.field}"]`);
       if (slot) {
         slot.textContent = error.message;
         placed = true;
+        if (!slot.id) { errorIds += 1; slot.id = `error-${errorIds}`; }
+        // Tie the message to its input, so assistive technology reads it with the field.
+        const input = root.querySelector(`[name="${error.field}"]`);
+        if (input) {
+          input.setAttribute('aria-invalid', 'true');
+          input.setAttribute('aria-describedby', slot.id);
+          first = first ?? input;
+        }
       }
     }
+    if (first) first.focus();
     if (!placed) {
       const slot = root.querySelector('[data-error-for="form"]') ?? root.querySelector('[data-error-for]');
       if (slot) slot.textContent = problem.detail ?? 'Something went wrong.';

@@ -33,7 +33,16 @@
     if (open) $('[role="menuitem"]', addMenu).focus();
   };
   addButton.addEventListener('click', () => toggleMenu(addMenu.hidden));
-  addMenu.addEventListener('keydown', (event) => { if (event.key === 'Escape') { toggleMenu(false); addButton.focus(); } });
+  addMenu.addEventListener('keydown', (event) => {
+    const items = $$('[role="menuitem"]', addMenu);
+    const at = items.indexOf(document.activeElement);
+    if (event.key === 'Escape') { toggleMenu(false); addButton.focus(); }
+    if (event.key === 'ArrowDown') { event.preventDefault(); items[(at + 1) % items.length].focus(); }
+    if (event.key === 'ArrowUp') { event.preventDefault(); items[(at - 1 + items.length) % items.length].focus(); }
+  });
+  addMenu.addEventListener('focusout', (event) => {
+    if (!addMenu.contains(event.relatedTarget)) toggleMenu(false);
+  });
   document.addEventListener('click', (event) => {
     if (!event.target.closest('.menu')) toggleMenu(false);
   });
@@ -78,6 +87,9 @@
     $$('.oauth2-only', dialog).forEach((el) => { el.hidden = auth !== 'oauth2'; });
     $$('.basic-only', dialog).forEach((el) => { el.hidden = auth !== 'basic'; });
     $$('.edit-only', dialog).forEach((el) => { el.hidden = !editing; });
+    $$('.provider-microsoft', dialog).forEach((el) => { el.hidden = auth !== 'oauth2' || field('provider').value !== 'microsoft'; });
+    // The provider of a saved mailbox is fixed: changing it would rewrite its settings.
+    field('provider').disabled = editing;
     updateBasicNote();
   }
 
@@ -99,6 +111,7 @@
     } else {
       field('port').value = '587';
     }
+    addButton.focus();
     toggleMenu(false);
     dialog.showModal();
     field(auth === 'oauth2' ? 'provider' : 'host').focus();
@@ -114,13 +127,35 @@
       if (field(name) && mailbox[name] !== null && mailbox[name] !== undefined) field(name).value = mailbox[name];
     }
     if (mailbox.client_secret_expires_at) field('client_secret_expires_at').value = mailbox.client_secret_expires_at;
-    $$('.provider-microsoft', form).forEach((el) => { el.hidden = mailbox.provider !== 'microsoft'; });
+    $$('.provider-microsoft', form).forEach((el) => { el.hidden = mailbox.auth !== 'oauth2' || mailbox.provider !== 'microsoft'; });
+    $('.guide-microsoft', dialog).hidden = mailbox.provider === 'google';
+    $('.guide-google', dialog).hidden = mailbox.provider !== 'google';
     dialog.showModal();
   }
 
   $$('[data-add]').forEach((b) => b.addEventListener('click', () => openAdd(b.dataset.add)));
+  // Closing a window gives focus back to what opened it.
+  let opener = null;
+  document.addEventListener('click', (event) => {
+    const b = event.target.closest('[data-action], #add-button');
+    if (b) opener = b;
+  }, true);
+  $$('dialog').forEach((d) => d.addEventListener('close', () => {
+    if (opener && document.contains(opener)) opener.focus(); else addButton.focus();
+  }));
   field('provider').addEventListener('change', applyPreset);
-  field('tenant').addEventListener('input', () => { if (field('provider').value === 'microsoft') applyPreset(); });
+  field('tenant').addEventListener('input', () => {
+    if (field('provider').value !== 'microsoft') return;
+    if (field('id').value) {
+      // Editing: only the endpoints follow the tenant; the server, port and security stay.
+      const tenant = field('tenant').value.trim();
+      const values = presets.microsoft(tenant);
+      field('authorization_url').value = values.authorization_url;
+      field('token_url').value = values.token_url;
+    } else {
+      applyPreset();
+    }
+  });
   field('host').addEventListener('input', updateBasicNote);
 
   form.addEventListener('submit', async (event) => {
@@ -133,7 +168,15 @@
       : ['host', 'port', 'security', 'username', 'password', 'reply_to', 'signature'];
     for (const name of names) {
       const value = field(name).value.trim();
-      if (name === 'port') { if (value) body.port = Number(value); continue; }
+      if (name === 'port') {
+        if (value && !/^\d+$/.test(value)) {
+          showErrors(form, { errors: [{ field: 'port', message: 'must be a number between 1 and 65535' }] });
+          field('port').focus();
+          return;
+        }
+        if (value) body.port = Number(value);
+        continue;
+      }
       if ((name === 'client_secret' || name === 'password') && !value) continue; // blank keeps the stored secret
       if (name === 'tenant' && (body.provider !== 'microsoft')) continue;
       if (!value) { if (id && ['reply_to', 'signature', 'client_secret_expires_at'].includes(name)) body[name] = null; continue; }
@@ -146,7 +189,10 @@
       delete body.auth;
       delete body.provider;
     }
+    const save = form.querySelector('button[type="submit"]');
+    save.disabled = true;
     const result = id ? await api('PATCH', `/mailboxes/${id}`, body) : await api('POST', '/mailboxes', body);
+    save.disabled = false;
     if (result.ok) {
       window.location.reload();
       return;
@@ -189,7 +235,12 @@
       case 'verify': {
         button.disabled = true;
         const result = await api('POST', `/mailboxes/${current.id}/verify`);
-        if (result.ok) window.location.reload();
+        if (result.ok && result.data.status === current.status) {
+          // The status did not move: the check could not be completed (a delay, or one message refused).
+          pageMessage(result.data.status === 'verified'
+            ? 'Checked: the mailbox works.'
+            : `Still Not Verified: ${result.data.status_reason?.message ?? 'see the reason in the list.'}`, result.data.status === 'verified');
+        } else if (result.ok) window.location.reload();
         else pageMessage(result.data?.detail ?? 'Verification failed.', false);
         button.disabled = false;
         break;
@@ -210,8 +261,11 @@
     }
   });
 
-  $('#authorize-continue').addEventListener('click', async () => {
+  $('#authorize-continue').addEventListener('click', async (event) => {
+    const button = event.currentTarget;
+    button.disabled = true;
     const result = await api('POST', `/mailboxes/${current.id}/authorize`);
+    button.disabled = false;
     if (result.ok) {
       window.location.assign(result.data.authorization_url);
     } else {
@@ -238,9 +292,12 @@
     if ($('.result', testDialog).textContent) window.location.reload();
   });
 
-  $('#delete-confirm').addEventListener('click', async () => {
+  $('#delete-confirm').addEventListener('click', async (event) => {
+    const button = event.currentTarget;
+    button.disabled = true;
     const result = await api('DELETE', `/mailboxes/${current.id}`);
-    if (result.ok) window.location.reload();
-    else pageMessage(result.data?.detail ?? 'Could not delete the mailbox.', false);
+    if (result.ok) { window.location.reload(); return; }
+    button.disabled = false;
+    showErrors(deleteDialog, { errors: [{ field: 'delete', message: result.data?.detail ?? 'Could not delete the mailbox.' }] });
   });
 })();

@@ -22,9 +22,13 @@
     });
   });
 
+  // However the key window closes (Done or Esc), the list must show the new key.
+  const keyDialog = document.getElementById('key-dialog');
+  if (keyDialog) keyDialog.addEventListener('close', () => window.location.reload());
+
   document.addEventListener('click', async (event) => {
     const close = event.target.closest('[data-close-reload]');
-    if (close) { window.location.reload(); return; }
+    if (close) { close.closest('dialog').close(); return; }
     const copy = event.target.closest('[data-copy]');
     if (copy) { navigator.clipboard?.writeText(document.getElementById(copy.dataset.copy).value); return; }
     const button = event.target.closest('[data-api-delete]');

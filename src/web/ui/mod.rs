@@ -673,7 +673,7 @@ async fn outgoing_mail(
         .map(|m| MailboxRow {
             id: m.id.to_string(),
             json: serde_json::json!({
-                "id": m.id.to_string(), "name": m.name, "auth": m.auth.as_str(), "provider": m.provider.as_str(),
+                "id": m.id.to_string(), "name": m.name, "status": m.status.as_str(), "auth": m.auth.as_str(), "provider": m.provider.as_str(),
                 "tenant": m.tenant, "host": m.host, "port": m.port, "security": m.security.as_str(),
                 "username": m.username, "sign_in_account": m.sign_in_account, "reply_to": m.reply_to,
                 "signature": m.signature, "authorization_url": m.authorization_url, "token_url": m.token_url,
