@@ -438,7 +438,7 @@ async fn redeem(
     let token = SecretString::from(response.access_token().secret().clone());
     let outcome = check_smtp(deps, &mailbox, &token).await;
     // The tokens are the right account's: keep them whatever SMTP says.
-    store_tokens(deps, &mut mailbox, &response, None).await?;
+    store_tokens(deps, &mut mailbox, &response).await?;
     match outcome {
         SmtpOutcome::Verified => {
             set_status(deps, &mailbox, MailboxStatus::Verified, None).await?;
@@ -495,7 +495,6 @@ async fn store_tokens(
     deps: &Deps<'_>,
     mailbox: &mut Mailbox,
     response: &TokenResponse,
-    _old_refresh: Option<&str>,
 ) -> ServiceResult<()> {
     let now = OffsetDateTime::now_utc();
     let owner = mailbox.id.to_string();
@@ -607,7 +606,7 @@ pub async fn access_token(
             .await
         {
             Ok(response) => {
-                store_tokens(deps, &mut mailbox, &response, Some(refresh.expose_secret())).await?;
+                store_tokens(deps, &mut mailbox, &response).await?;
                 return Ok(Ok(SecretString::from(
                     response.access_token().secret().clone(),
                 )));

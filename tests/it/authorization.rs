@@ -151,6 +151,20 @@ impl Flow {
             .unwrap()
     }
 
+    async fn test_message(&self, id: &str) -> reqwest::Response {
+        self.app
+            .client()
+            .post(
+                self.app
+                    .url(&format!("/api/v1/mailboxes/{id}/test-message")),
+            )
+            .bearer_auth(&self.key)
+            .json(&json!({"to": "someone@example.com"}))
+            .send()
+            .await
+            .unwrap()
+    }
+
     async fn verify(&self, id: &str) -> Value {
         let response = self
             .app
@@ -239,18 +253,7 @@ async fn the_seed_flow_ends_verified_and_a_test_message_arrives_with_from_reply_
         "verified over SMTP"
     );
 
-    let sent = flow
-        .app
-        .client()
-        .post(
-            flow.app
-                .url(&format!("/api/v1/mailboxes/{id}/test-message")),
-        )
-        .bearer_auth(&flow.key)
-        .json(&json!({"to": "someone@example.com"}))
-        .send()
-        .await
-        .unwrap();
+    let sent = flow.test_message(&id).await;
     assert_eq!(sent.status(), 200);
     let sent: Value = sent.json().await.unwrap();
     assert_eq!(sent["sent"], true);
@@ -491,18 +494,7 @@ async fn smtp_auth_disabled_is_named_and_a_432_leaves_the_status_alone() {
             .unwrap()
             .contains("Set-CASMailbox")
     );
-    let sent = flow
-        .app
-        .client()
-        .post(
-            flow.app
-                .url(&format!("/api/v1/mailboxes/{id}/test-message")),
-        )
-        .bearer_auth(&flow.key)
-        .json(&json!({"to": "someone@example.com"}))
-        .send()
-        .await
-        .unwrap();
+    let sent = flow.test_message(&id).await;
     problem(sent, 502, "smtp_auth_disabled").await;
     flow.stop().await;
 }
@@ -595,18 +587,7 @@ async fn a_basic_mailbox_verifies_and_sends_and_a_wrong_password_is_named() {
         .unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(flow.verify(&id).await["status"], "verified");
-    let sent = flow
-        .app
-        .client()
-        .post(
-            flow.app
-                .url(&format!("/api/v1/mailboxes/{id}/test-message")),
-        )
-        .bearer_auth(&flow.key)
-        .json(&json!({"to": "someone@example.com"}))
-        .send()
-        .await
-        .unwrap();
+    let sent = flow.test_message(&id).await;
     assert_eq!(sent.status(), 200);
     assert_eq!(flow.sandbox.state.messages()[0].mechanism, "PLAIN");
 
@@ -651,18 +632,7 @@ async fn a_shared_mailbox_without_send_as_is_named_send_as_denied() {
         "Full Access opens the mailbox"
     );
 
-    let sent = flow
-        .app
-        .client()
-        .post(
-            flow.app
-                .url(&format!("/api/v1/mailboxes/{id}/test-message")),
-        )
-        .bearer_auth(&flow.key)
-        .json(&json!({"to": "someone@example.com"}))
-        .send()
-        .await
-        .unwrap();
+    let sent = flow.test_message(&id).await;
     let body = problem(sent, 502, "send_as_denied").await;
     assert!(
         body["detail"].as_str().unwrap().contains("Send As"),
