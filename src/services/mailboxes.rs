@@ -556,6 +556,23 @@ fn resolve(
     })
 }
 
+/// Seals and stores the secrets a create or update was given; absent ones stay as they are.
+async fn store_secrets(
+    conn: &mut store::Conn,
+    keys: &KeyRing,
+    (client_secret, password): (&Option<SecretString>, &Option<SecretString>),
+    owner: &str,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    if let Some(secret) = client_secret {
+        keys::put_secret(conn, keys, owner, secret_fields::CLIENT_SECRET, secret, now).await?;
+    }
+    if let Some(password) = password {
+        keys::put_secret(conn, keys, owner, secret_fields::PASSWORD, password, now).await?;
+    }
+    Ok(())
+}
+
 fn conflict_on_name(e: StoreError, name: &str) -> ServiceError {
     match e {
         StoreError::Conflict(_) => ServiceError::Conflict(FieldError::new(
@@ -596,28 +613,14 @@ pub async fn create(
         .await
         .map_err(|e| conflict_on_name(e, &mailbox.name))?;
     let owner = mailbox.id.to_string();
-    if let Some(secret) = &resolved.client_secret {
-        keys::put_secret(
-            &mut tx,
-            keys,
-            &owner,
-            secret_fields::CLIENT_SECRET,
-            secret,
-            now,
-        )
-        .await?;
-    }
-    if let Some(password) = &resolved.password {
-        keys::put_secret(
-            &mut tx,
-            keys,
-            &owner,
-            secret_fields::PASSWORD,
-            password,
-            now,
-        )
-        .await?;
-    }
+    store_secrets(
+        &mut tx,
+        keys,
+        (&resolved.client_secret, &resolved.password),
+        &owner,
+        now,
+    )
+    .await?;
     store::audit::record(
         &mut tx,
         &NewAuditEvent {
@@ -790,28 +793,14 @@ pub async fn update(
         store::attempts::end_pending(&mut tx, id, &StatusReason::reauthorization_required(), now)
             .await?;
     }
-    if let Some(secret) = &resolved.client_secret {
-        keys::put_secret(
-            &mut tx,
-            keys,
-            &owner,
-            secret_fields::CLIENT_SECRET,
-            secret,
-            now,
-        )
-        .await?;
-    }
-    if let Some(password) = &resolved.password {
-        keys::put_secret(
-            &mut tx,
-            keys,
-            &owner,
-            secret_fields::PASSWORD,
-            password,
-            now,
-        )
-        .await?;
-    }
+    store_secrets(
+        &mut tx,
+        keys,
+        (&resolved.client_secret, &resolved.password),
+        &owner,
+        now,
+    )
+    .await?;
     let mut detail = audit_detail(&mailbox);
     detail["tokens_dropped"] = serde_json::json!(identity_changed);
     detail["secret_replaced"] = serde_json::json!(secret_changed);
