@@ -35,12 +35,12 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 /// What a command that sends mail needs, without the HTTP server: the store, the key ring, the
 /// token client and the SMTP trust anchors.
 pub struct Services {
-    pub config: Config,
+    pub config: Arc<Config>,
     pub store: Store,
-    pub keys: crate::secrets::KeyRing,
+    pub keys: Arc<crate::secrets::KeyRing>,
     pub token_http: crate::oauth::http::TokenHttp,
-    pub smtp_roots: Vec<Vec<u8>>,
-    pub locks: crate::services::authorization::TokenLocks,
+    pub smtp_roots: Arc<Vec<Vec<u8>>>,
+    pub locks: Arc<crate::services::authorization::TokenLocks>,
 }
 
 impl Services {
@@ -61,13 +61,26 @@ impl Services {
                 None => Vec::new(),
             };
         Ok(Self {
-            config,
+            config: Arc::new(config),
             store,
-            keys,
+            keys: Arc::new(keys),
             token_http,
-            smtp_roots,
+            smtp_roots: Arc::new(smtp_roots),
             locks: Default::default(),
         })
+    }
+
+    /// What the outbox workers need.
+    pub fn outbox_deps(&self) -> crate::outbox::OutboxDeps {
+        crate::outbox::OutboxDeps {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            config: self.config.clone(),
+            http: self.token_http.clone(),
+            smtp_roots: self.smtp_roots.clone(),
+            sandbox: None,
+            locks: self.locks.clone(),
+        }
     }
 
     pub fn deps(&self) -> crate::services::authorization::Deps<'_> {
@@ -142,16 +155,43 @@ impl App {
                 })?],
                 None => Vec::new(),
             };
+        if let Some(sender) = config.outbox.default_sender {
+            let mut conn = store.conn().await?;
+            match store::mailboxes::get_any(&mut conn, sender).await? {
+                Some(m) => tracing::info!(mailbox = %m.id, address = %m.username, "default sender"),
+                None => tracing::warn!(
+                    mailbox = %sender,
+                    "HERALD_DEFAULT_SENDER names no mailbox: organizations with the fallback policy will have their mail held"
+                ),
+            }
+        }
+        let (config, keys, smtp_roots) = (Arc::new(config), Arc::new(ring), Arc::new(smtp_roots));
+        let token_locks: Arc<crate::services::authorization::TokenLocks> = Arc::default();
+        let outbox = crate::outbox::Outbox::new(
+            crate::outbox::OutboxDeps {
+                store: store.clone(),
+                keys: keys.clone(),
+                config: config.clone(),
+                http: token_http.clone(),
+                smtp_roots: smtp_roots.clone(),
+                sandbox: None,
+                locks: token_locks.clone(),
+            },
+            Arc::new(crate::outbox::SystemClock),
+            crate::outbox::Tuning::default(),
+            instance.clone(),
+        );
         let state = AppState {
-            config: Arc::new(config),
+            config,
             store,
-            keys: Arc::new(ring),
+            keys,
             login_throttle: Arc::default(),
             sandbox: None,
             sandbox_state: None,
             token_http,
-            smtp_roots: Arc::new(smtp_roots),
-            token_locks: Arc::default(),
+            smtp_roots,
+            token_locks,
+            outbox,
         };
         Ok(Self {
             state,
@@ -179,6 +219,24 @@ impl App {
     ) -> Self {
         self.state.sandbox = Some(Arc::new(preset));
         self.state.sandbox_state = Some(state);
+        self.with_outbox(
+            Arc::new(crate::outbox::SystemClock),
+            crate::outbox::Tuning::default(),
+        )
+    }
+
+    /// Runs the outbox on another clock or pace (tests: a simulated clock, short retries).
+    pub fn with_outbox(
+        mut self,
+        clock: Arc<dyn crate::outbox::Clock>,
+        tuning: crate::outbox::Tuning,
+    ) -> Self {
+        self.state.outbox = crate::outbox::Outbox::new(
+            self.state.outbox_deps(),
+            clock,
+            tuning,
+            self.instance.clone(),
+        );
         self
     }
 
@@ -193,7 +251,13 @@ impl App {
     ) -> anyhow::Result<()> {
         let store = self.state.store.clone();
         let instance = self.instance.clone();
-        let housekeeping = tokio::spawn(housekeeping(store.clone(), instance.clone()));
+        let housekeeping = tokio::spawn(housekeeping(
+            store.clone(),
+            instance.clone(),
+            self.state.config.outbox.retention,
+        ));
+        let outbox = self.state.outbox.clone();
+        let dispatcher = outbox.start();
         let router = web::router(self.state.clone());
         let result = axum::serve(
             self.listener,
@@ -202,6 +266,11 @@ impl App {
         .with_graceful_shutdown(shutdown)
         .await
         .context("the HTTP server failed");
+        // No new mail comes in now: let what is being sent finish, then release the rest.
+        outbox
+            .shutdown(self.state.config.outbox.shutdown_grace)
+            .await;
+        dispatcher.abort();
         housekeeping.abort();
         if let Ok(mut conn) = store.conn().await
             && let Err(e) = store::instances::deregister(&mut conn, &instance).await
@@ -222,8 +291,9 @@ fn hostname() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Periodic work: the instance heartbeat, and clean-up of expired sessions every hour.
-async fn housekeeping(store: Store, instance: String) {
+/// Periodic work: the instance heartbeat; every hour, clean-up of expired sessions and
+/// idempotency keys, and the purge of message bodies past their retention.
+async fn housekeeping(store: Store, instance: String, retention: time::Duration) {
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
     let mut ticks: u64 = 0;
     loop {
@@ -236,6 +306,11 @@ async fn housekeeping(store: Store, instance: String) {
                 let removed = store::sessions::delete_expired(&mut conn, now).await?;
                 if removed > 0 {
                     tracing::debug!(removed, "expired sessions removed");
+                }
+                store::messages::idempotency_purge(&mut conn, now).await?;
+                let purged = store::messages::purge_bodies(&mut conn, now - retention, now).await?;
+                if purged > 0 {
+                    tracing::info!(purged, "message bodies past their retention purged");
                 }
             }
             Ok::<_, store::StoreError>(())

@@ -56,7 +56,7 @@ pub enum Command {
     /// Manage the master key that seals stored secrets.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Send one message through a mailbox now and print the outcome.
+    /// Queue one message for a mailbox; `--wait` waits for the outcome.
     Send(SendArgs),
 }
 
@@ -79,6 +79,13 @@ pub struct SendArgs {
     /// The HTML body.
     #[arg(long)]
     pub html: Option<String>,
+    /// Wait for the outcome and print it (without a running `herald serve`, this command
+    /// delivers the message itself).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long `--wait` waits, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub wait_secs: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +134,9 @@ pub enum ApiKeyCommand {
         /// A label telling what the key is for.
         #[arg(long)]
         name: String,
+        /// Limit the key to this mailbox (id or name); repeat for several. Default: all.
+        #[arg(long = "mailbox")]
+        mailboxes: Vec<String>,
     },
     /// List an organization's API keys (never the keys themselves).
     List {
@@ -394,7 +404,8 @@ async fn demo(mut config: Config, data_dir: Option<PathBuf>) -> anyhow::Result<(
 }
 
 async fn send(config: Config, args: SendArgs) -> anyhow::Result<()> {
-    use crate::services::authorization::{OutgoingMessage, SendOutcome, send_now};
+    use crate::domain::message::{MessageSource, MessageStatus};
+    use crate::outbox::accept::{self, Body, Caller, SendRequest, Submission};
     let services = app::Services::open(config).await?;
     let mut conn = services.store.conn().await?;
     let mut found = store::mailboxes::find_any(&mut conn, &args.mailbox).await?;
@@ -413,34 +424,143 @@ async fn send(config: Config, args: SendArgs) -> anyhow::Result<()> {
             args.mailbox
         ),
     };
-    let message = OutgoingMessage {
+    let caller = Caller {
+        org_id: mailbox.org_id,
+        api_key_id: None,
+        allowed: None,
+        source: MessageSource::Cli,
+    };
+    let request = SendRequest {
+        mailbox: Some(mailbox.id.to_string()),
         to: args.to,
-        subject: args.subject,
+        subject: Some(args.subject),
         text: args.text,
         html: args.html,
+        ..SendRequest::default()
     };
-    match send_now(&services.deps(), mailbox.org_id, mailbox.id, message).await? {
-        SendOutcome::Sent { reply } => {
+    let accepted = accept::accept(
+        &services.store,
+        &services.config.outbox,
+        &caller,
+        Submission {
+            mailbox: request.mailbox.clone(),
+            body: Body::Json(Box::new(request)),
+            idempotency_key: None,
+            request_digest: String::new(),
+        },
+        time::OffsetDateTime::now_utc(),
+    )
+    .await?;
+    if !args.wait {
+        println!(
+            "Accepted as {} ({}); `herald serve` delivers it. Follow it with GET /api/v1/messages/{}.",
+            accepted.id, accepted.status, accepted.id
+        );
+        services.store.close().await;
+        return Ok(());
+    }
+    // A serving instance delivers it; without one, this process does.
+    let serving = {
+        let mut conn = services.store.conn().await?;
+        let since = time::OffsetDateTime::now_utc() - app::HEARTBEAT_STALE;
+        !store::instances::alive(&mut conn, since).await?.is_empty()
+    };
+    let local = (!serving).then(|| {
+        let outbox = crate::outbox::Outbox::new(
+            services.outbox_deps(),
+            std::sync::Arc::new(crate::outbox::SystemClock),
+            crate::outbox::Tuning {
+                linger: std::time::Duration::ZERO,
+                ..Default::default()
+            },
+            format!("cli-{}", uuid::Uuid::now_v7()),
+        );
+        let dispatcher = outbox.start();
+        (outbox, dispatcher)
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(args.wait_secs);
+    let message = loop {
+        let message = {
+            let mut conn = services.store.conn().await?;
+            store::messages::get_any(&mut conn, &accepted.id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("the message disappeared from the outbox"))?
+        };
+        let retrying = message.status == MessageStatus::Queued && message.attempts > 0;
+        if message.status.is_final()
+            || message.status == MessageStatus::Held
+            || retrying
+            || std::time::Instant::now() >= deadline
+        {
+            break message;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    if let Some((outbox, dispatcher)) = local {
+        outbox.shutdown(std::time::Duration::from_secs(5)).await;
+        dispatcher.abort();
+    }
+    let reply = message
+        .last_reply
+        .as_ref()
+        .map(|r| r.line())
+        .unwrap_or_default();
+    let why = |reason: Option<crate::domain::mailbox::StatusReason>| {
+        reason
+            .map(|r| {
+                format!(
+                    "{}{}",
+                    r.message,
+                    r.action.map(|a| format!("\n{a}")).unwrap_or_default()
+                )
+            })
+            .unwrap_or_default()
+    };
+    let result = match message.status {
+        MessageStatus::Sent => {
             println!(
                 "Sent through {} ({}): {reply}",
                 mailbox.name, mailbox.username
             );
-            services.store.close().await;
             Ok(())
         }
-        SendOutcome::Failed { reason, transient } => {
-            services.store.close().await;
-            let action = reason.action.map(|a| format!("\n{a}")).unwrap_or_default();
-            if transient {
-                bail!(
-                    "not sent, try again later ({}): {}{action}",
-                    reason.code,
-                    reason.message
-                )
-            }
-            bail!("not sent ({}): {}{action}", reason.code, reason.message)
+        MessageStatus::Held => {
+            let current = {
+                let mut conn = services.store.conn().await?;
+                store::mailboxes::get_any(&mut conn, mailbox.id).await?
+            };
+            let code = current
+                .and_then(|m| m.status_reason)
+                .map(|r| r.code)
+                .unwrap_or_else(|| "mailbox_not_verified".into());
+            Err(anyhow::anyhow!(
+                "not sent yet, held ({code}): {}\nMessage {} is sent once the mailbox is verified.",
+                why(message.reason),
+                message.id
+            ))
         }
-    }
+        MessageStatus::Failed => Err(anyhow::anyhow!(
+            "not sent ({}): {}",
+            message
+                .reason
+                .as_ref()
+                .map(|r| r.code.as_str())
+                .unwrap_or("failed"),
+            why(message.reason.clone())
+        )),
+        _ if message.attempts > 0 => Err(anyhow::anyhow!(
+            "not sent yet, will retry ({reply}): message {} stays queued and `herald serve` keeps trying",
+            message.id
+        )),
+        _ => Err(anyhow::anyhow!(
+            "still {} after {} s: message {} stays queued",
+            message.status,
+            args.wait_secs,
+            message.id
+        )),
+    };
+    services.store.close().await;
+    result
 }
 
 async fn org(config: Config, cmd: OrgCommand) -> anyhow::Result<()> {
@@ -503,10 +623,16 @@ async fn apikey(config: Config, cmd: ApiKeyCommand) -> anyhow::Result<()> {
     }
     let store = app::open_store(&config).await?;
     match cmd {
-        ApiKeyCommand::Add { org, role, name } => {
+        ApiKeyCommand::Add {
+            org,
+            role,
+            name,
+            mailboxes,
+        } => {
             let org = services::find_org(&store, &org).await?;
             let (key, token) =
-                services::create_api_key(&store, org.id, &name, &role, &Actor::cli()).await?;
+                services::create_api_key(&store, org.id, &name, &role, &mailboxes, &Actor::cli())
+                    .await?;
             println!(
                 "Created {} API key \"{}\" ({}) for {}.",
                 key.role.as_str(),

@@ -39,6 +39,28 @@ pub enum ConfigError {
     },
 }
 
+/// How the outbox keeps and retries mail.
+#[derive(Clone, Debug)]
+pub struct OutboxSettings {
+    pub default_sender: Option<crate::domain::MailboxId>,
+    pub retry_for: time::Duration,
+    pub retention: time::Duration,
+    pub max_message_bytes: u64,
+    pub shutdown_grace: std::time::Duration,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        Self {
+            default_sender: None,
+            retry_for: time::Duration::hours(72),
+            retention: time::Duration::days(30),
+            max_message_bytes: 25 * 1024 * 1024,
+            shutdown_grace: std::time::Duration::from_secs(20),
+        }
+    }
+}
+
 /// The keys a `herald.toml` may hold. Each is overridden by the environment variable named in
 /// its documentation.
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +110,22 @@ pub struct FileConfig {
     /// `HERALD_SANDBOX_SWITCHES` (JSON in the environment, a table in the file): failures the
     /// sandbox reproduces from the start, e.g. `{"smtp_auth_disabled": true}`. Default none.
     pub sandbox_switches: Option<toml::Table>,
+    /// `HERALD_DEFAULT_SENDER`: the id of a mailbox (of the operator's own organization) that
+    /// sends for organizations with no Verified mailbox whose policy is `fallback`. Default
+    /// none.
+    pub default_sender: Option<String>,
+    /// `HERALD_RETRY_HOURS`: how long a message is retried after transient failures before it
+    /// fails. Default 72 (3 days).
+    pub retry_hours: Option<u32>,
+    /// `HERALD_RETENTION_DAYS`: how long message bodies are kept after their final status;
+    /// the metadata stays. Default 30.
+    pub retention_days: Option<u32>,
+    /// `HERALD_MAX_MESSAGE_BYTES`: the largest message accepted, attachments included.
+    /// Default 26214400 (25 MiB; Exchange Online accepts 35 MB after encoding).
+    pub max_message_bytes: Option<u64>,
+    /// `HERALD_SHUTDOWN_GRACE_SECS`: on SIGTERM, how long messages being sent may take to
+    /// finish before they are released back to the queue. Default 20.
+    pub shutdown_grace_secs: Option<u64>,
 }
 
 /// The environment variables Herald reads, with the file key each one overrides.
@@ -108,6 +146,11 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("HERALD_SANDBOX_PUBLIC_URL", "sandbox_public_url"),
     ("HERALD_SANDBOX_SMTP_LISTEN", "sandbox_smtp_listen"),
     ("HERALD_SANDBOX_SWITCHES", "sandbox_switches"),
+    ("HERALD_DEFAULT_SENDER", "default_sender"),
+    ("HERALD_RETRY_HOURS", "retry_hours"),
+    ("HERALD_RETENTION_DAYS", "retention_days"),
+    ("HERALD_MAX_MESSAGE_BYTES", "max_message_bytes"),
+    ("HERALD_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
 ];
 
 /// How log lines are written.
@@ -236,6 +279,7 @@ pub struct Config {
     pub smtp_ca_file: Option<PathBuf>,
     pub trusted_proxies: Vec<IpNet>,
     pub sandbox: SandboxSettings,
+    pub outbox: OutboxSettings,
 }
 
 /// Where the sandbox provider runs, when it runs.
@@ -486,7 +530,81 @@ impl Config {
             },
         };
 
+        let number = |setting: &'static str,
+                      env_value: Option<&String>,
+                      file_value: Option<u64>,
+                      min: u64,
+                      max: u64|
+         -> Result<Option<u64>, ConfigError> {
+            let value = match env_value {
+                Some(raw) => Some(
+                    raw.trim()
+                        .parse::<u64>()
+                        .map_err(|_| ConfigError::Invalid {
+                            setting,
+                            message: format!("`{raw}` is not a whole number"),
+                        })?,
+                ),
+                None => file_value,
+            };
+            match value {
+                Some(v) if v < min || v > max => Err(ConfigError::Invalid {
+                    setting,
+                    message: format!("{v} is out of range: use {min} to {max}"),
+                }),
+                other => Ok(other),
+            }
+        };
+        let defaults = OutboxSettings::default();
+        let outbox = OutboxSettings {
+            default_sender: match pick("HERALD_DEFAULT_SENDER", file.default_sender) {
+                Some(raw) => Some(raw.trim().parse().map_err(|_| ConfigError::Invalid {
+                    setting: "HERALD_DEFAULT_SENDER (default_sender)",
+                    message: format!(
+                        "`{raw}` is not a mailbox id (a UUID, as the mailbox list shows)"
+                    ),
+                })?),
+                None => None,
+            },
+            retry_for: number(
+                "HERALD_RETRY_HOURS (retry_hours)",
+                env.get("HERALD_RETRY_HOURS"),
+                file.retry_hours.map(u64::from),
+                1,
+                24 * 30,
+            )?
+            .map(|h| time::Duration::hours(h as i64))
+            .unwrap_or(defaults.retry_for),
+            retention: number(
+                "HERALD_RETENTION_DAYS (retention_days)",
+                env.get("HERALD_RETENTION_DAYS"),
+                file.retention_days.map(u64::from),
+                0,
+                3650,
+            )?
+            .map(|d| time::Duration::days(d as i64))
+            .unwrap_or(defaults.retention),
+            max_message_bytes: number(
+                "HERALD_MAX_MESSAGE_BYTES (max_message_bytes)",
+                env.get("HERALD_MAX_MESSAGE_BYTES"),
+                file.max_message_bytes,
+                1024,
+                150 * 1024 * 1024,
+            )?
+            .unwrap_or(defaults.max_message_bytes),
+            shutdown_grace: number(
+                "HERALD_SHUTDOWN_GRACE_SECS (shutdown_grace_secs)",
+                env.get("HERALD_SHUTDOWN_GRACE_SECS"),
+                file.shutdown_grace_secs,
+                0,
+                3600,
+            )?
+            .map(std::time::Duration::from_secs)
+            .unwrap_or(defaults.shutdown_grace),
+        };
+
         Ok(Self {
+            outbox,
             listen,
             public_url,
             public_url_explicit,

@@ -10,6 +10,7 @@
 //! - [`keys`]: the master key ring, its start-up check and rotation;
 //! - [`services`]: the operations the CLI and the web layer share (create a user, issue a key),
 //!   each with its audit event;
+//! - [`outbox`]: accepting mail durably and delivering it through mailboxes, within limits;
 //! - [`web`]: the HTTP API, the web UI and sign-in;
 //! - [`app`]: the composition root that wires configuration, store and services into a server;
 //! - [`cli`]: the `herald` command.
@@ -22,6 +23,7 @@ pub mod domain;
 pub mod keys;
 pub mod net;
 pub mod oauth;
+pub mod outbox;
 pub mod sandbox;
 pub mod secrets;
 pub mod services;

@@ -2,52 +2,9 @@
 //! authenticates to them, and whether they work (Verified / Not Verified, with the reason in
 //! plain words).
 
-use std::fmt;
-use std::str::FromStr;
-
 use time::{Date, OffsetDateTime};
 
 use super::{FieldError, MailboxId, OrgId};
-
-macro_rules! string_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-        pub enum $name {
-            $($(#[$vdoc])* #[serde(rename = $text)] $variant),+
-        }
-
-        impl $name {
-            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
-
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(Self::$variant => $text),+
-                }
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = String;
-
-            fn from_str(raw: &str) -> Result<Self, Self::Err> {
-                match raw {
-                    $($text => Ok(Self::$variant),)+
-                    other => Err(format!(
-                        "`{other}` is not one of {}",
-                        [$($text),+].join(", ")
-                    )),
-                }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-    };
-}
 
 string_enum!(
     /// How Herald authenticates to the SMTP server.
@@ -177,9 +134,16 @@ pub struct Mailbox {
     pub token_expires_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
+    /// Overrides of the provider's sending limits.
+    pub limits: super::message::LimitOverrides,
 }
 
 impl Mailbox {
+    /// The sending limits in force: the provider's, with this mailbox's overrides.
+    pub fn effective_limits(&self) -> super::message::Limits {
+        self.limits.over(self.provider)
+    }
+
     /// The fields whose change invalidates an earlier authorization.
     pub fn identity(&self) -> impl PartialEq + '_ {
         (

@@ -26,4 +26,8 @@ pub struct Organization {
     pub id: OrgId,
     pub name: String,
     pub created_at: OffsetDateTime,
+    /// What happens to its mail while it has no Verified mailbox.
+    pub no_mailbox_policy: super::message::NoMailboxPolicy,
+    /// The Reply-To of its mail sent by the installation's default sender.
+    pub reply_to: Option<String>,
 }

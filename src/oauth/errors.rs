@@ -146,6 +146,7 @@ pub(crate) mod tests_support {
             token_expires_at: None,
             created_at: time::OffsetDateTime::now_utc(),
             updated_at: time::OffsetDateTime::now_utc(),
+            limits: Default::default(),
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::crypto;
 use crate::domain::mailbox::{
     AuthKind, Mailbox, MailboxStatus, Provider, StatusReason, secret_fields,
 };
+use crate::domain::message::SmtpReply;
 use crate::domain::{Actor, MailboxId, NewAuditEvent, OrgId};
 use crate::keys;
 use crate::net::HostPolicy;
@@ -217,6 +218,20 @@ async fn set_status(
         return Ok(mailbox.clone());
     }
     store::mailboxes::set_status(&mut tx, &updated).await?;
+    if status == MailboxStatus::Verified {
+        // Mail held while the mailbox was Not Verified goes out now.
+        let released = store::messages::release_held(
+            &mut tx,
+            mailbox.org_id,
+            mailbox.id,
+            &mailbox.username,
+            now,
+        )
+        .await?;
+        if released > 0 {
+            tracing::info!(mailbox = %mailbox.id, released, "held mail released");
+        }
+    }
     if status != mailbox.status || updated.status_reason != mailbox.status_reason {
         store::audit::record(
             &mut tx,
@@ -691,19 +706,39 @@ pub enum SendFailure {
     /// A fault of the mailbox: it turns Not Verified with this reason.
     Refused(StatusReason),
     /// Try later; nothing changes.
-    Transient(String),
+    Transient(SmtpReply),
     /// This message was refused (a recipient, its size, its content); the mailbox is fine.
-    Rejected(String),
+    Rejected(SmtpReply),
 }
 
-/// Verifies (`message` None) or sends, handling tokens: an OAuth2 mailbox whose token is
+/// The reply as the message log keeps it.
+pub fn reply_of(failure: &smtp::SmtpFailure) -> SmtpReply {
+    SmtpReply {
+        code: failure.code,
+        enhanced: failure.enhanced.clone(),
+        text: failure.text.clone(),
+    }
+}
+
+/// Classifies an SMTP failure: a fault of the mailbox, a delay, or a refusal of the message.
+/// `sending` says whether a message was being sent (then a 5xx concerns the message).
+pub fn classify(failure: &smtp::SmtpFailure, mailbox: &Mailbox, sending: bool) -> SendFailure {
+    match smtp::reason_for(failure, mailbox, sending) {
+        Some(reason) => SendFailure::Refused(reason),
+        None if failure.kind() == FailureKind::Transient => {
+            SendFailure::Transient(reply_of(failure))
+        }
+        None => SendFailure::Rejected(reply_of(failure)),
+    }
+}
+
+/// Opens an authenticated SMTP session for the mailbox. An OAuth2 mailbox whose token is
 /// refused with `535 5.7.3` gets one refresh and one retry.
-async fn attempt_send(
+pub async fn open_session(
     deps: &Deps<'_>,
     mailbox: &Mailbox,
     password: Option<SecretString>,
-    message: Option<lettre::Message>,
-) -> ServiceResult<Result<String, SendFailure>> {
+) -> ServiceResult<Result<smtp::Session, SendFailure>> {
     let roots = deps.roots_for(mailbox);
     let target = SmtpTarget {
         mailbox,
@@ -711,22 +746,12 @@ async fn attempt_send(
         extra_roots: &roots,
         timeout: SMTP_TIMEOUT,
     };
-    let run = |auth: SmtpAuth, message: Option<lettre::Message>| {
-        let target = &target;
-        async move {
-            match message {
-                Some(message) => smtp::send(target, &auth, message).await,
-                None => smtp::verify(target, &auth)
-                    .await
-                    .map(|()| "250 OK".to_owned()),
-            }
-        }
-    };
-    let sending = message.is_some();
-    let classify = |failure: smtp::SmtpFailure| match smtp::reason_for(&failure, mailbox, sending) {
-        Some(reason) => SendFailure::Refused(reason),
-        None if failure.kind() == FailureKind::Transient => SendFailure::Transient(failure.reply()),
-        None => SendFailure::Rejected(failure.reply()),
+    let transient = |text: String| {
+        SendFailure::Transient(SmtpReply {
+            code: None,
+            enhanced: None,
+            text,
+        })
     };
     match mailbox.auth {
         AuthKind::Basic => {
@@ -739,20 +764,22 @@ async fn attempt_send(
                 user: mailbox.username.clone(),
                 password,
             };
-            Ok(run(auth, message).await.map_err(classify))
+            Ok(smtp::Session::open(&target, &auth)
+                .await
+                .map_err(|f| classify(&f, mailbox, false)))
         }
         AuthKind::OAuth2 => {
             let token = match access_token(deps, mailbox.org_id, mailbox.id, None).await? {
                 Ok(token) => token,
                 Err(TokenFailure::Refused(reason)) => return Ok(Err(SendFailure::Refused(reason))),
-                Err(TokenFailure::Transient(text)) => return Ok(Err(SendFailure::Transient(text))),
+                Err(TokenFailure::Transient(text)) => return Ok(Err(transient(text))),
             };
             let auth = SmtpAuth::XOAuth2 {
                 user: mailbox.username.clone(),
                 token: token.clone(),
             };
-            match run(auth, message.clone()).await {
-                Ok(reply) => Ok(Ok(reply)),
+            match smtp::Session::open(&target, &auth).await {
+                Ok(session) => Ok(Ok(session)),
                 Err(failure)
                     if failure.kind() == FailureKind::Auth
                         && failure.enhanced.as_deref() != Some("5.7.139") =>
@@ -765,19 +792,52 @@ async fn attempt_send(
                                 return Ok(Err(SendFailure::Refused(reason)));
                             }
                             Err(TokenFailure::Transient(text)) => {
-                                return Ok(Err(SendFailure::Transient(text)));
+                                return Ok(Err(transient(text)));
                             }
                         };
                     let auth = SmtpAuth::XOAuth2 {
                         user: mailbox.username.clone(),
                         token,
                     };
-                    Ok(run(auth, message).await.map_err(classify))
+                    Ok(smtp::Session::open(&target, &auth)
+                        .await
+                        .map_err(|f| classify(&f, mailbox, false)))
                 }
-                Err(failure) => Ok(Err(classify(failure))),
+                Err(failure) => Ok(Err(classify(&failure, mailbox, false))),
             }
         }
     }
+}
+
+/// Verifies (`message` None) or sends one message over a session of its own.
+async fn attempt_send(
+    deps: &Deps<'_>,
+    mailbox: &Mailbox,
+    password: Option<SecretString>,
+    message: Option<lettre::Message>,
+) -> ServiceResult<Result<String, SendFailure>> {
+    let mut session = match open_session(deps, mailbox, password).await? {
+        Ok(session) => session,
+        Err(failure) => return Ok(Err(failure)),
+    };
+    let result = match message {
+        Some(message) => session
+            .send(message.envelope(), &message.formatted())
+            .await
+            .map_err(|f| classify(&f, mailbox, true)),
+        None => Ok("250 OK".to_owned()),
+    };
+    session.quit().await;
+    Ok(result)
+}
+
+/// Turns the mailbox Not Verified with the reason (a send found it broken).
+pub async fn mark_not_verified(
+    deps: &Deps<'_>,
+    mailbox: &Mailbox,
+    reason: StatusReason,
+) -> ServiceResult<Mailbox> {
+    set_status(deps, mailbox, MailboxStatus::NotVerified, Some(reason)).await
 }
 
 /// The outcome of sending through a mailbox.
@@ -842,18 +902,18 @@ pub async fn send_now(
                 transient: false,
             })
         }
-        Err(SendFailure::Transient(text)) => Ok(SendOutcome::Failed {
+        Err(SendFailure::Transient(reply)) => Ok(SendOutcome::Failed {
             reason: StatusReason::new(
                 "smtp_transient",
-                format!("The server asked to try later: {text}"),
+                format!("The server asked to try later: {}", reply.line()),
                 Some("Try again in a few minutes.".into()),
             ),
             transient: true,
         }),
-        Err(SendFailure::Rejected(text)) => Ok(SendOutcome::Failed {
+        Err(SendFailure::Rejected(reply)) => Ok(SendOutcome::Failed {
             reason: StatusReason::new(
                 "message_rejected",
-                format!("The server refused this message: {text}"),
+                format!("The server refused this message: {}", reply.line()),
                 Some("Check the recipients and the message; the mailbox itself works.".into()),
             ),
             transient: false,

@@ -13,6 +13,7 @@ use crate::domain::mailbox::{
     AuthKind, ClientAuth, GOOGLE_SCOPES, MICROSOFT_SCOPES, Mailbox, MailboxStatus, Provider,
     Security, StatusReason, looks_like_secret_id, parse_tenant, secret_fields,
 };
+use crate::domain::message::LimitOverrides;
 use crate::domain::{Actor, EmailAddress, FieldError, MailboxId, NewAuditEvent, OrgId};
 use crate::keys;
 use crate::net::{HostPolicy, Reach, reach_of};
@@ -76,6 +77,7 @@ pub struct MailboxDraft {
     pub client_secret_expires_at: Option<String>,
     pub client_secret: Option<SecretString>,
     pub password: Option<SecretString>,
+    pub limits: Option<LimitOverrides>,
 }
 
 /// A change to a mailbox. `Some(None)` clears an optional field; `None` keeps it.
@@ -101,6 +103,8 @@ pub struct MailboxPatch {
     pub client_secret_expires_at: Option<Option<String>>,
     pub client_secret: Option<SecretString>,
     pub password: Option<SecretString>,
+    /// Replaces every override at once.
+    pub limits: Option<LimitOverrides>,
 }
 
 const MAX_SIGNATURE: usize = 10_000;
@@ -516,6 +520,10 @@ fn resolve(
             )
         }))
     });
+    let limits = draft.limits;
+    if let Some(limits) = &limits {
+        checks.take(limits.validate());
+    }
     checks.finish()?;
 
     let auth = auth.expect("checked");
@@ -550,6 +558,7 @@ fn resolve(
             token_expires_at: None,
             created_at: now,
             updated_at: now,
+            limits: limits.unwrap_or_default(),
         },
         client_secret: draft.client_secret,
         password: draft.password,
@@ -663,6 +672,7 @@ fn draft_of(mailbox: &Mailbox) -> MailboxDraft {
         client_secret_expires_at: mailbox.client_secret_expires_at.map(|d| d.to_string()),
         client_secret: None,
         password: None,
+        limits: Some(mailbox.limits),
     }
 }
 
@@ -726,6 +736,7 @@ pub async fn update(
     set!(scopes);
     set_nullable!(issuer);
     set_nullable!(client_secret_expires_at);
+    set!(limits);
     // The sign-in account follows the username unless it was set on its own.
     if username_changed
         && existing.sign_in_account == existing.username
@@ -833,6 +844,15 @@ pub async fn delete(
     let mailbox = store::mailboxes::get(&mut tx, org_id, id)
         .await?
         .ok_or(ServiceError::NotFound("mailbox"))?;
+    let reason = StatusReason::new(
+        "mailbox_deleted",
+        format!(
+            "The mailbox \"{}\" was deleted before this message was sent.",
+            mailbox.name
+        ),
+        Some("Send the message again through another mailbox.".into()),
+    );
+    store::messages::fail_mailbox(&mut tx, id, &reason, now).await?;
     store::mailboxes::delete(&mut tx, org_id, id).await?;
     store::secrets::delete_owner(&mut tx, &id.to_string()).await?;
     store::audit::record(

@@ -29,6 +29,9 @@ pub enum ServiceError {
     NotFound(&'static str),
     #[error("{0}")]
     Refused(&'static str),
+    /// The caller may not do this (an API key limited to other mailboxes).
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -282,17 +285,33 @@ pub async fn delete_user(
     Ok(())
 }
 
-/// Issues an API key. The token is returned once and only its digest is stored.
+/// Issues an API key, limited to `mailboxes` (ids or names of the organization's) when any
+/// are given. The token is returned once and only its digest is stored.
 pub async fn create_api_key(
     store: &Store,
     org_id: OrgId,
     name: &str,
     role: &str,
+    mailboxes: &[String],
     actor: &Actor,
 ) -> ServiceResult<(ApiKey, ApiKeyToken)> {
     let mut checks = Checks::default();
     let name = checks.take(ApiKeyName::parse(name));
     let role = checks.take(KeyRole::parse(role));
+    let mut limited_to = Vec::new();
+    {
+        let mut conn = store.conn().await?;
+        for (i, wanted) in mailboxes.iter().enumerate() {
+            match store::mailboxes::find(&mut conn, org_id, wanted).await? {
+                Some(m) if !limited_to.contains(&m.id) => limited_to.push(m.id),
+                Some(_) => {}
+                None => checks.push(FieldError::new(
+                    format!("mailboxes[{i}]"),
+                    format!("the organization has no mailbox called or with the id `{wanted}`"),
+                )),
+            }
+        }
+    }
     checks.finish()?;
     let (Some(name), Some(role)) = (name, role) else {
         unreachable!("finish() fails when a field failed");
@@ -301,6 +320,9 @@ pub async fn create_api_key(
     let now = OffsetDateTime::now_utc();
     let mut tx = store.begin().await?;
     let key = store::api_keys::insert(&mut tx, org_id, &name, role, &token, now).await?;
+    if !limited_to.is_empty() {
+        store::api_keys::limit_to(&mut tx, key.id, &limited_to).await?;
+    }
     store::audit::record(
         &mut tx,
         &NewAuditEvent {
@@ -309,7 +331,10 @@ pub async fn create_api_key(
             action: "api_key.create",
             target_kind: "api_key",
             target_id: key.id.to_string(),
-            detail: serde_json::json!({ "name": key.name, "role": role.as_str(), "prefix": key.prefix }),
+            detail: serde_json::json!({
+                "name": key.name, "role": role.as_str(), "prefix": key.prefix,
+                "mailboxes": limited_to.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            }),
         },
         now,
     )

@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
+use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
-use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::mailbox::{AuthKind, Mailbox, Provider, Security, StatusReason};
@@ -91,6 +92,15 @@ impl SmtpFailure {
             enhanced,
             text,
             config: code.is_none() && (error.is_tls() || error.is_client() || tls_failure(error)),
+        }
+    }
+
+    fn timeout(stage: &str) -> Self {
+        Self {
+            code: None,
+            enhanced: None,
+            text: format!("the server did not answer in time ({stage})"),
+            config: false,
         }
     }
 
@@ -216,31 +226,21 @@ pub struct SmtpTarget<'a> {
     pub timeout: Duration,
 }
 
-fn transport(
-    target: &SmtpTarget<'_>,
-    ip: std::net::IpAddr,
-    auth: &SmtpAuth,
-) -> Result<AsyncSmtpTransport<Tokio1Executor>, SmtpFailure> {
-    let host = &target.mailbox.host;
-    let tls_params = || -> Result<TlsParameters, SmtpFailure> {
-        let mut builder = TlsParameters::builder(host.clone());
-        for pem in target.extra_roots {
-            let cert = Certificate::from_pem(pem).map_err(|e| {
-                SmtpFailure::refused(format!("an extra CA certificate is not valid: {e}"))
-            })?;
-            builder = builder.add_root_certificate(cert);
-        }
-        builder
-            .build_rustls()
-            .map_err(|e| SmtpFailure::refused(format!("cannot set up TLS: {e}")))
-    };
-    let tls = match target.mailbox.security {
-        // STARTTLS is required: a server that does not offer it is refused, never downgraded.
-        Security::StartTls => Tls::Required(tls_params()?),
-        Security::Tls => Tls::Wrapper(tls_params()?),
-        Security::None => Tls::None,
-    };
-    let (credentials, mechanism) = match auth {
+fn tls_parameters(target: &SmtpTarget<'_>) -> Result<TlsParameters, SmtpFailure> {
+    let mut builder = TlsParameters::builder(target.mailbox.host.clone());
+    for pem in target.extra_roots {
+        let cert = Certificate::from_pem(pem).map_err(|e| {
+            SmtpFailure::refused(format!("an extra CA certificate is not valid: {e}"))
+        })?;
+        builder = builder.add_root_certificate(cert);
+    }
+    builder
+        .build_rustls()
+        .map_err(|e| SmtpFailure::refused(format!("cannot set up TLS: {e}")))
+}
+
+fn credentials(auth: &SmtpAuth) -> (Credentials, Vec<Mechanism>) {
+    match auth {
         SmtpAuth::XOAuth2 { user, token } => (
             Credentials::new(user.clone(), token.expose_secret().to_owned()),
             vec![Mechanism::Xoauth2],
@@ -249,34 +249,103 @@ fn transport(
             Credentials::new(user.clone(), password.expose_secret().to_owned()),
             vec![Mechanism::Plain, Mechanism::Login],
         ),
-    };
-    // Connect to the address the policy approved; TLS still verifies the host name.
-    Ok(
-        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(ip.to_string())
-            .port(target.mailbox.port)
-            .tls(tls)
-            .timeout(Some(target.timeout))
-            .credentials(credentials)
-            .authentication(mechanism)
-            .build(),
-    )
+    }
 }
 
-async fn connect(
-    target: &SmtpTarget<'_>,
-    auth: &SmtpAuth,
-) -> Result<AsyncSmtpTransport<Tokio1Executor>, SmtpFailure> {
-    if target.mailbox.security == Security::None && !target.policy.dev {
-        return Err(SmtpFailure::refused(
-            "SMTP without TLS is only allowed in development mode".into(),
-        ));
+/// An open, authenticated SMTP session, kept to send several messages over one connection.
+pub struct Session {
+    conn: AsyncSmtpConnection,
+    opened: std::time::Instant,
+}
+
+impl Session {
+    /// Connects (to an address the policy allows), upgrades to TLS (STARTTLS is required when
+    /// configured: a server that does not offer it is refused, never downgraded) and
+    /// authenticates.
+    pub async fn open(target: &SmtpTarget<'_>, auth: &SmtpAuth) -> Result<Self, SmtpFailure> {
+        let mailbox = target.mailbox;
+        if mailbox.security == Security::None && !target.policy.dev {
+            return Err(SmtpFailure::refused(
+                "SMTP without TLS is only allowed in development mode".into(),
+            ));
+        }
+        let addrs = target
+            .policy
+            .resolve(&mailbox.host, mailbox.port)
+            .await
+            .map_err(SmtpFailure::refused)?;
+        let hello = ClientId::default();
+        let wrapper = match mailbox.security {
+            Security::Tls => Some(tls_parameters(target)?),
+            _ => None,
+        };
+        // Connect to the address the policy approved; TLS still verifies the host name.
+        let connect = AsyncSmtpConnection::connect_tokio1(
+            (addrs[0].ip(), mailbox.port),
+            Some(target.timeout),
+            &hello,
+            wrapper,
+            None,
+        );
+        let mut conn = match tokio::time::timeout(target.timeout, connect).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(failure(&e, auth)),
+            Err(_) => return Err(SmtpFailure::timeout("connecting")),
+        };
+        if mailbox.security == Security::StartTls {
+            if !conn.can_starttls() {
+                conn.abort().await;
+                return Err(SmtpFailure::refused(
+                    "the server does not offer STARTTLS, which this mailbox requires".into(),
+                ));
+            }
+            conn.starttls(tls_parameters(target)?, &hello)
+                .await
+                .map_err(|e| failure(&e, auth))?;
+        }
+        let (credentials, mechanisms) = credentials(auth);
+        conn.auth(&mechanisms, &credentials)
+            .await
+            .map_err(|e| failure(&e, auth))?;
+        Ok(Self {
+            conn,
+            opened: std::time::Instant::now(),
+        })
     }
-    let addrs = target
-        .policy
-        .resolve(&target.mailbox.host, target.mailbox.port)
-        .await
-        .map_err(SmtpFailure::refused)?;
-    transport(target, addrs[0].ip(), auth)
+
+    /// Sends one message; answers the server's final reply. Any failure closes the session.
+    pub async fn send(
+        &mut self,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<String, SmtpFailure> {
+        match self.conn.send(envelope, message).await {
+            Ok(response) => Ok(format!(
+                "{} {}",
+                response.code(),
+                response.message().collect::<Vec<_>>().join(" ")
+            )),
+            Err(e) => Err(SmtpFailure::from_lettre(&e)),
+        }
+    }
+
+    /// Whether another message may be sent over this session.
+    pub fn is_usable(&self) -> bool {
+        !self.conn.has_broken()
+    }
+
+    /// How long the session has been open.
+    pub fn age(&self) -> std::time::Duration {
+        self.opened.elapsed()
+    }
+
+    /// Says QUIT and closes.
+    pub async fn quit(mut self) {
+        if !self.conn.has_broken() {
+            let _ = self.conn.quit().await;
+        }
+        self.conn.abort().await;
+    }
 }
 
 /// lettre's failure, read in the light of the mechanism used. Gmail refuses a bad XOAUTH2
@@ -301,31 +370,20 @@ fn failure(error: &lettre::transport::smtp::Error, auth: &SmtpAuth) -> SmtpFailu
 
 /// Connects, upgrades to TLS, authenticates and quits: does the mailbox work?
 pub async fn verify(target: &SmtpTarget<'_>, auth: &SmtpAuth) -> Result<(), SmtpFailure> {
-    let transport = connect(target, auth).await?;
-    match transport.test_connection().await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(SmtpFailure::refused(
-            "the server closed the connection".into(),
-        )),
-        Err(e) => Err(failure(&e, auth)),
-    }
+    Session::open(target, auth).await?.quit().await;
+    Ok(())
 }
 
-/// Sends one message; answers the server's final reply.
+/// Sends one message over a session of its own; answers the server's final reply.
 pub async fn send(
     target: &SmtpTarget<'_>,
     auth: &SmtpAuth,
     message: lettre::Message,
 ) -> Result<String, SmtpFailure> {
-    let transport = connect(target, auth).await?;
-    match transport.send(message).await {
-        Ok(response) => Ok(format!(
-            "{} {}",
-            response.code(),
-            response.message().collect::<Vec<_>>().join(" ")
-        )),
-        Err(e) => Err(failure(&e, auth)),
-    }
+    let mut session = Session::open(target, auth).await?;
+    let result = session.send(message.envelope(), &message.formatted()).await;
+    session.quit().await;
+    result
 }
 
 #[cfg(test)]

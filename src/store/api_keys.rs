@@ -152,3 +152,49 @@ pub async fn touch(conn: &mut Conn, id: ApiKeyId, now: OffsetDateTime) -> StoreR
         .await?;
     Ok(())
 }
+
+/// Limits a key to these mailboxes.
+pub async fn limit_to(
+    conn: &mut Conn,
+    key_id: ApiKeyId,
+    mailboxes: &[crate::domain::MailboxId],
+) -> StoreResult<()> {
+    sqlx::query("UPDATE api_keys SET mailbox_limited = 1 WHERE id = $1")
+        .bind(key_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    for mailbox in mailboxes {
+        sqlx::query("INSERT INTO api_key_mailboxes (api_key_id, mailbox_id) VALUES ($1, $2)")
+            .bind(key_id.to_string())
+            .bind(mailbox.to_string())
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The mailboxes a key is limited to, or `None` when it may use all of its organization's. A
+/// limited key whose mailboxes were all deleted may use none.
+pub async fn mailbox_limits(
+    conn: &mut Conn,
+    key_id: ApiKeyId,
+) -> StoreResult<Option<Vec<crate::domain::MailboxId>>> {
+    let limited: Option<i64> =
+        sqlx::query_scalar("SELECT mailbox_limited FROM api_keys WHERE id = $1")
+            .bind(key_id.to_string())
+            .fetch_optional(&mut *conn)
+            .await?;
+    if limited.unwrap_or(0) == 0 {
+        return Ok(None);
+    }
+    let ids: Vec<String> = sqlx::query_scalar(
+        "SELECT mailbox_id FROM api_key_mailboxes WHERE api_key_id = $1 ORDER BY mailbox_id",
+    )
+    .bind(key_id.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    ids.iter()
+        .map(|id| parse_id(id))
+        .collect::<StoreResult<Vec<_>>>()
+        .map(Some)
+}

@@ -15,7 +15,7 @@ macro_rules! select_mailboxes {
         concat!(
             "SELECT id, org_id, name, auth, provider, tenant, host, port, security, username, from_name, sign_in_account, \
              reply_to, signature, is_default, authorization_url, token_url, client_id, client_auth, scopes, issuer, \
-             client_secret_expires_at, status, status_reason, verified_at, token_expires_at, created_at, updated_at \
+             client_secret_expires_at, status, status_reason, verified_at, token_expires_at, created_at, updated_at, limits \
              FROM mailboxes ",
             $rest
         )
@@ -78,6 +78,7 @@ fn from_row(row: &AnyRow) -> StoreResult<Mailbox> {
         token_expires_at: from_db_opt_time(row.try_get("token_expires_at")?)?,
         created_at: from_db_time(row.try_get("created_at")?)?,
         updated_at: from_db_time(row.try_get("updated_at")?)?,
+        limits: serde_json::from_str(&parse("limits")?).map_err(|e| corrupt("limits", e))?,
     })
 }
 
@@ -88,12 +89,16 @@ fn reason_json(mailbox: &Mailbox) -> Option<String> {
         .map(|r| serde_json::to_string(r).unwrap_or_default())
 }
 
+fn limits_json(mailbox: &Mailbox) -> String {
+    serde_json::to_string(&mailbox.limits).unwrap_or_else(|_| "{}".into())
+}
+
 pub async fn insert(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO mailboxes (id, org_id, name, name_key, auth, provider, tenant, host, port, security, username, from_name, \
          sign_in_account, reply_to, signature, is_default, authorization_url, token_url, client_id, client_auth, scopes, issuer, \
-         client_secret_expires_at, status, status_reason, verified_at, token_expires_at, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)",
+         client_secret_expires_at, status, status_reason, verified_at, token_expires_at, created_at, updated_at, limits) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)",
     )
     .bind(m.id.to_string())
     .bind(m.org_id.to_string())
@@ -124,6 +129,7 @@ pub async fn insert(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
     .bind(m.token_expires_at.map(to_db_time))
     .bind(to_db_time(m.created_at))
     .bind(to_db_time(m.updated_at))
+    .bind(limits_json(m))
     .execute(&mut *conn)
     .await
     .map_err(|e| StoreError::unique(e, "name"))?;
@@ -136,7 +142,7 @@ pub async fn update(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
         "UPDATE mailboxes SET name = $3, name_key = $4, auth = $5, provider = $6, tenant = $7, host = $8, port = $9, security = $10, \
          username = $11, from_name = $12, sign_in_account = $13, reply_to = $14, signature = $15, is_default = $16, \
          authorization_url = $17, token_url = $18, client_id = $19, client_auth = $20, scopes = $21, issuer = $22, \
-         client_secret_expires_at = $23, status = $24, status_reason = $25, verified_at = $26, token_expires_at = $27, updated_at = $28 \
+         client_secret_expires_at = $23, status = $24, status_reason = $25, verified_at = $26, token_expires_at = $27, updated_at = $28, limits = $29 \
          WHERE id = $1 AND org_id = $2",
     )
     .bind(m.id.to_string())
@@ -167,6 +173,7 @@ pub async fn update(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
     .bind(m.verified_at.map(to_db_time))
     .bind(m.token_expires_at.map(to_db_time))
     .bind(to_db_time(m.updated_at))
+    .bind(limits_json(m))
     .execute(&mut *conn)
     .await
     .map_err(|e| StoreError::unique(e, "name"))?;
@@ -285,6 +292,28 @@ pub async fn find_any(conn: &mut Conn, id_or_name: &str) -> StoreResult<Vec<Mail
     }
     sqlx::query(select_mailboxes!("WHERE name_key = $1 ORDER BY id"))
         .bind(id_or_name.trim().to_lowercase())
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(from_row)
+        .collect()
+}
+
+/// A mailbox of any organization by id (the workers, the default sender).
+pub async fn get_any(conn: &mut Conn, id: MailboxId) -> StoreResult<Option<Mailbox>> {
+    sqlx::query(select_mailboxes!("WHERE id = $1"))
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?
+        .as_ref()
+        .map(from_row)
+        .transpose()
+}
+
+/// Every mailbox of the organization, oldest first.
+pub async fn all_of_org(conn: &mut Conn, org_id: OrgId) -> StoreResult<Vec<Mailbox>> {
+    sqlx::query(select_mailboxes!("WHERE org_id = $1 ORDER BY id"))
+        .bind(org_id.to_string())
         .fetch_all(&mut *conn)
         .await?
         .iter()

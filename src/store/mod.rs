@@ -11,10 +11,12 @@ pub mod attempts;
 pub mod audit;
 pub mod instances;
 pub mod mailboxes;
+pub mod messages;
 pub mod orgs;
 pub mod secrets;
 pub mod sessions;
 pub mod setup;
+pub mod throttle;
 pub mod users;
 
 use std::path::Path;

@@ -12,6 +12,11 @@ fn from_row(row: &AnyRow) -> StoreResult<Organization> {
         id: parse_id(&row.try_get::<String, _>("id")?)?,
         name: row.try_get("name")?,
         created_at: from_db_time(row.try_get("created_at")?)?,
+        no_mailbox_policy: row
+            .try_get::<String, _>("no_mailbox_policy")?
+            .parse()
+            .map_err(StoreError::Corrupt)?,
+        reply_to: row.try_get("reply_to")?,
     })
 }
 
@@ -25,6 +30,8 @@ pub async fn insert(
         id: OrgId::new(),
         name: name.as_str().to_owned(),
         created_at: now,
+        no_mailbox_policy: crate::domain::message::NoMailboxPolicy::Fallback,
+        reply_to: None,
     };
     sqlx::query(
         "INSERT INTO organizations (id, name, name_key, created_at) VALUES ($1, $2, $3, $4)",
@@ -40,13 +47,15 @@ pub async fn insert(
 }
 
 pub async fn get(conn: &mut Conn, id: OrgId) -> StoreResult<Option<Organization>> {
-    sqlx::query("SELECT id, name, created_at FROM organizations WHERE id = $1")
-        .bind(id.to_string())
-        .fetch_optional(&mut *conn)
-        .await?
-        .as_ref()
-        .map(from_row)
-        .transpose()
+    sqlx::query(
+        "SELECT id, name, created_at, no_mailbox_policy, reply_to FROM organizations WHERE id = $1",
+    )
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(from_row)
+    .transpose()
 }
 
 /// Finds an organization by id or, failing that, by name (case-insensitive).
@@ -56,7 +65,7 @@ pub async fn find(conn: &mut Conn, id_or_name: &str) -> StoreResult<Option<Organ
     {
         return Ok(Some(org));
     }
-    sqlx::query("SELECT id, name, created_at FROM organizations WHERE name_key = $1")
+    sqlx::query("SELECT id, name, created_at, no_mailbox_policy, reply_to FROM organizations WHERE name_key = $1")
         .bind(id_or_name.trim().to_lowercase())
         .fetch_optional(&mut *conn)
         .await?
@@ -66,12 +75,14 @@ pub async fn find(conn: &mut Conn, id_or_name: &str) -> StoreResult<Option<Organ
 }
 
 pub async fn list(conn: &mut Conn) -> StoreResult<Vec<Organization>> {
-    sqlx::query("SELECT id, name, created_at FROM organizations ORDER BY id")
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(from_row)
-        .collect()
+    sqlx::query(
+        "SELECT id, name, created_at, no_mailbox_policy, reply_to FROM organizations ORDER BY id",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
 }
 
 /// Serializes changes to one organization's users until the transaction ends: on PostgreSQL it
@@ -83,5 +94,16 @@ pub async fn lock(conn: &mut Conn, backend: super::Backend, id: OrgId) -> StoreR
             .fetch_optional(&mut *conn)
             .await?;
     }
+    Ok(())
+}
+
+/// Writes the organization's sending settings.
+pub async fn set_settings(conn: &mut Conn, org: &Organization) -> StoreResult<()> {
+    sqlx::query("UPDATE organizations SET no_mailbox_policy = $1, reply_to = $2 WHERE id = $3")
+        .bind(org.no_mailbox_policy.as_str())
+        .bind(org.reply_to.clone())
+        .bind(org.id.to_string())
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }

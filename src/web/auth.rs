@@ -257,6 +257,10 @@ pub struct Principal {
     pub actor: Actor,
     /// The digest of the browser session, when the caller is one (binds OAuth states to it).
     pub session_digest: Option<String>,
+    /// The API key, when the caller is an application.
+    pub api_key: Option<crate::domain::ApiKeyId>,
+    /// The mailboxes the API key is limited to, when it is.
+    pub mailboxes: Option<Vec<crate::domain::MailboxId>>,
 }
 
 impl Principal {
@@ -271,6 +275,11 @@ impl Principal {
                 "A sender key can send mail but not change settings; use an admin key.",
             )),
         }
+    }
+
+    /// Whether the caller may use this mailbox (an API key may be limited to some).
+    pub fn may_use(&self, mailbox: crate::domain::MailboxId) -> bool {
+        self.mailboxes.as_ref().is_none_or(|m| m.contains(&mailbox))
     }
 
     /// Reading settings: admins and members; sender keys see only what they send.
@@ -325,6 +334,7 @@ impl FromRequestParts<AppState> for Principal {
             if let Err(e) = store::api_keys::touch(&mut conn, key.id, now).await {
                 tracing::warn!(error = %e, "could not record API key use");
             }
+            let mailboxes = store::api_keys::mailbox_limits(&mut conn, key.id).await?;
             return Ok(Self {
                 org_id: key.org_id,
                 access: match key.role {
@@ -338,6 +348,8 @@ impl FromRequestParts<AppState> for Principal {
                     source: client.to_string(),
                 },
                 session_digest: None,
+                api_key: Some(key.id),
+                mailboxes,
             });
         }
 
@@ -368,6 +380,8 @@ impl FromRequestParts<AppState> for Principal {
         let session_digest = Some(crypto::token_digest(&session.token));
         let user = session.user;
         Ok(Self {
+            api_key: None,
+            mailboxes: None,
             session_digest,
             org_id: user.org_id,
             access: match user.role {

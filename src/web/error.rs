@@ -172,6 +172,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Refused(why) => {
                 Self::new(StatusCode::CONFLICT, "refused", "Refused", why)
             }
+            ServiceError::Forbidden(why) => Self::forbidden(why),
             ServiceError::Store(e) => e.into(),
             ServiceError::Internal(message) => {
                 tracing::error!(error = %message, "internal error");

@@ -42,6 +42,8 @@ pub struct AppState {
     pub smtp_roots: Arc<Vec<Vec<u8>>>,
     /// One lock per mailbox, so that concurrent users cause one token refresh.
     pub token_locks: Arc<crate::services::authorization::TokenLocks>,
+    /// The delivering side of the outbox, woken when mail is accepted.
+    pub outbox: crate::outbox::Outbox,
 }
 
 async fn method_not_allowed() -> error::ApiError {
@@ -54,6 +56,19 @@ async fn method_not_allowed() -> error::ApiError {
 }
 
 impl AppState {
+    /// What the outbox workers need.
+    pub fn outbox_deps(&self) -> crate::outbox::OutboxDeps {
+        crate::outbox::OutboxDeps {
+            store: self.store.clone(),
+            keys: self.keys.clone(),
+            config: self.config.clone(),
+            http: self.token_http.clone(),
+            smtp_roots: self.smtp_roots.clone(),
+            sandbox: self.sandbox.clone(),
+            locks: self.token_locks.clone(),
+        }
+    }
+
     /// What the authorization flow needs.
     pub fn deps(&self) -> crate::services::authorization::Deps<'_> {
         crate::services::authorization::Deps {
@@ -70,14 +85,17 @@ impl AppState {
 
 /// The whole application's routes and middleware.
 pub fn router(state: AppState) -> Router {
+    let send_limit = usize::try_from(state.config.outbox.max_message_bytes / 3 * 4 + 256 * 1024)
+        .unwrap_or(usize::MAX);
     Router::new()
-        .merge(api::router())
-        .merge(ui::router())
+        .merge(api::router(state.config.outbox.max_message_bytes))
+        .merge(ui::router().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES)))
         .merge(health::router())
         .fallback(ui::not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
-        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        // The outer bound; each route's own limit (1 MiB but for sending) is set inside.
+        .layer(RequestBodyLimitLayer::new(send_limit.max(MAX_BODY_BYTES)))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             use axum::response::IntoResponse as _;
             error::ApiError::internal().into_response()

@@ -699,6 +699,7 @@ async fn herald_send_delivers_through_an_authorized_mailbox_from_the_shell() {
         &flow,
         &[
             "send",
+            "--wait",
             "--mailbox",
             "support",
             "--to",
@@ -742,6 +743,7 @@ async fn herald_send_delivers_through_an_authorized_mailbox_from_the_shell() {
         &flow,
         &[
             "send",
+            "--wait",
             "--mailbox",
             &id,
             "--to",
@@ -756,7 +758,8 @@ async fn herald_send_delivers_through_an_authorized_mailbox_from_the_shell() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("not sent (smtp_auth_disabled)") && stderr.contains("Set-CASMailbox"),
+        stderr.contains("not sent yet, held (smtp_auth_disabled)")
+            && stderr.contains("Set-CASMailbox"),
         "{stderr}"
     );
     let out = herald_cli(

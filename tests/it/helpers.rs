@@ -192,6 +192,19 @@ pub async fn spawn_app_with_sandbox() -> (TestApp, herald::sandbox::RunningSandb
     (app, sandbox)
 }
 
+/// The outbox's pace in tests: connections close as soon as the queue is empty, and retries
+/// and back-offs take a second instead of half a minute.
+pub fn test_tuning() -> herald::outbox::Tuning {
+    herald::outbox::Tuning {
+        poll: std::time::Duration::from_millis(100),
+        linger: std::time::Duration::ZERO,
+        retry_base: time::Duration::seconds(1),
+        retry_max: time::Duration::seconds(2),
+        backoff_base_ms: 1_000,
+        ..Default::default()
+    }
+}
+
 async fn spawn(
     adjust: impl FnOnce(&mut BTreeMap<String, String>),
     sandbox: Option<(
@@ -213,6 +226,10 @@ async fn spawn(
     if let Some((preset, state)) = sandbox {
         app = app.with_sandbox(preset, state);
     }
+    app = app.with_outbox(
+        std::sync::Arc::new(herald::outbox::SystemClock),
+        test_tuning(),
+    );
     let state = app.state().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -283,7 +300,7 @@ impl TestApp {
     /// A new API key's secret.
     pub async fn key(&self, org: OrgId, role: &str) -> String {
         let (_, token) =
-            services::create_api_key(self.store(), org, "test key", role, &Actor::cli())
+            services::create_api_key(self.store(), org, "test key", role, &[], &Actor::cli())
                 .await
                 .expect("create API key");
         token.expose().to_owned()

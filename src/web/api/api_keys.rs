@@ -63,6 +63,9 @@ pub struct CreateApiKey {
     pub name: String,
     /// `admin` or `sender`.
     pub role: String,
+    /// Limit the key to these mailboxes (ids or names); omitted, it may use all of them.
+    #[serde(default)]
+    pub mailboxes: Vec<String>,
 }
 
 fn parse_key_id(raw: &str) -> Result<ApiKeyId, ApiError> {
@@ -98,6 +101,7 @@ pub async fn create_api_key(
         principal.org_id,
         &body.name,
         &body.role,
+        &body.mailboxes,
         &principal.actor,
     )
     .await?;

@@ -14,6 +14,7 @@ use crate::domain::MailboxId;
 use crate::domain::mailbox::{
     AuthKind, ClientAuth, Mailbox, MailboxStatus, Provider, Security, StatusReason, secret_fields,
 };
+use crate::domain::message::{LimitOverrides, Limits};
 use crate::services::mailboxes::{self, MailboxDraft, MailboxPatch, Policy};
 use crate::store;
 use crate::web::AppState;
@@ -66,6 +67,10 @@ pub struct MailboxOut {
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// This mailbox's overrides of the provider's sending limits.
+    pub limits: LimitOverrides,
+    /// The limits Herald sends under: the provider's, with the overrides.
+    pub effective_limits: Limits,
 }
 
 /// `{ items, next_cursor }` of mailboxes.
@@ -85,6 +90,7 @@ async fn render(state: &AppState, mailbox: Mailbox) -> Result<MailboxOut, ApiErr
     let has_password = store::secrets::get(&mut conn, &owner, secret_fields::PASSWORD)
         .await?
         .is_some();
+    let effective_limits = mailbox.effective_limits();
     Ok(MailboxOut {
         id: owner,
         name: mailbox.name,
@@ -116,6 +122,8 @@ async fn render(state: &AppState, mailbox: Mailbox) -> Result<MailboxOut, ApiErr
         token_expires_at: mailbox.token_expires_at,
         created_at: mailbox.created_at,
         updated_at: mailbox.updated_at,
+        effective_limits,
+        limits: mailbox.limits,
     })
 }
 
@@ -155,6 +163,8 @@ pub struct CreateMailbox {
     /// For basic mailboxes. Write-only.
     #[schema(value_type = Option<String>, format = Password)]
     pub password: Option<SecretString>,
+    /// Overrides of the provider's sending limits; a limit left out keeps the provider's.
+    pub limits: Option<LimitOverrides>,
 }
 
 /// Accepts `null` as "clear" and absence as "keep".
@@ -204,6 +214,8 @@ pub struct PatchMailbox {
     pub client_secret_expires_at: Option<Option<String>>,
     #[schema(value_type = Option<String>, format = Password)]
     pub password: Option<SecretString>,
+    /// Replaces every override; `{}` returns to the provider's limits.
+    pub limits: Option<LimitOverrides>,
 }
 
 fn policy(state: &AppState) -> Policy<'_> {
@@ -218,7 +230,9 @@ fn parse_mailbox_id(raw: &str) -> Result<MailboxId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found("mailbox"))
 }
 
-/// The organization's mailboxes, each Verified or Not Verified with the reason.
+/// The organization's mailboxes, each Verified or Not Verified with the reason. A sender key
+/// sees them too (to choose one to send through), and a key limited to some mailboxes sees
+/// only those. No response carries a secret.
 #[utoipa::path(get, path = "/api/v1/mailboxes", tag = "mailboxes", params(ListParams),
     responses((status = 200, body = MailboxList), (status = 403, body = Problem)))]
 pub async fn list_mailboxes(
@@ -226,7 +240,6 @@ pub async fn list_mailboxes(
     principal: Principal,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<MailboxList>, ApiError> {
-    principal.require_reader()?;
     let (limit, after) = (params.limit()?, params.after()?);
     let page = {
         let mut conn = state.store.conn().await?;
@@ -235,7 +248,9 @@ pub async fn list_mailboxes(
     let next_cursor = page.next_cursor.as_deref().map(super::encode_cursor);
     let mut items = Vec::with_capacity(page.items.len());
     for mailbox in page.items {
-        items.push(render(&state, mailbox).await?);
+        if principal.may_use(mailbox.id) {
+            items.push(render(&state, mailbox).await?);
+        }
     }
     Ok(Json(MailboxList { items, next_cursor }))
 }
@@ -272,6 +287,7 @@ pub async fn create_mailbox(
         client_secret_expires_at: body.client_secret_expires_at,
         client_secret: body.client_secret,
         password: body.password,
+        limits: body.limits,
     };
     let mailbox = mailboxes::create(
         &state.store,
@@ -293,12 +309,12 @@ pub async fn get_mailbox(
     principal: Principal,
     Path(id): Path<String>,
 ) -> Result<Json<MailboxOut>, ApiError> {
-    principal.require_reader()?;
     let id = parse_mailbox_id(&id)?;
     let mailbox = {
         let mut conn = state.store.conn().await?;
         store::mailboxes::get(&mut conn, principal.org_id, id)
             .await?
+            .filter(|m| principal.may_use(m.id))
             .ok_or_else(|| ApiError::not_found("mailbox"))?
     };
     Ok(Json(render(&state, mailbox).await?))
@@ -337,6 +353,7 @@ pub async fn update_mailbox(
         client_secret_expires_at: body.client_secret_expires_at,
         client_secret: body.client_secret,
         password: body.password,
+        limits: body.limits,
     };
     let mailbox = mailboxes::update(
         &state.store,

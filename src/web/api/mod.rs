@@ -5,6 +5,8 @@ mod api_keys;
 mod audit;
 mod mailboxes;
 mod me;
+mod messages;
+mod organization;
 mod users;
 
 use axum::Router;
@@ -36,6 +38,8 @@ use super::error::{ApiError, Problem};
         (name = "api-keys", description = "Keys applications authenticate with"),
         (name = "audit", description = "Who changed what, when and from where"),
         (name = "mailboxes", description = "The accounts an organization sends from"),
+        (name = "messages", description = "Mail handed to Herald, and what became of it"),
+        (name = "organization", description = "The organization's sending settings"),
     )
 )]
 struct ApiDoc;
@@ -61,8 +65,9 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// The API routes plus the OpenAPI document that describes them.
-pub fn router() -> Router<AppState> {
+/// The API routes plus the OpenAPI document that describes them. Sending takes bodies up to
+/// `max_message_bytes` (base64 attachments in JSON included); every other route 1 MiB.
+pub fn router(max_message_bytes: u64) -> Router<AppState> {
     let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(me::whoami))
         .routes(routes!(users::list_users, users::create_user))
@@ -87,9 +92,23 @@ pub fn router() -> Router<AppState> {
         .routes(routes!(mailboxes::latest_authorization))
         .routes(routes!(mailboxes::verify_mailbox))
         .routes(routes!(mailboxes::send_test_message))
+        .routes(routes!(messages::list_messages))
+        .routes(routes!(messages::get_message))
+        .routes(routes!(
+            organization::get_organization,
+            organization::update_organization
+        ))
         .split_for_parts();
+    let (send, send_doc) = OpenApiRouter::new()
+        .routes(routes!(messages::send_message))
+        .split_for_parts();
+    let mut doc = doc;
+    doc.merge(send_doc);
     let doc = std::sync::Arc::new(doc);
+    let send_limit = usize::try_from(max_message_bytes / 3 * 4 + 256 * 1024).unwrap_or(usize::MAX);
     router
+        .layer(axum::extract::DefaultBodyLimit::max(super::MAX_BODY_BYTES))
+        .merge(send.layer(axum::extract::DefaultBodyLimit::max(send_limit)))
         .route(
             "/api/v1/openapi.json",
             get(move || {

@@ -1,0 +1,656 @@
+//! The workers. A dispatcher finds mailboxes with due mail and starts up to the mailbox's
+//! connection limit of lanes for each, each lane holding a connection slot in the store. A
+//! lane keeps one SMTP session open and sends the mailbox's messages over it one after the
+//! other, each claimed under a lease and admitted by the throttle first.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use lettre::address::Envelope;
+use time::{Duration, OffsetDateTime};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use super::compose::{self, Draft};
+use super::throttle::{self, Admission};
+use super::{Clock, OutboxDeps, Tuning};
+use crate::domain::MailboxId;
+use crate::domain::mailbox::{Mailbox, MailboxStatus, StatusReason, secret_fields};
+use crate::domain::message::{Message, SmtpReply};
+use crate::keys;
+use crate::services::authorization::{self, SendFailure};
+use crate::smtp::Session;
+use crate::store::messages::{BodyKind, Outcome};
+use crate::store::{self, StoreError, StoreResult};
+
+fn millis(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn from_millis(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+struct Inner {
+    deps: OutboxDeps,
+    clock: Arc<dyn Clock>,
+    tuning: Tuning,
+    /// Names this process's claims and connection slots.
+    owner: String,
+    wake: Notify,
+    lanes: Mutex<HashMap<MailboxId, u32>>,
+    tasks: tokio::sync::Mutex<JoinSet<()>>,
+    stopping: watch::Sender<bool>,
+}
+
+/// The delivering side of the outbox; cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    inner: Arc<Inner>,
+}
+
+impl Outbox {
+    pub fn new(deps: OutboxDeps, clock: Arc<dyn Clock>, tuning: Tuning, owner: String) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                deps,
+                clock,
+                tuning,
+                owner,
+                wake: Notify::new(),
+                lanes: Mutex::default(),
+                tasks: tokio::sync::Mutex::new(JoinSet::new()),
+                stopping: watch::channel(false).0,
+            }),
+        }
+    }
+
+    /// Says that mail was accepted or released: look now rather than at the next poll.
+    pub fn wake(&self) {
+        self.inner.wake.notify_waiters();
+        self.inner.wake.notify_one();
+    }
+
+    /// Starts the dispatcher.
+    pub fn start(&self) -> tokio::task::JoinHandle<()> {
+        let inner = self.inner.clone();
+        tokio::spawn(async move { dispatch(inner).await })
+    }
+
+    /// Stops claiming work and lets messages being sent finish within `grace`; what is still
+    /// being sent then is released back to the queue (it may have gone out: delivery is
+    /// at-least-once).
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        self.inner.stopping.send_replace(true);
+        self.wake();
+        let mut tasks = self.inner.tasks.lock().await;
+        let drained =
+            tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        let released = async {
+            let mut conn = self.inner.deps.store.conn().await?;
+            release_owned(&mut conn, &self.inner.owner).await
+        }
+        .await;
+        match released {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                released = n,
+                "messages still being sent at shutdown were put back in the queue"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not release this instance's claims"),
+        }
+    }
+}
+
+/// Puts this owner's claimed messages back in the queue, and frees its connection slots.
+async fn release_owned(conn: &mut store::Conn, owner: &str) -> StoreResult<u64> {
+    let done = sqlx::query(
+        "UPDATE messages SET status = 'queued', lease_owner = NULL, lease_until = NULL, attempts = attempts - 1 \
+         WHERE lease_owner = $1 AND status = 'sending'",
+    )
+    .bind(owner)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM mailbox_connections WHERE holder = $1")
+        .bind(owner)
+        .execute(&mut *conn)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+async fn dispatch(inner: Arc<Inner>) {
+    let mut stopping = inner.stopping.subscribe();
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        if let Err(e) = dispatch_once(&inner).await {
+            tracing::warn!(error = %e, "the outbox could not look for due mail");
+        }
+        tokio::select! {
+            _ = inner.wake.notified() => {}
+            _ = tokio::time::sleep(inner.tuning.poll) => {}
+            _ = stopping.changed() => {}
+        }
+    }
+}
+
+async fn dispatch_once(inner: &Arc<Inner>) -> StoreResult<()> {
+    let now = inner.clock.now();
+    let due = {
+        let mut conn = inner.deps.store.conn().await?;
+        store::messages::due_mailboxes(&mut conn, now).await?
+    };
+    for (mailbox_id, count) in due {
+        let mailbox = {
+            let mut conn = inner.deps.store.conn().await?;
+            store::mailboxes::get_any(&mut conn, mailbox_id).await?
+        };
+        let Some(mailbox) = mailbox else { continue };
+        let max = mailbox.effective_limits().connections;
+        let running = inner
+            .lanes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&mailbox_id)
+            .copied()
+            .unwrap_or(0);
+        let wanted = u32::try_from(count).unwrap_or(u32::MAX).min(max);
+        for _ in running..wanted {
+            let slot = {
+                let mut tx = inner.deps.store.begin().await?;
+                let slot = store::throttle::acquire_slot(
+                    &mut tx,
+                    mailbox_id,
+                    max,
+                    &inner.owner,
+                    millis(inner.clock.now()),
+                    lease_ms(&inner.tuning),
+                )
+                .await?;
+                tx.commit().await?;
+                slot
+            };
+            let Some(slot) = slot else { break };
+            *inner
+                .lanes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(mailbox_id)
+                .or_default() += 1;
+            let lane_inner = inner.clone();
+            inner.tasks.lock().await.spawn(async move {
+                let inner = lane_inner.clone();
+                if let Err(e) = lane(&inner, mailbox_id, slot).await {
+                    tracing::warn!(mailbox = %mailbox_id, error = %e, "an outbox lane stopped on an error");
+                }
+                end_lane(&inner, mailbox_id, slot).await;
+            });
+        }
+    }
+    // Reap finished lanes so the set does not grow.
+    let mut tasks = inner.tasks.lock().await;
+    while tasks.try_join_next().is_some() {}
+    Ok(())
+}
+
+fn lease_ms(tuning: &Tuning) -> i64 {
+    tuning.lease.whole_milliseconds() as i64
+}
+
+async fn end_lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) {
+    if let Ok(mut conn) = inner.deps.store.conn().await
+        && let Err(e) =
+            store::throttle::release_slot(&mut conn, mailbox_id, slot, &inner.owner).await
+    {
+        tracing::warn!(error = %e, "could not release a connection slot");
+    }
+    let mut lanes = inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = lanes.get_mut(&mailbox_id) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            lanes.remove(&mailbox_id);
+        }
+    }
+    drop(lanes);
+    inner.wake.notify_one();
+}
+
+/// Why a lane stops after a message.
+enum Next {
+    Continue,
+    Stop,
+}
+
+async fn lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) -> Result<(), StoreError> {
+    let mut session: Option<Session> = None;
+    let mut idle_since = std::time::Instant::now();
+    let mut renewed = std::time::Instant::now();
+    let stopping = inner.stopping.subscribe();
+    let result = async {
+        loop {
+            if *stopping.borrow() {
+                return Ok(());
+            }
+            let now = inner.clock.now();
+            if renewed.elapsed() > std::time::Duration::from_secs(30) {
+                let mut conn = inner.deps.store.conn().await?;
+                let kept = store::throttle::renew_slot(
+                    &mut conn,
+                    mailbox_id,
+                    slot,
+                    &inner.owner,
+                    millis(now) + lease_ms(&inner.tuning),
+                )
+                .await?;
+                if !kept {
+                    return Ok(());
+                }
+                renewed = std::time::Instant::now();
+            }
+            let (mailbox, password) = {
+                let mut conn = inner.deps.store.conn().await?;
+                let Some(mailbox) = store::mailboxes::get_any(&mut conn, mailbox_id).await? else {
+                    return Ok(());
+                };
+                let password = keys::get_secret(
+                    &mut conn,
+                    &inner.deps.keys,
+                    &mailbox_id.to_string(),
+                    secret_fields::PASSWORD,
+                )
+                .await
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                (mailbox, password)
+            };
+            if mailbox.status != MailboxStatus::Verified {
+                let reason = held_reason(&mailbox);
+                let mut conn = inner.deps.store.conn().await?;
+                store::messages::hold_mailbox(&mut conn, mailbox_id, &reason, now).await?;
+                return Ok(());
+            }
+            let claimed = {
+                let mut conn = inner.deps.store.conn().await?;
+                store::messages::claim(
+                    &mut conn,
+                    mailbox_id,
+                    &inner.owner,
+                    now,
+                    now + inner.tuning.lease,
+                )
+                .await?
+            };
+            let Some(message) = claimed else {
+                if idle_since.elapsed() >= inner.tuning.linger {
+                    return Ok(());
+                }
+                let mut stopping = stopping.clone();
+                tokio::select! {
+                    _ = inner.wake.notified() => {}
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+                    _ = stopping.changed() => {}
+                }
+                continue;
+            };
+            idle_since = std::time::Instant::now();
+            match deliver(inner, &mailbox, password, message, &mut session).await? {
+                Next::Continue => {}
+                Next::Stop => return Ok(()),
+            }
+        }
+    }
+    .await;
+    if let Some(session) = session {
+        session.quit().await;
+    }
+    result
+}
+
+fn held_reason(mailbox: &Mailbox) -> StatusReason {
+    StatusReason::new(
+        "mailbox_not_verified",
+        format!(
+            "The mailbox \"{}\" is Not Verified{}",
+            mailbox.name,
+            mailbox
+                .status_reason
+                .as_ref()
+                .map(|r| format!(": {}", r.message))
+                .unwrap_or_else(|| ".".into())
+        ),
+        Some(format!(
+            "The mail is sent once the mailbox is verified again. {}",
+            mailbox
+                .status_reason
+                .as_ref()
+                .and_then(|r| r.action.clone())
+                .unwrap_or_default()
+        )),
+    )
+}
+
+/// Sends one claimed message and records its outcome.
+async fn deliver(
+    inner: &Arc<Inner>,
+    mailbox: &Mailbox,
+    password: Option<secrecy::SecretString>,
+    message: Message,
+    session: &mut Option<Session>,
+) -> Result<Next, StoreError> {
+    let now = inner.clock.now();
+    let store = &inner.deps.store;
+    // The throttle first: a message that may not go yet goes back without counting an attempt.
+    let admission = {
+        let mut tx = store.begin().await?;
+        let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
+        let admission = throttle::admit(
+            &mut state,
+            &mailbox.effective_limits(),
+            u32::try_from(message.recipients.len()).unwrap_or(u32::MAX),
+            millis(now),
+        );
+        let long_wait = match admission {
+            Admission::WaitUntil(t) => t - millis(now) > 65_000,
+            Admission::Go => false,
+        };
+        if let (true, Admission::WaitUntil(t)) = (long_wait, admission) {
+            // A daily limit: the mailbox rests until then, without connections held open.
+            state.backoff_until = state.backoff_until.max(t);
+        }
+        store::throttle::save(&mut tx, mailbox.id, &state).await?;
+        tx.commit().await?;
+        admission
+    };
+    if let Admission::WaitUntil(t) = admission {
+        finish(
+            inner,
+            &message.id,
+            Outcome::Release {
+                next_attempt_at: message.next_attempt_at,
+            },
+        )
+        .await?;
+        if t - millis(now) > 65_000 {
+            return Ok(Next::Stop);
+        }
+        let mut stopping = inner.stopping.subscribe();
+        tokio::select! {
+            _ = inner.clock.sleep_until(from_millis(t)) => {}
+            _ = stopping.changed() => {}
+        }
+        return Ok(Next::Continue);
+    }
+    let body = {
+        let mut conn = store.conn().await?;
+        store::messages::body(&mut conn, &message.id).await?
+    };
+    let prepared = match body {
+        None => Err("the message's body is gone".to_owned()),
+        Some((BodyKind::Draft, body)) => serde_json::from_slice::<Draft>(&body)
+            .map_err(|e| format!("the kept message cannot be read: {e}"))
+            .and_then(|draft| compose::compose(mailbox, &draft, message.via_default_sender)),
+        Some((BodyKind::Mime, body)) => {
+            envelope(&mailbox.username, &message.recipients).map(|envelope| (envelope, body))
+        }
+    };
+    let (envelope, bytes) = match prepared {
+        Ok(prepared) => prepared,
+        Err(why) => {
+            let reason = StatusReason::new(
+                "cannot_compose",
+                format!("Herald could not compose this message: {why}."),
+                None,
+            );
+            finish(
+                inner,
+                &message.id,
+                Outcome::Failed {
+                    reply: None,
+                    reason: &reason,
+                },
+            )
+            .await?;
+            return Ok(Next::Continue);
+        }
+    };
+    if session
+        .as_ref()
+        .is_some_and(|s| !s.is_usable() || s.age() > inner.tuning.recycle)
+        && let Some(old) = session.take()
+    {
+        old.quit().await;
+    }
+    if session.is_none() {
+        let deps = inner.deps.deps();
+        match authorization::open_session(&deps, mailbox, password)
+            .await
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?
+        {
+            Ok(opened) => *session = Some(opened),
+            Err(failure) => return failed(inner, mailbox, &message, failure).await,
+        }
+    }
+    let Some(open) = session.as_mut() else {
+        return Ok(Next::Stop);
+    };
+    match open.send(&envelope, &bytes).await {
+        Ok(reply) => {
+            let reply = parse_reply(&reply);
+            finish(inner, &message.id, Outcome::Sent { reply: &reply }).await?;
+            let mut tx = store.begin().await?;
+            let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
+            if throttle::succeeded(&mut state) {
+                store::throttle::save(&mut tx, mailbox.id, &state).await?;
+            }
+            tx.commit().await?;
+            Ok(Next::Continue)
+        }
+        Err(failure) => {
+            let classified = authorization::classify(&failure, mailbox, true);
+            failed(inner, mailbox, &message, classified).await
+        }
+    }
+}
+
+fn envelope(from: &str, recipients: &[String]) -> Result<Envelope, String> {
+    let parse = |a: &str| {
+        a.parse::<lettre::Address>()
+            .map_err(|e| format!("`{a}` is not an address: {e}"))
+    };
+    Envelope::new(
+        Some(parse(from)?),
+        recipients
+            .iter()
+            .map(|r| parse(r))
+            .collect::<Result<_, _>>()?,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// `250 2.0.0 OK <id>` as code, enhanced code and text.
+fn parse_reply(line: &str) -> SmtpReply {
+    let (code, rest) = line.split_once(' ').unwrap_or((line, ""));
+    let enhanced = rest
+        .split_whitespace()
+        .next()
+        .filter(|t| t.split('.').count() == 3 && t.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        .map(str::to_owned);
+    SmtpReply {
+        code: code.parse().ok(),
+        enhanced,
+        text: rest.to_owned(),
+    }
+}
+
+/// Records a failed attempt: the mailbox's fault holds its mail, a rate-limit reply backs the
+/// mailbox off, another delay retries the message later, and a refusal fails it.
+async fn failed(
+    inner: &Arc<Inner>,
+    mailbox: &Mailbox,
+    message: &Message,
+    failure: SendFailure,
+) -> Result<Next, StoreError> {
+    let now = inner.clock.now();
+    let store = &inner.deps.store;
+    let mut conn = store.conn().await?;
+    match failure {
+        SendFailure::Refused(reason) => {
+            tracing::warn!(mailbox = %mailbox.id, reason = %reason.code, "the mailbox refused to send: holding its mail");
+            let updated = authorization::mark_not_verified(&inner.deps.deps(), mailbox, reason)
+                .await
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let held = held_reason(&updated);
+            store::messages::finish(
+                &mut conn,
+                &message.id,
+                &inner.owner,
+                Outcome::Held {
+                    reply: None,
+                    reason: &held,
+                },
+                now,
+            )
+            .await?;
+            store::messages::hold_mailbox(&mut conn, mailbox.id, &held, now).await?;
+            Ok(Next::Stop)
+        }
+        SendFailure::Transient(reply) if reply.is_rate_limit() => {
+            drop(conn);
+            let until = {
+                let mut tx = store.begin().await?;
+                let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
+                let until = throttle::back_off(
+                    &mut state,
+                    millis(now),
+                    inner.tuning.backoff_base_ms,
+                    rand::random::<f64>(),
+                );
+                store::throttle::save(&mut tx, mailbox.id, &state).await?;
+                tx.commit().await?;
+                until
+            };
+            tracing::info!(mailbox = %mailbox.id, reply = %reply.line(), "the server asked to slow down: backing this mailbox off");
+            let mut conn = store.conn().await?;
+            store::messages::finish(
+                &mut conn,
+                &message.id,
+                &inner.owner,
+                Outcome::Retry {
+                    next_attempt_at: from_millis(until),
+                    reply: Some(&reply),
+                },
+                now,
+            )
+            .await?;
+            Ok(Next::Stop)
+        }
+        SendFailure::Transient(reply) => {
+            if now - message.created_at >= inner.deps.config.outbox.retry_for {
+                let reason = StatusReason::new(
+                    "gave_up",
+                    format!(
+                        "Still not sent after {} attempts over {} hours; the last reply was: {}",
+                        message.attempts,
+                        (now - message.created_at).whole_hours(),
+                        reply.line()
+                    ),
+                    Some(
+                        "Check the mailbox and the recipients, then send the message again.".into(),
+                    ),
+                );
+                store::messages::finish(
+                    &mut conn,
+                    &message.id,
+                    &inner.owner,
+                    Outcome::Failed {
+                        reply: Some(&reply),
+                        reason: &reason,
+                    },
+                    now,
+                )
+                .await?;
+            } else {
+                let next = now + retry_delay(&inner.tuning, message.attempts, rand::random());
+                store::messages::finish(
+                    &mut conn,
+                    &message.id,
+                    &inner.owner,
+                    Outcome::Retry {
+                        next_attempt_at: next,
+                        reply: Some(&reply),
+                    },
+                    now,
+                )
+                .await?;
+            }
+            // No reply at all means the connection or the server is down: let the lane go.
+            Ok(if reply.code.is_none() {
+                Next::Stop
+            } else {
+                Next::Continue
+            })
+        }
+        SendFailure::Rejected(reply) => {
+            let reason = StatusReason::new(
+                "message_rejected",
+                format!("The server refused this message: {}", reply.line()),
+                Some("Check the recipients and the message; the mailbox itself works.".into()),
+            );
+            store::messages::finish(
+                &mut conn,
+                &message.id,
+                &inner.owner,
+                Outcome::Failed {
+                    reply: Some(&reply),
+                    reason: &reason,
+                },
+                now,
+            )
+            .await?;
+            Ok(Next::Continue)
+        }
+    }
+}
+
+/// Exponential backoff with jitter: `base · 2^(attempt-1)`, at most `max`, then ±20 %.
+pub(crate) fn retry_delay(tuning: &Tuning, attempts: u32, jitter: f64) -> Duration {
+    let exp = 1i64 << attempts.saturating_sub(1).min(20);
+    let base = tuning.retry_base.whole_milliseconds() as i64;
+    let delay = base
+        .saturating_mul(exp)
+        .min(tuning.retry_max.whole_milliseconds() as i64);
+    Duration::milliseconds((delay as f64 * (0.8 + 0.4 * jitter.clamp(0.0, 1.0))) as i64)
+}
+
+async fn finish(inner: &Inner, id: &str, outcome: Outcome<'_>) -> StoreResult<bool> {
+    let mut conn = inner.deps.store.conn().await?;
+    store::messages::finish(&mut conn, id, &inner.owner, outcome, inner.clock.now()).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_the_ceiling() {
+        let tuning = Tuning::default();
+        assert_eq!(retry_delay(&tuning, 1, 0.5), Duration::seconds(30));
+        assert_eq!(retry_delay(&tuning, 2, 0.5), Duration::seconds(60));
+        assert_eq!(retry_delay(&tuning, 30, 0.5), Duration::hours(1));
+        assert!(retry_delay(&tuning, 1, 0.0) >= Duration::seconds(24));
+        assert!(retry_delay(&tuning, 1, 1.0) <= Duration::seconds(36));
+    }
+
+    #[test]
+    fn a_250_reply_is_split_into_its_parts() {
+        let reply = parse_reply("250 2.0.0 OK <id@x> [Hostname=y]");
+        assert_eq!(reply.code, Some(250));
+        assert_eq!(reply.enhanced.as_deref(), Some("2.0.0"));
+        assert_eq!(reply.text, "2.0.0 OK <id@x> [Hostname=y]");
+    }
+}

@@ -1,0 +1,131 @@
+//! `/api/v1/organization`: the caller's organization and its sending settings.
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Deserializer, Serialize};
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use crate::domain::message::NoMailboxPolicy;
+use crate::domain::{EmailAddress, NewAuditEvent, Organization};
+use crate::store::{self, StoreError};
+use crate::web::AppState;
+use crate::web::auth::Principal;
+use crate::web::error::{ApiError, Problem};
+use crate::web::extract::ApiJson;
+
+/// The organization and its sending settings.
+#[derive(Serialize, ToSchema)]
+pub struct OrganizationOut {
+    pub id: String,
+    pub name: String,
+    /// While the organization has no Verified mailbox: `fallback` sends from the
+    /// installation's default sender, `hold` keeps the mail until a mailbox is verified.
+    pub no_mailbox_policy: NoMailboxPolicy,
+    /// The Reply-To of its mail sent by the default sender.
+    pub reply_to: Option<String>,
+    /// Whether the installation has a default sender at all (`HERALD_DEFAULT_SENDER`).
+    pub default_sender_configured: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+fn render(state: &AppState, org: Organization) -> OrganizationOut {
+    OrganizationOut {
+        id: org.id.to_string(),
+        name: org.name,
+        no_mailbox_policy: org.no_mailbox_policy,
+        reply_to: org.reply_to,
+        default_sender_configured: state.config.outbox.default_sender.is_some(),
+        created_at: org.created_at,
+    }
+}
+
+/// A change to the sending settings; absent fields stay, `reply_to: null` clears it.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatchOrganization {
+    /// `fallback` or `hold`.
+    pub no_mailbox_policy: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    pub reply_to: Option<Option<String>>,
+}
+
+fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// The caller's organization.
+#[utoipa::path(get, path = "/api/v1/organization", tag = "organization",
+    responses((status = 200, body = OrganizationOut), (status = 403, body = Problem)))]
+pub async fn get_organization(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<OrganizationOut>, ApiError> {
+    principal.require_reader()?;
+    let mut conn = state.store.conn().await?;
+    let org = store::orgs::get(&mut conn, principal.org_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organization"))?;
+    Ok(Json(render(&state, org)))
+}
+
+/// Changes the sending settings. Admins only.
+#[utoipa::path(patch, path = "/api/v1/organization", tag = "organization", request_body = PatchOrganization,
+    responses((status = 200, body = OrganizationOut), (status = 403, body = Problem), (status = 422, body = Problem)))]
+pub async fn update_organization(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<PatchOrganization>,
+) -> Result<Json<OrganizationOut>, ApiError> {
+    principal.require_admin()?;
+    let policy = body
+        .no_mailbox_policy
+        .as_deref()
+        .map(|p| {
+            p.parse::<NoMailboxPolicy>()
+                .map_err(|e| ApiError::field("no_mailbox_policy", e))
+        })
+        .transpose()?;
+    let reply_to = match body.reply_to {
+        Some(Some(r)) if !r.trim().is_empty() => Some(Some(
+            EmailAddress::parse_field("reply_to", &r)
+                .map_err(|e| ApiError::validation(vec![e]))?
+                .as_str()
+                .to_owned(),
+        )),
+        Some(_) => Some(None),
+        None => None,
+    };
+    let now = OffsetDateTime::now_utc();
+    let mut tx = state.store.begin().await?;
+    let mut org = store::orgs::get(&mut tx, principal.org_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organization"))?;
+    if let Some(policy) = policy {
+        org.no_mailbox_policy = policy;
+    }
+    if let Some(reply_to) = reply_to {
+        org.reply_to = reply_to;
+    }
+    store::orgs::set_settings(&mut tx, &org).await?;
+    store::audit::record(
+        &mut tx,
+        &NewAuditEvent {
+            org_id: org.id,
+            actor: principal.actor.clone(),
+            action: "organization.update",
+            target_kind: "organization",
+            target_id: org.id.to_string(),
+            detail: serde_json::json!({
+                "no_mailbox_policy": org.no_mailbox_policy.as_str(),
+                "reply_to": org.reply_to,
+            }),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(Json(render(&state, org)))
+}
