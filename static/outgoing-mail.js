@@ -300,4 +300,22 @@
     button.disabled = false;
     showErrors(deleteDialog, { errors: [{ field: 'delete', message: result.data?.detail ?? 'Could not delete the mailbox.' }] });
   });
+
+  // Sending settings: one PATCH of the organization, the same call and audit event as the API.
+  const sendingForm = $('#sending-form');
+  if (sendingForm) {
+    sendingForm.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const saved = $('#sending-saved');
+      saved.textContent = '';
+      const policy = $('input[name="no_mailbox_policy"]:checked', sendingForm);
+      const body = { reply_to: sendingForm.elements.namedItem('reply_to').value.trim() };
+      if (policy) body.no_mailbox_policy = policy.value;
+      const result = await api('PATCH', '/organization', body);
+      if (!result.ok) { showErrors(sendingForm, result.data); return; }
+      showErrors(sendingForm, null);
+      sendingForm.elements.namedItem('reply_to').value = result.data.reply_to ?? '';
+      saved.textContent = 'Saved.';
+    });
+  }
 })();

@@ -11,4 +11,5 @@ mod sandbox_oauth;
 mod sandbox_smtp;
 mod secrets;
 mod smtp_server;
+mod ui_messages;
 mod web_auth;

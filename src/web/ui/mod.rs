@@ -1,4 +1,9 @@
-//! The server-rendered web UI: sign-in, sign-out, first-run setup and the landing page.
+//! The server-rendered web UI: sign-in, sign-out, first-run setup, the landing page and the
+//! settings pages (Outgoing Mail with its sending settings and message log, API keys, users,
+//! the audit log).
+
+mod messages;
+mod sending;
 
 use askama::Template;
 use axum::extract::{Query, State};
@@ -34,6 +39,14 @@ pub fn router() -> Router<AppState> {
         .route("/settings/sandbox/inbox", get(sandbox_inbox_page))
         .route("/web/um/smtp/redirect", get(oauth_redirect))
         .route("/settings/system/outgoing-mail", get(outgoing_mail))
+        .route(
+            "/settings/system/outgoing-mail/messages",
+            get(messages::message_log),
+        )
+        .route(
+            "/settings/system/outgoing-mail/messages/{id}",
+            get(messages::message_detail),
+        )
 }
 
 fn render(status: StatusCode, template: &impl Template) -> Response {
@@ -599,6 +612,8 @@ struct OutgoingMailPage {
     sandbox_port: u16,
     notice: Option<Notice>,
     mailboxes: Vec<MailboxRow>,
+    sending: sending::SendingSettings,
+    log: sending::LogSummary,
 }
 
 #[derive(Deserialize)]
@@ -657,15 +672,20 @@ async fn outgoing_mail(
             Err(e) => return internal(e),
         },
     };
-    let mailboxes = async {
+    let found = async {
         let mut conn = state.store.conn().await?;
-        store::mailboxes::list(&mut conn, org_id, None, 200).await
+        let mailboxes = store::mailboxes::list(&mut conn, org_id, None, 200).await?;
+        let org = store::orgs::get(&mut conn, org_id).await?;
+        let counts = store::messages::counts(&mut conn, org_id).await?;
+        Ok::<_, store::StoreError>((mailboxes, org, counts))
     }
     .await;
-    let mailboxes = match mailboxes {
+    let (mailboxes, org, counts) = match found {
         Ok(found) => found,
         Err(e) => return internal(e),
     };
+    let sending =
+        sending::SendingSettings::of(org.as_ref(), state.config.outbox.default_sender.is_some());
     let today = time::OffsetDateTime::now_utc().date();
     let rows = mailboxes
         .items
@@ -733,6 +753,8 @@ async fn outgoing_mail(
                 .unwrap_or_default(),
             notice,
             mailboxes: rows,
+            sending,
+            log: sending::LogSummary::of(&counts),
         },
     )
 }

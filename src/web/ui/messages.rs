@@ -1,0 +1,331 @@
+//! Settings › System › Outgoing Mail › Message log: the organization's messages, newest first,
+//! narrowed by status and mailbox with plain GET links, paged by cursor, and one page per message.
+//! Admins and members read it; every query names the signed-in user's organization, so another
+//! organization's messages never appear and their ids answer 404.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum_extra::extract::CookieJar;
+use serde::Deserialize;
+
+use super::{Frame, NoticePage, frame, internal, not_found, render, when};
+use crate::domain::MailboxId;
+use crate::domain::message::{Message, MessageStatus};
+use crate::store::{self, StoreError};
+use crate::web::AppState;
+
+/// Messages on one page of the log.
+const PAGE_SIZE: usize = 50;
+
+const LOG_PATH: &str = "/settings/system/outgoing-mail/messages";
+
+/// The word a reader sees for a status, and the badge it wears.
+fn status_word(status: MessageStatus) -> (&'static str, &'static str) {
+    match status {
+        MessageStatus::Queued => ("Queued", "neutral"),
+        MessageStatus::Sending => ("Sending", "neutral"),
+        MessageStatus::Sent => ("Sent", "ok"),
+        MessageStatus::Failed => ("Failed", "bad"),
+        MessageStatus::Held => ("Held", "warn"),
+    }
+}
+
+const STATUSES: [MessageStatus; 5] = [
+    MessageStatus::Queued,
+    MessageStatus::Sending,
+    MessageStatus::Sent,
+    MessageStatus::Failed,
+    MessageStatus::Held,
+];
+
+/// `?status=&mailbox=&before=`; an empty value means "all".
+#[derive(Deserialize, Default)]
+pub(super) struct LogQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    mailbox: String,
+    #[serde(default)]
+    before: String,
+}
+
+struct StatusChoice {
+    value: &'static str,
+    word: &'static str,
+    count: i64,
+    selected: bool,
+}
+
+struct MailboxChoice {
+    id: String,
+    name: String,
+    selected: bool,
+}
+
+/// A message as the log shows it: every value already in words.
+struct MessageRow {
+    id: String,
+    status: &'static str,
+    badge: &'static str,
+    subject: String,
+    recipients: String,
+    from: String,
+    mailbox: String,
+    attempts: u32,
+    reply: Option<ReplyView>,
+    reason: Option<String>,
+    action: Option<String>,
+    accepted: String,
+    finished: String,
+    next_attempt: String,
+}
+
+struct ReplyView {
+    code: String,
+    enhanced: String,
+    text: String,
+}
+
+fn mailbox_label(m: &Message, names: &HashMap<MailboxId, String>) -> String {
+    let name = m
+        .mailbox_id
+        .and_then(|id| names.get(&id).cloned())
+        .unwrap_or_else(|| "—".into());
+    if m.via_default_sender {
+        format!("Default sender (for {name})")
+    } else {
+        name
+    }
+}
+
+fn row(m: Message, names: &HashMap<MailboxId, String>) -> MessageRow {
+    let (status, badge) = status_word(m.status);
+    MessageRow {
+        mailbox: mailbox_label(&m, names),
+        id: m.id,
+        status,
+        badge,
+        subject: if m.subject.is_empty() {
+            "(no subject)".into()
+        } else {
+            m.subject
+        },
+        recipients: m.recipients.join(", "),
+        from: m.mail_from,
+        attempts: m.attempts,
+        reply: m.last_reply.map(|r| ReplyView {
+            code: r.code.map(|c| c.to_string()).unwrap_or_default(),
+            enhanced: r.enhanced.unwrap_or_default(),
+            text: r.text,
+        }),
+        // The reason belongs to mail that is stuck or refused; a queued retry shows its reply.
+        reason: matches!(m.status, MessageStatus::Failed | MessageStatus::Held)
+            .then(|| m.reason.as_ref().map(|r| r.message.clone()))
+            .flatten(),
+        action: matches!(m.status, MessageStatus::Failed | MessageStatus::Held)
+            .then(|| m.reason.as_ref().and_then(|r| r.action.clone()))
+            .flatten(),
+        accepted: when(Some(m.created_at)),
+        finished: when(m.sent_at.or(m.finished_at)),
+        next_attempt: if m.status == MessageStatus::Queued {
+            when(Some(m.next_attempt_at))
+        } else {
+            "—".into()
+        },
+    }
+}
+
+#[derive(Template)]
+#[template(path = "messages.html")]
+struct MessageLogPage {
+    frame: Frame,
+    statuses: Vec<StatusChoice>,
+    mailboxes: Vec<MailboxChoice>,
+    filtered: bool,
+    total: i64,
+    messages: Vec<MessageRow>,
+    /// The "Older" link, when there is an older page.
+    older: Option<String>,
+    /// The "Newest" link, when this is not the first page.
+    newest: Option<String>,
+}
+
+fn bad_filter(message: &str) -> Response {
+    render(
+        StatusCode::BAD_REQUEST,
+        &NoticePage {
+            title: "This filter is not valid".into(),
+            message: message.into(),
+            link_href: LOG_PATH.into(),
+            link_text: "Show all messages".into(),
+        },
+    )
+}
+
+/// A link to the log with these filters (and cursor), each value URL-encoded.
+fn log_link(status: &str, mailbox: &str, before: Option<&str>) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    if !status.is_empty() {
+        query.append_pair("status", status);
+    }
+    if !mailbox.is_empty() {
+        query.append_pair("mailbox", mailbox);
+    }
+    if let Some(before) = before {
+        query.append_pair("before", before);
+    }
+    let query = query.finish();
+    if query.is_empty() {
+        LOG_PATH.to_owned()
+    } else {
+        format!("{LOG_PATH}?{query}")
+    }
+}
+
+/// The message log.
+pub(super) async fn message_log(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let f = match frame(&state, &jar, LOG_PATH).await {
+        Ok(f) => f,
+        Err(response) => return response,
+    };
+    // Repeated or malformed parameters are a bad link, not a server error.
+    let Ok(Query(q)) = query else {
+        return bad_filter("The address has parameters Herald does not understand.");
+    };
+    let status = match q.status.trim() {
+        "" => None,
+        s => match s.parse::<MessageStatus>() {
+            Ok(s) => Some(s),
+            Err(_) => {
+                return bad_filter("Status must be one of Queued, Sending, Sent, Failed or Held.");
+            }
+        },
+    };
+    let mailbox = match q.mailbox.trim() {
+        "" => None,
+        m => match m.parse::<MailboxId>() {
+            Ok(m) => Some(m),
+            Err(_) => return bad_filter("There is no such mailbox."),
+        },
+    };
+    let before = Some(q.before.trim()).filter(|b| !b.is_empty());
+    let found = async {
+        let mut conn = state.store.conn().await?;
+        let mailboxes = store::mailboxes::list(&mut conn, f.org_id, None, 500).await?;
+        let counts = store::messages::counts(&mut conn, f.org_id).await?;
+        let filter = store::messages::Filter {
+            status,
+            mailbox_id: mailbox,
+            ..Default::default()
+        };
+        let page = store::messages::list(&mut conn, f.org_id, &filter, before, PAGE_SIZE).await?;
+        Ok::<_, StoreError>((mailboxes.items, counts, page))
+    }
+    .await;
+    let (mailboxes, counts, page) = match found {
+        Ok(found) => found,
+        Err(e) => return internal(e),
+    };
+    let names: HashMap<MailboxId, String> =
+        mailboxes.iter().map(|m| (m.id, m.name.clone())).collect();
+    let count_of = |s: MessageStatus| {
+        counts
+            .iter()
+            .filter(|(status, _)| *status == s)
+            .map(|(_, n)| *n)
+            .sum::<i64>()
+    };
+    let status_value = status.map(|s| s.as_str()).unwrap_or("");
+    let mailbox_value = mailbox.map(|m| m.to_string()).unwrap_or_default();
+    let page_view = MessageLogPage {
+        statuses: STATUSES
+            .iter()
+            .map(|&s| StatusChoice {
+                value: s.as_str(),
+                word: status_word(s).0,
+                count: count_of(s),
+                selected: status == Some(s),
+            })
+            .collect(),
+        mailboxes: mailboxes
+            .iter()
+            .map(|m| MailboxChoice {
+                id: m.id.to_string(),
+                name: m.name.clone(),
+                selected: mailbox == Some(m.id),
+            })
+            .collect(),
+        filtered: status.is_some() || mailbox.is_some(),
+        total: counts.iter().map(|(_, n)| n).sum(),
+        older: page
+            .next_cursor
+            .as_deref()
+            .map(|cursor| log_link(status_value, &mailbox_value, Some(cursor))),
+        newest: before.map(|_| log_link(status_value, &mailbox_value, None)),
+        messages: page.items.into_iter().map(|m| row(m, &names)).collect(),
+        frame: f,
+    };
+    render(StatusCode::OK, &page_view)
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage {
+    frame: Frame,
+    m: MessageRow,
+    source: &'static str,
+    message_id: String,
+    size: u64,
+    updated: String,
+    sent: String,
+    finished: String,
+    body_purged: Option<String>,
+}
+
+/// One message of the organization; any other id answers 404.
+pub(super) async fn message_detail(
+    State(state): State<AppState>,
+    jar: CookieJar,
+    Path(id): Path<String>,
+) -> Response {
+    let f = match frame(&state, &jar, &format!("{LOG_PATH}/{id}")).await {
+        Ok(f) => f,
+        Err(response) => return response,
+    };
+    let found = async {
+        let mut conn = state.store.conn().await?;
+        let Some(message) = store::messages::get(&mut conn, f.org_id, &id).await? else {
+            return Ok(None);
+        };
+        let mailboxes = store::mailboxes::list(&mut conn, f.org_id, None, 500).await?;
+        Ok::<_, StoreError>(Some((message, mailboxes.items)))
+    }
+    .await;
+    let (message, mailboxes) = match found {
+        Ok(Some(found)) => found,
+        Ok(None) => return not_found().await,
+        Err(e) => return internal(e),
+    };
+    let names: HashMap<MailboxId, String> =
+        mailboxes.iter().map(|m| (m.id, m.name.clone())).collect();
+    let page = MessagePage {
+        source: message.source.as_str(),
+        message_id: message.message_id_header.clone(),
+        size: message.size,
+        updated: when(Some(message.updated_at)),
+        sent: when(message.sent_at),
+        finished: when(message.finished_at),
+        body_purged: message.purged_at.map(|t| when(Some(t))),
+        m: row(message, &names),
+        frame: f,
+    };
+    render(StatusCode::OK, &page)
+}
