@@ -283,3 +283,48 @@ test('Edit keeps a secret left blank, and Delete asks first', async () => {
   await page.getByText('No mailbox yet.').waitFor();
   await page.close();
 });
+
+test('the message log shows a message in words, and an admin saves the sending settings', async () => {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  const [admin, password] = credentials('Admin sign-in');
+  await signIn(page, admin, password);
+  // One message through the API, with the page's session and CSRF token.
+  const accepted = await page.evaluate(async () => {
+    const csrf = document.querySelector('input[name="csrf_token"]').value;
+    const response = await fetch('/api/v1/messages', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-csrf-token': csrf },
+      body: JSON.stringify({ to: ['log-reader@example.com'], subject: 'Seen in the message log', text: 'Hello' }),
+    });
+    return { status: response.status, body: await response.json() };
+  });
+  assert.equal(accepted.status, 202, JSON.stringify(accepted.body));
+
+  await openOutgoingMail(page);
+  await page.getByRole('navigation', { name: 'Settings' }).getByRole('link', { name: 'Message log' }).click();
+  await page.getByRole('heading', { name: 'Message log' }).waitFor();
+  const row = page.getByRole('row', { name: /Seen in the message log/ });
+  await row.getByText('log-reader@example.com').waitFor();
+  await row.getByText(/^(Queued|Sending|Sent|Failed|Held)$/).waitFor();
+  await page.screenshot({ path: join(SCREENSHOTS, 'message-log.png') });
+  await row.getByRole('link', { name: 'Seen in the message log' }).click();
+  await page.getByRole('heading', { name: 'Seen in the message log' }).waitFor();
+  await page.getByText(accepted.body.id, { exact: true }).waitFor();
+
+  await page.getByRole('navigation', { name: 'Settings' }).getByRole('link', { name: 'Outgoing Mail' }).click();
+  await page.getByRole('heading', { name: 'Outgoing Mail' }).waitFor();
+  const settings = page.getByRole('region', { name: 'Sending settings' });
+  await settings.getByText('This installation has no default sender', { exact: false }).waitFor();
+  await settings.getByLabel('Hold mail until a mailbox is verified').check();
+  await settings.getByLabel('Reply-To for mail sent by the default sender').fill('desk@contoso.com');
+  await settings.getByRole('button', { name: 'Save' }).click();
+  await settings.getByText('Saved.').waitFor();
+  await page.reload();
+  const reloaded = page.getByRole('region', { name: 'Sending settings' });
+  assert.ok(await reloaded.getByLabel('Hold mail until a mailbox is verified').isChecked());
+  assert.equal(await reloaded.getByLabel('Reply-To for mail sent by the default sender').inputValue(), 'desk@contoso.com');
+  const org = await page.evaluate(async () => (await fetch('/api/v1/organization')).json());
+  assert.equal(org.no_mailbox_policy, 'hold');
+  assert.equal(org.reply_to, 'desk@contoso.com');
+  await page.close();
+});

@@ -501,10 +501,10 @@ async fn an_admins_change_is_saved_shown_and_audited_and_needs_the_csrf_token() 
     assert!(html.contains("id=\"sending-form\""));
     assert!(html.contains("<legend>While no mailbox is Verified</legend>"));
     assert!(html.contains(
-        "<input type=\"radio\" name=\"no_mailbox_policy\" value=\"fallback\" checked> Send from the default sender"
+        "value=\"fallback\" checked aria-describedby=\"policy-fallback-hint\"> Send from the default sender"
     ));
     assert!(html.contains(
-        "<input type=\"radio\" name=\"no_mailbox_policy\" value=\"hold\"> Hold mail until a mailbox is verified"
+        "value=\"hold\" aria-describedby=\"policy-hold-hint\"> Hold mail until a mailbox is verified"
     ));
     assert!(html.contains(
         "<label for=\"sending-reply-to\">Reply-To for mail sent by the default sender</label>"
@@ -554,7 +554,10 @@ async fn an_admins_change_is_saved_shown_and_audited_and_needs_the_csrf_token() 
     assert_eq!(org.reply_to.as_deref(), Some("help@contoso.com"));
 
     let (_, html) = page(&browser, &app, OUTGOING).await;
-    assert!(html.contains("value=\"hold\" checked> Hold mail until a mailbox is verified"));
+    assert!(
+        html.contains("value=\"hold\" checked aria-describedby=\"policy-hold-hint\"> Hold mail")
+    );
+    assert!(html.contains("value=\"fallback\" aria-describedby"));
     assert!(html.contains("value=\"help@contoso.com\""));
     let (member, _) = app.signed_in("member@contoso.com").await;
     let (_, html) = page(&member, &app, OUTGOING).await;
@@ -591,5 +594,36 @@ async fn with_a_default_sender_the_page_does_not_warn_that_fallback_holds() {
     let (_, html) = page(&browser, &app, OUTGOING).await;
     assert!(html.contains("While no mailbox is Verified"));
     assert!(!html.contains("This installation has no default sender"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn mail_accepted_over_the_api_appears_in_the_log_with_what_to_do() {
+    let app = spawn_app().await;
+    let org = app.org("Contoso").await;
+    app.user(org, "member@contoso.com", "member").await;
+    let sender = app.key(org, "sender").await;
+    let accepted = app
+        .client()
+        .post(app.url("/api/v1/messages"))
+        .bearer_auth(&sender)
+        .json(&json!({ "to": ["bob@example.com"], "subject": "Welcome aboard", "text": "Hi" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    let id = accepted.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let (browser, _) = app.signed_in("member@contoso.com").await;
+    let (_, html) = page(&browser, &app, LOG).await;
+    let rows = rows(&html);
+    assert_eq!(rows.len(), 1, "{html}");
+    assert!(rows[0].contains(&id) && rows[0].contains("Welcome aboard"));
+    assert!(rows[0].contains(">Held</span>"));
+    assert!(rows[0].contains("The organization has no mailbox to send from yet."));
+    assert!(rows[0].contains("Add a mailbox under Settings"));
     app.stop().await;
 }
