@@ -174,7 +174,6 @@ impl SmtpReply {
     pub fn is_rate_limit(&self) -> bool {
         let text = self.text.to_ascii_lowercase();
         self.code == Some(432)
-            || self.enhanced.as_deref() == Some("4.3.2")
             || (self.code.is_some_and(|c| (400..500).contains(&c))
                 && (text.contains("too many")
                     || text.contains("rate limit")

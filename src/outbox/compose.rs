@@ -335,7 +335,13 @@ pub fn compose(
                 .unwrap_or("application/octet-stream"),
         )
         .map_err(|e| format!("attachment {}: {e}", a.filename))?;
-        mixed = mixed.singlepart(Attachment::new(a.filename.clone()).body(content, content_type));
+        // Always base64: content is bytes, and a 7-bit guess would send its bare LFs as they are.
+        let body = lettre::message::Body::new_with_encoding(
+            content,
+            lettre::message::header::ContentTransferEncoding::Base64,
+        )
+        .map_err(|_| format!("attachment {}: cannot encode", a.filename))?;
+        mixed = mixed.singlepart(Attachment::new(a.filename.clone()).body(body, content_type));
     }
     built(builder.multipart(mixed))
 }
@@ -534,6 +540,38 @@ mod tests {
         assert!(text.starts_with("Message-ID: <1@h>\r\nDate: "), "{text}");
         assert!(text.ends_with("\r\n\r\nhi\r\n"));
         assert_eq!(prepared.subject, "Hello");
+    }
+
+    #[test]
+    fn every_line_of_a_composed_message_ends_in_crlf() {
+        let draft = Draft {
+            to: vec!["bob@example.com".into()],
+            cc: vec![],
+            bcc: vec!["dave@example.com".into()],
+            subject: "Ticket".into(),
+            text: Some("Your ticket\nline two".into()),
+            html: Some("<p>Your ticket</p>\n<p>two</p>".into()),
+            reply_to: None,
+            headers: vec![("X-Ticket".into(), "42".into())],
+            attachments: vec![AttachmentIn {
+                filename: "report.pdf".into(),
+                content_type: Some("application/pdf".into()),
+                content_base64: "JVBERi0xLjQK".into(),
+            }],
+            message_id: "<1@contoso.com>".into(),
+            date: 1_800_000_000,
+            org_reply_to: None,
+        };
+        let (_, bytes) = compose(&mailbox(), &draft, false).unwrap();
+        for (i, b) in bytes.iter().enumerate() {
+            if *b == b'\n' {
+                assert!(
+                    i > 0 && bytes[i - 1] == b'\r',
+                    "bare LF at {i}:\n{}",
+                    String::from_utf8_lossy(&bytes)
+                );
+            }
+        }
     }
 
     #[test]

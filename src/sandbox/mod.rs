@@ -55,6 +55,11 @@ pub struct Switches {
     /// Answer this many token requests with `503 Service Unavailable` (an HTML page, as a
     /// front door does), then recover.
     pub token_outages: u32,
+    /// Answer this many submissions (DATA) with `451 4.3.2 Temporary server error`, then
+    /// recover: a transient fault on Microsoft's side.
+    pub submission_outages: u32,
+    /// Recipients refused with Exchange's `550 5.1.10 RESOLVER.ADR.RecipientNotFound`.
+    pub unknown_recipients: Vec<String>,
 }
 
 impl Default for Switches {
@@ -73,6 +78,8 @@ impl Default for Switches {
             mfa_required: false,
             google_style_auth_failure: false,
             token_outages: 0,
+            submission_outages: 0,
+            unknown_recipients: Vec::new(),
         }
     }
 }
@@ -434,6 +441,16 @@ impl SandboxState {
         let mut switches = self.switches.lock().unwrap_or_else(|e| e.into_inner());
         if switches.token_outages > 0 {
             switches.token_outages -= 1;
+            return true;
+        }
+        false
+    }
+
+    /// Uses up one configured submission outage, if any is left.
+    pub(crate) fn take_submission_outage(&self) -> bool {
+        let mut switches = self.switches.lock().unwrap_or_else(|e| e.into_inner());
+        if switches.submission_outages > 0 {
+            switches.submission_outages -= 1;
             return true;
         }
         false

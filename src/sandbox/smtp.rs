@@ -212,6 +212,27 @@ impl SmtpHandler for SandboxSmtp {
         if !sends_as_self || !may_send_as {
             return replies::send_as_denied();
         }
+        let unknown = self.state.switches().unknown_recipients;
+        if let Some(nobody) = envelope
+            .rcpt_to
+            .iter()
+            .find(|r| unknown.iter().any(|u| u.eq_ignore_ascii_case(r)))
+        {
+            return Reply::new(
+                550,
+                "5.1.10",
+                format!(
+                    "RESOLVER.ADR.RecipientNotFound; Recipient {nobody} not found by SMTP address lookup"
+                ),
+            );
+        }
+        if self.state.take_submission_outage() {
+            return Reply::new(
+                451,
+                "4.3.2",
+                "Temporary server error. Please try again later. PRX2",
+            );
+        }
         let now = OffsetDateTime::now_utc();
         if !self.state.admit_submission(&auth.username, now) {
             return replies::rate_limited();

@@ -163,12 +163,24 @@ pub async fn spawn_app() -> TestApp {
 
 /// Spawns the app after letting the test adjust its environment.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut BTreeMap<String, String>)) -> TestApp {
-    spawn(adjust, None).await
+    spawn(
+        adjust,
+        None,
+        std::sync::Arc::new(herald::outbox::SystemClock),
+    )
+    .await
 }
 
 /// A running sandbox provider (authorization server and SMTP server) on loopback ports, and
 /// Herald offering the `sandbox` provider pointed at it, in development mode.
 pub async fn spawn_app_with_sandbox() -> (TestApp, herald::sandbox::RunningSandbox) {
+    spawn_app_with_sandbox_on(std::sync::Arc::new(herald::outbox::SystemClock)).await
+}
+
+/// Like [`spawn_app_with_sandbox`], with the outbox on the given clock.
+pub async fn spawn_app_with_sandbox_on(
+    clock: std::sync::Arc<dyn herald::outbox::Clock>,
+) -> (TestApp, herald::sandbox::RunningSandbox) {
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let smtp = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let base = format!("http://localhost:{}", http.local_addr().unwrap().port());
@@ -187,6 +199,7 @@ pub async fn spawn_app_with_sandbox() -> (TestApp, herald::sandbox::RunningSandb
             env.insert("HERALD_DEV".into(), "true".into());
         },
         Some((preset, sandbox.state.clone())),
+        clock,
     )
     .await;
     (app, sandbox)
@@ -211,6 +224,7 @@ async fn spawn(
         herald::services::mailboxes::SandboxPreset,
         std::sync::Arc<herald::sandbox::SandboxState>,
     )>,
+    clock: std::sync::Arc<dyn herald::outbox::Clock>,
 ) -> TestApp {
     let db = TestDb::new().await;
     let data_dir = tempfile::tempdir().expect("temporary directory");
@@ -226,10 +240,7 @@ async fn spawn(
     if let Some((preset, state)) = sandbox {
         app = app.with_sandbox(preset, state);
     }
-    app = app.with_outbox(
-        std::sync::Arc::new(herald::outbox::SystemClock),
-        test_tuning(),
-    );
+    app = app.with_outbox(clock, test_tuning());
     let state = app.state().clone();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {

@@ -7,6 +7,7 @@ mod authorization;
 mod cli;
 mod helpers;
 mod mailboxes;
+mod outbox;
 mod sandbox_oauth;
 mod sandbox_smtp;
 mod secrets;

@@ -1,0 +1,896 @@
+//! The durable outbox against the sandbox: accept over HTTP, deliver through the mailbox,
+//! retry, fail with a reason, hold and release, idempotency, key scopes, raw MIME, the
+//! organization's policy while it has no Verified mailbox, and Exchange's limits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald::domain::message::MessageSource;
+use herald::outbox::accept::{self, Body, Caller, SendRequest, Submission};
+use herald::sandbox::{RunningSandbox, Switches};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    TestApp, problem, sandbox_consent, spawn_app_with_sandbox, spawn_app_with_sandbox_on,
+};
+
+const SUPPORT: &str = "support@contoso.com";
+const SALES: &str = "sales@contoso.com";
+const PASSWORD: &str = "a sandbox mailbox password";
+
+struct Outbox {
+    app: TestApp,
+    sandbox: RunningSandbox,
+    org: herald::domain::OrgId,
+    admin: String,
+}
+
+impl Outbox {
+    async fn start() -> Self {
+        let (app, sandbox) = spawn_app_with_sandbox().await;
+        Self::with(app, sandbox).await
+    }
+
+    async fn with(app: TestApp, sandbox: RunningSandbox) -> Self {
+        for user in [
+            SUPPORT,
+            SALES,
+            "billing@fabrikam.com",
+            "noreply@herald.example",
+        ] {
+            sandbox.state.add_user(user, SecretString::from(PASSWORD));
+        }
+        let org = app.org("Contoso").await;
+        let admin = app.key(org, "admin").await;
+        Self {
+            app,
+            sandbox,
+            org,
+            admin,
+        }
+    }
+
+    fn switch(&self, change: impl FnOnce(&mut Switches)) {
+        let mut switches = self.sandbox.state.switches();
+        change(&mut switches);
+        self.sandbox.state.set_switches(switches);
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .app
+            .client()
+            .request(method, self.app.url(path))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// A Verified basic mailbox of the sandbox user `address`.
+    async fn basic_mailbox(&self, key: &str, name: &str, address: &str, extra: Value) -> String {
+        let mut body = json!({
+            "name": name, "auth": "basic", "provider": "sandbox", "username": address,
+            "password": PASSWORD, "reply_to": "help@contoso.com",
+            "signature": "Contoso Support",
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let created = self
+            .call(reqwest::Method::POST, "/api/v1/mailboxes", key, Some(body))
+            .await;
+        assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
+        let id = created.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let verified: Value = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/mailboxes/{id}/verify"),
+                key,
+                None,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(verified["status"], "verified", "{verified}");
+        id
+    }
+
+    /// A Verified OAuth2 mailbox: created, authorized in the sandbox, Accepted.
+    async fn oauth_mailbox(&self, key: &str, name: &str, address: &str) -> String {
+        let registration = self
+            .sandbox
+            .state
+            .register_client("Herald", vec![self.app.state.config.redirect_uri()]);
+        let created = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/mailboxes",
+                key,
+                Some(json!({
+                    "name": name, "auth": "oauth2", "provider": "sandbox", "username": address,
+                    "client_id": registration.client_id,
+                    "client_secret": registration.secret.expose_secret(),
+                    "reply_to": "help@contoso.com", "signature": "Contoso Support",
+                })),
+            )
+            .await;
+        assert_eq!(created.status(), 201);
+        let id = created.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let started: Value = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/mailboxes/{id}/authorize"),
+                key,
+                None,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        let redirect = sandbox_consent(
+            started["authorization_url"].as_str().unwrap(),
+            address,
+            PASSWORD,
+            "accept",
+        )
+        .await;
+        let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+        let landed = self.app.client().get(&location).send().await.unwrap();
+        assert_eq!(landed.status(), 303);
+        let mailbox: Value = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/mailboxes/{id}"),
+                key,
+                None,
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(mailbox["status"], "verified", "{mailbox}");
+        id
+    }
+
+    async fn send(&self, key: &str, body: Value) -> reqwest::Response {
+        self.call(reqwest::Method::POST, "/api/v1/messages", key, Some(body))
+            .await
+    }
+
+    async fn accepted(&self, key: &str, body: Value) -> String {
+        let response = self.send(key, body).await;
+        assert_eq!(response.status(), 202, "{}", response.text().await.unwrap());
+        response.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn message(&self, key: &str, id: &str) -> Value {
+        self.call(
+            reqwest::Method::GET,
+            &format!("/api/v1/messages/{id}"),
+            key,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap()
+    }
+
+    /// Waits until the message's status is `status` (at most 20 s).
+    async fn wait_for(&self, key: &str, id: &str, status: &str) -> Value {
+        for _ in 0..200 {
+            let message = self.message(key, id).await;
+            if message["status"] == status {
+                return message;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "message {id} never became {status}: {}",
+            self.message(key, id).await
+        );
+    }
+
+    fn received_by(&self, user: &str) -> Vec<herald::sandbox::ReceivedMessage> {
+        self.sandbox
+            .state
+            .messages()
+            .into_iter()
+            .filter(|m| m.user.eq_ignore_ascii_case(user))
+            .collect()
+    }
+
+    async fn stop(self) {
+        self.app.stop().await;
+    }
+}
+
+fn simple(to: &str, subject: &str) -> Value {
+    json!({ "to": to, "subject": subject, "text": "Hello" })
+}
+
+#[tokio::test]
+async fn a_message_is_accepted_then_delivered_with_bcc_off_the_wire_and_readable() {
+    let o = Outbox::start().await;
+    o.oauth_mailbox(&o.admin, "Support", SUPPORT).await;
+    let org = o.app.org("Other").await;
+    let outsider = o.app.key(org, "admin").await;
+    let sender = o.app.key(o.org, "sender").await;
+    let response = o
+        .send(
+            &sender,
+            json!({
+                "to": ["bob@example.com"], "cc": ["carol@example.com"], "bcc": ["dave@example.com"],
+                "subject": "Ticket #42", "text": "Your ticket", "html": "<p>Your ticket</p>",
+                "headers": {"X-Ticket": "42", "List-Unsubscribe": "<mailto:unsubscribe@contoso.com>"},
+                "attachments": [{"filename": "report.pdf", "content_type": "application/pdf",
+                                 "content_base64": "JVBERi0xLjQK"}],
+            }),
+        )
+        .await;
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let accepted: Value = response.json().await.unwrap();
+    assert_eq!(accepted["status"], "queued");
+    let id = accepted["id"].as_str().unwrap();
+    assert_eq!(location, format!("/api/v1/messages/{id}"));
+
+    let sent = o.wait_for(&sender, id, "sent").await;
+    assert_eq!(sent["attempts"], 1);
+    assert_eq!(sent["last_reply"]["code"], 250);
+    assert_eq!(sent["from"], SUPPORT);
+    assert!(sent["sent_at"].is_string() && sent["finished_at"].is_string());
+    let received = o.received_by(SUPPORT);
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].mechanism, "XOAUTH2");
+    assert_eq!(
+        received[0].rcpt_to,
+        ["bob@example.com", "carol@example.com", "dave@example.com"]
+    );
+    let raw = String::from_utf8_lossy(&received[0].raw).to_string();
+    for expected in [
+        "X-Ticket: 42",
+        "List-Unsubscribe: <mailto:unsubscribe@contoso.com>",
+        "Reply-To: help@contoso.com",
+        "report.pdf",
+        "Contoso Support",
+        sent["message_id"].as_str().unwrap(),
+    ] {
+        assert!(raw.contains(expected), "{expected} in\n{raw}");
+    }
+    assert!(
+        !raw.contains("dave@example.com"),
+        "Bcc stays off the wire:\n{raw}"
+    );
+
+    // The log: filters, and another organization's view.
+    let list: Value = o
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/messages?status=sent&mailbox=support",
+            &o.admin,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"][0]["id"], id);
+    let queued: Value = o
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/messages?status=queued",
+            &o.admin,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(queued["items"].as_array().unwrap().len(), 0);
+    let foreign = o
+        .call(reqwest::Method::GET, &location, &outsider, None)
+        .await;
+    problem(foreign, 404, "not_found").await;
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn bad_input_is_refused_field_by_field_and_nothing_is_stored() {
+    let o = Outbox::start().await;
+    o.basic_mailbox(&o.admin, "Support", SUPPORT, json!({}))
+        .await;
+    let response = o
+        .send(
+            &o.admin,
+            json!({
+                "to": ["not an address", "ok@example.com"], "subject": "a\r\nBcc: x@y.z",
+                "headers": {"Received": "forged"},
+                "attachments": [{"filename": "../x", "content_base64": "%%%"}],
+            }),
+        )
+        .await;
+    let body = problem(response, 422, "validation_failed").await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    for field in [
+        "to[0]",
+        "subject",
+        "headers.Received",
+        "attachments[0].filename",
+        "attachments[0].content_base64",
+    ] {
+        assert!(fields.contains(&field), "{field} in {fields:?}");
+    }
+    let too_many: Vec<String> = (0..501).map(|i| format!("r{i}@example.com")).collect();
+    let body = problem(
+        o.send(
+            &o.admin,
+            json!({"to": too_many, "subject": "x", "text": "y"}),
+        )
+        .await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 500")
+    );
+    let unknown = o
+        .send(
+            &o.admin,
+            json!({"mailbox": "nope", "to": "a@b.c", "subject": "x", "text": "y"}),
+        )
+        .await;
+    problem(unknown, 422, "validation_failed").await;
+    let list: Value = o
+        .call(reqwest::Method::GET, "/api/v1/messages", &o.admin, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 0);
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_first_answer_refuses_another_body_and_dedups_races() {
+    let o = Outbox::start().await;
+    o.basic_mailbox(&o.admin, "Support", SUPPORT, json!({}))
+        .await;
+    let post = |key: &'static str, body: Value| {
+        let request = o
+            .app
+            .client()
+            .post(o.app.url("/api/v1/messages"))
+            .bearer_auth(&o.admin)
+            .header("Idempotency-Key", key)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let first = post("order-1001", simple("bob@example.com", "Order 1001")).await;
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    let again = post("order-1001", simple("bob@example.com", "Order 1001")).await;
+    assert_eq!(again.status(), 202);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again, first, "the same answer");
+    let other = post("order-1001", simple("bob@example.com", "Order 1002")).await;
+    let body = problem(other, 422, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "Idempotency-Key");
+
+    // Twenty concurrent requests with one new key store one message.
+    let answers = futures_join(
+        (0..20)
+            .map(|_| post("order-2002", simple("carol@example.com", "Order 2002")))
+            .collect(),
+    )
+    .await;
+    let mut ids = std::collections::BTreeSet::new();
+    for answer in answers {
+        match answer.status().as_u16() {
+            202 => {
+                let id = answer.json::<Value>().await.unwrap()["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                ids.insert(id);
+            }
+            409 => {}
+            other => panic!("unexpected {other}: {}", answer.text().await.unwrap()),
+        }
+    }
+    assert_eq!(ids.len(), 1, "one message for one key: {ids:?}");
+    let id = ids.into_iter().next().unwrap();
+    o.wait_for(&o.admin, &id, "sent").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let to_carol = o
+        .received_by(SUPPORT)
+        .iter()
+        .filter(|m| m.rcpt_to == ["carol@example.com"])
+        .count();
+    assert_eq!(to_carol, 1);
+    o.stop().await;
+}
+
+async fn futures_join<F: std::future::Future + Send + 'static>(futures: Vec<F>) -> Vec<F::Output>
+where
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_transient_failure_is_retried_until_sent_and_a_permanent_one_fails_with_its_reason() {
+    let o = Outbox::start().await;
+    let mailbox = o
+        .basic_mailbox(&o.admin, "Support", SUPPORT, json!({}))
+        .await;
+    o.switch(|s| s.submission_outages = 2);
+    let id = o
+        .accepted(&o.admin, simple("bob@example.com", "Retried"))
+        .await;
+    let sent = o.wait_for(&o.admin, &id, "sent").await;
+    assert_eq!(sent["attempts"], 3, "two 451s, then 250: {sent}");
+    assert_eq!(sent["last_reply"]["code"], 250);
+    assert_eq!(o.received_by(SUPPORT).len(), 1);
+
+    o.switch(|s| s.unknown_recipients = vec!["nobody@example.com".into()]);
+    let id = o
+        .accepted(&o.admin, simple("nobody@example.com", "Refused"))
+        .await;
+    let failed = o.wait_for(&o.admin, &id, "failed").await;
+    assert_eq!(failed["reason"]["code"], "message_rejected");
+    assert_eq!(failed["last_reply"]["code"], 550);
+    assert_eq!(failed["last_reply"]["enhanced"], "5.1.10");
+    assert!(
+        failed["reason"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("RecipientNotFound")
+    );
+    assert_eq!(failed["attempts"], 1, "a permanent refusal is not retried");
+    let mailbox: Value = o
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/mailboxes/{mailbox}"),
+            &o.admin,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mailbox["status"], "verified", "the mailbox itself is fine");
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn an_authentication_failure_holds_the_mail_and_a_new_verification_releases_it() {
+    let o = Outbox::start().await;
+    let mailbox = o.oauth_mailbox(&o.admin, "Support", SUPPORT).await;
+    o.switch(|s| s.smtp_auth_disabled = true);
+    let first = o.accepted(&o.admin, simple("bob@example.com", "One")).await;
+    let held = o.wait_for(&o.admin, &first, "held").await;
+    assert_eq!(held["reason"]["code"], "mailbox_not_verified");
+    assert!(
+        held["reason"]["action"]
+            .as_str()
+            .unwrap()
+            .contains("Set-CASMailbox")
+    );
+    // New mail for a Not Verified mailbox is held at once.
+    let second = o.send(&o.admin, simple("carol@example.com", "Two")).await;
+    assert_eq!(second.status(), 202);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(second["status"], "held");
+    assert!(o.received_by(SUPPORT).is_empty());
+
+    o.switch(|s| s.smtp_auth_disabled = false);
+    let verified: Value = o
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/mailboxes/{mailbox}/verify"),
+            &o.admin,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(verified["status"], "verified");
+    o.app.state.outbox.wake();
+    o.wait_for(&o.admin, &first, "sent").await;
+    o.wait_for(&o.admin, second["id"].as_str().unwrap(), "sent")
+        .await;
+    assert_eq!(o.received_by(SUPPORT).len(), 2);
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_limited_to_one_mailbox_cannot_send_through_another_nor_see_it() {
+    let o = Outbox::start().await;
+    let support = o
+        .basic_mailbox(&o.admin, "Support", SUPPORT, json!({}))
+        .await;
+    o.basic_mailbox(&o.admin, "Sales", SALES, json!({})).await;
+    let created: Value = o
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/api-keys",
+            &o.admin,
+            Some(json!({"name": "helpdesk", "role": "sender", "mailboxes": ["Support"]})),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let limited = created["key"].as_str().unwrap().to_owned();
+    let refused = o
+        .send(
+            &limited,
+            json!({"mailbox": "Sales", "to": "a@example.com", "subject": "x", "text": "y"}),
+        )
+        .await;
+    problem(refused, 403, "forbidden").await;
+    let allowed = o
+        .accepted(
+            &limited,
+            json!({"mailbox": "Support", "to": "a@example.com", "subject": "x", "text": "y"}),
+        )
+        .await;
+    let sent = o.wait_for(&limited, &allowed, "sent").await;
+    assert_eq!(sent["mailbox"], support.as_str());
+    let visible: Value = o
+        .call(reqwest::Method::GET, "/api/v1/mailboxes", &limited, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = visible["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["Support"]);
+    assert!(
+        !visible.to_string().contains(PASSWORD),
+        "no secret in a sender's view"
+    );
+    // A sender key reads what it sent, not the organization's other mail.
+    let by_admin = o
+        .accepted(
+            &o.admin,
+            json!({"mailbox": "Support", "to": "z@example.com", "subject": "x", "text": "y"}),
+        )
+        .await;
+    let hidden = o
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/messages/{by_admin}"),
+            &limited,
+            None,
+        )
+        .await;
+    problem(hidden, 404, "not_found").await;
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn raw_mime_is_sent_as_given_but_a_foreign_from_is_refused() {
+    let o = Outbox::start().await;
+    o.basic_mailbox(&o.admin, "Support", SUPPORT, json!({}))
+        .await;
+    let post = |mime: String| {
+        let request = o
+            .app
+            .client()
+            .post(o.app.url("/api/v1/messages?mailbox=Support"))
+            .bearer_auth(&o.admin)
+            .header("content-type", "message/rfc822")
+            .body(mime);
+        async move { request.send().await.unwrap() }
+    };
+    let foreign = post(
+        "From: ceo@contoso.com\r\nTo: bob@example.com\r\nSubject: Wire money\r\n\r\nNow.\r\n"
+            .into(),
+    )
+    .await;
+    let body = problem(foreign, 422, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "from");
+    let own = post(format!(
+        "From: Contoso Support <{SUPPORT}>\nTo: bob@example.com\nBcc: audit@contoso.com\nSubject: Scan\nX-Scanner: floor-2\n\nscanned\n"
+    ))
+    .await;
+    assert_eq!(own.status(), 202);
+    let id = own.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let sent = o.wait_for(&o.admin, &id, "sent").await;
+    assert_eq!(sent["subject"], "Scan");
+    let received = o.received_by(SUPPORT);
+    assert_eq!(
+        received[0].rcpt_to,
+        ["bob@example.com", "audit@contoso.com"]
+    );
+    let raw = String::from_utf8_lossy(&received[0].raw).to_string();
+    assert!(raw.contains("X-Scanner: floor-2\r\n") && raw.contains("Reply-To: help@contoso.com"));
+    assert!(!raw.contains("audit@"), "{raw}");
+    o.stop().await;
+}
+
+/// Accepts for an organization as the API does, with an installation default sender.
+async fn accept_for(
+    o: &Outbox,
+    org: herald::domain::OrgId,
+    default_sender: Option<herald::domain::MailboxId>,
+    subject: &str,
+) -> accept::Accepted {
+    let settings = herald::config::OutboxSettings {
+        default_sender,
+        ..Default::default()
+    };
+    let accepted = accept::accept(
+        o.app.store(),
+        &settings,
+        &Caller {
+            org_id: org,
+            api_key_id: None,
+            allowed: None,
+            source: MessageSource::Api,
+        },
+        Submission {
+            mailbox: None,
+            body: Body::Json(Box::new(SendRequest {
+                to: vec!["customer@example.com".into()],
+                subject: Some(subject.into()),
+                text: Some("Your report".into()),
+                ..Default::default()
+            })),
+            idempotency_key: None,
+            request_digest: String::new(),
+        },
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+    o.app.state.outbox.wake();
+    accepted
+}
+
+#[tokio::test]
+async fn without_a_verified_mailbox_fallback_sends_from_the_default_sender_and_hold_waits() {
+    let o = Outbox::start().await;
+    // The operator's own organization holds the default sender.
+    let system = o.app.org("Herald Operator").await;
+    let system_key = o.app.key(system, "admin").await;
+    let default_sender: herald::domain::MailboxId = o
+        .basic_mailbox(
+            &system_key,
+            "Default",
+            "noreply@herald.example",
+            json!({"reply_to": null}),
+        )
+        .await
+        .parse()
+        .unwrap();
+
+    // Fabrikam has no mailbox and the default policy, fallback, with its own Reply-To.
+    let fabrikam = o.app.org("Fabrikam").await;
+    let fabrikam_key = o.app.key(fabrikam, "admin").await;
+    let patched = o
+        .call(
+            reqwest::Method::PATCH,
+            "/api/v1/organization",
+            &fabrikam_key,
+            Some(json!({"reply_to": "office@fabrikam.com"})),
+        )
+        .await;
+    assert_eq!(patched.status(), 200);
+    let accepted = accept_for(&o, fabrikam, Some(default_sender), "Fallback").await;
+    assert_eq!(accepted.status.as_str(), "queued");
+    let sent = o.wait_for(&fabrikam_key, &accepted.id, "sent").await;
+    assert_eq!(sent["via_default_sender"], true);
+    assert_eq!(sent["from"], "noreply@herald.example");
+    let received = o.received_by("noreply@herald.example");
+    let raw = String::from_utf8_lossy(&received[0].raw).to_string();
+    assert!(raw.contains("Reply-To: office@fabrikam.com"), "{raw}");
+
+    // With `hold`, the same message waits for Fabrikam's own mailbox.
+    let patched: Value = o
+        .call(
+            reqwest::Method::PATCH,
+            "/api/v1/organization",
+            &fabrikam_key,
+            Some(json!({"no_mailbox_policy": "hold"})),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(patched["no_mailbox_policy"], "hold");
+    let held = accept_for(&o, fabrikam, Some(default_sender), "Held").await;
+    assert_eq!(held.status.as_str(), "held");
+    let message = o.message(&fabrikam_key, &held.id).await;
+    assert_eq!(message["reason"]["code"], "no_mailbox");
+    assert!(message["mailbox"].is_null());
+    let own = o
+        .basic_mailbox(
+            &fabrikam_key,
+            "Billing",
+            "billing@fabrikam.com",
+            json!({"reply_to": null}),
+        )
+        .await;
+    o.app.state.outbox.wake();
+    let sent = o.wait_for(&fabrikam_key, &held.id, "sent").await;
+    assert_eq!(sent["mailbox"], own.as_str());
+    assert_eq!(sent["from"], "billing@fabrikam.com");
+    assert_eq!(sent["via_default_sender"], false);
+    assert_eq!(o.received_by("noreply@herald.example").len(), 1);
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn an_exchange_mailbox_keeps_to_30_a_minute_on_a_simulated_clock() {
+    let start = time::OffsetDateTime::now_utc();
+    // Ahead of the real clock, so that mail accepted during the test is due at once.
+    let clock = Arc::new(herald::outbox::ManualClock::starting_at(
+        start + time::Duration::minutes(5),
+    ));
+    let (app, sandbox) = spawn_app_with_sandbox_on(clock.clone()).await;
+    let o = Outbox::with(app, sandbox).await;
+    // The sandbox counts real minutes; here only Herald's own limit is under test.
+    o.switch(|s| s.messages_per_minute = 100_000);
+    o.basic_mailbox(&o.admin, "Support", SUPPORT, json!({}))
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..75 {
+        ids.push(
+            o.accepted(&o.admin, simple("bob@example.com", &format!("#{i}")))
+                .await,
+        );
+    }
+    for id in &ids {
+        o.wait_for(&o.admin, id, "sent").await;
+    }
+    let mut sent_at = Vec::new();
+    for id in &ids {
+        let m = o.message(&o.admin, id).await;
+        let t = time::OffsetDateTime::parse(
+            m["sent_at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        sent_at.push(t.unix_timestamp());
+    }
+    sent_at.sort_unstable();
+    for (i, t) in sent_at.iter().enumerate() {
+        let within = sent_at[i..].iter().take_while(|u| **u < t + 60).count();
+        assert!(
+            within <= 30,
+            "{within} sent within a minute of #{i}: {sent_at:?}"
+        );
+    }
+    let span = sent_at[74] - sent_at[0];
+    assert!(
+        (120..=125).contains(&span),
+        "75 messages take two simulated minutes (30 + 30 + 15), took {span} s"
+    );
+    assert!(
+        time::OffsetDateTime::now_utc() - start < time::Duration::seconds(60),
+        "and no real minute"
+    );
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn a_432_backs_off_only_its_own_mailbox() {
+    let o = Outbox::start().await;
+    // Herald's own limit out of the way, so the server's 432 is what slows Support down.
+    let limits = json!({"limits": {"messages_per_minute": 1000}});
+    let support = o
+        .basic_mailbox(&o.admin, "Support", SUPPORT, limits.clone())
+        .await;
+    o.basic_mailbox(&o.admin, "Sales", SALES, limits).await;
+    o.switch(|s| s.messages_per_minute = 3);
+    let mut support_ids = Vec::new();
+    for i in 0..6 {
+        support_ids.push(
+            o.accepted(
+                &o.admin,
+                json!({"mailbox": "Support", "to": "a@example.com", "subject": format!("S{i}"), "text": "x"}),
+            )
+            .await,
+        );
+    }
+    // Let Support run into the limit first.
+    for _ in 0..100 {
+        if o.received_by(SUPPORT).len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut sales_ids = Vec::new();
+    for i in 0..3 {
+        sales_ids.push(
+            o.accepted(
+                &o.admin,
+                json!({"mailbox": "Sales", "to": "b@example.com", "subject": format!("P{i}"), "text": "x"}),
+            )
+            .await,
+        );
+    }
+    for id in &sales_ids {
+        o.wait_for(&o.admin, id, "sent").await;
+    }
+    let (mut throttled, mut waiting) = (0, 0);
+    for id in &support_ids {
+        let m = o.message(&o.admin, id).await;
+        assert_ne!(m["status"], "failed", "throttled mail is not failed: {m}");
+        if m["status"] == "queued" {
+            if m["attempts"] != 0 {
+                assert_eq!(m["last_reply"]["code"], 432, "{m}");
+                throttled += 1;
+            }
+            waiting += 1;
+        }
+    }
+    assert_eq!(waiting, 3, "three wait in the queue");
+    assert!(throttled >= 1, "at least one met the 432");
+    assert_eq!(o.received_by(SUPPORT).len(), 3);
+    let mailbox: Value = o
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/mailboxes/{support}"),
+            &o.admin,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mailbox["status"], "verified", "throttling is not a fault");
+    let level: i64 =
+        sqlx::query_scalar("SELECT backoff_level FROM mailbox_throttle WHERE mailbox_id = $1")
+            .bind(&support)
+            .fetch_one(o.app.store().pool())
+            .await
+            .unwrap();
+    assert!(level >= 1);
+    o.stop().await;
+}
