@@ -142,6 +142,9 @@ impl App {
             );
             store::instances::register(&mut conn, &instance, &hostname(), pid, now).await?;
         }
+        // Mail a crashed instance was sending goes back to the queue now, not when its
+        // leases run out.
+        recover_claims(&store, &instance).await?;
         let hosts = crate::net::HostPolicy {
             dev: config.dev,
             allow_private: config.allow_private_hosts,
@@ -281,6 +284,39 @@ impl App {
     }
 }
 
+/// Releases the claims of instances that are gone: silent for longer than
+/// [`HEARTBEAT_STALE`], or, on this machine, whose process no longer exists (killed, crashed).
+async fn recover_claims(store: &Store, own: &str) -> Result<(), store::StoreError> {
+    use sqlx::Row as _;
+    let mut conn = store.conn().await?;
+    let now = time::OffsetDateTime::now_utc();
+    let host = hostname();
+    let own_pid = i64::from(std::process::id());
+    let can_see_processes = std::path::Path::new("/proc/self").exists();
+    let rows = sqlx::query("SELECT id, hostname, pid, heartbeat_at FROM instances WHERE id <> $1")
+        .bind(own)
+        .fetch_all(&mut *conn)
+        .await?;
+    for row in rows {
+        let id: String = row.try_get("id")?;
+        let pid: i64 = row.try_get("pid")?;
+        let stale =
+            row.try_get::<i64, _>("heartbeat_at")? < (now - HEARTBEAT_STALE).unix_timestamp();
+        let vanished = can_see_processes
+            && row.try_get::<String, _>("hostname")? == host
+            && pid != own_pid
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if stale || vanished {
+            let released = crate::outbox::release_owned(&mut conn, &id).await?;
+            store::instances::deregister(&mut conn, &id).await?;
+            if released > 0 {
+                tracing::warn!(instance = %id, released, "an instance stopped while sending: its messages are back in the queue");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// This machine's name, for telling instances apart.
 fn hostname() -> String {
     std::env::var("HOSTNAME")
@@ -302,6 +338,9 @@ async fn housekeeping(store: Store, instance: String, retention: time::Duration)
         let result = async {
             let mut conn = store.conn().await?;
             store::instances::heartbeat(&mut conn, &instance, now).await?;
+            drop(conn);
+            recover_claims(&store, &instance).await?;
+            let mut conn = store.conn().await?;
             if ticks.is_multiple_of(120) {
                 let removed = store::sessions::delete_expired(&mut conn, now).await?;
                 if removed > 0 {

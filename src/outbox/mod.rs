@@ -21,7 +21,7 @@ use crate::services::authorization::{Deps, TokenLocks};
 use crate::services::mailboxes::SandboxPreset;
 use crate::store::Store;
 
-pub use worker::Outbox;
+pub use worker::{Outbox, release_owned};
 
 /// The time the workers go by. The system clock in production; tests drive a simulated one
 /// through hours of throttling in an instant.

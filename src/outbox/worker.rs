@@ -107,8 +107,9 @@ impl Outbox {
     }
 }
 
-/// Puts this owner's claimed messages back in the queue, and frees its connection slots.
-async fn release_owned(conn: &mut store::Conn, owner: &str) -> StoreResult<u64> {
+/// Puts this owner's claimed messages back in the queue, and frees its connection slots: at
+/// shutdown, and for an instance found dead.
+pub async fn release_owned(conn: &mut store::Conn, owner: &str) -> StoreResult<u64> {
     let done = sqlx::query(
         "UPDATE messages SET status = 'queued', lease_owner = NULL, lease_until = NULL, attempts = attempts - 1 \
          WHERE lease_owner = $1 AND status = 'sending'",

@@ -5,6 +5,7 @@
 mod api;
 mod authorization;
 mod cli;
+mod crash;
 mod helpers;
 mod mailboxes;
 mod outbox;
