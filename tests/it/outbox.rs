@@ -894,3 +894,41 @@ async fn a_432_backs_off_only_its_own_mailbox() {
     assert!(level >= 1);
     o.stop().await;
 }
+
+#[tokio::test]
+async fn bodies_past_their_retention_are_purged_and_the_metadata_stays() {
+    let o = Outbox::start().await;
+    o.basic_mailbox(&o.admin, "Support", SUPPORT, json!({}))
+        .await;
+    let old = o.accepted(&o.admin, simple("bob@example.com", "Old")).await;
+    o.wait_for(&o.admin, &old, "sent").await;
+    o.switch(|s| s.smtp_auth_disabled = true);
+    let waiting = o
+        .accepted(&o.admin, simple("carol@example.com", "Held"))
+        .await;
+    o.wait_for(&o.admin, &waiting, "held").await;
+    let store = o.app.store();
+    let now = time::OffsetDateTime::now_utc();
+    // The sweep as housekeeping runs it, 31 days on, with the default 30-day retention.
+    let later = now + time::Duration::days(31);
+    let purged = herald::store::messages::purge_bodies(
+        &mut store.conn().await.unwrap(),
+        later - o.app.state.config.outbox.retention,
+        later,
+    )
+    .await
+    .unwrap();
+    assert_eq!(purged, 1, "only the finished message");
+    let sent = o.message(&o.admin, &old).await;
+    assert_eq!(sent["body_purged"], true);
+    assert_eq!(sent["status"], "sent");
+    assert_eq!(sent["subject"], "Old");
+    assert_eq!(sent["recipients"], json!(["bob@example.com"]));
+    let held = o.message(&o.admin, &waiting).await;
+    assert_eq!(held["body_purged"], false, "unfinished mail keeps its body");
+    let body = herald::store::messages::body(&mut store.conn().await.unwrap(), &old)
+        .await
+        .unwrap();
+    assert!(body.is_none());
+    o.stop().await;
+}
