@@ -436,7 +436,8 @@ pub async fn finish(
     Ok(done.rows_affected() == 1)
 }
 
-/// Holds every queued message of a mailbox that turned Not Verified.
+/// Holds every queued message of a mailbox that turned Not Verified, and those a dead worker
+/// left claimed.
 pub async fn hold_mailbox(
     conn: &mut Conn,
     mailbox_id: MailboxId,
@@ -444,8 +445,8 @@ pub async fn hold_mailbox(
     now: OffsetDateTime,
 ) -> StoreResult<u64> {
     let done = sqlx::query(
-        "UPDATE messages SET status = 'held', reason = $1, updated_at = $2 \
-         WHERE mailbox_id = $3 AND status = 'queued'",
+        "UPDATE messages SET status = 'held', reason = $1, updated_at = $2, lease_owner = NULL, lease_until = NULL \
+         WHERE mailbox_id = $3 AND (status = 'queued' OR (status = 'sending' AND lease_until < $2))",
     )
     .bind(reason_json(Some(reason)))
     .bind(to_db_time(now))
