@@ -140,7 +140,15 @@ impl App {
                 i64::from(std::process::id()),
                 time::OffsetDateTime::now_utc(),
             );
-            store::instances::register(&mut conn, &instance, &hostname(), pid, now).await?;
+            store::instances::register(
+                &mut conn,
+                &instance,
+                &hostname(),
+                pid,
+                &process_scope(),
+                now,
+            )
+            .await?;
         }
         // Mail a crashed instance was sending goes back to the queue now, not when its
         // leases run out.
@@ -284,16 +292,27 @@ impl App {
     }
 }
 
+/// Where this process's pid is meaningful: the boot id and the pid namespace (Linux). Two
+/// instances with the same scope see the same processes; empty elsewhere.
+fn process_scope() -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok();
+    let namespace = std::fs::read_link("/proc/self/ns/pid").ok();
+    match (boot, namespace) {
+        (Some(boot), Some(ns)) => format!("{}/{}", boot.trim(), ns.display()),
+        _ => String::new(),
+    }
+}
+
 /// Releases the claims of instances that are gone: silent for longer than
-/// [`HEARTBEAT_STALE`], or, on this machine, whose process no longer exists (killed, crashed).
+/// [`HEARTBEAT_STALE`], or, in this process's scope (same boot, same pid namespace), whose
+/// process no longer exists (killed, crashed).
 async fn recover_claims(store: &Store, own: &str) -> Result<(), store::StoreError> {
     use sqlx::Row as _;
     let mut conn = store.conn().await?;
     let now = time::OffsetDateTime::now_utc();
-    let host = hostname();
+    let scope = process_scope();
     let own_pid = i64::from(std::process::id());
-    let can_see_processes = std::path::Path::new("/proc/self").exists();
-    let rows = sqlx::query("SELECT id, hostname, pid, heartbeat_at FROM instances WHERE id <> $1")
+    let rows = sqlx::query("SELECT id, scope, pid, heartbeat_at FROM instances WHERE id <> $1")
         .bind(own)
         .fetch_all(&mut *conn)
         .await?;
@@ -302,8 +321,8 @@ async fn recover_claims(store: &Store, own: &str) -> Result<(), store::StoreErro
         let pid: i64 = row.try_get("pid")?;
         let stale =
             row.try_get::<i64, _>("heartbeat_at")? < (now - HEARTBEAT_STALE).unix_timestamp();
-        let vanished = can_see_processes
-            && row.try_get::<String, _>("hostname")? == host
+        let vanished = !scope.is_empty()
+            && row.try_get::<String, _>("scope")? == scope
             && pid != own_pid
             && !std::path::Path::new(&format!("/proc/{pid}")).exists();
         if stale || vanished {

@@ -83,3 +83,7 @@ CREATE TABLE api_key_mailboxes (
     mailbox_id  TEXT NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
     PRIMARY KEY (api_key_id, mailbox_id)
 );
+
+-- Where an instance's pid means something: boot id and pid namespace. A restarted instance
+-- releases the claims of one in its own scope whose process is gone.
+ALTER TABLE instances ADD COLUMN scope TEXT NOT NULL DEFAULT '';

@@ -170,15 +170,68 @@ impl SmtpReply {
         }
     }
 
-    /// Whether the server said "too many" (connections or messages): the mailbox backs off.
+    /// Whether the server said to slow down: Exchange's `432 4.3.2` (too many connections or
+    /// messages), or another 4xx that names a rate. The mailbox backs off.
     pub fn is_rate_limit(&self) -> bool {
         let text = self.text.to_ascii_lowercase();
         self.code == Some(432)
             || (self.code.is_some_and(|c| (400..500).contains(&c))
-                && (text.contains("too many")
-                    || text.contains("rate limit")
-                    || text.contains("throttl")
-                    || text.contains("exceeded")))
+                && (text.contains("rate limit")
+                    || text.contains("submission rate")
+                    || text.contains("unusual rate")
+                    || text.contains("throttl")))
+    }
+
+    /// Whether the mailbox's daily quota is spent: Exchange's `550 5.1.90` and
+    /// `SubmissionQuotaExceeded`, Gmail's `550 5.4.5`. The mail waits, it does not fail.
+    pub fn is_quota(&self) -> bool {
+        matches!(self.enhanced.as_deref(), Some("5.1.90") | Some("5.4.5"))
+            || self.text.contains("SubmissionQuotaExceeded")
+    }
+}
+
+#[cfg(test)]
+mod reply_tests {
+    use super::*;
+
+    fn reply(code: u16, enhanced: &str, text: &str) -> SmtpReply {
+        SmtpReply {
+            code: Some(code),
+            enhanced: Some(enhanced.into()),
+            text: format!("{enhanced} {text}"),
+        }
+    }
+
+    #[test]
+    fn only_replies_about_rates_back_the_mailbox_off() {
+        assert!(
+            reply(
+                432,
+                "4.3.2",
+                "STOREDRV.ClientSubmit; sender thread limit exceeded"
+            )
+            .is_rate_limit()
+        );
+        assert!(
+            reply(
+                421,
+                "4.7.28",
+                "Our system has detected an unusual rate of mail"
+            )
+            .is_rate_limit()
+        );
+        assert!(!reply(452, "4.5.3", "Too many recipients").is_rate_limit());
+        assert!(!reply(451, "4.3.2", "Temporary server error").is_rate_limit());
+        assert!(
+            reply(
+                554,
+                "5.2.0",
+                "STOREDRV.Submission.Exception:SubmissionQuotaExceededException"
+            )
+            .is_quota()
+        );
+        assert!(reply(550, "5.4.5", "Daily user sending limit exceeded").is_quota());
+        assert!(!reply(550, "5.1.10", "RESOLVER.ADR.RecipientNotFound").is_quota());
     }
 }
 

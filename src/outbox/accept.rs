@@ -408,6 +408,12 @@ async fn route(
         .ok_or(ServiceError::NotFound("organization"))?;
     let mailboxes = store::mailboxes::all_of_org(&mut conn, caller.org_id).await?;
     let allowed = |m: &Mailbox| caller.allowed.as_ref().is_none_or(|a| a.contains(&m.id));
+    if caller.allowed.is_some() && !mailboxes.iter().any(allowed) {
+        // Its mailboxes were deleted: such a key sends through nothing, not the default sender.
+        return Err(ServiceError::Forbidden(
+            "This API key is limited to mailboxes that no longer exist; create a new key.".into(),
+        ));
+    }
     let (chosen, explicit) = match named.map(str::trim).filter(|n| !n.is_empty()) {
         Some(name) => {
             let found = mailboxes

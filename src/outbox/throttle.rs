@@ -22,6 +22,16 @@ pub enum Admission {
     WaitUntil(i64),
 }
 
+impl Admission {
+    /// `None` to go; the wait mapped by `f` otherwise.
+    pub fn map_wait<T>(self, f: impl FnOnce(i64) -> T) -> Option<T> {
+        match self {
+            Self::Go => None,
+            Self::WaitUntil(t) => Some(f(t)),
+        }
+    }
+}
+
 /// Decides, and counts the send when it may go.
 pub fn admit(
     state: &mut ThrottleState,

@@ -112,9 +112,9 @@ impl Outbox {
 pub async fn release_owned(conn: &mut store::Conn, owner: &str) -> StoreResult<u64> {
     let done = sqlx::query(
         "UPDATE messages SET status = 'queued', lease_owner = NULL, lease_until = NULL, attempts = attempts - 1 \
-         WHERE lease_owner = $1 AND status = 'sending'",
+         WHERE lease_owner LIKE $1 AND status = 'sending'",
     )
-    .bind(owner)
+    .bind(format!("{owner}/%"))
     .execute(&mut *conn)
     .await?;
     sqlx::query("DELETE FROM mailbox_connections WHERE holder = $1")
@@ -145,6 +145,12 @@ async fn dispatch_once(inner: &Arc<Inner>) -> StoreResult<()> {
     let now = inner.clock.now();
     let due = {
         let mut conn = inner.deps.store.conn().await?;
+        let deleted = StatusReason::new(
+            "mailbox_deleted",
+            "The mailbox was deleted before this message was sent.",
+            Some("Send the message again through another mailbox.".into()),
+        );
+        store::messages::sweep(&mut conn, &deleted, now).await?;
         store::messages::due_mailboxes(&mut conn, now).await?
     };
     for (mailbox_id, count) in due {
@@ -270,21 +276,24 @@ async fn lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) -> Result<()
                 (mailbox, password)
             };
             if mailbox.status != MailboxStatus::Verified {
-                let reason = held_reason(&mailbox);
                 let mut conn = inner.deps.store.conn().await?;
-                store::messages::hold_mailbox(&mut conn, mailbox_id, &reason, now).await?;
-                return Ok(());
-            }
-            let claimed = {
-                let mut conn = inner.deps.store.conn().await?;
-                store::messages::claim(
+                store::messages::hold_mailbox(
                     &mut conn,
                     mailbox_id,
-                    &inner.owner,
+                    &held_reason(&mailbox),
+                    &default_sender_held(),
                     now,
-                    now + inner.tuning.lease,
                 )
-                .await?
+                .await?;
+                return Ok(());
+            }
+            // Each claim has a token of its own: a lane whose lease was taken over cannot record
+            // an outcome over the new holder's.
+            let token = format!("{}/{}", inner.owner, uuid::Uuid::new_v4().simple());
+            let claimed = {
+                let mut conn = inner.deps.store.conn().await?;
+                store::messages::claim(&mut conn, mailbox_id, &token, now, now + inner.tuning.lease)
+                    .await?
             };
             let Some(message) = claimed else {
                 if idle_since.elapsed() >= inner.tuning.linger {
@@ -299,7 +308,12 @@ async fn lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) -> Result<()
                 continue;
             };
             idle_since = std::time::Instant::now();
-            match deliver(inner, &mailbox, password, message, &mut session).await? {
+            let claim = Claim {
+                message,
+                token,
+                slot,
+            };
+            match deliver(inner, &mailbox, password, &claim, &mut session).await? {
                 Next::Continue => {}
                 Next::Stop => return Ok(()),
             }
@@ -335,57 +349,64 @@ fn held_reason(mailbox: &Mailbox) -> StatusReason {
     )
 }
 
+/// A claimed message, with the token that proves the claim and the lane's connection slot.
+struct Claim {
+    message: Message,
+    token: String,
+    slot: i64,
+}
+
+/// The reason held mail of the installation's default sender shows to the organizations it
+/// sends for: the operator's mailbox details are not theirs to see.
+fn default_sender_held() -> StatusReason {
+    StatusReason::new(
+        "default_sender_not_verified",
+        "The installation's default sender is Not Verified.",
+        Some("The operator must verify the default sender; the mail is sent once it is.".into()),
+    )
+}
+
+/// Runs `work` while renewing the claim's lease and the lane's connection slot, so that a long
+/// send (a large message, a slow server) is not taken over by another worker.
+async fn under_lease<F: std::future::Future>(
+    inner: &Inner,
+    mailbox_id: MailboxId,
+    claim: &Claim,
+    work: F,
+) -> F::Output {
+    tokio::pin!(work);
+    let every = std::time::Duration::try_from(inner.tuning.lease / 3)
+        .unwrap_or(std::time::Duration::from_secs(60))
+        .max(std::time::Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = tokio::time::sleep(every) => {
+                let now = inner.clock.now();
+                if let Ok(mut conn) = inner.deps.store.conn().await {
+                    let renewed = async {
+                        store::messages::extend_lease(&mut conn, &claim.message.id, &claim.token, now + inner.tuning.lease).await?;
+                        store::throttle::renew_slot(&mut conn, mailbox_id, claim.slot, &inner.owner, millis(now) + lease_ms(&inner.tuning)).await
+                    }.await;
+                    if let Err(e) = renewed {
+                        tracing::warn!(error = %e, "could not renew a lease");
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Sends one claimed message and records its outcome.
 async fn deliver(
     inner: &Arc<Inner>,
     mailbox: &Mailbox,
     password: Option<secrecy::SecretString>,
-    message: Message,
+    claim: &Claim,
     session: &mut Option<Session>,
 ) -> Result<Next, StoreError> {
-    let now = inner.clock.now();
+    let message = &claim.message;
     let store = &inner.deps.store;
-    // The throttle first: a message that may not go yet goes back without counting an attempt.
-    let admission = {
-        let mut tx = store.begin().await?;
-        let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
-        let admission = throttle::admit(
-            &mut state,
-            &mailbox.effective_limits(),
-            u32::try_from(message.recipients.len()).unwrap_or(u32::MAX),
-            millis(now),
-        );
-        let long_wait = match admission {
-            Admission::WaitUntil(t) => t - millis(now) > 65_000,
-            Admission::Go => false,
-        };
-        if let (true, Admission::WaitUntil(t)) = (long_wait, admission) {
-            // A daily limit: the mailbox rests until then, without connections held open.
-            state.backoff_until = state.backoff_until.max(t);
-        }
-        store::throttle::save(&mut tx, mailbox.id, &state).await?;
-        tx.commit().await?;
-        admission
-    };
-    if let Admission::WaitUntil(t) = admission {
-        finish(
-            inner,
-            &message.id,
-            Outcome::Release {
-                next_attempt_at: message.next_attempt_at,
-            },
-        )
-        .await?;
-        if t - millis(now) > 65_000 {
-            return Ok(Next::Stop);
-        }
-        let mut stopping = inner.stopping.subscribe();
-        tokio::select! {
-            _ = inner.clock.sleep_until(from_millis(t)) => {}
-            _ = stopping.changed() => {}
-        }
-        return Ok(Next::Continue);
-    }
     let body = {
         let mut conn = store.conn().await?;
         store::messages::body(&mut conn, &message.id).await?
@@ -409,7 +430,7 @@ async fn deliver(
             );
             finish(
                 inner,
-                &message.id,
+                claim,
                 Outcome::Failed {
                     reply: None,
                     reason: &reason,
@@ -428,21 +449,69 @@ async fn deliver(
     }
     if session.is_none() {
         let deps = inner.deps.deps();
-        match authorization::open_session(&deps, mailbox, password)
-            .await
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?
-        {
+        let opened = under_lease(
+            inner,
+            mailbox.id,
+            claim,
+            authorization::open_session(&deps, mailbox, password),
+        )
+        .await
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        match opened {
             Ok(opened) => *session = Some(opened),
-            Err(failure) => return failed(inner, mailbox, &message, failure).await,
+            Err(failure) => return failed(inner, mailbox, claim, failure).await,
         }
+    }
+    // The throttle last, right before the send it counts: a message that may not go yet goes
+    // back without counting an attempt, and the session waits with it.
+    let admission = {
+        let mut tx = store.begin().await?;
+        let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
+        // The time is read once the row is ours: another instance may have just sent.
+        let now = millis(inner.clock.now());
+        let admission = throttle::admit(
+            &mut state,
+            &mailbox.effective_limits(),
+            u32::try_from(message.recipients.len()).unwrap_or(u32::MAX),
+            now,
+        );
+        if let Admission::WaitUntil(t) = admission
+            && t - now > LONG_WAIT_MS
+        {
+            // A daily limit: the mailbox rests until then, without connections held open.
+            state.backoff_until = state.backoff_until.max(t);
+        }
+        store::throttle::save(&mut tx, mailbox.id, &state).await?;
+        tx.commit().await?;
+        admission.map_wait(|t| (t, t - now))
+    };
+    if let Some((until, wait)) = admission {
+        finish(
+            inner,
+            claim,
+            Outcome::Release {
+                next_attempt_at: message.next_attempt_at,
+            },
+        )
+        .await?;
+        if wait > LONG_WAIT_MS {
+            return Ok(Next::Stop);
+        }
+        let mut stopping = inner.stopping.subscribe();
+        tokio::select! {
+            _ = inner.clock.sleep_until(from_millis(until)) => {}
+            _ = stopping.changed() => {}
+        }
+        return Ok(Next::Continue);
     }
     let Some(open) = session.as_mut() else {
         return Ok(Next::Stop);
     };
-    match open.send(&envelope, &bytes).await {
+    let sent = under_lease(inner, mailbox.id, claim, open.send(&envelope, &bytes)).await;
+    match sent {
         Ok(reply) => {
             let reply = parse_reply(&reply);
-            finish(inner, &message.id, Outcome::Sent { reply: &reply }).await?;
+            finish(inner, claim, Outcome::Sent { reply: &reply }).await?;
             let mut tx = store.begin().await?;
             let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
             if throttle::succeeded(&mut state) {
@@ -453,10 +522,13 @@ async fn deliver(
         }
         Err(failure) => {
             let classified = authorization::classify(&failure, mailbox, true);
-            failed(inner, mailbox, &message, classified).await
+            failed(inner, mailbox, claim, classified).await
         }
     }
 }
+
+/// A wait longer than this (a daily limit) ends the lane instead of holding its connection.
+const LONG_WAIT_MS: i64 = 65_000;
 
 fn envelope(from: &str, recipients: &[String]) -> Result<Envelope, String> {
     let parse = |a: &str| {
@@ -488,17 +560,30 @@ fn parse_reply(line: &str) -> SmtpReply {
     }
 }
 
-/// Records a failed attempt: the mailbox's fault holds its mail, a rate-limit reply backs the
-/// mailbox off, another delay retries the message later, and a refusal fails it.
+/// Records a failed attempt: the mailbox's fault holds its mail, a rate-limit or quota reply
+/// backs the mailbox off, another delay retries the message later, and a refusal fails it.
 async fn failed(
     inner: &Arc<Inner>,
     mailbox: &Mailbox,
-    message: &Message,
+    claim: &Claim,
     failure: SendFailure,
 ) -> Result<Next, StoreError> {
+    let message = &claim.message;
     let now = inner.clock.now();
     let store = &inner.deps.store;
-    let mut conn = store.conn().await?;
+    let too_old = now - message.created_at >= inner.deps.config.outbox.retry_for;
+    let gave_up = |reply: &SmtpReply| {
+        StatusReason::new(
+            "gave_up",
+            format!(
+                "Still not sent after {} attempts over {} hours; the last reply was: {}",
+                message.attempts,
+                (now - message.created_at).whole_hours(),
+                reply.line()
+            ),
+            Some("Check the mailbox and the recipients, then send the message again.".into()),
+        )
+    };
     match failure {
         SendFailure::Refused(reason) => {
             tracing::warn!(mailbox = %mailbox.id, reason = %reason.code, "the mailbox refused to send: holding its mail");
@@ -506,86 +591,96 @@ async fn failed(
                 .await
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             let held = held_reason(&updated);
-            store::messages::finish(
-                &mut conn,
-                &message.id,
-                &inner.owner,
+            let shown = if message.via_default_sender {
+                default_sender_held()
+            } else {
+                held.clone()
+            };
+            finish(
+                inner,
+                claim,
                 Outcome::Held {
                     reply: None,
-                    reason: &held,
+                    reason: &shown,
                 },
+            )
+            .await?;
+            let mut conn = store.conn().await?;
+            store::messages::hold_mailbox(
+                &mut conn,
+                mailbox.id,
+                &held,
+                &default_sender_held(),
                 now,
             )
             .await?;
-            store::messages::hold_mailbox(&mut conn, mailbox.id, &held, now).await?;
             Ok(Next::Stop)
         }
-        SendFailure::Transient(reply) if reply.is_rate_limit() => {
-            drop(conn);
+        SendFailure::Transient(reply) | SendFailure::Rejected(reply)
+            if reply.is_rate_limit() || reply.is_quota() =>
+        {
+            let base = if reply.is_quota() {
+                // A daily quota: try again in an hour, not in seconds.
+                3_600_000
+            } else {
+                inner.tuning.backoff_base_ms
+            };
             let until = {
                 let mut tx = store.begin().await?;
                 let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
-                let until = throttle::back_off(
-                    &mut state,
-                    millis(now),
-                    inner.tuning.backoff_base_ms,
-                    rand::random::<f64>(),
-                );
+                let until =
+                    throttle::back_off(&mut state, millis(now), base, rand::random::<f64>());
                 store::throttle::save(&mut tx, mailbox.id, &state).await?;
                 tx.commit().await?;
                 until
             };
             tracing::info!(mailbox = %mailbox.id, reply = %reply.line(), "the server asked to slow down: backing this mailbox off");
-            let mut conn = store.conn().await?;
-            store::messages::finish(
-                &mut conn,
-                &message.id,
-                &inner.owner,
-                Outcome::Retry {
-                    next_attempt_at: from_millis(until),
-                    reply: Some(&reply),
-                },
-                now,
-            )
-            .await?;
-            Ok(Next::Stop)
-        }
-        SendFailure::Transient(reply) => {
-            if now - message.created_at >= inner.deps.config.outbox.retry_for {
-                let reason = StatusReason::new(
-                    "gave_up",
-                    format!(
-                        "Still not sent after {} attempts over {} hours; the last reply was: {}",
-                        message.attempts,
-                        (now - message.created_at).whole_hours(),
-                        reply.line()
-                    ),
-                    Some(
-                        "Check the mailbox and the recipients, then send the message again.".into(),
-                    ),
-                );
-                store::messages::finish(
-                    &mut conn,
-                    &message.id,
-                    &inner.owner,
+            let outcome = if too_old {
+                let reason = gave_up(&reply);
+                finish(
+                    inner,
+                    claim,
                     Outcome::Failed {
                         reply: Some(&reply),
                         reason: &reason,
                     },
-                    now,
+                )
+                .await?
+            } else {
+                finish(
+                    inner,
+                    claim,
+                    Outcome::Retry {
+                        next_attempt_at: from_millis(until),
+                        reply: Some(&reply),
+                    },
+                )
+                .await?
+            };
+            let _ = outcome;
+            Ok(Next::Stop)
+        }
+        SendFailure::Transient(reply) => {
+            if too_old {
+                let reason = gave_up(&reply);
+                finish(
+                    inner,
+                    claim,
+                    Outcome::Failed {
+                        reply: Some(&reply),
+                        reason: &reason,
+                    },
                 )
                 .await?;
             } else {
                 let next = now + retry_delay(&inner.tuning, message.attempts, rand::random());
-                store::messages::finish(
-                    &mut conn,
-                    &message.id,
-                    &inner.owner,
+                finish(
+                    inner,
+                    claim,
                     Outcome::Retry {
                         next_attempt_at: next,
                         reply: Some(&reply),
                     },
-                    now,
                 )
                 .await?;
             }
@@ -602,15 +697,13 @@ async fn failed(
                 format!("The server refused this message: {}", reply.line()),
                 Some("Check the recipients and the message; the mailbox itself works.".into()),
             );
-            store::messages::finish(
-                &mut conn,
-                &message.id,
-                &inner.owner,
+            finish(
+                inner,
+                claim,
                 Outcome::Failed {
                     reply: Some(&reply),
                     reason: &reason,
                 },
-                now,
             )
             .await?;
             Ok(Next::Continue)
@@ -628,9 +721,16 @@ pub(crate) fn retry_delay(tuning: &Tuning, attempts: u32, jitter: f64) -> Durati
     Duration::milliseconds((delay as f64 * (0.8 + 0.4 * jitter.clamp(0.0, 1.0))) as i64)
 }
 
-async fn finish(inner: &Inner, id: &str, outcome: Outcome<'_>) -> StoreResult<bool> {
+async fn finish(inner: &Inner, claim: &Claim, outcome: Outcome<'_>) -> StoreResult<bool> {
     let mut conn = inner.deps.store.conn().await?;
-    store::messages::finish(&mut conn, id, &inner.owner, outcome, inner.clock.now()).await
+    store::messages::finish(
+        &mut conn,
+        &claim.message.id,
+        &claim.token,
+        outcome,
+        inner.clock.now(),
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -299,6 +299,12 @@ pub async fn create_api_key(
     let name = checks.take(ApiKeyName::parse(name));
     let role = checks.take(KeyRole::parse(role));
     let mut limited_to = Vec::new();
+    if role == Some(KeyRole::Admin) && !mailboxes.is_empty() {
+        checks.push(FieldError::new(
+            "mailboxes",
+            "only sender keys can be limited to mailboxes: an admin key manages every mailbox",
+        ));
+    }
     {
         let mut conn = store.conn().await?;
         for (i, wanted) in mailboxes.iter().enumerate() {

@@ -38,6 +38,8 @@ pub struct SmtpFailure {
     /// A fault of the settings with no reply to show: TLS verification, a server without
     /// STARTTLS or a usable mechanism, an address Herald refuses to reach.
     pub config: bool,
+    /// The message itself cannot be sent this way (Herald's client refused it): permanent.
+    pub message: bool,
 }
 
 /// The kind of a failure, from its code and enhanced status code.
@@ -57,6 +59,9 @@ impl SmtpFailure {
     pub fn kind(&self) -> FailureKind {
         if self.config {
             return FailureKind::Config;
+        }
+        if self.message {
+            return FailureKind::Permanent;
         }
         match self.code {
             None => FailureKind::Transient,
@@ -92,6 +97,7 @@ impl SmtpFailure {
             enhanced,
             text,
             config: code.is_none() && (error.is_tls() || error.is_client() || tls_failure(error)),
+            message: false,
         }
     }
 
@@ -101,6 +107,7 @@ impl SmtpFailure {
             enhanced: None,
             text: format!("the server did not answer in time ({stage})"),
             config: false,
+            message: false,
         }
     }
 
@@ -110,6 +117,7 @@ impl SmtpFailure {
             enhanced: None,
             text,
             config: true,
+            message: false,
         }
     }
 
@@ -325,7 +333,20 @@ impl Session {
                 response.code(),
                 response.message().collect::<Vec<_>>().join(" ")
             )),
-            Err(e) => Err(SmtpFailure::from_lettre(&e)),
+            // Before anything reached the server, lettre refused this message (non-ASCII
+            // addresses without SMTPUTF8, 8-bit content without 8BITMIME): a fault of the
+            // message, not of the settings.
+            Err(e) if e.is_client() => Err(SmtpFailure {
+                code: None,
+                enhanced: None,
+                text: e.to_string(),
+                config: false,
+                message: true,
+            }),
+            Err(e) => Err(SmtpFailure {
+                config: false,
+                ..SmtpFailure::from_lettre(&e)
+            }),
         }
     }
 
@@ -363,6 +384,7 @@ fn failure(error: &lettre::transport::smtp::Error, auth: &SmtpAuth) -> SmtpFailu
             enhanced: Some("5.7.8".into()),
             text: "5.7.8 the server refused the access token (it answered XOAUTH2 with a 334 challenge, as Gmail does)".into(),
             config: false,
+            message: false,
         };
     }
     failure
@@ -396,6 +418,7 @@ mod tests {
             enhanced: text.split_whitespace().next().map(str::to_owned),
             text: text.to_owned(),
             config: false,
+            message: false,
         }
     }
 

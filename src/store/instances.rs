@@ -14,18 +14,22 @@ pub struct Instance {
     pub heartbeat_at: OffsetDateTime,
 }
 
+/// Announces an instance. `scope` names where its `pid` is meaningful (boot id and pid
+/// namespace); empty when unknown.
 pub async fn register(
     conn: &mut Conn,
     id: &str,
     hostname: &str,
     pid: i64,
+    scope: &str,
     now: OffsetDateTime,
 ) -> StoreResult<()> {
-    sqlx::query("INSERT INTO instances (id, hostname, pid, started_at, heartbeat_at) VALUES ($1, $2, $3, $4, $4)")
+    sqlx::query("INSERT INTO instances (id, hostname, pid, started_at, heartbeat_at, scope) VALUES ($1, $2, $3, $4, $4, $5)")
         .bind(id)
         .bind(hostname)
         .bind(pid)
         .bind(to_db_time(now))
+        .bind(scope)
         .execute(&mut *conn)
         .await?;
     Ok(())

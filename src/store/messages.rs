@@ -437,23 +437,68 @@ pub async fn finish(
 }
 
 /// Holds every queued message of a mailbox that turned Not Verified, and those a dead worker
-/// left claimed.
+/// left claimed, if the mailbox is still Not Verified. Mail the mailbox sends for other
+/// organizations (the default sender's) shows `for_others` instead of the mailbox's details.
 pub async fn hold_mailbox(
     conn: &mut Conn,
     mailbox_id: MailboxId,
     reason: &StatusReason,
+    for_others: &StatusReason,
     now: OffsetDateTime,
 ) -> StoreResult<u64> {
     let done = sqlx::query(
-        "UPDATE messages SET status = 'held', reason = $1, updated_at = $2, lease_owner = NULL, lease_until = NULL \
-         WHERE mailbox_id = $3 AND (status = 'queued' OR (status = 'sending' AND lease_until < $2))",
+        "UPDATE messages SET status = 'held', \
+         reason = CASE WHEN via_default_sender = 1 THEN $1 ELSE $2 END, \
+         updated_at = $3, lease_owner = NULL, lease_until = NULL \
+         WHERE mailbox_id = $4 AND (status = 'queued' OR (status = 'sending' AND lease_until < $3)) \
+           AND EXISTS (SELECT 1 FROM mailboxes b WHERE b.id = $4 AND b.status <> 'verified')",
     )
+    .bind(reason_json(Some(for_others)))
     .bind(reason_json(Some(reason)))
     .bind(to_db_time(now))
     .bind(mailbox_id.to_string())
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// Repairs what races can leave behind: held mail whose mailbox is Verified goes back to the
+/// queue, and queued mail whose mailbox was deleted under it fails.
+pub async fn sweep(
+    conn: &mut Conn,
+    deleted: &StatusReason,
+    now: OffsetDateTime,
+) -> StoreResult<u64> {
+    let released = sqlx::query(
+        "UPDATE messages SET status = 'queued', reason = NULL, next_attempt_at = $1, updated_at = $1 \
+         WHERE status = 'held' AND mailbox_id IN (SELECT id FROM mailboxes WHERE status = 'verified')",
+    )
+    .bind(to_db_time(now))
+    .execute(&mut *conn)
+    .await?;
+    // Mail held for an organization with no mailbox goes to its Verified mailbox (the default
+    // first), if one was verified while the mail was being accepted.
+    let assigned = sqlx::query(
+        "UPDATE messages SET status = 'queued', reason = NULL, next_attempt_at = $1, updated_at = $1, \
+         mailbox_id = (SELECT b.id FROM mailboxes b WHERE b.org_id = messages.org_id AND b.status = 'verified' \
+                       ORDER BY b.is_default DESC, b.id LIMIT 1), \
+         mail_from = (SELECT b.username FROM mailboxes b WHERE b.org_id = messages.org_id AND b.status = 'verified' \
+                      ORDER BY b.is_default DESC, b.id LIMIT 1) \
+         WHERE status = 'held' AND mailbox_id IS NULL \
+           AND EXISTS (SELECT 1 FROM mailboxes b WHERE b.org_id = messages.org_id AND b.status = 'verified')",
+    )
+    .bind(to_db_time(now))
+    .execute(&mut *conn)
+    .await?;
+    let orphaned = sqlx::query(
+        "UPDATE messages SET status = 'failed', reason = $1, updated_at = $2, finished_at = $2 \
+         WHERE status = 'queued' AND mailbox_id IS NULL",
+    )
+    .bind(reason_json(Some(deleted)))
+    .bind(to_db_time(now))
+    .execute(&mut *conn)
+    .await?;
+    Ok(released.rows_affected() + assigned.rows_affected() + orphaned.rows_affected())
 }
 
 /// Releases held mail once a mailbox is Verified: its own, and the organization's mail that

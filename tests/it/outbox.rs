@@ -482,6 +482,18 @@ async fn a_transient_failure_is_retried_until_sent_and_a_permanent_one_fails_wit
             .contains("RecipientNotFound")
     );
     assert_eq!(failed["attempts"], 1, "a permanent refusal is not retried");
+    // An address the server cannot take (non-ASCII, no SMTPUTF8) fails that message alone.
+    let id = o
+        .accepted(&o.admin, simple("jörg@example.com", "Umlaut"))
+        .await;
+    let failed = o.wait_for(&o.admin, &id, "failed").await;
+    assert_eq!(failed["reason"]["code"], "message_rejected", "{failed}");
+    assert!(
+        failed["reason"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SMTPUTF8")
+    );
     let mailbox: Value = o
         .call(
             reqwest::Method::GET,
@@ -776,8 +788,15 @@ async fn an_exchange_mailbox_keeps_to_30_a_minute_on_a_simulated_clock() {
     let o = Outbox::with(app, sandbox).await;
     // The sandbox counts real minutes; here only Herald's own limit is under test.
     o.switch(|s| s.messages_per_minute = 100_000);
-    o.basic_mailbox(&o.admin, "Support", SUPPORT, json!({}))
-        .await;
+    // One connection: concurrent lanes would each jump the simulated clock while the others
+    // are between admission and the record of their send, blurring the times measured here.
+    o.basic_mailbox(
+        &o.admin,
+        "Support",
+        SUPPORT,
+        json!({"limits": {"connections": 1}}),
+    )
+    .await;
     let mut ids = Vec::new();
     for i in 0..75 {
         ids.push(
@@ -857,6 +876,17 @@ async fn a_432_backs_off_only_its_own_mailbox() {
     }
     for id in &sales_ids {
         o.wait_for(&o.admin, id, "sent").await;
+    }
+    // Let Support's lane settle (a message may be between its claim and its 432).
+    for _ in 0..100 {
+        let mut settled = true;
+        for id in &support_ids {
+            settled &= o.message(&o.admin, id).await["status"] != "sending";
+        }
+        if settled {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (mut throttled, mut waiting) = (0, 0);
     for id in &support_ids {
