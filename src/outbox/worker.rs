@@ -483,8 +483,12 @@ async fn deliver(
         }
         store::throttle::save(&mut tx, mailbox.id, &state).await?;
         tx.commit().await?;
-        admission.map_wait(|t| (t, t - now))
+        (
+            admission.map_wait(|t| (t, t - now)),
+            state.backoff_level > 0,
+        )
     };
+    let (admission, backing_off) = admission;
     if let Some((until, wait)) = admission {
         finish(
             inner,
@@ -512,12 +516,14 @@ async fn deliver(
         Ok(reply) => {
             let reply = parse_reply(&reply);
             finish(inner, claim, Outcome::Sent { reply: &reply }).await?;
-            let mut tx = store.begin().await?;
-            let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
-            if throttle::succeeded(&mut state) {
-                store::throttle::save(&mut tx, mailbox.id, &state).await?;
+            if backing_off {
+                let mut tx = store.begin().await?;
+                let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
+                if throttle::succeeded(&mut state) {
+                    store::throttle::save(&mut tx, mailbox.id, &state).await?;
+                }
+                tx.commit().await?;
             }
-            tx.commit().await?;
             Ok(Next::Continue)
         }
         Err(failure) => {

@@ -123,6 +123,8 @@ fn entra_like_secret() -> String {
 pub struct Counters {
     pub token_requests: AtomicU64,
     pub smtp_auth_attempts: AtomicU64,
+    /// Sessions refused with `432 4.3.2` for exceeding the connections per mailbox.
+    pub connections_refused: AtomicU64,
 }
 
 /// An app registration, as Entra shows it after "New registration" and "New client secret".

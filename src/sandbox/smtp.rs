@@ -162,6 +162,10 @@ impl SandboxSmtp {
             }
         };
         if !self.state.enter_mailbox(&user) {
+            self.state
+                .counters
+                .connections_refused
+                .fetch_add(1, Ordering::Relaxed);
             return Err(replies::too_many_connections());
         }
         Ok(AuthIdentity {

@@ -947,13 +947,6 @@ pub async fn send_test_message(
     send_now(deps, org_id, id, message).await
 }
 
-fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// A message from the mailbox: From = `from_name <username>`, its Reply-To, and its signature
 /// appended to the text part and, HTML-escaped, to the HTML part.
 pub fn compose(mailbox: &Mailbox, message: &OutgoingMessage) -> ServiceResult<lettre::Message> {
@@ -993,21 +986,11 @@ pub fn compose(mailbox: &Mailbox, message: &OutgoingMessage) -> ServiceResult<le
                 ServiceError::Internal("the Reply-To address does not parse".into())
             })?);
     }
-    let text = message.text.as_ref().map(|text| match &mailbox.signature {
-        Some(signature) => format!("{text}\n\n-- \n{signature}\n"),
-        None => format!("{text}\n"),
-    });
-    let html = message.html.as_ref().map(|html| match &mailbox.signature {
-        Some(signature) => {
-            let signature = escape_html(signature).replace('\n', "<br>\n");
-            let block = format!("<p>-- <br>\n{signature}</p>");
-            match html.rfind("</body>") {
-                Some(at) => format!("{}{block}\n{}", &html[..at], &html[at..]),
-                None => format!("{html}\n{block}"),
-            }
-        }
-        None => html.clone(),
-    });
+    let (text, html) = crate::outbox::compose::with_signature(
+        mailbox.signature.as_deref(),
+        message.text.as_deref(),
+        message.html.as_deref(),
+    );
     let built = match (text, html) {
         (Some(text), Some(html)) => {
             builder.multipart(MultiPart::alternative_plain_html(text, html))

@@ -962,3 +962,174 @@ async fn bodies_past_their_retention_are_purged_and_the_metadata_stays() {
     assert!(body.is_none());
     o.stop().await;
 }
+
+#[tokio::test]
+async fn a_burst_reuses_connections_and_never_opens_more_than_exchange_s_three() {
+    let o = Outbox::start().await;
+    // Both minute limits out of the way: the burst goes as fast as the connections allow.
+    o.switch(|s| s.messages_per_minute = 100_000);
+    o.basic_mailbox(
+        &o.admin,
+        "Support",
+        SUPPORT,
+        json!({"limits": {"messages_per_minute": 1000}}),
+    )
+    .await;
+    let logins_before = o
+        .sandbox
+        .state
+        .counters
+        .smtp_auth_attempts
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        ids.push(
+            o.accepted(&o.admin, simple("bob@example.com", &format!("#{i}")))
+                .await,
+        );
+    }
+    for id in &ids {
+        o.wait_for(&o.admin, id, "sent").await;
+    }
+    let counters = &o.sandbox.state.counters;
+    let logins = counters
+        .smtp_auth_attempts
+        .load(std::sync::atomic::Ordering::Relaxed)
+        - logins_before;
+    assert_eq!(
+        counters
+            .connections_refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "never a fourth connection"
+    );
+    assert!(
+        logins < 30,
+        "60 messages over reused connections took {logins} logins"
+    );
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn an_outcome_from_a_claim_that_was_taken_over_is_ignored() {
+    let o = Outbox::start().await;
+    let mailbox: herald::domain::MailboxId = o
+        .basic_mailbox(&o.admin, "Support", SUPPORT, json!({}))
+        .await
+        .parse()
+        .unwrap();
+    // No worker may take it meanwhile: the mailbox is made Not Verified in the database only.
+    sqlx::query("UPDATE mailboxes SET status = 'not_verified' WHERE id = $1")
+        .bind(mailbox.to_string())
+        .execute(o.app.store().pool())
+        .await
+        .unwrap();
+    let id = accept_for(&o, o.org, None, "Contested").await.id;
+    sqlx::query("UPDATE messages SET status = 'queued' WHERE id = $1")
+        .bind(&id)
+        .execute(o.app.store().pool())
+        .await
+        .unwrap();
+    use herald::store::messages::{self, Outcome};
+    let mut conn = o.app.store().conn().await.unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let first = messages::claim(
+        &mut conn,
+        mailbox,
+        "a/1",
+        now,
+        now + time::Duration::seconds(1),
+    )
+    .await
+    .unwrap()
+    .expect("claimed");
+    assert_eq!(first.attempts, 1);
+    // Its lease runs out; another worker takes the message over.
+    let later = now + time::Duration::seconds(5);
+    let second = messages::claim(
+        &mut conn,
+        mailbox,
+        "b/1",
+        later,
+        later + time::Duration::minutes(5),
+    )
+    .await
+    .unwrap()
+    .expect("taken over");
+    assert_eq!(second.attempts, 2);
+    let reply = herald::domain::message::SmtpReply {
+        code: Some(451),
+        enhanced: None,
+        text: "late".into(),
+    };
+    let stale = messages::finish(
+        &mut conn,
+        &id,
+        "a/1",
+        Outcome::Retry {
+            next_attempt_at: later,
+            reply: Some(&reply),
+        },
+        later,
+    )
+    .await
+    .unwrap();
+    assert!(!stale, "the first worker's outcome is refused");
+    let sent = herald::domain::message::SmtpReply {
+        code: Some(250),
+        enhanced: None,
+        text: "OK".into(),
+    };
+    assert!(
+        messages::finish(&mut conn, &id, "b/1", Outcome::Sent { reply: &sent }, later)
+            .await
+            .unwrap()
+    );
+    drop(conn);
+    assert_eq!(o.message(&o.admin, &id).await["status"], "sent");
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn admin_keys_cannot_be_limited_and_a_key_whose_mailboxes_are_gone_sends_nothing() {
+    let o = Outbox::start().await;
+    let support = o
+        .basic_mailbox(&o.admin, "Support", SUPPORT, json!({}))
+        .await;
+    let refused = o
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/api-keys",
+            &o.admin,
+            Some(json!({"name": "ops", "role": "admin", "mailboxes": ["Support"]})),
+        )
+        .await;
+    let body = problem(refused, 422, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "mailboxes");
+    let created: Value = o
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/api-keys",
+            &o.admin,
+            Some(json!({"name": "helpdesk", "role": "sender", "mailboxes": ["Support"]})),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let limited = created["key"].as_str().unwrap().to_owned();
+    let deleted = o
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/mailboxes/{support}"),
+            &o.admin,
+            None,
+        )
+        .await;
+    assert!(deleted.status().is_success());
+    o.basic_mailbox(&o.admin, "Sales", SALES, json!({"default": true}))
+        .await;
+    let refused = o.send(&limited, simple("a@example.com", "x")).await;
+    problem(refused, 403, "forbidden").await;
+    o.stop().await;
+}
