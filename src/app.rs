@@ -100,6 +100,8 @@ impl Services {
 pub struct App {
     state: AppState,
     listener: TcpListener,
+    /// The SMTP relay's listeners, when configured.
+    relay: Option<crate::relay::Relay>,
     key_source: KeySource,
     /// This process's row in `instances`.
     instance: String,
@@ -204,9 +206,17 @@ impl App {
             token_locks,
             outbox,
         };
+        let relay = crate::relay::Relay::bind(
+            &state.config.relay,
+            &state.config.outbox,
+            state.store.clone(),
+            state.outbox.clone(),
+        )
+        .await?;
         Ok(Self {
             state,
             listener,
+            relay,
             key_source,
             instance,
         })
@@ -220,6 +230,16 @@ impl App {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// The SMTP relay's STARTTLS address, when it listens.
+    pub fn relay_addr(&self) -> Option<SocketAddr> {
+        self.relay.as_ref().and_then(|r| r.local_addr())
+    }
+
+    /// The SMTP relay's implicit-TLS address, when it listens.
+    pub fn relay_tls_addr(&self) -> Option<SocketAddr> {
+        self.relay.as_ref().and_then(|r| r.tls_local_addr())
     }
 
     /// Offers the `sandbox` provider, pointing at a running sandbox.
@@ -248,6 +268,14 @@ impl App {
             tuning,
             self.instance.clone(),
         );
+        let (store, settings, outbox) = (
+            self.state.store.clone(),
+            self.state.config.outbox.clone(),
+            self.state.outbox.clone(),
+        );
+        self.relay = self.relay.map(|relay| {
+            relay.with_handler(crate::relay::RelayHandler::new(store, settings, outbox))
+        });
         self
     }
 
@@ -269,6 +297,10 @@ impl App {
         ));
         let outbox = self.state.outbox.clone();
         let dispatcher = outbox.start();
+        let (stop_relay, relay_stopping) = tokio::sync::watch::channel(false);
+        let relay = self
+            .relay
+            .map(|relay| tokio::spawn(relay.run(relay_stopping)));
         let router = web::router(self.state.clone());
         let result = axum::serve(
             self.listener,
@@ -278,6 +310,10 @@ impl App {
         .await
         .context("the HTTP server failed");
         // No new mail comes in now: let what is being sent finish, then release the rest.
+        stop_relay.send_replace(true);
+        if let Some(relay) = relay {
+            let _ = relay.await;
+        }
         outbox
             .shutdown(self.state.config.outbox.shutdown_grace)
             .await;

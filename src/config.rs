@@ -39,6 +39,19 @@ pub enum ConfigError {
     },
 }
 
+/// The SMTP relay for legacy devices.
+#[derive(Clone, Debug, Default)]
+pub struct RelaySettings {
+    /// STARTTLS listener.
+    pub listen: Option<SocketAddr>,
+    /// Implicit-TLS listener.
+    pub tls_listen: Option<SocketAddr>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub hostname: String,
+    pub auth_without_tls: bool,
+}
+
 /// How the outbox keeps and retries mail.
 #[derive(Clone, Debug)]
 pub struct OutboxSettings {
@@ -126,6 +139,21 @@ pub struct FileConfig {
     /// `HERALD_SHUTDOWN_GRACE_SECS`: on SIGTERM, how long messages being sent may take to
     /// finish before they are released back to the queue. Default 20.
     pub shutdown_grace_secs: Option<u64>,
+    /// `HERALD_RELAY_LISTEN`: where the SMTP relay for legacy devices listens (STARTTLS), e.g.
+    /// `0.0.0.0:2525`. Default: no relay.
+    pub relay_listen: Option<String>,
+    /// `HERALD_RELAY_TLS_LISTEN`: the relay with implicit TLS (as on port 465). Default none.
+    pub relay_tls_listen: Option<String>,
+    /// `HERALD_RELAY_CERT_FILE` and `HERALD_RELAY_KEY_FILE`: the relay's certificate chain and
+    /// private key (PEM). Default: a certificate generated at start, with a warning.
+    pub relay_cert_file: Option<String>,
+    pub relay_key_file: Option<String>,
+    /// `HERALD_RELAY_HOSTNAME`: the name the relay greets with and its generated certificate
+    /// is for. Default: the public URL's host.
+    pub relay_hostname: Option<String>,
+    /// `HERALD_RELAY_AUTH_WITHOUT_TLS`: accept AUTH before STARTTLS. Only for a relay that
+    /// listens on loopback alone. Default off.
+    pub relay_auth_without_tls: Option<bool>,
 }
 
 /// The environment variables Herald reads, with the file key each one overrides.
@@ -151,6 +179,12 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("HERALD_RETENTION_DAYS", "retention_days"),
     ("HERALD_MAX_MESSAGE_BYTES", "max_message_bytes"),
     ("HERALD_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
+    ("HERALD_RELAY_LISTEN", "relay_listen"),
+    ("HERALD_RELAY_TLS_LISTEN", "relay_tls_listen"),
+    ("HERALD_RELAY_CERT_FILE", "relay_cert_file"),
+    ("HERALD_RELAY_KEY_FILE", "relay_key_file"),
+    ("HERALD_RELAY_HOSTNAME", "relay_hostname"),
+    ("HERALD_RELAY_AUTH_WITHOUT_TLS", "relay_auth_without_tls"),
 ];
 
 /// How log lines are written.
@@ -280,6 +314,7 @@ pub struct Config {
     pub trusted_proxies: Vec<IpNet>,
     pub sandbox: SandboxSettings,
     pub outbox: OutboxSettings,
+    pub relay: RelaySettings,
 }
 
 /// Where the sandbox provider runs, when it runs.
@@ -603,7 +638,77 @@ impl Config {
             .unwrap_or(defaults.shutdown_grace),
         };
 
+        let relay_address = |setting: &'static str, raw: Option<String>| {
+            raw.map(|raw| {
+                raw.trim()
+                    .parse::<SocketAddr>()
+                    .map_err(|_| ConfigError::Invalid {
+                        setting,
+                        message: format!("`{raw}` is not an address and port such as 0.0.0.0:2525"),
+                    })
+            })
+            .transpose()
+        };
+        let relay_listen = relay_address(
+            "HERALD_RELAY_LISTEN (relay_listen)",
+            pick("HERALD_RELAY_LISTEN", file.relay_listen),
+        )?;
+        let relay_tls_listen = relay_address(
+            "HERALD_RELAY_TLS_LISTEN (relay_tls_listen)",
+            pick("HERALD_RELAY_TLS_LISTEN", file.relay_tls_listen),
+        )?;
+        let pem_file =
+            |setting: &'static str, raw: Option<String>| -> Result<Option<PathBuf>, ConfigError> {
+                let Some(raw) = raw else { return Ok(None) };
+                let path = PathBuf::from(raw.trim());
+                if !path.is_file() {
+                    return Err(ConfigError::Invalid {
+                        setting,
+                        message: format!("{} is not a readable PEM file", path.display()),
+                    });
+                }
+                Ok(Some(path))
+            };
+        let relay_cert_file = pem_file(
+            "HERALD_RELAY_CERT_FILE (relay_cert_file)",
+            pick("HERALD_RELAY_CERT_FILE", file.relay_cert_file),
+        )?;
+        let relay_key_file = pem_file(
+            "HERALD_RELAY_KEY_FILE (relay_key_file)",
+            pick("HERALD_RELAY_KEY_FILE", file.relay_key_file),
+        )?;
+        if relay_cert_file.is_some() != relay_key_file.is_some() {
+            return Err(ConfigError::Invalid {
+                setting: "HERALD_RELAY_CERT_FILE and HERALD_RELAY_KEY_FILE",
+                message: "set both, or neither for a generated certificate".into(),
+            });
+        }
+        let relay_auth_without_tls = match env.get("HERALD_RELAY_AUTH_WITHOUT_TLS") {
+            Some(raw) => parse_bool(raw).ok_or_else(|| ConfigError::Invalid {
+                setting: "HERALD_RELAY_AUTH_WITHOUT_TLS (relay_auth_without_tls)",
+                message: format!("`{raw}` is not a boolean; use true or false"),
+            })?,
+            None => file.relay_auth_without_tls.unwrap_or(false),
+        };
+        if relay_auth_without_tls && relay_listen.is_some_and(|a| !a.ip().is_loopback()) {
+            return Err(ConfigError::Invalid {
+                setting: "HERALD_RELAY_AUTH_WITHOUT_TLS (relay_auth_without_tls)",
+                message: "passwords may cross the network unencrypted only on loopback: set HERALD_RELAY_LISTEN to a 127.0.0.1 or ::1 address, or turn this off".into(),
+            });
+        }
+        let relay = RelaySettings {
+            listen: relay_listen,
+            tls_listen: relay_tls_listen,
+            cert_file: relay_cert_file,
+            key_file: relay_key_file,
+            hostname: pick("HERALD_RELAY_HOSTNAME", file.relay_hostname)
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_else(|| public_url.host_str().unwrap_or("localhost").to_owned()),
+            auth_without_tls: relay_auth_without_tls,
+        };
+
         Ok(Self {
+            relay,
             outbox,
             listen,
             public_url,

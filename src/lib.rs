@@ -11,6 +11,7 @@
 //! - [`services`]: the operations the CLI and the web layer share (create a user, issue a key),
 //!   each with its audit event;
 //! - [`outbox`]: accepting mail durably and delivering it through mailboxes, within limits;
+//! - [`relay`]: the SMTP relay that lets password-only devices send through OAuth2 mailboxes;
 //! - [`web`]: the HTTP API, the web UI and sign-in;
 //! - [`app`]: the composition root that wires configuration, store and services into a server;
 //! - [`cli`]: the `herald` command.
@@ -24,6 +25,7 @@ pub mod keys;
 pub mod net;
 pub mod oauth;
 pub mod outbox;
+pub mod relay;
 pub mod sandbox;
 pub mod secrets;
 pub mod services;

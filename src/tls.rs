@@ -32,6 +32,8 @@ pub fn install_crypto_provider() {
 /// A generated certificate authority and the server certificate it signed.
 pub struct LocalCa {
     ca_pem: String,
+    chain_pem: String,
+    key_pem: String,
     server: Arc<rustls::ServerConfig>,
 }
 
@@ -65,6 +67,8 @@ impl LocalCa {
         let leaf_key = KeyPair::generate()?;
         let leaf = leaf_params.signed_by(&leaf_key, &ca)?;
 
+        let chain_pem = format!("{}{}", leaf.pem(), ca.pem());
+        let key_pem = leaf_key.serialize_pem();
         let chain = vec![leaf.der().clone(), ca.der().clone()];
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
         let server = rustls::ServerConfig::builder()
@@ -72,6 +76,8 @@ impl LocalCa {
             .with_single_cert(chain, key)?;
         Ok(Self {
             ca_pem: ca.pem(),
+            chain_pem,
+            key_pem,
             server: Arc::new(server),
         })
     }
@@ -79,6 +85,17 @@ impl LocalCa {
     /// The CA certificate in PEM, for clients to trust.
     pub fn ca_pem(&self) -> &str {
         &self.ca_pem
+    }
+
+    /// The server's certificate chain (leaf, then CA) in PEM, for a listener configured from
+    /// files.
+    pub fn chain_pem(&self) -> &str {
+        &self.chain_pem
+    }
+
+    /// The server's private key in PEM (PKCS #8).
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
     }
 
     /// The CA certificate in DER.

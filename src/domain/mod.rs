@@ -49,6 +49,7 @@ pub mod ids;
 pub mod mailbox;
 pub mod message;
 pub mod org;
+pub mod relay;
 pub mod user;
 
 pub use audit::{Actor, ActorKind, AuditEvent, NewAuditEvent};

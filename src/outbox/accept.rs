@@ -74,6 +74,12 @@ pub enum Body {
     Json(Box<SendRequest>),
     /// `message/rfc822`, sent as given.
     Mime(Vec<u8>),
+    /// A message that came in over the SMTP relay, to the envelope's recipients.
+    Relayed {
+        raw: Vec<u8>,
+        recipients: Vec<String>,
+        foreign_from: compose::ForeignFrom,
+    },
 }
 
 /// What to accept.
@@ -162,7 +168,7 @@ pub async fn accept(
             return Ok(first);
         }
     }
-    let is_mime = matches!(submission.body, Body::Mime(_));
+    let is_mime = !matches!(submission.body, Body::Json(_));
     let route = route(
         store,
         settings,
@@ -204,7 +210,16 @@ pub async fn accept(
                 body,
             )
         }
-        Body::Mime(raw) => {
+        Body::Mime(_) | Body::Relayed { .. } => {
+            let (raw, relayed) = match submission.body {
+                Body::Mime(raw) => (raw, None),
+                Body::Relayed {
+                    raw,
+                    recipients,
+                    foreign_from,
+                } => (raw, Some((recipients, foreign_from))),
+                Body::Json(_) => unreachable!("matched above"),
+            };
             if raw.len() as u64 > settings.max_message_bytes {
                 return Err(too_large(raw.len() as u64, settings.max_message_bytes));
             }
@@ -214,8 +229,13 @@ pub async fn accept(
                     "raw MIME is sent as given, From included, so it needs a mailbox of the organization: name one with ?mailbox=",
                 ));
             };
-            let prepared = compose::prepare_raw(&raw, mailbox, &message_id, now)
-                .map_err(ServiceError::Invalid)?;
+            let prepared = match &relayed {
+                None => compose::prepare_raw(&raw, mailbox, &message_id, now),
+                Some((recipients, foreign)) => {
+                    compose::prepare_relayed(&raw, mailbox, recipients, *foreign, &message_id, now)
+                }
+            }
+            .map_err(ServiceError::Invalid)?;
             if prepared.recipients.len() > limit as usize {
                 return Err(too_many_recipients(prepared.recipients.len(), limit));
             }

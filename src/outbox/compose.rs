@@ -354,12 +354,46 @@ pub struct PreparedRaw {
     pub message_id: String,
 }
 
+/// What a relay does with a From that is not the mailbox's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForeignFrom {
+    /// Refuse the message (the API, and relay credentials with the `refuse` policy).
+    Refuse,
+    /// Send as the mailbox; with `keep_reply_to`, the original From becomes the Reply-To
+    /// (unless the message sets one).
+    Rewrite { keep_reply_to: bool },
+}
+
 /// Checks raw MIME for `mailbox`: its From must be the mailbox's address; its recipients (To,
 /// Cc, Bcc) must be addresses. Line ends become CRLF, Bcc is removed, and a missing Message-ID,
 /// Date or Reply-To (the mailbox's) is added.
 pub fn prepare_raw(
     raw: &[u8],
     mailbox: &Mailbox,
+    message_id: &str,
+    date: time::OffsetDateTime,
+) -> Result<PreparedRaw, Vec<FieldError>> {
+    prepare_mime(raw, mailbox, None, ForeignFrom::Refuse, message_id, date)
+}
+
+/// Like [`prepare_raw`], for mail that arrived over SMTP: the recipients are the envelope's,
+/// and a foreign From is handled by `foreign`.
+pub fn prepare_relayed(
+    raw: &[u8],
+    mailbox: &Mailbox,
+    recipients: &[String],
+    foreign: ForeignFrom,
+    message_id: &str,
+    date: time::OffsetDateTime,
+) -> Result<PreparedRaw, Vec<FieldError>> {
+    prepare_mime(raw, mailbox, Some(recipients), foreign, message_id, date)
+}
+
+fn prepare_mime(
+    raw: &[u8],
+    mailbox: &Mailbox,
+    envelope: Option<&[String]>,
+    foreign: ForeignFrom,
     message_id: &str,
     date: time::OffsetDateTime,
 ) -> Result<PreparedRaw, Vec<FieldError>> {
@@ -386,37 +420,62 @@ pub fn prepare_raw(
         .unwrap_or_default()
     };
     let from = addresses(parsed.from());
-    match from.as_slice() {
-        [one] if one.eq_ignore_ascii_case(&mailbox.username) => {}
-        [] => {
-            return Err(fail(
-                "from",
-                &format!(
-                    "the message has no From header: it must be {}",
-                    mailbox.username
-                ),
-            ));
-        }
-        _ => {
-            return Err(fail(
-                "from",
-                &format!(
-                    "the message's From is {}, but this mailbox sends only as {}",
-                    from.join(", "),
-                    mailbox.username
-                ),
-            ));
+    let own = matches!(from.as_slice(), [one] if one.eq_ignore_ascii_case(&mailbox.username));
+    let mut added = String::new();
+    let mut strip: Vec<&[u8]> = vec![b"bcc"];
+    let mut reply_to_added = false;
+    if !own {
+        match foreign {
+            ForeignFrom::Refuse if from.is_empty() => {
+                return Err(fail(
+                    "from",
+                    &format!(
+                        "the message has no From header: it must be {}",
+                        mailbox.username
+                    ),
+                ));
+            }
+            ForeignFrom::Refuse => {
+                return Err(fail(
+                    "from",
+                    &format!(
+                        "the message's From is {}, but this mailbox sends only as {}",
+                        from.join(", "),
+                        mailbox.username
+                    ),
+                ));
+            }
+            ForeignFrom::Rewrite { keep_reply_to } => {
+                strip.push(b"from");
+                let name = mailbox
+                    .from_name
+                    .as_deref()
+                    .filter(|n| !n.chars().any(char::is_control))
+                    .map(|n| format!("\"{}\" ", n.replace(['"', '\\'], "")))
+                    .unwrap_or_default();
+                added.push_str(&format!("From: {name}<{}>\r\n", mailbox.username));
+                if keep_reply_to && parsed.reply_to().is_none() && !from.is_empty() {
+                    added.push_str(&format!("Reply-To: {}\r\n", from.join(", ")));
+                    reply_to_added = true;
+                }
+            }
         }
     }
     let mut errors = Vec::new();
-    let mut recipients = Vec::new();
-    for (field, list) in [
-        ("to", addresses(parsed.to())),
-        ("cc", addresses(parsed.cc())),
-        ("bcc", addresses(parsed.bcc())),
-    ] {
-        recipients.extend(check_addresses(&mut errors, field, &list));
-    }
+    let recipients = match envelope {
+        Some(envelope) => check_addresses(&mut errors, "to", envelope),
+        None => {
+            let mut recipients = Vec::new();
+            for (field, list) in [
+                ("to", addresses(parsed.to())),
+                ("cc", addresses(parsed.cc())),
+                ("bcc", addresses(parsed.bcc())),
+            ] {
+                recipients.extend(check_addresses(&mut errors, field, &list));
+            }
+            recipients
+        }
+    };
     if recipients.is_empty() && errors.is_empty() {
         errors.push(FieldError::new(
             "to",
@@ -428,7 +487,6 @@ pub fn prepare_raw(
     }
     let subject = parsed.subject().unwrap_or_default().to_owned();
     let existing_id = parsed.message_id().map(|id| format!("<{id}>"));
-    let mut added = String::new();
     if existing_id.is_none() {
         added.push_str(&format!("Message-ID: {message_id}\r\n"));
     }
@@ -438,12 +496,16 @@ pub fn prepare_raw(
             .unwrap_or_default();
         added.push_str(&format!("Date: {date}\r\n"));
     }
-    if parsed.reply_to().is_none()
+    if !reply_to_added
+        && parsed.reply_to().is_none()
         && let Some(reply_to) = &mailbox.reply_to
     {
         added.push_str(&format!("Reply-To: {reply_to}\r\n"));
     }
-    let header = strip_field(&normalized[..header_end + 2], b"bcc");
+    let mut header = normalized[..header_end + 2].to_vec();
+    for name in strip {
+        header = strip_field(&header, name);
+    }
     let mut bytes = Vec::with_capacity(normalized.len() + added.len());
     bytes.extend_from_slice(added.as_bytes());
     bytes.extend_from_slice(&header);
@@ -572,6 +634,32 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_relayed_printer_from_is_rewritten_and_kept_as_reply_to() {
+        let m = mailbox();
+        let now = time::OffsetDateTime::now_utc();
+        let scan = b"From: Scanner <scanner@localdomain>\r\nTo: a@example.com\r\nSubject: Scan\r\n\r\npdf\r\n";
+        let rcpt = vec!["a@example.com".to_owned(), "b@example.com".to_owned()];
+        let prepared = prepare_relayed(
+            scan,
+            &m,
+            &rcpt,
+            ForeignFrom::Rewrite {
+                keep_reply_to: true,
+            },
+            "<1@h>",
+            now,
+        )
+        .unwrap();
+        let text = String::from_utf8(prepared.bytes).unwrap();
+        assert!(text.contains(&format!("<{}>\r\n", m.username)), "{text}");
+        assert!(text.contains("Reply-To: scanner@localdomain\r\n"), "{text}");
+        assert!(!text.contains("From: Scanner"), "{text}");
+        assert_eq!(prepared.recipients, rcpt, "the envelope's recipients");
+        let refused = prepare_relayed(scan, &m, &rcpt, ForeignFrom::Refuse, "<1@h>", now);
+        assert_eq!(refused.err().unwrap()[0].field, "from");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 pub mod authorization;
 pub mod mailboxes;
+pub mod relay;
 
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};

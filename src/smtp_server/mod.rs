@@ -23,7 +23,7 @@ use secrecy::SecretString;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpListener;
 
-pub use session::run_session;
+pub use session::{run_session, run_tls_session};
 
 /// One SMTP reply: a code, an enhanced status code and text (which may span lines).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -323,6 +323,7 @@ pub struct SmtpServer<H> {
     listener: TcpListener,
     config: Arc<SmtpConfig>,
     handler: Arc<H>,
+    implicit_tls: bool,
 }
 
 impl<H: SmtpHandler> SmtpServer<H> {
@@ -340,7 +341,19 @@ impl<H: SmtpHandler> SmtpServer<H> {
             listener,
             config: Arc::new(config),
             handler,
+            implicit_tls: false,
         }
+    }
+
+    /// The same listener with another handler.
+    pub fn with_handler(self, handler: Arc<H>) -> Self {
+        Self { handler, ..self }
+    }
+
+    /// Speaks TLS from the first byte (port 465 style) instead of offering STARTTLS.
+    pub fn implicit_tls(mut self) -> Self {
+        self.implicit_tls = true;
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -381,9 +394,15 @@ impl<H: SmtpHandler> SmtpServer<H> {
             };
             let config = self.config.clone();
             let handler = self.handler.clone();
+            let implicit_tls = self.implicit_tls;
             tokio::spawn(async move {
                 let _guard = guard;
-                if let Err(e) = run_session(stream, peer, config, handler).await {
+                let result = if implicit_tls {
+                    run_tls_session(stream, peer, config, handler).await
+                } else {
+                    run_session(stream, peer, config, handler).await
+                };
+                if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "SMTP session ended with an error");
                 }
             });

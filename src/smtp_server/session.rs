@@ -108,15 +108,60 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     H: SmtpHandler,
 {
+    run(Transport::Plain(stream), false, peer, config, handler).await
+}
+
+/// Runs one session on a connection that speaks TLS from its first byte (implicit TLS, as on
+/// port 465): the handshake first, then the session as if STARTTLS had been done.
+pub async fn run_tls_session<S, H>(
+    stream: S,
+    peer: SocketAddr,
+    config: Arc<SmtpConfig>,
+    handler: Arc<H>,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    H: SmtpHandler,
+{
+    let Some(tls) = config.tls.clone() else {
+        return Err(std::io::Error::other(
+            "implicit TLS without a TLS configuration",
+        ));
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let stream = tokio::time::timeout(config.command_timeout, acceptor.accept(stream))
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+    run(
+        Transport::Tls(Box::new(stream)),
+        true,
+        peer,
+        config,
+        handler,
+    )
+    .await
+}
+
+async fn run<S, H>(
+    io: Transport<S>,
+    tls: bool,
+    peer: SocketAddr,
+    config: Arc<SmtpConfig>,
+    handler: Arc<H>,
+) -> std::io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    H: SmtpHandler,
+{
     let mut session = Session {
-        io: Transport::Plain(stream),
+        io,
         inbox: Vec::with_capacity(4096),
         outbox: Vec::with_capacity(1024),
         config,
         handler,
         info: SessionInfo {
             peer,
-            tls: false,
+            tls,
             helo: None,
             auth: None,
         },

@@ -13,6 +13,7 @@ pub mod instances;
 pub mod mailboxes;
 pub mod messages;
 pub mod orgs;
+pub mod relay;
 pub mod secrets;
 pub mod sessions;
 pub mod setup;

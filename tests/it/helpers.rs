@@ -149,6 +149,9 @@ pub fn base_env(db: &TestDb, data_dir: &Path) -> BTreeMap<String, String> {
 /// Herald serving real HTTP on a random port, with its own database.
 pub struct TestApp {
     pub base: String,
+    /// The SMTP relay's STARTTLS and implicit-TLS addresses, when configured.
+    pub relay_addr: Option<std::net::SocketAddr>,
+    pub relay_tls_addr: Option<std::net::SocketAddr>,
     pub state: AppState,
     pub db: TestDb,
     /// Holds the data directory until the test ends.
@@ -181,6 +184,14 @@ pub async fn spawn_app_with_sandbox() -> (TestApp, herald::sandbox::RunningSandb
 pub async fn spawn_app_with_sandbox_on(
     clock: std::sync::Arc<dyn herald::outbox::Clock>,
 ) -> (TestApp, herald::sandbox::RunningSandbox) {
+    spawn_sandboxed(clock, |_| {}).await
+}
+
+/// Like [`spawn_app_with_sandbox`], after letting the test adjust the environment.
+pub async fn spawn_sandboxed(
+    clock: std::sync::Arc<dyn herald::outbox::Clock>,
+    adjust: impl FnOnce(&mut BTreeMap<String, String>),
+) -> (TestApp, herald::sandbox::RunningSandbox) {
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let smtp = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let base = format!("http://localhost:{}", http.local_addr().unwrap().port());
@@ -197,6 +208,7 @@ pub async fn spawn_app_with_sandbox_on(
     let app = spawn(
         |env| {
             env.insert("HERALD_DEV".into(), "true".into());
+            adjust(env);
         },
         Some((preset, sandbox.state.clone())),
         clock,
@@ -242,6 +254,7 @@ async fn spawn(
     }
     app = app.with_outbox(clock, test_tuning());
     let state = app.state().clone();
+    let (relay_addr, relay_tls_addr) = (app.relay_addr(), app.relay_tls_addr());
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.serve(async {
@@ -251,6 +264,8 @@ async fn spawn(
         .expect("server runs");
     });
     TestApp {
+        relay_addr,
+        relay_tls_addr,
         base: format!("http://{addr}"),
         state,
         db,

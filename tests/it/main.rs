@@ -9,6 +9,7 @@ mod crash;
 mod helpers;
 mod mailboxes;
 mod outbox;
+mod relay;
 mod sandbox_oauth;
 mod sandbox_smtp;
 mod secrets;

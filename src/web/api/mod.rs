@@ -7,6 +7,7 @@ mod mailboxes;
 mod me;
 mod messages;
 mod organization;
+mod relay;
 mod users;
 
 use axum::Router;
@@ -40,6 +41,7 @@ use super::error::{ApiError, Problem};
         (name = "mailboxes", description = "The accounts an organization sends from"),
         (name = "messages", description = "Mail handed to Herald, and what became of it"),
         (name = "organization", description = "The organization's sending settings"),
+        (name = "relay", description = "Credentials of the SMTP relay for devices that only speak SMTP"),
     )
 )]
 struct ApiDoc;
@@ -97,6 +99,14 @@ pub fn router(max_message_bytes: u64) -> Router<AppState> {
         .routes(routes!(
             organization::get_organization,
             organization::update_organization
+        ))
+        .routes(routes!(
+            relay::list_relay_credentials,
+            relay::create_relay_credential
+        ))
+        .routes(routes!(
+            relay::get_relay_credential,
+            relay::delete_relay_credential
         ))
         .split_for_parts();
     let (send, send_doc) = OpenApiRouter::new()

@@ -1,0 +1,417 @@
+//! The SMTP relay for legacy devices and programs: they log in with AUTH PLAIN or LOGIN and a
+//! relay credential's password, and Herald puts their mail in the outbox of one of the
+//! credential's mailboxes, which delivers it with OAuth 2.0 like any other mail. `250` is
+//! answered only once the message is committed.
+//!
+//! The protocol and its limits (timeouts, line lengths, bad commands, sessions per address,
+//! SMTP smuggling) are [`crate::smtp_server`]'s; this module decides who may send what.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use secrecy::ExposeSecret;
+use time::OffsetDateTime;
+
+use crate::config::{OutboxSettings, RelaySettings};
+use crate::crypto;
+use crate::domain::mailbox::Mailbox;
+use crate::domain::message::{MessageSource, MessageStatus};
+use crate::domain::relay::{FromPolicy, RelayCredential};
+use crate::outbox::Outbox;
+use crate::outbox::accept::{self, Body, Caller, Submission};
+use crate::outbox::compose::ForeignFrom;
+use crate::services::ServiceError;
+use crate::smtp_server::{
+    AuthIdentity, AuthRefusal, Credentials, Envelope, Mechanism, Reply, SessionInfo, SmtpConfig,
+    SmtpHandler, SmtpServer,
+};
+use crate::store::{self, Store};
+
+/// Failed logins allowed per client address within [`FAILURE_WINDOW`].
+pub const MAX_FAILURES_PER_ADDRESS: u32 = 10;
+/// The window failed logins are counted in.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// Decides who may relay, and hands their mail to the outbox.
+pub struct RelayHandler {
+    store: Store,
+    outbox_settings: OutboxSettings,
+    outbox: Outbox,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+fn temporary() -> Reply {
+    Reply::new(451, "4.3.0", "Temporary local problem; try again later")
+}
+
+fn bad_credentials() -> Reply {
+    Reply::new(535, "5.7.8", "Authentication credentials invalid")
+}
+
+/// The address whose failures count together: IPv4 as it is, IPv6 by its /64.
+fn failure_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
+impl RelayHandler {
+    pub fn new(store: Store, outbox_settings: OutboxSettings, outbox: Outbox) -> Self {
+        Self {
+            store,
+            outbox_settings,
+            outbox,
+            failures: Mutex::default(),
+        }
+    }
+
+    fn throttled(&self, ip: IpAddr) -> bool {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.get(&failure_key(ip)).is_some_and(|(n, since)| {
+            *n >= MAX_FAILURES_PER_ADDRESS && since.elapsed() < FAILURE_WINDOW
+        })
+    }
+
+    fn failed(&self, ip: IpAddr) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if failures.len() > 100_000 {
+            failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        }
+        let entry = failures
+            .entry(failure_key(ip))
+            .or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= FAILURE_WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+
+    /// The session's credential and its mailboxes that still exist, in the credential's order.
+    async fn credential(
+        &self,
+        session: &SessionInfo,
+    ) -> Result<(RelayCredential, Vec<Mailbox>), Reply> {
+        let Some(auth) = &session.auth else {
+            return Err(Reply::new(530, "5.7.0", "Authentication required"));
+        };
+        let mut conn = self.store.conn().await.map_err(|_| temporary())?;
+        let (credential, _) = store::relay::find_by_username(&mut conn, &auth.username)
+            .await
+            .map_err(|_| temporary())?
+            .ok_or_else(|| Reply::new(535, "5.7.8", "This relay credential was deleted"))?;
+        let mut mailboxes = Vec::new();
+        for id in &credential.mailboxes {
+            if let Some(m) = store::mailboxes::get(&mut conn, credential.org_id, *id)
+                .await
+                .map_err(|_| temporary())?
+            {
+                mailboxes.push(m);
+            }
+        }
+        if mailboxes.is_empty() {
+            return Err(Reply::new(
+                550,
+                "5.7.1",
+                "The mailboxes of this relay credential were deleted; ask the admin for a new credential",
+            ));
+        }
+        Ok((credential, mailboxes))
+    }
+}
+
+fn matching<'a>(mailboxes: &'a [Mailbox], from: &str) -> Option<&'a Mailbox> {
+    mailboxes
+        .iter()
+        .find(|m| m.username.eq_ignore_ascii_case(from.trim()))
+}
+
+fn not_permitted(from: &str) -> Reply {
+    Reply::new(
+        550,
+        "5.7.1",
+        format!("Client does not have permissions to send as this sender ({from})"),
+    )
+}
+
+impl SmtpHandler for RelayHandler {
+    async fn authenticate(
+        &self,
+        session: &SessionInfo,
+        credentials: Credentials,
+    ) -> Result<AuthIdentity, AuthRefusal> {
+        let ip = session.peer.ip();
+        if self.throttled(ip) {
+            return Err(Reply::new(
+                454,
+                "4.7.0",
+                "Too many failed logins from your address; try again later",
+            )
+            .into());
+        }
+        let Credentials::Password {
+            mechanism,
+            username,
+            password,
+        } = credentials
+        else {
+            return Err(Reply::new(504, "5.5.4", "Use AUTH PLAIN or LOGIN").into());
+        };
+        let found = {
+            let mut conn = self.store.conn().await.map_err(|_| temporary())?;
+            store::relay::find_by_username(&mut conn, username.trim())
+                .await
+                .map_err(|_| temporary())?
+        };
+        let digest = crate::services::relay::password_digest(password.expose_secret());
+        let Some((credential, stored)) =
+            found.filter(|(_, stored)| crypto::constant_time_eq(&digest, stored))
+        else {
+            self.failed(ip);
+            tracing::info!(peer = %session.peer, "relay login refused");
+            return Err(bad_credentials().into());
+        };
+        let _ = stored;
+        if !credential.allows(ip) {
+            self.failed(ip);
+            tracing::info!(peer = %session.peer, credential = %credential.id, "relay login from an address the credential does not allow");
+            return Err(bad_credentials().into());
+        }
+        if let Ok(mut conn) = self.store.conn().await {
+            let _ = store::relay::touch(&mut conn, &credential.id, OffsetDateTime::now_utc()).await;
+        }
+        Ok(AuthIdentity {
+            username: credential.username,
+            mechanism,
+            delegate: None,
+        })
+    }
+
+    async fn mail_from(&self, session: &SessionInfo, from: &str) -> Result<(), Reply> {
+        let (credential, mailboxes) = self.credential(session).await?;
+        if matching(&mailboxes, from).is_some() || credential.from_policy == FromPolicy::Rewrite {
+            return Ok(());
+        }
+        Err(not_permitted(from))
+    }
+
+    async fn deliver(&self, session: &SessionInfo, envelope: Envelope, message: Vec<u8>) -> Reply {
+        let (credential, mailboxes) = match self.credential(session).await {
+            Ok(found) => found,
+            Err(reply) => return reply,
+        };
+        let mailbox = matching(&mailboxes, &envelope.mail_from).unwrap_or(&mailboxes[0]);
+        let foreign_from = match credential.from_policy {
+            FromPolicy::Refuse => ForeignFrom::Refuse,
+            FromPolicy::Rewrite => ForeignFrom::Rewrite {
+                keep_reply_to: credential.keep_reply_to,
+            },
+        };
+        let accepted = accept::accept(
+            &self.store,
+            &self.outbox_settings,
+            &Caller {
+                org_id: credential.org_id,
+                api_key_id: None,
+                allowed: None,
+                source: MessageSource::Relay,
+            },
+            Submission {
+                mailbox: Some(mailbox.id.to_string()),
+                body: Body::Relayed {
+                    raw: message,
+                    recipients: envelope.rcpt_to,
+                    foreign_from,
+                },
+                idempotency_key: None,
+                request_digest: String::new(),
+            },
+            OffsetDateTime::now_utc(),
+        )
+        .await;
+        match accepted {
+            Ok(accepted) => {
+                if accepted.status == MessageStatus::Queued {
+                    self.outbox.wake();
+                }
+                Reply::new(250, "2.0.0", format!("OK queued as {}", accepted.id))
+            }
+            Err(ServiceError::Invalid(errors)) => {
+                let detail = errors
+                    .iter()
+                    .map(|e| format!("{}: {}", e.field, e.message))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                if errors.iter().any(|e| e.field == "from") {
+                    Reply::new(550, "5.7.1", format!("Sender not permitted: {detail}"))
+                } else if errors
+                    .iter()
+                    .any(|e| e.message.contains("at most") && e.field == "to")
+                {
+                    Reply::new(550, "5.5.3", format!("Too many recipients: {detail}"))
+                } else if errors
+                    .iter()
+                    .any(|e| e.field == "body" && e.message.contains("bytes"))
+                {
+                    Reply::new(552, "5.3.4", format!("Message too big: {detail}"))
+                } else {
+                    Reply::new(554, "5.6.0", format!("Message refused: {detail}"))
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "relay could not queue a message");
+                temporary()
+            }
+        }
+    }
+}
+
+/// The relay's SMTP manners: STARTTLS, AUTH PLAIN and LOGIN only after it (unless allowed on
+/// loopback), `530 5.7.0` before, Exchange's 500 recipients, the outbox's size limit.
+pub fn smtp_config(
+    settings: &RelaySettings,
+    tls: Arc<rustls::ServerConfig>,
+    max_size: u64,
+) -> SmtpConfig {
+    let mut config = SmtpConfig::new(settings.hostname.clone());
+    config.banner = "ESMTP Herald relay ready".into();
+    config.max_message_size = usize::try_from(max_size).unwrap_or(usize::MAX);
+    config.max_recipients = 500;
+    config.tls = Some(tls);
+    config.mechanisms = vec![Mechanism::Plain, Mechanism::Login];
+    config.auth_without_tls = settings.auth_without_tls;
+    config.auth_needs_tls_reply = Reply::new(530, "5.7.0", "Must issue a STARTTLS command first");
+    config.require_auth = true;
+    config
+}
+
+/// The relay's TLS: the configured certificate, or one generated now (with a warning, since
+/// devices must then be told to trust it or not to check).
+pub fn tls_config(settings: &RelaySettings) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::pem::PemObject as _;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    crate::tls::install_crypto_provider();
+    match (&settings.cert_file, &settings.key_file) {
+        (Some(cert), Some(key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .with_context(|| format!("cannot read HERALD_RELAY_CERT_FILE {}", cert.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| {
+                    format!(
+                        "HERALD_RELAY_CERT_FILE {} holds no valid certificate",
+                        cert.display()
+                    )
+                })?;
+            let key = PrivateKeyDer::from_pem_file(key).with_context(|| {
+                format!(
+                    "HERALD_RELAY_KEY_FILE {} holds no valid private key",
+                    key.display()
+                )
+            })?;
+            let config = rustls::ServerConfig::builder()
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .context("the relay's certificate and key do not match")?;
+            Ok(Arc::new(config))
+        }
+        _ => {
+            tracing::warn!(
+                hostname = %settings.hostname,
+                "the SMTP relay uses a certificate generated at start: set HERALD_RELAY_CERT_FILE and HERALD_RELAY_KEY_FILE so devices can verify it"
+            );
+            let ca = crate::tls::LocalCa::generate(
+                "Herald relay",
+                std::slice::from_ref(&settings.hostname),
+            )
+            .map_err(|e| anyhow::anyhow!("cannot generate the relay's certificate: {e}"))?;
+            Ok(ca.server_config())
+        }
+    }
+}
+
+/// The relay's listeners, bound.
+pub struct Relay {
+    starttls: Option<SmtpServer<RelayHandler>>,
+    implicit: Option<SmtpServer<RelayHandler>>,
+}
+
+impl Relay {
+    /// Binds the configured listeners; `None` when the relay is off.
+    pub async fn bind(
+        settings: &RelaySettings,
+        outbox_settings: &OutboxSettings,
+        store: Store,
+        outbox: Outbox,
+    ) -> anyhow::Result<Option<Self>> {
+        if settings.listen.is_none() && settings.tls_listen.is_none() {
+            return Ok(None);
+        }
+        let tls = tls_config(settings)?;
+        let config = smtp_config(settings, tls, outbox_settings.max_message_bytes);
+        let handler = Arc::new(RelayHandler::new(store, outbox_settings.clone(), outbox));
+        let bind = |addr: SocketAddr| {
+            let (config, handler) = (config.clone(), handler.clone());
+            async move {
+                SmtpServer::bind(addr, config, handler).await.with_context(|| {
+                    format!("cannot listen for the SMTP relay on {addr}: is another process using it?")
+                })
+            }
+        };
+        let starttls = match settings.listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        let implicit = match settings.tls_listen {
+            Some(addr) => Some(bind(addr).await?.implicit_tls()),
+            None => None,
+        };
+        Ok(Some(Self { starttls, implicit }))
+    }
+
+    /// The same listeners with another handler (the application was rewired).
+    pub fn with_handler(self, handler: RelayHandler) -> Self {
+        let handler = Arc::new(handler);
+        Self {
+            starttls: self.starttls.map(|s| s.with_handler(handler.clone())),
+            implicit: self.implicit.map(|s| s.with_handler(handler.clone())),
+        }
+    }
+
+    /// The STARTTLS listener's address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.starttls.as_ref().and_then(|s| s.local_addr().ok())
+    }
+
+    /// The implicit-TLS listener's address.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.implicit.as_ref().and_then(|s| s.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn run(self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let a = self
+            .starttls
+            .map(|s| tokio::spawn(s.run(wait(shutdown.clone()))));
+        let b = self
+            .implicit
+            .map(|s| tokio::spawn(s.run(wait(shutdown.clone()))));
+        if let Some(a) = a {
+            let _ = a.await;
+        }
+        if let Some(b) = b {
+            let _ = b.await;
+        }
+    }
+}

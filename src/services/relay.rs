@@ -1,0 +1,177 @@
+//! Relay credentials: issued with a generated username and password (shown once), each mapped
+//! to mailboxes of its organization, optionally limited to client address ranges.
+
+use secrecy::SecretString;
+use time::OffsetDateTime;
+
+use super::{Checks, ServiceError, ServiceResult};
+use crate::crypto;
+use crate::domain::relay::{FromPolicy, RelayCredential};
+use crate::domain::{Actor, FieldError, NewAuditEvent, OrgId, parse_label};
+use crate::store::{self, Store, StoreError};
+
+/// What to issue.
+pub struct NewRelayCredential {
+    pub name: String,
+    /// Mailbox ids or names of the organization; the first is used unless MAIL FROM names
+    /// another.
+    pub mailboxes: Vec<String>,
+    /// CIDR ranges or addresses the device may connect from; empty: anywhere.
+    pub allowed_networks: Vec<String>,
+    pub from_policy: Option<String>,
+    pub keep_reply_to: Option<bool>,
+}
+
+/// `len` characters from `[a-z0-9]` (username) or `[A-Za-z0-9]` (password), without bias.
+fn random_text(len: usize, alphabet: &[u8]) -> String {
+    let limit = 256 - 256 % alphabet.len();
+    let mut out = String::with_capacity(len);
+    while out.len() < len {
+        for b in crypto::random_bytes::<64>() {
+            if (b as usize) < limit && out.len() < len {
+                out.push(alphabet[b as usize % alphabet.len()] as char);
+            }
+        }
+    }
+    out
+}
+
+const LOWER: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+const MIXED: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
+/// The digest a relay password is kept as.
+pub fn password_digest(password: &str) -> String {
+    crypto::token_digest(password)
+}
+
+/// Issues a credential; answers it with its password, which is not kept.
+pub async fn create(
+    store: &Store,
+    org_id: OrgId,
+    input: NewRelayCredential,
+    actor: &Actor,
+) -> ServiceResult<(RelayCredential, SecretString)> {
+    let mut checks = Checks::default();
+    let name = checks.take(parse_label("name", &input.name, 100));
+    let from_policy = match input.from_policy.as_deref() {
+        None => Some(FromPolicy::Rewrite),
+        Some(raw) => checks.take(
+            raw.parse::<FromPolicy>()
+                .map_err(|e| FieldError::new("from_policy", e)),
+        ),
+    };
+    let mut networks = Vec::new();
+    for (i, raw) in input.allowed_networks.iter().enumerate() {
+        let raw = raw.trim();
+        match raw
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        {
+            Ok(net) => networks.push(net),
+            Err(_) => checks.push(FieldError::new(
+                format!("allowed_networks[{i}]"),
+                format!("`{raw}` is not an address or a CIDR range such as 192.168.1.0/24"),
+            )),
+        }
+    }
+    let mut mailboxes = Vec::new();
+    if input.mailboxes.is_empty() {
+        checks.push(FieldError::new(
+            "mailboxes",
+            "name at least one mailbox the device sends through",
+        ));
+    }
+    {
+        let mut conn = store.conn().await?;
+        for (i, wanted) in input.mailboxes.iter().enumerate() {
+            match store::mailboxes::find(&mut conn, org_id, wanted).await? {
+                Some(m) if !mailboxes.contains(&m.id) => mailboxes.push(m.id),
+                Some(_) => {}
+                None => checks.push(FieldError::new(
+                    format!("mailboxes[{i}]"),
+                    format!("the organization has no mailbox called or with the id `{wanted}`"),
+                )),
+            }
+        }
+    }
+    checks.finish()?;
+    let (Some(name), Some(from_policy)) = (name, from_policy) else {
+        unreachable!("finish() fails when a field failed");
+    };
+    let password = random_text(32, MIXED);
+    let now = OffsetDateTime::now_utc();
+    let credential = RelayCredential {
+        id: uuid::Uuid::now_v7().to_string(),
+        org_id,
+        name,
+        username: format!("relay-{}", random_text(12, LOWER)),
+        mailboxes,
+        allowed_networks: networks,
+        from_policy,
+        keep_reply_to: input.keep_reply_to.unwrap_or(true),
+        created_at: now,
+        last_used_at: None,
+    };
+    let mut tx = store.begin().await?;
+    store::relay::insert(&mut tx, &credential, &password_digest(&password)).await?;
+    store::audit::record(
+        &mut tx,
+        &NewAuditEvent {
+            org_id,
+            actor: actor.clone(),
+            action: "relay_credential.create",
+            target_kind: "relay_credential",
+            target_id: credential.id.clone(),
+            detail: serde_json::json!({
+                "name": credential.name,
+                "username": credential.username,
+                "mailboxes": credential.mailboxes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "from_policy": credential.from_policy.as_str(),
+            }),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok((credential, SecretString::from(password)))
+}
+
+/// Deletes a credential of the organization: the device can no longer log in.
+pub async fn delete(store: &Store, org_id: OrgId, id: &str, actor: &Actor) -> ServiceResult<()> {
+    let now = OffsetDateTime::now_utc();
+    let mut tx = store.begin().await?;
+    let credential = store::relay::get(&mut tx, org_id, id)
+        .await?
+        .ok_or(ServiceError::NotFound("relay credential"))?;
+    store::relay::delete(&mut tx, org_id, id).await?;
+    store::audit::record(
+        &mut tx,
+        &NewAuditEvent {
+            org_id,
+            actor: actor.clone(),
+            action: "relay_credential.delete",
+            target_kind: "relay_credential",
+            target_id: id.to_owned(),
+            detail: serde_json::json!({ "name": credential.name, "username": credential.username }),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_text_uses_only_its_alphabet_and_length() {
+        let password = random_text(32, MIXED);
+        assert_eq!(password.len(), 32);
+        assert!(password.bytes().all(|b| b.is_ascii_alphanumeric()));
+        assert_ne!(password, random_text(32, MIXED));
+        let user = random_text(12, LOWER);
+        assert!(user.bytes().all(|b| LOWER.contains(&b)));
+    }
+}

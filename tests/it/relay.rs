@@ -1,0 +1,326 @@
+//! The SMTP relay: a legacy client logs in with AUTH PLAIN over STARTTLS, and its mail leaves
+//! through an OAuth2 mailbox at the sandbox's XOAUTH2 server. Then the refusals a device can
+//! meet: AUTH before STARTTLS, a wrong password (and too many), a foreign sender under the
+//! refusing policy, an oversize message.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::helpers::spawn_sandboxed;
+use crate::outbox::{Outbox, SUPPORT};
+
+struct Relay {
+    o: Outbox,
+    ca_pem: String,
+    _certs: tempfile::TempDir,
+}
+
+impl Relay {
+    async fn start(extra: &[(&str, &str)]) -> Self {
+        herald::tls::install_crypto_provider();
+        let ca = herald::tls::LocalCa::generate("Contoso test", &["127.0.0.1".to_owned()])
+            .expect("a certificate");
+        let certs = tempfile::tempdir().unwrap();
+        let (cert, key) = (
+            certs.path().join("relay.pem"),
+            certs.path().join("relay.key"),
+        );
+        std::fs::write(&cert, ca.chain_pem()).unwrap();
+        std::fs::write(&key, ca.key_pem()).unwrap();
+        let extra: Vec<(String, String)> = extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let (app, sandbox) = spawn_sandboxed(Arc::new(herald::outbox::SystemClock), |env| {
+            env.insert("HERALD_RELAY_LISTEN".into(), "127.0.0.1:0".into());
+            env.insert("HERALD_RELAY_TLS_LISTEN".into(), "127.0.0.1:0".into());
+            env.insert("HERALD_RELAY_CERT_FILE".into(), cert.display().to_string());
+            env.insert("HERALD_RELAY_KEY_FILE".into(), key.display().to_string());
+            for (k, v) in extra {
+                env.insert(k, v);
+            }
+        })
+        .await;
+        Self {
+            o: Outbox::with(app, sandbox).await,
+            ca_pem: ca.ca_pem().to_owned(),
+            _certs: certs,
+        }
+    }
+
+    /// Issues a credential; answers `(username, password)`.
+    async fn credential(&self, body: Value) -> (String, String) {
+        let response = self
+            .o
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/relay-credentials",
+                &self.o.admin,
+                Some(body),
+            )
+            .await;
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        let created: Value = response.json().await.unwrap();
+        (
+            created["username"].as_str().unwrap().to_owned(),
+            created["password"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// A legacy client: STARTTLS (or implicit TLS), then AUTH PLAIN.
+    fn client(
+        &self,
+        user: &str,
+        password: &str,
+        implicit: bool,
+    ) -> AsyncSmtpTransport<Tokio1Executor> {
+        let params = TlsParameters::builder("127.0.0.1".into())
+            .add_root_certificate(Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
+            .build_rustls()
+            .unwrap();
+        let addr = if implicit {
+            self.o.app.relay_tls_addr
+        } else {
+            self.o.app.relay_addr
+        }
+        .expect("the relay listens");
+        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1")
+            .port(addr.port())
+            .tls(if implicit {
+                Tls::Wrapper(params)
+            } else {
+                Tls::Required(params)
+            })
+            .credentials(Credentials::new(user.into(), password.into()))
+            .authentication(vec![Mechanism::Plain])
+            .timeout(Some(Duration::from_secs(10)))
+            .build()
+    }
+}
+
+fn scan(from: &str, to: &str, size: usize) -> lettre::Message {
+    lettre::Message::builder()
+        .from(from.parse().unwrap())
+        .to(to.parse().unwrap())
+        .subject("Scan from the 2nd floor")
+        .body("x".repeat(size))
+        .unwrap()
+}
+
+/// Speaks SMTP over plain TCP and answers each reply line by line.
+async fn plain_session(addr: std::net::SocketAddr, lines: &[&str]) -> Vec<String> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut replies = Vec::new();
+    let read_reply = async |reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>| {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).await.unwrap() == 0 {
+                break;
+            }
+            all.push_str(&line);
+            if line.as_bytes().get(3) == Some(&b' ') {
+                break;
+            }
+        }
+        all
+    };
+    replies.push(read_reply(&mut reader).await);
+    for line in lines {
+        write
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await
+            .unwrap();
+        replies.push(read_reply(&mut reader).await);
+    }
+    replies
+}
+
+#[tokio::test]
+async fn a_password_only_client_sends_through_an_oauth2_mailbox() {
+    let r = Relay::start(&[]).await;
+    let support = r.o.oauth_mailbox(&r.o.admin, "Support", SUPPORT).await;
+    let (user, password) = r
+        .credential(json!({"name": "Scanner, 2nd floor", "mailbox": "Support"}))
+        .await;
+    assert!(user.starts_with("relay-") && password.len() == 32);
+    // The printer writes its own address; the default policy sends it as the mailbox.
+    let client = r.client(&user, &password, false);
+    let reply = client
+        .send(scan("scanner@localdomain", "bob@example.com", 100))
+        .await
+        .expect("relayed");
+    assert_eq!(reply.code().to_string(), "250");
+    let text = reply.message().collect::<Vec<_>>().join(" ");
+    let id = text
+        .split_whitespace()
+        .last()
+        .expect("the queue id")
+        .to_owned();
+    let message = r.o.wait_for(&r.o.admin, &id, "sent").await;
+    assert_eq!(message["source"], "relay");
+    assert_eq!(message["mailbox"], support.as_str());
+    let received = r.o.received_by(SUPPORT);
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        received[0].mechanism, "XOAUTH2",
+        "OAuth 2.0 towards the provider"
+    );
+    assert_eq!(received[0].rcpt_to, ["bob@example.com"]);
+    let raw = String::from_utf8_lossy(&received[0].raw).to_string();
+    assert!(raw.contains(&format!("<{SUPPORT}>")), "{raw}");
+    assert!(raw.contains("Reply-To: scanner@localdomain"), "{raw}");
+    assert!(!raw.contains("From: scanner@localdomain"), "{raw}");
+
+    // Implicit TLS works the same.
+    let client = r.client(&user, &password, true);
+    client
+        .send(scan(SUPPORT, "carol@example.com", 10))
+        .await
+        .expect("relayed over implicit TLS");
+    r.o.stop().await;
+}
+
+#[tokio::test]
+async fn auth_before_starttls_a_wrong_password_a_foreign_sender_and_oversize_are_refused() {
+    let r = Relay::start(&[("HERALD_MAX_MESSAGE_BYTES", "4096")]).await;
+    r.o.basic_mailbox(&r.o.admin, "Support", SUPPORT, json!({}))
+        .await;
+    let (user, password) = r
+        .credential(json!({"name": "Billing app", "mailbox": "Support", "from_policy": "refuse"}))
+        .await;
+    let addr = r.o.app.relay_addr.unwrap();
+
+    let replies = plain_session(addr, &["EHLO device", "AUTH PLAIN AGFiYwBkZWY=", "QUIT"]).await;
+    assert!(replies[1].contains("STARTTLS"), "{}", replies[1]);
+    assert!(
+        !replies[1].contains("AUTH"),
+        "no AUTH offered in the clear: {}",
+        replies[1]
+    );
+    assert!(replies[2].starts_with("530 5.7.0"), "{}", replies[2]);
+
+    let wrong = r.client(&user, "not the password", false);
+    let error = wrong
+        .send(scan(SUPPORT, "bob@example.com", 10))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("535"), "{error}");
+
+    let client = r.client(&user, &password, false);
+    let error = client
+        .send(scan("scanner@localdomain", "bob@example.com", 10))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("550") && error.to_string().contains("5.7.1"),
+        "{error}"
+    );
+    let error = client
+        .send(scan(SUPPORT, "bob@example.com", 8000))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("552") && error.to_string().contains("5.3.4"),
+        "{error}"
+    );
+    // Its own address goes.
+    client
+        .send(scan(SUPPORT, "bob@example.com", 10))
+        .await
+        .expect("relayed");
+
+    // Ten failures from one address, and even the right password waits.
+    for _ in 0..10 {
+        let _ = wrong.send(scan(SUPPORT, "bob@example.com", 10)).await;
+    }
+    let error = client
+        .send(scan(SUPPORT, "bob@example.com", 10))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("454") || error.to_string().contains("4.7.0"),
+        "{error}"
+    );
+    r.o.stop().await;
+}
+
+#[tokio::test]
+async fn relay_credentials_are_managed_by_admins_and_the_password_is_shown_once() {
+    let r = Relay::start(&[]).await;
+    r.o.basic_mailbox(&r.o.admin, "Support", SUPPORT, json!({}))
+        .await;
+    let bad =
+        r.o.call(
+            reqwest::Method::POST,
+            "/api/v1/relay-credentials",
+            &r.o.admin,
+            Some(json!({"name": "x", "mailbox": "nope", "allowed_networks": ["not a net"]})),
+        )
+        .await;
+    let body = crate::helpers::problem(bad, 422, "validation_failed").await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["allowed_networks[0]", "mailboxes[0]"]);
+    let (user, password) = r
+        .credential(
+            json!({"name": "Scanner", "mailbox": "Support", "allowed_networks": ["10.0.0.0/8"]}),
+        )
+        .await;
+    let list: Value =
+        r.o.call(
+            reqwest::Method::GET,
+            "/api/v1/relay-credentials",
+            &r.o.admin,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["items"][0]["username"], user.as_str());
+    assert!(
+        !list.to_string().contains(&password),
+        "the password is shown once"
+    );
+    // From 127.0.0.1, outside 10.0.0.0/8, the right password is refused.
+    let error = r
+        .client(&user, &password, false)
+        .send(scan(SUPPORT, "bob@example.com", 10))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("535"), "{error}");
+    let sender = r.o.app.key(r.o.org, "sender").await;
+    let refused =
+        r.o.call(
+            reqwest::Method::POST,
+            "/api/v1/relay-credentials",
+            &sender,
+            Some(json!({"name": "x", "mailbox": "Support"})),
+        )
+        .await;
+    crate::helpers::problem(refused, 403, "forbidden").await;
+    let id = list["items"][0]["id"].as_str().unwrap();
+    let deleted =
+        r.o.call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/relay-credentials/{id}"),
+            &r.o.admin,
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status(), 204);
+    r.o.stop().await;
+}
