@@ -15,4 +15,5 @@ mod sandbox_smtp;
 mod secrets;
 mod smtp_server;
 mod ui_messages;
+mod ui_relay;
 mod web_auth;

@@ -1,8 +1,9 @@
 //! The server-rendered web UI: sign-in, sign-out, first-run setup, the landing page and the
-//! settings pages (Outgoing Mail with its sending settings and message log, API keys, users,
-//! the audit log).
+//! settings pages (Outgoing Mail with its sending settings, message log and relay credentials,
+//! API keys, users, the audit log).
 
 mod messages;
+mod relay;
 mod sending;
 
 use askama::Template;
@@ -33,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/static/outgoing-mail.js", get(outgoing_mail_script))
         .route("/static/settings.js", get(settings_script))
         .route("/static/herald.js", get(shared_script))
+        .route("/static/relay.js", get(relay_script))
         .route("/settings/api-keys", get(api_keys_page))
         .route("/settings/users", get(users_page))
         .route("/settings/audit", get(audit_page))
@@ -47,6 +49,7 @@ pub fn router() -> Router<AppState> {
             "/settings/system/outgoing-mail/messages/{id}",
             get(messages::message_detail),
         )
+        .route(relay::RELAY_PATH, get(relay::relay_credentials))
 }
 
 fn render(status: StatusCode, template: &impl Template) -> Response {
@@ -118,6 +121,10 @@ async fn settings_script() -> impl IntoResponse {
 
 async fn outgoing_mail_script() -> impl IntoResponse {
     script(include_str!("../../../static/outgoing-mail.js"))
+}
+
+async fn relay_script() -> impl IntoResponse {
+    script(include_str!("../../../static/relay.js"))
 }
 
 async fn stylesheet() -> impl IntoResponse {
