@@ -328,3 +328,60 @@ test('the message log shows a message in words, and an admin saves the sending s
   assert.equal(org.reply_to, 'desk@contoso.com');
   await page.close();
 });
+
+test('an admin adds a relay credential, sees its password once, and deletes it', async () => {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  const [admin, password] = credentials('Admin sign-in');
+  await signIn(page, admin, password);
+  // A mailbox of its own, so this check does not depend on the others' order.
+  const mailbox = await page.evaluate(async () => {
+    const csrf = document.querySelector('input[name="csrf_token"]').value;
+    const response = await fetch('/api/v1/mailboxes', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-csrf-token': csrf },
+      body: JSON.stringify({ name: 'Front desk', auth: 'basic', provider: 'sandbox', username: 'frontdesk@contoso.com', password: 'not checked here' }),
+    });
+    return { status: response.status, body: await response.json() };
+  });
+  assert.equal(mailbox.status, 201, JSON.stringify(mailbox.body));
+
+  await openOutgoingMail(page);
+  await page.getByRole('navigation', { name: 'Settings' }).getByRole('link', { name: 'Relay credentials' }).click();
+  await page.getByRole('heading', { name: 'Relay credentials', level: 1 }).waitFor();
+  await page.getByRole('region', { name: 'How a device connects' }).getByText('HERALD_RELAY_LISTEN').waitFor();
+
+  await page.getByRole('button', { name: 'Add', exact: true }).click();
+  const dialog = page.getByRole('dialog', { name: 'Add relay credential' });
+  await dialog.getByLabel('Name').fill('Scanner, 2nd floor');
+  await dialog.getByLabel('Front desk').check();
+  await dialog.getByLabel('Allowed networks').fill('192.168.10.0/24\n10.0.0.300');
+  await dialog.getByRole('button', { name: 'Add', exact: true }).click();
+  await dialog.getByText('`10.0.0.300` is not an address', { exact: false }).waitFor();
+  assert.equal(await dialog.getByLabel('Name').inputValue(), 'Scanner, 2nd floor', 'what was typed stays');
+  await dialog.getByLabel('Allowed networks').fill('192.168.10.0/24, 10.0.0.7');
+  await dialog.getByRole('button', { name: 'Add', exact: true }).click();
+
+  const shown = page.getByRole('dialog', { name: 'Relay credential added' });
+  await shown.getByText('cannot show it again', { exact: false }).waitFor();
+  const username = await shown.getByRole('textbox', { name: 'Username' }).inputValue();
+  const secret = await shown.getByRole('textbox', { name: 'Password' }).inputValue();
+  assert.match(username, /^relay-[a-z0-9]{12}$/);
+  assert.match(secret, /^[A-Za-z0-9]{32}$/);
+  await page.screenshot({ path: join(SCREENSHOTS, 'relay-password.png') });
+  await Promise.all([page.waitForEvent('load'), shown.getByRole('button', { name: 'Done' }).click()]);
+
+  const row = page.getByRole('row', { name: /Scanner, 2nd floor/ });
+  await row.getByText(username).waitFor();
+  await row.getByRole('cell', { name: 'Front desk', exact: true }).waitFor();
+  await row.getByText('192.168.10.0/24, 10.0.0.7/32').waitFor();
+  await row.getByText("Sent as the mailbox; the device's address becomes Reply-To").waitFor();
+  await row.getByRole('cell', { name: 'Never' }).waitFor();
+  assert.ok(!(await page.content()).includes(secret), 'the password is never shown again');
+
+  await row.getByRole('button', { name: 'Delete Scanner, 2nd floor' }).click();
+  const confirm = page.getByRole('dialog', { name: 'Delete relay credential' });
+  await confirm.getByText('Scanner, 2nd floor').waitFor();
+  await Promise.all([page.waitForEvent('load'), confirm.getByRole('button', { name: 'Delete' }).click()]);
+  await page.getByText('No relay credential yet.', { exact: false }).waitFor();
+  await page.close();
+});
