@@ -132,6 +132,15 @@ impl App {
                 "DEVELOPMENT MODE IS ON (HERALD_DEV): safety checks meant for production are relaxed; never run a real installation like this"
             );
         }
+        // The relay's ports too are taken before anything starts, and port 0 becomes the port
+        // bound, which the UI shows.
+        let relay_listeners = crate::relay::Relay::bind_listeners(&config.relay).await?;
+        if let Some(l) = &relay_listeners.0 {
+            config.relay.listen = Some(l.local_addr()?);
+        }
+        if let Some(l) = &relay_listeners.1 {
+            config.relay.tls_listen = Some(l.local_addr()?);
+        }
         let store = open_store(&config).await?;
         let (ring, key_source) = keys::unlock(&config, &store).await?;
         // Announced before serving, so that a key rotation started now already sees it.
@@ -206,13 +215,13 @@ impl App {
             token_locks,
             outbox,
         };
-        let relay = crate::relay::Relay::bind(
+        let relay = crate::relay::Relay::on(
+            relay_listeners,
             &state.config.relay,
             &state.config.outbox,
             state.store.clone(),
             state.outbox.clone(),
-        )
-        .await?;
+        )?;
         Ok(Self {
             state,
             listener,

@@ -98,6 +98,12 @@ impl LocalCa {
         &self.key_pem
     }
 
+    /// A CA certificate in PEM, as DER (for a client's root store).
+    pub fn ca_der_of(pem: &str) -> CertificateDer<'static> {
+        rustls::pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+            .expect("a PEM certificate")
+    }
+
     /// The CA certificate in DER.
     pub fn ca_der(&self) -> CertificateDer<'static> {
         rustls::pki_types::pem::PemObject::from_pem_slice(self.ca_pem.as_bytes())

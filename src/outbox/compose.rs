@@ -510,12 +510,41 @@ fn prepare_mime(
     bytes.extend_from_slice(added.as_bytes());
     bytes.extend_from_slice(&header);
     bytes.extend_from_slice(&normalized[header_end + 2..]);
+    // A device's plain-text message gets the mailbox's signature, as API mail does. Other
+    // shapes (multipart, quoted-printable, base64) are left as the device wrote them.
+    if envelope.is_some()
+        && let Some(signature) = &mailbox.signature
+        && is_plain_7_or_8_bit(&parsed)
+    {
+        if !bytes.ends_with(b"\r\n") {
+            bytes.extend_from_slice(b"\r\n");
+        }
+        bytes.extend_from_slice(b"\r\n-- \r\n");
+        for line in signature.lines() {
+            bytes.extend_from_slice(line.as_bytes());
+            bytes.extend_from_slice(b"\r\n");
+        }
+    }
     Ok(PreparedRaw {
         bytes,
         recipients,
         subject,
         message_id: existing_id.unwrap_or_else(|| message_id.to_owned()),
     })
+}
+
+/// Whether the message is one text/plain part in 7bit or 8bit, which a signature can be
+/// appended to as it is.
+fn is_plain_7_or_8_bit(parsed: &mail_parser::Message<'_>) -> bool {
+    use mail_parser::MimeHeaders as _;
+    let plain = parsed.content_type().is_none_or(|ct| {
+        ct.ctype().eq_ignore_ascii_case("text")
+            && ct.subtype().is_none_or(|s| s.eq_ignore_ascii_case("plain"))
+    });
+    let encoding = parsed
+        .header_raw("Content-Transfer-Encoding")
+        .map(|e| e.trim().to_ascii_lowercase());
+    plain && encoding.is_none_or(|e| e == "7bit" || e == "8bit")
 }
 
 /// Every bare CR or LF becomes CRLF.

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use secrecy::ExposeSecret;
 use time::OffsetDateTime;
+use tokio::net::TcpListener;
 
 use crate::config::{OutboxSettings, RelaySettings};
 use crate::crypto;
@@ -345,36 +346,49 @@ pub struct Relay {
 }
 
 impl Relay {
-    /// Binds the configured listeners; `None` when the relay is off.
-    pub async fn bind(
+    /// Binds the configured listeners (STARTTLS, implicit TLS), before anything else starts,
+    /// so that a port taken is a clear error and port 0 becomes the port actually bound.
+    pub async fn bind_listeners(
+        settings: &RelaySettings,
+    ) -> anyhow::Result<(Option<TcpListener>, Option<TcpListener>)> {
+        let bind = |addr: Option<SocketAddr>| async move {
+            match addr {
+                Some(addr) => TcpListener::bind(addr).await.map(Some).with_context(|| {
+                    format!(
+                        "cannot listen for the SMTP relay on {addr}: is another process using it?"
+                    )
+                }),
+                None => Ok(None),
+            }
+        };
+        Ok((
+            bind(settings.listen).await?,
+            bind(settings.tls_listen).await?,
+        ))
+    }
+
+    /// The relay on listeners bound by [`Relay::bind_listeners`]; `None` when there are none.
+    pub fn on(
+        listeners: (Option<TcpListener>, Option<TcpListener>),
         settings: &RelaySettings,
         outbox_settings: &OutboxSettings,
         store: Store,
         outbox: Outbox,
     ) -> anyhow::Result<Option<Self>> {
-        if settings.listen.is_none() && settings.tls_listen.is_none() {
+        if listeners.0.is_none() && listeners.1.is_none() {
             return Ok(None);
         }
         let tls = tls_config(settings)?;
         let config = smtp_config(settings, tls, outbox_settings.max_message_bytes);
         let handler = Arc::new(RelayHandler::new(store, outbox_settings.clone(), outbox));
-        let bind = |addr: SocketAddr| {
-            let (config, handler) = (config.clone(), handler.clone());
-            async move {
-                SmtpServer::bind(addr, config, handler).await.with_context(|| {
-                    format!("cannot listen for the SMTP relay on {addr}: is another process using it?")
-                })
-            }
-        };
-        let starttls = match settings.listen {
-            Some(addr) => Some(bind(addr).await?),
-            None => None,
-        };
-        let implicit = match settings.tls_listen {
-            Some(addr) => Some(bind(addr).await?.implicit_tls()),
-            None => None,
-        };
-        Ok(Some(Self { starttls, implicit }))
+        Ok(Some(Self {
+            starttls: listeners
+                .0
+                .map(|l| SmtpServer::on(l, config.clone(), handler.clone())),
+            implicit: listeners
+                .1
+                .map(|l| SmtpServer::on(l, config.clone(), handler.clone()).implicit_tls()),
+        }))
     }
 
     /// The same listeners with another handler (the application was rewired).

@@ -109,7 +109,15 @@ fn scan(from: &str, to: &str, size: usize) -> lettre::Message {
         .from(from.parse().unwrap())
         .to(to.parse().unwrap())
         .subject("Scan from the 2nd floor")
-        .body("x".repeat(size))
+        // Short lines, so the client sends 7bit as a scanner does.
+        .body(
+            "x".repeat(size)
+                .as_bytes()
+                .chunks(50)
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
         .unwrap()
 }
 
@@ -178,6 +186,10 @@ async fn a_password_only_client_sends_through_an_oauth2_mailbox() {
     let raw = String::from_utf8_lossy(&received[0].raw).to_string();
     assert!(raw.contains(&format!("<{SUPPORT}>")), "{raw}");
     assert!(raw.contains("Reply-To: scanner@localdomain"), "{raw}");
+    assert!(
+        raw.contains("-- \r\nContoso Support\r\n"),
+        "the signature: {raw}"
+    );
     assert!(!raw.contains("From: scanner@localdomain"), "{raw}");
 
     // Implicit TLS works the same.
@@ -322,5 +334,149 @@ async fn relay_credentials_are_managed_by_admins_and_the_password_is_shown_once(
         )
         .await;
     assert_eq!(deleted.status(), 204);
+    r.o.stop().await;
+}
+
+/// A client speaking raw SMTP over STARTTLS, for what a library would never send.
+struct RawClient {
+    stream: BufReader<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+}
+
+impl RawClient {
+    async fn connect(r: &Relay, user: &str, password: &str) -> Self {
+        use base64::Engine as _;
+        let tcp = tokio::net::TcpStream::connect(r.o.app.relay_addr.unwrap())
+            .await
+            .unwrap();
+        let mut plain = BufReader::new(tcp);
+        read_reply(&mut plain).await;
+        for line in ["EHLO device\r\n", "STARTTLS\r\n"] {
+            plain.get_mut().write_all(line.as_bytes()).await.unwrap();
+            read_reply(&mut plain).await;
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(herald::tls::LocalCa::ca_der_of(&r.ca_pem))
+            .unwrap();
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(
+                rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+                plain.into_inner(),
+            )
+            .await
+            .unwrap();
+        let mut client = Self {
+            stream: BufReader::new(tls),
+        };
+        client.command("EHLO device").await;
+        let auth =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        let reply = client.command(&format!("AUTH PLAIN {auth}")).await;
+        assert!(reply.starts_with("235"), "{reply}");
+        client
+    }
+
+    async fn command(&mut self, line: &str) -> String {
+        self.stream
+            .get_mut()
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await
+            .unwrap();
+        read_reply(&mut self.stream).await
+    }
+
+    async fn raw(&mut self, bytes: &[u8]) -> String {
+        self.stream.get_mut().write_all(bytes).await.unwrap();
+        read_reply(&mut self.stream).await
+    }
+}
+
+async fn read_reply<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> String {
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await.unwrap() == 0 {
+            break;
+        }
+        all.push_str(&line);
+        if line.as_bytes().get(3) == Some(&b' ') {
+            break;
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn smuggled_messages_are_refused_whole_and_dot_stuffing_is_undone() {
+    let r = Relay::start(&[]).await;
+    r.o.basic_mailbox(&r.o.admin, "Support", SUPPORT, json!({}))
+        .await;
+    let (user, password) = r
+        .credential(json!({"name": "App", "mailbox": "Support"}))
+        .await;
+    let mut client = RawClient::connect(&r, &user, &password).await;
+    for smuggling in [&b"\n.\n"[..], b"\r.\r", b"\n.\r\n"] {
+        assert!(
+            client
+                .command(&format!("MAIL FROM:<{SUPPORT}>"))
+                .await
+                .starts_with("250")
+        );
+        assert!(
+            client
+                .command("RCPT TO:<bob@example.com>")
+                .await
+                .starts_with("250")
+        );
+        assert!(client.command("DATA").await.starts_with("354"));
+        let mut data =
+            format!("From: {SUPPORT}\r\nTo: bob@example.com\r\nSubject: hi\r\n\r\nhello")
+                .into_bytes();
+        data.extend_from_slice(smuggling);
+        data.extend_from_slice(
+            format!(
+                "MAIL FROM:<{SUPPORT}>\r\nRCPT TO:<victim@example.com>\r\nDATA\r\nsmuggled\r\n.\r\n"
+            )
+            .as_bytes(),
+        );
+        let reply = client.raw(&data).await;
+        assert!(reply.starts_with("550 5.6.11"), "{smuggling:?}: {reply}");
+    }
+    // Leading dots: `..` on the wire is one `.` in the message.
+    assert!(
+        client
+            .command(&format!("MAIL FROM:<{SUPPORT}>"))
+            .await
+            .starts_with("250")
+    );
+    assert!(
+        client
+            .command("RCPT TO:<bob@example.com>")
+            .await
+            .starts_with("250")
+    );
+    assert!(client.command("DATA").await.starts_with("354"));
+    let reply = client
+        .raw(format!("From: {SUPPORT}\r\nSubject: dots\r\n\r\n..hidden line\r\n.\r\n").as_bytes())
+        .await;
+    assert!(reply.starts_with("250 2.0.0"), "{reply}");
+    assert!(client.command("QUIT").await.starts_with("221"));
+    let id = reply.trim().rsplit(' ').next().unwrap().to_owned();
+    r.o.wait_for(&r.o.admin, &id, "sent").await;
+    let received = r.o.received_by(SUPPORT);
+    assert_eq!(received.len(), 1, "nothing smuggled went out");
+    let raw = String::from_utf8_lossy(&received[0].raw).to_string();
+    assert!(raw.contains("\r\n.hidden line\r\n"), "{raw}");
+    assert!(!raw.contains("smuggled"));
+    let list: Value =
+        r.o.call(reqwest::Method::GET, "/api/v1/messages", &r.o.admin, None)
+            .await
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
     r.o.stop().await;
 }
