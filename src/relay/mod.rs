@@ -292,6 +292,8 @@ pub fn smtp_config(
     config.auth_without_tls = settings.auth_without_tls;
     config.auth_needs_tls_reply = Reply::new(530, "5.7.0", "Must issue a STARTTLS command first");
     config.require_auth = true;
+    // An application server may keep a pool of sessions; a device needs one or two.
+    config.max_sessions_per_address = 50;
     config
 }
 

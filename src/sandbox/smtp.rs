@@ -98,6 +98,8 @@ pub fn config(tls: Arc<rustls::ServerConfig>) -> SmtpConfig {
     config.auth_needs_tls_reply = replies::auth_before_tls();
     config.require_auth = true;
     config.auth_required_reply = replies::not_authenticated();
+    // Exchange limits connections per mailbox (the switches), not per client address.
+    config.max_sessions_per_address = 1_000;
     config
 }
 

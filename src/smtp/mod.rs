@@ -260,6 +260,9 @@ fn credentials(auth: &SmtpAuth) -> (Credentials, Vec<Mechanism>) {
     }
 }
 
+/// The longest a message's MAIL … DATA exchange may take.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+
 /// An open, authenticated SMTP session, kept to send several messages over one connection.
 pub struct Session {
     conn: AsyncSmtpConnection,
@@ -288,15 +291,43 @@ impl Session {
             _ => None,
         };
         // Connect to the address the policy approved; TLS still verifies the host name.
-        let connect = AsyncSmtpConnection::connect_tokio1(
-            (addrs[0].ip(), mailbox.port),
-            Some(target.timeout),
-            &hello,
-            wrapper,
-            None,
-        );
+        let addr = std::net::SocketAddr::new(addrs[0].ip(), mailbox.port);
+        let connect = async {
+            match wrapper {
+                Some(tls) => {
+                    AsyncSmtpConnection::connect_tokio1(
+                        addr,
+                        Some(target.timeout),
+                        &hello,
+                        Some(tls),
+                        None,
+                    )
+                    .await
+                }
+                None => {
+                    let tcp = match tokio::net::TcpStream::connect(addr).await {
+                        Ok(tcp) => tcp,
+                        Err(e) => return Ok(Err(e)),
+                    };
+                    // Commands and replies are small and awaited one by one: without this,
+                    // Nagle's algorithm and the server's delayed ACK cost up to 40 ms a message.
+                    let _ = tcp.set_nodelay(true);
+                    AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello).await
+                }
+            }
+            .map(Ok)
+        };
         let mut conn = match tokio::time::timeout(target.timeout, connect).await {
-            Ok(Ok(conn)) => conn,
+            Ok(Ok(Ok(conn))) => conn,
+            Ok(Ok(Err(e))) => {
+                return Err(SmtpFailure {
+                    code: None,
+                    enhanced: None,
+                    text: format!("cannot connect to {addr}: {e}"),
+                    config: false,
+                    message: false,
+                });
+            }
             Ok(Err(e)) => return Err(failure(&e, auth)),
             Err(_) => return Err(SmtpFailure::timeout("connecting")),
         };
@@ -307,14 +338,21 @@ impl Session {
                     "the server does not offer STARTTLS, which this mailbox requires".into(),
                 ));
             }
-            conn.starttls(tls_parameters(target)?, &hello)
-                .await
-                .map_err(|e| failure(&e, auth))?;
+            match tokio::time::timeout(
+                target.timeout,
+                conn.starttls(tls_parameters(target)?, &hello),
+            )
+            .await
+            {
+                Ok(result) => result.map_err(|e| failure(&e, auth))?,
+                Err(_) => return Err(SmtpFailure::timeout("STARTTLS")),
+            }
         }
         let (credentials, mechanisms) = credentials(auth);
-        conn.auth(&mechanisms, &credentials)
-            .await
-            .map_err(|e| failure(&e, auth))?;
+        match tokio::time::timeout(target.timeout, conn.auth(&mechanisms, &credentials)).await {
+            Ok(result) => result.map_err(|e| failure(&e, auth))?,
+            Err(_) => return Err(SmtpFailure::timeout("AUTH")),
+        };
         Ok(Self {
             conn,
             opened: std::time::Instant::now(),
@@ -327,7 +365,13 @@ impl Session {
         envelope: &Envelope,
         message: &[u8],
     ) -> Result<String, SmtpFailure> {
-        match self.conn.send(envelope, message).await {
+        // RFC 5321 §4.5.3.2 gives the server up to 10 minutes after the final dot.
+        let sent = tokio::time::timeout(SEND_TIMEOUT, self.conn.send(envelope, message)).await;
+        let Ok(sent) = sent else {
+            self.conn.abort().await;
+            return Err(SmtpFailure::timeout("sending the message"));
+        };
+        match sent {
             Ok(response) => Ok(format!(
                 "{} {}",
                 response.code(),

@@ -370,7 +370,12 @@ impl<H: SmtpHandler> SmtpServer<H> {
                 accepted = self.listener.accept() => accepted,
             };
             let (mut stream, peer) = match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    // Replies are small and awaited one by one: without this, Nagle and the
+                    // client's delayed ACK hold each for up to 40 ms.
+                    let _ = pair.0.set_nodelay(true);
+                    pair
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "SMTP accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
