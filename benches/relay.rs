@@ -46,15 +46,14 @@ struct Target {
 impl Target {
     async fn session(&self) -> AsyncSmtpConnection {
         let hello = ClientId::Domain("bench.localhost".into());
-        let mut conn = AsyncSmtpConnection::connect_tokio1(
-            self.addr,
-            Some(Duration::from_secs(60)),
-            &hello,
-            None,
-            None,
-        )
-        .await
-        .expect("connect");
+        // A client that does not wait on Nagle's algorithm, as a well-written one should.
+        let tcp = tokio::net::TcpStream::connect(self.addr)
+            .await
+            .expect("connect");
+        tcp.set_nodelay(true).unwrap();
+        let mut conn = AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello)
+            .await
+            .expect("greeting");
         let params = TlsParameters::builder("127.0.0.1".into())
             .add_root_certificate(Certificate::from_pem(self.ca_pem.as_bytes()).unwrap())
             .build_rustls()
