@@ -300,7 +300,7 @@ async fn main() {
             "client_id": registration.client_id,
             "client_secret": registration.secret.expose_secret(),
             // Throttling off: the benchmark measures the relay, not Exchange's limits.
-            "limits": {"messages_per_minute": 10_000, "connections": 20},
+            "limits": {"connections": 20},
         }))
         .send()
         .await

@@ -92,7 +92,7 @@ impl Outbox {
             while tasks.join_next().await.is_some() {}
         }
         let released = async {
-            let mut conn = self.inner.deps.store.conn().await?;
+            let mut conn = self.inner.deps.store.relaxed_conn().await?;
             release_owned(&mut conn, &self.inner.owner).await
         }
         .await;
@@ -144,7 +144,7 @@ async fn dispatch(inner: Arc<Inner>) {
 async fn dispatch_once(inner: &Arc<Inner>) -> StoreResult<()> {
     let now = inner.clock.now();
     let due = {
-        let mut conn = inner.deps.store.conn().await?;
+        let mut conn = inner.deps.store.relaxed_conn().await?;
         let deleted = StatusReason::new(
             "mailbox_deleted",
             "The mailbox was deleted before this message was sent.",
@@ -155,7 +155,7 @@ async fn dispatch_once(inner: &Arc<Inner>) -> StoreResult<()> {
     };
     for (mailbox_id, count) in due {
         let mailbox = {
-            let mut conn = inner.deps.store.conn().await?;
+            let mut conn = inner.deps.store.relaxed_conn().await?;
             store::mailboxes::get_any(&mut conn, mailbox_id).await?
         };
         let Some(mailbox) = mailbox else { continue };
@@ -170,7 +170,7 @@ async fn dispatch_once(inner: &Arc<Inner>) -> StoreResult<()> {
         let wanted = u32::try_from(count).unwrap_or(u32::MAX).min(max);
         for _ in running..wanted {
             let slot = {
-                let mut tx = inner.deps.store.begin().await?;
+                let mut tx = inner.deps.store.relaxed_begin().await?;
                 let slot = store::throttle::acquire_slot(
                     &mut tx,
                     mailbox_id,
@@ -211,7 +211,7 @@ fn lease_ms(tuning: &Tuning) -> i64 {
 }
 
 async fn end_lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) {
-    if let Ok(mut conn) = inner.deps.store.conn().await
+    if let Ok(mut conn) = inner.deps.store.relaxed_conn().await
         && let Err(e) =
             store::throttle::release_slot(&mut conn, mailbox_id, slot, &inner.owner).await
     {
@@ -228,6 +228,9 @@ async fn end_lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) {
     inner.wake.notify_one();
 }
 
+/// How stale a lane's copy of its mailbox may get.
+const RELOAD: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why a lane stops after a message.
 enum Next {
     Continue,
@@ -236,6 +239,7 @@ enum Next {
 
 async fn lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) -> Result<(), StoreError> {
     let mut session: Option<Session> = None;
+    let mut loaded: Option<(Mailbox, Option<secrecy::SecretString>, std::time::Instant)> = None;
     let mut idle_since = std::time::Instant::now();
     let mut renewed = std::time::Instant::now();
     let stopping = inner.stopping.subscribe();
@@ -246,7 +250,7 @@ async fn lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) -> Result<()
             }
             let now = inner.clock.now();
             if renewed.elapsed() > std::time::Duration::from_secs(30) {
-                let mut conn = inner.deps.store.conn().await?;
+                let mut conn = inner.deps.store.relaxed_conn().await?;
                 let kept = store::throttle::renew_slot(
                     &mut conn,
                     mailbox_id,
@@ -260,8 +264,14 @@ async fn lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) -> Result<()
                 }
                 renewed = std::time::Instant::now();
             }
-            let (mailbox, password) = {
-                let mut conn = inner.deps.store.conn().await?;
+            // The mailbox is read again at least every second (a change of status holds its
+            // mail), and whenever a session must be opened.
+            if session.is_none()
+                || loaded
+                    .as_ref()
+                    .is_none_or(|(_, _, at)| at.elapsed() > RELOAD)
+            {
+                let mut conn = inner.deps.store.relaxed_conn().await?;
                 let Some(mailbox) = store::mailboxes::get_any(&mut conn, mailbox_id).await? else {
                     return Ok(());
                 };
@@ -273,10 +283,13 @@ async fn lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) -> Result<()
                 )
                 .await
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-                (mailbox, password)
+                loaded = Some((mailbox, password, std::time::Instant::now()));
+            }
+            let Some((mailbox, password, _)) = loaded.clone() else {
+                return Ok(());
             };
             if mailbox.status != MailboxStatus::Verified {
-                let mut conn = inner.deps.store.conn().await?;
+                let mut conn = inner.deps.store.relaxed_conn().await?;
                 store::messages::hold_mailbox(
                     &mut conn,
                     mailbox_id,
@@ -291,7 +304,7 @@ async fn lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) -> Result<()
             // an outcome over the new holder's.
             let token = format!("{}/{}", inner.owner, uuid::Uuid::new_v4().simple());
             let claimed = {
-                let mut conn = inner.deps.store.conn().await?;
+                let mut conn = inner.deps.store.relaxed_conn().await?;
                 store::messages::claim(&mut conn, mailbox_id, &token, now, now + inner.tuning.lease)
                     .await?
             };
@@ -383,7 +396,7 @@ async fn under_lease<F: std::future::Future>(
             out = &mut work => return out,
             _ = tokio::time::sleep(every) => {
                 let now = inner.clock.now();
-                if let Ok(mut conn) = inner.deps.store.conn().await {
+                if let Ok(mut conn) = inner.deps.store.relaxed_conn().await {
                     let renewed = async {
                         store::messages::extend_lease(&mut conn, &claim.message.id, &claim.token, now + inner.tuning.lease).await?;
                         store::throttle::renew_slot(&mut conn, mailbox_id, claim.slot, &inner.owner, millis(now) + lease_ms(&inner.tuning)).await
@@ -408,7 +421,7 @@ async fn deliver(
     let message = &claim.message;
     let store = &inner.deps.store;
     let body = {
-        let mut conn = store.conn().await?;
+        let mut conn = store.relaxed_conn().await?;
         store::messages::body(&mut conn, &message.id).await?
     };
     let prepared = match body {
@@ -463,9 +476,17 @@ async fn deliver(
         }
     }
     // The throttle last, right before the send it counts: a message that may not go yet goes
-    // back without counting an attempt, and the session waits with it.
-    let admission = {
-        let mut tx = store.begin().await?;
+    // back without counting an attempt, and the session waits with it. A mailbox without rate
+    // limits (a custom server) has only its connection slots and its back-off, which the
+    // dispatcher already honours.
+    let limits = mailbox.effective_limits();
+    let unlimited = limits.messages_per_minute.is_none()
+        && limits.messages_per_day.is_none()
+        && limits.recipients_per_day.is_none();
+    let admission = if unlimited {
+        (None, false)
+    } else {
+        let mut tx = store.relaxed_begin().await?;
         let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
         // The time is read once the row is ours: another instance may have just sent.
         let now = millis(inner.clock.now());
@@ -517,7 +538,7 @@ async fn deliver(
             let reply = parse_reply(&reply);
             finish(inner, claim, Outcome::Sent { reply: &reply }).await?;
             if backing_off {
-                let mut tx = store.begin().await?;
+                let mut tx = store.relaxed_begin().await?;
                 let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
                 if throttle::succeeded(&mut state) {
                     store::throttle::save(&mut tx, mailbox.id, &state).await?;
@@ -611,7 +632,7 @@ async fn failed(
                 },
             )
             .await?;
-            let mut conn = store.conn().await?;
+            let mut conn = store.relaxed_conn().await?;
             store::messages::hold_mailbox(
                 &mut conn,
                 mailbox.id,
@@ -632,7 +653,7 @@ async fn failed(
                 inner.tuning.backoff_base_ms
             };
             let until = {
-                let mut tx = store.begin().await?;
+                let mut tx = store.relaxed_begin().await?;
                 let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
                 let until =
                     throttle::back_off(&mut state, millis(now), base, rand::random::<f64>());
@@ -728,7 +749,7 @@ pub(crate) fn retry_delay(tuning: &Tuning, attempts: u32, jitter: f64) -> Durati
 }
 
 async fn finish(inner: &Inner, claim: &Claim, outcome: Outcome<'_>) -> StoreResult<bool> {
-    let mut conn = inner.deps.store.conn().await?;
+    let mut conn = inner.deps.store.relaxed_conn().await?;
     store::messages::finish(
         &mut conn,
         &claim.message.id,

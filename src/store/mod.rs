@@ -88,6 +88,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: AnyPool,
+    /// SQLite connections that commit without waiting for the disk (`synchronous=NORMAL`),
+    /// for the outbox workers' bookkeeping. A power cut can lose their last commits, which
+    /// only sends a message again (delivery is at-least-once); accepting mail never uses them.
+    relaxed: Option<AnyPool>,
     backend: Backend,
 }
 
@@ -126,8 +130,27 @@ impl Store {
                     .connect(&sqlite_url(path))
                     .await
                     .map_err(connect_err)?;
+                let relaxed = AnyPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            for pragma in [
+                                "PRAGMA journal_mode = WAL",
+                                "PRAGMA synchronous = NORMAL",
+                                "PRAGMA foreign_keys = ON",
+                                "PRAGMA busy_timeout = 10000",
+                            ] {
+                                sqlx::query(pragma).execute(&mut *conn).await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect_lazy(&sqlite_url(path))
+                    .map_err(connect_err)?;
                 Ok(Self {
                     pool,
+                    relaxed: Some(relaxed),
                     backend: Backend::Sqlite,
                 })
             }
@@ -150,6 +173,7 @@ impl Store {
                     .map_err(connect_err)?;
                 Ok(Self {
                     pool,
+                    relaxed: None,
                     backend: Backend::Postgres,
                 })
             }
@@ -188,6 +212,26 @@ impl Store {
         })
     }
 
+    /// A connection for the outbox workers' bookkeeping (see [`Store`]'s `relaxed`); on
+    /// PostgreSQL an ordinary one.
+    pub async fn relaxed_conn(&self) -> StoreResult<sqlx::pool::PoolConnection<Any>> {
+        Ok(self
+            .relaxed
+            .as_ref()
+            .unwrap_or(&self.pool)
+            .acquire()
+            .await?)
+    }
+
+    /// A write transaction on a [`Store::relaxed_conn`].
+    pub async fn relaxed_begin(&self) -> StoreResult<Transaction<'static, Any>> {
+        Ok(match (self.backend, &self.relaxed) {
+            (Backend::Sqlite, Some(relaxed)) => relaxed.begin_with("BEGIN IMMEDIATE").await?,
+            (Backend::Sqlite, None) => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            (Backend::Postgres, _) => self.pool.begin().await?,
+        })
+    }
+
     /// Whether the database answers.
     pub async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
@@ -195,6 +239,9 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(relaxed) = &self.relaxed {
+            relaxed.close().await;
+        }
         self.pool.close().await;
     }
 }
