@@ -412,6 +412,28 @@ fn draft(
     })
 }
 
+/// Why mail for a Not Verified mailbox is held, with the mailbox's own reason and action.
+fn not_verified_reason(m: &Mailbox) -> StatusReason {
+    StatusReason::new(
+        "mailbox_not_verified",
+        format!(
+            "The mailbox \"{}\" is Not Verified{}",
+            m.name,
+            m.status_reason
+                .as_ref()
+                .map(|r| format!(": {}", r.message))
+                .unwrap_or_else(|| ".".into())
+        ),
+        Some(format!(
+            "The mail is sent once the mailbox is verified. {}",
+            m.status_reason
+                .as_ref()
+                .and_then(|r| r.action.clone())
+                .unwrap_or_default()
+        )),
+    )
+}
+
 /// Chooses the mailbox: the one named, else the organization's default (or its only one). A
 /// Verified mailbox takes the message. While the organization has no Verified mailbox, its
 /// policy decides: `fallback` sends from the installation's default sender, `hold` keeps it.
@@ -423,6 +445,33 @@ async fn route(
     is_mime: bool,
 ) -> ServiceResult<Route> {
     let mut conn = store.conn().await?;
+    // MIME through a named mailbox (the relay, most raw submissions): never the default
+    // sender, so neither the organization's policy nor its other mailboxes matter.
+    if is_mime
+        && caller.allowed.is_none()
+        && let Some(name) = named.map(str::trim).filter(|n| !n.is_empty())
+    {
+        let mailbox = store::mailboxes::find(&mut conn, caller.org_id, name)
+            .await?
+            .ok_or_else(|| {
+                invalid(
+                    "mailbox",
+                    format!("the organization has no mailbox called or with the id `{name}`"),
+                )
+            })?;
+        let verified = mailbox.status == MailboxStatus::Verified;
+        return Ok(Route {
+            reason: (!verified).then(|| not_verified_reason(&mailbox)),
+            status: if verified {
+                MessageStatus::Queued
+            } else {
+                MessageStatus::Held
+            },
+            mailbox: Some(mailbox),
+            explicit: true,
+            via_default_sender: false,
+        });
+    }
     let org = store::orgs::get(&mut conn, caller.org_id)
         .await?
         .ok_or(ServiceError::NotFound("organization"))?;
@@ -518,24 +567,7 @@ async fn route(
         });
     }
     let reason = match &chosen {
-        Some(m) => StatusReason::new(
-            "mailbox_not_verified",
-            format!(
-                "The mailbox \"{}\" is Not Verified{}",
-                m.name,
-                m.status_reason
-                    .as_ref()
-                    .map(|r| format!(": {}", r.message))
-                    .unwrap_or_else(|| ".".into())
-            ),
-            Some(format!(
-                "The mail is sent once the mailbox is verified. {}",
-                m.status_reason
-                    .as_ref()
-                    .and_then(|r| r.action.clone())
-                    .unwrap_or_default()
-            )),
-        ),
+        Some(m) => not_verified_reason(m),
         None => StatusReason::new(
             "no_mailbox",
             "The organization has no mailbox to send from yet.",

@@ -42,7 +42,16 @@ pub struct RelayHandler {
     outbox_settings: OutboxSettings,
     outbox: Outbox,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    /// Credentials and their mailboxes as read in the last second, by username: a session
+    /// asks for them at MAIL FROM and again at DATA, for every message.
+    recent: Mutex<HashMap<String, Recent>>,
 }
+
+/// A credential, its mailboxes that still exist, and when they were read.
+type Recent = (RelayCredential, Vec<Mailbox>, Instant);
+
+/// How long a credential read from the store is used before it is read again.
+const CREDENTIAL_TTL: Duration = Duration::from_secs(1);
 
 fn temporary() -> Reply {
     Reply::new(451, "4.3.0", "Temporary local problem; try again later")
@@ -73,6 +82,7 @@ impl RelayHandler {
             outbox_settings,
             outbox,
             failures: Mutex::default(),
+            recent: Mutex::default(),
         }
     }
 
@@ -105,6 +115,15 @@ impl RelayHandler {
         let Some(auth) = &session.auth else {
             return Err(Reply::new(530, "5.7.0", "Authentication required"));
         };
+        if let Some((credential, mailboxes, at)) = self
+            .recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&auth.username)
+            && at.elapsed() < CREDENTIAL_TTL
+        {
+            return Ok((credential.clone(), mailboxes.clone()));
+        }
         let mut conn = self.store.conn().await.map_err(|_| temporary())?;
         let (credential, _) = store::relay::find_by_username(&mut conn, &auth.username)
             .await
@@ -126,6 +145,14 @@ impl RelayHandler {
                 "The mailboxes of this relay credential were deleted; ask the admin for a new credential",
             ));
         }
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() > 10_000 {
+            recent.retain(|_, (_, _, at)| at.elapsed() < CREDENTIAL_TTL);
+        }
+        recent.insert(
+            auth.username.clone(),
+            (credential.clone(), mailboxes.clone(), Instant::now()),
+        );
         Ok((credential, mailboxes))
     }
 }
