@@ -124,11 +124,21 @@ pub async fn release_owned(conn: &mut store::Conn, owner: &str) -> StoreResult<u
     Ok(done.rows_affected())
 }
 
+/// How often the dispatcher repairs what races can leave behind (see `messages::sweep`).
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn dispatch(inner: Arc<Inner>) {
     let mut stopping = inner.stopping.subscribe();
+    let mut swept: Option<std::time::Instant> = None;
     loop {
         if *stopping.borrow() {
             return;
+        }
+        if swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
+            swept = Some(std::time::Instant::now());
+            if let Err(e) = sweep(&inner).await {
+                tracing::warn!(error = %e, "the outbox could not repair its queue");
+            }
         }
         if let Err(e) = dispatch_once(&inner).await {
             tracing::warn!(error = %e, "the outbox could not look for due mail");
@@ -141,16 +151,20 @@ async fn dispatch(inner: Arc<Inner>) {
     }
 }
 
+async fn sweep(inner: &Inner) -> StoreResult<u64> {
+    let mut conn = inner.deps.store.relaxed_conn().await?;
+    let deleted = StatusReason::new(
+        "mailbox_deleted",
+        "The mailbox was deleted before this message was sent.",
+        Some("Send the message again through another mailbox.".into()),
+    );
+    store::messages::sweep(&mut conn, &deleted, inner.clock.now()).await
+}
+
 async fn dispatch_once(inner: &Arc<Inner>) -> StoreResult<()> {
     let now = inner.clock.now();
     let due = {
         let mut conn = inner.deps.store.relaxed_conn().await?;
-        let deleted = StatusReason::new(
-            "mailbox_deleted",
-            "The mailbox was deleted before this message was sent.",
-            Some("Send the message again through another mailbox.".into()),
-        );
-        store::messages::sweep(&mut conn, &deleted, now).await?;
         store::messages::due_mailboxes(&mut conn, now).await?
     };
     for (mailbox_id, count) in due {

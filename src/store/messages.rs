@@ -68,10 +68,6 @@ fn reason_json(reason: Option<&StatusReason>) -> Option<String> {
     reason.map(|r| serde_json::to_string(r).unwrap_or_default())
 }
 
-fn is_postgres(conn: &Conn) -> bool {
-    conn.backend_name().eq_ignore_ascii_case("postgresql")
-}
-
 /// How the body is kept: a validated request composed at send time, or MIME as given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyKind {
@@ -265,7 +261,7 @@ pub async fn claim(
     now: OffsetDateTime,
     lease_until: OffsetDateTime,
 ) -> StoreResult<Option<Message>> {
-    let lock = if is_postgres(conn) {
+    let lock = if super::is_postgres(conn) {
         " FOR UPDATE SKIP LOCKED"
     } else {
         ""

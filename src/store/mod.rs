@@ -290,6 +290,12 @@ pub(crate) fn parse_id<T: std::str::FromStr>(raw: &str) -> StoreResult<T> {
         .map_err(|_| StoreError::Corrupt(format!("`{raw}` is not a valid id")))
 }
 
+/// Whether a connection is to PostgreSQL (which needs `FOR UPDATE` where SQLite's single
+/// writer needs nothing).
+pub(crate) fn is_postgres(conn: &Conn) -> bool {
+    conn.backend_name().eq_ignore_ascii_case("postgresql")
+}
+
 /// Shorthand for the connection type the submodules take.
 pub type Conn = AnyConnection;
 

@@ -18,10 +18,6 @@ pub struct ThrottleState {
     pub backoff_level: u32,
 }
 
-fn is_postgres(conn: &Conn) -> bool {
-    conn.backend_name().eq_ignore_ascii_case("postgresql")
-}
-
 /// Reads a mailbox's state for update: call inside a write transaction. On PostgreSQL the row
 /// is locked until the transaction ends, so two instances decide one after the other.
 pub async fn load_for_update(conn: &mut Conn, mailbox_id: MailboxId) -> StoreResult<ThrottleState> {
@@ -31,7 +27,11 @@ pub async fn load_for_update(conn: &mut Conn, mailbox_id: MailboxId) -> StoreRes
     .bind(mailbox_id.to_string())
     .execute(&mut *conn)
     .await?;
-    let lock = if is_postgres(conn) { " FOR UPDATE" } else { "" };
+    let lock = if super::is_postgres(conn) {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT recent_sends, hourly, backoff_until, backoff_level FROM mailbox_throttle WHERE mailbox_id = $1{lock}"
     )))

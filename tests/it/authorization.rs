@@ -541,7 +541,7 @@ async fn an_expired_access_token_is_refreshed_once_for_fifty_concurrent_users() 
 
 /// Polls all the futures together on this task until each has finished, like
 /// `futures::future::join_all`, so that they genuinely wait on one another.
-async fn futures_join_all<F: std::future::Future>(
+pub(crate) async fn futures_join_all<F: std::future::Future>(
     futures: impl IntoIterator<Item = F>,
 ) -> Vec<F::Output> {
     let mut pending: Vec<Option<std::pin::Pin<Box<F>>>> =

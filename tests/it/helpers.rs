@@ -7,11 +7,12 @@ use std::path::Path;
 
 use herald::app::App;
 use herald::config::{Config, DatabaseUrl};
-use herald::domain::{Actor, OrgId, User};
+use herald::domain::{Actor, MailboxId, OrgId, User};
 use herald::services::{self, NewUserInput};
 use herald::store::Store;
 use herald::web::AppState;
 use secrecy::SecretString;
+use serde_json::{Value, json};
 use sqlx::Connection as _;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
@@ -473,4 +474,57 @@ pub async fn sandbox_consent(
 pub fn http_builder() -> reqwest::ClientBuilder {
     herald::tls::install_crypto_provider();
     reqwest::Client::builder()
+}
+
+/// A Microsoft 365 OAuth2 mailbox created over the API (not authorized).
+pub async fn mailbox(app: &TestApp, key: &str, name: &str, username: &str) -> MailboxId {
+    let created = app
+        .client()
+        .post(app.url("/api/v1/mailboxes"))
+        .bearer_auth(key)
+        .json(&json!({
+            "name": name,
+            "auth": "oauth2",
+            "provider": "microsoft",
+            "tenant": "contoso.com",
+            "username": username,
+            "client_id": "11111111-2222-3333-4444-555555555555",
+            "client_secret": "abc8Q~Very.Secret_Value-0123456789xyz",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let body: Value = created.json().await.unwrap();
+    body["id"].as_str().unwrap().parse().unwrap()
+}
+
+/// A page of the web UI: its status and HTML.
+pub async fn page(browser: &reqwest::Client, app: &TestApp, path: &str) -> (u16, String) {
+    let response = browser.get(app.url(path)).send().await.unwrap();
+    (
+        response.status().as_u16(),
+        response.text().await.unwrap_or_default(),
+    )
+}
+
+/// The organization Contoso with an admin, a member and two mailboxes, Support and Billing.
+pub struct Contoso {
+    pub org: OrgId,
+    pub support: MailboxId,
+    pub billing: MailboxId,
+}
+
+pub async fn contoso(app: &TestApp) -> Contoso {
+    let org = app.org("Contoso").await;
+    app.user(org, "admin@contoso.com", "admin").await;
+    app.user(org, "member@contoso.com", "member").await;
+    let key = app.key(org, "admin").await;
+    let support = mailbox(app, &key, "Support", "support@contoso.com").await;
+    let billing = mailbox(app, &key, "Billing", "billing@contoso.com").await;
+    Contoso {
+        org,
+        support,
+        billing,
+    }
 }

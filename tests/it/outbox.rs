@@ -413,10 +413,8 @@ async fn an_idempotency_key_returns_the_first_answer_refuses_another_body_and_de
     assert_eq!(body["errors"][0]["field"], "Idempotency-Key");
 
     // Twenty concurrent requests with one new key store one message.
-    let answers = futures_join(
-        (0..20)
-            .map(|_| post("order-2002", simple("carol@example.com", "Order 2002")))
-            .collect(),
+    let answers = crate::authorization::futures_join_all(
+        (0..20).map(|_| post("order-2002", simple("carol@example.com", "Order 2002"))),
     )
     .await;
     let mut ids = std::collections::BTreeSet::new();
@@ -444,18 +442,6 @@ async fn an_idempotency_key_returns_the_first_answer_refuses_another_body_and_de
         .count();
     assert_eq!(to_carol, 1);
     o.stop().await;
-}
-
-async fn futures_join<F: std::future::Future + Send + 'static>(futures: Vec<F>) -> Vec<F::Output>
-where
-    F::Output: Send + 'static,
-{
-    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for handle in handles {
-        out.push(handle.await.unwrap());
-    }
-    out
 }
 
 #[tokio::test]

@@ -127,20 +127,6 @@ async fn plain_session(addr: std::net::SocketAddr, lines: &[&str]) -> Vec<String
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     let mut replies = Vec::new();
-    let read_reply = async |reader: &mut BufReader<tokio::net::tcp::OwnedReadHalf>| {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).await.unwrap() == 0 {
-                break;
-            }
-            all.push_str(&line);
-            if line.as_bytes().get(3) == Some(&b' ') {
-                break;
-            }
-        }
-        all
-    };
     replies.push(read_reply(&mut reader).await);
     for line in lines {
         write

@@ -7,33 +7,10 @@ use herald::domain::{MailboxId, OrgId};
 use herald::store::messages::{self, BodyKind, NewMessage};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, problem, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, contoso, mailbox, page, problem, spawn_app, spawn_app_with};
 
 const LOG: &str = "/settings/system/outgoing-mail/messages";
 const OUTGOING: &str = "/settings/system/outgoing-mail";
-
-/// A Microsoft mailbox of the organization, created through the API (it stays Not Verified).
-async fn mailbox(app: &TestApp, key: &str, name: &str, username: &str) -> MailboxId {
-    let created = app
-        .client()
-        .post(app.url("/api/v1/mailboxes"))
-        .bearer_auth(key)
-        .json(&json!({
-            "name": name,
-            "auth": "oauth2",
-            "provider": "microsoft",
-            "tenant": "contoso.com",
-            "username": username,
-            "client_id": "11111111-2222-3333-4444-555555555555",
-            "client_secret": "abc8Q~Very.Secret_Value-0123456789xyz",
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let body: Value = created.json().await.unwrap();
-    body["id"].as_str().unwrap().parse().unwrap()
-}
 
 /// What a test message looks like after its last attempt.
 struct Seed<'a> {
@@ -122,14 +99,6 @@ impl<A, B, C> Unzip3<A, B, C> for Option<(A, B, C)> {
     }
 }
 
-async fn page(browser: &reqwest::Client, app: &TestApp, path: &str) -> (u16, String) {
-    let response = browser.get(app.url(path)).send().await.unwrap();
-    (
-        response.status().as_u16(),
-        response.text().await.unwrap_or_default(),
-    )
-}
-
 /// The rows of the log's table, one string of text per row.
 fn rows(html: &str) -> Vec<&str> {
     let Some(start) = html.find("<tbody>") else {
@@ -140,27 +109,6 @@ fn rows(html: &str) -> Vec<&str> {
         .split("<tr data-message=")
         .skip(1)
         .collect()
-}
-
-/// The organization Contoso with an admin, a member and two mailboxes.
-struct Contoso {
-    org: OrgId,
-    support: MailboxId,
-    billing: MailboxId,
-}
-
-async fn contoso(app: &TestApp) -> Contoso {
-    let org = app.org("Contoso").await;
-    app.user(org, "admin@contoso.com", "admin").await;
-    app.user(org, "member@contoso.com", "member").await;
-    let key = app.key(org, "admin").await;
-    let support = mailbox(app, &key, "Support", "support@contoso.com").await;
-    let billing = mailbox(app, &key, "Billing", "billing@contoso.com").await;
-    Contoso {
-        org,
-        support,
-        billing,
-    }
 }
 
 #[tokio::test]

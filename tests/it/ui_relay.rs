@@ -8,33 +8,10 @@ use herald::services::relay::{self, NewRelayCredential};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, problem, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, contoso, mailbox, page, problem, spawn_app, spawn_app_with};
 
 const RELAY: &str = "/settings/system/outgoing-mail/relay";
 const OUTGOING: &str = "/settings/system/outgoing-mail";
-
-/// A Microsoft mailbox of the organization, created through the API (it stays Not Verified).
-async fn mailbox(app: &TestApp, key: &str, name: &str, username: &str) -> MailboxId {
-    let created = app
-        .client()
-        .post(app.url("/api/v1/mailboxes"))
-        .bearer_auth(key)
-        .json(&json!({
-            "name": name,
-            "auth": "oauth2",
-            "provider": "microsoft",
-            "tenant": "contoso.com",
-            "username": username,
-            "client_id": "11111111-2222-3333-4444-555555555555",
-            "client_secret": "abc8Q~Very.Secret_Value-0123456789xyz",
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
-    let body: Value = created.json().await.unwrap();
-    body["id"].as_str().unwrap().parse().unwrap()
-}
 
 /// Issues a credential as the CLI would; answers it with its password.
 async fn credential(
@@ -63,14 +40,6 @@ async fn credential(
     (c, password.expose_secret().to_owned())
 }
 
-async fn page(browser: &reqwest::Client, app: &TestApp, path: &str) -> (u16, String) {
-    let response = browser.get(app.url(path)).send().await.unwrap();
-    (
-        response.status().as_u16(),
-        response.text().await.unwrap_or_default(),
-    )
-}
-
 /// The page's text with askama's escapes undone, so assertions read like what a user sees.
 fn words(html: &str) -> String {
     html.replace("&#39;", "'")
@@ -96,27 +65,6 @@ fn rows(html: &str) -> Vec<String> {
         .skip(1)
         .map(words)
         .collect()
-}
-
-/// Contoso with an admin, a member and two mailboxes, Support and Billing.
-struct Contoso {
-    org: OrgId,
-    support: MailboxId,
-    billing: MailboxId,
-}
-
-async fn contoso(app: &TestApp) -> Contoso {
-    let org = app.org("Contoso").await;
-    app.user(org, "admin@contoso.com", "admin").await;
-    app.user(org, "member@contoso.com", "member").await;
-    let key = app.key(org, "admin").await;
-    let support = mailbox(app, &key, "Support", "support@contoso.com").await;
-    let billing = mailbox(app, &key, "Billing", "billing@contoso.com").await;
-    Contoso {
-        org,
-        support,
-        billing,
-    }
 }
 
 #[tokio::test]
