@@ -248,65 +248,71 @@ pub async fn accept(
             )
         }
     };
-    let api_key_id = caller.api_key_id.map(|k| k.to_string());
     let mail_from = route
         .mailbox
         .as_ref()
         .map(|m| m.username.clone())
         .unwrap_or_default();
     let new = NewMessage {
-        id: &id,
+        id: id.clone(),
         org_id: caller.org_id,
         mailbox_id: route.mailbox.as_ref().map(|m| m.id),
         mailbox_explicit: route.explicit,
         via_default_sender: route.via_default_sender,
-        api_key_id: api_key_id.as_deref(),
+        api_key_id: caller.api_key_id.map(|k| k.to_string()),
         source: caller.source,
         status: route.status,
-        mail_from: &mail_from,
-        recipients: &recipients,
-        subject: &subject,
-        message_id_header: &message_id,
+        mail_from,
+        recipients,
+        subject,
+        message_id_header: message_id,
         body_kind: kind,
-        body: &body,
-        reason: route.reason.as_ref(),
+        body,
+        reason: route.reason.clone(),
         now,
     };
+    let Some(key) = &submission.idempotency_key else {
+        store::messages::insert_durably(store, new).await?;
+        return Ok(Accepted {
+            id,
+            status: route.status,
+            replayed: false,
+        });
+    };
+    // With a key, the message and its key are committed together.
+    let turn = store.write_permit().await;
     let mut tx = store.begin().await?;
     store::messages::insert(&mut tx, &new).await?;
-    if let Some(key) = &submission.idempotency_key {
-        let record = IdempotencyRecord {
-            request_digest: submission.request_digest.clone(),
-            message_id: id.clone(),
-            first_status: route.status,
-        };
-        let put = store::messages::idempotency_put(
-            &mut tx,
-            caller.org_id,
-            key,
-            &record,
-            now,
-            now + IDEMPOTENCY_TTL,
-        )
-        .await;
-        match put {
-            Ok(()) => {}
-            Err(StoreError::Conflict(_)) => {
-                // A concurrent request with the same key committed first (PostgreSQL makes
-                // this insert wait for it): answer as it was answered.
-                drop(tx);
-                return match replay(store, caller.org_id, key, &submission.request_digest, now)
-                    .await?
-                {
-                    Some(first) => Ok(first),
-                    None => Err(ServiceError::Conflict(FieldError::new(
-                        "Idempotency-Key",
-                        "a request with this key is still being processed: retry in a moment",
-                    ))),
-                };
-            }
-            Err(e) => return Err(e.into()),
+    let record = IdempotencyRecord {
+        request_digest: submission.request_digest.clone(),
+        message_id: id.clone(),
+        first_status: route.status,
+    };
+    let put = store::messages::idempotency_put(
+        &mut tx,
+        caller.org_id,
+        key,
+        &record,
+        now,
+        now + IDEMPOTENCY_TTL,
+    )
+    .await;
+    match put {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => {
+            // A concurrent request with the same key committed first (PostgreSQL makes
+            // this insert wait for it): answer as it was answered.
+            drop(tx);
+            drop(turn);
+            return match replay(store, caller.org_id, key, &submission.request_digest, now).await? {
+                Some(first) => Ok(first),
+                None => Err(ServiceError::Conflict(FieldError::new(
+                    "Idempotency-Key",
+                    "a request with this key is still being processed: retry in a moment",
+                ))),
+            };
         }
+        Err(e) => return Err(e.into()),
     }
     tx.commit().await.map_err(StoreError::from)?;
     Ok(Accepted {

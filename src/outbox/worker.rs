@@ -92,6 +92,7 @@ impl Outbox {
             while tasks.join_next().await.is_some() {}
         }
         let released = async {
+            let _turn = self.inner.deps.store.write_permit().await;
             let mut conn = self.inner.deps.store.relaxed_conn().await?;
             release_owned(&mut conn, &self.inner.owner).await
         }
@@ -127,13 +128,25 @@ pub async fn release_owned(conn: &mut store::Conn, owner: &str) -> StoreResult<u
 /// How often the dispatcher repairs what races can leave behind (see `messages::sweep`).
 const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Wakes closer together than this are answered by one look for due mail: a lane already
+/// sending for a mailbox takes its new mail without the dispatcher, which only adds lanes.
+const DISPATCH_COALESCE: std::time::Duration = std::time::Duration::from_millis(20);
+
 async fn dispatch(inner: Arc<Inner>) {
     let mut stopping = inner.stopping.subscribe();
     let mut swept: Option<std::time::Instant> = None;
+    let mut looked: Option<std::time::Instant> = None;
     loop {
         if *stopping.borrow() {
             return;
         }
+        if let Some(rest) = looked.and_then(|at| DISPATCH_COALESCE.checked_sub(at.elapsed())) {
+            tokio::select! {
+                _ = tokio::time::sleep(rest) => {}
+                _ = stopping.changed() => continue,
+            }
+        }
+        looked = Some(std::time::Instant::now());
         if swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
             swept = Some(std::time::Instant::now());
             if let Err(e) = sweep(&inner).await {
@@ -152,6 +165,7 @@ async fn dispatch(inner: Arc<Inner>) {
 }
 
 async fn sweep(inner: &Inner) -> StoreResult<u64> {
+    let _turn = inner.deps.store.write_permit().await;
     let mut conn = inner.deps.store.relaxed_conn().await?;
     let deleted = StatusReason::new(
         "mailbox_deleted",
@@ -184,6 +198,7 @@ async fn dispatch_once(inner: &Arc<Inner>) -> StoreResult<()> {
         let wanted = u32::try_from(count).unwrap_or(u32::MAX).min(max);
         for _ in running..wanted {
             let slot = {
+                let _turn = inner.deps.store.write_permit().await;
                 let mut tx = inner.deps.store.relaxed_begin().await?;
                 let slot = store::throttle::acquire_slot(
                     &mut tx,
@@ -225,6 +240,7 @@ fn lease_ms(tuning: &Tuning) -> i64 {
 }
 
 async fn end_lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) {
+    let _turn = inner.deps.store.write_permit().await;
     if let Ok(mut conn) = inner.deps.store.relaxed_conn().await
         && let Err(e) =
             store::throttle::release_slot(&mut conn, mailbox_id, slot, &inner.owner).await
@@ -264,6 +280,7 @@ async fn lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) -> Result<()
             }
             let now = inner.clock.now();
             if renewed.elapsed() > std::time::Duration::from_secs(30) {
+                let _turn = inner.deps.store.write_permit().await;
                 let mut conn = inner.deps.store.relaxed_conn().await?;
                 let kept = store::throttle::renew_slot(
                     &mut conn,
@@ -303,6 +320,7 @@ async fn lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) -> Result<()
                 return Ok(());
             };
             if mailbox.status != MailboxStatus::Verified {
+                let _turn = inner.deps.store.write_permit().await;
                 let mut conn = inner.deps.store.relaxed_conn().await?;
                 store::messages::hold_mailbox(
                     &mut conn,
@@ -318,11 +336,12 @@ async fn lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) -> Result<()
             // an outcome over the new holder's.
             let token = format!("{}/{}", inner.owner, uuid::Uuid::new_v4().simple());
             let claimed = {
+                let _turn = inner.deps.store.write_permit().await;
                 let mut conn = inner.deps.store.relaxed_conn().await?;
                 store::messages::claim(&mut conn, mailbox_id, &token, now, now + inner.tuning.lease)
                     .await?
             };
-            let Some(message) = claimed else {
+            let Some(store::messages::Claimed { message, body }) = claimed else {
                 if idle_since.elapsed() >= inner.tuning.linger {
                     return Ok(());
                 }
@@ -340,7 +359,7 @@ async fn lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) -> Result<()
                 token,
                 slot,
             };
-            match deliver(inner, &mailbox, password, &claim, &mut session).await? {
+            match deliver(inner, &mailbox, password, &claim, body, &mut session).await? {
                 Next::Continue => {}
                 Next::Stop => return Ok(()),
             }
@@ -410,6 +429,7 @@ async fn under_lease<F: std::future::Future>(
             out = &mut work => return out,
             _ = tokio::time::sleep(every) => {
                 let now = inner.clock.now();
+                let _turn = inner.deps.store.write_permit().await;
                 if let Ok(mut conn) = inner.deps.store.relaxed_conn().await {
                     let renewed = async {
                         store::messages::extend_lease(&mut conn, &claim.message.id, &claim.token, now + inner.tuning.lease).await?;
@@ -430,14 +450,11 @@ async fn deliver(
     mailbox: &Mailbox,
     password: Option<secrecy::SecretString>,
     claim: &Claim,
+    body: Option<(BodyKind, Vec<u8>)>,
     session: &mut Option<Session>,
 ) -> Result<Next, StoreError> {
     let message = &claim.message;
     let store = &inner.deps.store;
-    let body = {
-        let mut conn = store.relaxed_conn().await?;
-        store::messages::body(&mut conn, &message.id).await?
-    };
     let prepared = match body {
         None => Err("the message's body is gone".to_owned()),
         Some((BodyKind::Draft, body)) => serde_json::from_slice::<Draft>(&body)
@@ -500,6 +517,7 @@ async fn deliver(
     let admission = if unlimited {
         (None, false)
     } else {
+        let _turn = store.write_permit().await;
         let mut tx = store.relaxed_begin().await?;
         let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
         // The time is read once the row is ours: another instance may have just sent.
@@ -552,6 +570,7 @@ async fn deliver(
             let reply = parse_reply(&reply);
             finish(inner, claim, Outcome::Sent { reply: &reply }).await?;
             if backing_off {
+                let _turn = store.write_permit().await;
                 let mut tx = store.relaxed_begin().await?;
                 let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
                 if throttle::succeeded(&mut state) {
@@ -646,6 +665,7 @@ async fn failed(
                 },
             )
             .await?;
+            let _turn = store.write_permit().await;
             let mut conn = store.relaxed_conn().await?;
             store::messages::hold_mailbox(
                 &mut conn,
@@ -667,6 +687,7 @@ async fn failed(
                 inner.tuning.backoff_base_ms
             };
             let until = {
+                let _turn = store.write_permit().await;
                 let mut tx = store.relaxed_begin().await?;
                 let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
                 let until =
@@ -763,6 +784,7 @@ pub(crate) fn retry_delay(tuning: &Tuning, attempts: u32, jitter: f64) -> Durati
 }
 
 async fn finish(inner: &Inner, claim: &Claim, outcome: Outcome<'_>) -> StoreResult<bool> {
+    let _turn = inner.deps.store.write_permit().await;
     let mut conn = inner.deps.store.relaxed_conn().await?;
     store::messages::finish(
         &mut conn,

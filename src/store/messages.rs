@@ -10,8 +10,8 @@ use sqlx::any::AnyRow;
 use time::OffsetDateTime;
 
 use super::{
-    Conn, Page, StoreError, StoreResult, from_db_opt_time, from_db_time, into_page, parse_id,
-    to_db_time,
+    Backend, Conn, Page, Store, StoreError, StoreResult, from_db_opt_time, from_db_time, into_page,
+    parse_id, to_db_time,
 };
 use crate::domain::mailbox::StatusReason;
 use crate::domain::message::{Message, MessageSource, MessageStatus, SmtpReply};
@@ -85,53 +85,117 @@ impl BodyKind {
 }
 
 /// A message to insert.
-pub struct NewMessage<'a> {
-    pub id: &'a str,
+pub struct NewMessage {
+    pub id: String,
     pub org_id: OrgId,
     pub mailbox_id: Option<MailboxId>,
     pub mailbox_explicit: bool,
     pub via_default_sender: bool,
-    pub api_key_id: Option<&'a str>,
+    pub api_key_id: Option<String>,
     pub source: MessageSource,
     pub status: MessageStatus,
-    pub mail_from: &'a str,
-    pub recipients: &'a [String],
-    pub subject: &'a str,
-    pub message_id_header: &'a str,
+    pub mail_from: String,
+    pub recipients: Vec<String>,
+    pub subject: String,
+    pub message_id_header: String,
     pub body_kind: BodyKind,
-    pub body: &'a [u8],
-    pub reason: Option<&'a StatusReason>,
+    pub body: Vec<u8>,
+    pub reason: Option<StatusReason>,
     pub now: OffsetDateTime,
 }
 
-pub async fn insert(conn: &mut Conn, m: &NewMessage<'_>) -> StoreResult<()> {
+pub async fn insert(conn: &mut Conn, m: &NewMessage) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO messages (id, org_id, mailbox_id, mailbox_explicit, via_default_sender, api_key_id, source, status, \
          mail_from, recipients, recipient_count, subject, message_id_header, body_kind, body, size, attempts, \
          next_attempt_at, reason, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 0, $17, $18, $17, $17)",
     )
-    .bind(m.id)
+    .bind(m.id.as_str())
     .bind(m.org_id.to_string())
     .bind(m.mailbox_id.map(|id| id.to_string()))
     .bind(i64::from(m.mailbox_explicit))
     .bind(i64::from(m.via_default_sender))
-    .bind(m.api_key_id)
+    .bind(m.api_key_id.as_deref())
     .bind(m.source.as_str())
     .bind(m.status.as_str())
-    .bind(m.mail_from)
-    .bind(serde_json::to_string(m.recipients).unwrap_or_else(|_| "[]".into()))
+    .bind(m.mail_from.as_str())
+    .bind(serde_json::to_string(&m.recipients).unwrap_or_else(|_| "[]".into()))
     .bind(m.recipients.len() as i64)
-    .bind(m.subject)
-    .bind(m.message_id_header)
+    .bind(m.subject.as_str())
+    .bind(m.message_id_header.as_str())
     .bind(m.body_kind.as_str())
-    .bind(m.body.to_vec())
+    .bind(m.body.clone())
     .bind(m.body.len() as i64)
     .bind(to_db_time(m.now))
-    .bind(reason_json(m.reason))
+    .bind(reason_json(m.reason.as_ref()))
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// Inserts a message and returns once it is on disk.
+///
+/// On SQLite every commit waits for the disk, one at a time. Messages that arrive while a
+/// commit is on its way are inserted together and share the next one: twenty sessions
+/// sending at once cost one `fsync`, not twenty. (PostgreSQL groups concurrent commits
+/// itself.) The commit runs in a task of its own, so a caller that goes away cannot leave
+/// the others without an answer.
+pub async fn insert_durably(store: &Store, m: NewMessage) -> StoreResult<()> {
+    if store.backend() == Backend::Postgres {
+        let mut conn = store.conn().await?;
+        return insert(&mut conn, &m).await;
+    }
+    let (done, answer) = tokio::sync::oneshot::channel();
+    store.pending_inserts().push((m, done));
+    let turn = store.write_permit().await;
+    let batch = std::mem::take(&mut *store.pending_inserts());
+    if !batch.is_empty() {
+        let store = store.clone();
+        let _ = tokio::spawn(async move {
+            let _turn = turn;
+            commit_batch(&store, batch).await;
+        })
+        .await;
+    }
+    answer.await.unwrap_or_else(|_| {
+        Err(StoreError::Corrupt(
+            "the commit of a message stopped".into(),
+        ))
+    })
+}
+
+/// A message waiting for the next commit, and where to say how it went.
+pub(crate) type PendingInsert = (NewMessage, tokio::sync::oneshot::Sender<StoreResult<()>>);
+
+async fn commit_batch(store: &Store, batch: Vec<PendingInsert>) {
+    let together = batch.len() > 1;
+    if together {
+        let inserted = async {
+            let mut tx = store.begin().await?;
+            for (m, _) in &batch {
+                insert(&mut tx, m).await?;
+            }
+            tx.commit().await?;
+            StoreResult::Ok(())
+        }
+        .await;
+        if inserted.is_ok() {
+            for (_, done) in batch {
+                let _ = done.send(Ok(()));
+            }
+            return;
+        }
+    }
+    // One at a time (a batch that failed: each message then gets its own answer).
+    for (m, done) in batch {
+        let inserted = async {
+            let mut conn = store.conn().await?;
+            insert(&mut conn, &m).await
+        }
+        .await;
+        let _ = done.send(inserted);
+    }
 }
 
 /// A message of the organization.
@@ -167,7 +231,13 @@ pub async fn body(conn: &mut Conn, id: &str) -> StoreResult<Option<(BodyKind, Ve
         .bind(id)
         .fetch_optional(&mut *conn)
         .await?;
-    let Some(row) = row else { return Ok(None) };
+    row.as_ref()
+        .map(body_from_row)
+        .transpose()
+        .map(Option::flatten)
+}
+
+fn body_from_row(row: &AnyRow) -> StoreResult<Option<(BodyKind, Vec<u8>)>> {
     let kind = match row.try_get::<String, _>("body_kind")?.as_str() {
         "draft" => BodyKind::Draft,
         "mime" => BodyKind::Mime,
@@ -176,6 +246,12 @@ pub async fn body(conn: &mut Conn, id: &str) -> StoreResult<Option<(BodyKind, Ve
     Ok(row
         .try_get::<Option<Vec<u8>>, _>("body")?
         .map(|body| (kind, body)))
+}
+
+/// A claimed message and its body (`None` once purged).
+pub struct Claimed {
+    pub message: Message,
+    pub body: Option<(BodyKind, Vec<u8>)>,
 }
 
 /// What a message list is narrowed to.
@@ -253,25 +329,40 @@ pub async fn due_mailboxes(
         .collect()
 }
 
-/// Claims the mailbox's next due message for `owner` until `lease_until`, counting an attempt.
+/// Claims the mailbox's next due message for `owner` until `lease_until`, counting an attempt,
+/// and reads its body in the same statement.
 pub async fn claim(
     conn: &mut Conn,
     mailbox_id: MailboxId,
     owner: &str,
     now: OffsetDateTime,
     lease_until: OffsetDateTime,
-) -> StoreResult<Option<Message>> {
-    let lock = if super::is_postgres(conn) {
-        " FOR UPDATE SKIP LOCKED"
+) -> StoreResult<Option<Claimed>> {
+    // The next message is found through `messages_mailbox` (mailbox, status, time) without
+    // reading the mailbox's sent mail: a plain `OR` over both statuses made SQLite walk every
+    // message the mailbox ever had, on every claim.
+    let next = if super::is_postgres(conn) {
+        // PostgreSQL allows no `FOR UPDATE` beside a `UNION`; the status list keeps its
+        // index scan to the two statuses.
+        "SELECT id FROM messages WHERE mailbox_id = $4 AND status IN ('queued', 'sending') \
+           AND ((status = 'queued' AND next_attempt_at <= $3) OR (status = 'sending' AND lease_until < $3)) \
+         ORDER BY next_attempt_at, id LIMIT 1 FOR UPDATE SKIP LOCKED"
     } else {
-        ""
+        // Index order breaks ties in the order the mail came in.
+        "SELECT id FROM ( \
+           SELECT * FROM (SELECT id, next_attempt_at FROM messages \
+             WHERE mailbox_id = $4 AND status = 'queued' AND next_attempt_at <= $3 \
+             ORDER BY next_attempt_at LIMIT 1) \
+           UNION ALL \
+           SELECT * FROM (SELECT id, next_attempt_at FROM messages \
+             WHERE mailbox_id = $4 AND status = 'sending' AND lease_until < $3 \
+             ORDER BY next_attempt_at LIMIT 1)) \
+         ORDER BY next_attempt_at LIMIT 1"
     };
     let sql = format!(
         "UPDATE messages SET status = 'sending', lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
-         WHERE id = (SELECT id FROM messages WHERE mailbox_id = $4 \
-             AND ((status = 'queued' AND next_attempt_at <= $3) OR (status = 'sending' AND lease_until < $3)) \
-             ORDER BY next_attempt_at, id LIMIT 1{lock}) \
-         RETURNING {COLUMNS}"
+         WHERE id = ({next}) \
+         RETURNING {COLUMNS}, body_kind, body"
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(owner)
@@ -281,32 +372,12 @@ pub async fn claim(
         .fetch_optional(&mut *conn)
         .await?
         .as_ref()
-        .map(from_row)
-        .transpose()
-}
-
-/// Claims one message by id (the command line's `--wait` delivers its own message).
-pub async fn claim_one(
-    conn: &mut Conn,
-    id: &str,
-    owner: &str,
-    now: OffsetDateTime,
-    lease_until: OffsetDateTime,
-) -> StoreResult<Option<Message>> {
-    let sql = format!(
-        "UPDATE messages SET status = 'sending', lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
-         WHERE id = $4 AND ((status = 'queued' AND next_attempt_at <= $3) OR (status = 'sending' AND lease_until < $3)) \
-         RETURNING {COLUMNS}"
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(owner)
-        .bind(to_db_time(lease_until))
-        .bind(to_db_time(now))
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .as_ref()
-        .map(from_row)
+        .map(|row| {
+            Ok(Claimed {
+                message: from_row(row)?,
+                body: body_from_row(row)?,
+            })
+        })
         .transpose()
 }
 

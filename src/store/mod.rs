@@ -21,6 +21,7 @@ pub mod throttle;
 pub mod users;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -92,8 +93,28 @@ pub struct Store {
     /// for the outbox workers' bookkeeping. A power cut can lose their last commits, which
     /// only sends a message again (delivery is at-least-once); accepting mail never uses them.
     relaxed: Option<AnyPool>,
+    /// SQLite takes one writer at a time. The busy writers (accepting mail, the outbox's
+    /// claims and outcomes) queue for it here, in the order they came, instead of in SQLite's
+    /// busy handler, which sleeps a millisecond or more each time it finds the lock taken.
+    write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Accepted messages waiting to share the next commit (see `messages::insert_durably`).
+    pending_inserts: Arc<PendingInserts>,
     backend: Backend,
 }
+
+#[derive(Default)]
+struct PendingInserts(std::sync::Mutex<Vec<messages::PendingInsert>>);
+
+impl std::fmt::Debug for PendingInserts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the messages themselves.
+        f.write_str("PendingInserts")
+    }
+}
+
+/// A turn at writing (see [`Store::write_permit`]); the turn ends when it is dropped.
+#[must_use = "the turn ends when the permit is dropped"]
+pub struct WritePermit(#[allow(dead_code)] Option<tokio::sync::OwnedMutexGuard<()>>);
 
 impl Store {
     /// Connects, creating the SQLite file (and its directory) when needed. Does not migrate.
@@ -112,6 +133,9 @@ impl Store {
                     // SQLite runs one writer at a time; a few readers beside it are plenty.
                     .max_connections(8)
                     .acquire_timeout(Duration::from_secs(30))
+                    // A file cannot drop a connection the way a server can: a ping before
+                    // every use would cost a round trip to the connection's thread each time.
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             // WAL lets readers run beside the writer; FULL makes a commit
@@ -133,6 +157,7 @@ impl Store {
                 let relaxed = AnyPoolOptions::new()
                     .max_connections(4)
                     .acquire_timeout(Duration::from_secs(30))
+                    .test_before_acquire(false)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             for pragma in [
@@ -151,6 +176,8 @@ impl Store {
                 Ok(Self {
                     pool,
                     relaxed: Some(relaxed),
+                    write_gate: Some(Arc::default()),
+                    pending_inserts: Arc::default(),
                     backend: Backend::Sqlite,
                 })
             }
@@ -174,6 +201,8 @@ impl Store {
                 Ok(Self {
                     pool,
                     relaxed: None,
+                    write_gate: None,
+                    pending_inserts: Arc::default(),
                     backend: Backend::Postgres,
                 })
             }
@@ -230,6 +259,23 @@ impl Store {
             (Backend::Sqlite, None) => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             (Backend::Postgres, _) => self.pool.begin().await?,
         })
+    }
+
+    /// Waits for this process's turn to write, on SQLite; PostgreSQL writes side by side and
+    /// needs none. Hold it around one write (a statement or a transaction), never across
+    /// anything that waits on the network.
+    pub async fn write_permit(&self) -> WritePermit {
+        match &self.write_gate {
+            Some(gate) => WritePermit(Some(gate.clone().lock_owned().await)),
+            None => WritePermit(None),
+        }
+    }
+
+    fn pending_inserts(&self) -> std::sync::MutexGuard<'_, Vec<messages::PendingInsert>> {
+        self.pending_inserts
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Whether the database answers.

@@ -1025,7 +1025,7 @@ async fn an_outcome_from_a_claim_that_was_taken_over_is_ignored() {
     .await
     .unwrap()
     .expect("claimed");
-    assert_eq!(first.attempts, 1);
+    assert_eq!(first.message.attempts, 1);
     // Its lease runs out; another worker takes the message over.
     let later = now + time::Duration::seconds(5);
     let second = messages::claim(
@@ -1038,7 +1038,7 @@ async fn an_outcome_from_a_claim_that_was_taken_over_is_ignored() {
     .await
     .unwrap()
     .expect("taken over");
-    assert_eq!(second.attempts, 2);
+    assert_eq!(second.message.attempts, 2);
     let reply = herald::domain::message::SmtpReply {
         code: Some(451),
         enhanced: None,

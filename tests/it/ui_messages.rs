@@ -48,7 +48,7 @@ async fn seed(app: &TestApp, org: OrgId, s: Seed<'_>) -> String {
     messages::insert(
         &mut conn,
         &NewMessage {
-            id: &id,
+            id: id.clone(),
             org_id: org,
             mailbox_id: s.mailbox,
             mailbox_explicit: s.mailbox.is_some(),
@@ -56,13 +56,13 @@ async fn seed(app: &TestApp, org: OrgId, s: Seed<'_>) -> String {
             api_key_id: None,
             source: herald::domain::message::MessageSource::Api,
             status: s.status,
-            mail_from: "support@contoso.com",
-            recipients: &recipients,
-            subject: s.subject,
-            message_id_header: &format!("<{id}@herald.test>"),
+            mail_from: "support@contoso.com".into(),
+            recipients,
+            subject: s.subject.into(),
+            message_id_header: format!("<{id}@herald.test>"),
             body_kind: BodyKind::Mime,
-            body: b"Subject: test\r\n\r\nHello\r\n",
-            reason: s.reason.as_ref(),
+            body: b"Subject: test\r\n\r\nHello\r\n".to_vec(),
+            reason: s.reason.clone(),
             now: time::OffsetDateTime::now_utc(),
         },
     )
