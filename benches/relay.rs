@@ -385,7 +385,7 @@ async fn consent(auth_url: &str) -> String {
 async fn main() {
     herald::tls::install_crypto_provider();
     let one_session = env_usize("BENCH_MESSAGES", 2_000);
-    let per_message_sessions = env_usize("BENCH_SESSIONS", 500);
+    let per_message_sessions = env_usize("BENCH_SESSIONS", 200);
     let concurrent = 20;
     let idle = env_usize("BENCH_IDLE_SESSIONS", 1_000);
 

@@ -1115,3 +1115,72 @@ async fn admin_keys_cannot_be_limited_and_a_key_whose_mailboxes_are_gone_sends_n
     problem(refused, 403, "forbidden").await;
     o.stop().await;
 }
+
+#[tokio::test]
+async fn messages_that_share_a_commit_are_each_answered_and_one_bad_one_fails_alone() {
+    use herald::domain::message::{MessageSource, MessageStatus};
+    use herald::store::messages::{self, BodyKind, NewMessage};
+    let o = Outbox::start().await;
+    let store = o.app.store().clone();
+    let new = |id: &str| NewMessage {
+        id: id.to_owned(),
+        org_id: o.org,
+        mailbox_id: None,
+        mailbox_explicit: false,
+        via_default_sender: false,
+        api_key_id: None,
+        source: MessageSource::Api,
+        status: MessageStatus::Held,
+        mail_from: SUPPORT.into(),
+        recipients: vec!["someone@example.com".into()],
+        subject: format!("Grouped {id}"),
+        message_id_header: format!("<{id}@herald.test>"),
+        body_kind: BodyKind::Mime,
+        body: b"Subject: grouped\r\n\r\nHello\r\n".to_vec(),
+        reason: None,
+        now: time::OffsetDateTime::now_utc(),
+    };
+    let taken = uuid::Uuid::now_v7().to_string();
+    messages::insert_durably(&store, new(&taken)).await.unwrap();
+    // While another writer has the turn, twenty messages arrive, one of them reusing an id:
+    // on SQLite they then go to the disk together.
+    let turn = store.write_permit().await;
+    let ids: Vec<String> = (0..20)
+        .map(|i| {
+            if i == 7 {
+                taken.clone()
+            } else {
+                uuid::Uuid::now_v7().to_string()
+            }
+        })
+        .collect();
+    let inserts: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (store, message) = (store.clone(), new(id));
+            tokio::spawn(async move { messages::insert_durably(&store, message).await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    drop(turn);
+    let mut refused = 0;
+    for (i, insert) in inserts.into_iter().enumerate() {
+        match insert.await.unwrap() {
+            Ok(()) => assert_ne!(i, 7),
+            Err(_) => {
+                assert_eq!(i, 7, "only the message reusing an id fails");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, 1);
+    let stored: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE subject LIKE 'Grouped %'")
+            .fetch_one(o.app.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        stored, 20,
+        "the nineteen good ones and the first are all kept"
+    );
+}
