@@ -55,6 +55,9 @@ pub struct Switches {
     /// Answer this many token requests with `503 Service Unavailable` (an HTML page, as a
     /// front door does), then recover.
     pub token_outages: u32,
+    /// How long the token endpoint takes to answer, in milliseconds (Entra's takes a few
+    /// hundred): long enough for callers to overlap.
+    pub token_latency_ms: u64,
     /// Answer this many submissions (DATA) with `451 4.3.2 Temporary server error`, then
     /// recover: a transient fault on Microsoft's side.
     pub submission_outages: u32,
@@ -78,6 +81,7 @@ impl Default for Switches {
             mfa_required: false,
             google_style_auth_failure: false,
             token_outages: 0,
+            token_latency_ms: 0,
             submission_outages: 0,
             unknown_recipients: Vec::new(),
         }

@@ -618,6 +618,10 @@ async fn token(
     Form(form): Form<TokenForm>,
 ) -> Response {
     server.state.count_token_request();
+    let latency = server.state.switches().token_latency_ms;
+    if latency > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+    }
     if server.state.take_outage() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -568,6 +568,9 @@ pub async fn access_token(
 ) -> ServiceResult<Result<SecretString, TokenFailure>> {
     let lock = deps.locks.lock_for(id);
     let _guard = lock.lock().await;
+    // Other instances on the same database wait here too; whoever comes second reads the
+    // token the first one stored and asks the provider nothing.
+    let _instances = deps.store.lock_token_refresh(id).await?;
     let owner = id.to_string();
     let mut conn = deps.store.conn().await?;
     let mut mailbox = store::mailboxes::get(&mut conn, org_id, id)

@@ -360,7 +360,8 @@ pub async fn claim(
          ORDER BY next_attempt_at LIMIT 1"
     };
     let sql = format!(
-        "UPDATE messages SET status = 'sending', lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3 \
+        "UPDATE messages SET status = 'sending', lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3, \
+           attempted_by = $5 \
          WHERE id = ({next}) \
          RETURNING {COLUMNS}, body_kind, body"
     );
@@ -369,6 +370,8 @@ pub async fn claim(
         .bind(to_db_time(lease_until))
         .bind(to_db_time(now))
         .bind(mailbox_id.to_string())
+        // The claim's token is `instance/claim`.
+        .bind(owner.split('/').next().unwrap_or(owner))
         .fetch_optional(&mut *conn)
         .await?
         .as_ref()

@@ -99,6 +99,8 @@ pub struct Store {
     write_gate: Option<Arc<tokio::sync::Mutex<()>>>,
     /// Accepted messages waiting to share the next commit (see `messages::insert_durably`).
     pending_inserts: Arc<PendingInserts>,
+    /// How many token refreshes may hold a cross-instance lock at once (PostgreSQL).
+    refresh_slots: Arc<tokio::sync::Semaphore>,
     backend: Backend,
 }
 
@@ -111,6 +113,15 @@ impl std::fmt::Debug for PendingInserts {
         f.write_str("PendingInserts")
     }
 }
+
+/// The first half of the advisory-lock keys of token refreshes (`pg_advisory_xact_lock(int, int)`).
+const TOKEN_LOCK_SPACE: i32 = 0x4865_7261; // "Hera"
+
+/// Held while a token is refreshed (see [`Store::lock_token_refresh`]); released when dropped.
+pub struct TokenRefreshLock(
+    #[allow(dead_code)] Transaction<'static, sqlx::Any>,
+    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
+);
 
 /// A turn at writing (see [`Store::write_permit`]); the turn ends when it is dropped.
 #[must_use = "the turn ends when the permit is dropped"]
@@ -178,6 +189,7 @@ impl Store {
                     relaxed: Some(relaxed),
                     write_gate: Some(Arc::default()),
                     pending_inserts: Arc::default(),
+                    refresh_slots: Arc::new(tokio::sync::Semaphore::new(4)),
                     backend: Backend::Sqlite,
                 })
             }
@@ -203,6 +215,7 @@ impl Store {
                     relaxed: None,
                     write_gate: None,
                     pending_inserts: Arc::default(),
+                    refresh_slots: Arc::new(tokio::sync::Semaphore::new(4)),
                     backend: Backend::Postgres,
                 })
             }
@@ -276,6 +289,38 @@ impl Store {
             .0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Held while this process refreshes a mailbox's token, so that instances sharing a
+    /// PostgreSQL database refresh it one at a time: a transaction-scoped advisory lock, which
+    /// the database also releases if this process dies. On SQLite one process serves, and
+    /// the caller's in-process lock is enough: `None`.
+    pub async fn lock_token_refresh(
+        &self,
+        mailbox_id: crate::domain::MailboxId,
+    ) -> StoreResult<Option<TokenRefreshLock>> {
+        if self.backend != Backend::Postgres {
+            return Ok(None);
+        }
+        // The lock holds a connection while the refresh takes others: a few at a time, so
+        // that many refreshes together cannot take the whole pool and wait on each other.
+        let slot = self
+            .refresh_slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Corrupt("the refresh slots were closed".into()))?;
+        let mut tx = self.pool.begin().await?;
+        // The mailbox's id folded to 32 bits, in a key space of Herald's own. Two mailboxes
+        // that fold alike only refresh one after the other.
+        let v = mailbox_id.as_uuid().as_u128();
+        let key = (v ^ (v >> 32) ^ (v >> 64) ^ (v >> 96)) as u32 as i32;
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(TOKEN_LOCK_SPACE)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        Ok(Some(TokenRefreshLock(tx, slot)))
     }
 
     /// Whether the database answers.

@@ -26,8 +26,17 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 /// A database that exists for one test only.
 pub enum TestDb {
-    Sqlite { dir: TempDir },
-    Postgres { admin_url: String, name: String },
+    Sqlite {
+        dir: TempDir,
+    },
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
+    /// Another instance's database, which that instance owns and drops.
+    Shared {
+        url: String,
+    },
 }
 
 impl TestDb {
@@ -61,6 +70,7 @@ impl TestDb {
                 url.set_path(name);
                 url.to_string()
             }
+            Self::Shared { url } => url.clone(),
         }
     }
 
@@ -108,6 +118,7 @@ impl TestDb {
                 }
                 bytes
             }
+            Self::Shared { .. } => Vec::new(),
         }
     }
 }
@@ -239,11 +250,51 @@ async fn spawn(
     )>,
     clock: std::sync::Arc<dyn herald::outbox::Clock>,
 ) -> TestApp {
-    let db = TestDb::new().await;
+    spawn_on(TestDb::new().await, None, adjust, sandbox, clock).await
+}
+
+/// A second instance of `first`'s installation: the same database and data directory (its
+/// keys), its own HTTP port, outbox and caches, as another `herald serve` would have.
+pub async fn spawn_instance_of(
+    first: &TestApp,
+    sandbox: &herald::sandbox::RunningSandbox,
+    clock: std::sync::Arc<dyn herald::outbox::Clock>,
+) -> TestApp {
+    let preset = herald::services::mailboxes::SandboxPreset {
+        base_url: sandbox.oauth.base_url.clone(),
+        tenant: sandbox.oauth.tenant.clone(),
+        smtp_host: sandbox.smtp_addr.ip().to_string(),
+        smtp_port: sandbox.smtp_addr.port(),
+        ca_pem: sandbox.ca.ca_pem().to_owned(),
+    };
+    spawn_on(
+        TestDb::Shared {
+            url: first.db.url(),
+        },
+        Some(first._data_dir.path().to_owned()),
+        |env| {
+            env.insert("HERALD_DEV".into(), "true".into());
+        },
+        Some((preset, sandbox.state.clone())),
+        clock,
+    )
+    .await
+}
+
+async fn spawn_on(
+    db: TestDb,
+    shared_data_dir: Option<std::path::PathBuf>,
+    adjust: impl FnOnce(&mut BTreeMap<String, String>),
+    sandbox: Option<(
+        herald::services::mailboxes::SandboxPreset,
+        std::sync::Arc<herald::sandbox::SandboxState>,
+    )>,
+    clock: std::sync::Arc<dyn herald::outbox::Clock>,
+) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
     let addr = listener.local_addr().expect("local address");
-    let mut env = base_env(&db, data_dir.path());
+    let mut env = base_env(&db, shared_data_dir.as_deref().unwrap_or(data_dir.path()));
     env.insert("HERALD_PUBLIC_URL".into(), format!("http://{addr}"));
     adjust(&mut env);
     let config = Config::load(None, &env).expect("test configuration");

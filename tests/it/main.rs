@@ -7,6 +7,7 @@ mod authorization;
 mod cli;
 mod crash;
 mod helpers;
+mod instances;
 mod mailboxes;
 mod outbox;
 mod relay;
