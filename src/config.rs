@@ -60,6 +60,8 @@ pub struct OutboxSettings {
     pub retention: time::Duration,
     pub max_message_bytes: u64,
     pub shutdown_grace: std::time::Duration,
+    /// How often every OAuth2 mailbox's token is refreshed, idle or not.
+    pub keepalive: time::Duration,
 }
 
 impl Default for OutboxSettings {
@@ -70,6 +72,7 @@ impl Default for OutboxSettings {
             retention: time::Duration::days(30),
             max_message_bytes: 25 * 1024 * 1024,
             shutdown_grace: std::time::Duration::from_secs(20),
+            keepalive: time::Duration::days(7),
         }
     }
 }
@@ -136,6 +139,10 @@ pub struct FileConfig {
     /// `HERALD_MAX_MESSAGE_BYTES`: the largest message accepted, attachments included.
     /// Default 26214400 (25 MiB; Exchange Online accepts 35 MB after encoding).
     pub max_message_bytes: Option<u64>,
+    /// `HERALD_KEEPALIVE_DAYS`: how often every OAuth2 mailbox's token is refreshed and the
+    /// mailbox verified again, idle or not, so that its refresh token never expires unused
+    /// (Microsoft's do after 90 days). Default 7; at most 60.
+    pub keepalive_days: Option<u32>,
     /// `HERALD_SHUTDOWN_GRACE_SECS`: on SIGTERM, how long messages being sent may take to
     /// finish before they are released back to the queue. Default 20.
     pub shutdown_grace_secs: Option<u64>,
@@ -179,6 +186,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("HERALD_RETENTION_DAYS", "retention_days"),
     ("HERALD_MAX_MESSAGE_BYTES", "max_message_bytes"),
     ("HERALD_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
+    ("HERALD_KEEPALIVE_DAYS", "keepalive_days"),
     ("HERALD_RELAY_LISTEN", "relay_listen"),
     ("HERALD_RELAY_TLS_LISTEN", "relay_tls_listen"),
     ("HERALD_RELAY_CERT_FILE", "relay_cert_file"),
@@ -636,6 +644,15 @@ impl Config {
             )?
             .map(std::time::Duration::from_secs)
             .unwrap_or(defaults.shutdown_grace),
+            keepalive: number(
+                "HERALD_KEEPALIVE_DAYS (keepalive_days)",
+                env.get("HERALD_KEEPALIVE_DAYS"),
+                file.keepalive_days.map(u64::from),
+                1,
+                60,
+            )?
+            .map(|d| time::Duration::days(d as i64))
+            .unwrap_or(defaults.keepalive),
         };
 
         let relay_address = |setting: &'static str, raw: Option<String>| {

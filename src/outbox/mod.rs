@@ -5,6 +5,7 @@
 
 pub mod accept;
 pub mod compose;
+mod keepalive;
 pub mod throttle;
 mod worker;
 
@@ -118,6 +119,8 @@ pub struct Tuning {
     pub retry_max: time::Duration,
     /// The first back-off of a mailbox after a rate-limit reply, in milliseconds.
     pub backoff_base_ms: i64,
+    /// How often the keep-alive looks for mailboxes due.
+    pub keepalive_check: std::time::Duration,
 }
 
 impl Default for Tuning {
@@ -130,6 +133,7 @@ impl Default for Tuning {
             retry_base: time::Duration::seconds(30),
             retry_max: time::Duration::hours(1),
             backoff_base_ms: throttle::BACKOFF_BASE_MS,
+            keepalive_check: std::time::Duration::from_secs(600),
         }
     }
 }

@@ -32,16 +32,16 @@ fn from_millis(ms: i64) -> OffsetDateTime {
         .unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-struct Inner {
-    deps: OutboxDeps,
-    clock: Arc<dyn Clock>,
-    tuning: Tuning,
+pub(super) struct Inner {
+    pub(super) deps: OutboxDeps,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) tuning: Tuning,
     /// Names this process's claims and connection slots.
     owner: String,
     wake: Notify,
     lanes: Mutex<HashMap<MailboxId, u32>>,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
-    stopping: watch::Sender<bool>,
+    pub(super) stopping: watch::Sender<bool>,
 }
 
 /// The delivering side of the outbox; cheap to clone.
@@ -73,9 +73,17 @@ impl Outbox {
     }
 
     /// Starts the dispatcher.
+    /// Starts the dispatcher and the keep-alive.
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
         let inner = self.inner.clone();
-        tokio::spawn(async move { dispatch(inner).await })
+        tokio::spawn(async move {
+            tokio::join!(dispatch(inner.clone()), super::keepalive::run(inner));
+        })
+    }
+
+    /// One keep-alive pass now (the command line, tests); answers how many mailboxes it took.
+    pub async fn keep_alive_now(&self) -> StoreResult<usize> {
+        super::keepalive::pass(&self.inner).await
     }
 
     /// Stops claiming work and lets messages being sent finish within `grace`; what is still

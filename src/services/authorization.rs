@@ -645,6 +645,27 @@ pub async fn access_token(
     Ok(Err(TokenFailure::Transient(last)))
 }
 
+/// Refreshes the mailbox's token now, whether or not the current one is still fresh (the
+/// keep-alive: a refresh token unused for 90 days dies).
+pub async fn refresh_now(
+    deps: &Deps<'_>,
+    org_id: OrgId,
+    id: MailboxId,
+) -> ServiceResult<Result<SecretString, TokenFailure>> {
+    let current = {
+        let mut conn = deps.store.conn().await?;
+        keys::get_secret(
+            &mut conn,
+            deps.keys,
+            &id.to_string(),
+            secret_fields::ACCESS_TOKEN,
+        )
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
+    };
+    access_token(deps, org_id, id, current.as_ref()).await
+}
+
 /// How many times a refresh is tried through an outage.
 const REFRESH_TRIES: u32 = 3;
 

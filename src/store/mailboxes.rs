@@ -2,6 +2,7 @@
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
+use time::OffsetDateTime;
 
 use super::{
     Conn, Page, StoreError, StoreResult, from_db_opt_time, from_db_time, into_page, parse_id,
@@ -319,4 +320,62 @@ pub async fn all_of_org(conn: &mut Conn, org_id: OrgId) -> StoreResult<Vec<Mailb
         .iter()
         .map(from_row)
         .collect()
+}
+
+/// OAuth2 mailboxes that have been authorized and whose last keep-alive (or, before the
+/// first, their verification) is at or before `due_before`: their tokens need refreshing.
+pub async fn keepalive_due(
+    conn: &mut Conn,
+    due_before: OffsetDateTime,
+    limit: i64,
+) -> StoreResult<Vec<(OrgId, MailboxId)>> {
+    let rows = sqlx::query(
+        "SELECT org_id, id FROM mailboxes \
+         WHERE auth = 'oauth2' AND token_expires_at IS NOT NULL \
+           AND COALESCE(keepalive_at, verified_at, created_at) <= $1 \
+         ORDER BY COALESCE(keepalive_at, verified_at, created_at) LIMIT $2",
+    )
+    .bind(to_db_time(due_before))
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                parse_id(&row.try_get::<String, _>("org_id")?)?,
+                parse_id(&row.try_get::<String, _>("id")?)?,
+            ))
+        })
+        .collect()
+}
+
+/// Takes the mailbox's keep-alive for this instance: true unless another took it since it
+/// was found due. `next_after` is the time recorded, from which the next one is counted.
+pub async fn take_keepalive(
+    conn: &mut Conn,
+    id: MailboxId,
+    due_before: OffsetDateTime,
+    next_after: OffsetDateTime,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE mailboxes SET keepalive_at = $1 \
+         WHERE id = $2 AND COALESCE(keepalive_at, verified_at, created_at) <= $3",
+    )
+    .bind(to_db_time(next_after))
+    .bind(id.to_string())
+    .bind(to_db_time(due_before))
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Sets when the mailbox's next keep-alive is counted from (a failed one is tried again
+/// sooner).
+pub async fn set_keepalive(conn: &mut Conn, id: MailboxId, at: OffsetDateTime) -> StoreResult<()> {
+    sqlx::query("UPDATE mailboxes SET keepalive_at = $1 WHERE id = $2")
+        .bind(to_db_time(at))
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }

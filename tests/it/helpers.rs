@@ -238,6 +238,7 @@ pub fn test_tuning() -> herald::outbox::Tuning {
         retry_base: time::Duration::seconds(1),
         retry_max: time::Duration::seconds(2),
         backoff_base_ms: 1_000,
+        keepalive_check: std::time::Duration::from_millis(200),
         ..Default::default()
     }
 }

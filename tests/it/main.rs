@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod helpers;
 mod instances;
+mod keepalive;
 mod mailboxes;
 mod outbox;
 mod relay;

@@ -1,0 +1,105 @@
+//! Keeps OAuth2 mailboxes alive: a refresh token that goes unused dies (Microsoft's after 90
+//! days), and with it the mailbox, quietly, until someone signs in again. Every authorized
+//! OAuth2 mailbox has its token refreshed and is verified again once per keep-alive interval
+//! (`HERALD_KEEPALIVE_DAYS`, default 7), idle or not. Each mailbox's turn is taken by one
+//! instance; a refusal makes the mailbox Not Verified with the provider's reason.
+
+use std::sync::Arc;
+
+use super::worker::Inner;
+use crate::domain::{MailboxId, OrgId};
+use crate::services::authorization::{self, TokenFailure};
+use crate::store::{self, StoreResult};
+
+/// How many mailboxes one pass takes at most; the next pass takes the rest.
+const BATCH: i64 = 50;
+
+/// A keep-alive that failed for a passing reason is tried again after this long.
+const RETRY: time::Duration = time::Duration::hours(1);
+
+pub(super) async fn run(inner: Arc<Inner>) {
+    let mut stopping = inner.stopping.subscribe();
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        if let Err(e) = pass(&inner).await {
+            tracing::warn!(error = %e, "the keep-alive could not look for mailboxes");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(inner.tuning.keepalive_check) => {}
+            _ = stopping.changed() => {}
+        }
+    }
+}
+
+/// One look for mailboxes due, and their keep-alives. Answers how many were taken.
+pub(super) async fn pass(inner: &Inner) -> StoreResult<usize> {
+    let interval = inner.deps.config.outbox.keepalive;
+    let now = inner.clock.now();
+    let due = {
+        let mut conn = inner.deps.store.conn().await?;
+        store::mailboxes::keepalive_due(&mut conn, now - interval, BATCH).await?
+    };
+    let mut taken = 0;
+    for (org_id, id) in due {
+        if *inner.stopping.borrow() {
+            break;
+        }
+        let mine = {
+            let mut conn = inner.deps.store.conn().await?;
+            store::mailboxes::take_keepalive(&mut conn, id, now - interval, now).await?
+        };
+        if !mine {
+            continue;
+        }
+        taken += 1;
+        if !keep_alive(inner, org_id, id).await {
+            let mut conn = inner.deps.store.conn().await?;
+            store::mailboxes::set_keepalive(&mut conn, id, now - interval + RETRY).await?;
+        }
+    }
+    Ok(taken)
+}
+
+/// Refreshes the mailbox's token and verifies it. False when it should be tried again soon.
+async fn keep_alive(inner: &Inner, org_id: OrgId, id: MailboxId) -> bool {
+    let deps = inner.deps.deps();
+    match authorization::refresh_now(&deps, org_id, id).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(TokenFailure::Refused(reason))) => {
+            tracing::warn!(mailbox = %id, reason = %reason.message, "keep-alive: the provider refused the refresh");
+            let mailbox = {
+                let Ok(mut conn) = inner.deps.store.conn().await else {
+                    return false;
+                };
+                match store::mailboxes::get(&mut conn, org_id, id).await {
+                    Ok(Some(mailbox)) => mailbox,
+                    Ok(None) => return true,
+                    Err(_) => return false,
+                }
+            };
+            return authorization::mark_not_verified(&deps, &mailbox, reason)
+                .await
+                .is_ok();
+        }
+        Ok(Err(TokenFailure::Transient(why))) => {
+            tracing::warn!(mailbox = %id, error = %why, "keep-alive: the token endpoint is unavailable; trying again later");
+            return false;
+        }
+        Err(e) => {
+            tracing::warn!(mailbox = %id, error = %e, "keep-alive: the refresh failed");
+            return false;
+        }
+    }
+    match authorization::verify(&deps, org_id, id).await {
+        Ok(mailbox) => {
+            tracing::info!(mailbox = %id, status = ?mailbox.status, "keep-alive: token refreshed and mailbox verified");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(mailbox = %id, error = %e, "keep-alive: the verification failed");
+            false
+        }
+    }
+}
