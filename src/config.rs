@@ -114,6 +114,10 @@ pub struct FileConfig {
     /// `HERALD_TRUSTED_PROXIES`: addresses or CIDR ranges of reverse proxies whose
     /// `X-Forwarded-For` is believed (comma-separated in the environment). Default none.
     pub trusted_proxies: Option<Vec<String>>,
+    /// `HERALD_METRICS_TOKEN`: the bearer token a Prometheus server sends to scrape
+    /// `/metrics` (at least 16 characters). Default none: `/metrics` then answers only clients
+    /// on the same machine.
+    pub metrics_token: Option<String>,
     /// `HERALD_SANDBOX_LISTEN`: where the sandbox provider's web server listens when it runs
     /// (`herald demo`, tests). Default `127.0.0.1:8081`.
     pub sandbox_listen: Option<String>,
@@ -177,6 +181,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("HERALD_HTTP_CA_FILE", "http_ca_file"),
     ("HERALD_SMTP_CA_FILE", "smtp_ca_file"),
     ("HERALD_TRUSTED_PROXIES", "trusted_proxies"),
+    ("HERALD_METRICS_TOKEN", "metrics_token"),
     ("HERALD_SANDBOX_LISTEN", "sandbox_listen"),
     ("HERALD_SANDBOX_PUBLIC_URL", "sandbox_public_url"),
     ("HERALD_SANDBOX_SMTP_LISTEN", "sandbox_smtp_listen"),
@@ -323,6 +328,8 @@ pub struct Config {
     pub sandbox: SandboxSettings,
     pub outbox: OutboxSettings,
     pub relay: RelaySettings,
+    /// The bearer token `/metrics` asks for; without one it answers only loopback clients.
+    pub metrics_token: Option<secrecy::SecretString>,
 }
 
 /// Where the sandbox provider runs, when it runs.
@@ -741,6 +748,18 @@ impl Config {
             smtp_ca_file,
             trusted_proxies,
             sandbox,
+            metrics_token: match pick("HERALD_METRICS_TOKEN", file.metrics_token) {
+                Some(token) if token.trim().len() < 16 => {
+                    return Err(ConfigError::Invalid {
+                        setting: "HERALD_METRICS_TOKEN (metrics_token)",
+                        message:
+                            "use at least 16 characters (`herald keys generate` makes a good one)"
+                                .into(),
+                    });
+                }
+                Some(token) => Some(secrecy::SecretString::from(token.trim().to_owned())),
+                None => None,
+            },
         })
     }
 

@@ -22,6 +22,7 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod keys;
+pub mod metrics;
 pub mod net;
 pub mod oauth;
 pub mod outbox;

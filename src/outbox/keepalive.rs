@@ -54,7 +54,14 @@ pub(super) async fn pass(inner: &Inner) -> StoreResult<usize> {
             continue;
         }
         taken += 1;
-        if !keep_alive(inner, org_id, id).await {
+        let kept = keep_alive(inner, org_id, id).await;
+        crate::metrics::get()
+            .keepalives
+            .get_or_create(&crate::metrics::OutcomeLabel {
+                outcome: kept.label(),
+            })
+            .inc();
+        if kept == Kept::Retry {
             let mut conn = inner.deps.store.conn().await?;
             store::mailboxes::set_keepalive(&mut conn, id, now - interval + RETRY).await?;
         }
@@ -62,8 +69,28 @@ pub(super) async fn pass(inner: &Inner) -> StoreResult<usize> {
     Ok(taken)
 }
 
-/// Refreshes the mailbox's token and verifies it. False when it should be tried again soon.
-async fn keep_alive(inner: &Inner, org_id: OrgId, id: MailboxId) -> bool {
+/// How a keep-alive went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    Ok,
+    /// The provider refused: the mailbox is Not Verified now.
+    Refused,
+    /// Something passing: tried again soon.
+    Retry,
+}
+
+impl Kept {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Refused => "refused",
+            Self::Retry => "failed",
+        }
+    }
+}
+
+/// Refreshes the mailbox's token and verifies it.
+async fn keep_alive(inner: &Inner, org_id: OrgId, id: MailboxId) -> Kept {
     let deps = inner.deps.deps();
     match authorization::refresh_now(&deps, org_id, id).await {
         Ok(Ok(_)) => {}
@@ -71,35 +98,40 @@ async fn keep_alive(inner: &Inner, org_id: OrgId, id: MailboxId) -> bool {
             tracing::warn!(mailbox = %id, reason = %reason.message, "keep-alive: the provider refused the refresh");
             let mailbox = {
                 let Ok(mut conn) = inner.deps.store.conn().await else {
-                    return false;
+                    return Kept::Retry;
                 };
                 match store::mailboxes::get(&mut conn, org_id, id).await {
                     Ok(Some(mailbox)) => mailbox,
-                    Ok(None) => return true,
-                    Err(_) => return false,
+                    Ok(None) => return Kept::Ok,
+                    Err(_) => return Kept::Retry,
                 }
             };
-            return authorization::mark_not_verified(&deps, &mailbox, reason)
-                .await
-                .is_ok();
+            return match authorization::mark_not_verified(&deps, &mailbox, reason).await {
+                Ok(_) => Kept::Refused,
+                Err(_) => Kept::Retry,
+            };
         }
         Ok(Err(TokenFailure::Transient(why))) => {
             tracing::warn!(mailbox = %id, error = %why, "keep-alive: the token endpoint is unavailable; trying again later");
-            return false;
+            return Kept::Retry;
         }
         Err(e) => {
             tracing::warn!(mailbox = %id, error = %e, "keep-alive: the refresh failed");
-            return false;
+            return Kept::Retry;
         }
     }
     match authorization::verify(&deps, org_id, id).await {
         Ok(mailbox) => {
             tracing::info!(mailbox = %id, status = ?mailbox.status, "keep-alive: token refreshed and mailbox verified");
-            true
+            if mailbox.status == crate::domain::mailbox::MailboxStatus::Verified {
+                Kept::Ok
+            } else {
+                Kept::Refused
+            }
         }
         Err(e) => {
             tracing::warn!(mailbox = %id, error = %e, "keep-alive: the verification failed");
-            false
+            Kept::Retry
         }
     }
 }

@@ -551,6 +551,9 @@ async fn deliver(
     };
     let (admission, backing_off) = admission;
     if let Some((until, wait)) = admission {
+        let metrics = crate::metrics::get();
+        metrics.throttle_waits.inc();
+        metrics.throttle_wait_seconds.inc_by(wait as f64 / 1000.0);
         finish(
             inner,
             claim,
@@ -792,6 +795,7 @@ pub(crate) fn retry_delay(tuning: &Tuning, attempts: u32, jitter: f64) -> Durati
 }
 
 async fn finish(inner: &Inner, claim: &Claim, outcome: Outcome<'_>) -> StoreResult<bool> {
+    record(inner, claim, &outcome);
     let _turn = inner.deps.store.write_permit().await;
     let mut conn = inner.deps.store.relaxed_conn().await?;
     store::messages::finish(
@@ -802,6 +806,27 @@ async fn finish(inner: &Inner, claim: &Claim, outcome: Outcome<'_>) -> StoreResu
         inner.clock.now(),
     )
     .await
+}
+
+/// Counts an attempt's outcome in the metrics.
+fn record(inner: &Inner, claim: &Claim, outcome: &Outcome<'_>) {
+    let metrics = crate::metrics::get();
+    let code = |reply: Option<&SmtpReply>| reply.and_then(|r| r.code);
+    match outcome {
+        Outcome::Sent { reply } => {
+            metrics.send("sent", None, code(Some(reply)));
+            let latency = inner.clock.now() - claim.message.created_at;
+            metrics
+                .delivery_latency
+                .observe(latency.as_seconds_f64().max(0.0));
+        }
+        Outcome::Retry { reply, .. } => metrics.send("retry", None, code(*reply)),
+        Outcome::Release { .. } => metrics.send("released", None, None),
+        Outcome::Failed { reply, reason } => {
+            metrics.send("failed", Some(&reason.code), code(*reply))
+        }
+        Outcome::Held { reply, reason } => metrics.send("held", Some(&reason.code), code(*reply)),
+    }
 }
 
 #[cfg(test)]

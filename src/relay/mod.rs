@@ -94,6 +94,7 @@ impl RelayHandler {
     }
 
     fn failed(&self, ip: IpAddr) {
+        crate::metrics::get().relay_auth_failures.inc();
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         if failures.len() > 100_000 {
             failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
@@ -172,6 +173,25 @@ fn not_permitted(from: &str) -> Reply {
 }
 
 impl SmtpHandler for RelayHandler {
+    async fn on_connect(&self, _peer: std::net::SocketAddr) -> Result<(), Reply> {
+        crate::metrics::get().relay_sessions_open.inc();
+        Ok(())
+    }
+
+    fn on_disconnect(&self, session: &SessionInfo) {
+        let metrics = crate::metrics::get();
+        metrics.relay_sessions_open.dec();
+        let outcome = if session.auth.is_some() {
+            "authenticated"
+        } else {
+            "anonymous"
+        };
+        metrics
+            .relay_sessions
+            .get_or_create(&crate::metrics::OutcomeLabel { outcome })
+            .inc();
+    }
+
     async fn authenticate(
         &self,
         session: &SessionInfo,
@@ -274,6 +294,7 @@ impl SmtpHandler for RelayHandler {
         .await;
         match accepted {
             Ok(accepted) => {
+                crate::metrics::get().relay_messages.inc();
                 if accepted.status == MessageStatus::Queued {
                     self.outbox.wake();
                 }

@@ -624,12 +624,14 @@ pub async fn access_token(
             .await
         {
             Ok(response) => {
+                crate::metrics::get().token_refresh("ok");
                 store_tokens(deps, &mut mailbox, &response).await?;
                 return Ok(Ok(SecretString::from(
                     response.access_token().secret().clone(),
                 )));
             }
             Err(RequestTokenError::ServerResponse(error)) if !is_transient_error(&error) => {
+                crate::metrics::get().token_refresh("refused");
                 return Ok(Err(TokenFailure::Refused(errors::reason_for(
                     &error,
                     &mailbox,
@@ -642,6 +644,7 @@ pub async fn access_token(
             }
         }
     }
+    crate::metrics::get().token_refresh("unavailable");
     Ok(Err(TokenFailure::Transient(last)))
 }
 

@@ -657,6 +657,23 @@ pub async fn counts(conn: &mut Conn, org_id: OrgId) -> StoreResult<Vec<(MessageS
         .collect()
 }
 
+/// Counts of every organization's messages by status (the metrics' queue depth).
+pub async fn counts_all(conn: &mut Conn) -> StoreResult<Vec<(MessageStatus, i64)>> {
+    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM messages GROUP BY status")
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<String, _>("status")?
+                    .parse()
+                    .map_err(|e| corrupt("status", e))?,
+                row.try_get::<i64, _>("n")?,
+            ))
+        })
+        .collect()
+}
+
 /// A stored idempotency key.
 pub struct IdempotencyRecord {
     pub request_digest: String,

@@ -1,16 +1,78 @@
-//! Liveness and readiness probes.
+//! Liveness and readiness probes, and the metrics.
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use secrecy::ExposeSecret;
 
 use super::AppState;
+use super::auth::ClientAddr;
+use crate::domain::message::MessageStatus;
 
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+/// The metrics, in Prometheus' text format (OpenMetrics). With `HERALD_METRICS_TOKEN` set
+/// they need it as a bearer token; without, they are served to loopback clients only.
+async fn metrics(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    headers: HeaderMap,
+) -> Response {
+    let allowed = match &state.config.metrics_token {
+        Some(token) => headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|given| {
+                crate::crypto::constant_time_eq(given.trim(), token.expose_secret())
+            }),
+        None => client.is_loopback(),
+    };
+    if !allowed {
+        let why = if state.config.metrics_token.is_some() {
+            "/metrics needs the bearer token set in HERALD_METRICS_TOKEN\n"
+        } else {
+            "/metrics answers this machine only: set HERALD_METRICS_TOKEN to scrape it from elsewhere\n"
+        };
+        return (StatusCode::FORBIDDEN, why).into_response();
+    }
+    let metrics = crate::metrics::get();
+    match state.store.conn().await {
+        Ok(mut conn) => match crate::store::messages::counts_all(&mut conn).await {
+            Ok(counts) => {
+                for &status in MessageStatus::ALL {
+                    let n = counts
+                        .iter()
+                        .find(|(s, _)| *s == status)
+                        .map_or(0, |(_, n)| *n);
+                    metrics
+                        .queue
+                        .get_or_create(&crate::metrics::StatusLabel {
+                            status: status.as_str().to_owned(),
+                        })
+                        .set(n);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "metrics: could not count the queue"),
+        },
+        Err(e) => tracing::warn!(error = %e, "metrics: could not count the queue"),
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.encode(),
+    )
+        .into_response()
 }
 
 /// The process is up.

@@ -10,6 +10,7 @@ mod helpers;
 mod instances;
 mod keepalive;
 mod mailboxes;
+mod metrics;
 mod outbox;
 mod relay;
 mod sandbox_oauth;
