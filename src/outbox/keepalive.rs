@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::worker::Inner;
 use crate::domain::{MailboxId, OrgId};
+use crate::services::alerts;
 use crate::services::authorization::{self, TokenFailure};
 use crate::store::{self, StoreResult};
 
@@ -28,6 +29,32 @@ pub(super) async fn run(inner: Arc<Inner>) {
         }
         tokio::select! {
             _ = tokio::time::sleep(inner.tuning.keepalive_check) => {}
+            _ = stopping.changed() => {}
+        }
+    }
+}
+
+/// Raises the client-secret alerts and delivers alerts to webhooks.
+pub(super) async fn alerts_loop(inner: Arc<Inner>) {
+    let mut stopping = inner.stopping.subscribe();
+    let mut scanned: Option<std::time::Instant> = None;
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        let now = inner.clock.now();
+        if scanned.is_none_or(|at| at.elapsed() >= inner.tuning.secret_check) {
+            scanned = Some(std::time::Instant::now());
+            if let Err(e) = alerts::check_secret_expiry(&inner.deps.store, now).await {
+                tracing::warn!(error = %e, "could not check client secrets' expiry dates");
+            }
+        }
+        let deps = &inner.deps;
+        if let Err(e) = alerts::deliver_due(&deps.store, &deps.keys, &deps.http, now).await {
+            tracing::warn!(error = %e, "could not deliver alerts");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(inner.tuning.alert_poll) => {}
             _ = stopping.changed() => {}
         }
     }
@@ -61,30 +88,37 @@ pub(super) async fn pass(inner: &Inner) -> StoreResult<usize> {
                 outcome: kept.label(),
             })
             .inc();
-        if kept == Kept::Retry {
-            let mut conn = inner.deps.store.conn().await?;
-            store::mailboxes::set_keepalive(&mut conn, id, now - interval + RETRY).await?;
+        let mut conn = inner.deps.store.conn().await?;
+        match kept {
+            Kept::Retry(why) => {
+                store::mailboxes::set_keepalive(&mut conn, id, now - interval + RETRY).await?;
+                if let Some(mailbox) = store::mailboxes::get(&mut conn, org_id, id).await? {
+                    alerts::keepalive_failed(&mut conn, &mailbox, &why, now).await?;
+                }
+            }
+            Kept::Ok => alerts::keepalive_ok(&mut conn, id, now).await?,
+            Kept::Refused => {}
         }
     }
     Ok(taken)
 }
 
 /// How a keep-alive went.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum Kept {
     Ok,
     /// The provider refused: the mailbox is Not Verified now.
     Refused,
-    /// Something passing: tried again soon.
-    Retry,
+    /// Something passing, said here: tried again soon.
+    Retry(String),
 }
 
 impl Kept {
-    fn label(self) -> &'static str {
+    fn label(&self) -> &'static str {
         match self {
             Self::Ok => "ok",
             Self::Refused => "refused",
-            Self::Retry => "failed",
+            Self::Retry(_) => "failed",
         }
     }
 }
@@ -98,26 +132,26 @@ async fn keep_alive(inner: &Inner, org_id: OrgId, id: MailboxId) -> Kept {
             tracing::warn!(mailbox = %id, reason = %reason.message, "keep-alive: the provider refused the refresh");
             let mailbox = {
                 let Ok(mut conn) = inner.deps.store.conn().await else {
-                    return Kept::Retry;
+                    return Kept::Retry("the database did not answer".into());
                 };
                 match store::mailboxes::get(&mut conn, org_id, id).await {
                     Ok(Some(mailbox)) => mailbox,
                     Ok(None) => return Kept::Ok,
-                    Err(_) => return Kept::Retry,
+                    Err(e) => return Kept::Retry(e.to_string()),
                 }
             };
             return match authorization::mark_not_verified(&deps, &mailbox, reason).await {
                 Ok(_) => Kept::Refused,
-                Err(_) => Kept::Retry,
+                Err(e) => Kept::Retry(e.to_string()),
             };
         }
         Ok(Err(TokenFailure::Transient(why))) => {
             tracing::warn!(mailbox = %id, error = %why, "keep-alive: the token endpoint is unavailable; trying again later");
-            return Kept::Retry;
+            return Kept::Retry(format!("the token endpoint did not answer ({why})"));
         }
         Err(e) => {
             tracing::warn!(mailbox = %id, error = %e, "keep-alive: the refresh failed");
-            return Kept::Retry;
+            return Kept::Retry(e.to_string());
         }
     }
     match authorization::verify(&deps, org_id, id).await {
@@ -131,7 +165,7 @@ async fn keep_alive(inner: &Inner, org_id: OrgId, id: MailboxId) -> Kept {
         }
         Err(e) => {
             tracing::warn!(mailbox = %id, error = %e, "keep-alive: the verification failed");
-            Kept::Retry
+            Kept::Retry(e.to_string())
         }
     }
 }

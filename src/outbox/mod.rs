@@ -121,6 +121,10 @@ pub struct Tuning {
     pub backoff_base_ms: i64,
     /// How often the keep-alive looks for mailboxes due.
     pub keepalive_check: std::time::Duration,
+    /// How often alerts due to webhooks are looked for.
+    pub alert_poll: std::time::Duration,
+    /// How often client secrets' expiry dates are checked for alerts.
+    pub secret_check: std::time::Duration,
 }
 
 impl Default for Tuning {
@@ -134,6 +138,8 @@ impl Default for Tuning {
             retry_max: time::Duration::hours(1),
             backoff_base_ms: throttle::BACKOFF_BASE_MS,
             keepalive_check: std::time::Duration::from_secs(600),
+            alert_poll: std::time::Duration::from_secs(2),
+            secret_check: std::time::Duration::from_secs(600),
         }
     }
 }

@@ -77,7 +77,11 @@ impl Outbox {
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
         let inner = self.inner.clone();
         tokio::spawn(async move {
-            tokio::join!(dispatch(inner.clone()), super::keepalive::run(inner));
+            tokio::join!(
+                dispatch(inner.clone()),
+                super::keepalive::run(inner.clone()),
+                super::keepalive::alerts_loop(inner)
+            );
         })
     }
 
@@ -796,6 +800,11 @@ pub(crate) fn retry_delay(tuning: &Tuning, attempts: u32, jitter: f64) -> Durati
 
 async fn finish(inner: &Inner, claim: &Claim, outcome: Outcome<'_>) -> StoreResult<bool> {
     record(inner, claim, &outcome);
+    if let Outcome::Failed { reason, .. } = &outcome
+        && let Err(e) = alert_failed(inner, claim, reason).await
+    {
+        tracing::warn!(error = %e, "could not raise the alert for a failed message");
+    }
     let _turn = inner.deps.store.write_permit().await;
     let mut conn = inner.deps.store.relaxed_conn().await?;
     store::messages::finish(
@@ -803,6 +812,25 @@ async fn finish(inner: &Inner, claim: &Claim, outcome: Outcome<'_>) -> StoreResu
         &claim.message.id,
         &claim.token,
         outcome,
+        inner.clock.now(),
+    )
+    .await
+}
+
+/// Tells the organization's admins that a message failed for good.
+async fn alert_failed(inner: &Inner, claim: &Claim, reason: &StatusReason) -> StoreResult<()> {
+    let message = &claim.message;
+    let mut conn = inner.deps.store.conn().await?;
+    let mailbox = match message.mailbox_id {
+        Some(id) => store::mailboxes::get_any(&mut conn, id).await?,
+        None => None,
+    };
+    crate::services::alerts::message_failed(
+        &mut conn,
+        message.org_id,
+        mailbox.as_ref().map(|m| (m.id, m.name.as_str())),
+        &message.id,
+        reason,
         inner.clock.now(),
     )
     .await

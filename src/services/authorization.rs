@@ -232,6 +232,7 @@ async fn set_status(
             tracing::info!(mailbox = %mailbox.id, released, "held mail released");
         }
     }
+    crate::services::alerts::mailbox_status(&mut tx, mailbox, &updated, now).await?;
     if status != mailbox.status || updated.status_reason != mailbox.status_reason {
         store::audit::record(
             &mut tx,

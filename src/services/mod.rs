@@ -2,6 +2,7 @@
 //! makes its change and records the audit event in one transaction, so no caller can forget
 //! either half.
 
+pub mod alerts;
 pub mod authorization;
 pub mod mailboxes;
 pub mod relay;

@@ -379,3 +379,15 @@ pub async fn set_keepalive(conn: &mut Conn, id: MailboxId, at: OffsetDateTime) -
         .await?;
     Ok(())
 }
+
+/// Every mailbox with a recorded client-secret expiry date (the expiry alerts).
+pub async fn with_secret_expiry(conn: &mut Conn) -> StoreResult<Vec<Mailbox>> {
+    sqlx::query(select_mailboxes!(
+        "WHERE client_secret_expires_at IS NOT NULL ORDER BY id"
+    ))
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
+}

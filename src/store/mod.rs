@@ -6,6 +6,7 @@
 //! and exposes functions over `&mut AnyConnection`, so callers compose them inside one
 //! transaction (a change and its audit event commit together).
 
+pub mod alerts;
 pub mod api_keys;
 pub mod attempts;
 pub mod audit;

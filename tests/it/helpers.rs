@@ -239,6 +239,8 @@ pub fn test_tuning() -> herald::outbox::Tuning {
         retry_max: time::Duration::seconds(2),
         backoff_base_ms: 1_000,
         keepalive_check: std::time::Duration::from_millis(200),
+        alert_poll: std::time::Duration::from_millis(100),
+        secret_check: std::time::Duration::from_millis(200),
         ..Default::default()
     }
 }

@@ -2,6 +2,7 @@
 //! over real HTTP on a random port with a database of its own: SQLite by default, PostgreSQL
 //! when `TEST_POSTGRES_URL` is set (the README's test command runs the suite both ways).
 
+mod alerts;
 mod api;
 mod authorization;
 mod cli;

@@ -1,6 +1,7 @@
 //! The JSON API under `/api/v1`. Routes are registered through `utoipa-axum`, so a route
 //! cannot be added without joining the OpenAPI document served at `/api/v1/openapi.json`.
 
+mod alerts;
 mod api_keys;
 mod audit;
 mod mailboxes;
@@ -42,6 +43,7 @@ use super::error::{ApiError, Problem};
         (name = "messages", description = "Mail handed to Herald, and what became of it"),
         (name = "organization", description = "The organization's sending settings"),
         (name = "relay", description = "Credentials of the SMTP relay for devices that only speak SMTP"),
+        (name = "alerts", description = "What the organization's admins must hear about, and the webhook it goes to"),
     )
 )]
 struct ApiDoc;
@@ -99,6 +101,13 @@ pub fn router(max_message_bytes: u64) -> Router<AppState> {
         .routes(routes!(
             organization::get_organization,
             organization::update_organization
+        ))
+        .routes(routes!(alerts::list_alerts))
+        .routes(routes!(alerts::dismiss_alert))
+        .routes(routes!(
+            alerts::get_alert_webhook,
+            alerts::set_alert_webhook,
+            alerts::delete_alert_webhook
         ))
         .routes(routes!(
             relay::list_relay_credentials,

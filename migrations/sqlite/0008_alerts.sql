@@ -1,0 +1,29 @@
+-- Alerts: what an organization's admins must hear about (a mailbox turning Not Verified, a
+-- client secret expiring, a message failing, a keep-alive failing). One row per occurrence,
+-- unique by its key so that repeats are suppressed; shown as a banner until resolved or
+-- dismissed, and delivered to the organization's webhook.
+CREATE TABLE alerts (
+    id                  TEXT PRIMARY KEY,
+    org_id              TEXT NOT NULL REFERENCES organizations(id) ON DELETE CASCADE,
+    kind                TEXT NOT NULL,
+    dedup_key           TEXT NOT NULL,
+    mailbox_id          TEXT,
+    message_id          TEXT,
+    title               TEXT NOT NULL,
+    detail              TEXT NOT NULL,
+    action              TEXT,
+    created_at          BIGINT NOT NULL,
+    resolved_at         BIGINT,
+    dismissed_at        BIGINT,
+    -- none (no webhook when raised), pending, delivered or failed (gave up).
+    webhook_status      TEXT NOT NULL DEFAULT 'none',
+    webhook_attempts    BIGINT NOT NULL DEFAULT 0,
+    webhook_next_at     BIGINT,
+    webhook_last_error  TEXT,
+    UNIQUE (org_id, dedup_key)
+);
+CREATE INDEX alerts_webhook_due ON alerts(webhook_status, webhook_next_at);
+CREATE INDEX alerts_open ON alerts(org_id, resolved_at, dismissed_at);
+
+-- Where the organization's alerts are POSTed (its signing secret is sealed with the others).
+ALTER TABLE organizations ADD COLUMN alert_webhook_url TEXT;

@@ -1,0 +1,437 @@
+//! Alerts: what an organization's admins must hear about, raised once, shown as a banner and
+//! POSTed to the organization's webhook, signed.
+//!
+//! Triggers: a mailbox turning Not Verified (once per reason, until it is verified again); a
+//! client secret expiring within 30, 7 or 1 days, or expired (once per step and date); messages
+//! failing permanently (once per mailbox, reason and hour); a keep-alive failing (once, until
+//! one succeeds).
+//!
+//! A webhook request carries `Herald-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
+//! "<t>.<body>")>`. A receiver recomputes it over the raw body, compares in constant time, and
+//! rejects a `t` more than 5 minutes from its clock, so a captured request cannot be replayed
+//! later.
+
+use std::time::Duration as StdDuration;
+
+use hmac::{KeyInit, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use time::{Date, OffsetDateTime};
+
+use super::{ServiceError, ServiceResult};
+use crate::domain::mailbox::{Mailbox, StatusReason};
+use crate::domain::{FieldError, MailboxId, OrgId};
+use crate::keys;
+use crate::oauth::http::{HttpError, TokenHttp};
+use crate::secrets::KeyRing;
+use crate::store::alerts::{self as stored, Alert, NewAlert};
+use crate::store::{self, Conn, Store, StoreResult};
+
+/// The sealed field holding an organization's webhook secret.
+pub const WEBHOOK_SECRET_FIELD: &str = "alert_webhook_secret";
+
+/// The header a webhook request is signed in.
+pub const SIGNATURE_HEADER: &str = "Herald-Signature";
+
+/// Kinds of alert.
+pub mod kind {
+    pub const MAILBOX_NOT_VERIFIED: &str = "mailbox_not_verified";
+    pub const SECRET_EXPIRING: &str = "client_secret_expiring";
+    pub const SECRET_EXPIRED: &str = "client_secret_expired";
+    pub const MESSAGE_FAILED: &str = "message_failed";
+    pub const KEEPALIVE_FAILED: &str = "keepalive_failed";
+}
+
+/// `t=<t>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+pub fn signature(secret: &str, t: i64, body: &[u8]) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .expect("HMAC takes a key of any length");
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let digest = mac.finalize().into_bytes();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("t={t},v1={hex}")
+}
+
+/// A mailbox's status changed (inside the transaction that changes it).
+pub async fn mailbox_status(
+    conn: &mut Conn,
+    before: &Mailbox,
+    after: &Mailbox,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    use crate::domain::mailbox::MailboxStatus;
+    match (&after.status, &after.status_reason) {
+        (MailboxStatus::NotVerified, Some(reason))
+            if before.status != MailboxStatus::NotVerified
+                || before.status_reason.as_ref().map(|r| &r.code) != Some(&reason.code) =>
+        {
+            stored::raise(
+                conn,
+                &NewAlert {
+                    org_id: after.org_id,
+                    kind: kind::MAILBOX_NOT_VERIFIED,
+                    dedup_key: format!(
+                        "{}:{}:{}",
+                        kind::MAILBOX_NOT_VERIFIED,
+                        after.id,
+                        reason.code
+                    ),
+                    mailbox_id: Some(after.id),
+                    message_id: None,
+                    title: format!("The mailbox \"{}\" is Not Verified", after.name),
+                    detail: reason.message.clone(),
+                    action: reason.action.clone(),
+                },
+                now,
+            )
+            .await?;
+        }
+        (MailboxStatus::Verified, _) => {
+            stored::resolve(
+                conn,
+                after.id,
+                &[kind::MAILBOX_NOT_VERIFIED, kind::KEEPALIVE_FAILED],
+                now,
+            )
+            .await?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// A message failed for good. Repeats for the same mailbox and reason within the hour are one
+/// alert.
+pub async fn message_failed(
+    conn: &mut Conn,
+    org_id: OrgId,
+    mailbox: Option<(MailboxId, &str)>,
+    message_id: &str,
+    reason: &StatusReason,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    let hour = now.unix_timestamp().div_euclid(3600);
+    let (mailbox_id, name) = mailbox.map_or((None, "no mailbox"), |(id, n)| (Some(id), n));
+    stored::raise(
+        conn,
+        &NewAlert {
+            org_id,
+            kind: kind::MESSAGE_FAILED,
+            dedup_key: format!(
+                "{}:{}:{}:{hour}",
+                kind::MESSAGE_FAILED,
+                mailbox_id.map(|m| m.to_string()).unwrap_or_default(),
+                reason.code
+            ),
+            mailbox_id,
+            message_id: Some(message_id),
+            title: format!("Mail through \"{name}\" failed"),
+            detail: format!(
+                "{} (message {message_id}; further failures for the same reason this hour are not alerted again)",
+                reason.message
+            ),
+            action: reason.action.clone(),
+        },
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// A keep-alive could not refresh or verify the mailbox.
+pub async fn keepalive_failed(
+    conn: &mut Conn,
+    mailbox: &Mailbox,
+    why: &str,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    stored::raise(
+        conn,
+        &NewAlert {
+            org_id: mailbox.org_id,
+            kind: kind::KEEPALIVE_FAILED,
+            dedup_key: format!("{}:{}", kind::KEEPALIVE_FAILED, mailbox.id),
+            mailbox_id: Some(mailbox.id),
+            message_id: None,
+            title: format!("The keep-alive of \"{}\" failed", mailbox.name),
+            detail: format!(
+                "Herald could not refresh the mailbox's token to keep it from expiring unused: {why}. It tries again every hour."
+            ),
+            action: Some(
+                "If this persists for days, click Verify on the mailbox; if it turns Not Verified, click Authorize and sign in again.".into(),
+            ),
+        },
+        now,
+    )
+    .await?;
+    Ok(())
+}
+
+/// A keep-alive succeeded.
+pub async fn keepalive_ok(
+    conn: &mut Conn,
+    mailbox_id: MailboxId,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    stored::resolve(conn, mailbox_id, &[kind::KEEPALIVE_FAILED], now).await?;
+    Ok(())
+}
+
+/// Which warning a client secret's expiry date calls for today: days left at 30, 7 and 1, or
+/// expired.
+fn expiry_step(expires: Date, today: Date) -> Option<(i64, &'static str)> {
+    let left = (expires - today).whole_days();
+    match left {
+        i64::MIN..=0 => Some((0, kind::SECRET_EXPIRED)),
+        1 => Some((1, kind::SECRET_EXPIRING)),
+        2..=7 => Some((7, kind::SECRET_EXPIRING)),
+        8..=30 => Some((30, kind::SECRET_EXPIRING)),
+        _ => None,
+    }
+}
+
+/// Raises the client-secret alerts due today. Answers how many were new.
+pub async fn check_secret_expiry(store: &Store, now: OffsetDateTime) -> StoreResult<usize> {
+    let mut conn = store.conn().await?;
+    let mut raised = 0;
+    for mailbox in store::mailboxes::with_secret_expiry(&mut conn).await? {
+        let Some(expires) = mailbox.client_secret_expires_at else {
+            continue;
+        };
+        let Some((step, kind)) = expiry_step(expires, now.date()) else {
+            continue;
+        };
+        let left = (expires - now.date()).whole_days();
+        let title = if kind == kind::SECRET_EXPIRED {
+            format!("The client secret of \"{}\" has expired", mailbox.name)
+        } else {
+            format!(
+                "The client secret of \"{}\" expires in {left} day{}",
+                mailbox.name,
+                if left == 1 { "" } else { "s" }
+            )
+        };
+        let new = stored::raise(
+            &mut conn,
+            &NewAlert {
+                org_id: mailbox.org_id,
+                kind,
+                dedup_key: format!("client_secret:{}:{expires}:{step}", mailbox.id),
+                mailbox_id: Some(mailbox.id),
+                message_id: None,
+                title,
+                detail: format!("The expiry date recorded for its client secret is {expires}. The mailbox stops sending when the secret expires (AADSTS7000222)."),
+                action: Some("In the Azure portal, open the app registration › Certificates & secrets › New client secret; paste its Value into the mailbox's Client Secret and record the new expiry date.".into()),
+            },
+            now,
+        )
+        .await?;
+        raised += usize::from(new);
+    }
+    Ok(raised)
+}
+
+/// Sets the organization's webhook and answers its new signing secret (shown once).
+pub async fn set_webhook(
+    store: &Store,
+    keys: &KeyRing,
+    hosts: crate::net::HostPolicy,
+    dev: bool,
+    org_id: OrgId,
+    raw_url: &str,
+) -> ServiceResult<(String, SecretString)> {
+    let url = url::Url::parse(raw_url.trim())
+        .map_err(|_| invalid(format!("`{raw_url}` is not a URL")))?;
+    let host = url
+        .host_str()
+        .map(str::to_owned)
+        .ok_or_else(|| invalid("has no host".into()))?;
+    let loopback = crate::net::reach_of(&host) == crate::net::Reach::Loopback;
+    match url.scheme() {
+        "https" => {}
+        "http" if dev && loopback => {}
+        _ => {
+            return Err(invalid(
+                "must start with https:// (http:// only on loopback in development mode)".into(),
+            ));
+        }
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+        return Err(invalid("must not carry a fragment or credentials".into()));
+    }
+    hosts.check_host(&host).map_err(invalid)?;
+    let secret = SecretString::from(format!("hwh_{}", crate::crypto::random_token()));
+    let now = OffsetDateTime::now_utc();
+    let mut tx = store.begin().await?;
+    stored::set_webhook_url(&mut tx, org_id, Some(url.as_str())).await?;
+    keys::put_secret(
+        &mut tx,
+        keys,
+        &org_id.to_string(),
+        WEBHOOK_SECRET_FIELD,
+        &secret,
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(store::StoreError::from)?;
+    Ok((url.to_string(), secret))
+}
+
+fn invalid(message: String) -> ServiceError {
+    ServiceError::Invalid(vec![FieldError::new("url", message)])
+}
+
+/// What a webhook receives.
+#[derive(Serialize)]
+struct Payload<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    organization_id: String,
+    mailbox_id: Option<String>,
+    message_id: Option<&'a str>,
+    title: &'a str,
+    detail: &'a str,
+    action: Option<&'a str>,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+}
+
+/// The body a webhook receives for the alert.
+pub fn payload(alert: &Alert) -> Vec<u8> {
+    serde_json::to_vec(&Payload {
+        id: &alert.id,
+        kind: &alert.kind,
+        organization_id: alert.org_id.to_string(),
+        mailbox_id: alert.mailbox_id.map(|m| m.to_string()),
+        message_id: alert.message_id.as_deref(),
+        title: &alert.title,
+        detail: &alert.detail,
+        action: alert.action.as_deref(),
+        created_at: alert.created_at,
+    })
+    .unwrap_or_default()
+}
+
+/// Deliveries are tried this many times, further and further apart, then given up.
+const WEBHOOK_TRIES: i64 = 8;
+
+fn retry_after(attempts: i64) -> time::Duration {
+    // 10 s, 40 s, 2.7 min, 11 min, 43 min, 2.8 h, 11 h.
+    time::Duration::seconds(10 * 4i64.pow(attempts.clamp(1, 7) as u32 - 1))
+}
+
+/// Sends the alerts whose webhook delivery is due. Answers how many were delivered.
+pub async fn deliver_due(
+    store: &Store,
+    keys: &KeyRing,
+    http: &TokenHttp,
+    now: OffsetDateTime,
+) -> StoreResult<usize> {
+    let due = {
+        let mut conn = store.conn().await?;
+        stored::webhooks_due(&mut conn, now, 50).await?
+    };
+    let mut delivered = 0;
+    for alert in due {
+        let (url, secret) = {
+            let mut conn = store.conn().await?;
+            if !stored::take_webhook(&mut conn, &alert.id, now, now + time::Duration::minutes(1))
+                .await?
+            {
+                continue;
+            }
+            let url = stored::webhook_url(&mut conn, alert.org_id).await?;
+            let secret = keys::get_secret(
+                &mut conn,
+                keys,
+                &alert.org_id.to_string(),
+                WEBHOOK_SECRET_FIELD,
+            )
+            .await
+            .map_err(|e| store::StoreError::Corrupt(e.to_string()))?;
+            (url, secret)
+        };
+        let attempts = alert.webhook_attempts + 1;
+        let outcome = match (url, secret) {
+            (Some(url), Some(secret)) => post(http, &url, &secret, &alert).await,
+            _ => Err("the organization has no webhook any more".to_owned()),
+        };
+        let mut conn = store.conn().await?;
+        match outcome {
+            Ok(()) => {
+                stored::webhook_outcome(&mut conn, &alert.id, Ok(())).await?;
+                delivered += 1;
+            }
+            Err(why) => {
+                tracing::warn!(alert = %alert.id, attempts, error = %why, "an alert's webhook delivery failed");
+                let retry = (attempts < WEBHOOK_TRIES).then(|| now + retry_after(attempts));
+                stored::webhook_outcome(&mut conn, &alert.id, Err((&why, retry))).await?;
+            }
+        }
+    }
+    Ok(delivered)
+}
+
+async fn post(
+    http: &TokenHttp,
+    url: &str,
+    secret: &SecretString,
+    alert: &Alert,
+) -> Result<(), String> {
+    let body = payload(alert);
+    let t = OffsetDateTime::now_utc().unix_timestamp();
+    use axum::http;
+    let request = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(url)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(
+            http::header::USER_AGENT,
+            concat!("Herald/", env!("CARGO_PKG_VERSION")),
+        )
+        .header(
+            SIGNATURE_HEADER,
+            signature(secret.expose_secret(), t, &body),
+        )
+        .body(body)
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(StdDuration::from_secs(20), http.execute(request)).await {
+        Err(_) => Err("the webhook did not answer within 20 seconds".into()),
+        Ok(Err(HttpError::Transport(e))) => Err(e.replace("the token endpoint", "the webhook")),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(response)) if response.status().is_success() => Ok(()),
+        Ok(Ok(response)) => Err(format!("the webhook answered {}", response.status())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_steps_are_30_7_1_days_and_expired() {
+        let today = time::macros::date!(2026 - 11 - 29);
+        let step = |days: i64| expiry_step(today + time::Duration::days(days), today).map(|s| s.0);
+        assert_eq!(step(31), None);
+        assert_eq!(step(30), Some(30));
+        assert_eq!(step(8), Some(30));
+        assert_eq!(step(7), Some(7));
+        assert_eq!(step(2), Some(7));
+        assert_eq!(step(1), Some(1));
+        assert_eq!(step(0), Some(0));
+        assert_eq!(step(-5), Some(0));
+    }
+
+    #[test]
+    fn the_signature_is_hmac_sha256_of_the_time_a_dot_and_the_body() {
+        // RFC 4231 test case 2's key and a known body, computed independently.
+        let sig = signature("Jefe", 1_700_000_000, b"{}");
+        assert!(sig.starts_with("t=1700000000,v1="));
+        assert_eq!(sig.len(), "t=1700000000,v1=".len() + 64);
+        assert_ne!(sig, signature("Jefe", 1_700_000_001, b"{}"));
+        assert_ne!(sig, signature("jefe", 1_700_000_000, b"{}"));
+    }
+}

@@ -1,0 +1,230 @@
+//! `/api/v1/alerts` (what the organization's admins must hear about) and
+//! `/api/v1/organization/alert-webhook` (where alerts are POSTed, signed).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::domain::NewAuditEvent;
+use crate::services::alerts;
+use crate::store::alerts::Alert;
+use crate::store::{self, StoreError};
+use crate::web::AppState;
+use crate::web::auth::Principal;
+use crate::web::error::{ApiError, Problem};
+use crate::web::extract::{ApiJson, ApiQuery};
+
+/// An alert.
+#[derive(Serialize, ToSchema)]
+pub struct AlertOut {
+    pub id: String,
+    /// `mailbox_not_verified`, `client_secret_expiring`, `client_secret_expired`,
+    /// `message_failed` or `keepalive_failed`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub detail: String,
+    /// What to do about it.
+    pub action: Option<String>,
+    pub mailbox_id: Option<String>,
+    pub message_id: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    /// When the cause went away (the mailbox was verified again, say).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub resolved_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub dismissed_at: Option<OffsetDateTime>,
+    /// The webhook delivery: `none` (no webhook when raised), `pending`, `delivered` or
+    /// `failed` (given up after 8 tries).
+    pub webhook: String,
+    pub webhook_error: Option<String>,
+}
+
+impl From<Alert> for AlertOut {
+    fn from(a: Alert) -> Self {
+        Self {
+            id: a.id,
+            kind: a.kind,
+            title: a.title,
+            detail: a.detail,
+            action: a.action,
+            mailbox_id: a.mailbox_id.map(|m| m.to_string()),
+            message_id: a.message_id,
+            created_at: a.created_at,
+            resolved_at: a.resolved_at,
+            dismissed_at: a.dismissed_at,
+            webhook: a.webhook_status,
+            webhook_error: a.webhook_last_error,
+        }
+    }
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AlertParams {
+    /// `true`: the last 100, resolved and dismissed ones included. Default: the open ones.
+    pub all: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AlertList {
+    pub alerts: Vec<AlertOut>,
+}
+
+/// The organization's alerts: by default the open ones, which the UI shows as a banner.
+#[utoipa::path(get, path = "/api/v1/alerts", tag = "alerts", params(AlertParams),
+    responses((status = 200, body = AlertList), (status = 403, body = Problem)))]
+pub async fn list_alerts(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiQuery(params): ApiQuery<AlertParams>,
+) -> Result<Json<AlertList>, ApiError> {
+    principal.require_reader()?;
+    let mut conn = state.store.conn().await?;
+    let alerts = if params.all.unwrap_or(false) {
+        store::alerts::recent(&mut conn, principal.org_id, 100).await?
+    } else {
+        store::alerts::open(&mut conn, principal.org_id).await?
+    };
+    Ok(Json(AlertList {
+        alerts: alerts.into_iter().map(AlertOut::from).collect(),
+    }))
+}
+
+/// Hides an alert from the banner. Admins only.
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/dismiss", tag = "alerts",
+    responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
+pub async fn dismiss_alert(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    principal.require_admin()?;
+    let mut conn = state.store.conn().await?;
+    if store::alerts::dismiss(&mut conn, principal.org_id, &id, OffsetDateTime::now_utc()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("alert"))
+    }
+}
+
+/// Where alerts go.
+#[derive(Serialize, ToSchema)]
+pub struct AlertWebhookOut {
+    pub url: Option<String>,
+}
+
+/// A webhook just set, with its signing secret: store it now, it cannot be shown again.
+#[derive(Serialize, ToSchema)]
+pub struct AlertWebhookSet {
+    pub url: String,
+    /// The HMAC-SHA256 key of `Herald-Signature`.
+    pub secret: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutAlertWebhook {
+    /// An `https://` URL (`http://` on loopback in development mode), under the same rules as
+    /// token URLs: no private or loopback address unless the installation allows them.
+    pub url: String,
+}
+
+/// The organization's alert webhook.
+#[utoipa::path(get, path = "/api/v1/organization/alert-webhook", tag = "alerts",
+    responses((status = 200, body = AlertWebhookOut), (status = 403, body = Problem)))]
+pub async fn get_alert_webhook(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<AlertWebhookOut>, ApiError> {
+    principal.require_reader()?;
+    let mut conn = state.store.conn().await?;
+    Ok(Json(AlertWebhookOut {
+        url: store::alerts::webhook_url(&mut conn, principal.org_id).await?,
+    }))
+}
+
+/// Sets the alert webhook with a new signing secret, shown once. Admins only.
+#[utoipa::path(put, path = "/api/v1/organization/alert-webhook", tag = "alerts", request_body = PutAlertWebhook,
+    responses((status = 200, body = AlertWebhookSet), (status = 403, body = Problem), (status = 422, body = Problem)))]
+pub async fn set_alert_webhook(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiJson(body): ApiJson<PutAlertWebhook>,
+) -> Result<Json<AlertWebhookSet>, ApiError> {
+    principal.require_admin()?;
+    let hosts = crate::net::HostPolicy {
+        dev: state.config.dev || state.sandbox.is_some(),
+        allow_private: state.config.allow_private_hosts,
+    };
+    let (url, secret) = alerts::set_webhook(
+        &state.store,
+        &state.keys,
+        hosts,
+        hosts.dev,
+        principal.org_id,
+        &body.url,
+    )
+    .await?;
+    audit(
+        &state,
+        &principal,
+        "organization.alert_webhook.set",
+        Some(&url),
+    )
+    .await?;
+    Ok(Json(AlertWebhookSet {
+        url,
+        secret: secret.expose_secret().to_owned(),
+    }))
+}
+
+/// Removes the alert webhook. Admins only.
+#[utoipa::path(delete, path = "/api/v1/organization/alert-webhook", tag = "alerts",
+    responses((status = 204), (status = 403, body = Problem)))]
+pub async fn delete_alert_webhook(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<StatusCode, ApiError> {
+    principal.require_admin()?;
+    let mut conn = state.store.conn().await?;
+    store::alerts::set_webhook_url(&mut conn, principal.org_id, None).await?;
+    drop(conn);
+    audit(
+        &state,
+        &principal,
+        "organization.alert_webhook.delete",
+        None,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn audit(
+    state: &AppState,
+    principal: &Principal,
+    action: &'static str,
+    url: Option<&str>,
+) -> Result<(), ApiError> {
+    let mut conn = state.store.conn().await?;
+    store::audit::record(
+        &mut conn,
+        &NewAuditEvent {
+            org_id: principal.org_id,
+            actor: principal.actor.clone(),
+            action,
+            target_kind: "organization",
+            target_id: principal.org_id.to_string(),
+            detail: serde_json::json!({ "url": url }),
+        },
+        OffsetDateTime::now_utc(),
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e: StoreError| ApiError::from(e))
+}

@@ -1,0 +1,344 @@
+//! Alerts: each trigger fires once, reaches the organization's webhook signed, and shows until
+//! its cause goes away. The receiver here checks signatures as the README tells receivers to,
+//! written from that description alone.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use hmac::{KeyInit, Mac};
+use serde_json::{Value, json};
+
+use crate::helpers::spawn_app_with_sandbox_on;
+use crate::outbox::{Outbox, SUPPORT, simple};
+
+/// The reference verifier: `Herald-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
+/// "<t>.<raw body>")>`, at most 5 minutes old, each signature accepted once.
+struct Verifier {
+    secret: String,
+    seen: HashSet<String>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Rejected {
+    Malformed,
+    Stale,
+    BadSignature,
+    Replayed,
+}
+
+impl Verifier {
+    fn new(secret: &str) -> Self {
+        Self {
+            secret: secret.to_owned(),
+            seen: HashSet::new(),
+        }
+    }
+
+    fn verify(&mut self, header: &str, body: &[u8], now: i64) -> Result<(), Rejected> {
+        let mut t = None;
+        let mut v1 = None;
+        for part in header.split(',') {
+            match part.trim().split_once('=') {
+                Some(("t", value)) => t = value.parse::<i64>().ok(),
+                Some(("v1", value)) => v1 = Some(value.to_owned()),
+                _ => {}
+            }
+        }
+        let (Some(t), Some(v1)) = (t, v1) else {
+            return Err(Rejected::Malformed);
+        };
+        if (now - t).abs() > 300 {
+            return Err(Rejected::Stale);
+        }
+        let given: Vec<u8> = (0..v1.len())
+            .step_by(2)
+            .filter_map(|i| v1.get(i..i + 2))
+            .filter_map(|h| u8::from_str_radix(h, 16).ok())
+            .collect();
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.secret.as_bytes()).unwrap();
+        mac.update(format!("{t}.").as_bytes());
+        mac.update(body);
+        mac.verify_slice(&given)
+            .map_err(|_| Rejected::BadSignature)?;
+        if !self.seen.insert(v1) {
+            return Err(Rejected::Replayed);
+        }
+        Ok(())
+    }
+}
+
+/// A webhook receiver on loopback that keeps what it was sent.
+#[derive(Clone, Default)]
+struct Receiver {
+    got: Arc<Mutex<Vec<(String, Bytes)>>>,
+}
+
+impl Receiver {
+    async fn start() -> (Self, String) {
+        let receiver = Self::default();
+        let kept = receiver.clone();
+        let app = axum::Router::new().route(
+            "/hooks/herald",
+            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+                let kept = kept.clone();
+                async move {
+                    let signature = headers
+                        .get("herald-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    kept.got.lock().unwrap().push((signature, body));
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://127.0.0.1:{}/hooks/herald",
+            listener.local_addr().unwrap().port()
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (receiver, url)
+    }
+
+    fn requests(&self) -> Vec<(String, Bytes)> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` requests came, and a little more to see that no more come.
+    async fn wait_for(&self, n: usize) -> Vec<(String, Bytes)> {
+        for _ in 0..100 {
+            if self.requests().len() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        self.requests()
+    }
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+async fn webhook(o: &Outbox, url: &str) -> String {
+    let set: Value = o
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/organization/alert-webhook",
+            &o.admin,
+            Some(json!({ "url": url })),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    set["secret"].as_str().expect("the secret, once").to_owned()
+}
+
+async fn open_alerts(o: &Outbox) -> Vec<Value> {
+    let list: Value = o
+        .call(reqwest::Method::GET, "/api/v1/alerts", &o.admin, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    list["alerts"].as_array().unwrap().clone()
+}
+
+async fn verify(o: &Outbox, mailbox: &str) -> Value {
+    o.call(
+        reqwest::Method::POST,
+        &format!("/api/v1/mailboxes/{mailbox}/verify"),
+        &o.admin,
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_mailbox_turning_not_verified_alerts_once_signed_and_the_banner_goes_when_it_is_verified()
+{
+    let clock = Arc::new(herald::outbox::SystemClock);
+    let (app, sandbox) = spawn_app_with_sandbox_on(clock).await;
+    let o = Outbox::with(app, sandbox).await;
+    let (receiver, url) = Receiver::start().await;
+    let secret = webhook(&o, &url).await;
+    let mailbox = o.oauth_mailbox(&o.admin, "Support", SUPPORT).await;
+    o.switch(|s| s.smtp_auth_disabled = true);
+    // Twice, for the same reason: one alert.
+    assert_eq!(verify(&o, &mailbox).await["status"], "not_verified");
+    assert_eq!(verify(&o, &mailbox).await["status"], "not_verified");
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got.len(), 1, "one alert, not one per failure");
+    let (signature, body) = &got[0];
+    let mut verifier = Verifier::new(&secret);
+    assert_eq!(verifier.verify(signature, body, now()), Ok(()));
+    // The same request again is a replay; kept 6 minutes, it is stale; altered, it is forged.
+    assert_eq!(
+        verifier.verify(signature, body, now()),
+        Err(Rejected::Replayed)
+    );
+    assert_eq!(
+        Verifier::new(&secret).verify(signature, body, now() + 360),
+        Err(Rejected::Stale)
+    );
+    assert_eq!(
+        Verifier::new(&secret).verify(signature, &body[1..], now()),
+        Err(Rejected::BadSignature)
+    );
+    assert_eq!(
+        Verifier::new("another secret").verify(signature, body, now()),
+        Err(Rejected::BadSignature)
+    );
+    let alert: Value = serde_json::from_slice(body).unwrap();
+    assert_eq!(alert["type"], "mailbox_not_verified");
+    assert_eq!(alert["mailbox_id"], mailbox.as_str());
+    assert!(
+        alert["detail"].as_str().unwrap().contains("5.7.139"),
+        "{alert}"
+    );
+    assert!(alert["action"].as_str().unwrap().contains("Set-CASMailbox"));
+    // The banner shows it until the mailbox works again.
+    let open = open_alerts(&o).await;
+    assert_eq!(open.len(), 1);
+    assert_eq!(open[0]["webhook"], "delivered");
+    o.switch(|s| s.smtp_auth_disabled = false);
+    assert_eq!(verify(&o, &mailbox).await["status"], "verified");
+    assert!(open_alerts(&o).await.is_empty());
+    // A new failure later is a new alert.
+    o.switch(|s| s.smtp_auth_disabled = true);
+    verify(&o, &mailbox).await;
+    assert_eq!(receiver.wait_for(2).await.len(), 2);
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn failed_messages_expiring_secrets_and_keepalive_failures_each_alert_once() {
+    // Ahead of the real clock, so that mail accepted during the test is due at once.
+    let clock = Arc::new(herald::outbox::ManualClock::starting_at(
+        time::OffsetDateTime::now_utc() + time::Duration::minutes(5),
+    ));
+    let (app, sandbox) = spawn_app_with_sandbox_on(clock.clone()).await;
+    let o = Outbox::with(app, sandbox).await;
+    let (receiver, url) = Receiver::start().await;
+    let secret = webhook(&o, &url).await;
+    let mailbox = o.oauth_mailbox(&o.admin, "Support", SUPPORT).await;
+
+    // Two messages refused for the same reason within the hour: one alert.
+    o.switch(|s| s.unknown_recipients = vec!["nobody@example.com".into()]);
+    for subject in ["Refused once", "Refused twice"] {
+        let id = o
+            .accepted(&o.admin, simple("nobody@example.com", subject))
+            .await;
+        o.wait_for(&o.admin, &id, "failed").await;
+    }
+    // A client secret expiring in five days: the 7-day warning, once.
+    let patched = o
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/mailboxes/{mailbox}"),
+            &o.admin,
+            Some(json!({
+                "client_secret_expires_at":
+                    (time::OffsetDateTime::now_utc().date() + time::Duration::days(5)).to_string()
+            })),
+        )
+        .await;
+    assert_eq!(patched.status(), 200, "{}", patched.text().await.unwrap());
+    assert_eq!(receiver.wait_for(2).await.len(), 2);
+    // A week later: the secret has expired (the next step, a new alert), and the keep-alive
+    // meets a token endpoint that is down.
+    o.switch(|s| s.token_outages = 3);
+    clock.advance(time::Duration::days(8));
+
+    let got = receiver.wait_for(4).await;
+    let kinds: Vec<String> = got
+        .iter()
+        .map(|(_, body)| {
+            serde_json::from_slice::<Value>(body).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let mut sorted = kinds.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [
+            "client_secret_expired",
+            "client_secret_expiring",
+            "keepalive_failed",
+            "message_failed"
+        ],
+        "each once: {kinds:?}"
+    );
+    let mut verifier = Verifier::new(&secret);
+    for (signature, body) in &got {
+        assert_eq!(verifier.verify(signature, body, now()), Ok(()));
+    }
+    let expiring = got
+        .iter()
+        .map(|(_, body)| serde_json::from_slice::<Value>(body).unwrap())
+        .find(|a| a["type"] == "client_secret_expiring")
+        .unwrap();
+    assert!(
+        expiring["title"].as_str().unwrap().contains("expires in"),
+        "{expiring}"
+    );
+    assert!(
+        expiring["action"]
+            .as_str()
+            .unwrap()
+            .contains("Certificates & secrets")
+    );
+    assert_eq!(open_alerts(&o).await.len(), 4);
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn a_webhook_must_be_a_url_herald_may_reach_and_its_secret_is_never_shown_again() {
+    let o = Outbox::start().await;
+    for (url, why) in [
+        ("not a url", "is not a URL"),
+        ("ftp://hooks.example.com/x", "https://"),
+        ("https://user:pw@hooks.example.com/x", "credentials"),
+        ("https://10.1.2.3/hooks", "private"),
+    ] {
+        let refused = o
+            .call(
+                reqwest::Method::PUT,
+                "/api/v1/organization/alert-webhook",
+                &o.admin,
+                Some(json!({ "url": url })),
+            )
+            .await;
+        assert_eq!(refused.status(), 422, "{url}");
+        let text = refused.text().await.unwrap();
+        assert!(text.contains(why), "{url}: {text}");
+    }
+    let (_, url) = Receiver::start().await;
+    let secret = webhook(&o, &url).await;
+    let shown = o
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/organization/alert-webhook",
+            &o.admin,
+            None,
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(shown.contains(&url));
+    assert!(!shown.contains(&secret));
+    o.stop().await;
+}
