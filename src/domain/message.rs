@@ -42,7 +42,13 @@ string_enum!(
 
 string_enum!(
     /// How a message reached Herald.
-    MessageSource { Api = "api", Cli = "cli", Relay = "relay" }
+    MessageSource {
+        Api = "api",
+        Cli = "cli",
+        Relay = "relay",
+        /// An alert to the organization's admins.
+        Alert = "alert",
+    }
 );
 
 /// Per-mailbox overrides of the provider's sending limits. `None` keeps the provider's value.

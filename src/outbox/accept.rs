@@ -440,6 +440,44 @@ fn not_verified_reason(m: &Mailbox) -> StatusReason {
     )
 }
 
+/// An alert reaches the admins through a Verified mailbox of the organization (its default
+/// first), else the installation's default sender, whatever the organization's policy: the
+/// alert may be about the very mailbox that would have sent it.
+async fn alert_route(
+    conn: &mut store::Conn,
+    settings: &OutboxSettings,
+    mailboxes: &[Mailbox],
+) -> ServiceResult<Route> {
+    let verified = mailboxes
+        .iter()
+        .filter(|m| m.status == MailboxStatus::Verified)
+        .max_by_key(|m| m.is_default);
+    if let Some(m) = verified {
+        return Ok(Route {
+            mailbox: Some(m.clone()),
+            explicit: true,
+            via_default_sender: false,
+            status: MessageStatus::Queued,
+            reason: None,
+        });
+    }
+    if let Some(sender_id) = settings.default_sender
+        && let Some(sender) = store::mailboxes::get_any(conn, sender_id).await?
+        && sender.status == MailboxStatus::Verified
+    {
+        return Ok(Route {
+            mailbox: Some(sender),
+            explicit: false,
+            via_default_sender: true,
+            status: MessageStatus::Queued,
+            reason: None,
+        });
+    }
+    Err(ServiceError::Refused(
+        "the organization has no Verified mailbox and the installation no Verified default sender",
+    ))
+}
+
 /// Chooses the mailbox: the one named, else the organization's default (or its only one). A
 /// Verified mailbox takes the message. While the organization has no Verified mailbox, its
 /// policy decides: `fallback` sends from the installation's default sender, `hold` keeps it.
@@ -488,6 +526,9 @@ async fn route(
         return Err(ServiceError::Forbidden(
             "This API key is limited to mailboxes that no longer exist; create a new key.".into(),
         ));
+    }
+    if caller.source == MessageSource::Alert {
+        return alert_route(&mut conn, settings, &mailboxes).await;
     }
     let (chosen, explicit) = match named.map(str::trim).filter(|n| !n.is_empty()) {
         Some(name) => {

@@ -50,6 +50,18 @@ pub(super) async fn alerts_loop(inner: Arc<Inner>) {
             }
         }
         let deps = &inner.deps;
+        match alerts::email_due(
+            &deps.store,
+            &deps.config.outbox,
+            &deps.config.public_url,
+            now,
+        )
+        .await
+        {
+            Ok(0) => {}
+            Ok(_) => inner.wake.notify_waiters(),
+            Err(e) => tracing::warn!(error = %e, "could not email alerts"),
+        }
         if let Err(e) = alerts::deliver_due(&deps.store, &deps.keys, &deps.http, now).await {
             tracing::warn!(error = %e, "could not deliver alerts");
         }

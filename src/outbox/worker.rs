@@ -38,7 +38,7 @@ pub(super) struct Inner {
     pub(super) tuning: Tuning,
     /// Names this process's claims and connection slots.
     owner: String,
-    wake: Notify,
+    pub(super) wake: Notify,
     lanes: Mutex<HashMap<MailboxId, u32>>,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
     pub(super) stopping: watch::Sender<bool>,
@@ -800,7 +800,10 @@ pub(crate) fn retry_delay(tuning: &Tuning, attempts: u32, jitter: f64) -> Durati
 
 async fn finish(inner: &Inner, claim: &Claim, outcome: Outcome<'_>) -> StoreResult<bool> {
     record(inner, claim, &outcome);
+    // An alert's own email that fails is not alerted again by email (no loop); its failure
+    // shows in the message log.
     if let Outcome::Failed { reason, .. } = &outcome
+        && claim.message.source != crate::domain::message::MessageSource::Alert
         && let Err(e) = alert_failed(inner, claim, reason).await
     {
         tracing::warn!(error = %e, "could not raise the alert for a failed message");

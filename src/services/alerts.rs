@@ -315,6 +315,93 @@ pub fn payload(alert: &Alert) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// Writes the pending alerts' emails to the organizations' admins into the outbox, which
+/// sends them like any mail. Answers how many were queued.
+pub async fn email_due(
+    store: &Store,
+    settings: &crate::config::OutboxSettings,
+    public_url: &url::Url,
+    now: OffsetDateTime,
+) -> StoreResult<usize> {
+    use crate::outbox::accept::{self, Body, Caller, SendRequest, Submission};
+    let due = {
+        let mut conn = store.conn().await?;
+        stored::emails_due(&mut conn, 50).await?
+    };
+    let mut queued = 0;
+    for alert in due {
+        let admins = {
+            let mut conn = store.conn().await?;
+            if !stored::take_email(&mut conn, &alert.id).await? {
+                continue;
+            }
+            stored::admin_emails(&mut conn, alert.org_id).await?
+        };
+        let outcome = if admins.is_empty() {
+            Err("the organization has no admin to write to".to_owned())
+        } else {
+            let link = public_url
+                .join("/settings/system/outgoing-mail")
+                .map(|u| u.to_string())
+                .unwrap_or_default();
+            let text = format!(
+                "{}\n\n{}\n{}\nOutgoing Mail: {link}\n\nHerald tells you once; this alert stays on the Outgoing Mail pages until its cause goes away or an admin dismisses it.\n",
+                alert.title,
+                alert.detail,
+                alert
+                    .action
+                    .as_deref()
+                    .map(|a| format!("\nWhat to do: {a}\n"))
+                    .unwrap_or_default(),
+            );
+            let request = SendRequest {
+                mailbox: None,
+                to: admins,
+                cc: Vec::new(),
+                bcc: Vec::new(),
+                subject: Some(format!("[Herald] {}", alert.title)),
+                text: Some(text),
+                html: None,
+                reply_to: None,
+                headers: [("X-Herald-Alert".to_owned(), alert.kind.clone())].into(),
+                attachments: Vec::new(),
+            };
+            accept::accept(
+                store,
+                settings,
+                &Caller {
+                    org_id: alert.org_id,
+                    api_key_id: None,
+                    allowed: None,
+                    source: crate::domain::message::MessageSource::Alert,
+                },
+                Submission {
+                    mailbox: None,
+                    body: Body::Json(Box::new(request)),
+                    idempotency_key: None,
+                    request_digest: String::new(),
+                },
+                now,
+            )
+            .await
+            .map(|accepted| accepted.id)
+            .map_err(|e| e.to_string())
+        };
+        let mut conn = store.conn().await?;
+        match &outcome {
+            Ok(id) => {
+                stored::email_outcome(&mut conn, &alert.id, Ok(id)).await?;
+                queued += 1;
+            }
+            Err(why) => {
+                tracing::warn!(alert = %alert.id, error = %why, "an alert could not be emailed");
+                stored::email_outcome(&mut conn, &alert.id, Err(why)).await?;
+            }
+        }
+    }
+    Ok(queued)
+}
+
 /// Deliveries are tried this many times, further and further apart, then given up.
 const WEBHOOK_TRIES: i64 = 8;
 

@@ -8,7 +8,8 @@ use super::{Conn, StoreResult, from_db_opt_time, from_db_time, parse_id, to_db_t
 use crate::domain::{MailboxId, OrgId};
 
 const COLUMNS: &str = "id, org_id, kind, dedup_key, mailbox_id, message_id, title, detail, action, \
-     created_at, resolved_at, dismissed_at, webhook_status, webhook_attempts, webhook_last_error";
+     created_at, resolved_at, dismissed_at, webhook_status, webhook_attempts, webhook_last_error, \
+     email_status, email_message_id, email_error";
 
 /// An alert as kept.
 #[derive(Clone, Debug)]
@@ -30,6 +31,10 @@ pub struct Alert {
     pub webhook_status: String,
     pub webhook_attempts: i64,
     pub webhook_last_error: Option<String>,
+    /// `pending`, `writing`, `queued` (as `email_message_id`) or `skipped` (`email_error`).
+    pub email_status: String,
+    pub email_message_id: Option<String>,
+    pub email_error: Option<String>,
 }
 
 fn from_row(row: &AnyRow) -> StoreResult<Alert> {
@@ -52,6 +57,9 @@ fn from_row(row: &AnyRow) -> StoreResult<Alert> {
         webhook_status: row.try_get("webhook_status")?,
         webhook_attempts: row.try_get("webhook_attempts")?,
         webhook_last_error: row.try_get("webhook_last_error")?,
+        email_status: row.try_get("email_status")?,
+        email_message_id: row.try_get("email_message_id")?,
+        email_error: row.try_get("email_error")?,
     })
 }
 
@@ -250,4 +258,62 @@ pub async fn set_webhook_url(conn: &mut Conn, org_id: OrgId, url: Option<&str>) 
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// Alerts whose email is still to be written, oldest first.
+pub async fn emails_due(conn: &mut Conn, limit: i64) -> StoreResult<Vec<Alert>> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM alerts WHERE email_status = 'pending' ORDER BY created_at, id LIMIT $1"
+    )))
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
+}
+
+/// Takes an alert's email for this instance: true unless another took it.
+pub async fn take_email(conn: &mut Conn, id: &str) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE alerts SET email_status = 'writing' WHERE id = $1 AND email_status = 'pending'",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records what became of an alert's email: queued as a message, or skipped and why.
+pub async fn email_outcome(
+    conn: &mut Conn,
+    id: &str,
+    outcome: Result<&str, &str>,
+) -> StoreResult<()> {
+    let (status, message_id, error) = match outcome {
+        Ok(message_id) => ("queued", Some(message_id), None),
+        Err(why) => ("skipped", None, Some(why)),
+    };
+    sqlx::query(
+        "UPDATE alerts SET email_status = $1, email_message_id = $2, email_error = $3 WHERE id = $4",
+    )
+    .bind(status)
+    .bind(message_id)
+    .bind(error)
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The addresses of the organization's admins.
+pub async fn admin_emails(conn: &mut Conn, org_id: OrgId) -> StoreResult<Vec<String>> {
+    let rows =
+        sqlx::query("SELECT email FROM users WHERE org_id = $1 AND role = 'admin' ORDER BY email")
+            .bind(org_id.to_string())
+            .fetch_all(&mut *conn)
+            .await?;
+    rows.iter()
+        .map(|row| Ok(row.try_get::<String, _>("email")?))
+        .collect()
 }

@@ -150,7 +150,13 @@ async fn open_alerts(o: &Outbox) -> Vec<Value> {
     list["alerts"].as_array().unwrap().clone()
 }
 
+/// Verifies the mailbox with a token that has run out, so that it must be refreshed.
 async fn verify(o: &Outbox, mailbox: &str) -> Value {
+    sqlx::query("UPDATE mailboxes SET token_expires_at = 0 WHERE id = $1")
+        .bind(mailbox)
+        .execute(o.app.store().pool())
+        .await
+        .unwrap();
     o.call(
         reqwest::Method::POST,
         &format!("/api/v1/mailboxes/{mailbox}/verify"),
@@ -171,8 +177,14 @@ async fn a_mailbox_turning_not_verified_alerts_once_signed_and_the_banner_goes_w
     let o = Outbox::with(app, sandbox).await;
     let (receiver, url) = Receiver::start().await;
     let secret = webhook(&o, &url).await;
+    o.app.user(o.org, "admin@contoso.com", "admin").await;
+    o.app.user(o.org, "member@contoso.com", "member").await;
     let mailbox = o.oauth_mailbox(&o.admin, "Support", SUPPORT).await;
-    o.switch(|s| s.smtp_auth_disabled = true);
+    // Another mailbox of the organization, still working, carries the alert's email.
+    o.basic_mailbox(&o.admin, "Sales", "sales@contoso.com", json!({}))
+        .await;
+    // Support's authorization dies (a refresh token unused too long), and its token is due.
+    o.switch(|s| s.refresh_token_expired = true);
     // Twice, for the same reason: one alert.
     assert_eq!(verify(&o, &mailbox).await["status"], "not_verified");
     assert_eq!(verify(&o, &mailbox).await["status"], "not_verified");
@@ -202,19 +214,40 @@ async fn a_mailbox_turning_not_verified_alerts_once_signed_and_the_banner_goes_w
     assert_eq!(alert["type"], "mailbox_not_verified");
     assert_eq!(alert["mailbox_id"], mailbox.as_str());
     assert!(
-        alert["detail"].as_str().unwrap().contains("5.7.139"),
+        alert["detail"].as_str().unwrap().contains("AADSTS700082"),
         "{alert}"
     );
-    assert!(alert["action"].as_str().unwrap().contains("Set-CASMailbox"));
+    assert!(alert["action"].as_str().unwrap().contains("Authorize"));
     // The banner shows it until the mailbox works again.
     let open = open_alerts(&o).await;
     assert_eq!(open.len(), 1);
     assert_eq!(open[0]["webhook"], "delivered");
-    o.switch(|s| s.smtp_auth_disabled = false);
+    // The admins (not the members) get one email, through the mailbox that still works.
+    let mut emailed = Vec::new();
+    for _ in 0..100 {
+        emailed = o.received_by("sales@contoso.com");
+        if !emailed.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(emailed.len(), 1, "one email");
+    assert_eq!(emailed[0].rcpt_to, ["admin@contoso.com"]);
+    let raw = String::from_utf8_lossy(&emailed[0].raw).into_owned();
+    assert!(
+        raw.contains("The mailbox \"Support\" is Not Verified"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("X-Herald-Alert: mailbox_not_verified"),
+        "{raw}"
+    );
+    assert_eq!(open_alerts(&o).await[0]["email"], "queued");
+    o.switch(|s| s.refresh_token_expired = false);
     assert_eq!(verify(&o, &mailbox).await["status"], "verified");
     assert!(open_alerts(&o).await.is_empty());
     // A new failure later is a new alert.
-    o.switch(|s| s.smtp_auth_disabled = true);
+    o.switch(|s| s.refresh_token_expired = true);
     verify(&o, &mailbox).await;
     assert_eq!(receiver.wait_for(2).await.len(), 2);
     o.stop().await;
@@ -300,7 +333,15 @@ async fn failed_messages_expiring_secrets_and_keepalive_failures_each_alert_once
             .unwrap()
             .contains("Certificates & secrets")
     );
-    assert_eq!(open_alerts(&o).await.len(), 4);
+    let open = open_alerts(&o).await;
+    assert_eq!(open.len(), 4);
+    // No admin to write to: said, not silently dropped.
+    assert!(
+        open.iter()
+            .all(|a| a["email"] == "skipped"
+                && a["email_error"].as_str().unwrap().contains("no admin")),
+        "{open:?}"
+    );
     o.stop().await;
 }
 

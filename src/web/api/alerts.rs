@@ -43,6 +43,11 @@ pub struct AlertOut {
     /// `failed` (given up after 8 tries).
     pub webhook: String,
     pub webhook_error: Option<String>,
+    /// The email to the organization's admins: `pending`, `queued` (the message
+    /// `email_message_id`, in the message log) or `skipped` (`email_error` says why).
+    pub email: String,
+    pub email_message_id: Option<String>,
+    pub email_error: Option<String>,
 }
 
 impl From<Alert> for AlertOut {
@@ -60,6 +65,13 @@ impl From<Alert> for AlertOut {
             dismissed_at: a.dismissed_at,
             webhook: a.webhook_status,
             webhook_error: a.webhook_last_error,
+            email: if a.email_status == "writing" {
+                "pending".into()
+            } else {
+                a.email_status
+            },
+            email_message_id: a.email_message_id,
+            email_error: a.email_error,
         }
     }
 }
