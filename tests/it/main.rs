@@ -18,6 +18,7 @@ mod sandbox_oauth;
 mod sandbox_smtp;
 mod secrets;
 mod smtp_server;
+mod ui_alerts;
 mod ui_messages;
 mod ui_relay;
 mod web_auth;

@@ -1,7 +1,8 @@
 //! The server-rendered web UI: sign-in, sign-out, first-run setup, the landing page and the
 //! settings pages (Outgoing Mail with its sending settings, message log and relay credentials,
-//! API keys, users, the audit log).
+//! API keys, users, the audit log), each under the banner of the organization's open alerts.
 
+mod alerts;
 mod messages;
 mod relay;
 mod sending;
@@ -50,6 +51,7 @@ pub fn router() -> Router<AppState> {
             get(messages::message_detail),
         )
         .route(relay::RELAY_PATH, get(relay::relay_credentials))
+        .route(alerts::DISMISS_PATH, post(alerts::dismiss_alert))
 }
 
 fn render(status: StatusCode, template: &impl Template) -> Response {
@@ -149,6 +151,8 @@ struct NoticePage {
 #[derive(Template)]
 #[template(path = "home.html")]
 struct HomePage {
+    /// For the alerts banner of the base layout.
+    frame: Frame,
     org_name: String,
     email: String,
     role: &'static str,
@@ -163,23 +167,33 @@ async fn home(State(state): State<AppState>, jar: CookieJar) -> Response {
         Ok(None) => return Redirect::to("/login").into_response(),
         Err(e) => return internal(e),
     };
-    let page = async {
+    let f = match frame_of(&state, &session, "/").await {
+        Ok(f) => f,
+        Err(response) => return response,
+    };
+    let counts = async {
         let mut conn = state.store.conn().await?;
-        let org = store::orgs::get(&mut conn, session.user.org_id).await?;
-        let users = store::users::list(&mut conn, session.user.org_id, None, 200).await?;
-        let keys = store::api_keys::list(&mut conn, session.user.org_id, None, 200).await?;
-        Ok::<_, store::StoreError>(HomePage {
-            org_name: org.map(|o| o.name).unwrap_or_default(),
-            email: session.user.email.clone(),
-            role: session.user.role.as_str(),
-            csrf_token: session.csrf_token(),
-            user_count: users.items.len(),
-            key_count: keys.items.iter().filter(|k| k.revoked_at.is_none()).count(),
-        })
+        let users = store::users::list(&mut conn, f.org_id, None, 200).await?;
+        let keys = store::api_keys::list(&mut conn, f.org_id, None, 200).await?;
+        Ok::<_, store::StoreError>((
+            users.items.len(),
+            keys.items.iter().filter(|k| k.revoked_at.is_none()).count(),
+        ))
     }
     .await;
-    match page {
-        Ok(page) => render(StatusCode::OK, &page),
+    match counts {
+        Ok((user_count, key_count)) => render(
+            StatusCode::OK,
+            &HomePage {
+                org_name: f.org_name.clone(),
+                email: f.email.clone(),
+                role: session.user.role.as_str(),
+                csrf_token: f.csrf_token.clone(),
+                user_count,
+                key_count,
+                frame: f,
+            },
+        ),
         Err(e) => internal(e),
     }
 }
@@ -774,6 +788,10 @@ struct Frame {
     admin: bool,
     sandbox_on: bool,
     org_id: crate::domain::OrgId,
+    /// The organization's open alerts, shown as a banner above the content.
+    alerts: Vec<alerts::AlertView>,
+    /// The page's own path: where a form on it (Dismiss) returns to.
+    path: String,
 }
 
 /// The signed-in user's frame, or the response that sends them to sign in.
@@ -783,19 +801,30 @@ async fn frame(state: &AppState, jar: &CookieJar, path: &str) -> Result<Frame, R
         Ok(None) => return Err(Redirect::to(&format!("/login?next={path}")).into_response()),
         Err(e) => return Err(internal(e)),
     };
-    let org = async {
-        let mut conn = state.store.conn().await?;
-        store::orgs::get(&mut conn, session.user.org_id).await
-    }
-    .await
-    .map_err(internal)?;
+    frame_of(state, &session, path).await
+}
+
+/// The frame of a page at `path` for a signed-in user.
+async fn frame_of(
+    state: &AppState,
+    session: &auth::SessionUser,
+    path: &str,
+) -> Result<Frame, Response> {
+    let org_id = session.user.org_id;
+    let mut conn = state.store.conn().await.map_err(internal)?;
+    let org = store::orgs::get(&mut conn, org_id)
+        .await
+        .map_err(internal)?;
+    let alerts = alerts::banner(&mut conn, org_id).await;
     Ok(Frame {
         org_name: org.map(|o| o.name).unwrap_or_default(),
         email: session.user.email.clone(),
         csrf_token: session.csrf_token(),
         admin: session.user.role == crate::domain::UserRole::Admin,
         sandbox_on: state.sandbox.is_some() && state.sandbox_state.is_some(),
-        org_id: session.user.org_id,
+        org_id,
+        alerts,
+        path: path.to_owned(),
     })
 }
 

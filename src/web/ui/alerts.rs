@@ -1,0 +1,121 @@
+//! The banner of the organization's open alerts above every signed-in page, and its Dismiss
+//! button for admins.
+//!
+//! The banner is read with the page's frame. It is a warning, not the page: when the alerts
+//! cannot be read the page is shown without it and the cause goes to the log. Dismissing is a
+//! plain form POST carrying the session's CSRF token, so it works without a script, and it
+//! returns to the page it came from. Like `POST /api/v1/alerts/{id}/dismiss`, it only hides the
+//! alert from the banner.
+
+use axum::Form;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum_extra::extract::CookieJar;
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use super::{NoticePage, internal, not_found, origin_ok, render, safe_next};
+use crate::crypto;
+use crate::domain::{OrgId, UserRole};
+use crate::store::{self, Conn};
+use crate::web::AppState;
+use crate::web::auth;
+
+/// The route of the Dismiss form; `{id}` is the alert's.
+pub(super) const DISMISS_PATH: &str = "/settings/alerts/{id}/dismiss";
+
+/// An open alert as the banner shows it.
+pub(super) struct AlertView {
+    pub id: String,
+    pub title: String,
+    pub detail: String,
+    /// What to do about it.
+    pub action: Option<String>,
+}
+
+/// The organization's open alerts, newest first; none when they cannot be read, so that a
+/// failing query costs the banner and never the page.
+pub(super) async fn banner(conn: &mut Conn, org_id: OrgId) -> Vec<AlertView> {
+    match store::alerts::open(conn, org_id).await {
+        Ok(alerts) => alerts
+            .into_iter()
+            .map(|a| AlertView {
+                id: a.id,
+                title: a.title,
+                detail: a.detail,
+                action: a.action.filter(|action| !action.trim().is_empty()),
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, org = %org_id, "could not read the alerts for the banner");
+            Vec::new()
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub(super) struct DismissForm {
+    #[serde(default)]
+    csrf_token: String,
+    /// The page the form was on, where the browser returns.
+    #[serde(default)]
+    back: String,
+}
+
+/// Hides an alert of the signed-in admin's organization from the banner and returns to the page
+/// the form was on. Another organization's alert, or an unknown one, is a 404.
+pub(super) async fn dismiss_alert(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Path(id): Path<String>,
+    Form(form): Form<DismissForm>,
+) -> Response {
+    let session = match auth::session_user(&state, &jar).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return Redirect::to("/login").into_response(),
+        Err(e) => return internal(e),
+    };
+    if !origin_ok(&state, &headers)
+        || !crypto::constant_time_eq(&form.csrf_token, &session.csrf_token())
+    {
+        return render(
+            StatusCode::FORBIDDEN,
+            &NoticePage {
+                title: "Request not verified".into(),
+                message: "This request did not come from Herald's own page. Go back, reload, and try again.".into(),
+                link_href: safe_next(&form.back),
+                link_text: "Back".into(),
+            },
+        );
+    }
+    if session.user.role != UserRole::Admin {
+        return render(
+            StatusCode::FORBIDDEN,
+            &NoticePage {
+                title: "Admins only".into(),
+                message: "Only an admin of the organization can dismiss an alert.".into(),
+                link_href: safe_next(&form.back),
+                link_text: "Back".into(),
+            },
+        );
+    }
+    let dismissed = async {
+        let mut conn = state.store.conn().await?;
+        store::alerts::dismiss(
+            &mut conn,
+            session.user.org_id,
+            &id,
+            OffsetDateTime::now_utc(),
+        )
+        .await
+    }
+    .await;
+    match dismissed {
+        // `Redirect::to` answers 303, so the browser GETs the page again.
+        Ok(true) => Redirect::to(&safe_next(&form.back)).into_response(),
+        Ok(false) => not_found().await,
+        Err(e) => internal(e),
+    }
+}
