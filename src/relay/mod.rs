@@ -41,7 +41,6 @@ pub struct RelayHandler {
     store: Store,
     outbox_settings: OutboxSettings,
     outbox: Outbox,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
     /// Credentials and their mailboxes as read in the last second, by username: a session
     /// asks for them at MAIL FROM and again at DATA, for every message.
     recent: Mutex<HashMap<String, Recent>>,
@@ -81,31 +80,41 @@ impl RelayHandler {
             store,
             outbox_settings,
             outbox,
-            failures: Mutex::default(),
             recent: Mutex::default(),
         }
     }
 
-    fn throttled(&self, ip: IpAddr) -> bool {
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures.get(&failure_key(ip)).is_some_and(|(n, since)| {
-            *n >= MAX_FAILURES_PER_ADDRESS && since.elapsed() < FAILURE_WINDOW
-        })
+    /// The key under which an address's failures count, shared by every instance.
+    fn failure_scope(ip: IpAddr) -> String {
+        format!("relay:address:{}", failure_key(ip))
     }
 
-    fn failed(&self, ip: IpAddr) {
+    /// Whether the address has failed too often lately. The counts are in the database, so
+    /// that spreading guesses over several instances gains nothing; if the database does not
+    /// answer, the login is refused for now (451) rather than let through unchecked.
+    async fn throttled(&self, ip: IpAddr) -> Result<bool, Reply> {
+        let since = OffsetDateTime::now_utc().unix_timestamp() - FAILURE_WINDOW.as_secs() as i64;
+        let mut conn = self.store.conn().await.map_err(|_| temporary())?;
+        let (n, _) = store::auth_failures::count(&mut conn, &Self::failure_scope(ip), since)
+            .await
+            .map_err(|_| temporary())?;
+        Ok(n >= i64::from(MAX_FAILURES_PER_ADDRESS))
+    }
+
+    async fn failed(&self, ip: IpAddr) {
         crate::metrics::get().relay_auth_failures.inc();
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if failures.len() > 100_000 {
-            failures.retain(|_, (_, since)| since.elapsed() < FAILURE_WINDOW);
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let _turn = self.store.write_permit().await;
+        match self.store.conn().await {
+            Ok(mut conn) => {
+                if let Err(e) =
+                    store::auth_failures::record(&mut conn, &Self::failure_scope(ip), now).await
+                {
+                    tracing::warn!(error = %e, "could not count a failed relay login");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not count a failed relay login"),
         }
-        let entry = failures
-            .entry(failure_key(ip))
-            .or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= FAILURE_WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
     }
 
     /// The session's credential and its mailboxes that still exist, in the credential's order.
@@ -198,7 +207,7 @@ impl SmtpHandler for RelayHandler {
         credentials: Credentials,
     ) -> Result<AuthIdentity, AuthRefusal> {
         let ip = session.peer.ip();
-        if self.throttled(ip) {
+        if self.throttled(ip).await.map_err(AuthRefusal::from)? {
             return Err(Reply::new(
                 454,
                 "4.7.0",
@@ -224,13 +233,13 @@ impl SmtpHandler for RelayHandler {
         let Some((credential, stored)) =
             found.filter(|(_, stored)| crypto::constant_time_eq(&digest, stored))
         else {
-            self.failed(ip);
+            self.failed(ip).await;
             tracing::info!(peer = %session.peer, "relay login refused");
             return Err(bad_credentials().into());
         };
         let _ = stored;
         if !credential.allows(ip) {
-            self.failed(ip);
+            self.failed(ip).await;
             tracing::info!(peer = %session.peer, credential = %credential.id, "relay login from an address the credential does not allow");
             return Err(bad_credentials().into());
         }

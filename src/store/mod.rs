@@ -10,6 +10,7 @@ pub mod alerts;
 pub mod api_keys;
 pub mod attempts;
 pub mod audit;
+pub mod auth_failures;
 pub mod instances;
 pub mod mailboxes;
 pub mod messages;

@@ -418,8 +418,8 @@ pub struct Attempt {
 ///
 /// An attempt is counted *before* the password is checked, under one lock, so a burst of
 /// parallel guesses cannot all pass the check before any is recorded; a successful sign-in then
-/// takes its attempt back. Kept in memory: a restart that forgets the counts costs an attacker a
-/// restart per few guesses. Several instances each keep their own counts.
+/// takes its attempt back. This instance's count is kept in memory; failures are also recorded
+/// in the database, where every instance checks them (see [`LoginThrottle::shared_check`]).
 #[derive(Default)]
 pub struct LoginThrottle {
     inner: Mutex<ThrottleState>,
@@ -500,6 +500,62 @@ impl LoginThrottle {
     /// The attempt failed: it keeps counting.
     pub fn failed(&self, attempt: Attempt) {
         drop(attempt);
+    }
+
+    /// The failures every instance recorded (in the database), checked after this instance's
+    /// own count: guesses spread over several instances meet the same limits.
+    pub async fn shared_check(
+        store: &crate::store::Store,
+        account: &str,
+        addr: IpAddr,
+        now: i64,
+    ) -> crate::store::StoreResult<Option<Throttled>> {
+        let (account_key, address_key) = Self::keys(account, addr);
+        let mut conn = store.conn().await?;
+        for (key, limit, per_account) in [
+            (account_key, Self::PER_ACCOUNT, true),
+            (address_key, Self::PER_ADDRESS, false),
+        ] {
+            let (n, oldest) = crate::store::auth_failures::count(
+                &mut conn,
+                &format!("signin:{key}"),
+                now - Self::WINDOW_SECS,
+            )
+            .await?;
+            if n >= limit as i64 {
+                return Ok(Some(Throttled {
+                    per_account,
+                    retry_after_secs: (oldest.unwrap_or(now) + Self::WINDOW_SECS - now).max(1)
+                        as u64,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records a failed sign-in for every instance to see.
+    pub async fn shared_failed(
+        store: &crate::store::Store,
+        account: &str,
+        addr: IpAddr,
+        now: i64,
+    ) -> crate::store::StoreResult<()> {
+        let (account_key, address_key) = Self::keys(account, addr);
+        let mut conn = store.conn().await?;
+        for key in [account_key, address_key] {
+            crate::store::auth_failures::record(&mut conn, &format!("signin:{key}"), now).await?;
+        }
+        Ok(())
+    }
+
+    /// A successful sign-in forgives its account's recorded failures (not its address's).
+    pub async fn shared_succeeded(
+        store: &crate::store::Store,
+        account: &str,
+    ) -> crate::store::StoreResult<()> {
+        let mut conn = store.conn().await?;
+        crate::store::auth_failures::forget_key(&mut conn, &format!("signin:account:{account}"))
+            .await
     }
 }
 

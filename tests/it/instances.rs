@@ -118,3 +118,30 @@ async fn two_instances_deliver_each_message_once_with_one_refresh_and_one_shared
     second.stop().await;
     o.stop().await;
 }
+
+#[tokio::test]
+async fn failed_sign_ins_count_across_instances() {
+    use herald::web::auth::LoginThrottle;
+    let clock: Arc<dyn herald::outbox::Clock> = Arc::new(herald::outbox::SystemClock);
+    let (first, sandbox) = spawn_app_with_sandbox_on(clock.clone()).await;
+    let second = spawn_instance_of(&first, &sandbox, clock).await;
+    let org = first.org("Contoso").await;
+    first.user(org, "ann@contoso.com", "admin").await;
+    // Guesses spread over both instances, fewer than the limit on each.
+    for i in 0..LoginThrottle::PER_ACCOUNT {
+        let app = if i % 2 == 0 { &first } else { &second };
+        let response = app
+            .sign_in(&app.browser(), "ann@contoso.com", "guess")
+            .await;
+        assert_eq!(response.status(), 401);
+    }
+    // Either instance now refuses even the right password.
+    for app in [&first, &second] {
+        let response = app
+            .sign_in(&app.browser(), "ann@contoso.com", crate::helpers::PASSWORD)
+            .await;
+        assert_eq!(response.status(), 429);
+    }
+    second.stop().await;
+    first.stop().await;
+}

@@ -466,3 +466,32 @@ async fn smuggled_messages_are_refused_whole_and_dot_stuffing_is_undone() {
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     r.o.stop().await;
 }
+
+#[tokio::test]
+async fn failed_logins_recorded_by_any_instance_count_here() {
+    let r = Relay::start(&[]).await;
+    r.o.basic_mailbox(&r.o.admin, "Support", SUPPORT, json!({}))
+        .await;
+    let (user, password) = r
+        .credential(json!({"name": "Scanner", "mailbox": "Support"}))
+        .await;
+    // Another instance on the same database saw ten failures from this address.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut conn = r.o.app.store().conn().await.unwrap();
+    for _ in 0..10 {
+        herald::store::auth_failures::record(&mut conn, "relay:address:127.0.0.1", now)
+            .await
+            .unwrap();
+    }
+    drop(conn);
+    let error = r
+        .client(&user, &password, false)
+        .send(scan(SUPPORT, "bob@example.com", 10))
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("454") || error.to_string().contains("4.7.0"),
+        "{error}"
+    );
+    r.o.stop().await;
+}

@@ -282,6 +282,19 @@ async fn login(
     let account = form.email.trim().to_lowercase();
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let attempt = match state.login_throttle.attempt(&account, client, now) {
+        Ok(attempt) => {
+            match auth::LoginThrottle::shared_check(&state.store, &account, client, now).await {
+                Ok(None) => Ok(attempt),
+                Ok(Some(limited)) => {
+                    state.login_throttle.failed(attempt);
+                    Err(limited)
+                }
+                Err(e) => return internal(e),
+            }
+        }
+        Err(limited) => Err(limited),
+    };
+    let attempt = match attempt {
         Ok(attempt) => attempt,
         Err(limited) => {
             let minutes = limited.retry_after_secs.div_ceil(60);
@@ -329,6 +342,11 @@ async fn login(
         Some((user, _)) if verified && !password.expose_secret().is_empty() => user,
         _ => {
             state.login_throttle.failed(attempt);
+            if let Err(e) =
+                auth::LoginThrottle::shared_failed(&state.store, &account, client, now).await
+            {
+                tracing::warn!(error = %e, "could not record a failed sign-in");
+            }
             tracing::info!(%client, "sign-in failed");
             return (
                 jar,
@@ -338,6 +356,9 @@ async fn login(
         }
     };
     state.login_throttle.succeeded(attempt);
+    if let Err(e) = auth::LoginThrottle::shared_succeeded(&state.store, &account).await {
+        tracing::warn!(error = %e, "could not forgive an account's failed sign-ins");
+    }
     // A fresh session on every sign-in: a token planted before sign-in is worthless after it.
     if let Err(e) = auth::end_session(&state, &jar).await {
         return internal(e);
