@@ -18,7 +18,7 @@ use crate::helpers::{TestDb, http_builder};
 const MAILBOX: &str = "reports@contoso.com";
 const PASSWORD: &str = "reports' sandbox password";
 
-fn serve(env: &BTreeMap<String, String>) -> Child {
+pub(crate) fn serve(env: &BTreeMap<String, String>) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_herald"));
     cmd.arg("serve");
     for (name, _) in std::env::vars_os() {
@@ -35,7 +35,7 @@ fn serve(env: &BTreeMap<String, String>) -> Child {
         .expect("start herald serve")
 }
 
-async fn ready(base: &str) {
+pub(crate) async fn ready(base: &str) {
     let client = http_builder().build().unwrap();
     for _ in 0..200 {
         if let Ok(r) = client.get(format!("{base}/readyz")).send().await

@@ -145,3 +145,193 @@ async fn failed_sign_ins_count_across_instances() {
     second.stop().await;
     first.stop().await;
 }
+
+/// Two `herald serve` processes, one PostgreSQL database, one sandbox: every message is sent
+/// once, by either process, and the mailbox's token is refreshed once between them.
+#[tokio::test]
+async fn two_herald_processes_share_the_queue_and_one_token_refresh() {
+    use crate::crash::{ready, serve};
+    use crate::helpers::{TestDb, http_builder, sandbox_consent};
+    if !postgres() {
+        eprintln!("several instances share a PostgreSQL database: set {POSTGRES_ENV}");
+        return;
+    }
+    const USER: &str = "reports@contoso.com";
+    const PASSWORD: &str = "reports' sandbox password";
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let smtp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox_url = format!("http://localhost:{}", http.local_addr().unwrap().port());
+    let sandbox = herald::sandbox::RunningSandbox::start_on(http, smtp, &sandbox_url)
+        .await
+        .unwrap();
+    sandbox
+        .state
+        .add_user(USER, secrecy::SecretString::from(PASSWORD));
+    let mut switches = sandbox.state.switches();
+    switches.messages_per_minute = 1_000_000;
+    switches.token_latency_ms = 500;
+    sandbox.state.set_switches(switches);
+
+    let db = TestDb::new().await;
+    let data = tempfile::tempdir().unwrap();
+    let ca = data.path().join("sandbox-ca.pem");
+    std::fs::write(&ca, sandbox.ca.ca_pem()).unwrap();
+    // One key for both, as an installation of several instances must have.
+    let master_key = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(herald::crypto::random_bytes::<32>())
+    };
+    let mut processes = Vec::new();
+    let mut urls = Vec::new();
+    for _ in 0..2 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let own_data = tempfile::tempdir().unwrap();
+        let env = BTreeMap::from([
+            ("HERALD_LISTEN".to_owned(), format!("127.0.0.1:{port}")),
+            ("HERALD_PUBLIC_URL".to_owned(), url.clone()),
+            (
+                "HERALD_DATA_DIR".to_owned(),
+                own_data.path().display().to_string(),
+            ),
+            ("HERALD_DATABASE_URL".to_owned(), db.url()),
+            ("HERALD_MASTER_KEY".to_owned(), master_key.clone()),
+            ("HERALD_DEV".to_owned(), "true".to_owned()),
+            ("HERALD_ALLOW_PRIVATE_HOSTS".to_owned(), "true".to_owned()),
+            ("HERALD_SMTP_CA_FILE".to_owned(), ca.display().to_string()),
+            ("HERALD_LOG".to_owned(), "warn".to_owned()),
+        ]);
+        processes.push((serve(&env), own_data));
+        ready(&url).await;
+        urls.push(url);
+    }
+
+    let store = herald::store::Store::connect(&db.database_url())
+        .await
+        .unwrap();
+    let actor = herald::domain::Actor::cli();
+    let org = herald::services::create_org(&store, "Contoso", &actor)
+        .await
+        .unwrap();
+    let (_, key) =
+        herald::services::create_api_key(&store, org.id, "reports", "admin", &[], &actor)
+            .await
+            .unwrap();
+    let key = key.expose().to_owned();
+    let client = http_builder().build().unwrap();
+    // An OAuth2 mailbox, authorized through the first process.
+    let registration = sandbox
+        .state
+        .register_client("Herald", vec![format!("{}/web/um/smtp/redirect", urls[0])]);
+    let smtp_addr = sandbox.smtp_addr;
+    let created: Value = client
+        .post(format!("{}/api/v1/mailboxes", urls[0]))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({
+            "name": "Reports", "auth": "oauth2", "provider": "custom", "username": USER,
+            "host": smtp_addr.ip().to_string(), "port": smtp_addr.port(), "security": "starttls",
+            "authorization_url": format!("{sandbox_url}/sandbox/oauth2/v2.0/authorize"),
+            "token_url": format!("{sandbox_url}/sandbox/oauth2/v2.0/token"),
+            "scopes": ["https://outlook.office.com/SMTP.Send", "offline_access"],
+            "client_id": registration.client_id,
+            "client_secret": secrecy::ExposeSecret::expose_secret(&registration.secret),
+            "default": true,
+            "limits": {"connections": 4},
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mailbox = created["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_owned();
+    let started: Value = client
+        .post(format!("{}/api/v1/mailboxes/{mailbox}/authorize", urls[0]))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let redirect = sandbox_consent(
+        started["authorization_url"].as_str().unwrap(),
+        USER,
+        PASSWORD,
+        "accept",
+    )
+    .await;
+    let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+    http_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(&location)
+        .send()
+        .await
+        .unwrap();
+    // Its token has run out: both processes will want a new one at once.
+    sqlx::query("UPDATE mailboxes SET token_expires_at = 0 WHERE id = $1")
+        .bind(&mailbox)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let refreshes_before = sandbox.state.token_requests();
+
+    // 40 messages, half through each process's API.
+    for i in 0..40 {
+        let response = client
+            .post(format!("{}/api/v1/messages", urls[i % 2]))
+            .bearer_auth(&key)
+            .json(&serde_json::json!({
+                "to": "bob@example.com", "subject": format!("Shared #{i}"), "text": "Hello",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let sent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        if sent == 40 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{sent} of 40 sent");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let mut copies = BTreeMap::<String, usize>::new();
+    for m in sandbox.state.messages() {
+        let raw = String::from_utf8_lossy(&m.raw).into_owned();
+        if let Some(subject) = raw
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: Shared #"))
+        {
+            *copies.entry(subject.to_owned()).or_default() += 1;
+        }
+    }
+    assert_eq!(copies.len(), 40, "every message arrived");
+    assert!(copies.values().all(|n| *n == 1), "none twice: {copies:?}");
+    assert_eq!(
+        sandbox.state.token_requests() - refreshes_before,
+        1,
+        "one refresh between the two processes"
+    );
+    let instances: Vec<(Option<String>,)> =
+        sqlx::query_as("SELECT DISTINCT attempted_by FROM messages")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(instances.len(), 2, "both processes sent: {instances:?}");
+    drop(processes);
+}

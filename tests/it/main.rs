@@ -6,7 +6,7 @@ mod alerts;
 mod api;
 mod authorization;
 mod cli;
-mod crash;
+pub(crate) mod crash;
 mod helpers;
 mod instances;
 mod keepalive;
