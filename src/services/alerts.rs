@@ -233,6 +233,36 @@ pub async fn check_secret_expiry(store: &Store, now: OffsetDateTime) -> StoreRes
     Ok(raised)
 }
 
+/// Hides an alert from the banner, and records who did. Answers whether the organization
+/// has it.
+pub async fn dismiss(
+    store: &Store,
+    org_id: OrgId,
+    id: &str,
+    actor: &crate::domain::Actor,
+) -> StoreResult<bool> {
+    let now = OffsetDateTime::now_utc();
+    let mut tx = store.begin().await?;
+    if !stored::dismiss(&mut tx, org_id, id, now).await? {
+        return Ok(false);
+    }
+    store::audit::record(
+        &mut tx,
+        &crate::domain::NewAuditEvent {
+            org_id,
+            actor: actor.clone(),
+            action: "alert.dismiss",
+            target_kind: "alert",
+            target_id: id.to_owned(),
+            detail: serde_json::json!({}),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// Sets the organization's webhook and answers its new signing secret (shown once).
 pub async fn set_webhook(
     store: &Store,

@@ -383,3 +383,66 @@ async fn a_webhook_must_be_a_url_herald_may_reach_and_its_secret_is_never_shown_
     assert!(!shown.contains(&secret));
     o.stop().await;
 }
+
+#[tokio::test]
+async fn dismissing_an_alert_hides_it_and_is_audited() {
+    let o = Outbox::start().await;
+    let mut conn = o.app.store().conn().await.unwrap();
+    herald::store::alerts::raise(
+        &mut conn,
+        &herald::store::alerts::NewAlert {
+            org_id: o.org,
+            kind: "keepalive_failed",
+            dedup_key: "test".into(),
+            mailbox_id: None,
+            message_id: None,
+            title: "Something to see".into(),
+            detail: "Details".into(),
+            action: None,
+        },
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    let id = open_alerts(&o).await[0]["id"].as_str().unwrap().to_owned();
+    let dismissed = o
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/alerts/{id}/dismiss"),
+            &o.admin,
+            None,
+        )
+        .await;
+    assert_eq!(dismissed.status(), 204);
+    assert!(open_alerts(&o).await.is_empty());
+    let all: Value = o
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/alerts?all=true",
+            &o.admin,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(all["alerts"][0]["dismissed_at"].is_string());
+    let audit = o
+        .call(reqwest::Method::GET, "/api/v1/audit", &o.admin, None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(audit.contains("alert.dismiss"), "{audit}");
+    let unknown = o
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/alerts/no-such-alert/dismiss",
+            &o.admin,
+            None,
+        )
+        .await;
+    assert_eq!(unknown.status(), 404);
+    o.stop().await;
+}

@@ -117,8 +117,7 @@ pub async fn dismiss_alert(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
-    let mut conn = state.store.conn().await?;
-    if store::alerts::dismiss(&mut conn, principal.org_id, &id, OffsetDateTime::now_utc()).await? {
+    if alerts::dismiss(&state.store, principal.org_id, &id, &principal.actor).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("alert"))

@@ -13,7 +13,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
 use serde::Deserialize;
-use time::OffsetDateTime;
 
 use super::{NoticePage, internal, not_found, origin_ok, render, safe_next};
 use crate::crypto;
@@ -101,17 +100,14 @@ pub(super) async fn dismiss_alert(
             },
         );
     }
-    let dismissed = async {
-        let mut conn = state.store.conn().await?;
-        store::alerts::dismiss(
-            &mut conn,
-            session.user.org_id,
-            &id,
-            OffsetDateTime::now_utc(),
-        )
-        .await
-    }
-    .await;
+    let actor = crate::domain::Actor {
+        kind: crate::domain::ActorKind::User,
+        id: Some(session.user.id.to_string()),
+        label: session.user.email.clone(),
+        source: "web".into(),
+    };
+    let dismissed =
+        crate::services::alerts::dismiss(&state.store, session.user.org_id, &id, &actor).await;
     match dismissed {
         // `Redirect::to` answers 303, so the browser GETs the page again.
         Ok(true) => Redirect::to(&safe_next(&form.back)).into_response(),
