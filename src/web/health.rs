@@ -34,7 +34,14 @@ async fn metrics(
             .is_some_and(|given| {
                 crate::crypto::constant_time_eq(given.trim(), token.expose_secret())
             }),
-        None => client.is_loopback(),
+        // Loopback, and not relayed: a reverse proxy on this machine that is not listed in
+        // HERALD_TRUSTED_PROXIES would otherwise make every outside request look local.
+        None => {
+            client.is_loopback()
+                && ["x-forwarded-for", "forwarded", "x-real-ip"]
+                    .iter()
+                    .all(|h| !headers.contains_key(*h))
+        }
     };
     if !allowed {
         let why = if state.config.metrics_token.is_some() {

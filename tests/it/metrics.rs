@@ -125,6 +125,23 @@ async fn without_a_token_metrics_answer_only_this_machine() {
     );
 }
 
+#[tokio::test]
+async fn without_a_token_a_request_relayed_by_an_unlisted_local_proxy_is_refused() {
+    // A reverse proxy on this machine, not in HERALD_TRUSTED_PROXIES: the peer is loopback,
+    // but the request came from elsewhere.
+    let app = spawn_app_with(|_| {}).await;
+    for header in ["x-forwarded-for", "forwarded", "x-real-ip"] {
+        let relayed = app
+            .client()
+            .get(app.url("/metrics"))
+            .header(header, "203.0.113.9")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(relayed.status(), 403, "{header}");
+    }
+}
+
 #[test]
 fn a_short_metrics_token_is_refused_at_start() {
     let env =
