@@ -306,6 +306,7 @@ impl App {
         ));
         let outbox = self.state.outbox.clone();
         let dispatcher = outbox.start();
+        outbox.start_upkeep().await;
         let (stop_relay, relay_stopping) = tokio::sync::watch::channel(false);
         let relay = self
             .relay

@@ -115,8 +115,8 @@ pub struct FileConfig {
     /// `X-Forwarded-For` is believed (comma-separated in the environment). Default none.
     pub trusted_proxies: Option<Vec<String>>,
     /// `HERALD_METRICS_TOKEN`: the bearer token a Prometheus server sends to scrape
-    /// `/metrics` (at least 16 characters). Default none: `/metrics` then answers only clients
-    /// on the same machine.
+    /// `/metrics` (at least 16 characters). Default none: `/metrics` then answers only an
+    /// installation reached on loopback, from the same machine.
     pub metrics_token: Option<String>,
     /// `HERALD_SANDBOX_LISTEN`: where the sandbox provider's web server listens when it runs
     /// (`herald demo`, tests). Default `127.0.0.1:8081`.

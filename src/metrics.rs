@@ -62,7 +62,7 @@ impl Metrics {
         let queue = Family::<StatusLabel, Gauge>::default();
         registry.register(
             "queue_messages",
-            "Messages in the queue by status (the whole database, read at each scrape)",
+            "Messages still to send, by status: queued, sending, held (the whole database, read at each scrape)",
             queue.clone(),
         );
         let sends = Family::<SendLabels, Counter>::default();

@@ -73,16 +73,19 @@ impl Outbox {
     }
 
     /// Starts the dispatcher.
-    /// Starts the dispatcher and the keep-alive.
+    /// Starts the dispatcher.
     pub fn start(&self) -> tokio::task::JoinHandle<()> {
         let inner = self.inner.clone();
-        tokio::spawn(async move {
-            tokio::join!(
-                dispatch(inner.clone()),
-                super::keepalive::run(inner.clone()),
-                super::keepalive::alerts_loop(inner)
-            );
-        })
+        tokio::spawn(async move { dispatch(inner).await })
+    }
+
+    /// Starts what a serving instance does beside delivering: the keep-alive, the client-secret
+    /// checks and the alerts' emails and webhooks. They stop with [`Outbox::shutdown`], which
+    /// lets the item in hand finish (not the command line's `--wait`, which only delivers).
+    pub async fn start_upkeep(&self) {
+        let mut tasks = self.inner.tasks.lock().await;
+        tasks.spawn(super::keepalive::run(self.inner.clone()));
+        tasks.spawn(super::keepalive::alerts_loop(self.inner.clone()));
     }
 
     /// One keep-alive pass now (the command line, tests); answers how many mailboxes it took.
@@ -799,34 +802,43 @@ pub(crate) fn retry_delay(tuning: &Tuning, attempts: u32, jitter: f64) -> Durati
 }
 
 async fn finish(inner: &Inner, claim: &Claim, outcome: Outcome<'_>) -> StoreResult<bool> {
-    record(inner, claim, &outcome);
-    // An alert's own email that fails is not alerted again by email (no loop); its failure
-    // shows in the message log.
-    if let Outcome::Failed { reason, .. } = &outcome
-        && claim.message.source != crate::domain::message::MessageSource::Alert
-        && let Err(e) = alert_failed(inner, claim, reason).await
-    {
-        tracing::warn!(error = %e, "could not raise the alert for a failed message");
+    let recorded = {
+        let _turn = inner.deps.store.write_permit().await;
+        let mut conn = inner.deps.store.relaxed_conn().await?;
+        store::messages::finish(
+            &mut conn,
+            &claim.message.id,
+            &claim.token,
+            outcome,
+            inner.clock.now(),
+        )
+        .await?
+    };
+    // Counted and alerted only when this outcome is the message's: a claim that was taken
+    // over (the message may have been sent since) says nothing.
+    if recorded {
+        record(inner, claim, &outcome);
+        // An alert's own email that fails is not alerted again (no loop); its failure shows
+        // in the message log.
+        if let Outcome::Failed { reason, .. } = &outcome
+            && claim.message.source != crate::domain::message::MessageSource::Alert
+            && let Err(e) = alert_failed(inner, claim, reason).await
+        {
+            tracing::warn!(error = %e, "could not raise the alert for a failed message");
+        }
     }
-    let _turn = inner.deps.store.write_permit().await;
-    let mut conn = inner.deps.store.relaxed_conn().await?;
-    store::messages::finish(
-        &mut conn,
-        &claim.message.id,
-        &claim.token,
-        outcome,
-        inner.clock.now(),
-    )
-    .await
+    Ok(recorded)
 }
 
 /// Tells the organization's admins that a message failed for good.
 async fn alert_failed(inner: &Inner, claim: &Claim, reason: &StatusReason) -> StoreResult<()> {
     let message = &claim.message;
     let mut conn = inner.deps.store.conn().await?;
+    // The installation's default sender is the operator's mailbox: its name and id are not the
+    // organization's to see.
     let mailbox = match message.mailbox_id {
-        Some(id) => store::mailboxes::get_any(&mut conn, id).await?,
-        None => None,
+        Some(id) if !message.via_default_sender => store::mailboxes::get_any(&mut conn, id).await?,
+        _ => None,
     };
     crate::services::alerts::message_failed(
         &mut conn,

@@ -113,7 +113,10 @@ pub async fn message_failed(
     now: OffsetDateTime,
 ) -> StoreResult<()> {
     let hour = now.unix_timestamp().div_euclid(3600);
-    let (mailbox_id, name) = mailbox.map_or((None, "no mailbox"), |(id, n)| (Some(id), n));
+    let (mailbox_id, name) = mailbox
+        .map_or((None, "the installation's default sender"), |(id, n)| {
+            (Some(id), n)
+        });
     stored::raise(
         conn,
         &NewAlert {
@@ -127,7 +130,11 @@ pub async fn message_failed(
             ),
             mailbox_id,
             message_id: Some(message_id),
-            title: format!("Mail through \"{name}\" failed"),
+            title: if mailbox_id.is_some() {
+                format!("Mail through \"{name}\" failed")
+            } else {
+                format!("Mail through {name} failed")
+            },
             detail: format!(
                 "{} (message {message_id}; further failures for the same reason this hour are not alerted again)",
                 reason.message

@@ -569,27 +569,40 @@ pub async fn access_token(
 ) -> ServiceResult<Result<SecretString, TokenFailure>> {
     let lock = deps.locks.lock_for(id);
     let _guard = lock.lock().await;
-    // Other instances on the same database wait here too; whoever comes second reads the
-    // token the first one stored and asks the provider nothing.
-    let _instances = deps.store.lock_token_refresh(id).await?;
     let owner = id.to_string();
-    let mut conn = deps.store.conn().await?;
-    let mut mailbox = store::mailboxes::get(&mut conn, org_id, id)
-        .await?
-        .ok_or(ServiceError::NotFound("mailbox"))?;
-    let current = keys::get_secret(&mut conn, deps.keys, &owner, secret_fields::ACCESS_TOKEN)
-        .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))?;
-    let now = OffsetDateTime::now_utc();
-    let fresh = mailbox
-        .token_expires_at
-        .is_some_and(|t| t - REFRESH_SKEW > now);
-    if let Some(token) = &current
-        && fresh
-        && rejected.is_none_or(|r| r.expose_secret() != token.expose_secret())
-    {
-        return Ok(Ok(token.clone()));
-    }
+    let mut instances = None;
+    let (mut conn, mut mailbox) = loop {
+        let mut conn = deps.store.conn().await?;
+        let mailbox = store::mailboxes::get(&mut conn, org_id, id)
+            .await?
+            .ok_or(ServiceError::NotFound("mailbox"))?;
+        let current = keys::get_secret(&mut conn, deps.keys, &owner, secret_fields::ACCESS_TOKEN)
+            .await
+            .map_err(|e| ServiceError::Internal(e.to_string()))?;
+        let now = OffsetDateTime::now_utc();
+        let fresh = mailbox
+            .token_expires_at
+            .is_some_and(|t| t - REFRESH_SKEW > now);
+        if let Some(token) = &current
+            && fresh
+            && rejected.is_none_or(|r| r.expose_secret() != token.expose_secret())
+        {
+            return Ok(Ok(token.clone()));
+        }
+        // A refresh is needed. Other instances on the same database wait for it here;
+        // whoever comes second reads again the token the first one stored and asks the
+        // provider nothing. A fresh token never waits for this lock.
+        if instances.is_none() {
+            drop(conn);
+            instances = deps.store.lock_token_refresh(id).await?;
+            if instances.is_some() {
+                continue;
+            }
+            conn = deps.store.conn().await?;
+        }
+        break (conn, mailbox);
+    };
+    let _instances = instances;
     let Some(refresh) =
         keys::get_secret(&mut conn, deps.keys, &owner, secret_fields::REFRESH_TOKEN)
             .await

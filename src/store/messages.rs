@@ -139,30 +139,34 @@ pub async fn insert(conn: &mut Conn, m: &NewMessage) -> StoreResult<()> {
 /// On SQLite every commit waits for the disk, one at a time. Messages that arrive while a
 /// commit is on its way are inserted together and share the next one: twenty sessions
 /// sending at once cost one `fsync`, not twenty. (PostgreSQL groups concurrent commits
-/// itself.) The commit runs in a task of its own, so a caller that goes away cannot leave
-/// the others without an answer.
+/// itself.)
 pub async fn insert_durably(store: &Store, m: NewMessage) -> StoreResult<()> {
     if store.backend() == Backend::Postgres {
         let mut conn = store.conn().await?;
         return insert(&mut conn, &m).await;
     }
-    let (done, answer) = tokio::sync::oneshot::channel();
-    store.pending_inserts().push((m, done));
-    let turn = store.write_permit().await;
-    let batch = std::mem::take(&mut *store.pending_inserts());
-    if !batch.is_empty() {
-        let store = store.clone();
-        let _ = tokio::spawn(async move {
+    // In a task of its own from here on: a caller that goes away (a client that hung up) must
+    // neither leave its message waiting for whoever commits next nor others without an answer.
+    let store = store.clone();
+    tokio::spawn(async move {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        store.pending_inserts().push((m, done));
+        let turn = store.write_permit().await;
+        let batch = std::mem::take(&mut *store.pending_inserts());
+        if !batch.is_empty() {
             let _turn = turn;
             commit_batch(&store, batch).await;
-        })
-        .await;
-    }
-    answer.await.unwrap_or_else(|_| {
-        Err(StoreError::Corrupt(
-            "the commit of a message stopped".into(),
-        ))
+        }
+        answer.await.unwrap_or_else(|_| stopped())
     })
+    .await
+    .unwrap_or_else(|_| stopped())
+}
+
+fn stopped() -> StoreResult<()> {
+    Err(StoreError::Corrupt(
+        "the commit of a message stopped".into(),
+    ))
 }
 
 /// A message waiting for the next commit, and where to say how it went.
@@ -403,6 +407,7 @@ pub async fn extend_lease(
 }
 
 /// How a claimed message ends its attempt.
+#[derive(Clone, Copy)]
 pub enum Outcome<'a> {
     Sent {
         reply: &'a SmtpReply,
@@ -657,9 +662,13 @@ pub async fn counts(conn: &mut Conn, org_id: OrgId) -> StoreResult<Vec<(MessageS
         .collect()
 }
 
-/// Counts of every organization's messages by status (the metrics' queue depth).
+/// The queue's depth: every organization's messages still to send, by status. Sent and
+/// failed mail is not counted here (it only grows; the send counters tell it), so a scrape
+/// reads the `messages_due` index, not the whole history.
 pub async fn counts_all(conn: &mut Conn) -> StoreResult<Vec<(MessageStatus, i64)>> {
-    let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM messages GROUP BY status")
+    let rows = sqlx::query(
+        "SELECT status, COUNT(*) AS n FROM messages WHERE status IN ('queued', 'sending', 'held') GROUP BY status",
+    )
         .fetch_all(&mut *conn)
         .await?;
     rows.iter()

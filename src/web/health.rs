@@ -34,10 +34,13 @@ async fn metrics(
             .is_some_and(|given| {
                 crate::crypto::constant_time_eq(given.trim(), token.expose_secret())
             }),
-        // Loopback, and not relayed: a reverse proxy on this machine that is not listed in
-        // HERALD_TRUSTED_PROXIES would otherwise make every outside request look local.
+        // Only an installation that is itself reached on loopback (development, a sidecar
+        // scraper) goes without a token. Behind a reverse proxy on this machine every outside
+        // request would look local, with or without forwarding headers.
         None => {
-            client.is_loopback()
+            crate::net::reach_of(state.config.public_url.host_str().unwrap_or_default())
+                == crate::net::Reach::Loopback
+                && client.is_loopback()
                 && ["x-forwarded-for", "forwarded", "x-real-ip"]
                     .iter()
                     .all(|h| !headers.contains_key(*h))
@@ -47,7 +50,7 @@ async fn metrics(
         let why = if state.config.metrics_token.is_some() {
             "/metrics needs the bearer token set in HERALD_METRICS_TOKEN\n"
         } else {
-            "/metrics answers this machine only: set HERALD_METRICS_TOKEN to scrape it from elsewhere\n"
+            "/metrics needs a bearer token: set HERALD_METRICS_TOKEN (without one it answers only an installation reached on loopback, from this machine)\n"
         };
         return (StatusCode::FORBIDDEN, why).into_response();
     }
@@ -55,7 +58,7 @@ async fn metrics(
     match state.store.conn().await {
         Ok(mut conn) => match crate::store::messages::counts_all(&mut conn).await {
             Ok(counts) => {
-                for &status in MessageStatus::ALL {
+                for &status in MessageStatus::ALL.iter().filter(|s| !s.is_final()) {
                     let n = counts
                         .iter()
                         .find(|(s, _)| *s == status)

@@ -57,8 +57,9 @@ async fn metrics_count_sends_replies_latency_tokens_and_the_queue_without_addres
             .to_owned()
     };
     let value = |prefix: &str| -> f64 { line(prefix).rsplit(' ').next().unwrap().parse().unwrap() };
-    assert_eq!(value("herald_queue_messages{status=\"sent\"}"), 4.0);
     assert_eq!(value("herald_queue_messages{status=\"queued\"}"), 0.0);
+    assert_eq!(value("herald_queue_messages{status=\"held\"}"), 0.0);
+    assert!(!text.contains("herald_queue_messages{status=\"sent\"}"));
     assert!(value("herald_sends_total{outcome=\"sent\",reason=\"none\"}") >= 4.0);
     assert!(value("herald_smtp_replies_total{code=\"250\"}") >= 4.0);
     assert!(value("herald_delivery_latency_seconds_count") >= 4.0);
@@ -150,5 +151,27 @@ fn a_short_metrics_token_is_refused_at_start() {
     assert!(
         error.to_string().contains("HERALD_METRICS_TOKEN"),
         "{error}"
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_an_installation_with_a_public_address_never_shows_metrics() {
+    // Reached as https://herald.example.com through a proxy on this machine that adds no
+    // forwarding header: the peer is loopback, the request is not.
+    let app = spawn_app_with(|env| {
+        env.insert(
+            "HERALD_PUBLIC_URL".into(),
+            "https://herald.example.com".into(),
+        );
+    })
+    .await;
+    let response = scrape(&app.client(), &app.url("/metrics"), None).await;
+    assert_eq!(response.status(), 403);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("HERALD_METRICS_TOKEN")
     );
 }
