@@ -414,6 +414,8 @@ async fn housekeeping(store: Store, instance: String, retention: time::Duration)
                 store::messages::idempotency_purge(&mut conn, now).await?;
                 // Failed logins count for 15 minutes; an hour's margin.
                 store::auth_failures::purge(&mut conn, now.unix_timestamp() - 3600).await?;
+                // Alerts resolved or dismissed 90 days ago, their deliveries over.
+                store::alerts::purge(&mut conn, now - time::Duration::days(90)).await?;
                 let purged = store::messages::purge_bodies(&mut conn, now - retention, now).await?;
                 if purged > 0 {
                     tracing::info!(purged, "message bodies past their retention purged");

@@ -220,12 +220,22 @@ pub async fn check_secret_expiry(store: &Store, now: OffsetDateTime) -> StoreRes
                 if left == 1 { "" } else { "s" }
             )
         };
+        let key = format!("client_secret:{}:{expires}:{step}", mailbox.id);
+        // The previous step (or an earlier date's) gives way to this one.
+        stored::resolve_others(
+            &mut conn,
+            mailbox.id,
+            &[kind::SECRET_EXPIRING, kind::SECRET_EXPIRED],
+            &key,
+            now,
+        )
+        .await?;
         let new = stored::raise(
             &mut conn,
             &NewAlert {
                 org_id: mailbox.org_id,
                 kind,
-                dedup_key: format!("client_secret:{}:{expires}:{step}", mailbox.id),
+                dedup_key: key,
                 mailbox_id: Some(mailbox.id),
                 message_id: None,
                 title,
@@ -363,13 +373,13 @@ pub async fn email_due(
     use crate::outbox::accept::{self, Body, Caller, SendRequest, Submission};
     let due = {
         let mut conn = store.conn().await?;
-        stored::emails_due(&mut conn, 50).await?
+        stored::emails_due(&mut conn, now, 50).await?
     };
     let mut queued = 0;
     for alert in due {
         let admins = {
             let mut conn = store.conn().await?;
-            if !stored::take_email(&mut conn, &alert.id).await? {
+            if !stored::take_email(&mut conn, &alert.id, now).await? {
                 continue;
             }
             stored::admin_emails(&mut conn, alert.org_id).await?
@@ -460,9 +470,12 @@ pub async fn deliver_due(
     };
     let mut delivered = 0;
     for alert in due {
+        // The time of this delivery, not of the pass: earlier ones may have taken a while.
+        let now = OffsetDateTime::now_utc().max(now);
         let (url, secret) = {
             let mut conn = store.conn().await?;
-            if !stored::take_webhook(&mut conn, &alert.id, now, now + time::Duration::minutes(1))
+            // Longer than a delivery can take, so no other instance sends it meanwhile.
+            if !stored::take_webhook(&mut conn, &alert.id, now, now + time::Duration::minutes(5))
                 .await?
             {
                 continue;
@@ -486,13 +499,13 @@ pub async fn deliver_due(
         let mut conn = store.conn().await?;
         match outcome {
             Ok(()) => {
-                stored::webhook_outcome(&mut conn, &alert.id, Ok(())).await?;
+                stored::webhook_outcome(&mut conn, &alert.id, attempts, Ok(())).await?;
                 delivered += 1;
             }
             Err(why) => {
                 tracing::warn!(alert = %alert.id, attempts, error = %why, "an alert's webhook delivery failed");
                 let retry = (attempts < WEBHOOK_TRIES).then(|| now + retry_after(attempts));
-                stored::webhook_outcome(&mut conn, &alert.id, Err((&why, retry))).await?;
+                stored::webhook_outcome(&mut conn, &alert.id, attempts, Err((&why, retry))).await?;
             }
         }
     }

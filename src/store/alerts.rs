@@ -214,10 +214,12 @@ pub async fn take_webhook(
     Ok(done.rows_affected() == 1)
 }
 
-/// Records a delivery attempt: delivered, tried again at `retry_at`, or given up.
+/// Records a delivery attempt (the `attempt`-th): delivered, tried again at `retry_at`, or
+/// given up. An attempt that another instance has since taken over records nothing.
 pub async fn webhook_outcome(
     conn: &mut Conn,
     id: &str,
+    attempt: i64,
     outcome: Result<(), (&str, Option<OffsetDateTime>)>,
 ) -> StoreResult<()> {
     let (status, next, error) = match outcome {
@@ -227,12 +229,13 @@ pub async fn webhook_outcome(
     };
     sqlx::query(
         "UPDATE alerts SET webhook_status = $1, webhook_next_at = COALESCE($2, webhook_next_at), \
-           webhook_last_error = $3 WHERE id = $4",
+           webhook_last_error = $3 WHERE id = $4 AND webhook_attempts = $5 AND webhook_status = 'pending'",
     )
     .bind(status)
     .bind(next)
     .bind(error)
     .bind(id)
+    .bind(attempt)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -260,12 +263,23 @@ pub async fn set_webhook_url(conn: &mut Conn, org_id: OrgId, url: Option<&str>) 
     Ok(())
 }
 
-/// Alerts whose email is still to be written, oldest first.
-pub async fn emails_due(conn: &mut Conn, limit: i64) -> StoreResult<Vec<Alert>> {
+/// How long an instance may take to write an alert's email before another takes it over.
+const EMAIL_TAKE_SECS: i64 = 600;
+
+/// Alerts whose email is still to be written (or was taken by an instance that stopped), oldest
+/// first.
+pub async fn emails_due(
+    conn: &mut Conn,
+    now: OffsetDateTime,
+    limit: i64,
+) -> StoreResult<Vec<Alert>> {
     sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM alerts WHERE email_status = 'pending' ORDER BY created_at, id LIMIT $1"
+        "SELECT {COLUMNS} FROM alerts WHERE email_status = 'pending' \
+           OR (email_status = 'writing' AND email_taken_at < $2) \
+         ORDER BY created_at, id LIMIT $1"
     )))
     .bind(limit)
+    .bind(to_db_time(now) - EMAIL_TAKE_SECS)
     .fetch_all(&mut *conn)
     .await?
     .iter()
@@ -274,11 +288,14 @@ pub async fn emails_due(conn: &mut Conn, limit: i64) -> StoreResult<Vec<Alert>> 
 }
 
 /// Takes an alert's email for this instance: true unless another took it.
-pub async fn take_email(conn: &mut Conn, id: &str) -> StoreResult<bool> {
+pub async fn take_email(conn: &mut Conn, id: &str, now: OffsetDateTime) -> StoreResult<bool> {
     let done = sqlx::query(
-        "UPDATE alerts SET email_status = 'writing' WHERE id = $1 AND email_status = 'pending'",
+        "UPDATE alerts SET email_status = 'writing', email_taken_at = $2 WHERE id = $1 \
+           AND (email_status = 'pending' OR (email_status = 'writing' AND email_taken_at < $3))",
     )
     .bind(id)
+    .bind(to_db_time(now))
+    .bind(to_db_time(now) - EMAIL_TAKE_SECS)
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -316,4 +333,41 @@ pub async fn admin_emails(conn: &mut Conn, org_id: OrgId) -> StoreResult<Vec<Str
     rows.iter()
         .map(|row| Ok(row.try_get::<String, _>("email")?))
         .collect()
+}
+
+/// Resolves the mailbox's open alerts of these kinds other than `keep` (a client secret's
+/// earlier step, or an earlier date, once a newer one is raised).
+pub async fn resolve_others(
+    conn: &mut Conn,
+    mailbox_id: MailboxId,
+    kinds: &[&str],
+    keep: &str,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    for kind in kinds {
+        sqlx::query(
+            "UPDATE alerts SET resolved_at = $1, dedup_key = dedup_key || '#resolved:' || id \
+             WHERE mailbox_id = $2 AND kind = $3 AND resolved_at IS NULL AND dedup_key <> $4",
+        )
+        .bind(to_db_time(now))
+        .bind(mailbox_id.to_string())
+        .bind(*kind)
+        .bind(keep)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Forgets alerts resolved or dismissed before `before`, whose deliveries are over
+/// (housekeeping).
+pub async fn purge(conn: &mut Conn, before: OffsetDateTime) -> StoreResult<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM alerts WHERE COALESCE(resolved_at, dismissed_at) < $1 \
+           AND webhook_status <> 'pending' AND email_status IN ('queued', 'skipped')",
+    )
+    .bind(to_db_time(before))
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
 }

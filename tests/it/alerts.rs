@@ -333,8 +333,10 @@ async fn failed_messages_expiring_secrets_and_keepalive_failures_each_alert_once
             .unwrap()
             .contains("Certificates & secrets")
     );
+    // The expired secret's alert replaced the 7-day warning on the banner.
     let open = open_alerts(&o).await;
-    assert_eq!(open.len(), 4);
+    assert_eq!(open.len(), 3, "{open:?}");
+    assert!(open.iter().all(|a| a["type"] != "client_secret_expiring"));
     // No admin to write to: said, not silently dropped.
     assert!(
         open.iter()
@@ -381,6 +383,38 @@ async fn a_webhook_must_be_a_url_herald_may_reach_and_its_secret_is_never_shown_
         .unwrap();
     assert!(shown.contains(&url));
     assert!(!shown.contains(&secret));
+    // Only admins see where alerts go.
+    let sender = o.app.key(o.org, "sender").await;
+    let refused = o
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/organization/alert-webhook",
+            &sender,
+            None,
+        )
+        .await;
+    assert_eq!(refused.status(), 403);
+    let removed = o
+        .call(
+            reqwest::Method::DELETE,
+            "/api/v1/organization/alert-webhook",
+            &o.admin,
+            None,
+        )
+        .await;
+    assert_eq!(removed.status(), 204);
+    let gone: Value = o
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/organization/alert-webhook",
+            &o.admin,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(gone["url"].is_null());
     o.stop().await;
 }
 

@@ -146,14 +146,15 @@ pub struct PutAlertWebhook {
     pub url: String,
 }
 
-/// The organization's alert webhook.
+/// The organization's alert webhook. Admins only: such a URL often carries a token of the
+/// receiver's.
 #[utoipa::path(get, path = "/api/v1/organization/alert-webhook", tag = "alerts",
     responses((status = 200, body = AlertWebhookOut), (status = 403, body = Problem)))]
 pub async fn get_alert_webhook(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<AlertWebhookOut>, ApiError> {
-    principal.require_reader()?;
+    principal.require_admin()?;
     let mut conn = state.store.conn().await?;
     Ok(Json(AlertWebhookOut {
         url: store::alerts::webhook_url(&mut conn, principal.org_id).await?,
@@ -182,11 +183,18 @@ pub async fn set_alert_webhook(
         &body.url,
     )
     .await?;
+    // The audit log keeps where, not the query string (which may carry the receiver's token).
+    let shown = url::Url::parse(&url)
+        .map(|mut u| {
+            u.set_query(None);
+            u.to_string()
+        })
+        .unwrap_or_default();
     audit(
         &state,
         &principal,
         "organization.alert_webhook.set",
-        Some(&url),
+        Some(&shown),
     )
     .await?;
     Ok(Json(AlertWebhookSet {
@@ -203,9 +211,15 @@ pub async fn delete_alert_webhook(
     principal: Principal,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
-    let mut conn = state.store.conn().await?;
-    store::alerts::set_webhook_url(&mut conn, principal.org_id, None).await?;
-    drop(conn);
+    let mut tx = state.store.begin().await?;
+    store::alerts::set_webhook_url(&mut tx, principal.org_id, None).await?;
+    store::secrets::delete(
+        &mut tx,
+        &principal.org_id.to_string(),
+        alerts::WEBHOOK_SECRET_FIELD,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
     audit(
         &state,
         &principal,
