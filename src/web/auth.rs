@@ -508,61 +508,63 @@ impl LoginThrottle {
         drop(attempt);
     }
 
-    /// The failures every instance recorded (in the database), checked after this instance's
-    /// own count: guesses spread over several instances meet the same limits.
-    pub async fn shared_check(
+    /// Records the attempt in the database before its password is checked, then counts what
+    /// every instance recorded: parallel guesses spread over several instances meet the same
+    /// limits. A refused attempt is taken back.
+    pub async fn shared_attempt(
         store: &crate::store::Store,
         account: &str,
         addr: IpAddr,
         now: i64,
-    ) -> crate::store::StoreResult<Option<Throttled>> {
+    ) -> crate::store::StoreResult<Result<SharedAttempt, Throttled>> {
+        use crate::store::auth_failures;
         let (account_key, address_key) = Self::keys(account, addr);
+        let (account_key, address_key) = (
+            format!("signin:{account_key}"),
+            format!("signin:{address_key}"),
+        );
         let mut conn = store.conn().await?;
+        let attempt = SharedAttempt {
+            account_key: account_key.clone(),
+            account_id: auth_failures::record(&mut conn, &account_key, now).await?,
+            address_id: auth_failures::record(&mut conn, &address_key, now).await?,
+        };
         for (key, limit, per_account) in [
-            (account_key, Self::PER_ACCOUNT, true),
-            (address_key, Self::PER_ADDRESS, false),
+            (&account_key, Self::PER_ACCOUNT, true),
+            (&address_key, Self::PER_ADDRESS, false),
         ] {
-            let (n, oldest) = crate::store::auth_failures::count(
-                &mut conn,
-                &format!("signin:{key}"),
-                now - Self::WINDOW_SECS,
-            )
-            .await?;
-            if n >= limit as i64 {
-                return Ok(Some(Throttled {
+            let (n, oldest) = auth_failures::count(&mut conn, key, now - Self::WINDOW_SECS).await?;
+            if n > limit as i64 {
+                auth_failures::forget(&mut conn, &attempt.account_id).await?;
+                auth_failures::forget(&mut conn, &attempt.address_id).await?;
+                return Ok(Err(Throttled {
                     per_account,
                     retry_after_secs: (oldest.unwrap_or(now) + Self::WINDOW_SECS - now).max(1)
                         as u64,
                 }));
             }
         }
-        Ok(None)
+        Ok(Ok(attempt))
     }
 
-    /// Records a failed sign-in for every instance to see.
-    pub async fn shared_failed(
-        store: &crate::store::Store,
-        account: &str,
-        addr: IpAddr,
-        now: i64,
-    ) -> crate::store::StoreResult<()> {
-        let (account_key, address_key) = Self::keys(account, addr);
-        let mut conn = store.conn().await?;
-        for key in [account_key, address_key] {
-            crate::store::auth_failures::record(&mut conn, &format!("signin:{key}"), now).await?;
-        }
-        Ok(())
-    }
-
-    /// A successful sign-in forgives its account's recorded failures (not its address's).
+    /// The attempt succeeded: it no longer counts, and the account's recorded failures are
+    /// forgiven (the address's are not). A failed attempt simply stays recorded.
     pub async fn shared_succeeded(
         store: &crate::store::Store,
-        account: &str,
+        attempt: SharedAttempt,
     ) -> crate::store::StoreResult<()> {
         let mut conn = store.conn().await?;
-        crate::store::auth_failures::forget_key(&mut conn, &format!("signin:account:{account}"))
-            .await
+        crate::store::auth_failures::forget_key(&mut conn, &attempt.account_key).await?;
+        crate::store::auth_failures::forget(&mut conn, &attempt.address_id).await
     }
+}
+
+/// A sign-in attempt recorded in the database (see [`LoginThrottle::shared_attempt`]).
+#[derive(Debug)]
+pub struct SharedAttempt {
+    account_key: String,
+    account_id: String,
+    address_id: String,
 }
 
 impl ThrottleState {

@@ -335,3 +335,33 @@ async fn two_herald_processes_share_the_queue_and_one_token_refresh() {
     assert_eq!(instances.len(), 2, "both processes sent: {instances:?}");
     drop(processes);
 }
+
+#[tokio::test]
+async fn parallel_guesses_over_two_instances_get_no_more_tries_than_on_one() {
+    use herald::web::auth::LoginThrottle;
+    let clock: Arc<dyn herald::outbox::Clock> = Arc::new(herald::outbox::SystemClock);
+    let (first, sandbox) = spawn_app_with_sandbox_on(clock.clone()).await;
+    let second = spawn_instance_of(&first, &sandbox, clock).await;
+    let org = first.org("Contoso").await;
+    first.user(org, "ann@contoso.com", "admin").await;
+    // Twelve guesses at once, half at each instance: each is recorded before its password is
+    // checked, so no more than the limit are checked at all.
+    let guesses = (0..12).map(|i| {
+        let app = if i % 2 == 0 { &first } else { &second };
+        async move {
+            app.sign_in(&app.browser(), "ann@contoso.com", "guess")
+                .await
+                .status()
+        }
+    });
+    let statuses = crate::authorization::futures_join_all(guesses).await;
+    let checked = statuses.iter().filter(|s| s.as_u16() == 401).count();
+    let refused = statuses.iter().filter(|s| s.as_u16() == 429).count();
+    assert_eq!(checked + refused, 12, "{statuses:?}");
+    assert!(
+        checked <= LoginThrottle::PER_ACCOUNT,
+        "{checked} guesses were checked: {statuses:?}"
+    );
+    second.stop().await;
+    first.stop().await;
+}

@@ -283,9 +283,9 @@ async fn login(
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let attempt = match state.login_throttle.attempt(&account, client, now) {
         Ok(attempt) => {
-            match auth::LoginThrottle::shared_check(&state.store, &account, client, now).await {
-                Ok(None) => Ok(attempt),
-                Ok(Some(limited)) => {
+            match auth::LoginThrottle::shared_attempt(&state.store, &account, client, now).await {
+                Ok(Ok(shared)) => Ok((attempt, shared)),
+                Ok(Err(limited)) => {
                     state.login_throttle.failed(attempt);
                     Err(limited)
                 }
@@ -294,7 +294,7 @@ async fn login(
         }
         Err(limited) => Err(limited),
     };
-    let attempt = match attempt {
+    let (attempt, shared) = match attempt {
         Ok(attempt) => attempt,
         Err(limited) => {
             let minutes = limited.retry_after_secs.div_ceil(60);
@@ -341,12 +341,9 @@ async fn login(
     let user = match found {
         Some((user, _)) if verified && !password.expose_secret().is_empty() => user,
         _ => {
+            // It stays recorded, here and in the database.
             state.login_throttle.failed(attempt);
-            if let Err(e) =
-                auth::LoginThrottle::shared_failed(&state.store, &account, client, now).await
-            {
-                tracing::warn!(error = %e, "could not record a failed sign-in");
-            }
+            drop(shared);
             tracing::info!(%client, "sign-in failed");
             return (
                 jar,
@@ -356,7 +353,7 @@ async fn login(
         }
     };
     state.login_throttle.succeeded(attempt);
-    if let Err(e) = auth::LoginThrottle::shared_succeeded(&state.store, &account).await {
+    if let Err(e) = auth::LoginThrottle::shared_succeeded(&state.store, shared).await {
         tracing::warn!(error = %e, "could not forgive an account's failed sign-ins");
     }
     // A fresh session on every sign-in: a token planted before sign-in is worthless after it.
