@@ -23,6 +23,8 @@ CREATE TABLE alerts (
     -- The email to the organization's admins: pending, queued (as email_message_id),
     -- or skipped (email_error says why).
     email_status        TEXT NOT NULL DEFAULT 'pending',
+    -- When an instance took the email to write it (another may take it over after 10 minutes).
+    email_taken_at      BIGINT,
     email_message_id    TEXT,
     email_error         TEXT,
     UNIQUE (org_id, dedup_key)
@@ -30,6 +32,7 @@ CREATE TABLE alerts (
 CREATE INDEX alerts_webhook_due ON alerts(webhook_status, webhook_next_at);
 CREATE INDEX alerts_open ON alerts(org_id, resolved_at, dismissed_at);
 CREATE INDEX alerts_email_due ON alerts(email_status);
+CREATE INDEX alerts_mailbox ON alerts(mailbox_id, kind);
 
 -- Where the organization's alerts are POSTed (its signing secret is sealed with the others).
 ALTER TABLE organizations ADD COLUMN alert_webhook_url TEXT;
