@@ -855,6 +855,8 @@ pub async fn delete(
     store::messages::fail_mailbox(&mut tx, id, &reason, now).await?;
     store::mailboxes::delete(&mut tx, org_id, id).await?;
     store::secrets::delete_owner(&mut tx, &id.to_string()).await?;
+    // Its alerts have nothing left to act on.
+    store::alerts::resolve_mailbox(&mut tx, id, now).await?;
     store::audit::record(
         &mut tx,
         &NewAuditEvent {

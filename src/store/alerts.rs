@@ -371,3 +371,20 @@ pub async fn purge(conn: &mut Conn, before: OffsetDateTime) -> StoreResult<u64> 
     .await?
     .rows_affected())
 }
+
+/// Resolves every open alert of a mailbox that is gone.
+pub async fn resolve_mailbox(
+    conn: &mut Conn,
+    mailbox_id: MailboxId,
+    now: OffsetDateTime,
+) -> StoreResult<u64> {
+    Ok(sqlx::query(
+        "UPDATE alerts SET resolved_at = $1, dedup_key = dedup_key || '#resolved:' || id \
+         WHERE mailbox_id = $2 AND resolved_at IS NULL",
+    )
+    .bind(to_db_time(now))
+    .bind(mailbox_id.to_string())
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}

@@ -480,3 +480,41 @@ async fn dismissing_an_alert_hides_it_and_is_audited() {
     assert_eq!(unknown.status(), 404);
     o.stop().await;
 }
+
+#[tokio::test]
+async fn a_deleted_mailbox_takes_its_alerts_off_the_banner() {
+    let o = Outbox::start().await;
+    let mailbox = o
+        .basic_mailbox(&o.admin, "Support", SUPPORT, json!({}))
+        .await;
+    let mut conn = o.app.store().conn().await.unwrap();
+    herald::store::alerts::raise(
+        &mut conn,
+        &herald::store::alerts::NewAlert {
+            org_id: o.org,
+            kind: "client_secret_expiring",
+            dedup_key: "secret".into(),
+            mailbox_id: Some(mailbox.parse().unwrap()),
+            message_id: None,
+            title: "The client secret of \"Support\" expires in 7 days".into(),
+            detail: "Details".into(),
+            action: None,
+        },
+        time::OffsetDateTime::now_utc(),
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    assert_eq!(open_alerts(&o).await.len(), 1);
+    let deleted = o
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/mailboxes/{mailbox}"),
+            &o.admin,
+            None,
+        )
+        .await;
+    assert_eq!(deleted.status(), 204);
+    assert!(open_alerts(&o).await.is_empty());
+    o.stop().await;
+}
