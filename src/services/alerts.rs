@@ -221,21 +221,12 @@ pub async fn check_secret_expiry(store: &Store, now: OffsetDateTime) -> StoreRes
             )
         };
         let key = format!("client_secret:{}:{expires}:{step}", mailbox.id);
-        // The previous step (or an earlier date's) gives way to this one.
-        stored::resolve_others(
-            &mut conn,
-            mailbox.id,
-            &[kind::SECRET_EXPIRING, kind::SECRET_EXPIRED],
-            &key,
-            now,
-        )
-        .await?;
         let new = stored::raise(
             &mut conn,
             &NewAlert {
                 org_id: mailbox.org_id,
                 kind,
-                dedup_key: key,
+                dedup_key: key.clone(),
                 mailbox_id: Some(mailbox.id),
                 message_id: None,
                 title,
@@ -245,6 +236,17 @@ pub async fn check_secret_expiry(store: &Store, now: OffsetDateTime) -> StoreRes
             now,
         )
         .await?;
+        if new {
+            // The previous step (or an earlier date's) gives way to this one.
+            stored::resolve_others(
+                &mut conn,
+                mailbox.id,
+                &[kind::SECRET_EXPIRING, kind::SECRET_EXPIRED],
+                &key,
+                now,
+            )
+            .await?;
+        }
         raised += usize::from(new);
     }
     Ok(raised)
@@ -280,39 +282,28 @@ pub async fn dismiss(
     Ok(true)
 }
 
-/// Sets the organization's webhook and answers its new signing secret (shown once).
+/// Sets the organization's webhook and answers its new signing secret (shown once). The URL
+/// follows the rules of token URLs.
 pub async fn set_webhook(
     store: &Store,
     keys: &KeyRing,
-    hosts: crate::net::HostPolicy,
-    dev: bool,
+    policy: &super::mailboxes::Policy<'_>,
     org_id: OrgId,
     raw_url: &str,
 ) -> ServiceResult<(String, SecretString)> {
-    let url = url::Url::parse(raw_url.trim())
-        .map_err(|_| invalid(format!("`{raw_url}` is not a URL")))?;
-    let host = url
-        .host_str()
-        .map(str::to_owned)
-        .ok_or_else(|| invalid("has no host".into()))?;
-    let loopback = crate::net::reach_of(&host) == crate::net::Reach::Loopback;
-    match url.scheme() {
-        "https" => {}
-        "http" if dev && loopback => {}
-        _ => {
-            return Err(invalid(
-                "must start with https:// (http:// only on loopback in development mode)".into(),
-            ));
-        }
-    }
-    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
-        return Err(invalid("must not carry a fragment or credentials".into()));
-    }
-    hosts.check_host(&host).map_err(invalid)?;
+    let mut checks = super::Checks::default();
+    let url = super::mailboxes::check_url(&mut checks, policy, "url", raw_url);
+    checks.finish()?;
+    let Some(url) = url else {
+        return Err(ServiceError::Invalid(vec![FieldError::new(
+            "url",
+            "is not a URL",
+        )]));
+    };
     let secret = SecretString::from(format!("hwh_{}", crate::crypto::random_token()));
     let now = OffsetDateTime::now_utc();
     let mut tx = store.begin().await?;
-    stored::set_webhook_url(&mut tx, org_id, Some(url.as_str())).await?;
+    stored::set_webhook_url(&mut tx, org_id, Some(&url)).await?;
     keys::put_secret(
         &mut tx,
         keys,
@@ -323,11 +314,7 @@ pub async fn set_webhook(
     )
     .await?;
     tx.commit().await.map_err(store::StoreError::from)?;
-    Ok((url.to_string(), secret))
-}
-
-fn invalid(message: String) -> ServiceError {
-    ServiceError::Invalid(vec![FieldError::new("url", message)])
+    Ok((url, secret))
 }
 
 /// What a webhook receives.

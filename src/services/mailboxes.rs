@@ -137,7 +137,7 @@ fn host_allowed(policy: &Policy<'_>, host: &str) -> Result<(), String> {
     policy.hosts().check_host(host)
 }
 
-fn check_url(
+pub(crate) fn check_url(
     checks: &mut Checks,
     policy: &Policy<'_>,
     field: &'static str,

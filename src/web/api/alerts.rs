@@ -170,15 +170,10 @@ pub async fn set_alert_webhook(
     ApiJson(body): ApiJson<PutAlertWebhook>,
 ) -> Result<Json<AlertWebhookSet>, ApiError> {
     principal.require_admin()?;
-    let hosts = crate::net::HostPolicy {
-        dev: state.config.dev || state.sandbox.is_some(),
-        allow_private: state.config.allow_private_hosts,
-    };
     let (url, secret) = alerts::set_webhook(
         &state.store,
         &state.keys,
-        hosts,
-        hosts.dev,
+        &super::mailboxes::policy(&state),
         principal.org_id,
         &body.url,
     )

@@ -218,7 +218,7 @@ pub struct PatchMailbox {
     pub limits: Option<LimitOverrides>,
 }
 
-fn policy(state: &AppState) -> Policy<'_> {
+pub(super) fn policy(state: &AppState) -> Policy<'_> {
     Policy {
         dev: state.config.dev,
         allow_private_hosts: state.config.allow_private_hosts,
