@@ -235,7 +235,10 @@ pub async fn accept(
                     compose::prepare_relayed(&raw, mailbox, recipients, *foreign, &message_id, now)
                 }
             }
-            .map_err(ServiceError::Invalid)?;
+            .map_err(|refusal| match refusal {
+                compose::Refusal::Invalid(errors) => ServiceError::Invalid(errors),
+                compose::Refusal::DuplicateHeader(name) => duplicate_header(name),
+            })?;
             if prepared.recipients.len() > limit as usize {
                 return Err(too_many_recipients(prepared.recipients.len(), limit));
             }
@@ -322,6 +325,19 @@ pub async fn accept(
     })
 }
 
+/// A field allowed once that came twice (raw MIME), or twice in other spellings (JSON).
+fn duplicate_header(name: &str) -> ServiceError {
+    ServiceError::Rejected {
+        code: "duplicate_header",
+        error: FieldError::new(
+            format!("headers.{name}"),
+            format!(
+                "the message has more than one {name} header; RFC 5322 allows one, and receivers disagree on which counts: send it with one"
+            ),
+        ),
+    }
+}
+
 fn too_large(size: u64, max: u64) -> ServiceError {
     invalid(
         "body",
@@ -382,6 +398,16 @@ fn draft(
     });
     let headers: Vec<(String, String)> = request.headers.into_iter().collect();
     let headers = compose::check_headers(&mut errors, &headers);
+    // `In-Reply-To` and `in-reply-to` are two keys of the JSON object but one header.
+    if let Some(name) = super::headers::SINGLE.into_iter().find(|single| {
+        headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(single))
+            .count()
+            > 1
+    }) {
+        return Err(duplicate_header(name));
+    }
     let attached = compose::check_attachments(&mut errors, &request.attachments);
     if request.text.is_none() && request.html.is_none() && request.attachments.is_empty() {
         errors.push(FieldError::new("text", "give a text or an HTML body"));

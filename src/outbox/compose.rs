@@ -13,6 +13,7 @@ use lettre::message::header::{ContentType, HeaderName, HeaderValue};
 use lettre::message::{Attachment, MultiPart, SinglePart};
 use serde::{Deserialize, Serialize};
 
+use super::headers;
 use crate::domain::mailbox::Mailbox;
 use crate::domain::{EmailAddress, FieldError};
 
@@ -354,6 +355,21 @@ pub struct PreparedRaw {
     pub message_id: String,
 }
 
+/// Why raw MIME is refused.
+#[derive(Debug)]
+pub enum Refusal {
+    Invalid(Vec<FieldError>),
+    /// A field RFC 5322 allows once (see [`headers::SINGLE`]) came more than once: receivers
+    /// disagree on which one counts.
+    DuplicateHeader(&'static str),
+}
+
+impl Refusal {
+    fn one(field: &str, message: impl Into<String>) -> Self {
+        Self::Invalid(vec![FieldError::new(field, message)])
+    }
+}
+
 /// What a relay does with a From that is not the mailbox's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ForeignFrom {
@@ -364,15 +380,16 @@ pub enum ForeignFrom {
     Rewrite { keep_reply_to: bool },
 }
 
-/// Checks raw MIME for `mailbox`: its From must be the mailbox's address; its recipients (To,
-/// Cc, Bcc) must be addresses. Line ends become CRLF, Bcc is removed, and a missing Message-ID,
+/// Checks raw MIME for `mailbox`: its From (and Sender, Resent-From, Resent-Sender) must be the
+/// mailbox's address, no field allowed once may come twice, and its recipients (To, Cc, Bcc)
+/// must be addresses. Line ends become CRLF, Bcc is removed, and a missing Message-ID,
 /// Date or Reply-To (the mailbox's) is added.
 pub fn prepare_raw(
     raw: &[u8],
     mailbox: &Mailbox,
     message_id: &str,
     date: time::OffsetDateTime,
-) -> Result<PreparedRaw, Vec<FieldError>> {
+) -> Result<PreparedRaw, Refusal> {
     prepare_mime(raw, mailbox, None, ForeignFrom::Refuse, message_id, date)
 }
 
@@ -385,7 +402,7 @@ pub fn prepare_relayed(
     foreign: ForeignFrom,
     message_id: &str,
     date: time::OffsetDateTime,
-) -> Result<PreparedRaw, Vec<FieldError>> {
+) -> Result<PreparedRaw, Refusal> {
     prepare_mime(raw, mailbox, Some(recipients), foreign, message_id, date)
 }
 
@@ -396,21 +413,32 @@ fn prepare_mime(
     foreign: ForeignFrom,
     message_id: &str,
     date: time::OffsetDateTime,
-) -> Result<PreparedRaw, Vec<FieldError>> {
-    let fail = |field: &str, message: &str| vec![FieldError::new(field, message)];
+) -> Result<PreparedRaw, Refusal> {
     if raw.contains(&0) {
-        return Err(fail("body", "must not contain NUL bytes"));
+        return Err(Refusal::one("body", "must not contain NUL bytes"));
     }
     let normalized = crlf(raw);
     let Some(header_end) = find(&normalized, b"\r\n\r\n") else {
-        return Err(fail(
+        return Err(Refusal::one(
             "body",
             "is not a MIME message: no blank line ends its header",
         ));
     };
+    let fields = headers::fields(&normalized[..header_end + 2]).map_err(|e| {
+        Refusal::one(
+            "body",
+            format!(
+                "line {} of the header is not a field (`Name: value`)",
+                e.line
+            ),
+        )
+    })?;
+    if let Some(name) = headers::duplicate(&fields) {
+        return Err(Refusal::DuplicateHeader(name));
+    }
     let parsed = mail_parser::MessageParser::default()
         .parse(&normalized)
-        .ok_or_else(|| fail("body", "is not a MIME message"))?;
+        .ok_or_else(|| Refusal::one("body", "is not a MIME message"))?;
     let addresses = |a: Option<&mail_parser::Address<'_>>| -> Vec<String> {
         a.map(|a| {
             a.iter()
@@ -419,26 +447,64 @@ fn prepare_mime(
         })
         .unwrap_or_default()
     };
-    let from = addresses(parsed.from());
-    let own = matches!(from.as_slice(), [one] if one.eq_ignore_ascii_case(&mailbox.username));
+    let is_own =
+        |list: &[String]| matches!(list, [one] if one.eq_ignore_ascii_case(&mailbox.username));
+    // Read from the fields, not the parser, which answers the last of several.
+    let from: Vec<String> = fields
+        .iter()
+        .filter(|f| f.is("From"))
+        .flat_map(|f| headers::addresses(&f.value))
+        .collect();
+    let own = is_own(&from);
+    // Sender and the Resent- fields name a sender too: a foreign one is refused like a foreign
+    // From, or removed where the From is rewritten.
+    let foreign_originators: Vec<(&'static str, Vec<String>)> = headers::ORIGINATOR[1..]
+        .iter()
+        .flat_map(|name| {
+            fields
+                .iter()
+                .filter(|f| f.is(name))
+                .map(|f| (*name, headers::addresses(&f.value)))
+        })
+        .filter(|(_, list)| !is_own(list))
+        .collect();
     let mut added = String::new();
     let mut strip: Vec<&[u8]> = vec![b"bcc"];
     let mut reply_to_added = false;
+    if let ForeignFrom::Refuse = foreign
+        && let Some((name, list)) = foreign_originators.first()
+    {
+        return Err(Refusal::one(
+            &name.to_ascii_lowercase(),
+            format!(
+                "the message's {name} is {}, but this mailbox sends only as {}",
+                if list.is_empty() {
+                    "not an address".to_owned()
+                } else {
+                    list.join(", ")
+                },
+                mailbox.username
+            ),
+        ));
+    }
+    for (name, _) in &foreign_originators {
+        strip.push(name.as_bytes());
+    }
     if !own {
         match foreign {
             ForeignFrom::Refuse if from.is_empty() => {
-                return Err(fail(
+                return Err(Refusal::one(
                     "from",
-                    &format!(
+                    format!(
                         "the message has no From header: it must be {}",
                         mailbox.username
                     ),
                 ));
             }
             ForeignFrom::Refuse => {
-                return Err(fail(
+                return Err(Refusal::one(
                     "from",
-                    &format!(
+                    format!(
                         "the message's From is {}, but this mailbox sends only as {}",
                         from.join(", "),
                         mailbox.username
@@ -483,7 +549,7 @@ fn prepare_mime(
         ));
     }
     if !errors.is_empty() {
-        return Err(errors);
+        return Err(Refusal::Invalid(errors));
     }
     let subject = parsed.subject().unwrap_or_default().to_owned();
     let existing_id = parsed.message_id().map(|id| format!("<{id}>"));
@@ -618,7 +684,9 @@ mod tests {
         let m = mailbox();
         let now = time::OffsetDateTime::now_utc();
         let foreign = b"From: someone@else.example\nTo: a@example.com\nSubject: x\n\nhi\n";
-        let errors = prepare_raw(foreign, &m, "<1@h>", now).err().unwrap();
+        let Err(Refusal::Invalid(errors)) = prepare_raw(foreign, &m, "<1@h>", now) else {
+            panic!("a foreign From is refused");
+        };
         assert_eq!(errors[0].field, "from");
         let own = format!(
             "From: Support <{}>\nTo: a@example.com\nBcc: hidden@example.com\nSubject: Hello\n\nhi\n",
@@ -688,7 +756,10 @@ mod tests {
         assert!(!text.contains("From: Scanner"), "{text}");
         assert_eq!(prepared.recipients, rcpt, "the envelope's recipients");
         let refused = prepare_relayed(scan, &m, &rcpt, ForeignFrom::Refuse, "<1@h>", now);
-        assert_eq!(refused.err().unwrap()[0].field, "from");
+        assert!(
+            matches!(refused, Err(Refusal::Invalid(e)) if e[0].field == "from"),
+            "the refuse policy refuses it"
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod accept;
 pub mod compose;
+pub mod headers;
 mod keepalive;
 pub mod throttle;
 mod worker;

@@ -12,6 +12,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use super::compose::{self, Draft};
+use super::headers;
 use super::throttle::{self, Admission};
 use super::{Clock, OutboxDeps, Tuning};
 use crate::domain::MailboxId;
@@ -600,9 +601,51 @@ async fn deliver(
         }
         Err(failure) => {
             let classified = authorization::classify(&failure, mailbox, true);
+            // Send As refused for an address that is not the mailbox's own is this message's
+            // fault, not the mailbox's: the mailbox stays Verified and its other mail goes.
+            if let SendFailure::Refused(reason) = &classified
+                && reason.code == "send_as_denied"
+                && !sends_as(&bytes, &mailbox.username)
+            {
+                let reply = authorization::reply_of(&failure);
+                let from = headers::from_addresses(&bytes);
+                let reason = StatusReason::new(
+                    "send_as_denied",
+                    format!(
+                        "The server refused to send this message as {} ({}): it may be sent only as {}.",
+                        if from.is_empty() {
+                            "an address that is not the mailbox's".to_owned()
+                        } else {
+                            from.join(", ")
+                        },
+                        reply.line(),
+                        mailbox.username
+                    ),
+                    Some(format!(
+                        "Send it again with From: {}; the mailbox itself works.",
+                        mailbox.username
+                    )),
+                );
+                finish(
+                    inner,
+                    claim,
+                    Outcome::Failed {
+                        reply: Some(&reply),
+                        reason: &reason,
+                    },
+                )
+                .await?;
+                return Ok(Next::Continue);
+            }
             failed(inner, mailbox, claim, classified).await
         }
     }
+}
+
+/// Whether a message's only From is `address`: only then does a Send As refusal blame the
+/// mailbox.
+fn sends_as(message: &[u8], address: &str) -> bool {
+    matches!(headers::from_addresses(message).as_slice(), [one] if one.eq_ignore_ascii_case(address))
 }
 
 /// A wait longer than this (a daily limit) ends the lane instead of holding its connection.

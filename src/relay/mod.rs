@@ -315,7 +315,12 @@ impl SmtpHandler for RelayHandler {
                     .map(|e| format!("{}: {}", e.field, e.message))
                     .collect::<Vec<_>>()
                     .join("; ");
-                if errors.iter().any(|e| e.field == "from") {
+                let originator = |f: &str| {
+                    crate::outbox::headers::ORIGINATOR
+                        .iter()
+                        .any(|o| o.eq_ignore_ascii_case(f))
+                };
+                if errors.iter().any(|e| originator(&e.field)) {
                     Reply::new(550, "5.7.1", format!("Sender not permitted: {detail}"))
                 } else if errors
                     .iter()
@@ -331,6 +336,10 @@ impl SmtpHandler for RelayHandler {
                     Reply::new(554, "5.6.0", format!("Message refused: {detail}"))
                 }
             }
+            Err(ServiceError::Rejected {
+                code: "duplicate_header",
+                error,
+            }) => Reply::new(550, "5.6.0", format!("Message refused: {}", error.message)),
             Err(e) => {
                 tracing::warn!(error = %e, "relay could not queue a message");
                 temporary()

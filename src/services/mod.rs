@@ -27,6 +27,12 @@ pub enum ServiceError {
     Invalid(Vec<FieldError>),
     #[error("{}", .0.message)]
     Conflict(FieldError),
+    /// Input refused for a reason with a code of its own (`duplicate_header`).
+    #[error("{error}")]
+    Rejected {
+        code: &'static str,
+        error: FieldError,
+    },
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{0}")]

@@ -168,6 +168,10 @@ impl From<ServiceError> for ApiError {
                 errors: vec![error],
                 ..Self::new(StatusCode::CONFLICT, "conflict", "Conflict", "")
             },
+            ServiceError::Rejected { code, error } => Self {
+                code,
+                ..Self::validation(vec![error])
+            },
             ServiceError::NotFound(what) => Self::not_found(what),
             ServiceError::Refused(why) => {
                 Self::new(StatusCode::CONFLICT, "refused", "Refused", why)

@@ -7,6 +7,7 @@ mod api;
 mod authorization;
 mod cli;
 pub(crate) mod crash;
+mod from_rule;
 mod helpers;
 mod instances;
 mod keepalive;

@@ -495,3 +495,52 @@ async fn failed_logins_recorded_by_any_instance_count_here() {
     );
     r.o.stop().await;
 }
+
+#[tokio::test]
+async fn a_second_from_through_the_relay_is_refused_under_either_policy() {
+    let r = Relay::start(&[]).await;
+    r.o.basic_mailbox(&r.o.admin, "Support", SUPPORT, json!({}))
+        .await;
+    for policy in ["rewrite", "refuse"] {
+        let (user, password) = r
+            .credential(json!({"name": format!("App {policy}"), "mailbox": "Support", "from_policy": policy}))
+            .await;
+        let mut client = RawClient::connect(&r, &user, &password).await;
+        assert!(
+            client
+                .command(&format!("MAIL FROM:<{SUPPORT}>"))
+                .await
+                .starts_with("250")
+        );
+        assert!(
+            client
+                .command("RCPT TO:<bob@example.com>")
+                .await
+                .starts_with("250")
+        );
+        assert!(client.command("DATA").await.starts_with("354"));
+        let reply = client
+            .raw(
+                format!(
+                    "From: CEO <ceo@bigbank.example>\r\nFrom: {SUPPORT}\r\nTo: bob@example.com\r\nSubject: Wire\r\n\r\nNow.\r\n.\r\n"
+                )
+                .as_bytes(),
+            )
+            .await;
+        assert!(reply.starts_with("550 5.6.0"), "{policy}: {reply}");
+        assert!(reply.contains("more than one From"), "{reply}");
+        assert!(client.command("QUIT").await.starts_with("221"));
+    }
+    let list: Value =
+        r.o.call(reqwest::Method::GET, "/api/v1/messages", &r.o.admin, None)
+            .await
+            .json()
+            .await
+            .unwrap();
+    assert!(
+        list["items"].as_array().unwrap().is_empty(),
+        "nothing queued"
+    );
+    assert!(r.o.received_by(SUPPORT).is_empty());
+    r.o.stop().await;
+}
