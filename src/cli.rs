@@ -539,7 +539,7 @@ async fn send(config: Config, args: SendArgs) -> anyhow::Result<()> {
                 message.id
             ))
         }
-        MessageStatus::Failed => Err(anyhow::anyhow!(
+        MessageStatus::Failed | MessageStatus::Cancelled => Err(anyhow::anyhow!(
             "not sent ({}): {}",
             message
                 .reason

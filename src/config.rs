@@ -57,6 +57,8 @@ pub struct RelaySettings {
 pub struct OutboxSettings {
     pub default_sender: Option<crate::domain::MailboxId>,
     pub retry_for: time::Duration,
+    /// How long mail may wait held (for a mailbox to be verified) before it fails.
+    pub held_max: time::Duration,
     pub retention: time::Duration,
     pub max_message_bytes: u64,
     pub shutdown_grace: std::time::Duration,
@@ -69,6 +71,7 @@ impl Default for OutboxSettings {
         Self {
             default_sender: None,
             retry_for: time::Duration::hours(72),
+            held_max: time::Duration::hours(168),
             retention: time::Duration::days(30),
             max_message_bytes: 25 * 1024 * 1024,
             shutdown_grace: std::time::Duration::from_secs(20),
@@ -137,6 +140,9 @@ pub struct FileConfig {
     /// `HERALD_RETRY_HOURS`: how long a message is retried after transient failures before it
     /// fails. Default 72 (3 days).
     pub retry_hours: Option<u32>,
+    /// `HERALD_HELD_MAX_HOURS`: how long mail may wait held, for a mailbox that is Not Verified
+    /// (or an organization with none), before it fails as `held_expired`. Default 168 (7 days).
+    pub held_max_hours: Option<u32>,
     /// `HERALD_RETENTION_DAYS`: how long message bodies are kept after their final status;
     /// the metadata stays. Default 30.
     pub retention_days: Option<u32>,
@@ -188,6 +194,7 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("HERALD_SANDBOX_SWITCHES", "sandbox_switches"),
     ("HERALD_DEFAULT_SENDER", "default_sender"),
     ("HERALD_RETRY_HOURS", "retry_hours"),
+    ("HERALD_HELD_MAX_HOURS", "held_max_hours"),
     ("HERALD_RETENTION_DAYS", "retention_days"),
     ("HERALD_MAX_MESSAGE_BYTES", "max_message_bytes"),
     ("HERALD_SHUTDOWN_GRACE_SECS", "shutdown_grace_secs"),
@@ -625,6 +632,15 @@ impl Config {
             )?
             .map(|h| time::Duration::hours(h as i64))
             .unwrap_or(defaults.retry_for),
+            held_max: number(
+                "HERALD_HELD_MAX_HOURS (held_max_hours)",
+                env.get("HERALD_HELD_MAX_HOURS"),
+                file.held_max_hours.map(u64::from),
+                1,
+                24 * 90,
+            )?
+            .map(|h| time::Duration::hours(h as i64))
+            .unwrap_or(defaults.held_max),
             retention: number(
                 "HERALD_RETENTION_DAYS (retention_days)",
                 env.get("HERALD_RETENTION_DAYS"),

@@ -20,13 +20,15 @@ string_enum!(
         /// Waiting for its mailbox to be Verified again (or, for an organization without one,
         /// for any of its mailboxes to be verified).
         Held = "held",
+        /// Cancelled by the organization before it was sent.
+        Cancelled = "cancelled",
     }
 );
 
 impl MessageStatus {
     /// Whether nothing more will happen to the message.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Sent | Self::Failed)
+        matches!(self, Self::Sent | Self::Failed | Self::Cancelled)
     }
 }
 

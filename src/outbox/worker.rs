@@ -89,6 +89,12 @@ impl Outbox {
         tasks.spawn(super::keepalive::alerts_loop(self.inner.clone()));
     }
 
+    /// One repair sweep now, as the dispatcher makes every 30 seconds (tests): held mail
+    /// released or expired, orphaned mail failed.
+    pub async fn sweep_now(&self) -> StoreResult<u64> {
+        sweep(&self.inner).await
+    }
+
     /// One keep-alive pass now (the command line, tests); answers how many mailboxes it took.
     pub async fn keep_alive_now(&self) -> StoreResult<usize> {
         super::keepalive::pass(&self.inner).await
@@ -188,7 +194,31 @@ async fn sweep(inner: &Inner) -> StoreResult<u64> {
         "The mailbox was deleted before this message was sent.",
         Some("Send the message again through another mailbox.".into()),
     );
-    store::messages::sweep(&mut conn, &deleted, inner.clock.now()).await
+    let now = inner.clock.now();
+    let repaired = store::messages::sweep(&mut conn, &deleted, now).await?;
+    // Held mail does not wait forever: its mailbox may never be verified again.
+    let held_max = inner.deps.config.outbox.held_max;
+    let expired = StatusReason::new(
+        "held_expired",
+        format!(
+            "Held for more than {} hours without a Verified mailbox to send it (HERALD_HELD_MAX_HOURS).",
+            held_max.whole_hours()
+        ),
+        Some("Verify the mailbox (or add one), then send the message again.".into()),
+    );
+    let failed = store::messages::expire_held(&mut conn, now - held_max, &expired, now).await?;
+    drop(conn);
+    drop(_turn);
+    for message in &failed {
+        tracing::info!(message = %message.id, "held mail expired");
+        crate::metrics::get().send("failed", Some("held_expired"), None);
+        if message.source != crate::domain::message::MessageSource::Alert
+            && let Err(e) = alert_failed(inner, message, &expired).await
+        {
+            tracing::warn!(error = %e, "could not raise the alert for expired held mail");
+        }
+    }
+    Ok(repaired + failed.len() as u64)
 }
 
 async fn dispatch_once(inner: &Arc<Inner>) -> StoreResult<()> {
@@ -865,7 +895,7 @@ async fn finish(inner: &Inner, claim: &Claim, outcome: Outcome<'_>) -> StoreResu
         // in the message log.
         if let Outcome::Failed { reason, .. } = &outcome
             && claim.message.source != crate::domain::message::MessageSource::Alert
-            && let Err(e) = alert_failed(inner, claim, reason).await
+            && let Err(e) = alert_failed(inner, &claim.message, reason).await
         {
             tracing::warn!(error = %e, "could not raise the alert for a failed message");
         }
@@ -874,8 +904,7 @@ async fn finish(inner: &Inner, claim: &Claim, outcome: Outcome<'_>) -> StoreResu
 }
 
 /// Tells the organization's admins that a message failed for good.
-async fn alert_failed(inner: &Inner, claim: &Claim, reason: &StatusReason) -> StoreResult<()> {
-    let message = &claim.message;
+async fn alert_failed(inner: &Inner, message: &Message, reason: &StatusReason) -> StoreResult<()> {
     let mut conn = inner.deps.store.conn().await?;
     // The installation's default sender is the operator's mailbox: its name and id are not the
     // organization's to see.

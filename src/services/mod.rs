@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod authorization;
 pub mod mailboxes;
+pub mod messages;
 pub mod relay;
 
 use secrecy::SecretString;

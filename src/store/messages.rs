@@ -626,6 +626,50 @@ pub async fn fail_mailbox(
     Ok(done.rows_affected())
 }
 
+/// Cancels a queued or held message of the organization. Answers the message as it now is
+/// (`cancelled`, or the status that kept it from being cancelled), or `None` when the
+/// organization has no such message. A message a worker holds (`sending`) is not touched.
+pub async fn cancel(
+    conn: &mut Conn,
+    org_id: OrgId,
+    id: &str,
+    reason: &StatusReason,
+    now: OffsetDateTime,
+) -> StoreResult<Option<Message>> {
+    sqlx::query(
+        "UPDATE messages SET status = 'cancelled', reason = $1, updated_at = $2, finished_at = $2, \
+         lease_owner = NULL, lease_until = NULL \
+         WHERE org_id = $3 AND id = $4 AND status IN ('queued', 'held')",
+    )
+    .bind(reason_json(Some(reason)))
+    .bind(to_db_time(now))
+    .bind(org_id.to_string())
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    get(conn, org_id, id).await
+}
+
+/// Fails the mail held since before `cutoff` (its mailbox was never verified again). Answers
+/// each message failed, for the alerts.
+pub async fn expire_held(
+    conn: &mut Conn,
+    cutoff: OffsetDateTime,
+    reason: &StatusReason,
+    now: OffsetDateTime,
+) -> StoreResult<Vec<Message>> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "UPDATE messages SET status = 'failed', reason = $1, updated_at = $2, finished_at = $2 \
+         WHERE status = 'held' AND created_at < $3 RETURNING {COLUMNS}"
+    )))
+    .bind(reason_json(Some(reason)))
+    .bind(to_db_time(now))
+    .bind(to_db_time(cutoff))
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter().map(from_row).collect()
+}
+
 /// Drops the bodies of messages that ended before `cutoff`; their metadata stays.
 pub async fn purge_bodies(
     conn: &mut Conn,

@@ -5,6 +5,7 @@
 mod alerts;
 mod api;
 mod authorization;
+mod cancel;
 mod cli;
 pub(crate) mod crash;
 mod from_rule;

@@ -575,3 +575,86 @@ async fn mail_accepted_over_the_api_appears_in_the_log_with_what_to_do() {
     assert!(rows[0].contains("Add a mailbox under Settings"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_admin_cancels_held_mail_from_the_log_and_a_member_sees_no_cancel() {
+    let app = spawn_app().await;
+    let c = contoso(&app).await;
+    let held = seed(
+        &app,
+        c.org,
+        Seed::new(
+            MessageStatus::Held,
+            "Waiting for a mailbox",
+            Some(c.support),
+        ),
+    )
+    .await;
+    let sent = seed(
+        &app,
+        c.org,
+        Seed::new(MessageStatus::Sent, "Already gone", Some(c.support)),
+    )
+    .await;
+    let cancel_path = |id: &str| format!("{LOG}/{id}/cancel");
+
+    let (member, member_csrf) = app.signed_in("member@contoso.com").await;
+    let (_, html) = page(&member, &app, LOG).await;
+    assert!(!html.contains(&cancel_path(&held)), "no Cancel for members");
+    let refused = member
+        .post(app.url(&cancel_path(&held)))
+        .form(&[("csrf_token", member_csrf.as_str()), ("back", LOG)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+
+    let (admin, csrf) = app.signed_in("admin@contoso.com").await;
+    let (_, html) = page(&admin, &app, LOG).await;
+    let held_row = rows(&html)
+        .into_iter()
+        .find(|r| r.contains("Waiting for a mailbox"))
+        .unwrap();
+    assert!(held_row.contains(&cancel_path(&held)), "{held_row}");
+    assert!(held_row.contains("aria-label=\"Cancel: Waiting for a mailbox\""));
+    assert!(
+        !html.contains(&cancel_path(&sent)),
+        "sent mail has no Cancel"
+    );
+    let forged = admin
+        .post(app.url(&cancel_path(&held)))
+        .form(&[("csrf_token", "forged"), ("back", LOG)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    let done = admin
+        .post(app.url(&cancel_path(&held)))
+        .form(&[("csrf_token", csrf.as_str()), ("back", LOG)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 303);
+    assert_eq!(done.headers()["location"], LOG);
+    let (_, html) = page(&admin, &app, LOG).await;
+    let row = rows(&html)
+        .into_iter()
+        .find(|r| r.contains("Waiting for a mailbox"))
+        .unwrap();
+    assert!(row.contains(">Cancelled</span>"), "{row}");
+    assert!(row.contains("Cancelled by admin@contoso.com before it was sent."));
+    let late = admin
+        .post(app.url(&cancel_path(&sent)))
+        .form(&[("csrf_token", csrf.as_str()), ("back", LOG)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), 409);
+    assert!(
+        late.text()
+            .await
+            .unwrap()
+            .contains("The message was already sent.")
+    );
+    app.stop().await;
+}

@@ -253,12 +253,42 @@ pub async fn get_message(
     Ok(Json(message.into()))
 }
 
+/// Cancels a message that has not gone yet: a queued or held message becomes `cancelled` and
+/// is never sent. One being sent, sent or failed answers 409. Members may not cancel; a sender
+/// key cancels what it sent.
+#[utoipa::path(post, path = "/api/v1/messages/{id}/cancel", tag = "messages", params(("id" = String, Path)),
+    responses((status = 200, body = MessageOut, description = "Cancelled (or already cancelled)"),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem)))]
+pub async fn cancel_message(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<MessageOut>, ApiError> {
+    if principal.access == Access::Member {
+        return Err(ApiError::forbidden(
+            "Members may read the message log but not cancel mail; ask an admin.",
+        ));
+    }
+    if uuid::Uuid::parse_str(&id).is_err() {
+        return Err(ApiError::not_found("message"));
+    }
+    let message = crate::services::messages::cancel(
+        &state.store,
+        principal.org_id,
+        &id,
+        |m| visible(&principal, m),
+        &principal.actor,
+    )
+    .await?;
+    Ok(Json(message.into()))
+}
+
 /// `?status=&mailbox=&limit=&cursor=` of the message list.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct MessageFilter {
-    /// `queued`, `sending`, `sent`, `failed` or `held`.
+    /// `queued`, `sending`, `sent`, `failed`, `held` or `cancelled`.
     pub status: Option<String>,
     /// A mailbox id or name.
     pub mailbox: Option<String>,

@@ -98,6 +98,7 @@ pub fn router(max_message_bytes: u64) -> Router<AppState> {
         .routes(routes!(mailboxes::send_test_message))
         .routes(routes!(messages::list_messages))
         .routes(routes!(messages::get_message))
+        .routes(routes!(messages::cancel_message))
         .routes(routes!(
             organization::get_organization,
             organization::update_organization

@@ -6,17 +6,22 @@
 use std::collections::HashMap;
 
 use askama::Template;
+use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 
-use super::{Frame, NoticePage, frame, internal, not_found, render, when};
+use super::{Frame, NoticePage, frame, internal, not_found, origin_ok, render, safe_next, when};
+use crate::crypto;
 use crate::domain::MailboxId;
+use crate::domain::UserRole;
 use crate::domain::message::{Message, MessageStatus};
+use crate::services::ServiceError;
 use crate::store::{self, StoreError};
 use crate::web::AppState;
+use crate::web::auth;
 
 /// Messages on one page of the log.
 const PAGE_SIZE: usize = 50;
@@ -31,15 +36,17 @@ fn status_word(status: MessageStatus) -> (&'static str, &'static str) {
         MessageStatus::Sent => ("Sent", "ok"),
         MessageStatus::Failed => ("Failed", "bad"),
         MessageStatus::Held => ("Held", "warn"),
+        MessageStatus::Cancelled => ("Cancelled", "neutral"),
     }
 }
 
-const STATUSES: [MessageStatus; 5] = [
+const STATUSES: [MessageStatus; 6] = [
     MessageStatus::Queued,
     MessageStatus::Sending,
     MessageStatus::Sent,
     MessageStatus::Failed,
     MessageStatus::Held,
+    MessageStatus::Cancelled,
 ];
 
 /// `?status=&mailbox=&before=`; an empty value means "all".
@@ -82,6 +89,8 @@ struct MessageRow {
     accepted: String,
     finished: String,
     next_attempt: String,
+    /// Queued or held: an admin may still cancel it.
+    cancellable: bool,
 }
 
 struct ReplyView {
@@ -105,6 +114,7 @@ fn mailbox_label(m: &Message, names: &HashMap<MailboxId, String>) -> String {
 fn row(m: Message, names: &HashMap<MailboxId, String>) -> MessageRow {
     let (status, badge) = status_word(m.status);
     MessageRow {
+        cancellable: matches!(m.status, MessageStatus::Queued | MessageStatus::Held),
         mailbox: mailbox_label(&m, names),
         id: m.id,
         status,
@@ -123,9 +133,12 @@ fn row(m: Message, names: &HashMap<MailboxId, String>) -> MessageRow {
             text: r.text,
         }),
         // The reason belongs to mail that is stuck or refused; a queued retry shows its reply.
-        reason: matches!(m.status, MessageStatus::Failed | MessageStatus::Held)
-            .then(|| m.reason.as_ref().map(|r| r.message.clone()))
-            .flatten(),
+        reason: matches!(
+            m.status,
+            MessageStatus::Failed | MessageStatus::Held | MessageStatus::Cancelled
+        )
+        .then(|| m.reason.as_ref().map(|r| r.message.clone()))
+        .flatten(),
         action: matches!(m.status, MessageStatus::Failed | MessageStatus::Held)
             .then(|| m.reason.as_ref().and_then(|r| r.action.clone()))
             .flatten(),
@@ -205,7 +218,9 @@ pub(super) async fn message_log(
         s => match s.parse::<MessageStatus>() {
             Ok(s) => Some(s),
             Err(_) => {
-                return bad_filter("Status must be one of Queued, Sending, Sent, Failed or Held.");
+                return bad_filter(
+                    "Status must be one of Queued, Sending, Sent, Failed, Held or Cancelled.",
+                );
             }
         },
     };
@@ -328,4 +343,90 @@ pub(super) async fn message_detail(
         frame: f,
     };
     render(StatusCode::OK, &page)
+}
+
+/// The route of a message's Cancel form.
+pub(super) const CANCEL_PATH: &str = "/settings/system/outgoing-mail/messages/{id}/cancel";
+
+#[derive(Deserialize)]
+pub(super) struct CancelForm {
+    #[serde(default)]
+    csrf_token: String,
+    /// The page the form was on, where the browser returns.
+    #[serde(default)]
+    back: String,
+}
+
+/// Cancels a queued or held message of the signed-in admin's organization, as
+/// `POST /api/v1/messages/{id}/cancel` does, and returns to the page the form was on.
+pub(super) async fn cancel_message(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
+    Path(id): Path<String>,
+    Form(form): Form<CancelForm>,
+) -> Response {
+    let session = match auth::session_user(&state, &jar).await {
+        Ok(Some(session)) => session,
+        Ok(None) => return Redirect::to("/login").into_response(),
+        Err(e) => return internal(e),
+    };
+    let notice = |status: StatusCode, title: &str, message: String| {
+        render(
+            status,
+            &NoticePage {
+                title: title.into(),
+                message,
+                link_href: safe_next(&form.back),
+                link_text: "Back".into(),
+            },
+        )
+    };
+    if !origin_ok(&state, &headers)
+        || !crypto::constant_time_eq(&form.csrf_token, &session.csrf_token())
+    {
+        return notice(
+            StatusCode::FORBIDDEN,
+            "Request not verified",
+            "This request did not come from Herald's own page. Go back, reload, and try again."
+                .into(),
+        );
+    }
+    if session.user.role != UserRole::Admin {
+        return notice(
+            StatusCode::FORBIDDEN,
+            "Admins only",
+            "Only an admin of the organization can cancel a message.".into(),
+        );
+    }
+    let actor = crate::domain::Actor {
+        kind: crate::domain::ActorKind::User,
+        id: Some(session.user.id.to_string()),
+        label: session.user.email.clone(),
+        source: "web".into(),
+    };
+    if uuid::Uuid::parse_str(&id).is_err() {
+        return not_found().await;
+    }
+    let cancelled =
+        crate::services::messages::cancel(&state.store, session.user.org_id, &id, |_| true, &actor)
+            .await;
+    match cancelled {
+        Ok(_) => Redirect::to(&safe_next(&form.back)).into_response(),
+        Err(ServiceError::NotFound(_)) => not_found().await,
+        Err(ServiceError::Conflict(why)) => notice(
+            StatusCode::CONFLICT,
+            "This message can no longer be cancelled",
+            format!("{}.", capitalize(&why.message)),
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+fn capitalize(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }

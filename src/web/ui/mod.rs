@@ -52,6 +52,7 @@ pub fn router() -> Router<AppState> {
         )
         .route(relay::RELAY_PATH, get(relay::relay_credentials))
         .route(alerts::DISMISS_PATH, post(alerts::dismiss_alert))
+        .route(messages::CANCEL_PATH, post(messages::cancel_message))
 }
 
 fn render(status: StatusCode, template: &impl Template) -> Response {
