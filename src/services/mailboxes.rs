@@ -648,6 +648,22 @@ pub async fn create(
 }
 
 /// The draft a stored mailbox corresponds to, so a patch can be applied and re-validated.
+/// Why a stored password or client secret must be typed again.
+const SERVER_CHANGED: &str = "enter it again: the server changed, and Herald sends a stored secret only to the server it was entered for";
+
+/// Where a mailbox's secrets are sent: its SMTP server and its authorization server.
+fn server_of(draft: &MailboxDraft) -> impl PartialEq + '_ {
+    (
+        (&draft.host, draft.port, &draft.security),
+        (
+            &draft.authorization_url,
+            &draft.token_url,
+            &draft.client_auth,
+        ),
+        (&draft.provider, &draft.tenant),
+    )
+}
+
 fn draft_of(mailbox: &Mailbox) -> MailboxDraft {
     MailboxDraft {
         name: Some(mailbox.name.clone()),
@@ -750,9 +766,36 @@ pub async fn update(
         draft.token_url = None;
         draft.issuer = None;
     }
+    // A stored secret goes only to the server it was entered for: pointed elsewhere, the
+    // mailbox must be given it again, or a Verify would hand it to the new host.
+    let pristine = draft_of(&existing);
+    let reenter = if server_of(&draft) != server_of(&pristine) {
+        match existing.auth {
+            AuthKind::OAuth2 if has_secret.0 && patch.client_secret.is_none() => {
+                Some(FieldError::new("client_secret", SERVER_CHANGED))
+            }
+            AuthKind::Basic if has_secret.1 && patch.password.is_none() => {
+                Some(FieldError::new("password", SERVER_CHANGED))
+            }
+            _ => None,
+        }
+    } else {
+        None
+    };
     draft.client_secret = patch.client_secret;
     draft.password = patch.password;
-    let resolved = resolve(org_id, id, draft, policy, has_secret, existing.created_at)?;
+    let resolved = match (
+        resolve(org_id, id, draft, policy, has_secret, existing.created_at),
+        reenter,
+    ) {
+        (Ok(resolved), None) => resolved,
+        (Ok(_), Some(reenter)) => return Err(ServiceError::Invalid(vec![reenter])),
+        (Err(ServiceError::Invalid(mut errors)), Some(reenter)) => {
+            errors.push(reenter);
+            return Err(ServiceError::Invalid(errors));
+        }
+        (Err(e), _) => return Err(e),
+    };
     let mut mailbox = resolved.mailbox;
     mailbox.created_at = existing.created_at;
     mailbox.updated_at = now;

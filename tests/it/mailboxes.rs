@@ -299,13 +299,26 @@ async fn changing_the_identity_drops_the_tokens_and_a_patch_without_secret_keeps
     assert_eq!(changed["status_reason"]["code"], "reauthorization_required");
     assert_eq!(token_count().await, 0);
 
-    // So does a new tenant, which also moves the endpoints.
+    // So does a new tenant, which also moves the endpoints: the client secret must come with
+    // it, since it would be sent to the new tenant's token endpoint.
     put_tokens().await;
-    let changed: Value = patch(&app, &key, &id, json!({"tenant": "fabrikam.com"}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let body = problem(
+        patch(&app, &key, &id, json!({"tenant": "fabrikam.com"})).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(body["errors"][0]["field"], "client_secret");
+    let changed: Value = patch(
+        &app,
+        &key,
+        &id,
+        json!({"tenant": "fabrikam.com", "client_secret": SECRET}),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(
         changed["token_url"],
         "https://login.microsoftonline.com/fabrikam.com/oauth2/v2.0/token"

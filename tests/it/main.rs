@@ -16,6 +16,7 @@ mod mailboxes;
 mod metrics;
 mod outbox;
 mod relay;
+mod repointing;
 mod sandbox_oauth;
 mod sandbox_smtp;
 mod secrets;
