@@ -343,7 +343,7 @@ pub async fn complete(
         end_attempt(deps, &attempt, AttemptStatus::Failed, Some(&reason)).await?;
         return Ok(Some(attempt.id));
     };
-    let outcome = redeem(deps, &attempt, &mailbox, code, params.iss).await?;
+    let outcome = redeem(deps, &attempt, &mailbox, code).await?;
     let (status, reason) = match &outcome {
         Ok(()) => (AttemptStatus::Completed, None),
         Err(reason) => (AttemptStatus::Failed, Some(reason.clone())),
@@ -359,7 +359,6 @@ async fn redeem(
     attempt: &Attempt,
     mailbox: &Mailbox,
     code: String,
-    iss: Option<String>,
 ) -> ServiceResult<Result<(), StatusReason>> {
     let owner = mailbox.id.to_string();
     let mut conn = deps.store.conn().await?;
@@ -447,10 +446,9 @@ async fn redeem(
         ))
         .await;
     }
+    // The issuer comes from the preset or the admin, never from a redirect: the first one seen
+    // may be a forged one, and pinning it would refuse the real provider from then on.
     let mut mailbox = mailbox.clone();
-    if mailbox.issuer.is_none() {
-        mailbox.issuer = iss.filter(|i| valid_issuer(i));
-    }
     let token = SecretString::from(response.access_token().secret().clone());
     let outcome = check_smtp(deps, &mailbox, &token).await;
     // The tokens are the right account's: keep them whatever SMTP says.
@@ -489,14 +487,6 @@ async fn redeem(
             Ok(Ok(()))
         }
     }
-}
-
-/// An issuer from a redirect's `iss` is pinned only if it looks like one.
-fn valid_issuer(iss: &str) -> bool {
-    iss.len() <= 2048
-        && !iss.chars().any(char::is_control)
-        && url::Url::parse(iss)
-            .is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host_str().is_some())
 }
 
 /// Whether the stored mailbox's identity differs from `mailbox`'s (a PATCH came in between).

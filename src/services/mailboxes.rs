@@ -308,7 +308,14 @@ fn resolve(
                 preset_token = Some(format!(
                     "https://login.microsoftonline.com/{t}/oauth2/v2.0/token"
                 ));
-                preset_issuer = Some(format!("https://login.microsoftonline.com/{t}/v2.0"));
+                // Entra's issuer names the tenant by its GUID, whatever was typed: a domain
+                // gives no issuer to hold a redirect's `iss` to (rather than a wrong one).
+                preset_issuer = uuid::Uuid::parse_str(t).is_ok().then(|| {
+                    format!(
+                        "https://login.microsoftonline.com/{}/v2.0",
+                        t.to_ascii_lowercase()
+                    )
+                });
             }
             preset_host = Some("smtp.office365.com".to_owned());
             preset_port = Some(587);
@@ -981,9 +988,19 @@ mod tests {
             m.token_url.as_deref(),
             Some("https://login.microsoftonline.com/contoso.com/oauth2/v2.0/token")
         );
+        // Entra's `iss` names the tenant by GUID: a domain gives no issuer, a GUID its own.
+        assert_eq!(m.issuer, None);
+        let guid = "72F988BF-86F1-41AF-91AB-2D7CD011DB47";
+        let by_id = resolve_ok(
+            MailboxDraft {
+                tenant: Some(guid.into()),
+                ..microsoft()
+            },
+            &policy(),
+        );
         assert_eq!(
-            m.issuer.as_deref(),
-            Some("https://login.microsoftonline.com/contoso.com/v2.0")
+            by_id.issuer.as_deref(),
+            Some("https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0")
         );
         assert_eq!(
             (m.host.as_str(), m.port, m.security),
