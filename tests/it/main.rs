@@ -8,6 +8,7 @@ mod authorization;
 mod cli;
 pub(crate) mod crash;
 mod helpers;
+mod http_limits;
 mod instances;
 mod keepalive;
 mod mailboxes;
