@@ -147,7 +147,7 @@ impl HostPolicy {
                 "`{host}` is this machine; Herald refuses it unless HERALD_DEV (development) or HERALD_ALLOW_PRIVATE_HOSTS is set"
             ),
             _ => format!(
-                "`{host}` is a private or link-local address; set HERALD_ALLOW_PRIVATE_HOSTS to allow on-premises servers"
+                "`{host}` is a private, link-local or reserved address, not one on the Internet; set HERALD_ALLOW_PRIVATE_HOSTS to allow on-premises servers"
             ),
         })
     }
@@ -170,7 +170,7 @@ impl HostPolicy {
             .collect();
         if allowed.is_empty() {
             return Err(format!(
-                "`{host}` resolves only to private or loopback addresses, which Herald refuses unless HERALD_ALLOW_PRIVATE_HOSTS (or HERALD_DEV, for loopback) is set"
+                "`{host}` resolves only to private, reserved or loopback addresses, which Herald refuses unless HERALD_ALLOW_PRIVATE_HOSTS (or HERALD_DEV, for loopback) is set"
             ));
         }
         Ok(allowed)
