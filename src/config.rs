@@ -241,7 +241,18 @@ impl DatabaseUrl {
             return Ok(Self::Sqlite(PathBuf::from(path)));
         }
         if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-            Url::parse(raw).map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
+            let url = Url::parse(raw).map_err(|e| format!("not a valid PostgreSQL URL: {e}"))?;
+            // The driver ignores a parameter it does not know, logging its value: refuse it
+            // here, naming only the key (it may be `sslpassword`).
+            if let Some((key, _)) = url
+                .query_pairs()
+                .find(|(key, _)| !POSTGRES_PARAMS.contains(&&**key) && !key.starts_with("options["))
+            {
+                return Err(format!(
+                    "Herald's PostgreSQL driver does not read the parameter `{key}`; remove it (it reads {})",
+                    POSTGRES_PARAMS.join(", ")
+                ));
+            }
             return Ok(Self::Postgres(raw.to_owned()));
         }
         let scheme = raw.split(':').next().unwrap_or_default();
@@ -269,12 +280,71 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// Removes the password from a URL so it can be logged.
+/// The query parameters of a PostgreSQL URL that its driver (sqlx) reads, besides `options[…]`.
+const POSTGRES_PARAMS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "application_name",
+    "options",
+];
+
+/// The query parameters whose values say where and how Herald connects, and hold no secret:
+/// logged as they are. Every other value (`password`, `options`, anything unknown) is redacted.
+const SHOWN_PARAMS: &[&str] = &[
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "application_name",
+];
+
+/// A URL fit for logs and error messages: the password of its user information and the value
+/// of every query parameter but those in [`SHOWN_PARAMS`] read `REDACTED`, so `?password=` or
+/// `?sslpassword=` never reach a log while host, database and `sslmode` still help the reader.
 pub fn redact_url(raw: &str) -> String {
     match Url::parse(raw) {
         Ok(mut url) => {
             if url.password().is_some() {
                 let _ = url.set_password(Some("REDACTED"));
+            }
+            if url.query().is_some() {
+                let pairs: Vec<(String, String)> = url
+                    .query_pairs()
+                    .map(|(key, value)| {
+                        let value = if SHOWN_PARAMS.contains(&&*key) {
+                            value.into_owned()
+                        } else {
+                            "REDACTED".to_owned()
+                        };
+                        (key.into_owned(), value)
+                    })
+                    .collect();
+                url.query_pairs_mut().clear().extend_pairs(pairs);
             }
             url.to_string()
         }
@@ -985,6 +1055,53 @@ mod tests {
     fn postgres_password_is_redacted_in_debug() {
         let url = DatabaseUrl::parse("postgres://herald:hunter2@db/herald").unwrap();
         assert!(!format!("{url:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn postgres_query_secrets_are_redacted_and_the_rest_still_shown() {
+        let url = DatabaseUrl::parse(
+            "postgres://herald:userinfo-secret@db.internal:5433/herald?password=hunter2&sslmode=verify-full&sslrootcert=/etc/ca.pem&options=-c%20x%3Dsecret&application_name=herald",
+        )
+        .unwrap();
+        let shown = format!("{url:?}");
+        for secret in ["userinfo-secret", "hunter2", "x%3Dsecret", "x=secret"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(
+            shown,
+            "postgres://herald:REDACTED@db.internal:5433/herald?password=REDACTED&sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&options=REDACTED&application_name=herald"
+        );
+        let config = Config::load(
+            None,
+            &env(&[(
+                "HERALD_DATABASE_URL",
+                "postgresql://db/herald?password=hunter2",
+            )]),
+        )
+        .unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn an_unknown_postgres_parameter_is_refused_by_name_not_value() {
+        let err = Config::load(
+            None,
+            &env(&[(
+                "HERALD_DATABASE_URL",
+                "postgres://db/herald?sslmode=verify-full&sslpassword=hunter2",
+            )]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("HERALD_DATABASE_URL"), "{err}");
+        assert!(err.contains("`sslpassword`"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        assert!(
+            DatabaseUrl::parse(
+                "postgres://db/herald?sslmode=verify-full&options[statement_timeout]=5s"
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -109,6 +109,19 @@ pub fn reason_for(error: &ProviderError, mailbox: &Mailbox, redirect_uri: &str) 
     }
 }
 
+/// The reason a mailbox is Not Verified after its token endpoint answered more than Herald
+/// reads: no real token endpoint does, so the Token URL is wrong (or hostile).
+pub fn too_large(limit: usize) -> StatusReason {
+    StatusReason::new(
+        "provider_error",
+        format!(
+            "The provider refused: the token endpoint answered more than {} KiB, far more than a token response; Herald stopped reading.",
+            limit / 1024
+        ),
+        Some("Check that the Token URL is the provider's token endpoint, then click Authorize again.".into()),
+    )
+}
+
 #[cfg(test)]
 pub(crate) mod tests_support {
     use crate::domain::mailbox::{

@@ -1,6 +1,8 @@
-//! The HTTP client for token endpoints: no redirects (a token request must not be forwarded),
-//! timeouts, the installation's CA additions, and the [`HostPolicy`] checked against every
-//! address a name resolves to, when connecting.
+//! The HTTP client for token endpoints (and every other URL a user chooses: alert webhooks):
+//! no redirects (a token request must not be forwarded), timeouts, the installation's CA
+//! additions, the [`HostPolicy`] checked against every address a name resolves to, when
+//! connecting, and answers read only up to [`MAX_BODY`]: a hostile endpoint must not make
+//! Herald hold hundreds of megabytes.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -18,7 +20,7 @@ pub enum HttpError {
     Refused(String),
     #[error("the request failed: {0}")]
     Transport(String),
-    #[error("the answer is larger than {0} bytes")]
+    #[error("the token endpoint answered more than {} KiB", .0 / 1024)]
     TooLarge(usize),
 }
 
@@ -51,7 +53,9 @@ pub struct TokenHttp {
     policy: HostPolicy,
 }
 
-const MAX_BODY: usize = 256 * 1024;
+/// The largest answer read from an endpoint. A token response is a few kilobytes (an ID token
+/// with many groups stays well under 64 KiB).
+pub const MAX_BODY: usize = 256 * 1024;
 
 impl TokenHttp {
     pub fn new(policy: HostPolicy, extra_ca: Option<&Path>) -> Result<Self, String> {
@@ -105,18 +109,34 @@ impl TokenHttp {
             )));
         }
         let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| HttpError::Transport(e.to_string()))?;
-        if body.len() > MAX_BODY {
-            return Err(HttpError::TooLarge(MAX_BODY));
-        }
-        let mut out = oauth2::HttpResponse::new(body.to_vec());
+        let body = read_limited(response, MAX_BODY).await?;
+        let mut out = oauth2::HttpResponse::new(body);
         *out.status_mut() = status;
         *out.headers_mut() = headers;
         Ok(out)
     }
+}
+
+/// Reads a body of at most `limit` bytes: refused by its `Content-Length` before anything is
+/// read, and otherwise read chunk by chunk, stopping (and dropping the connection) as soon as
+/// the limit is passed, so no more than `limit` bytes plus one chunk are ever held.
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, HttpError> {
+    let declared = response.content_length();
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(HttpError::TooLarge(limit));
+    }
+    let mut body = Vec::with_capacity(declared.map_or(8 * 1024, |len| len as usize));
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| HttpError::Transport(e.to_string()))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(HttpError::TooLarge(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 impl<'c> oauth2::AsyncHttpClient<'c> for TokenHttp {
@@ -127,5 +147,65 @@ impl<'c> oauth2::AsyncHttpClient<'c> for TokenHttp {
 
     fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
         Box::pin(self.execute(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers one request with `len` bytes in 16 KiB chunks, with no length.
+    async fn chunked_server(len: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://127.0.0.1:{}/token",
+            listener.local_addr().unwrap().port()
+        );
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let mut out = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(16 * 1024);
+                out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                out.extend(std::iter::repeat_n(b'x', n));
+                out.extend_from_slice(b"\r\n");
+                left -= n;
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+            let _ = stream.write_all(&out).await;
+        });
+        url
+    }
+
+    async fn fetch(url: &str) -> Result<oauth2::HttpResponse, HttpError> {
+        let policy = HostPolicy {
+            dev: true,
+            allow_private: false,
+        };
+        let http = TokenHttp::new(policy, None).unwrap();
+        let request = axum::http::Request::builder()
+            .uri(url)
+            .body(Vec::new())
+            .unwrap();
+        http.execute(request).await
+    }
+
+    #[tokio::test]
+    async fn a_chunked_answer_is_read_up_to_the_limit_and_refused_past_it() {
+        let exact = fetch(&chunked_server(MAX_BODY).await).await.unwrap();
+        assert_eq!(exact.body().len(), MAX_BODY);
+        let over = fetch(&chunked_server(MAX_BODY + 1).await).await;
+        assert!(
+            matches!(over, Err(HttpError::TooLarge(MAX_BODY))),
+            "{over:?}"
+        );
+        assert_eq!(
+            over.unwrap_err().to_string(),
+            "the token endpoint answered more than 256 KiB"
+        );
     }
 }

@@ -524,7 +524,9 @@ async fn post(
         .map_err(|e| e.to_string())?;
     match tokio::time::timeout(StdDuration::from_secs(20), http.execute(request)).await {
         Err(_) => Err("the webhook did not answer within 20 seconds".into()),
-        Ok(Err(HttpError::Transport(e))) => Err(e.replace("the token endpoint", "the webhook")),
+        Ok(Err(e @ (HttpError::Transport(_) | HttpError::TooLarge(_)))) => {
+            Err(e.to_string().replace("the token endpoint", "the webhook"))
+        }
         Ok(Err(e)) => Err(e.to_string()),
         Ok(Ok(response)) if response.status().is_success() => Ok(()),
         Ok(Ok(response)) => Err(format!("the webhook answered {}", response.status())),

@@ -25,7 +25,7 @@ use crate::domain::message::SmtpReply;
 use crate::domain::{Actor, MailboxId, NewAuditEvent, OrgId};
 use crate::keys;
 use crate::net::HostPolicy;
-use crate::oauth::http::TokenHttp;
+use crate::oauth::http::{HttpError, TokenHttp};
 use crate::oauth::{self, ProviderError, TokenResponse, errors};
 use crate::secrets::KeyRing;
 use crate::smtp::{self, FailureKind, SmtpAuth, SmtpTarget};
@@ -393,6 +393,19 @@ async fn redeem(
             .await?;
             return Ok(Err(reason));
         }
+        // An endless answer is no outage: the Token URL is wrong, and saying so is the fix.
+        Err(RequestTokenError::Request(HttpError::TooLarge(limit))) => {
+            tracing::warn!(mailbox = %mailbox.id, limit, "the token endpoint's answer is too large");
+            let reason = errors::too_large(limit);
+            set_status(
+                deps,
+                mailbox,
+                MailboxStatus::NotVerified,
+                Some(reason.clone()),
+            )
+            .await?;
+            return Ok(Err(reason));
+        }
         Err(other) => {
             tracing::warn!(mailbox = %mailbox.id, error = %other, "token endpoint unreachable");
             return Ok(Err(StatusReason::new(
@@ -641,6 +654,11 @@ pub async fn access_token(
                     &mailbox,
                     &deps.config.redirect_uri(),
                 ))));
+            }
+            Err(RequestTokenError::Request(HttpError::TooLarge(limit))) => {
+                crate::metrics::get().token_refresh("refused");
+                tracing::warn!(mailbox = %mailbox.id, limit, "the token endpoint's answer is too large");
+                return Ok(Err(TokenFailure::Refused(errors::too_large(limit))));
             }
             Err(other) => {
                 tracing::warn!(mailbox = %mailbox.id, attempt, error = %other, "token endpoint unavailable; retrying");

@@ -860,6 +860,102 @@ async fn an_unsupported_database_url_is_refused() {
     out.refuses_configuration(&["HERALD_DATABASE_URL", "unsupported database `mysql`"]);
 }
 
+/// A server on loopback that declines TLS, as a PostgreSQL server without certificates does:
+/// with sslmode=verify-full a connection fails at once (a closed port would be retried for
+/// 30 seconds), and the error names the URL. Answers its port.
+async fn tls_declining_server() -> u16 {
+    let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = server.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = server.accept().await {
+            let mut ssl_request = [0u8; 8];
+            if tokio::io::AsyncReadExt::read_exact(&mut conn, &mut ssl_request)
+                .await
+                .is_ok()
+            {
+                let _ = conn.write_all(b"N").await;
+            }
+        }
+    });
+    port
+}
+
+fn assert_secrets_absent(out: &Run, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(
+            !out.stderr.contains(secret) && !out.stdout.contains(secret),
+            "{secret:?} was printed: {}",
+            out.describe()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_database_url_s_passwords_never_reach_the_output_while_its_address_does() {
+    let setup = Setup::new().await;
+    let port = tls_declining_server().await;
+    let mut env = setup.env_with(
+        "HERALD_DATABASE_URL",
+        &format!(
+            "postgres://herald:userinfo-secret@127.0.0.1:{port}/herald?password=hunter2-secret&sslmode=verify-full"
+        ),
+    );
+    env.insert("HERALD_LOG".into(), "debug".into());
+    let out = run(&env, &["migrate"], None).await;
+    // The operator still sees where Herald tried to connect, and how.
+    out.fails_with(&[
+        &format!("postgres://herald:REDACTED@127.0.0.1:{port}/herald"),
+        "password=REDACTED",
+        "sslmode=verify-full",
+    ]);
+    assert_secrets_absent(&out, &["userinfo-secret", "hunter2-secret"]);
+}
+
+#[tokio::test]
+async fn a_database_url_parameter_the_driver_ignores_is_refused_without_printing_its_value() {
+    let setup = Setup::new().await;
+    let env = setup.env_with(
+        "HERALD_DATABASE_URL",
+        &format!(
+            "postgres://herald@127.0.0.1:{}/herald?sslmode=verify-full&sslpassword=hunter2-secret",
+            tls_declining_server().await
+        ),
+    );
+    let out = run(&env, &["migrate"], None).await;
+    out.refuses_configuration(&["HERALD_DATABASE_URL", "`sslpassword`", "remove it"]);
+    assert_secrets_absent(&out, &["hunter2-secret"]);
+}
+
+#[tokio::test]
+async fn serve_logs_its_database_without_the_password_in_the_url() {
+    if std::env::var(helpers::POSTGRES_ENV).is_ok_and(|v| !v.is_empty()) {
+        let setup = Setup::new().await;
+        // The test server trusts loopback, so the passwords given here are not checked.
+        let mut url = url::Url::parse(&setup.db.url()).unwrap();
+        url.set_password(Some("userinfo-secret")).unwrap();
+        url.query_pairs_mut()
+            .append_pair("password", "hunter2-secret")
+            .append_pair("sslmode", "disable");
+        let mut env = setup.env_with("HERALD_DATABASE_URL", url.as_str());
+        env.insert("HERALD_LOG".into(), "debug".into());
+        let (mut server, _) = Server::start(&env).await;
+        let mut stderr = server.child.stderr.take().expect("stderr pipe");
+        server.stop().await;
+        let mut log = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut log)
+            .await
+            .unwrap();
+        assert!(log.contains("Herald is starting"), "{log}");
+        assert!(log.contains("password=REDACTED&sslmode=disable"), "{log}");
+        for secret in ["userinfo-secret", "hunter2-secret"] {
+            assert!(!log.contains(secret), "{secret:?} was logged: {log}");
+        }
+    } else {
+        // On SQLite the URL holds no password; the PostgreSQL run of the suite covers this.
+        println!("needs {}: skipped", helpers::POSTGRES_ENV);
+    }
+}
+
 #[tokio::test]
 async fn a_master_key_that_is_not_base64_is_refused() {
     let setup = Setup::new().await;

@@ -10,6 +10,7 @@ mod cli;
 pub(crate) mod crash;
 mod from_rule;
 mod helpers;
+mod http_limits;
 mod instances;
 mod keepalive;
 mod mailboxes;
