@@ -127,6 +127,9 @@ pub struct Mailbox {
     pub client_auth: ClientAuth,
     pub scopes: Vec<String>,
     pub issuer: Option<String>,
+    /// The authorization server said (in its discovery document) that it sends `iss` on every
+    /// redirect (RFC 9207): a redirect without it is refused.
+    pub iss_required: bool,
     pub client_secret_expires_at: Option<Date>,
     pub status: MailboxStatus,
     pub status_reason: Option<StatusReason>,

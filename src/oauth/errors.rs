@@ -152,6 +152,7 @@ pub(crate) mod tests_support {
             client_auth: ClientAuth::Post,
             scopes: vec![],
             issuer: None,
+            iss_required: false,
             client_secret_expires_at: None,
             status: MailboxStatus::NotVerified,
             status_reason: None,

@@ -2,6 +2,7 @@
 //! exchange and the refresh, through the `oauth2` crate over Herald's own guarded HTTP client
 //! ([`http`]), with Microsoft's error bodies kept whole ([`errors`]).
 
+pub mod discovery;
 pub mod errors;
 pub mod http;
 

@@ -121,6 +121,17 @@ pub async fn start(
             "a basic mailbox is verified with its password, not authorized: use verify",
         ));
     }
+    // The issuer the redirect's `iss` is held to, if it could not be read when it was saved.
+    let mailbox = if mailbox.issuer.is_none() {
+        let policy = super::mailboxes::Policy {
+            dev: deps.config.dev,
+            allow_private_hosts: deps.config.allow_private_hosts,
+            sandbox: deps.sandbox,
+        };
+        super::mailboxes::discover(deps.store, deps.http, &policy, mailbox).await?
+    } else {
+        mailbox
+    };
     let client = oauth::client_for(&mailbox, None, &deps.config.redirect_uri())
         .map_err(|e| ServiceError::Internal(e.to_string()))?;
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -305,6 +316,15 @@ pub async fn complete(
             Some(&incomplete_reason()),
         )
         .await?;
+        return Ok(Some(attempt.id));
+    }
+    if mailbox.iss_required && params.iss.is_none() {
+        let reason = StatusReason::new(
+            "issuer_missing",
+            "The response did not say which server sent it (no `iss`), though this mailbox's provider always does; it was refused.",
+            Some("Click Authorize again; if it happens again, something between the browser and Herald is forging the redirect.".into()),
+        );
+        end_attempt(deps, &attempt, AttemptStatus::Failed, Some(&reason)).await?;
         return Ok(Some(attempt.id));
     }
     if let (Some(iss), Some(expected)) = (params.iss.as_deref(), mailbox.issuer.as_deref())

@@ -333,7 +333,6 @@ fn resolve(
             if let (Some(s), Some(t)) = (policy.sandbox, &tenant) {
                 preset_auth = Some(format!("{}/{t}/oauth2/v2.0/authorize", s.base_url));
                 preset_token = Some(format!("{}/{t}/oauth2/v2.0/token", s.base_url));
-                preset_issuer = Some(format!("{}/{t}/v2.0", s.base_url));
                 preset_host = Some(s.smtp_host.clone());
                 preset_port = Some(i64::from(s.smtp_port));
                 preset_scopes = Some(MICROSOFT_SCOPES.iter().map(|s| s.to_string()).collect());
@@ -558,6 +557,7 @@ fn resolve(
             client_auth: client_auth.expect("checked"),
             scopes,
             issuer,
+            iss_required: false,
             client_secret_expires_at,
             status: MailboxStatus::NotVerified,
             status_reason,
@@ -654,7 +654,6 @@ pub async fn create(
     Ok(mailbox)
 }
 
-/// The draft a stored mailbox corresponds to, so a patch can be applied and re-validated.
 /// Why a stored password or client secret must be typed again.
 const SERVER_CHANGED: &str = "enter it again: the server changed, and Herald sends a stored secret only to the server it was entered for";
 
@@ -671,6 +670,7 @@ fn server_of(draft: &MailboxDraft) -> impl PartialEq + '_ {
     )
 }
 
+/// The draft a stored mailbox corresponds to, so a patch can be applied and re-validated.
 fn draft_of(mailbox: &Mailbox) -> MailboxDraft {
     MailboxDraft {
         name: Some(mailbox.name.clone()),
@@ -757,6 +757,7 @@ pub async fn update(
     set!(client_id);
     set!(client_auth);
     set!(scopes);
+    let patch_issuer = patch.issuer.clone();
     set_nullable!(issuer);
     set_nullable!(client_secret_expires_at);
     set!(limits);
@@ -776,7 +777,15 @@ pub async fn update(
     // A stored secret goes only to the server it was entered for: pointed elsewhere, the
     // mailbox must be given it again, or a Verify would hand it to the new host.
     let pristine = draft_of(&existing);
-    let reenter = if server_of(&draft) != server_of(&pristine) {
+    let server_changed = server_of(&draft) != server_of(&pristine);
+    // A preset's issuer is read again from the new server's discovery document.
+    if server_changed
+        && matches!(existing.provider, Provider::Microsoft | Provider::Sandbox)
+        && patch_issuer.is_none()
+    {
+        draft.issuer = None;
+    }
+    let reenter = if server_changed {
         match existing.auth {
             AuthKind::OAuth2 if has_secret.0 && patch.client_secret.is_none() => {
                 Some(FieldError::new("client_secret", SERVER_CHANGED))
@@ -804,6 +813,7 @@ pub async fn update(
         (Err(e), _) => return Err(e),
     };
     let mut mailbox = resolved.mailbox;
+    mailbox.iss_required = existing.iss_required && !server_changed && patch_issuer.is_none();
     mailbox.created_at = existing.created_at;
     mailbox.updated_at = now;
     let identity_changed = mailbox.identity() != existing.identity();
@@ -879,6 +889,79 @@ pub async fn update(
     )
     .await?;
     tx.commit().await.map_err(StoreError::from)?;
+    Ok(mailbox)
+}
+
+/// Where the mailbox's authorization server describes itself: the Microsoft tenant's and the
+/// sandbox's discovery documents, and a custom provider's given issuer. Google's issuer is
+/// fixed and known.
+fn discovery_url(mailbox: &Mailbox, policy: &Policy<'_>) -> Option<String> {
+    if mailbox.auth != AuthKind::OAuth2 {
+        return None;
+    }
+    let tenant = mailbox.tenant.as_deref();
+    match mailbox.provider {
+        Provider::Microsoft => tenant.map(|t| {
+            format!("https://login.microsoftonline.com/{t}/v2.0/.well-known/openid-configuration")
+        }),
+        Provider::Sandbox => policy
+            .sandbox
+            .zip(tenant)
+            .map(|(s, t)| format!("{}/{t}/v2.0/.well-known/openid-configuration", s.base_url)),
+        Provider::Custom => mailbox.issuer.as_deref().map(|i| {
+            format!(
+                "{}/.well-known/openid-configuration",
+                i.trim_end_matches('/')
+            )
+        }),
+        _ => None,
+    }
+}
+
+/// Reads the mailbox's authorization server's discovery document and records its issuer and
+/// whether every redirect carries `iss` (then one without it is refused). Called when a mailbox
+/// is saved and before an authorization that has no issuer yet: Entra's issuer carries the
+/// tenant's GUID, which a domain typed in does not tell. Without an answer the mailbox keeps
+/// what it had, and the redirect's `iss` is checked only if an issuer is known.
+pub async fn discover(
+    store: &Store,
+    http: &crate::oauth::http::TokenHttp,
+    policy: &Policy<'_>,
+    mailbox: Mailbox,
+) -> ServiceResult<Mailbox> {
+    let Some(url) = discovery_url(&mailbox, policy) else {
+        return Ok(mailbox);
+    };
+    let found = match crate::oauth::discovery::fetch(http, &url).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::info!(mailbox = %mailbox.id, error = %e, "the authorization server's discovery document was not read; its issuer is not known");
+            return Ok(mailbox);
+        }
+    };
+    // A custom provider's issuer is the admin's: the document must agree with it.
+    if mailbox.provider == Provider::Custom
+        && mailbox.issuer.as_deref().map(|i| i.trim_end_matches('/'))
+            != Some(found.issuer.trim_end_matches('/'))
+    {
+        tracing::warn!(mailbox = %mailbox.id, issuer = %found.issuer, "the discovery document names another issuer than the mailbox's; ignored");
+        return Ok(mailbox);
+    }
+    let mut conn = store.conn().await?;
+    if store::mailboxes::set_discovery(
+        &mut conn,
+        &mailbox,
+        &found.issuer,
+        found.iss_parameter_supported,
+    )
+    .await?
+    {
+        return Ok(Mailbox {
+            issuer: Some(found.issuer),
+            iss_required: found.iss_parameter_supported,
+            ..mailbox
+        });
+    }
     Ok(mailbox)
 }
 

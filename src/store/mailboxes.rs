@@ -16,8 +16,8 @@ macro_rules! select_mailboxes {
         concat!(
             "SELECT id, org_id, name, auth, provider, tenant, host, port, security, username, from_name, sign_in_account, \
              reply_to, signature, is_default, authorization_url, token_url, client_id, client_auth, scopes, issuer, \
-             client_secret_expires_at, status, status_reason, verified_at, token_expires_at, created_at, updated_at, limits \
-             FROM mailboxes ",
+             client_secret_expires_at, status, status_reason, verified_at, token_expires_at, created_at, updated_at, limits, \
+             iss_required FROM mailboxes ",
             $rest
         )
     };
@@ -62,6 +62,7 @@ fn from_row(row: &AnyRow) -> StoreResult<Mailbox> {
             .map_err(|e| corrupt("client_auth", e))?,
         scopes: scopes.split_whitespace().map(str::to_owned).collect(),
         issuer: row.try_get("issuer")?,
+        iss_required: row.try_get::<i64, _>("iss_required")? != 0,
         client_secret_expires_at: row
             .try_get::<Option<String>, _>("client_secret_expires_at")?
             .map(|d| {
@@ -143,7 +144,8 @@ pub async fn update(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
         "UPDATE mailboxes SET name = $3, name_key = $4, auth = $5, provider = $6, tenant = $7, host = $8, port = $9, security = $10, \
          username = $11, from_name = $12, sign_in_account = $13, reply_to = $14, signature = $15, is_default = $16, \
          authorization_url = $17, token_url = $18, client_id = $19, client_auth = $20, scopes = $21, issuer = $22, \
-         client_secret_expires_at = $23, status = $24, status_reason = $25, verified_at = $26, token_expires_at = $27, updated_at = $28, limits = $29 \
+         client_secret_expires_at = $23, status = $24, status_reason = $25, verified_at = $26, token_expires_at = $27, updated_at = $28, limits = $29, \
+         iss_required = $30 \
          WHERE id = $1 AND org_id = $2",
     )
     .bind(m.id.to_string())
@@ -175,6 +177,7 @@ pub async fn update(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
     .bind(m.token_expires_at.map(to_db_time))
     .bind(to_db_time(m.updated_at))
     .bind(limits_json(m))
+    .bind(i64::from(m.iss_required))
     .execute(&mut *conn)
     .await
     .map_err(|e| StoreError::unique(e, "name"))?;
@@ -265,18 +268,37 @@ pub async fn set_status(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
     Ok(())
 }
 
-/// Writes the access token's expiry and the issuer (pinned on the first authorization).
+/// Writes the access token's expiry.
 pub async fn set_tokens(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
-    sqlx::query(
-        "UPDATE mailboxes SET token_expires_at = $1, issuer = $2 WHERE id = $3 AND org_id = $4",
+    sqlx::query("UPDATE mailboxes SET token_expires_at = $1 WHERE id = $2 AND org_id = $3")
+        .bind(m.token_expires_at.map(to_db_time))
+        .bind(m.id.to_string())
+        .bind(m.org_id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Records what the authorization server's discovery document says, if the mailbox still
+/// uses the authorization URL it was read for. Answers whether it did.
+pub async fn set_discovery(
+    conn: &mut Conn,
+    m: &Mailbox,
+    issuer: &str,
+    iss_required: bool,
+) -> StoreResult<bool> {
+    let done = sqlx::query(
+        "UPDATE mailboxes SET issuer = $1, iss_required = $2 \
+         WHERE id = $3 AND org_id = $4 AND authorization_url = $5",
     )
-    .bind(m.token_expires_at.map(to_db_time))
-    .bind(m.issuer.clone())
+    .bind(issuer)
+    .bind(i64::from(iss_required))
     .bind(m.id.to_string())
     .bind(m.org_id.to_string())
+    .bind(m.authorization_url.clone().unwrap_or_default())
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// Mailboxes of any organization with this id or (case-insensitive) name: for the operator's

@@ -987,3 +987,72 @@ async fn an_authorization_started_before_the_settings_changed_cannot_complete() 
     assert_eq!(flow.sandbox.state.token_requests(), 0);
     flow.stop().await;
 }
+
+/// The provider's redirect to Herald without its `iss` parameter.
+fn without_iss(location: &str) -> String {
+    let mut url = url::Url::parse(location).unwrap();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .into_owned()
+        .filter(|(k, _)| k != "iss")
+        .collect();
+    url.query_pairs_mut().clear().extend_pairs(pairs);
+    url.to_string()
+}
+
+#[tokio::test]
+async fn the_issuer_is_read_from_discovery_and_a_redirect_without_iss_is_then_refused() {
+    let flow = Flow::start().await;
+    let id = flow.create(json!({})).await;
+    // The sandbox preset names no issuer: it comes from the tenant's discovery document, which
+    // also says that every redirect carries `iss`.
+    let mailbox = flow.mailbox(&id).await;
+    assert_eq!(mailbox["issuer"], flow.sandbox.oauth.issuer(), "{mailbox}");
+    let url = flow.authorize_url(&id).await;
+    let redirect = sandbox_consent(&url, MAILBOX, MAILBOX_PASSWORD, "accept").await;
+    let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.contains("iss="), "{location}");
+    flow.land_at(&without_iss(&location)).await;
+    let attempt = flow.attempt(&id).await;
+    assert_eq!(attempt["reason"]["code"], "issuer_missing", "{attempt}");
+    assert!(!flow.has_tokens(&id).await);
+    // With its `iss`, the same provider's redirect completes.
+    flow.authorize(&id).await;
+    assert_eq!(flow.mailbox(&id).await["status"], "verified");
+    flow.stop().await;
+}
+
+#[tokio::test]
+async fn an_issuer_is_never_pinned_from_the_first_redirect_seen() {
+    let flow = Flow::start().await;
+    // A custom provider without an issuer: nothing says which `iss` is right.
+    let id = flow
+        .create(json!({
+            "provider": "custom",
+            "host": flow.sandbox.smtp_addr.ip().to_string(),
+            "port": flow.sandbox.smtp_addr.port(),
+            "authorization_url": flow.sandbox.oauth.authorization_endpoint(),
+            "token_url": flow.sandbox.oauth.token_endpoint(),
+            "scopes": ["https://outlook.office.com/SMTP.Send", "offline_access", "openid", "profile", "email"],
+        }))
+        .await;
+    let url = flow.authorize_url(&id).await;
+    let redirect = sandbox_consent(&url, MAILBOX, MAILBOX_PASSWORD, "accept").await;
+    let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+    let mut forged = url::Url::parse(&without_iss(&location)).unwrap();
+    forged
+        .query_pairs_mut()
+        .append_pair("iss", "https://evil.example/v2.0");
+    flow.land_at(forged.as_str()).await;
+    let mailbox = flow.mailbox(&id).await;
+    assert!(
+        mailbox["issuer"].is_null(),
+        "a redirect's iss pins nothing: {mailbox}"
+    );
+    // So the real provider is not locked out by what a forged first redirect said.
+    flow.authorize(&id).await;
+    let attempt = flow.attempt(&id).await;
+    assert_ne!(attempt["reason"]["code"], "issuer_mismatch", "{attempt}");
+    assert!(flow.has_tokens(&id).await);
+    flow.stop().await;
+}

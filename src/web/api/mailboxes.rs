@@ -298,6 +298,8 @@ pub async fn create_mailbox(
         &principal.actor,
     )
     .await?;
+    let mailbox =
+        mailboxes::discover(&state.store, &state.token_http, &policy(&state), mailbox).await?;
     Ok((StatusCode::CREATED, Json(render(&state, mailbox).await?)))
 }
 
@@ -365,6 +367,11 @@ pub async fn update_mailbox(
         &principal.actor,
     )
     .await?;
+    let mailbox = if mailbox.issuer.is_none() || !mailbox.iss_required {
+        mailboxes::discover(&state.store, &state.token_http, &policy(&state), mailbox).await?
+    } else {
+        mailbox
+    };
     Ok(Json(render(&state, mailbox).await?))
 }
 
