@@ -6,6 +6,7 @@
 pub mod accept;
 pub mod compose;
 mod keepalive;
+mod limits;
 pub mod throttle;
 mod worker;
 

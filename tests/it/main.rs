@@ -12,6 +12,7 @@ mod instances;
 mod keepalive;
 mod mailboxes;
 mod metrics;
+mod org_limits;
 mod outbox;
 mod relay;
 mod sandbox_oauth;

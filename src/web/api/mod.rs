@@ -22,6 +22,8 @@ use utoipa::{IntoParams, Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+pub(crate) use organization::default_sender_allowed;
+
 use super::AppState;
 use super::error::{ApiError, Problem};
 
@@ -102,6 +104,7 @@ pub fn router(max_message_bytes: u64) -> Router<AppState> {
             organization::get_organization,
             organization::update_organization
         ))
+        .routes(routes!(organization::set_default_sender))
         .routes(routes!(alerts::list_alerts))
         .routes(routes!(alerts::dismiss_alert))
         .routes(routes!(
