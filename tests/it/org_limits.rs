@@ -378,5 +378,26 @@ async fn an_api_key_past_its_rate_waits_as_retry_after_says() {
         200,
         "another key is not slowed"
     );
+    // The document says so, for every operation.
+    let doc: Value = app
+        .client()
+        .get(app.url("/api/v1/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for (path, method) in [
+        ("/api/v1/me", "get"),
+        ("/api/v1/messages", "post"),
+        ("/api/v1/organizations/{id}/default-sender", "put"),
+    ] {
+        let documented = &doc["paths"][path][method]["responses"]["429"];
+        assert!(
+            documented["headers"]["Retry-After"].is_object(),
+            "{method} {path}: {documented}"
+        );
+    }
     app.stop().await;
 }
