@@ -11,9 +11,16 @@
 use time::OffsetDateTime;
 
 use super::{ServiceError, ServiceResult};
-use crate::config::OutboxSettings;
+use crate::config::{DefaultSenderOrgs, OutboxSettings};
 use crate::domain::{Actor, NewAuditEvent, OrgId, Organization};
 use crate::store::{self, Store, StoreError};
+
+/// Whether the default sender sends for the organization while it has no Verified mailbox:
+/// one is configured, and it serves every organization or the operator allowed this one.
+pub fn serves(settings: &OutboxSettings, org: &Organization) -> bool {
+    settings.default_sender.is_some()
+        && (settings.default_sender_orgs == DefaultSenderOrgs::All || org.default_sender_allowed)
+}
 
 /// Whether admins of `org_id` are installation admins: it holds the default sender.
 pub async fn is_operator_org(

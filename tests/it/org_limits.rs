@@ -211,6 +211,11 @@ async fn the_default_sender_sends_only_for_organizations_the_operator_allowed() 
         i.o.accepted(&key, simple("customer@example.com", "Later"))
             .await;
     assert_eq!(i.o.message(&key, &again).await["status"], "held");
+    let (_, html) = page(&browser, &i.o.app, "/settings/system/outgoing-mail").await;
+    assert!(
+        html.contains("default sender does not send for this organization"),
+        "{html}"
+    );
     i.stop().await;
 }
 

@@ -22,8 +22,6 @@ use utoipa::{IntoParams, Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub(crate) use organization::default_sender_allowed;
-
 use super::AppState;
 use super::error::{ApiError, Problem};
 

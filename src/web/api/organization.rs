@@ -6,7 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
-use crate::config::{DefaultSenderOrgs, OutboxSettings};
+use crate::config::DefaultSenderOrgs;
 use crate::domain::message::NoMailboxPolicy;
 use crate::domain::{EmailAddress, NewAuditEvent, OrgId, Organization};
 use crate::store::{self, StoreError};
@@ -35,14 +35,8 @@ pub struct OrganizationOut {
     pub created_at: OffsetDateTime,
 }
 
-/// Whether the default sender sends for the organization (see [`OrganizationOut`]).
-pub(crate) fn default_sender_allowed(settings: &OutboxSettings, org: &Organization) -> bool {
-    settings.default_sender.is_some()
-        && (settings.default_sender_orgs == DefaultSenderOrgs::All || org.default_sender_allowed)
-}
-
 fn render(state: &AppState, org: Organization) -> OrganizationOut {
-    let allowed = default_sender_allowed(&state.config.outbox, &org);
+    let allowed = crate::services::default_sender::serves(&state.config.outbox, &org);
     OrganizationOut {
         id: org.id.to_string(),
         name: org.name,

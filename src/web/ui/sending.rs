@@ -25,7 +25,7 @@ impl SendingSettings {
             reply_to: org.and_then(|o| o.reply_to.clone()).unwrap_or_default(),
             default_sender: settings.default_sender.is_some(),
             default_sender_allowed: org
-                .is_some_and(|o| crate::web::api::default_sender_allowed(settings, o)),
+                .is_some_and(|o| crate::services::default_sender::serves(settings, o)),
         }
     }
 
