@@ -86,8 +86,18 @@ async fn accept_at(
     source: MessageSource,
     now: OffsetDateTime,
 ) -> Result<accept::Accepted, ServiceError> {
+    accept_with(app.store(), settings, org, source, now).await
+}
+
+async fn accept_with(
+    store: &herald::store::Store,
+    settings: &OutboxSettings,
+    org: OrgId,
+    source: MessageSource,
+    now: OffsetDateTime,
+) -> Result<accept::Accepted, ServiceError> {
     accept::accept(
-        app.store(),
+        store,
         settings,
         &Caller {
             org_id: org,
@@ -254,6 +264,35 @@ async fn the_default_sender_keeps_to_a_daily_quota_per_organization_until_midnig
     // Each organization has a quota of its own.
     i.o.accepted(&northwind, simple("customer@example.com", "North"))
         .await;
+
+    // Ten at once, half through this instance's API and half through the other instance's
+    // database pool: the counter is shared and raised atomically, so exactly two get through.
+    let (tailspin, tailspin_key) = i.customer("Tailspin").await;
+    let settings = i.o.app.state.config.outbox.clone();
+    let mut racers = tokio::task::JoinSet::new();
+    for n in 0..5 {
+        let request =
+            i.o.app
+                .client()
+                .post(i.o.app.url("/api/v1/messages"))
+                .bearer_auth(&tailspin_key)
+                .json(&simple("customer@example.com", &format!("#{n}")));
+        racers.spawn(async move { request.send().await.unwrap().status() == 202 });
+        let (store, settings) = (i.first.store().clone(), settings.clone());
+        racers.spawn(async move {
+            accept_with(
+                &store,
+                &settings,
+                tailspin,
+                MessageSource::Api,
+                OffsetDateTime::now_utc(),
+            )
+            .await
+            .is_ok()
+        });
+    }
+    let through = racers.join_all().await.into_iter().filter(|ok| *ok).count();
+    assert_eq!(through, 2, "the daily quota is 2");
 
     // The quota is per calendar day in UTC: the last second of the day is refused, the first
     // of the next day is not.
