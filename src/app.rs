@@ -203,11 +203,13 @@ impl App {
             crate::outbox::Tuning::default(),
             instance.clone(),
         );
+        let api_rate = Arc::new(crate::web::rate::ApiRate::new(config.api_rate_per_minute));
         let state = AppState {
             config,
             store,
             keys,
             login_throttle: Arc::default(),
+            api_rate,
             sandbox: None,
             sandbox_state: None,
             token_http,

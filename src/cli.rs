@@ -97,6 +97,22 @@ pub enum OrgCommand {
     },
     /// List organizations: id and name, one per line.
     List,
+    /// Change an organization's settings that only the operator decides.
+    Set {
+        /// The organization, by id or name.
+        org: String,
+        /// Whether the installation's default sender (HERALD_DEFAULT_SENDER) sends for it while
+        /// it has no Verified mailbox, when HERALD_DEFAULT_SENDER_ORGS is `listed` (the default).
+        #[arg(long, value_name = "allow|deny")]
+        default_sender: Option<Allowance>,
+    },
+}
+
+/// `allow` or `deny`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Allowance {
+    Allow,
+    Deny,
 }
 
 #[derive(Debug, Subcommand)]
@@ -575,6 +591,34 @@ async fn org(config: Config, cmd: OrgCommand) -> anyhow::Result<()> {
             for org in store::orgs::list(&mut conn).await? {
                 println!("{}\t{}", org.id, org.name);
             }
+        }
+        OrgCommand::Set {
+            org,
+            default_sender,
+        } => {
+            let org = services::find_org(&store, &org).await?;
+            let Some(choice) = default_sender else {
+                anyhow::bail!(
+                    "nothing to change: give --default-sender allow or --default-sender deny"
+                );
+            };
+            let allowed = choice == Allowance::Allow;
+            services::default_sender::set_allowed(&store, org.id, allowed, &Actor::cli()).await?;
+            let scope = match config.outbox.default_sender_orgs {
+                crate::config::DefaultSenderOrgs::Listed => "",
+                crate::config::DefaultSenderOrgs::All => {
+                    " (HERALD_DEFAULT_SENDER_ORGS=all serves every organization regardless)"
+                }
+            };
+            println!(
+                "The default sender {} for {}{scope}.",
+                if allowed {
+                    "now sends"
+                } else {
+                    "no longer sends"
+                },
+                org.name
+            );
         }
     }
     store.close().await;

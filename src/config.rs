@@ -64,6 +64,23 @@ pub struct OutboxSettings {
     pub shutdown_grace: std::time::Duration,
     /// How often every OAuth2 mailbox's token is refreshed, idle or not.
     pub keepalive: time::Duration,
+    /// Which organizations the default sender serves.
+    pub default_sender_orgs: DefaultSenderOrgs,
+    /// Messages the default sender sends for one organization per UTC day.
+    pub default_sender_daily: u64,
+    /// One organization's mail waiting to be sent (queued, sending or held), in bytes and in
+    /// messages; past either, more is refused until some leaves.
+    pub org_max_queued_bytes: u64,
+    pub org_max_queued_messages: u64,
+}
+
+/// Which organizations the installation's default sender serves (`HERALD_DEFAULT_SENDER_ORGS`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultSenderOrgs {
+    /// Every organization without a Verified mailbox of its own (the seed's model).
+    All,
+    /// Only organizations the operator allowed (`herald org set ORG --default-sender allow`).
+    Listed,
 }
 
 impl Default for OutboxSettings {
@@ -76,6 +93,10 @@ impl Default for OutboxSettings {
             max_message_bytes: 25 * 1024 * 1024,
             shutdown_grace: std::time::Duration::from_secs(20),
             keepalive: time::Duration::days(7),
+            default_sender_orgs: DefaultSenderOrgs::Listed,
+            default_sender_daily: 1_000,
+            org_max_queued_bytes: 1024 * 1024 * 1024,
+            org_max_queued_messages: 100_000,
         }
     }
 }
@@ -137,6 +158,25 @@ pub struct FileConfig {
     /// sends for organizations with no Verified mailbox whose policy is `fallback`. Default
     /// none.
     pub default_sender: Option<String>,
+    /// `HERALD_DEFAULT_SENDER_ORGS`: which organizations the default sender serves: `listed`
+    /// (only those the operator allowed with `herald org set ORG --default-sender allow`) or
+    /// `all` (every organization without a Verified mailbox). Default `listed`.
+    pub default_sender_orgs: Option<String>,
+    /// `HERALD_DEFAULT_SENDER_DAILY`: how many messages the default sender sends for one
+    /// organization per UTC day; past it the API answers 429 `default_sender_quota`. Default
+    /// 1000.
+    pub default_sender_daily: Option<u64>,
+    /// `HERALD_ORG_MAX_QUEUED_BYTES`: the most bytes of one organization's mail that may wait
+    /// to be sent (queued, sending or held); past it, 429 `queue_full` (relay `452 4.3.1`).
+    /// Default 1073741824 (1 GiB); at least `HERALD_MAX_MESSAGE_BYTES`.
+    pub org_max_queued_bytes: Option<u64>,
+    /// `HERALD_ORG_MAX_QUEUED_MESSAGES`: the most messages of one organization that may wait
+    /// to be sent; past it, 429 `queue_full` (relay `452 4.3.1`). Default 100000.
+    pub org_max_queued_messages: Option<u64>,
+    /// `HERALD_API_RATE_PER_MINUTE`: requests each API key may make per minute (a token
+    /// bucket holding one minute's worth, counted by each instance); past it, 429
+    /// `rate_limited` with `Retry-After`. Default 6000.
+    pub api_rate_per_minute: Option<u64>,
     /// `HERALD_RETRY_HOURS`: how long a message is retried after transient failures before it
     /// fails. Default 72 (3 days).
     pub retry_hours: Option<u32>,
@@ -193,6 +233,11 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("HERALD_SANDBOX_SMTP_LISTEN", "sandbox_smtp_listen"),
     ("HERALD_SANDBOX_SWITCHES", "sandbox_switches"),
     ("HERALD_DEFAULT_SENDER", "default_sender"),
+    ("HERALD_DEFAULT_SENDER_ORGS", "default_sender_orgs"),
+    ("HERALD_DEFAULT_SENDER_DAILY", "default_sender_daily"),
+    ("HERALD_ORG_MAX_QUEUED_BYTES", "org_max_queued_bytes"),
+    ("HERALD_ORG_MAX_QUEUED_MESSAGES", "org_max_queued_messages"),
+    ("HERALD_API_RATE_PER_MINUTE", "api_rate_per_minute"),
     ("HERALD_RETRY_HOURS", "retry_hours"),
     ("HERALD_HELD_MAX_HOURS", "held_max_hours"),
     ("HERALD_RETENTION_DAYS", "retention_days"),
@@ -407,6 +452,8 @@ pub struct Config {
     pub relay: RelaySettings,
     /// The bearer token `/metrics` asks for; without one it answers only loopback clients.
     pub metrics_token: Option<secrecy::SecretString>,
+    /// Requests each API key may make per minute, on each instance.
+    pub api_rate_per_minute: u32,
 }
 
 /// Where the sandbox provider runs, when it runs.
@@ -683,7 +730,7 @@ impl Config {
             }
         };
         let defaults = OutboxSettings::default();
-        let outbox = OutboxSettings {
+        let mut outbox = OutboxSettings {
             default_sender: match pick("HERALD_DEFAULT_SENDER", file.default_sender) {
                 Some(raw) => Some(raw.trim().parse().map_err(|_| ConfigError::Invalid {
                     setting: "HERALD_DEFAULT_SENDER (default_sender)",
@@ -746,7 +793,68 @@ impl Config {
             )?
             .map(|d| time::Duration::days(d as i64))
             .unwrap_or(defaults.keepalive),
+            default_sender_orgs: match pick("HERALD_DEFAULT_SENDER_ORGS", file.default_sender_orgs)
+                .as_deref()
+                .map(str::trim)
+            {
+                None | Some("listed") => DefaultSenderOrgs::Listed,
+                Some("all") => DefaultSenderOrgs::All,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        setting: "HERALD_DEFAULT_SENDER_ORGS (default_sender_orgs)",
+                        message: format!(
+                            "`{other}` is neither `listed` (organizations allowed with `herald org set ORG --default-sender allow`) nor `all`"
+                        ),
+                    });
+                }
+            },
+            default_sender_daily: number(
+                "HERALD_DEFAULT_SENDER_DAILY (default_sender_daily)",
+                env.get("HERALD_DEFAULT_SENDER_DAILY"),
+                file.default_sender_daily,
+                1,
+                10_000_000,
+            )?
+            .unwrap_or(defaults.default_sender_daily),
+            org_max_queued_bytes: defaults.org_max_queued_bytes,
+            org_max_queued_messages: number(
+                "HERALD_ORG_MAX_QUEUED_MESSAGES (org_max_queued_messages)",
+                env.get("HERALD_ORG_MAX_QUEUED_MESSAGES"),
+                file.org_max_queued_messages,
+                1,
+                100_000_000,
+            )?
+            .unwrap_or(defaults.org_max_queued_messages),
         };
+        outbox.org_max_queued_bytes = match number(
+            "HERALD_ORG_MAX_QUEUED_BYTES (org_max_queued_bytes)",
+            env.get("HERALD_ORG_MAX_QUEUED_BYTES"),
+            file.org_max_queued_bytes,
+            1,
+            1 << 50,
+        )? {
+            // A limit below the largest message would refuse such a message for ever.
+            Some(v) if v < outbox.max_message_bytes => {
+                return Err(ConfigError::Invalid {
+                    setting: "HERALD_ORG_MAX_QUEUED_BYTES (org_max_queued_bytes)",
+                    message: format!(
+                        "{v} is less than HERALD_MAX_MESSAGE_BYTES ({}): a message of the largest size could never be queued; raise it or lower HERALD_MAX_MESSAGE_BYTES",
+                        outbox.max_message_bytes
+                    ),
+                });
+            }
+            Some(v) => v,
+            None => defaults.org_max_queued_bytes.max(outbox.max_message_bytes),
+        };
+        let api_rate_per_minute = number(
+            "HERALD_API_RATE_PER_MINUTE (api_rate_per_minute)",
+            env.get("HERALD_API_RATE_PER_MINUTE"),
+            file.api_rate_per_minute,
+            1,
+            1_000_000,
+        )?
+        .map(|r| r as u32)
+        .unwrap_or(6_000);
 
         let relay_address = |setting: &'static str, raw: Option<String>| {
             raw.map(|raw| {
@@ -834,6 +942,7 @@ impl Config {
             smtp_ca_file,
             trusted_proxies,
             sandbox,
+            api_rate_per_minute,
             metrics_token: match pick("HERALD_METRICS_TOKEN", file.metrics_token) {
                 Some(token) if token.trim().len() < 16 => {
                     return Err(ConfigError::Invalid {
@@ -1129,5 +1238,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("herald.toml"), "{err}");
+    }
+
+    #[test]
+    fn organization_limits_have_defaults_and_are_checked() {
+        let config = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(config.outbox.default_sender_orgs, DefaultSenderOrgs::Listed);
+        assert_eq!(config.outbox.default_sender_daily, 1_000);
+        assert_eq!(config.outbox.org_max_queued_bytes, 1 << 30);
+        assert_eq!(config.outbox.org_max_queued_messages, 100_000);
+        assert_eq!(config.api_rate_per_minute, 6_000);
+        let config = Config::load(None, &env(&[("HERALD_DEFAULT_SENDER_ORGS", "all")])).unwrap();
+        assert_eq!(config.outbox.default_sender_orgs, DefaultSenderOrgs::All);
+        let err = Config::load(None, &env(&[("HERALD_DEFAULT_SENDER_ORGS", "some")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HERALD_DEFAULT_SENDER_ORGS"), "{err}");
+        let err = Config::load(
+            None,
+            &env(&[
+                ("HERALD_MAX_MESSAGE_BYTES", "10000"),
+                ("HERALD_ORG_MAX_QUEUED_BYTES", "5000"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("less than HERALD_MAX_MESSAGE_BYTES"), "{err}");
+        let err = Config::load(None, &env(&[("HERALD_API_RATE_PER_MINUTE", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("HERALD_API_RATE_PER_MINUTE"), "{err}");
     }
 }

@@ -30,4 +30,7 @@ pub struct Organization {
     pub no_mailbox_policy: super::message::NoMailboxPolicy,
     /// The Reply-To of its mail sent by the installation's default sender.
     pub reply_to: Option<String>,
+    /// The operator allowed the installation's default sender to send for it (what counts
+    /// when `HERALD_DEFAULT_SENDER_ORGS=listed`).
+    pub default_sender_allowed: bool,
 }

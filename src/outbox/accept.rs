@@ -7,10 +7,10 @@ use serde::{Deserialize, Deserializer};
 use time::OffsetDateTime;
 
 use super::compose::{self, AttachmentIn, Draft};
-use crate::config::OutboxSettings;
+use crate::config::{DefaultSenderOrgs, OutboxSettings};
 use crate::domain::mailbox::{Mailbox, MailboxStatus, StatusReason};
 use crate::domain::message::{MessageSource, MessageStatus, NoMailboxPolicy};
-use crate::domain::{ApiKeyId, EmailAddress, FieldError, MailboxId, OrgId};
+use crate::domain::{ApiKeyId, EmailAddress, FieldError, MailboxId, OrgId, Organization};
 use crate::services::{ServiceError, ServiceResult};
 use crate::store::messages::{BodyKind, IdempotencyRecord, NewMessage};
 use crate::store::{self, Store, StoreError};
@@ -251,6 +251,15 @@ pub async fn accept(
             )
         }
     };
+    super::limits::admit(
+        store,
+        settings,
+        caller,
+        route.via_default_sender,
+        body.len() as u64,
+        now,
+    )
+    .await?;
     let mail_from = route
         .mailbox
         .as_ref()
@@ -467,11 +476,14 @@ fn not_verified_reason(m: &Mailbox) -> StatusReason {
 }
 
 /// An alert reaches the admins through a Verified mailbox of the organization (its default
-/// first), else the installation's default sender, whatever the organization's policy: the
-/// alert may be about the very mailbox that would have sent it.
+/// first), else the installation's default sender, whatever the organization's policy (the
+/// alert may be about the very mailbox that would have sent it), but only if the default
+/// sender serves the organization: an organization the operator did not allow must not reach
+/// any address from the operator's, and still sees the alert on its pages and its webhook.
 async fn alert_route(
     conn: &mut store::Conn,
     settings: &OutboxSettings,
+    org: &Organization,
     mailboxes: &[Mailbox],
 ) -> ServiceResult<Route> {
     let verified = mailboxes
@@ -488,6 +500,7 @@ async fn alert_route(
         });
     }
     if let Some(sender_id) = settings.default_sender
+        && default_sender_serves(settings, org)
         && let Some(sender) = store::mailboxes::get_any(conn, sender_id).await?
         && sender.status == MailboxStatus::Verified
     {
@@ -500,8 +513,25 @@ async fn alert_route(
         });
     }
     Err(ServiceError::Refused(
-        "the organization has no Verified mailbox and the installation no Verified default sender",
+        "the organization has no Verified mailbox and the installation no Verified default sender for it",
     ))
+}
+
+/// Whether the installation's default sender may send for the organization.
+fn default_sender_serves(settings: &OutboxSettings, org: &Organization) -> bool {
+    settings.default_sender_orgs == DefaultSenderOrgs::All || org.default_sender_allowed
+}
+
+/// Why mail is held for an organization the default sender does not serve.
+fn default_sender_not_allowed() -> StatusReason {
+    StatusReason::new(
+        "default_sender_not_allowed",
+        "The organization has no Verified mailbox, and the installation's default sender does not send for it.",
+        Some(
+            "Verify a mailbox under Settings › System › Outgoing Mail (held mail is sent then), or ask the operator to allow the default sender for this organization (mail accepted after that leaves from it)."
+                .into(),
+        ),
+    )
 }
 
 /// Chooses the mailbox: the one named, else the organization's default (or its only one). A
@@ -554,7 +584,7 @@ async fn route(
         ));
     }
     if caller.source == MessageSource::Alert {
-        return alert_route(&mut conn, settings, &mailboxes).await;
+        return alert_route(&mut conn, settings, &org, &mailboxes).await;
     }
     let (chosen, explicit) = match named.map(str::trim).filter(|n| !n.is_empty()) {
         Some(name) => {
@@ -614,6 +644,7 @@ async fn route(
     if !any_verified
         && !is_mime
         && org.no_mailbox_policy == NoMailboxPolicy::Fallback
+        && default_sender_serves(settings, &org)
         && let Some(sender_id) = settings.default_sender
         && let Some(sender) = store::mailboxes::get_any(&mut conn, sender_id).await?
     {
@@ -640,6 +671,14 @@ async fn route(
         });
     }
     let reason = match &chosen {
+        _ if !any_verified
+            && !is_mime
+            && org.no_mailbox_policy == NoMailboxPolicy::Fallback
+            && settings.default_sender.is_some()
+            && !default_sender_serves(settings, &org) =>
+        {
+            default_sender_not_allowed()
+        }
         Some(m) => not_verified_reason(m),
         None => StatusReason::new(
             "no_mailbox",

@@ -7,6 +7,7 @@ pub mod accept;
 pub mod compose;
 pub mod headers;
 mod keepalive;
+mod limits;
 pub mod throttle;
 mod worker;
 

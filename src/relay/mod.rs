@@ -340,6 +340,11 @@ impl SmtpHandler for RelayHandler {
                 code: "duplicate_header",
                 error,
             }) => Reply::new(550, "5.6.0", format!("Message refused: {}", error.message)),
+            // The organization's queue is full: the device keeps the message and retries later.
+            Err(ServiceError::Limited { code, message, .. }) => match code {
+                "queue_full" => Reply::new(452, "4.3.1", format!("Queue full: {message}")),
+                _ => Reply::new(451, "4.7.1", format!("Try again later: {message}")),
+            },
             Err(e) => {
                 tracing::warn!(error = %e, "relay could not queue a message");
                 temporary()

@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod authorization;
+pub mod default_sender;
 pub mod mailboxes;
 pub mod messages;
 pub mod relay;
@@ -45,6 +46,14 @@ pub enum ServiceError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Internal(String),
+    /// A limit was reached (the organization's queue, the default sender's daily quota):
+    /// nothing was stored, and the same request may succeed after `retry_after` seconds.
+    #[error("{message}")]
+    Limited {
+        code: &'static str,
+        message: String,
+        retry_after: u64,
+    },
 }
 
 impl From<FieldError> for ServiceError {

@@ -14,6 +14,7 @@ pub mod auth_failures;
 pub mod instances;
 pub mod mailboxes;
 pub mod messages;
+pub mod org_limits;
 pub mod orgs;
 pub mod relay;
 pub mod secrets;

@@ -17,6 +17,7 @@ fn from_row(row: &AnyRow) -> StoreResult<Organization> {
             .parse()
             .map_err(StoreError::Corrupt)?,
         reply_to: row.try_get("reply_to")?,
+        default_sender_allowed: row.try_get::<i64, _>("default_sender_allowed")? != 0,
     })
 }
 
@@ -32,6 +33,7 @@ pub async fn insert(
         created_at: now,
         no_mailbox_policy: crate::domain::message::NoMailboxPolicy::Fallback,
         reply_to: None,
+        default_sender_allowed: false,
     };
     sqlx::query(
         "INSERT INTO organizations (id, name, name_key, created_at) VALUES ($1, $2, $3, $4)",
@@ -48,7 +50,7 @@ pub async fn insert(
 
 pub async fn get(conn: &mut Conn, id: OrgId) -> StoreResult<Option<Organization>> {
     sqlx::query(
-        "SELECT id, name, created_at, no_mailbox_policy, reply_to FROM organizations WHERE id = $1",
+        "SELECT id, name, created_at, no_mailbox_policy, reply_to, default_sender_allowed FROM organizations WHERE id = $1",
     )
     .bind(id.to_string())
     .fetch_optional(&mut *conn)
@@ -65,7 +67,7 @@ pub async fn find(conn: &mut Conn, id_or_name: &str) -> StoreResult<Option<Organ
     {
         return Ok(Some(org));
     }
-    sqlx::query("SELECT id, name, created_at, no_mailbox_policy, reply_to FROM organizations WHERE name_key = $1")
+    sqlx::query("SELECT id, name, created_at, no_mailbox_policy, reply_to, default_sender_allowed FROM organizations WHERE name_key = $1")
         .bind(id_or_name.trim().to_lowercase())
         .fetch_optional(&mut *conn)
         .await?
@@ -76,7 +78,7 @@ pub async fn find(conn: &mut Conn, id_or_name: &str) -> StoreResult<Option<Organ
 
 pub async fn list(conn: &mut Conn) -> StoreResult<Vec<Organization>> {
     sqlx::query(
-        "SELECT id, name, created_at, no_mailbox_policy, reply_to FROM organizations ORDER BY id",
+        "SELECT id, name, created_at, no_mailbox_policy, reply_to, default_sender_allowed FROM organizations ORDER BY id",
     )
     .fetch_all(&mut *conn)
     .await?
@@ -103,6 +105,20 @@ pub async fn set_settings(conn: &mut Conn, org: &Organization) -> StoreResult<()
         .bind(org.no_mailbox_policy.as_str())
         .bind(org.reply_to.clone())
         .bind(org.id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Allows or denies the installation's default sender for one organization.
+pub async fn set_default_sender_allowed(
+    conn: &mut Conn,
+    id: OrgId,
+    allowed: bool,
+) -> StoreResult<()> {
+    sqlx::query("UPDATE organizations SET default_sender_allowed = $1 WHERE id = $2")
+        .bind(i64::from(allowed))
+        .bind(id.to_string())
         .execute(&mut *conn)
         .await?;
     Ok(())

@@ -331,6 +331,20 @@ impl FromRequestParts<AppState> for Principal {
                         "The API key is unknown or has been revoked.",
                     )
                 })?;
+            if let Err(retry_after) = state.api_rate.take(key.id, std::time::Instant::now()) {
+                return Err(ApiError {
+                    retry_after: Some(retry_after),
+                    ..ApiError::new(
+                        axum::http::StatusCode::TOO_MANY_REQUESTS,
+                        "rate_limited",
+                        "Too many requests",
+                        format!(
+                            "This API key made more than {} requests in a minute (HERALD_API_RATE_PER_MINUTE); retry after {retry_after} s.",
+                            state.config.api_rate_per_minute
+                        ),
+                    )
+                });
+            }
             // "Last used" to the minute, checked here first: an UPDATE that changes nothing
             // still waits for SQLite's write lock, behind every commit of accepted mail.
             if key

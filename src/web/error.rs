@@ -182,6 +182,19 @@ impl From<ServiceError> for ApiError {
                 tracing::error!(error = %message, "internal error");
                 Self::internal()
             }
+            ServiceError::Limited {
+                code,
+                message,
+                retry_after,
+            } => Self {
+                retry_after: Some(retry_after),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    code,
+                    "Too many requests",
+                    message,
+                )
+            },
         }
     }
 }

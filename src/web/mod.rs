@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 mod health;
+pub mod rate;
 pub mod ui;
 
 use std::sync::Arc;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub store: Store,
     pub keys: Arc<KeyRing>,
     pub login_throttle: Arc<auth::LoginThrottle>,
+    /// Each API key's request rate (`HERALD_API_RATE_PER_MINUTE`), on this instance.
+    pub api_rate: Arc<rate::ApiRate>,
     /// The sandbox provider's preset, while the sandbox runs (`herald demo`, tests).
     pub sandbox: Option<Arc<crate::services::mailboxes::SandboxPreset>>,
     /// The running sandbox's state, for its inbox page.

@@ -1633,3 +1633,43 @@ fn has_token_shape(text: &str, prefix: &str) -> bool {
                 .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
     })
 }
+
+#[tokio::test]
+async fn the_operator_allows_and_denies_the_default_sender_per_organization() {
+    let setup = Setup::new().await;
+    let fabrikam = setup.org("Fabrikam").await;
+    let allowed = |store: Store| async move {
+        let mut conn = store.conn().await.unwrap();
+        let org = store::orgs::get(&mut conn, fabrikam)
+            .await
+            .unwrap()
+            .unwrap();
+        drop(conn);
+        store.close().await;
+        org.default_sender_allowed
+    };
+    assert!(
+        !allowed(setup.store().await).await,
+        "nobody is listed at first"
+    );
+    // By name or by id, as the other organization commands.
+    let out = setup
+        .run(&["org", "set", "fabrikam", "--default-sender", "allow"])
+        .await;
+    assert!(out.succeeds().contains("now sends for Fabrikam"));
+    assert!(allowed(setup.store().await).await);
+    let id = fabrikam.to_string();
+    setup
+        .run(&["org", "set", &id, "--default-sender", "deny"])
+        .await
+        .succeeds();
+    assert!(!allowed(setup.store().await).await);
+    setup
+        .run(&["org", "set", "Nowhere", "--default-sender", "allow"])
+        .await
+        .fails_with(&["organization"]);
+    setup
+        .run(&["org", "set", "Fabrikam", "--default-sender", "maybe"])
+        .await
+        .fails_with(&["allow", "deny"]);
+}

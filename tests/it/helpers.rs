@@ -582,3 +582,32 @@ pub async fn contoso(app: &TestApp) -> Contoso {
         billing,
     }
 }
+
+/// Another instance of `first`'s installation, like [`spawn_instance_of`], with its environment
+/// adjusted: for a setting that names a record made through `first` (`HERALD_DEFAULT_SENDER`).
+pub async fn spawn_instance_with(
+    first: &TestApp,
+    sandbox: &herald::sandbox::RunningSandbox,
+    adjust: impl FnOnce(&mut BTreeMap<String, String>),
+) -> TestApp {
+    let preset = herald::services::mailboxes::SandboxPreset {
+        base_url: sandbox.oauth.base_url.clone(),
+        tenant: sandbox.oauth.tenant.clone(),
+        smtp_host: sandbox.smtp_addr.ip().to_string(),
+        smtp_port: sandbox.smtp_addr.port(),
+        ca_pem: sandbox.ca.ca_pem().to_owned(),
+    };
+    spawn_on(
+        TestDb::Shared {
+            url: first.db.url(),
+        },
+        Some(first._data_dir.path().to_owned()),
+        |env| {
+            env.insert("HERALD_DEV".into(), "true".into());
+            adjust(env);
+        },
+        Some((preset, sandbox.state.clone())),
+        std::sync::Arc::new(herald::outbox::SystemClock),
+    )
+    .await
+}

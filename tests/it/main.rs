@@ -15,6 +15,7 @@ mod instances;
 mod keepalive;
 mod mailboxes;
 mod metrics;
+mod org_limits;
 mod outbox;
 mod relay;
 mod repointing;

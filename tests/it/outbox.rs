@@ -666,6 +666,7 @@ async fn accept_for(
 ) -> accept::Accepted {
     let settings = herald::config::OutboxSettings {
         default_sender,
+        default_sender_orgs: herald::config::DefaultSenderOrgs::All,
         ..Default::default()
     };
     let accepted = accept::accept(

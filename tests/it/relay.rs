@@ -15,14 +15,14 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use crate::helpers::spawn_sandboxed;
 use crate::outbox::{Outbox, SUPPORT};
 
-struct Relay {
-    o: Outbox,
+pub(crate) struct Relay {
+    pub(crate) o: Outbox,
     ca_pem: String,
     _certs: tempfile::TempDir,
 }
 
 impl Relay {
-    async fn start(extra: &[(&str, &str)]) -> Self {
+    pub(crate) async fn start(extra: &[(&str, &str)]) -> Self {
         herald::tls::install_crypto_provider();
         let ca = herald::tls::LocalCa::generate("Contoso test", &["127.0.0.1".to_owned()])
             .expect("a certificate");
@@ -55,7 +55,7 @@ impl Relay {
     }
 
     /// Issues a credential; answers `(username, password)`.
-    async fn credential(&self, body: Value) -> (String, String) {
+    pub(crate) async fn credential(&self, body: Value) -> (String, String) {
         let response = self
             .o
             .call(
@@ -74,7 +74,7 @@ impl Relay {
     }
 
     /// A legacy client: STARTTLS (or implicit TLS), then AUTH PLAIN.
-    fn client(
+    pub(crate) fn client(
         &self,
         user: &str,
         password: &str,
@@ -104,7 +104,7 @@ impl Relay {
     }
 }
 
-fn scan(from: &str, to: &str, size: usize) -> lettre::Message {
+pub(crate) fn scan(from: &str, to: &str, size: usize) -> lettre::Message {
     lettre::Message::builder()
         .from(from.parse().unwrap())
         .to(to.parse().unwrap())

@@ -103,6 +103,7 @@ pub fn router(max_message_bytes: u64) -> Router<AppState> {
             organization::get_organization,
             organization::update_organization
         ))
+        .routes(routes!(organization::set_default_sender))
         .routes(routes!(alerts::list_alerts))
         .routes(routes!(alerts::dismiss_alert))
         .routes(routes!(
@@ -124,6 +125,7 @@ pub fn router(max_message_bytes: u64) -> Router<AppState> {
         .split_for_parts();
     let mut doc = doc;
     doc.merge(send_doc);
+    document_too_many_requests(&mut doc);
     let doc = std::sync::Arc::new(doc);
     let send_limit = usize::try_from(max_message_bytes / 3 * 4 + 256 * 1024).unwrap_or(usize::MAX);
     router
@@ -137,6 +139,49 @@ pub fn router(max_message_bytes: u64) -> Router<AppState> {
             }),
         )
         .route("/api/{*rest}", axum::routing::any(no_such_route))
+}
+
+/// Documents the 429 every operation may answer: any route an API key authenticates when the
+/// key passes its rate (`rate_limited`), and sending when the organization's queue is full
+/// (`queue_full`) or its default-sender quota spent (`default_sender_quota`).
+fn document_too_many_requests(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+    let response = ResponseBuilder::new()
+        .description(
+            "Too many requests: `rate_limited` (this API key's rate), or when sending `queue_full` or `default_sender_quota`. Retry after the seconds `Retry-After` gives.",
+        )
+        .header(
+            "Retry-After",
+            HeaderBuilder::new()
+                .schema(Some(ObjectBuilder::new().schema_type(Type::Integer)))
+                .description(Some("Seconds to wait"))
+                .build(),
+        )
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation
+                .responses
+                .responses
+                .entry("429".into())
+                .or_insert_with(|| RefOr::T(response.clone()));
+        }
+    }
 }
 
 async fn no_such_route() -> impl IntoResponse {

@@ -100,15 +100,13 @@ struct ReplyView {
 }
 
 fn mailbox_label(m: &Message, names: &HashMap<MailboxId, String>) -> String {
-    let name = m
-        .mailbox_id
-        .and_then(|id| names.get(&id).cloned())
-        .unwrap_or_else(|| "—".into());
+    // The default sender is a mailbox of the operator's organization, not among `names`.
     if m.via_default_sender {
-        format!("Default sender (for {name})")
-    } else {
-        name
+        return "Default sender of the installation".into();
     }
+    m.mailbox_id
+        .and_then(|id| names.get(&id).cloned())
+        .unwrap_or_else(|| "—".into())
 }
 
 fn row(m: Message, names: &HashMap<MailboxId, String>) -> MessageRow {

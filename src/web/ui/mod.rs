@@ -724,8 +724,7 @@ async fn outgoing_mail(
         Ok(found) => found,
         Err(e) => return internal(e),
     };
-    let sending =
-        sending::SendingSettings::of(org.as_ref(), state.config.outbox.default_sender.is_some());
+    let sending = sending::SendingSettings::of(org.as_ref(), &state.config.outbox);
     let today = time::OffsetDateTime::now_utc().date();
     let rows = mailboxes
         .items

@@ -3,6 +3,7 @@
 //! Admins change them through `PATCH /api/v1/organization` (the page's script sends the session's
 //! CSRF token), so the UI and the API share one validation and one audit event.
 
+use crate::config::OutboxSettings;
 use crate::domain::Organization;
 use crate::domain::message::{MessageStatus, NoMailboxPolicy};
 
@@ -13,14 +14,18 @@ pub(super) struct SendingSettings {
     pub reply_to: String,
     /// Whether the installation has a default sender; without one, `fallback` holds mail too.
     pub default_sender: bool,
+    /// Whether it sends for this organization (the operator decides); if not, likewise.
+    pub default_sender_allowed: bool,
 }
 
 impl SendingSettings {
-    pub fn of(org: Option<&Organization>, default_sender: bool) -> Self {
+    pub fn of(org: Option<&Organization>, settings: &OutboxSettings) -> Self {
         Self {
             hold: org.is_some_and(|o| o.no_mailbox_policy == NoMailboxPolicy::Hold),
             reply_to: org.and_then(|o| o.reply_to.clone()).unwrap_or_default(),
-            default_sender,
+            default_sender: settings.default_sender.is_some(),
+            default_sender_allowed: org
+                .is_some_and(|o| crate::services::default_sender::serves(settings, o)),
         }
     }
 
