@@ -495,3 +495,85 @@ async fn failed_logins_recorded_by_any_instance_count_here() {
     );
     r.o.stop().await;
 }
+
+/// `AUTH PLAIN` for a user and password.
+fn auth_plain(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+    format!("AUTH PLAIN {token}")
+}
+
+/// Logs in once over a fresh session (AUTH before STARTTLS, allowed on loopback) and answers
+/// the AUTH reply.
+async fn login_once(addr: std::net::SocketAddr, user: &str, password: &str) -> String {
+    let replies = plain_session(addr, &["EHLO device", &auth_plain(user, password)]).await;
+    replies[2].clone()
+}
+
+#[tokio::test]
+async fn parallel_wrong_passwords_from_one_address_get_no_more_tries_than_the_limit() {
+    let r = Relay::start(&[("HERALD_RELAY_AUTH_WITHOUT_TLS", "true")]).await;
+    r.o.basic_mailbox(&r.o.admin, "Support", SUPPORT, json!({}))
+        .await;
+    let (user, password) = r
+        .credential(json!({"name": "Scanner", "mailbox": "Support"}))
+        .await;
+    let addr = r.o.app.relay_addr.unwrap();
+
+    // The review's reproduction: 50 sessions, each ready to send a wrong password, all at once.
+    let ready = Arc::new(tokio::sync::Barrier::new(50));
+    let sessions: Vec<_> = (0..50)
+        .map(|_| {
+            let (ready, user) = (ready.clone(), user.clone());
+            tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let (read, mut write) = stream.into_split();
+                let mut reader = BufReader::new(read);
+                read_reply(&mut reader).await;
+                write.write_all(b"EHLO device\r\n").await.unwrap();
+                read_reply(&mut reader).await;
+                ready.wait().await;
+                let auth = format!("{}\r\n", auth_plain(&user, "not the password"));
+                write.write_all(auth.as_bytes()).await.unwrap();
+                read_reply(&mut reader).await
+            })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for session in sessions {
+        replies.push(session.await.unwrap());
+    }
+    let checked = replies.iter().filter(|r| r.starts_with("535")).count();
+    let refused = replies
+        .iter()
+        .filter(|r| r.starts_with("454 4.7.0"))
+        .count();
+    assert!(
+        checked <= herald::relay::MAX_FAILURES_PER_ADDRESS as usize,
+        "{checked} of 50 parallel wrong passwords were checked: {replies:?}"
+    );
+    assert_eq!(checked + refused, 50, "{replies:?}");
+
+    // A fresh window: a correct login takes its reserved attempt back, so however many
+    // succeed, the address keeps the tries it had; its failures are not forgiven.
+    let mut conn = r.o.app.store().conn().await.unwrap();
+    herald::store::auth_failures::forget_key(&mut conn, "relay:address:127.0.0.1")
+        .await
+        .unwrap();
+    drop(conn);
+    for _ in 0..9 {
+        let reply = login_once(addr, &user, "not the password").await;
+        assert!(reply.starts_with("535 5.7.8"), "{reply}");
+    }
+    for _ in 0..3 {
+        let reply = login_once(addr, &user, &password).await;
+        assert!(reply.starts_with("235"), "{reply}");
+    }
+    let tenth = login_once(addr, &user, "not the password").await;
+    assert!(tenth.starts_with("535 5.7.8"), "{tenth}");
+    for attempt in ["not the password", password.as_str()] {
+        let reply = login_once(addr, &user, attempt).await;
+        assert!(reply.starts_with("454 4.7.0"), "{reply}");
+    }
+    r.o.stop().await;
+}
