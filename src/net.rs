@@ -5,20 +5,6 @@
 
 use std::net::IpAddr;
 
-/// The part of a client's address that identifies the client, for limits counted per
-/// client: an IPv4 address as it is (also when written IPv4-mapped), an IPv6 address by its
-/// /64, which one machine or household usually holds whole (so hopping through it gains
-/// nothing).
-pub fn client_prefix(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-        v4 => v4,
-    }
-}
-
 /// How an address may be reached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reach {

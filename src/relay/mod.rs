@@ -72,7 +72,7 @@ impl RelayHandler {
 
     /// The key under which an address's failures count, shared by every instance.
     fn failure_scope(ip: IpAddr) -> String {
-        format!("relay:address:{}", crate::net::client_prefix(ip))
+        format!("relay:address:{}", crate::smtp_server::client_prefix(ip))
     }
 
     /// Reserves a login attempt for the address before its password is checked, as the web
@@ -377,6 +377,7 @@ pub fn smtp_config(
     config.require_auth = true;
     // An application server may keep a pool of sessions; a device needs one or two.
     config.max_sessions_per_address = 50;
+    config.max_sessions = settings.max_sessions;
     config
 }
 

@@ -7,6 +7,7 @@ mod api;
 mod authorization;
 mod cli;
 pub(crate) mod crash;
+mod floods;
 mod helpers;
 mod instances;
 mod keepalive;

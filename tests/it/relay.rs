@@ -10,7 +10,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::helpers::spawn_sandboxed;
 use crate::outbox::{Outbox, SUPPORT};
@@ -575,5 +575,40 @@ async fn parallel_wrong_passwords_from_one_address_get_no_more_tries_than_the_li
         let reply = login_once(addr, &user, attempt).await;
         assert!(reply.starts_with("454 4.7.0"), "{reply}");
     }
+    r.o.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_past_the_relay_wide_cap_are_answered_421_and_closed() {
+    let r = Relay::start(&[("HERALD_RELAY_MAX_SESSIONS", "2")]).await;
+    let (starttls, implicit) = (r.o.app.relay_addr.unwrap(), r.o.app.relay_tls_addr.unwrap());
+    let greet = |addr| async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut reader = BufReader::new(stream);
+        let greeting = read_reply(&mut reader).await;
+        (reader, greeting)
+    };
+    let (first, greeting) = greet(starttls).await;
+    assert!(greeting.starts_with("220"), "{greeting}");
+    // The implicit-TLS listener's sessions count against the same cap: its handshake has not
+    // begun, but the session holds its place.
+    let _second = tokio::net::TcpStream::connect(implicit).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut third, refused) = greet(starttls).await;
+    assert!(refused.starts_with("421 4.7.0"), "{refused}");
+    let mut rest = Vec::new();
+    third.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "the refused session was closed");
+    // A place freed is a place taken.
+    drop(first);
+    let mut greeting = String::new();
+    for _ in 0..50 {
+        greeting = greet(starttls).await.1;
+        if greeting.starts_with("220") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(greeting.starts_with("220"), "{greeting}");
     r.o.stop().await;
 }
