@@ -141,12 +141,13 @@ async fn sign_in_answers_503_with_retry_after_while_password_hashing_is_full() {
         ("csrf_token", csrf.as_str()),
         ("next", "/"),
     ];
-    let refused = browser
-        .post(app.url("/login"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        browser.post(app.url("/login")).form(&form).send(),
+    )
+    .await
+    .expect("sign-in answers at once instead of queueing behind the flood")
+    .unwrap();
     assert_eq!(refused.status(), 503);
     let retry_after: u64 = refused.headers()["retry-after"]
         .to_str()
