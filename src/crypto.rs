@@ -97,14 +97,20 @@ pub enum HashPoolError {
     Failed(String),
 }
 
-/// Runs password hashes (argon2id: 19 MiB and tens of milliseconds of CPU each) on at most
-/// `size` blocking threads at once. Without a bound, a burst of sign-ins takes a blocking
-/// thread and 19 MiB each, up to tokio's 512 threads: 10 GB, and every CPU busy.
+/// Runs password hashes (argon2id: 19 MiB and tens of milliseconds of CPU each) on `size`
+/// threads of its own. Without a bound, a burst of sign-ins takes a blocking thread and 19 MiB
+/// each, up to tokio's 512 threads: 10 GB, and every CPU busy. Its own threads rather than
+/// tokio's blocking pool, because the allocator keeps a freed 19 MiB block in the arena of the
+/// thread that used it: hashes spread over ever-new blocking threads would leave one block
+/// per thread behind; here at most `size` blocks are ever held.
 pub struct HashPool {
+    jobs: std::sync::mpsc::Sender<Job>,
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
     size: usize,
 }
+
+type Job = Box<dyn FnOnce() + Send>;
 
 /// Counts a caller waiting for a permit until it has one, or gives up (its future dropped).
 struct Waiting<'a>(&'a AtomicUsize);
@@ -116,9 +122,29 @@ impl Drop for Waiting<'_> {
 }
 
 impl HashPool {
+    /// Starts `size` threads; they end when the pool is dropped, after their current hash.
     pub fn new(size: usize) -> Self {
         let size = size.max(1);
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        for i in 0..size {
+            let queue = queue.clone();
+            let started = std::thread::Builder::new()
+                .name(format!("herald-hash-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = queue.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        let Ok(job) = job else { return };
+                        // A panicking job fails its caller, not the thread.
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                    }
+                });
+            if let Err(e) = started {
+                tracing::error!(error = %e, "cannot start a password hashing thread");
+            }
+        }
         Self {
+            jobs,
             permits: Arc::new(Semaphore::new(size)),
             waiting: AtomicUsize::new(0),
             size,
@@ -136,7 +162,7 @@ impl HashPool {
         self.waiting.load(Ordering::SeqCst)
     }
 
-    /// Runs `job` on a blocking thread once the pool has room.
+    /// Runs `job` on one of the pool's threads once one is free.
     pub async fn run<R: Send + 'static>(
         &self,
         wait: Wait,
@@ -157,12 +183,16 @@ impl HashPool {
                     .map_err(|_| HashPoolError::Busy)?
             }
         };
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            job()
-        })
-        .await
-        .map_err(|e| HashPoolError::Failed(e.to_string()))
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _permit = permit;
+                let _ = done.send(job());
+            }))
+            .map_err(|_| HashPoolError::Failed("the hashing threads have stopped".into()))?;
+        result
+            .await
+            .map_err(|_| HashPoolError::Failed("the hashing job panicked".into()))
     }
 }
 
