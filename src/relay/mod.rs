@@ -109,9 +109,9 @@ impl RelayHandler {
         }
     }
 
-    /// The login succeeded: its reserved attempt no longer counts. The address's earlier
-    /// failures stay, as the web sign-in keeps an address's.
-    async fn succeeded(&self, reservation: store::auth_failures::Reservation) {
+    /// Takes a reserved attempt back: the login succeeded (the address's earlier failures
+    /// stay, as the web sign-in keeps an address's), or the password was never checked.
+    async fn release(&self, reservation: store::auth_failures::Reservation) {
         let _turn = self.store.write_permit().await;
         let forgotten = match self.store.conn().await {
             Ok(mut conn) => {
@@ -244,7 +244,7 @@ impl SmtpHandler for RelayHandler {
             Ok(found) => found,
             Err(_) => {
                 // Not the client's fault: the attempt is not held against it.
-                self.succeeded(reservation).await;
+                self.release(reservation).await;
                 return Err(temporary().into());
             }
         };
@@ -262,7 +262,7 @@ impl SmtpHandler for RelayHandler {
             tracing::info!(peer = %session.peer, credential = %credential.id, "relay login from an address the credential does not allow");
             return Err(bad_credentials().into());
         }
-        self.succeeded(reservation).await;
+        self.release(reservation).await;
         // "Last used" to the minute: not a disk write for every login of a busy device.
         let now = OffsetDateTime::now_utc();
         if credential
