@@ -2,6 +2,8 @@
 //! subcommand that needs the application builds it here, so `serve`, the tests and later
 //! `demo` run the same wiring.
 
+mod http;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +48,7 @@ pub struct Services {
 impl Services {
     pub async fn open(config: Config) -> anyhow::Result<Self> {
         let store = open_store(&config).await?;
+        crate::crypto::configure_hash_pool(config.hashing_threads);
         let (keys, _) = keys::unlock(&config, &store).await?;
         let hosts = crate::net::HostPolicy {
             dev: config.dev,
@@ -142,6 +145,7 @@ impl App {
             config.relay.tls_listen = Some(l.local_addr()?);
         }
         let store = open_store(&config).await?;
+        crate::crypto::configure_hash_pool(config.hashing_threads);
         let (ring, key_source) = keys::unlock(&config, &store).await?;
         // Announced before serving, so that a key rotation started now already sees it.
         let instance = uuid::Uuid::now_v7().to_string();
@@ -314,13 +318,7 @@ impl App {
             .relay
             .map(|relay| tokio::spawn(relay.run(relay_stopping)));
         let router = web::router(self.state.clone());
-        let result = axum::serve(
-            self.listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the HTTP server failed");
+        http::serve(self.listener, router, &self.state.config.http, shutdown).await;
         // No new mail comes in now: let what is being sent finish, then release the rest.
         stop_relay.send_replace(true);
         if let Some(relay) = relay {
@@ -336,7 +334,7 @@ impl App {
         {
             tracing::warn!(error = %e, "could not deregister this instance");
         }
-        result
+        Ok(())
     }
 }
 

@@ -50,6 +50,26 @@ pub struct RelaySettings {
     pub key_file: Option<PathBuf>,
     pub hostname: String,
     pub auth_without_tls: bool,
+    /// Sessions open at once, over every client and both listeners.
+    pub max_sessions: usize,
+}
+
+/// How the HTTP server meets slow clients and floods of connections.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// Connections open at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// Time allowed for a request's headers (and for an idle keep-alive connection).
+    pub header_timeout: std::time::Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            header_timeout: std::time::Duration::from_secs(10),
+        }
+    }
 }
 
 /// How the outbox keeps and retries mail.
@@ -211,6 +231,20 @@ pub struct FileConfig {
     /// `HERALD_RELAY_AUTH_WITHOUT_TLS`: accept AUTH before STARTTLS. Only for a relay that
     /// listens on loopback alone. Default off.
     pub relay_auth_without_tls: Option<bool>,
+    /// `HERALD_RELAY_MAX_SESSIONS`: relay sessions open at once, all clients together; a
+    /// connection past it is answered `421 4.7.0` and closed. Default 1000.
+    pub relay_max_sessions: Option<u64>,
+    /// `HERALD_HTTP_MAX_CONNECTIONS`: HTTP connections open at once; past it, new connections
+    /// wait to be accepted until one closes. Default 1024.
+    pub http_max_connections: Option<u64>,
+    /// `HERALD_HTTP_HEADER_TIMEOUT_SECS`: how long a client may take to send a request's
+    /// headers (and an idle keep-alive connection may stay open) before it is cut off.
+    /// Default 10.
+    pub http_header_timeout_secs: Option<u64>,
+    /// `HERALD_PASSWORD_HASHING_THREADS`: password hashes (19 MiB each) computed at once;
+    /// sign-ins past what these can serve promptly are answered 503 with `Retry-After`.
+    /// Default: the number of CPUs.
+    pub password_hashing_threads: Option<u64>,
 }
 
 /// The environment variables Herald reads, with the file key each one overrides.
@@ -250,6 +284,16 @@ const ENV_KEYS: &[(&str, &str)] = &[
     ("HERALD_RELAY_KEY_FILE", "relay_key_file"),
     ("HERALD_RELAY_HOSTNAME", "relay_hostname"),
     ("HERALD_RELAY_AUTH_WITHOUT_TLS", "relay_auth_without_tls"),
+    ("HERALD_RELAY_MAX_SESSIONS", "relay_max_sessions"),
+    ("HERALD_HTTP_MAX_CONNECTIONS", "http_max_connections"),
+    (
+        "HERALD_HTTP_HEADER_TIMEOUT_SECS",
+        "http_header_timeout_secs",
+    ),
+    (
+        "HERALD_PASSWORD_HASHING_THREADS",
+        "password_hashing_threads",
+    ),
 ];
 
 /// How log lines are written.
@@ -450,6 +494,9 @@ pub struct Config {
     pub sandbox: SandboxSettings,
     pub outbox: OutboxSettings,
     pub relay: RelaySettings,
+    pub http: HttpSettings,
+    /// Password hashes computed at once (see [`crate::crypto::HashPool`]).
+    pub hashing_threads: usize,
     /// The bearer token `/metrics` asks for; without one it answers only loopback clients.
     pub metrics_token: Option<secrecy::SecretString>,
     /// Requests each API key may make per minute, on each instance.
@@ -923,10 +970,47 @@ impl Config {
                 .map(|h| h.trim().to_owned())
                 .unwrap_or_else(|| public_url.host_str().unwrap_or("localhost").to_owned()),
             auth_without_tls: relay_auth_without_tls,
+            max_sessions: number(
+                "HERALD_RELAY_MAX_SESSIONS (relay_max_sessions)",
+                env.get("HERALD_RELAY_MAX_SESSIONS"),
+                file.relay_max_sessions,
+                1,
+                1_000_000,
+            )?
+            .map_or(1000, |n| n as usize),
         };
+        let http_defaults = HttpSettings::default();
+        let http = HttpSettings {
+            max_connections: number(
+                "HERALD_HTTP_MAX_CONNECTIONS (http_max_connections)",
+                env.get("HERALD_HTTP_MAX_CONNECTIONS"),
+                file.http_max_connections,
+                1,
+                1_000_000,
+            )?
+            .map_or(http_defaults.max_connections, |n| n as usize),
+            header_timeout: number(
+                "HERALD_HTTP_HEADER_TIMEOUT_SECS (http_header_timeout_secs)",
+                env.get("HERALD_HTTP_HEADER_TIMEOUT_SECS"),
+                file.http_header_timeout_secs,
+                1,
+                300,
+            )?
+            .map_or(http_defaults.header_timeout, std::time::Duration::from_secs),
+        };
+        let hashing_threads = number(
+            "HERALD_PASSWORD_HASHING_THREADS (password_hashing_threads)",
+            env.get("HERALD_PASSWORD_HASHING_THREADS"),
+            file.password_hashing_threads,
+            1,
+            256,
+        )?
+        .map_or_else(crate::crypto::default_hashing_threads, |n| n as usize);
 
         Ok(Self {
             relay,
+            http,
+            hashing_threads,
             outbox,
             listen,
             public_url,

@@ -60,20 +60,6 @@ fn bad_credentials() -> Reply {
     Reply::new(535, "5.7.8", "Authentication credentials invalid")
 }
 
-/// The address whose failures count together: IPv4 as it is, IPv6 by its /64.
-fn failure_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-            }
-        },
-        v4 => v4,
-    }
-}
-
 impl RelayHandler {
     pub fn new(store: Store, outbox_settings: OutboxSettings, outbox: Outbox) -> Self {
         Self {
@@ -86,35 +72,66 @@ impl RelayHandler {
 
     /// The key under which an address's failures count, shared by every instance.
     fn failure_scope(ip: IpAddr) -> String {
-        format!("relay:address:{}", failure_key(ip))
+        format!("relay:address:{}", crate::smtp_server::client_prefix(ip))
     }
 
-    /// Whether the address has failed too often lately. The counts are in the database, so
-    /// that spreading guesses over several instances gains nothing; if the database does not
-    /// answer, the login is refused for now (451) rather than let through unchecked.
-    async fn throttled(&self, ip: IpAddr) -> Result<bool, Reply> {
-        let since = OffsetDateTime::now_utc().unix_timestamp() - FAILURE_WINDOW.as_secs() as i64;
-        let mut conn = self.store.conn().await.map_err(|_| temporary())?;
-        let (n, _) = store::auth_failures::count(&mut conn, &Self::failure_scope(ip), since)
-            .await
-            .map_err(|_| temporary())?;
-        Ok(n >= i64::from(MAX_FAILURES_PER_ADDRESS))
-    }
-
-    async fn failed(&self, ip: IpAddr) {
-        crate::metrics::get().relay_auth_failures.inc();
+    /// Reserves a login attempt for the address before its password is checked, as the web
+    /// sign-in does ([`store::auth_failures::reserve`]): the attempt counts as a failure from
+    /// now on, in the database every instance checks, so parallel sessions cannot all pass the
+    /// limit before any failure is recorded. Refused with `454` once the address has used its
+    /// [`MAX_FAILURES_PER_ADDRESS`]; if the database does not answer, `451` rather than let
+    /// the login through unchecked.
+    async fn reserve(&self, ip: IpAddr) -> Result<store::auth_failures::Reservation, Reply> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
+        let since = now - FAILURE_WINDOW.as_secs() as i64;
+        let scope = Self::failure_scope(ip);
+        // The records are writes: on SQLite they take their turn.
         let _turn = self.store.write_permit().await;
-        match self.store.conn().await {
-            Ok(mut conn) => {
-                if let Err(e) =
-                    store::auth_failures::record(&mut conn, &Self::failure_scope(ip), now).await
-                {
-                    tracing::warn!(error = %e, "could not count a failed relay login");
-                }
+        let mut conn = self.store.conn().await.map_err(|_| temporary())?;
+        match store::auth_failures::reserve(
+            &mut conn,
+            &[(&scope, i64::from(MAX_FAILURES_PER_ADDRESS))],
+            now,
+            since,
+        )
+        .await
+        {
+            Ok(Ok(reservation)) => Ok(reservation),
+            Ok(Err(_)) => Err(Reply::new(
+                454,
+                "4.7.0",
+                "Too many failed logins from your address; try again later",
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not reserve a relay login attempt");
+                Err(temporary())
             }
-            Err(e) => tracing::warn!(error = %e, "could not count a failed relay login"),
         }
+    }
+
+    /// Takes a reserved attempt back: the login succeeded (the address's earlier failures
+    /// stay, as the web sign-in keeps an address's), or the password was never checked.
+    async fn release(&self, reservation: store::auth_failures::Reservation) {
+        let _turn = self.store.write_permit().await;
+        let forgotten = match self.store.conn().await {
+            Ok(mut conn) => {
+                let mut result = Ok(());
+                for id in &reservation.ids {
+                    result = result.and(store::auth_failures::forget(&mut conn, id).await);
+                }
+                result
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = forgotten {
+            tracing::warn!(error = %e, "could not take back a successful relay login's attempt");
+        }
+    }
+
+    /// The login failed: its reserved attempt stays recorded.
+    fn failed(reservation: store::auth_failures::Reservation) {
+        crate::metrics::get().relay_auth_failures.inc();
+        drop(reservation);
     }
 
     /// The session's credential and its mailboxes that still exist, in the credential's order.
@@ -207,14 +224,6 @@ impl SmtpHandler for RelayHandler {
         credentials: Credentials,
     ) -> Result<AuthIdentity, AuthRefusal> {
         let ip = session.peer.ip();
-        if self.throttled(ip).await.map_err(AuthRefusal::from)? {
-            return Err(Reply::new(
-                454,
-                "4.7.0",
-                "Too many failed logins from your address; try again later",
-            )
-            .into());
-        }
         let Credentials::Password {
             mechanism,
             username,
@@ -223,26 +232,37 @@ impl SmtpHandler for RelayHandler {
         else {
             return Err(Reply::new(504, "5.5.4", "Use AUTH PLAIN or LOGIN").into());
         };
+        let reservation = self.reserve(ip).await.map_err(AuthRefusal::from)?;
         let found = {
-            let mut conn = self.store.conn().await.map_err(|_| temporary())?;
-            store::relay::find_by_username(&mut conn, username.trim())
-                .await
-                .map_err(|_| temporary())?
+            let conn = self.store.conn().await;
+            match conn {
+                Ok(mut conn) => store::relay::find_by_username(&mut conn, username.trim()).await,
+                Err(e) => Err(e),
+            }
+        };
+        let found = match found {
+            Ok(found) => found,
+            Err(_) => {
+                // Not the client's fault: the attempt is not held against it.
+                self.release(reservation).await;
+                return Err(temporary().into());
+            }
         };
         let digest = crate::services::relay::password_digest(password.expose_secret());
         let Some((credential, stored)) =
             found.filter(|(_, stored)| crypto::constant_time_eq(&digest, stored))
         else {
-            self.failed(ip).await;
+            Self::failed(reservation);
             tracing::info!(peer = %session.peer, "relay login refused");
             return Err(bad_credentials().into());
         };
         let _ = stored;
         if !credential.allows(ip) {
-            self.failed(ip).await;
+            Self::failed(reservation);
             tracing::info!(peer = %session.peer, credential = %credential.id, "relay login from an address the credential does not allow");
             return Err(bad_credentials().into());
         }
+        self.release(reservation).await;
         // "Last used" to the minute: not a disk write for every login of a busy device.
         let now = OffsetDateTime::now_utc();
         if credential
@@ -371,6 +391,7 @@ pub fn smtp_config(
     config.require_auth = true;
     // An application server may keep a pool of sessions; a device needs one or two.
     config.max_sessions_per_address = 50;
+    config.max_sessions = settings.max_sessions;
     config
 }
 

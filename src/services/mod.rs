@@ -92,9 +92,13 @@ impl Checks {
 }
 
 async fn hash(password: NewPassword) -> ServiceResult<String> {
-    tokio::task::spawn_blocking(move || crypto::hash_password(password.secret()))
+    // Only signed-in admins and the CLI set passwords: they wait their turn in the pool.
+    crypto::hash_pool()
+        .run(crypto::Wait::Always, move || {
+            crypto::hash_password(password.secret())
+        })
         .await
-        .map_err(|e| ServiceError::Internal(format!("password hashing task failed: {e}")))?
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
         .map_err(|e| ServiceError::Internal(e.to_string()))
 }
 

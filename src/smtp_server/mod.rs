@@ -249,8 +249,14 @@ pub struct SmtpConfig {
     pub require_auth: bool,
     /// The reply to MAIL without AUTH when AUTH is required.
     pub auth_required_reply: Reply,
-    /// Concurrent sessions from one client address.
+    /// Concurrent sessions from one client address (an IPv6 client by its /64, which one
+    /// machine usually holds whole).
     pub max_sessions_per_address: usize,
+    /// Concurrent sessions in all, every client together.
+    pub max_sessions: usize,
+    /// The live sessions, shared by every server given a clone of this configuration (the
+    /// relay's STARTTLS and implicit-TLS listeners count together).
+    sessions: Arc<SessionCounter>,
 }
 
 impl SmtpConfig {
@@ -278,23 +284,61 @@ impl SmtpConfig {
             require_auth: true,
             auth_required_reply: Reply::new(530, "5.7.0", "Authentication required"),
             max_sessions_per_address: 20,
+            max_sessions: 1000,
+            sessions: Arc::default(),
         }
     }
 }
 
-/// Counts live sessions per client address.
+/// The part of a client's address that identifies the client, for limits counted per client:
+/// an IPv4 address as it is (also when written IPv4-mapped), an IPv6 address by its /64,
+/// which one machine or household usually holds whole (so hopping through it gains nothing).
+pub fn client_prefix(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// Counts live sessions, in all and per client address.
 #[derive(Default)]
-struct SessionCounter(Mutex<HashMap<IpAddr, usize>>);
+struct SessionCounter(Mutex<Sessions>);
+
+#[derive(Default)]
+struct Sessions {
+    total: usize,
+    by_address: HashMap<IpAddr, usize>,
+}
+
+/// Which limit a new session met.
+#[derive(Debug, PartialEq, Eq)]
+enum Full {
+    Server,
+    Address,
+}
 
 impl SessionCounter {
-    fn try_enter(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<SessionGuard> {
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let count = map.entry(ip).or_default();
-        if *count >= max {
-            return None;
+    fn try_enter(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        max_total: usize,
+        max_per_address: usize,
+    ) -> Result<SessionGuard, Full> {
+        let ip = client_prefix(ip);
+        let mut sessions = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if sessions.total >= max_total {
+            return Err(Full::Server);
+        }
+        let count = sessions.by_address.entry(ip).or_default();
+        if *count >= max_per_address {
+            return Err(Full::Address);
         }
         *count += 1;
-        Some(SessionGuard {
+        sessions.total += 1;
+        Ok(SessionGuard {
             counter: self.clone(),
             ip,
         })
@@ -308,14 +352,30 @@ struct SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        let mut map = self.counter.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = map.get_mut(&self.ip) {
+        let mut sessions = self.counter.0.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.total -= 1;
+        if let Some(count) = sessions.by_address.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {
-                map.remove(&self.ip);
+                sessions.by_address.remove(&self.ip);
             }
         }
     }
+}
+
+/// Answers a connection the server has no room for, and closes it, without holding up the
+/// accept loop.
+fn refuse(mut stream: tokio::net::TcpStream, reply: Reply) {
+    tokio::spawn(async move {
+        let mut out = Vec::new();
+        reply.write_to(&mut out);
+        let write = async {
+            let _ = stream.write_all(&out).await;
+            let _ = stream.shutdown().await;
+        };
+        // A client that does not read its refusal does not keep a task alive.
+        let _ = tokio::time::timeout(Duration::from_secs(10), write).await;
+    });
 }
 
 /// A listening SMTP server.
@@ -362,14 +422,14 @@ impl<H: SmtpHandler> SmtpServer<H> {
 
     /// Accepts sessions until `shutdown` completes.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) {
-        let counter = Arc::new(SessionCounter::default());
+        let counter = self.config.sessions.clone();
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
                 () = &mut shutdown => return,
                 accepted = self.listener.accept() => accepted,
             };
-            let (mut stream, peer) = match accepted {
+            let (stream, peer) = match accepted {
                 Ok(pair) => {
                     // Replies are small and awaited one by one: without this, Nagle and the
                     // client's delayed ACK hold each for up to 40 ms.
@@ -382,20 +442,21 @@ impl<H: SmtpHandler> SmtpServer<H> {
                     continue;
                 }
             };
-            let Some(guard) = counter.try_enter(peer.ip(), self.config.max_sessions_per_address)
-            else {
-                tokio::spawn(async move {
-                    let mut out = Vec::new();
-                    Reply::new(
-                        421,
-                        "4.7.0",
-                        "Too many connections from your address; try again later",
-                    )
-                    .write_to(&mut out);
-                    let _ = stream.write_all(&out).await;
-                    let _ = stream.shutdown().await;
-                });
-                continue;
+            let entered = counter.try_enter(
+                peer.ip(),
+                self.config.max_sessions,
+                self.config.max_sessions_per_address,
+            );
+            let guard = match entered {
+                Ok(guard) => guard,
+                Err(full) => {
+                    let text = match full {
+                        Full::Server => "Too many concurrent connections; try again later",
+                        Full::Address => "Too many connections from your address; try again later",
+                    };
+                    refuse(stream, Reply::new(421, "4.7.0", text));
+                    continue;
+                }
             };
             let config = self.config.clone();
             let handler = self.handler.clone();
@@ -412,5 +473,38 @@ impl<H: SmtpHandler> SmtpServer<H> {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_ipv6_client_counts_by_its_64_and_every_client_by_the_server_wide_cap() {
+        let counter = Arc::new(SessionCounter::default());
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let first = counter.try_enter(ip("2001:db8:1:2::1"), 3, 1).unwrap();
+        // Another address of the same /64 is the same client.
+        assert_eq!(
+            counter.try_enter(ip("2001:db8:1:2:ffff::9"), 3, 1).err(),
+            Some(Full::Address)
+        );
+        let _other = counter.try_enter(ip("2001:db8:1:3::1"), 3, 1).unwrap();
+        let v4 = counter.try_enter(ip("192.0.2.1"), 3, 1).unwrap();
+        assert_eq!(
+            counter.try_enter(ip("198.51.100.7"), 3, 1).err(),
+            Some(Full::Server)
+        );
+        drop(v4);
+        // IPv4-mapped is the IPv4 client.
+        let _v4 = counter.try_enter(ip("192.0.2.1"), 3, 1).unwrap();
+        drop(_other);
+        assert_eq!(
+            counter.try_enter(ip("::ffff:192.0.2.1"), 3, 1).err(),
+            Some(Full::Address)
+        );
+        drop(first);
+        assert!(counter.try_enter(ip("2001:db8:1:2::2"), 3, 1).is_ok());
     }
 }

@@ -538,26 +538,31 @@ impl LoginThrottle {
             format!("signin:{address_key}"),
         );
         let mut conn = store.conn().await?;
-        let attempt = SharedAttempt {
-            account_key: account_key.clone(),
-            account_id: auth_failures::record(&mut conn, &account_key, now).await?,
-            address_id: auth_failures::record(&mut conn, &address_key, now).await?,
-        };
-        for (key, limit, per_account) in [
-            (&account_key, Self::PER_ACCOUNT, true),
-            (&address_key, Self::PER_ADDRESS, false),
-        ] {
-            let (n, oldest) = auth_failures::count(&mut conn, key, now - Self::WINDOW_SECS).await?;
-            if n > limit as i64 {
-                auth_failures::forget(&mut conn, &attempt.account_id).await?;
-                auth_failures::forget(&mut conn, &attempt.address_id).await?;
+        let reserved = auth_failures::reserve(
+            &mut conn,
+            &[
+                (&account_key, Self::PER_ACCOUNT as i64),
+                (&address_key, Self::PER_ADDRESS as i64),
+            ],
+            now,
+            now - Self::WINDOW_SECS,
+        )
+        .await?;
+        let ids = match reserved {
+            Ok(reservation) => reservation.ids,
+            Err(exceeded) => {
                 return Ok(Err(Throttled {
-                    per_account,
-                    retry_after_secs: (oldest.unwrap_or(now) + Self::WINDOW_SECS - now).max(1)
-                        as u64,
+                    per_account: exceeded.key == 0,
+                    retry_after_secs: (exceeded.oldest.unwrap_or(now) + Self::WINDOW_SECS - now)
+                        .max(1) as u64,
                 }));
             }
-        }
+        };
+        let attempt = SharedAttempt {
+            account_key,
+            // The keys' ids in their order: the account's, then the address's.
+            address_id: ids.get(1).cloned().unwrap_or_default(),
+        };
         Ok(Ok(attempt))
     }
 
@@ -577,7 +582,6 @@ impl LoginThrottle {
 #[derive(Debug)]
 pub struct SharedAttempt {
     account_key: String,
-    account_id: String,
     address_id: String,
 }
 

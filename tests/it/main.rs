@@ -8,6 +8,7 @@ mod authorization;
 mod cancel;
 mod cli;
 pub(crate) mod crash;
+mod floods;
 mod from_rule;
 mod helpers;
 mod http_limits;

@@ -10,7 +10,7 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use crate::helpers::spawn_sandboxed;
 use crate::outbox::{Outbox, SUPPORT};
@@ -542,5 +542,122 @@ async fn a_second_from_through_the_relay_is_refused_under_either_policy() {
         "nothing queued"
     );
     assert!(r.o.received_by(SUPPORT).is_empty());
+    r.o.stop().await;
+}
+
+/// `AUTH PLAIN` for a user and password.
+fn auth_plain(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+    format!("AUTH PLAIN {token}")
+}
+
+/// Logs in once over a fresh session (AUTH before STARTTLS, allowed on loopback) and answers
+/// the AUTH reply.
+async fn login_once(addr: std::net::SocketAddr, user: &str, password: &str) -> String {
+    let replies = plain_session(addr, &["EHLO device", &auth_plain(user, password)]).await;
+    replies[2].clone()
+}
+
+#[tokio::test]
+async fn parallel_wrong_passwords_from_one_address_get_no_more_tries_than_the_limit() {
+    let r = Relay::start(&[("HERALD_RELAY_AUTH_WITHOUT_TLS", "true")]).await;
+    r.o.basic_mailbox(&r.o.admin, "Support", SUPPORT, json!({}))
+        .await;
+    let (user, password) = r
+        .credential(json!({"name": "Scanner", "mailbox": "Support"}))
+        .await;
+    let addr = r.o.app.relay_addr.unwrap();
+
+    // The review's reproduction: 50 sessions, each ready to send a wrong password, all at once.
+    let ready = Arc::new(tokio::sync::Barrier::new(50));
+    let sessions: Vec<_> = (0..50)
+        .map(|_| {
+            let (ready, user) = (ready.clone(), user.clone());
+            tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let (read, mut write) = stream.into_split();
+                let mut reader = BufReader::new(read);
+                read_reply(&mut reader).await;
+                write.write_all(b"EHLO device\r\n").await.unwrap();
+                read_reply(&mut reader).await;
+                ready.wait().await;
+                let auth = format!("{}\r\n", auth_plain(&user, "not the password"));
+                write.write_all(auth.as_bytes()).await.unwrap();
+                read_reply(&mut reader).await
+            })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for session in sessions {
+        replies.push(session.await.unwrap());
+    }
+    let checked = replies.iter().filter(|r| r.starts_with("535")).count();
+    let refused = replies
+        .iter()
+        .filter(|r| r.starts_with("454 4.7.0"))
+        .count();
+    assert!(
+        checked <= herald::relay::MAX_FAILURES_PER_ADDRESS as usize,
+        "{checked} of 50 parallel wrong passwords were checked: {replies:?}"
+    );
+    assert_eq!(checked + refused, 50, "{replies:?}");
+
+    // A fresh window: a correct login takes its reserved attempt back, so however many
+    // succeed, the address keeps the tries it had; its failures are not forgiven.
+    let mut conn = r.o.app.store().conn().await.unwrap();
+    herald::store::auth_failures::forget_key(&mut conn, "relay:address:127.0.0.1")
+        .await
+        .unwrap();
+    drop(conn);
+    for _ in 0..9 {
+        let reply = login_once(addr, &user, "not the password").await;
+        assert!(reply.starts_with("535 5.7.8"), "{reply}");
+    }
+    for _ in 0..3 {
+        let reply = login_once(addr, &user, &password).await;
+        assert!(reply.starts_with("235"), "{reply}");
+    }
+    let tenth = login_once(addr, &user, "not the password").await;
+    assert!(tenth.starts_with("535 5.7.8"), "{tenth}");
+    for attempt in ["not the password", password.as_str()] {
+        let reply = login_once(addr, &user, attempt).await;
+        assert!(reply.starts_with("454 4.7.0"), "{reply}");
+    }
+    r.o.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_past_the_relay_wide_cap_are_answered_421_and_closed() {
+    let r = Relay::start(&[("HERALD_RELAY_MAX_SESSIONS", "2")]).await;
+    let (starttls, implicit) = (r.o.app.relay_addr.unwrap(), r.o.app.relay_tls_addr.unwrap());
+    let greet = |addr| async move {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut reader = BufReader::new(stream);
+        let greeting = read_reply(&mut reader).await;
+        (reader, greeting)
+    };
+    let (first, greeting) = greet(starttls).await;
+    assert!(greeting.starts_with("220"), "{greeting}");
+    // The implicit-TLS listener's sessions count against the same cap: its handshake has not
+    // begun, but the session holds its place.
+    let _second = tokio::net::TcpStream::connect(implicit).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut third, refused) = greet(starttls).await;
+    assert!(refused.starts_with("421 4.7.0"), "{refused}");
+    let mut rest = Vec::new();
+    third.read_to_end(&mut rest).await.unwrap();
+    assert!(rest.is_empty(), "the refused session was closed");
+    // A place freed is a place taken.
+    drop(first);
+    let mut greeting = String::new();
+    for _ in 0..50 {
+        greeting = greet(starttls).await.1;
+        if greeting.starts_with("220") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(greeting.starts_with("220"), "{greeting}");
     r.o.stop().await;
 }

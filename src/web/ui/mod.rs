@@ -336,9 +336,31 @@ async fn login(
         .map(|(_, h)| h.clone())
         .unwrap_or_else(|| crypto::dummy_password_hash().to_owned());
     let check = password.clone();
-    let verified = tokio::task::spawn_blocking(move || crypto::verify_password(&check, &hash))
+    // Anyone may ask for a sign-in: when the hashing pool is full they are told to come back,
+    // not queued without end. The attempt stays counted (a flood gains no free tries).
+    let verified = match crypto::hash_pool()
+        .run(crypto::Wait::Briefly, move || {
+            crypto::verify_password(&check, &hash)
+        })
         .await
-        .unwrap_or(false);
+    {
+        Ok(verified) => verified,
+        Err(crypto::HashPoolError::Busy) => {
+            state.login_throttle.failed(attempt);
+            drop(shared);
+            tracing::warn!(%client, "sign-in refused: password hashing is busy");
+            let mut response = retry(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Herald is busy checking other sign-ins. Wait a few seconds, then try again."
+                    .into(),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+            return (jar, response).into_response();
+        }
+        Err(e) => return internal(e),
+    };
     let user = match found {
         Some((user, _)) if verified && !password.expose_secret().is_empty() => user,
         _ => {
