@@ -542,9 +542,10 @@ async fn route(
                     )
                 })?;
             if !allowed(found) {
+                // Named as the caller named it: a key limited to other mailboxes does not see
+                // this one's name (its GET answers 404), so the refusal must not tell it.
                 return Err(ServiceError::Forbidden(format!(
-                    "This API key may not send through the mailbox \"{}\".",
-                    found.name
+                    "This API key may not send through the mailbox `{name}`."
                 )));
             }
             (Some(found.clone()), true)

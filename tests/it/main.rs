@@ -9,6 +9,7 @@ mod cli;
 pub(crate) mod crash;
 mod helpers;
 mod instances;
+mod isolation;
 mod keepalive;
 mod mailboxes;
 mod metrics;
