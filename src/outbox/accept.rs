@@ -341,7 +341,7 @@ fn too_many_recipients(count: usize, limit: u32) -> ServiceError {
 }
 
 /// Validates a JSON message into the draft that is kept.
-fn draft(
+pub(super) fn draft(
     request: SendRequest,
     settings: &OutboxSettings,
     recipient_limit: u32,

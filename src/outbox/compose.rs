@@ -128,7 +128,7 @@ pub fn check_headers(
             ));
             continue;
         };
-        if value.chars().any(char::is_control) {
+        if value.chars().any(char::is_control) || encodes_control(value) {
             errors.push(FieldError::new(
                 field,
                 "must not contain line breaks or other control characters",
@@ -147,9 +147,20 @@ pub fn check_headers(
     out
 }
 
-/// Checks a subject: one line.
+/// Whether a receiver decoding the RFC 2047 encoded words (`=?utf-8?q?…?=`) of a header value
+/// reads a control character, such as a line break, that the raw text does not show. Such a
+/// value is sent as given, and decoded by whoever reads it.
+fn encodes_control(value: &str) -> bool {
+    value.contains("=?")
+        && mail_parser::MessageParser::default()
+            .parse(format!("Subject: {value}\r\n\r\n").as_bytes())
+            .and_then(|m| m.subject().map(|s| s.chars().any(char::is_control)))
+            .unwrap_or(false)
+}
+
+/// Checks a subject: one line, even once its encoded words are decoded.
 pub fn check_subject(errors: &mut Vec<FieldError>, subject: &str) {
-    if subject.chars().any(char::is_control) {
+    if subject.chars().any(char::is_control) || encodes_control(subject) {
         errors.push(FieldError::new(
             "subject",
             "must not contain line breaks or other control characters",
@@ -178,6 +189,7 @@ pub fn check_attachments(errors: &mut Vec<FieldError>, attachments: &[Attachment
             || a.filename
                 .chars()
                 .any(|c| c.is_control() || c == '/' || c == '\\')
+            || encodes_control(&a.filename)
             || a.filename.chars().count() > 255
         {
             errors.push(FieldError::new(
@@ -714,3 +726,7 @@ mod tests {
         assert_eq!(errors[0].field, "headers.Received");
     }
 }
+
+#[cfg(test)]
+#[path = "compose_props.rs"]
+mod props;
