@@ -217,6 +217,13 @@ pub fn check_attachments(errors: &mut Vec<FieldError>, attachments: &[Attachment
 }
 
 fn lettre_mailbox(name: Option<String>, address: &str) -> Result<lettre::message::Mailbox, String> {
+    // lettre 0.11 panics formatting a name with a line break. Saved names have none, but a bad
+    // one must fail its message, not the worker that composes it.
+    if let Some(name) = name.as_deref().filter(|n| n.chars().any(char::is_control)) {
+        return Err(format!(
+            "the From name {name:?} contains a control character"
+        ));
+    }
     Ok(lettre::message::Mailbox::new(
         name,
         address
