@@ -84,10 +84,11 @@ urllib.request.urlopen(request, timeout=10)
 EOF
 
 # Schemathesis keeps a cache in the directory it runs in: keep it out of the work tree.
-report_dir="$PWD/target/schemathesis-report"
+repo="$PWD"
+report_dir="$repo/target/schemathesis-report"
 cd "$work"
 status=0
-"$VENV/bin/schemathesis" run "$base/api/v1/openapi.json" \
+"$VENV/bin/schemathesis" --config-file "$repo/scripts/schemathesis.toml" run "$base/api/v1/openapi.json" \
   --header "Authorization: Bearer $key" \
   `# Revoking an API key is left out: it finds the run's own key among the listed ones and` \
   `# revokes it, and every later request is 401. The isolation matrix covers that route.` \

@@ -22,6 +22,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// A message as the API takes it.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"mailbox": "Support", "to": ["someone@example.com"], "subject": "Hello", "text": "Hi"}))]
 pub struct SendRequest {
     /// The mailbox, by id or name; when omitted, the organization's default mailbox.
     pub mailbox: Option<String>,

@@ -140,6 +140,7 @@ pub struct AlertWebhookSet {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"url": "https://hooks.example.com/herald"}))]
 pub struct PutAlertWebhook {
     /// An `https://` URL (`http://` on loopback in development mode), under the same rules as
     /// token URLs: no private or loopback address unless the installation allows them.
