@@ -72,16 +72,26 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 
-# A basic mailbox, so that operations on a mailbox have one to find besides random ids.
-python3 - "$base" "$key" <<'EOF'
+# A basic mailbox and an OAuth2 one, so that operations on a mailbox have some to find besides
+# random ids. The OAuth2 one's id is handed to its authorization operations (schemathesis.toml):
+# building an authorization URL needs no network.
+FUZZ_OAUTH_MAILBOX_ID="$(python3 - "$base" "$key" <<'EOF'
 import json, sys, urllib.request
 base, key = sys.argv[1], sys.argv[2]
-body = {"name": "Support", "auth": "basic", "host": "smtp.fuzz.invalid", "port": 587,
-        "security": "starttls", "username": "support@fuzz.invalid", "password": "fuzz-password"}
-request = urllib.request.Request(f"{base}/api/v1/mailboxes", data=json.dumps(body).encode(),
-    headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-urllib.request.urlopen(request, timeout=10)
+def create(body):
+    request = urllib.request.Request(f"{base}/api/v1/mailboxes", data=json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(request, timeout=10))["id"]
+create({"name": "Support", "auth": "basic", "host": "smtp.fuzz.invalid", "port": 587,
+        "security": "starttls", "username": "support@fuzz.invalid", "password": "fuzz-password"})
+print(create({"name": "Sales", "auth": "oauth2", "provider": "custom", "host": "smtp.fuzz.invalid",
+              "authorization_url": "https://login.fuzz.invalid/authorize",
+              "token_url": "https://login.fuzz.invalid/token", "username": "sales@fuzz.invalid",
+              "client_id": "fuzz-client", "client_secret": "fuzz-client-secret",
+              "scopes": ["https://outlook.office.com/SMTP.Send", "offline_access"]}))
 EOF
+)"
+export FUZZ_OAUTH_MAILBOX_ID
 
 # Schemathesis keeps a cache in the directory it runs in: keep it out of the work tree.
 repo="$PWD"
