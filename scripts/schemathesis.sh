@@ -35,9 +35,9 @@ if [ -z "${SCHEMATHESIS_NETNS:-}" ]; then
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
   fi
   # Re-run this script inside a network namespace with only loopback, when allowed.
-  if unshare --net true 2>/dev/null; then
+  if command -v ip >/dev/null 2>&1 && unshare --net true 2>/dev/null; then
     exec unshare --net env SCHEMATHESIS_NETNS=1 bash -c \
-      'ip link set lo up 2>/dev/null || true; exec "$0" "$@"' "$PWD/scripts/schemathesis.sh" "$HERALD_BIN"
+      'ip link set lo up && exec "$0" "$@"' "$PWD/scripts/schemathesis.sh" "$HERALD_BIN"
   fi
   echo "note: cannot make a network namespace here; running on 127.0.0.1 with the host's network"
 fi
