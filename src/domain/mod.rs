@@ -4,8 +4,11 @@
 //! `parse` and cannot hold an invalid value, so the layers above never re-check them.
 
 /// A closed set of values stored and shown as text, with `as_str`, `FromStr` and serde.
+/// `$text` is matched as a token tree, not a `literal` fragment: utoipa's derive reads
+/// `#[serde(rename = …)]` only from a bare literal token, and would otherwise document the
+/// variants' Rust names instead of the text the API sends.
 macro_rules! string_enum {
-    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $text:tt),+ $(,)? }) => {
         $(#[$doc])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
         pub enum $name {

@@ -22,6 +22,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// A message as the API takes it.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"mailbox": "Support", "to": ["someone@example.com"], "subject": "Hello", "text": "Hi"}))]
 pub struct SendRequest {
     /// The mailbox, by id or name; when omitted, the organization's default mailbox.
     pub mailbox: Option<String>,
@@ -366,7 +367,7 @@ fn too_many_recipients(count: usize, limit: u32) -> ServiceError {
 }
 
 /// Validates a JSON message into the draft that is kept.
-fn draft(
+pub(super) fn draft(
     request: SendRequest,
     settings: &OutboxSettings,
     recipient_limit: u32,
@@ -598,9 +599,10 @@ async fn route(
                     )
                 })?;
             if !allowed(found) {
+                // Named as the caller named it: a key limited to other mailboxes does not see
+                // this one's name (its GET answers 404), so the refusal must not tell it.
                 return Err(ServiceError::Forbidden(format!(
-                    "This API key may not send through the mailbox \"{}\".",
-                    found.name
+                    "This API key may not send through the mailbox `{name}`."
                 )));
             }
             (Some(found.clone()), true)

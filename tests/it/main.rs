@@ -13,6 +13,7 @@ mod from_rule;
 mod helpers;
 mod http_limits;
 mod instances;
+mod isolation;
 mod keepalive;
 mod mailboxes;
 mod metrics;

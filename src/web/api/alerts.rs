@@ -109,7 +109,7 @@ pub async fn list_alerts(
 }
 
 /// Hides an alert from the banner. Admins only.
-#[utoipa::path(post, path = "/api/v1/alerts/{id}/dismiss", tag = "alerts",
+#[utoipa::path(post, path = "/api/v1/alerts/{id}/dismiss", tag = "alerts", params(("id" = String, Path)),
     responses((status = 204), (status = 403, body = Problem), (status = 404, body = Problem)))]
 pub async fn dismiss_alert(
     State(state): State<AppState>,
@@ -140,6 +140,7 @@ pub struct AlertWebhookSet {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"url": "https://hooks.example.com/herald"}))]
 pub struct PutAlertWebhook {
     /// An `https://` URL (`http://` on loopback in development mode), under the same rules as
     /// token URLs: no private or loopback address unless the installation allows them.

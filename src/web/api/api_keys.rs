@@ -59,6 +59,7 @@ list_type!(ApiKeyList, ApiKeyOut);
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Billing app", "role": "sender"}))]
 pub struct CreateApiKey {
     pub name: String,
     /// `admin` or `sender`.

@@ -131,6 +131,7 @@ async fn render(state: &AppState, mailbox: Mailbox) -> Result<MailboxOut, ApiErr
 /// (endpoints, `smtp.office365.com:587` STARTTLS, the SMTP.Send scopes), Google, or the sandbox.
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Sales", "auth": "basic", "host": "smtp.example.com", "port": 587, "security": "starttls", "username": "sales@example.com", "password": "an app password"}))]
 pub struct CreateMailbox {
     pub name: Option<String>,
     /// `oauth2` or `basic`.
@@ -491,6 +492,7 @@ pub async fn verify_mailbox(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"to": "someone@example.com"}))]
 pub struct TestMessage {
     /// Where to send the test message.
     pub to: String,

@@ -10,15 +10,17 @@ use crate::web::AppState;
 use crate::web::auth::{Access, Principal};
 use crate::web::error::ApiError;
 
+/// The caller's organization in short (its settings: `GET /api/v1/organization`). Named apart
+/// from that route's `OrganizationOut`: two schemas of one name overwrite each other in the document.
 #[derive(Serialize, ToSchema)]
-pub struct OrganizationOut {
+pub struct CallerOrganization {
     pub id: String,
     pub name: String,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct Me {
-    pub organization: OrganizationOut,
+    pub organization: CallerOrganization,
     /// `user` or `api_key`.
     pub kind: String,
     pub id: Option<String>,
@@ -40,7 +42,7 @@ pub async fn whoami(
         .await?
         .ok_or_else(|| ApiError::not_found("organization"))?;
     Ok(Json(Me {
-        organization: OrganizationOut {
+        organization: CallerOrganization {
             id: org.id.to_string(),
             name: org.name,
         },

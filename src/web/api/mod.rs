@@ -69,6 +69,82 @@ impl Modify for SecuritySchemes {
     }
 }
 
+/// Documents on every operation what the shared layers answer, so that the document says what
+/// a client really receives (`scripts/schemathesis.sh` checks it): every error body is
+/// `application/problem+json`; every operation may answer 401 (no or a bad credential); a state
+/// change may answer 403 (a session without its CSRF token); a JSON body may be refused with 400
+/// (malformed), 413 (too large), 415 (not JSON) or 422 (a field); query parameters with 422.
+/// Applied after the routes are collected: `ApiDoc`'s own modifiers run before any path exists.
+struct CommonProblems;
+
+impl Modify for CommonProblems {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Content, Ref, RefOr, ResponseBuilder};
+        const PROBLEM: &str = "application/problem+json";
+        let problem_ref = Ref::from_schema_name("Problem");
+        let is_problem = |content: &RefOr<Content>| match content {
+            RefOr::T(content) => {
+                matches!(&content.schema, Some(RefOr::Ref(r)) if r.ref_location == problem_ref.ref_location)
+            }
+            RefOr::Ref(_) => false,
+        };
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                (false, &mut item.get),
+                (true, &mut item.put),
+                (true, &mut item.post),
+                (true, &mut item.delete),
+                (true, &mut item.patch),
+            ];
+            for (changes_state, operation) in operations {
+                let Some(operation) = operation.as_mut() else {
+                    continue;
+                };
+                let responses = &mut operation.responses.responses;
+                for response in responses.values_mut() {
+                    if let RefOr::T(response) = response
+                        && response
+                            .content
+                            .get("application/json")
+                            .is_some_and(is_problem)
+                        && let Some(content) = response.content.shift_remove("application/json")
+                    {
+                        response.content.insert(PROBLEM.to_owned(), content);
+                    }
+                }
+                let has_body = operation.request_body.is_some();
+                let has_query = operation.parameters.iter().flatten().any(|p| {
+                    matches!(p, RefOr::T(p) if matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query))
+                });
+                let mut add = |status: &str, description: &str| {
+                    responses.entry(status.to_owned()).or_insert_with(|| {
+                        ResponseBuilder::new()
+                            .description(description)
+                            .content(PROBLEM, Content::new(Some(problem_ref.clone())))
+                            .build()
+                            .into()
+                    });
+                };
+                add(
+                    "401",
+                    "No credentials, or an unknown or revoked API key or session",
+                );
+                if changes_state {
+                    add("403", "Not allowed, or a session without its X-CSRF-Token");
+                }
+                if has_body {
+                    add("400", "The body is not valid JSON");
+                    add("413", "The body is too large");
+                    add("415", "The body is not of a documented content type");
+                }
+                if has_body || has_query {
+                    add("422", "A field or parameter is not valid; see errors");
+                }
+            }
+        }
+    }
+}
+
 /// The API routes plus the OpenAPI document that describes them. Sending takes bodies up to
 /// `max_message_bytes` (base64 attachments in JSON included); every other route 1 MiB.
 pub fn router(max_message_bytes: u64) -> Router<AppState> {
@@ -125,6 +201,7 @@ pub fn router(max_message_bytes: u64) -> Router<AppState> {
         .split_for_parts();
     let mut doc = doc;
     doc.merge(send_doc);
+    CommonProblems.modify(&mut doc);
     document_too_many_requests(&mut doc);
     let doc = std::sync::Arc::new(doc);
     let send_limit = usize::try_from(max_message_bytes / 3 * 4 + 256 * 1024).unwrap_or(usize::MAX);

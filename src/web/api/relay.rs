@@ -68,6 +68,7 @@ super::list_type!(RelayCredentialList, RelayCredentialOut);
 /// A new credential.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Scanner, 2nd floor", "mailbox": "Support"}))]
 pub struct CreateRelayCredential {
     /// What the device is, e.g. "Scanner, 2nd floor".
     pub name: String,

@@ -45,6 +45,7 @@ list_type!(UserList, UserOut);
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "new.user@example.com", "password": "a long enough password", "role": "member"}))]
 pub struct CreateUser {
     pub email: String,
     /// 12 to 1024 characters.
