@@ -354,9 +354,8 @@ proptest! {
 
     /// The duplicate-header rule of issue 13 (defect 1): the receiver reads the first From, a
     /// check the last, so a message carrying a once-only header twice is refused, however the
-    /// second is spelled; the same message with it once passes. Enable once that rule is in.
+    /// second is spelled; the same message with it once passes.
     #[test]
-    #[ignore = "the duplicate_header rule of issue 13 (defect 1) is built on another branch"]
     fn a_once_only_header_given_twice_is_refused(
         which in 0..ONCE_ONLY.len(),
         second_gap in prop_oneof![Just(""), Just(" ")],

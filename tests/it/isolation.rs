@@ -78,6 +78,8 @@ const MATRIX: &[Row] = &[
     ("GET /api/v1/messages",                          [200, 200, 200, 200, 200], None),
     ("POST /api/v1/messages",                         [422, 403, 202, 403, 202], Some(r#"{"mailbox":"{mailbox}","to":["someone@example.org"],"subject":"From {caller}","text":"Hello"}"#)),
     ("GET /api/v1/messages/{id}",                     [404, 200, 200, 404, 200], None),
+    ("POST /api/v1/messages/{id}/cancel",             [404, 403, 200, 404, 200], None),
+    ("PUT /api/v1/organizations/{id}/default-sender", [403, 403, 403, 403, 403], Some(r#"{"allowed":true}"#)),
     ("GET /api/v1/organization",                      [200, 200, 403, 403, 200], None),
     ("PATCH /api/v1/organization",                    [200, 403, 403, 403, 200], Some(r#"{"no_mailbox_policy":"hold"}"#)),
     ("GET /api/v1/alerts",                            [200, 200, 403, 403, 200], None),
@@ -280,6 +282,7 @@ async fn world() -> World {
         ("api-keys", sender_key["id"].as_str().unwrap().to_owned()),
         ("relay-credentials", relay),
         ("alerts", alert),
+        ("organizations", org.to_string()),
     ]);
     let api = app.client();
     World {
