@@ -57,6 +57,9 @@ pub async fn fetch(http: &TokenHttp, url: &str) -> Result<Discovery, DiscoveryEr
         || issuer.query().is_some()
         || issuer.fragment().is_some()
         || document.issuer.chars().any(char::is_control)
+        // Entra's multi-tenant documents (`common`, `organizations`) name a template,
+        // `…/{tenantid}/v2.0`, which no redirect carries.
+        || document.issuer.contains('{')
     {
         return Err(DiscoveryError::Invalid(format!(
             "`{}` is not an issuer URL",

@@ -500,7 +500,7 @@ fn prepare_mime(
                 if list.is_empty() {
                     "not an address".to_owned()
                 } else {
-                    list.join(", ")
+                    headers::shown(list)
                 },
                 mailbox.username
             ),
@@ -525,7 +525,7 @@ fn prepare_mime(
                     "from",
                     format!(
                         "the message's From is {}, but this mailbox sends only as {}",
-                        from.join(", "),
+                        headers::shown(&from),
                         mailbox.username
                     ),
                 ));
@@ -539,8 +539,13 @@ fn prepare_mime(
                     .map(|n| format!("\"{}\" ", n.replace(['"', '\\'], "")))
                     .unwrap_or_default();
                 added.push_str(&format!("From: {name}<{}>\r\n", mailbox.username));
-                if keep_reply_to && parsed.reply_to().is_none() && !from.is_empty() {
-                    added.push_str(&format!("Reply-To: {}\r\n", from.join(", ")));
+                let replies: Vec<&str> = from
+                    .iter()
+                    .filter(|a| !a.is_empty())
+                    .map(String::as_str)
+                    .collect();
+                if keep_reply_to && parsed.reply_to().is_none() && !replies.is_empty() {
+                    added.push_str(&format!("Reply-To: {}\r\n", replies.join(", ")));
                     reply_to_added = true;
                 }
             }

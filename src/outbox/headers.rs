@@ -47,9 +47,15 @@ pub struct NotAField {
 /// The fields of a header section (everything before the blank line, CRLF or LF line ends).
 pub fn fields(header: &[u8]) -> Result<Vec<Field<'_>>, NotAField> {
     let mut out: Vec<Field<'_>> = Vec::new();
-    for (i, line) in header.split(|b| *b == b'\n').enumerate() {
+    let lines: Vec<&[u8]> = header.split(|b| *b == b'\n').collect();
+    for (i, line) in lines.iter().enumerate() {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
+            // Only the end of the last line: an empty line before it (a message that starts
+            // with one) would make the receiver read all this as the body.
+            if i + 1 < lines.len() {
+                return Err(NotAField { line: i + 1 });
+            }
             continue;
         }
         if line[0] == b' ' || line[0] == b'\t' {
@@ -90,21 +96,39 @@ pub fn duplicate(fields: &[Field<'_>]) -> Option<&'static str> {
         .find(|name| fields.iter().filter(|f| f.is(name)).count() > 1)
 }
 
-/// The addresses of one address field's value (`Name <a@b>, c@d`), as a receiver parses them.
+/// The entries of one address field's value (`Name <a@b>, c@d`), as a receiver parses them: an
+/// entry without an address (a bare name or quoted string) is an empty string, and a group adds
+/// one, so such a field never reads as exactly one address.
 pub fn addresses(value: &[u8]) -> Vec<String> {
     let mut one = b"From:".to_vec();
     one.extend_from_slice(value);
     one.extend_from_slice(b"\r\n\r\n");
-    mail_parser::MessageParser::default()
-        .parse(&one)
-        .and_then(|m| {
-            m.from().map(|a| {
-                a.iter()
-                    .filter_map(|a| a.address().map(str::to_owned))
-                    .collect()
-            })
+    let Some(message) = mail_parser::MessageParser::default().parse(&one) else {
+        return Vec::new();
+    };
+    let address = |a: &mail_parser::Addr<'_>| a.address().unwrap_or_default().to_owned();
+    match message.from() {
+        Some(mail_parser::Address::List(list)) => list.iter().map(address).collect(),
+        Some(mail_parser::Address::Group(groups)) => std::iter::once(String::new())
+            .chain(groups.iter().flat_map(|g| g.addresses.iter().map(address)))
+            .collect(),
+        None => Vec::new(),
+    }
+}
+
+/// An entry as a person reads it in an error.
+pub fn shown(entries: &[String]) -> String {
+    entries
+        .iter()
+        .map(|e| {
+            if e.is_empty() {
+                "(a name without an address)"
+            } else {
+                e.as_str()
+            }
         })
-        .unwrap_or_default()
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The addresses of every `From` field of a whole message (more than one From field answers
@@ -160,12 +184,33 @@ mod tests {
     }
 
     #[test]
+    fn a_name_without_an_address_or_a_group_is_an_entry_of_its_own() {
+        assert_eq!(
+            addresses(b" support@contoso.com, \"ceo@bigbank.example\""),
+            ["support@contoso.com", ""]
+        );
+        assert_eq!(
+            addresses(b" support@contoso.com, ceo"),
+            ["support@contoso.com", ""]
+        );
+        assert_eq!(
+            addresses(b" Staff: support@contoso.com;"),
+            ["", "support@contoso.com"]
+        );
+        assert_eq!(
+            shown(&addresses(b" a@b.c, x")),
+            "a@b.c, (a name without an address)"
+        );
+    }
+
+    #[test]
     fn a_line_that_is_no_field_is_refused() {
         assert_eq!(
             fields(b"From: a@b.c\r\nnot a field\r\n"),
             Err(NotAField { line: 2 })
         );
         assert_eq!(fields(b" folded first\r\n"), Err(NotAField { line: 1 }));
+        assert_eq!(fields(b"\r\nFrom: a@b.c\r\n"), Err(NotAField { line: 1 }));
         assert_eq!(fields(b"Bad Name: x\r\n"), Err(NotAField { line: 1 }));
     }
 

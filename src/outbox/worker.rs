@@ -646,7 +646,7 @@ async fn deliver(
                         if from.is_empty() {
                             "an address that is not the mailbox's".to_owned()
                         } else {
-                            from.join(", ")
+                            headers::shown(&from)
                         },
                         reply.line(),
                         mailbox.username

@@ -816,7 +816,11 @@ pub async fn update(
     mailbox.iss_required = existing.iss_required && !server_changed && patch_issuer.is_none();
     mailbox.created_at = existing.created_at;
     mailbox.updated_at = now;
-    let identity_changed = mailbox.identity() != existing.identity();
+    // An OAuth2 mailbox's access token goes to its SMTP server: a new port or security is a
+    // new place to send it, so the tokens go too, as for a new host.
+    let identity_changed = mailbox.identity() != existing.identity()
+        || (existing.auth == AuthKind::OAuth2
+            && (mailbox.port != existing.port || mailbox.security != existing.security));
     // A new port or security setting keeps the tokens but must be verified again.
     let secret_changed = resolved.client_secret.is_some()
         || resolved.password.is_some()
@@ -920,7 +924,8 @@ fn discovery_url(mailbox: &Mailbox, policy: &Policy<'_>) -> Option<String> {
 
 /// Reads the mailbox's authorization server's discovery document and records its issuer and
 /// whether every redirect carries `iss` (then one without it is refused). Called when a mailbox
-/// is saved and before an authorization that has no issuer yet: Entra's issuer carries the
+/// is saved (not for Microsoft 365: see the API's `discover_on_save`) and before an
+/// authorization that has no issuer yet: Entra's issuer carries the
 /// tenant's GUID, which a domain typed in does not tell. Without an answer the mailbox keeps
 /// what it had, and the redirect's `iss` is checked only if an issuer is known.
 pub async fn discover(
@@ -932,7 +937,17 @@ pub async fn discover(
     let Some(url) = discovery_url(&mailbox, policy) else {
         return Ok(mailbox);
     };
-    let found = match crate::oauth::discovery::fetch(http, &url).await {
+    let fetched = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        crate::oauth::discovery::fetch(http, &url),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(crate::oauth::discovery::DiscoveryError::Invalid(
+            "no answer within 5 seconds".into(),
+        ))
+    });
+    let found = match fetched {
         Ok(found) => found,
         Err(e) => {
             tracing::info!(mailbox = %mailbox.id, error = %e, "the authorization server's discovery document was not read; its issuer is not known");

@@ -279,8 +279,9 @@ pub async fn set_tokens(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
     Ok(())
 }
 
-/// Records what the authorization server's discovery document says, if the mailbox still
-/// uses the authorization URL it was read for. Answers whether it did.
+/// Records what the authorization server's discovery document says, if the mailbox still has
+/// the authorization URL and issuer it was read for (a PATCH may have come in between).
+/// Answers whether it did.
 pub async fn set_discovery(
     conn: &mut Conn,
     m: &Mailbox,
@@ -289,13 +290,14 @@ pub async fn set_discovery(
 ) -> StoreResult<bool> {
     let done = sqlx::query(
         "UPDATE mailboxes SET issuer = $1, iss_required = $2 \
-         WHERE id = $3 AND org_id = $4 AND authorization_url = $5",
+         WHERE id = $3 AND org_id = $4 AND authorization_url = $5 AND COALESCE(issuer, '') = $6",
     )
     .bind(issuer)
     .bind(i64::from(iss_required))
     .bind(m.id.to_string())
     .bind(m.org_id.to_string())
     .bind(m.authorization_url.clone().unwrap_or_default())
+    .bind(m.issuer.clone().unwrap_or_default())
     .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -650,8 +650,9 @@ pub async fn cancel(
     get(conn, org_id, id).await
 }
 
-/// Fails the mail held since before `cutoff` (its mailbox was never verified again). Answers
-/// each message failed, for the alerts.
+/// Fails the mail held since before `cutoff` (its mailbox was never verified again). A held
+/// message is not changed while it waits, so its last change is when it was held. Answers each
+/// message failed, for the alerts.
 pub async fn expire_held(
     conn: &mut Conn,
     cutoff: OffsetDateTime,
@@ -660,7 +661,7 @@ pub async fn expire_held(
 ) -> StoreResult<Vec<Message>> {
     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE messages SET status = 'failed', reason = $1, updated_at = $2, finished_at = $2 \
-         WHERE status = 'held' AND created_at < $3 RETURNING {COLUMNS}"
+         WHERE status = 'held' AND updated_at < $3 RETURNING {COLUMNS}"
     )))
     .bind(reason_json(Some(reason)))
     .bind(to_db_time(now))

@@ -209,6 +209,8 @@ async fn a_token_endpoint_answering_400_mb_is_cut_off_at_256_kib_and_herald_s_me
             .unwrap();
 
         // The provider "redirects" back with a code; Herald redeems it at the flooding URL.
+        // The peak is reset first (Linux: 5 in clear_refs), so it is this request's alone.
+        std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
         let rss_before = proc_status_kib(pid, "VmRSS:");
         let landed = client
             .get(format!("{herald_url}/web/um/smtp/redirect"))

@@ -29,25 +29,10 @@ impl Recorder {
                 let log = log.clone();
                 tokio::spawn(async move {
                     log.lock().unwrap().push("<connected>".into());
-                    let mut stream = BufReader::new(stream);
                     if smtp {
-                        let _ = stream.get_mut().write_all(b"220 fake ESMTP\r\n").await;
-                    }
-                    let mut line = String::new();
-                    while stream.read_line(&mut line).await.unwrap_or(0) > 0 {
-                        log.lock().unwrap().push(line.clone());
-                        let reply: &[u8] = match line.to_ascii_uppercase() {
-                            l if !smtp && l == "\r\n" => {
-                                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n"
-                            }
-                            l if l.starts_with("EHLO") => b"250-fake\r\n250 AUTH PLAIN LOGIN\r\n",
-                            l if l.starts_with("AUTH") => b"535 5.7.8 no\r\n",
-                            l if l.starts_with("QUIT") => b"221 bye\r\n",
-                            _ if smtp => b"250 ok\r\n",
-                            _ => b"",
-                        };
-                        let _ = stream.get_mut().write_all(reply).await;
-                        line.clear();
+                        smtp_session(stream, &log).await;
+                    } else {
+                        http_exchange(stream, &log).await;
                     }
                 });
             }
@@ -58,6 +43,56 @@ impl Recorder {
     fn seen(&self) -> Vec<String> {
         self.seen.lock().unwrap().clone()
     }
+}
+
+async fn smtp_session(stream: tokio::net::TcpStream, log: &Mutex<Vec<String>>) {
+    let mut stream = BufReader::new(stream);
+    let _ = stream.get_mut().write_all(b"220 fake ESMTP\r\n").await;
+    let mut line = String::new();
+    while stream.read_line(&mut line).await.unwrap_or(0) > 0 {
+        log.lock().unwrap().push(line.clone());
+        let reply: &[u8] = match line.to_ascii_uppercase() {
+            l if l.starts_with("EHLO") => b"250-fake\r\n250 AUTH PLAIN LOGIN\r\n",
+            l if l.starts_with("AUTH") => b"535 5.7.8 no\r\n",
+            l if l.starts_with("QUIT") => b"221 bye\r\n",
+            _ => b"250 ok\r\n",
+        };
+        let _ = stream.get_mut().write_all(reply).await;
+        line.clear();
+    }
+}
+
+/// Reads one HTTP request whole (headers and a Content-Length body), records it, answers 400.
+async fn http_exchange(mut stream: tokio::net::TcpStream, log: &Mutex<Vec<String>>) {
+    use tokio::io::AsyncReadExt as _;
+    let mut request = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let Ok(n) = stream.read(&mut chunk).await else {
+            break;
+        };
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            if request.len() >= end + 4 + length {
+                break;
+            }
+        }
+    }
+    log.lock()
+        .unwrap()
+        .push(String::from_utf8_lossy(&request).into_owned());
+    let _ = stream
+        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 27\r\nconnection: close\r\n\r\n{\"error\":\"invalid_request\"}")
+        .await;
 }
 
 async fn patch(o: &Outbox, id: &str, body: Value) -> reqwest::Response {
@@ -154,6 +189,18 @@ async fn a_password_is_not_sent_to_a_new_smtp_host_unless_it_is_entered_again() 
 async fn a_client_secret_is_not_sent_to_a_new_token_url_unless_it_is_entered_again() {
     let o = Outbox::start().await;
     let id = o.oauth_mailbox(&o.admin, "Support", SUPPORT).await;
+    let old_secret = {
+        let mut conn = o.app.store().conn().await.unwrap();
+        herald::keys::get_secret(
+            &mut conn,
+            &o.app.state.keys,
+            &id,
+            herald::domain::mailbox::secret_fields::CLIENT_SECRET,
+        )
+        .await
+        .unwrap()
+        .unwrap()
+    };
     let fake = Recorder::start(false).await;
     let token_url = format!("http://127.0.0.1:{}/token", fake.addr.port());
     let body = problem(
@@ -204,6 +251,49 @@ async fn a_client_secret_is_not_sent_to_a_new_token_url_unless_it_is_entered_aga
             .await
             .status(),
         200
+    );
+
+    // With a new secret in the same request the new token URL is taken, and a code is redeemed
+    // there with that secret alone.
+    let new_secret = "NewSecretForTheNewTokenUrl0123456789";
+    let moved = patch(
+        &o,
+        &id,
+        json!({"token_url": token_url, "client_secret": new_secret}),
+    )
+    .await;
+    assert_eq!(moved.status(), 200, "{}", moved.text().await.unwrap());
+    let started: Value = o
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/mailboxes/{id}/authorize"),
+            &o.admin,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let redirect = crate::helpers::sandbox_consent(
+        started["authorization_url"].as_str().unwrap(),
+        SUPPORT,
+        PASSWORD,
+        "accept",
+    )
+    .await;
+    let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+    o.app.client().get(&location).send().await.unwrap();
+    let requests: Vec<String> = fake
+        .seen()
+        .into_iter()
+        .filter(|r| r.starts_with("POST"))
+        .collect();
+    assert_eq!(requests.len(), 1, "{:?}", fake.seen());
+    assert!(requests[0].contains(new_secret), "{}", requests[0]);
+    use secrecy::ExposeSecret as _;
+    assert!(
+        !requests[0].contains(old_secret.expose_secret()),
+        "the old secret never reaches the new token URL"
     );
     o.stop().await;
 }
