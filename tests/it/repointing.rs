@@ -67,10 +67,7 @@ async fn http_exchange(mut stream: tokio::net::TcpStream, log: &Mutex<Vec<String
     use tokio::io::AsyncReadExt as _;
     let mut request = Vec::new();
     let mut chunk = [0u8; 4096];
-    loop {
-        let Ok(n) = stream.read(&mut chunk).await else {
-            break;
-        };
+    while let Ok(n) = stream.read(&mut chunk).await {
         if n == 0 {
             break;
         }
