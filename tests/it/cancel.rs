@@ -12,19 +12,15 @@ use crate::outbox::{Outbox, PASSWORD, SUPPORT, simple};
 /// A basic mailbox that is not verified yet: mail for it is held.
 async fn unverified_mailbox(o: &Outbox) -> String {
     let created: Value = o
-        .call(
+        .admin_json(
             reqwest::Method::POST,
             "/api/v1/mailboxes",
-            &o.admin,
             Some(
                 json!({"name": "Support", "auth": "basic", "provider": "sandbox",
                         "username": SUPPORT, "password": PASSWORD}),
             ),
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     created["id"].as_str().unwrap().to_owned()
 }
 
@@ -69,17 +65,7 @@ async fn a_held_message_cancelled_is_never_sent_and_sent_mail_cannot_be_cancelle
     assert_eq!(again["status"], "cancelled", "cancelling twice is harmless");
 
     // The mailbox is verified: held mail goes, except what was cancelled.
-    let verified: Value = o
-        .call(
-            reqwest::Method::POST,
-            &format!("/api/v1/mailboxes/{mailbox}/verify"),
-            &o.admin,
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let verified: Value = o.verify(&mailbox).await;
     assert_eq!(verified["status"], "verified");
     o.wait_for(&o.admin, &kept, "sent").await;
     o.app.state.outbox.sweep_now().await.unwrap();
@@ -101,11 +87,8 @@ async fn a_held_message_cancelled_is_never_sent_and_sent_mail_cannot_be_cancelle
         "{too_late}"
     );
     let audit: Value = o
-        .call(reqwest::Method::GET, "/api/v1/audit", &o.admin, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .admin_json(reqwest::Method::GET, "/api/v1/audit", None)
+        .await;
     let cancels: Vec<&Value> = audit["items"]
         .as_array()
         .unwrap()
@@ -118,16 +101,12 @@ async fn a_held_message_cancelled_is_never_sent_and_sent_mail_cannot_be_cancelle
         "each cancellation is audited once: {audit}"
     );
     let listed: Value = o
-        .call(
+        .admin_json(
             reqwest::Method::GET,
             "/api/v1/messages?status=cancelled",
-            &o.admin,
             None,
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 2);
     o.stop().await;
 }
@@ -163,11 +142,8 @@ async fn held_mail_fails_as_held_expired_after_the_limit_and_raises_an_alert() {
         "{failed}"
     );
     let alerts: Value = o
-        .call(reqwest::Method::GET, "/api/v1/alerts", &o.admin, None)
-        .await
-        .json()
-        .await
-        .unwrap();
+        .admin_json(reqwest::Method::GET, "/api/v1/alerts", None)
+        .await;
     let alert = alerts["alerts"]
         .as_array()
         .unwrap()

@@ -105,16 +105,12 @@ async fn a_second_from_or_a_foreign_sender_is_refused_and_the_mailbox_keeps_send
     assert_eq!(subjects.len(), 2, "only the two proper messages went out");
     assert!(subjects.iter().all(|m| !m.contains("bigbank")));
     let m: Value = o
-        .call(
+        .admin_json(
             reqwest::Method::GET,
             &format!("/api/v1/mailboxes/{mailbox}"),
-            &o.admin,
             None,
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(m["status"], "verified");
     o.stop().await;
 }
@@ -124,19 +120,15 @@ async fn a_send_as_refusal_of_another_address_fails_the_message_and_not_the_mail
     let o = Outbox::start().await;
     // A mailbox not yet verified: its mail is held, as mail queued by an earlier version was.
     let created: Value = o
-        .call(
+        .admin_json(
             reqwest::Method::POST,
             "/api/v1/mailboxes",
-            &o.admin,
             Some(
                 json!({"name": "Support", "auth": "basic", "provider": "sandbox",
                         "username": SUPPORT, "password": crate::outbox::PASSWORD}),
             ),
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     let mailbox = created["id"].as_str().unwrap().to_owned();
     let held = post_mime(
         &o,
@@ -160,17 +152,7 @@ async fn a_send_as_refusal_of_another_address_fails_the_message_and_not_the_mail
         .execute(o.app.store().pool())
         .await
         .unwrap();
-    let verified: Value = o
-        .call(
-            reqwest::Method::POST,
-            &format!("/api/v1/mailboxes/{mailbox}/verify"),
-            &o.admin,
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let verified: Value = o.verify(&mailbox).await;
     assert_eq!(verified["status"], "verified", "{verified}");
     let failed = o.wait_for(&o.admin, &poisoned, "failed").await;
     assert_eq!(failed["reason"]["code"], "send_as_denied", "{failed}");
@@ -190,16 +172,12 @@ async fn a_send_as_refusal_of_another_address_fails_the_message_and_not_the_mail
         .await;
     o.wait_for(&o.admin, &after, "sent").await;
     let m: Value = o
-        .call(
+        .admin_json(
             reqwest::Method::GET,
             &format!("/api/v1/mailboxes/{mailbox}"),
-            &o.admin,
             None,
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_eq!(m["status"], "verified", "the mailbox is not blamed: {m}");
     o.stop().await;
 }

@@ -174,6 +174,30 @@ impl Outbox {
         id
     }
 
+    /// A call with the admin key, answered as JSON.
+    pub(crate) async fn admin_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
+        self.call(method, path, &self.admin, body)
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Verifies a mailbox with the admin key; answers the mailbox.
+    pub(crate) async fn verify(&self, mailbox: &str) -> Value {
+        self.admin_json(
+            reqwest::Method::POST,
+            &format!("/api/v1/mailboxes/{mailbox}/verify"),
+            None,
+        )
+        .await
+    }
+
     pub(crate) async fn send(&self, key: &str, body: Value) -> reqwest::Response {
         self.call(reqwest::Method::POST, "/api/v1/messages", key, Some(body))
             .await

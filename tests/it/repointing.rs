@@ -102,19 +102,6 @@ async fn patch(o: &Outbox, id: &str, body: Value) -> reqwest::Response {
     .await
 }
 
-async fn verify(o: &Outbox, id: &str) -> Value {
-    o.call(
-        reqwest::Method::POST,
-        &format!("/api/v1/mailboxes/{id}/verify"),
-        &o.admin,
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn a_password_is_not_sent_to_a_new_smtp_host_unless_it_is_entered_again() {
     let o = Outbox::start().await;
@@ -145,14 +132,14 @@ async fn a_password_is_not_sent_to_a_new_smtp_host_unless_it_is_entered_again() 
         assert_eq!(body["errors"][0]["field"], "password");
     }
     // Nothing changed: the mailbox still verifies against its own server.
-    assert_eq!(verify(&o, &id).await["status"], "verified");
+    assert_eq!(o.verify(&id).await["status"], "verified");
     assert!(fake.seen().is_empty(), "{:?}", fake.seen());
 
     // With the password in the same request, the change is made, and only that one is sent.
     let mut with_password = elsewhere;
     with_password["password"] = json!("a new password for the new host");
     assert_eq!(patch(&o, &id, with_password).await.status(), 200);
-    let refused = verify(&o, &id).await;
+    let refused = o.verify(&id).await;
     assert_eq!(refused["status"], "not_verified", "{refused}");
     use base64::Engine as _;
     let sent: Vec<String> = fake
@@ -215,32 +202,24 @@ async fn a_client_secret_is_not_sent_to_a_new_token_url_unless_it_is_entered_aga
     .await;
     assert_eq!(body["errors"][0]["field"], "client_secret");
     let mailbox: Value = o
-        .call(
+        .admin_json(
             reqwest::Method::GET,
             &format!("/api/v1/mailboxes/{id}"),
-            &o.admin,
             None,
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert_ne!(mailbox["token_url"], token_url.as_str());
     assert_eq!(mailbox["status"], "verified");
     // Authorize again: the code is redeemed at the mailbox's own token URL.
     let started: Value = o
-        .call(
+        .admin_json(
             reqwest::Method::POST,
             &format!("/api/v1/mailboxes/{id}/authorize"),
-            &o.admin,
             None,
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     assert!(started["authorization_url"].is_string());
-    assert_eq!(verify(&o, &id).await["status"], "verified");
+    assert_eq!(o.verify(&id).await["status"], "verified");
     assert!(fake.seen().is_empty(), "{:?}", fake.seen());
     // A name or signature is not a new server: no secret needed.
     assert_eq!(
@@ -261,16 +240,12 @@ async fn a_client_secret_is_not_sent_to_a_new_token_url_unless_it_is_entered_aga
     .await;
     assert_eq!(moved.status(), 200, "{}", moved.text().await.unwrap());
     let started: Value = o
-        .call(
+        .admin_json(
             reqwest::Method::POST,
             &format!("/api/v1/mailboxes/{id}/authorize"),
-            &o.admin,
             None,
         )
-        .await
-        .json()
-        .await
-        .unwrap();
+        .await;
     let redirect = crate::helpers::sandbox_consent(
         started["authorization_url"].as_str().unwrap(),
         SUPPORT,
