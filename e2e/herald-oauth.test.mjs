@@ -84,7 +84,13 @@ async function startIdp(redirectUri) {
     issueRefreshToken: async (_ctx, client, code) => client.grantTypeAllowed('refresh_token') && code.scopes.has('offline_access'),
   });
   idp.proxy = false;
-  idpServer.on('request', idp.callback());
+  // oidc-provider serves its discovery document at the root; a provider whose issuer has a path
+  // serves it under the issuer (OpenID Connect Discovery §4), where Herald looks.
+  const callback = idp.callback();
+  idpServer.on('request', (req, res) => {
+    if (req.url.startsWith('/contoso/v2.0/.well-known/')) req.url = req.url.slice('/contoso/v2.0'.length);
+    callback(req, res);
+  });
 }
 
 /** Completes oidc-provider's development sign-in and consent pages, as a browser would. */
@@ -219,11 +225,23 @@ test('Herald authorizes against oidc-provider and sends through smtp-server', as
       // oidc-provider grants offline_access only with prompt=consent (OpenID Connect Core 11).
       authorization_url: `${idpBase}/contoso/oauth2/v2.0/authorize?prompt=consent`,
       token_url: `${idpBase}/contoso/oauth2/v2.0/token`,
+      // The admin names the issuer; Herald reads its discovery document when the mailbox is saved.
+      issuer: `${idpBase}/contoso/v2.0`,
       scopes: ['openid', 'offline_access', SMTP_SEND],
     }),
   });
   assert.equal(created.status, 201, await created.clone().text());
   const mailbox = await created.json();
+
+  // oidc-provider advertises authorization_response_iss_parameter_supported: a redirect without
+  // iss is refused, before the code is redeemed.
+  const first = await (await api(`/mailboxes/${mailbox.id}/authorize`, { method: 'POST' })).json();
+  const unsigned = new URL(await signInAndConsent(first.authorization_url));
+  unsigned.searchParams.delete('iss');
+  const refused = await fetch(unsigned, { redirect: 'manual' });
+  assert.equal(refused.status, 303);
+  const attempt = await (await api(`/mailboxes/${mailbox.id}/authorization`)).json();
+  assert.equal(attempt.reason?.code, 'issuer_missing', JSON.stringify(attempt));
 
   const started = await (await api(`/mailboxes/${mailbox.id}/authorize`, { method: 'POST' })).json();
   const callback = await signInAndConsent(started.authorization_url);
@@ -234,7 +252,7 @@ test('Herald authorizes against oidc-provider and sends through smtp-server', as
 
   const verified = await (await api(`/mailboxes/${mailbox.id}`)).json();
   assert.equal(verified.status, 'verified', JSON.stringify(verified.status_reason));
-  assert.equal(verified.issuer, `${idpBase}/contoso/v2.0`, 'the issuer is pinned on first success');
+  assert.equal(verified.issuer, `${idpBase}/contoso/v2.0`, 'the issuer is the one named and discovered');
 
   const sent = await api(`/mailboxes/${mailbox.id}/test-message`, { method: 'POST', body: JSON.stringify({ to: 'bob@example.com' }) });
   assert.equal(sent.status, 200, await sent.clone().text());

@@ -899,26 +899,41 @@ pub async fn update(
 /// Where the mailbox's authorization server describes itself: the Microsoft tenant's and the
 /// sandbox's discovery documents, and a custom provider's given issuer. Google's issuer is
 /// fixed and known.
-fn discovery_url(mailbox: &Mailbox, policy: &Policy<'_>) -> Option<String> {
+fn discovery_urls(mailbox: &Mailbox, policy: &Policy<'_>) -> Vec<String> {
     if mailbox.auth != AuthKind::OAuth2 {
-        return None;
+        return Vec::new();
     }
     let tenant = mailbox.tenant.as_deref();
     match mailbox.provider {
-        Provider::Microsoft => tenant.map(|t| {
-            format!("https://login.microsoftonline.com/{t}/v2.0/.well-known/openid-configuration")
-        }),
+        Provider::Microsoft => tenant
+            .map(|t| {
+                format!(
+                    "https://login.microsoftonline.com/{t}/v2.0/.well-known/openid-configuration"
+                )
+            })
+            .into_iter()
+            .collect(),
         Provider::Sandbox => policy
             .sandbox
             .zip(tenant)
-            .map(|(s, t)| format!("{}/{t}/v2.0/.well-known/openid-configuration", s.base_url)),
-        Provider::Custom => mailbox.issuer.as_deref().map(|i| {
-            format!(
-                "{}/.well-known/openid-configuration",
-                i.trim_end_matches('/')
-            )
-        }),
-        _ => None,
+            .map(|(s, t)| format!("{}/{t}/v2.0/.well-known/openid-configuration", s.base_url))
+            .into_iter()
+            .collect(),
+        // OpenID Connect Discovery (under the issuer), then RFC 8414 (the path after it).
+        Provider::Custom => mailbox
+            .issuer
+            .as_deref()
+            .and_then(|i| url::Url::parse(i).ok())
+            .map(|i| {
+                let path = i.path().trim_end_matches('/');
+                let origin = i.origin().ascii_serialization();
+                vec![
+                    format!("{origin}{path}/.well-known/openid-configuration"),
+                    format!("{origin}/.well-known/oauth-authorization-server{path}"),
+                ]
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
     }
 }
 
@@ -934,25 +949,30 @@ pub async fn discover(
     policy: &Policy<'_>,
     mailbox: Mailbox,
 ) -> ServiceResult<Mailbox> {
-    let Some(url) = discovery_url(&mailbox, policy) else {
-        return Ok(mailbox);
-    };
-    let fetched = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        crate::oauth::discovery::fetch(http, &url),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(crate::oauth::discovery::DiscoveryError::Invalid(
-            "no answer within 5 seconds".into(),
-        ))
-    });
-    let found = match fetched {
-        Ok(found) => found,
-        Err(e) => {
-            tracing::info!(mailbox = %mailbox.id, error = %e, "the authorization server's discovery document was not read; its issuer is not known");
-            return Ok(mailbox);
+    let mut found = None;
+    for url in discovery_urls(&mailbox, policy) {
+        let fetched = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            crate::oauth::discovery::fetch(http, &url),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(crate::oauth::discovery::DiscoveryError::Invalid(
+                "no answer within 5 seconds".into(),
+            ))
+        });
+        match fetched {
+            Ok(document) => {
+                found = Some(document);
+                break;
+            }
+            Err(e) => {
+                tracing::info!(mailbox = %mailbox.id, %url, error = %e, "the authorization server's discovery document was not read here");
+            }
         }
+    }
+    let Some(found) = found else {
+        return Ok(mailbox);
     };
     // A custom provider's issuer is the admin's: the document must agree with it.
     if mailbox.provider == Provider::Custom
@@ -1107,6 +1127,29 @@ mod tests {
         assert_eq!(m.scopes, MICROSOFT_SCOPES);
         assert_eq!(m.sign_in_account, "support@contoso.com");
         assert_eq!(m.status, MailboxStatus::NotVerified);
+    }
+
+    #[test]
+    fn a_custom_issuer_is_looked_up_as_openid_connect_then_rfc_8414_say() {
+        let mut m = resolve_ok(microsoft(), &policy());
+        assert_eq!(
+            discovery_urls(&m, &policy()),
+            ["https://login.microsoftonline.com/contoso.com/v2.0/.well-known/openid-configuration"]
+        );
+        m.provider = Provider::Custom;
+        m.issuer = Some("https://idp.example.com/tenant/v2.0/".into());
+        assert_eq!(
+            discovery_urls(&m, &policy()),
+            [
+                "https://idp.example.com/tenant/v2.0/.well-known/openid-configuration",
+                "https://idp.example.com/.well-known/oauth-authorization-server/tenant/v2.0"
+            ]
+        );
+        m.issuer = None;
+        assert!(
+            discovery_urls(&m, &policy()).is_empty(),
+            "no issuer, no guess"
+        );
     }
 
     #[test]
