@@ -11,7 +11,8 @@
 //!   also cost an accept and a write per refused connection, which is what a flood wants.
 //!
 //! Graceful shutdown is `axum::serve`'s: once `shutdown` completes, nothing new is accepted,
-//! idle connections close, and requests in flight finish before [`serve`] returns.
+//! idle connections close, and requests in flight finish before [`serve`] returns, within
+//! 30 seconds (then what is still open is dropped, unlike `axum::serve`, which waits forever).
 
 use std::future::Future;
 use std::pin::pin;
@@ -102,8 +103,21 @@ pub async fn serve(
     }
     drop(closed_rx);
     drop(listener);
-    closed_tx.closed().await;
+    // A client that holds a request open (a slow body, a response it does not read) must not
+    // keep the instance from stopping: after this long, what is still open is dropped.
+    if tokio::time::timeout(DRAIN_LIMIT, closed_tx.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "HTTP connections still open {} s after shutdown began were dropped",
+            DRAIN_LIMIT.as_secs()
+        );
+    }
 }
+
+/// How long requests in flight may take to finish once shutdown began.
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 
 /// A failed accept: a connection that went away before it was accepted is nothing; anything
 /// else (out of file descriptors) is reported, and accepting pauses so as not to spin.

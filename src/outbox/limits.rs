@@ -23,8 +23,8 @@ use std::time::Instant;
 use time::OffsetDateTime;
 
 use super::accept::Caller;
-use crate::domain::OrgId;
 use crate::config::OutboxSettings;
+use crate::domain::OrgId;
 use crate::domain::message::MessageSource;
 use crate::services::{ServiceError, ServiceResult};
 use crate::store::{self, Store};
@@ -70,24 +70,40 @@ pub(super) async fn admit(
     if caller.source == MessageSource::Alert {
         return Ok(());
     }
-    let waiting = match recent_totals(caller.org_id) {
-        Some(waiting) => waiting,
-        None => {
-            let mut conn = store.conn().await?;
-            let waiting = store::org_limits::waiting(&mut conn, caller.org_id).await?;
-            totals().insert(
-                caller.org_id,
-                Totals {
-                    waiting,
-                    read_at: Instant::now(),
-                },
-            );
-            waiting
+    if recent_totals(caller.org_id).is_none() {
+        let mut conn = store.conn().await?;
+        let waiting = store::org_limits::waiting(&mut conn, caller.org_id).await?;
+        totals().insert(
+            caller.org_id,
+            Totals {
+                waiting,
+                read_at: Instant::now(),
+            },
+        );
+    }
+    // Checked and counted under one lock, so concurrent accepts of this instance cannot all
+    // see the same room. The message counts as waiting from now on, until the next read.
+    let full = {
+        let mut all = totals();
+        let t = all.entry(caller.org_id).or_insert(Totals {
+            waiting: store::org_limits::Waiting {
+                messages: 0,
+                bytes: 0,
+            },
+            read_at: Instant::now(),
+        });
+        let w = t.waiting;
+        if w.messages >= settings.org_max_queued_messages
+            || w.bytes.saturating_add(size) > settings.org_max_queued_bytes
+        {
+            Some(w)
+        } else {
+            t.waiting.messages += 1;
+            t.waiting.bytes = t.waiting.bytes.saturating_add(size);
+            None
         }
     };
-    if waiting.messages >= settings.org_max_queued_messages
-        || waiting.bytes.saturating_add(size) > settings.org_max_queued_bytes
-    {
+    if let Some(waiting) = full {
         return Err(ServiceError::Limited {
             code: "queue_full",
             message: format!(
@@ -99,11 +115,6 @@ pub(super) async fn admit(
             ),
             retry_after: QUEUE_FULL_RETRY_SECS,
         });
-    }
-    // Counted as waiting from now on, until the totals are read again.
-    if let Some(t) = totals().get_mut(&caller.org_id) {
-        t.waiting.messages += 1;
-        t.waiting.bytes = t.waiting.bytes.saturating_add(size);
     }
     if via_default_sender {
         let mut conn = store.conn().await?;

@@ -461,15 +461,23 @@ pub async fn complete_setup(
     let (Some(org_name), Some(email), Some(password)) = (org_name, email, password) else {
         unreachable!("finish() fails when a field failed");
     };
+    // The page is public: a password is hashed only for a link that still works, so nobody
+    // without one can keep the hashing pool busy (it is checked again below, atomically).
+    let refused = || {
+        ServiceError::Refused(
+            "this setup link has expired or was already used; restart `herald serve` for a new one, or sign in",
+        )
+    };
+    if !setup_token_is_valid(store, token).await? {
+        return Err(refused());
+    }
     let hash = hash(password).await?;
     let now = OffsetDateTime::now_utc();
     let mut tx = store.begin().await?;
     if store::users::count_all(&mut tx).await? > 0
         || !store::setup::consume(&mut tx, &crypto::token_digest(token), now).await?
     {
-        return Err(ServiceError::Refused(
-            "this setup link has expired or was already used; restart `herald serve` for a new one, or sign in",
-        ));
+        return Err(refused());
     }
     let org = store::orgs::insert(&mut tx, &org_name, now)
         .await
