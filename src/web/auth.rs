@@ -522,6 +522,27 @@ impl LoginThrottle {
         drop(attempt);
     }
 
+    /// The password was not checked (Herald was busy): the attempt no longer counts against
+    /// the account, so someone retrying during a flood is not locked out of it, but still
+    /// counts against the address.
+    pub fn busy(&self, attempt: Attempt) {
+        let mut state = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(times) = state.attempts.get_mut(&attempt.account_key)
+            && let Some(pos) = times.iter().rposition(|t| *t == attempt.at)
+        {
+            times.remove(pos);
+        }
+    }
+
+    /// [`LoginThrottle::busy`] for the attempt recorded in the database.
+    pub async fn shared_busy(
+        store: &crate::store::Store,
+        attempt: SharedAttempt,
+    ) -> crate::store::StoreResult<()> {
+        let mut conn = store.conn().await?;
+        crate::store::auth_failures::forget(&mut conn, &attempt.account_id).await
+    }
+
     /// Records the attempt in the database before its password is checked, then counts what
     /// every instance recorded: parallel guesses spread over several instances meet the same
     /// limits. A refused attempt is taken back.
@@ -561,6 +582,7 @@ impl LoginThrottle {
         let attempt = SharedAttempt {
             account_key,
             // The keys' ids in their order: the account's, then the address's.
+            account_id: ids.first().cloned().unwrap_or_default(),
             address_id: ids.get(1).cloned().unwrap_or_default(),
         };
         Ok(Ok(attempt))
@@ -582,6 +604,7 @@ impl LoginThrottle {
 #[derive(Debug)]
 pub struct SharedAttempt {
     account_key: String,
+    account_id: String,
     address_id: String,
 }
 

@@ -337,7 +337,7 @@ async fn login(
         .unwrap_or_else(|| crypto::dummy_password_hash().to_owned());
     let check = password.clone();
     // Anyone may ask for a sign-in: when the hashing pool is full they are told to come back,
-    // not queued without end. The attempt stays counted (a flood gains no free tries).
+    // not queued without end.
     let verified = match crypto::hash_pool()
         .run(crypto::Wait::Briefly, move || {
             crypto::verify_password(&check, &hash)
@@ -346,8 +346,12 @@ async fn login(
     {
         Ok(verified) => verified,
         Err(crypto::HashPoolError::Busy) => {
-            state.login_throttle.failed(attempt);
-            drop(shared);
+            // Not a guess: the address keeps the attempt (a flood gains no free tries), the
+            // account does not (its owner retrying is not locked out).
+            state.login_throttle.busy(attempt);
+            if let Err(e) = auth::LoginThrottle::shared_busy(&state.store, shared).await {
+                tracing::warn!(error = %e, "could not take back a sign-in attempt refused as busy");
+            }
             tracing::warn!(%client, "sign-in refused: password hashing is busy");
             let mut response = retry(
                 StatusCode::SERVICE_UNAVAILABLE,
