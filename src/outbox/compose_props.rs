@@ -242,10 +242,12 @@ fn check(field: Field, value: &str) -> Result<(), TestCaseError> {
         .collect();
     parsed_names.sort();
     prop_assert_eq!(&parsed_names, &expected, "{}", shown);
-    // Compared trimmed: mail-parser trims ASCII blanks, Rust's `trim` also U+2028 and the like.
+    // Compared trimmed and with runs of blanks as one: mail-parser trims ASCII blanks (Rust's
+    // `trim` also U+2028 and the like), and may fold the blanks beside an encoded word, which
+    // changes how a value looks, never which header lines there are.
     prop_assert_eq!(
-        parsed.subject().unwrap_or_default().trim(),
-        draft.subject.trim()
+        squeeze(parsed.subject().unwrap_or_default()),
+        squeeze(&draft.subject)
     );
     for (name, value) in &draft.headers {
         // Decoded (RFC 2047) and unfolded, as a receiver shows it: mail-parser decodes
@@ -257,14 +259,14 @@ fn check(field: Field, value: &str) -> Result<(), TestCaseError> {
                 .as_ref()
                 .and_then(|m| m.subject())
                 .unwrap_or_default();
-            text.trim().to_owned()
+            squeeze(text)
         });
-        prop_assert_eq!(read.as_deref(), Some(value.trim()), "{}", shown);
+        prop_assert_eq!(read, Some(squeeze(value)), "{}", shown);
     }
     if let Some(name) = mailbox.from_name.as_deref().map(str::trim) {
         let from = parsed.from().and_then(|a| a.first());
-        let read = from.and_then(|a| a.name()).unwrap_or_default().trim();
-        prop_assert_eq!(read, name, "{}", shown);
+        let read = squeeze(from.and_then(|a| a.name()).unwrap_or_default());
+        prop_assert_eq!(read, squeeze(name), "{}", shown);
     }
     for attachment in &draft.attachments {
         let read = parsed
@@ -274,6 +276,16 @@ fn check(field: Field, value: &str) -> Result<(), TestCaseError> {
         prop_assert_eq!(read, Some(attachment.filename.as_str()), "{}", shown);
     }
     Ok(())
+}
+
+/// A value as a reader compares it: trimmed, each run of spaces and tabs one space.
+fn squeeze(text: &str) -> String {
+    text.split([' ', '\t'])
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+        .trim()
+        .to_owned()
 }
 
 proptest! {
