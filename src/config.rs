@@ -391,29 +391,17 @@ const POSTGRES_PARAMS: &[&str] = &[
     "options",
 ];
 
-/// The query parameters whose values say where and how Herald connects, and hold no secret:
-/// logged as they are. Every other value (`password`, `options`, anything unknown) is redacted.
-const SHOWN_PARAMS: &[&str] = &[
-    "sslmode",
-    "ssl-mode",
-    "sslrootcert",
-    "ssl-root-cert",
-    "ssl-ca",
-    "sslcert",
-    "ssl-cert",
-    "sslkey",
-    "ssl-key",
-    "statement-cache-capacity",
-    "host",
-    "hostaddr",
-    "port",
-    "dbname",
-    "user",
-    "application_name",
-];
+/// The driver's parameters whose values hold a secret or could (`options` passes anything to
+/// the server): redacted in logs. Every other parameter the driver reads says where and how
+/// Herald connects, and is logged as it is; an unknown one is redacted too.
+const SECRET_PARAMS: &[&str] = &["password", "options"];
+
+fn shown_param(key: &str) -> bool {
+    POSTGRES_PARAMS.contains(&key) && !SECRET_PARAMS.contains(&key)
+}
 
 /// A URL fit for logs and error messages: the password of its user information and the value
-/// of every query parameter but those in [`SHOWN_PARAMS`] read `REDACTED`, so `?password=` or
+/// of every query parameter but those [`shown_param`] allows read `REDACTED`, so `?password=` or
 /// `?sslpassword=` never reach a log while host, database and `sslmode` still help the reader.
 pub fn redact_url(raw: &str) -> String {
     match Url::parse(raw) {
@@ -425,7 +413,7 @@ pub fn redact_url(raw: &str) -> String {
                 let pairs: Vec<(String, String)> = url
                     .query_pairs()
                     .map(|(key, value)| {
-                        let value = if SHOWN_PARAMS.contains(&&*key) {
+                        let value = if shown_param(&key) {
                             value.into_owned()
                         } else {
                             "REDACTED".to_owned()

@@ -210,13 +210,7 @@ pub async fn spawn_sandboxed(
     let sandbox = herald::sandbox::RunningSandbox::start_on(http, smtp, &base)
         .await
         .expect("start the sandbox");
-    let preset = herald::services::mailboxes::SandboxPreset {
-        base_url: sandbox.oauth.base_url.clone(),
-        tenant: sandbox.oauth.tenant.clone(),
-        smtp_host: sandbox.smtp_addr.ip().to_string(),
-        smtp_port: sandbox.smtp_addr.port(),
-        ca_pem: sandbox.ca.ca_pem().to_owned(),
-    };
+    let preset = preset_of(&sandbox);
     let app = spawn(
         |env| {
             env.insert("HERALD_DEV".into(), "true".into());
@@ -263,13 +257,28 @@ pub async fn spawn_instance_of(
     sandbox: &herald::sandbox::RunningSandbox,
     clock: std::sync::Arc<dyn herald::outbox::Clock>,
 ) -> TestApp {
-    let preset = herald::services::mailboxes::SandboxPreset {
+    another_instance(first, sandbox, |_| {}, clock).await
+}
+
+/// The sandbox preset Herald is given for `sandbox`.
+fn preset_of(
+    sandbox: &herald::sandbox::RunningSandbox,
+) -> herald::services::mailboxes::SandboxPreset {
+    herald::services::mailboxes::SandboxPreset {
         base_url: sandbox.oauth.base_url.clone(),
         tenant: sandbox.oauth.tenant.clone(),
         smtp_host: sandbox.smtp_addr.ip().to_string(),
         smtp_port: sandbox.smtp_addr.port(),
         ca_pem: sandbox.ca.ca_pem().to_owned(),
-    };
+    }
+}
+
+async fn another_instance(
+    first: &TestApp,
+    sandbox: &herald::sandbox::RunningSandbox,
+    adjust: impl FnOnce(&mut BTreeMap<String, String>),
+    clock: std::sync::Arc<dyn herald::outbox::Clock>,
+) -> TestApp {
     spawn_on(
         TestDb::Shared {
             url: first.db.url(),
@@ -277,8 +286,9 @@ pub async fn spawn_instance_of(
         Some(first._data_dir.path().to_owned()),
         |env| {
             env.insert("HERALD_DEV".into(), "true".into());
+            adjust(env);
         },
-        Some((preset, sandbox.state.clone())),
+        Some((preset_of(sandbox), sandbox.state.clone())),
         clock,
     )
     .await
@@ -590,23 +600,10 @@ pub async fn spawn_instance_with(
     sandbox: &herald::sandbox::RunningSandbox,
     adjust: impl FnOnce(&mut BTreeMap<String, String>),
 ) -> TestApp {
-    let preset = herald::services::mailboxes::SandboxPreset {
-        base_url: sandbox.oauth.base_url.clone(),
-        tenant: sandbox.oauth.tenant.clone(),
-        smtp_host: sandbox.smtp_addr.ip().to_string(),
-        smtp_port: sandbox.smtp_addr.port(),
-        ca_pem: sandbox.ca.ca_pem().to_owned(),
-    };
-    spawn_on(
-        TestDb::Shared {
-            url: first.db.url(),
-        },
-        Some(first._data_dir.path().to_owned()),
-        |env| {
-            env.insert("HERALD_DEV".into(), "true".into());
-            adjust(env);
-        },
-        Some((preset, sandbox.state.clone())),
+    another_instance(
+        first,
+        sandbox,
+        adjust,
         std::sync::Arc::new(herald::outbox::SystemClock),
     )
     .await
