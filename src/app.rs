@@ -203,7 +203,7 @@ impl App {
                 sandbox: None,
                 locks: token_locks.clone(),
             },
-            Arc::new(crate::outbox::SystemClock),
+            Arc::new(crate::clock::SystemClock),
             crate::outbox::Tuning::default(),
             instance.clone(),
         );
@@ -260,13 +260,13 @@ impl App {
     /// Offers the `sandbox` provider, pointing at a running sandbox.
     pub fn with_sandbox(
         mut self,
-        preset: crate::services::mailboxes::SandboxPreset,
+        preset: crate::domain::presets::SandboxPreset,
         state: Arc<crate::sandbox::SandboxState>,
     ) -> Self {
         self.state.sandbox = Some(Arc::new(preset));
         self.state.sandbox_state = Some(state);
         self.with_outbox(
-            Arc::new(crate::outbox::SystemClock),
+            Arc::new(crate::clock::SystemClock),
             crate::outbox::Tuning::default(),
         )
     }
@@ -274,7 +274,7 @@ impl App {
     /// Runs the outbox on another clock or pace (tests: a simulated clock, short retries).
     pub fn with_outbox(
         mut self,
-        clock: Arc<dyn crate::outbox::Clock>,
+        clock: Arc<dyn crate::clock::Clock>,
         tuning: crate::outbox::Tuning,
     ) -> Self {
         self.state.outbox = crate::outbox::Outbox::new(

@@ -333,7 +333,7 @@ async fn demo(mut config: Config, data_dir: Option<PathBuf>) -> anyhow::Result<(
 
     let shutdown = app::shutdown_signal();
     let app = App::build(config).await?.with_sandbox(
-        crate::services::mailboxes::SandboxPreset {
+        crate::domain::presets::SandboxPreset {
             base_url: sandbox.oauth.base_url.clone(),
             tenant: sandbox.oauth.tenant.clone(),
             smtp_host: sandbox.smtp_addr.ip().to_string(),
@@ -484,7 +484,7 @@ async fn send(config: Config, args: SendArgs) -> anyhow::Result<()> {
     let local = (!serving).then(|| {
         let outbox = crate::outbox::Outbox::new(
             services.outbox_deps(),
-            std::sync::Arc::new(crate::outbox::SystemClock),
+            std::sync::Arc::new(crate::clock::SystemClock),
             crate::outbox::Tuning {
                 linger: std::time::Duration::ZERO,
                 ..Default::default()

@@ -11,73 +11,16 @@ mod limits;
 pub mod throttle;
 mod worker;
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-
-use time::OffsetDateTime;
+use std::sync::Arc;
 
 use crate::config::Config;
+use crate::domain::presets::SandboxPreset;
 use crate::oauth::http::TokenHttp;
 use crate::secrets::KeyRing;
 use crate::services::authorization::{Deps, TokenLocks};
-use crate::services::mailboxes::SandboxPreset;
 use crate::store::Store;
 
 pub use worker::{Outbox, release_owned};
-
-/// The time the workers go by. The system clock in production; tests drive a simulated one
-/// through hours of throttling in an instant.
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> OffsetDateTime;
-    /// Waits until `t` (a simulated clock jumps to it).
-    fn sleep_until(&self, t: OffsetDateTime) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
-}
-
-/// The real clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
-
-    fn sleep_until(&self, t: OffsetDateTime) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        let wait = (t - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
-        Box::pin(tokio::time::sleep(
-            std::time::Duration::try_from(wait).unwrap_or_default(),
-        ))
-    }
-}
-
-/// A simulated clock: it stands still until someone waits, then jumps to the end of the wait.
-pub struct ManualClock(Mutex<OffsetDateTime>);
-
-impl ManualClock {
-    pub fn starting_at(t: OffsetDateTime) -> Self {
-        Self(Mutex::new(t))
-    }
-
-    pub fn advance(&self, by: time::Duration) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> OffsetDateTime {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn sleep_until(&self, t: OffsetDateTime) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        {
-            let mut now = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            if t > *now {
-                *now = t;
-            }
-        }
-        Box::pin(tokio::task::yield_now())
-    }
-}
 
 /// What the workers need, owned, so that they can run as tasks of their own.
 #[derive(Clone)]

@@ -14,7 +14,6 @@ use oauth2::{
 use secrecy::{ExposeSecret, SecretString};
 use time::{Duration, OffsetDateTime};
 
-use super::mailboxes::SandboxPreset;
 use super::{ServiceError, ServiceResult};
 use crate::config::Config;
 use crate::crypto;
@@ -22,6 +21,7 @@ use crate::domain::mailbox::{
     AuthKind, Mailbox, MailboxStatus, Provider, StatusReason, secret_fields,
 };
 use crate::domain::message::SmtpReply;
+use crate::domain::presets::SandboxPreset;
 use crate::domain::{Actor, MailboxId, NewAuditEvent, OrgId};
 use crate::keys;
 use crate::net::HostPolicy;

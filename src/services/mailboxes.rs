@@ -14,23 +14,12 @@ use crate::domain::mailbox::{
     Security, StatusReason, looks_like_secret_id, parse_tenant, secret_fields,
 };
 use crate::domain::message::LimitOverrides;
+use crate::domain::presets::SandboxPreset;
 use crate::domain::{Actor, EmailAddress, FieldError, MailboxId, NewAuditEvent, OrgId};
 use crate::keys;
 use crate::net::{HostPolicy, Reach, reach_of};
 use crate::secrets::KeyRing;
 use crate::store::{self, Store, StoreError};
-
-/// Where the sandbox provider runs, for the `sandbox` provider's preset. Only set while the
-/// sandbox runs (`herald demo`, tests).
-#[derive(Clone, Debug)]
-pub struct SandboxPreset {
-    pub base_url: String,
-    pub tenant: String,
-    pub smtp_host: String,
-    pub smtp_port: u16,
-    /// The CA that signed the sandbox's SMTP certificate, trusted for sandbox mailboxes.
-    pub ca_pem: String,
-}
 
 /// What the installation allows.
 #[derive(Clone, Copy, Debug)]

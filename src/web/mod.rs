@@ -36,7 +36,7 @@ pub struct AppState {
     /// Each API key's request rate (`HERALD_API_RATE_PER_MINUTE`), on this instance.
     pub api_rate: Arc<rate::ApiRate>,
     /// The sandbox provider's preset, while the sandbox runs (`herald demo`, tests).
-    pub sandbox: Option<Arc<crate::services::mailboxes::SandboxPreset>>,
+    pub sandbox: Option<Arc<crate::domain::presets::SandboxPreset>>,
     /// The running sandbox's state, for its inbox page.
     pub sandbox_state: Option<Arc<crate::sandbox::SandboxState>>,
     /// The guarded HTTP client for token endpoints.

@@ -798,7 +798,7 @@ async fn without_a_verified_mailbox_fallback_sends_from_the_default_sender_and_h
 async fn an_exchange_mailbox_keeps_to_30_a_minute_on_a_simulated_clock() {
     let start = time::OffsetDateTime::now_utc();
     // Ahead of the real clock, so that mail accepted during the test is due at once.
-    let clock = Arc::new(herald::outbox::ManualClock::starting_at(
+    let clock = Arc::new(herald::clock::ManualClock::starting_at(
         start + time::Duration::minutes(5),
     ));
     let (app, sandbox) = spawn_app_with_sandbox_on(clock.clone()).await;
