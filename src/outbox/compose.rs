@@ -809,7 +809,3 @@ mod tests {
         assert_eq!(errors[0].field, "headers.Received");
     }
 }
-
-#[cfg(test)]
-#[path = "compose_props.rs"]
-mod props;

@@ -1,52 +1,16 @@
-//! The durable outbox: messages are accepted into the database ([`accept`]), and workers
-//! deliver them through their mailboxes ([`Outbox`]): claimed under a lease, sent over reused
-//! SMTP connections within the provider's limits ([`throttle`]), retried with exponential
-//! backoff and jitter, failed with a reason, or held while their mailbox is Not Verified.
+//! The durable outbox's workers: messages accepted into the database (by
+//! [`crate::services::send`]) are delivered through their mailboxes' transports ([`Outbox`]):
+//! claimed under a lease, sent over reused connections within the provider's limits
+//! ([`throttle`]), retried with exponential backoff and jitter, failed with a reason, or held
+//! while their mailbox is Not Verified. [`compose`] is the one message composer.
 
-pub mod accept;
 pub mod compose;
 pub mod headers;
 mod keepalive;
-mod limits;
 pub mod throttle;
 mod worker;
 
-use std::sync::Arc;
-
-use crate::config::Config;
-use crate::domain::presets::SandboxPreset;
-use crate::oauth::http::TokenHttp;
-use crate::secrets::KeyRing;
-use crate::services::authorization::{Deps, TokenLocks};
-use crate::store::Store;
-
 pub use worker::{Outbox, release_owned};
-
-/// What the workers need, owned, so that they can run as tasks of their own.
-#[derive(Clone)]
-pub struct OutboxDeps {
-    pub store: Store,
-    pub keys: Arc<KeyRing>,
-    pub config: Arc<Config>,
-    pub http: TokenHttp,
-    pub smtp_roots: Arc<Vec<Vec<u8>>>,
-    pub sandbox: Option<Arc<SandboxPreset>>,
-    pub locks: Arc<TokenLocks>,
-}
-
-impl OutboxDeps {
-    pub fn deps(&self) -> Deps<'_> {
-        Deps {
-            store: &self.store,
-            keys: &self.keys,
-            config: &self.config,
-            http: &self.http,
-            smtp_roots: &self.smtp_roots,
-            sandbox: self.sandbox.as_deref(),
-            locks: &self.locks,
-        }
-    }
-}
 
 /// How the workers pace themselves. The defaults suit production; tests shorten them.
 #[derive(Clone, Debug)]

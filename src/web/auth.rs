@@ -119,7 +119,7 @@ pub async fn start_session(
 ) -> Result<String, StoreError> {
     let token = crypto::random_token();
     let now = OffsetDateTime::now_utc();
-    let mut conn = state.store.conn().await?;
+    let mut conn = state.access.store.conn().await?;
     store::sessions::insert(
         &mut conn,
         &crypto::token_digest(&token),
@@ -134,8 +134,8 @@ pub async fn start_session(
 
 /// Ends the session named by the cookie, if any.
 pub async fn end_session(state: &AppState, jar: &CookieJar) -> Result<(), StoreError> {
-    if let Some(cookie) = jar.get(session_cookie_name(&state.config)) {
-        let mut conn = state.store.conn().await?;
+    if let Some(cookie) = jar.get(session_cookie_name(&state.access.config)) {
+        let mut conn = state.access.store.conn().await?;
         store::sessions::delete(&mut conn, &crypto::token_digest(cookie.value())).await?;
     }
     Ok(())
@@ -155,7 +155,7 @@ impl SessionUser {
 
 /// The digest of the request's session cookie, if it carries one.
 pub fn session_digest(state: &AppState, jar: &CookieJar) -> Option<String> {
-    jar.get(session_cookie_name(&state.config))
+    jar.get(session_cookie_name(&state.access.config))
         .map(|c| c.value())
         .filter(|v| !v.is_empty())
         .map(crypto::token_digest)
@@ -166,14 +166,14 @@ pub async fn session_user(
     state: &AppState,
     jar: &CookieJar,
 ) -> Result<Option<SessionUser>, StoreError> {
-    let Some(cookie) = jar.get(session_cookie_name(&state.config)) else {
+    let Some(cookie) = jar.get(session_cookie_name(&state.access.config)) else {
         return Ok(None);
     };
     let token = cookie.value().to_owned();
     if token.is_empty() {
         return Ok(None);
     }
-    let mut conn = state.store.conn().await?;
+    let mut conn = state.access.store.conn().await?;
     let Some(user_id) = store::sessions::find_user(
         &mut conn,
         &crypto::token_digest(&token),
@@ -205,7 +205,7 @@ impl FromRequestParts<AppState> for ClientAddr {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ci| ci.0.ip())
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        Ok(Self(client_addr(&state.config, peer, parts)))
+        Ok(Self(client_addr(&state.access.config, peer, parts)))
     }
 }
 
@@ -322,7 +322,7 @@ impl FromRequestParts<AppState> for Principal {
                     format!("The API key is malformed: {why}."),
                 )
             })?;
-            let mut conn = state.store.conn().await?;
+            let mut conn = state.access.store.conn().await?;
             let key = store::api_keys::find_live_by_token(&mut conn, &token)
                 .await?
                 .ok_or_else(|| {
@@ -340,7 +340,7 @@ impl FromRequestParts<AppState> for Principal {
                         "Too many requests",
                         format!(
                             "This API key made more than {} requests in a minute (HERALD_API_RATE_PER_MINUTE); retry after {retry_after} s.",
-                            state.config.api_rate_per_minute
+                            state.access.config.api_rate_per_minute
                         ),
                     )
                 });
@@ -386,7 +386,7 @@ impl FromRequestParts<AppState> for Principal {
                 .get(CSRF_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            if !origin_ok(&state.config, parts)
+            if !origin_ok(&state.access.config, parts)
                 || !crypto::constant_time_eq(sent, &session.csrf_token())
             {
                 return Err(ApiError::new(

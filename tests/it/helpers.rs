@@ -340,7 +340,7 @@ async fn spawn_on(
 
 impl TestApp {
     pub fn store(&self) -> &Store {
-        &self.state.store
+        &self.state.access.store
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -443,9 +443,11 @@ impl TestApp {
             let _ = server.await;
         }
         // A test still holding a pooled connection would make close() wait for ever.
-        let closed =
-            tokio::time::timeout(std::time::Duration::from_secs(10), self.state.store.close())
-                .await;
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            self.state.access.store.close(),
+        )
+        .await;
         assert!(
             closed.is_ok(),
             "the test still holds a database connection: drop it before stop()"

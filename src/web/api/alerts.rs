@@ -97,7 +97,7 @@ pub async fn list_alerts(
     ApiQuery(params): ApiQuery<AlertParams>,
 ) -> Result<Json<AlertList>, ApiError> {
     principal.require_reader()?;
-    let mut conn = state.store.conn().await?;
+    let mut conn = state.access.store.conn().await?;
     let alerts = if params.all.unwrap_or(false) {
         store::alerts::recent(&mut conn, principal.org_id, 100).await?
     } else {
@@ -117,7 +117,7 @@ pub async fn dismiss_alert(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
-    if alerts::dismiss(&state.store, principal.org_id, &id, &principal.actor).await? {
+    if alerts::dismiss(&state.access.store, principal.org_id, &id, &principal.actor).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("alert"))
@@ -156,7 +156,7 @@ pub async fn get_alert_webhook(
     principal: Principal,
 ) -> Result<Json<AlertWebhookOut>, ApiError> {
     principal.require_admin()?;
-    let mut conn = state.store.conn().await?;
+    let mut conn = state.access.store.conn().await?;
     Ok(Json(AlertWebhookOut {
         url: store::alerts::webhook_url(&mut conn, principal.org_id).await?,
     }))
@@ -172,8 +172,8 @@ pub async fn set_alert_webhook(
 ) -> Result<Json<AlertWebhookSet>, ApiError> {
     principal.require_admin()?;
     let (url, secret) = alerts::set_webhook(
-        &state.store,
-        &state.keys,
+        &state.access.store,
+        &state.access.keys,
         &super::mailboxes::policy(&state),
         principal.org_id,
         &body.url,
@@ -207,7 +207,7 @@ pub async fn delete_alert_webhook(
     principal: Principal,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
-    let mut tx = state.store.begin().await?;
+    let mut tx = state.access.store.begin().await?;
     store::alerts::set_webhook_url(&mut tx, principal.org_id, None).await?;
     store::secrets::delete(
         &mut tx,
@@ -232,7 +232,7 @@ async fn audit(
     action: &'static str,
     url: Option<&str>,
 ) -> Result<(), ApiError> {
-    let mut conn = state.store.conn().await?;
+    let mut conn = state.access.store.conn().await?;
     store::audit::record(
         &mut conn,
         &NewAuditEvent {

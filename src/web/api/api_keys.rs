@@ -83,7 +83,7 @@ pub async fn list_api_keys(
 ) -> Result<Json<ApiKeyList>, ApiError> {
     principal.require_reader()?;
     let (limit, after) = (params.limit()?, params.after()?);
-    let mut conn = state.store.conn().await?;
+    let mut conn = state.access.store.conn().await?;
     let page = store::api_keys::list(&mut conn, principal.org_id, after.as_deref(), limit).await?;
     Ok(Json(ApiKeyList::from_page(page, ApiKeyOut::from)))
 }
@@ -98,7 +98,7 @@ pub async fn create_api_key(
 ) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
     principal.require_admin()?;
     let (key, token) = services::create_api_key(
-        &state.store,
+        &state.access.store,
         principal.org_id,
         &body.name,
         &body.role,
@@ -125,7 +125,7 @@ pub async fn get_api_key(
 ) -> Result<Json<ApiKeyOut>, ApiError> {
     principal.require_reader()?;
     let id = parse_key_id(&id)?;
-    let mut conn = state.store.conn().await?;
+    let mut conn = state.access.store.conn().await?;
     let key = store::api_keys::get(&mut conn, principal.org_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("API key"))?;
@@ -142,7 +142,7 @@ pub async fn revoke_api_key(
 ) -> Result<Json<ApiKeyOut>, ApiError> {
     principal.require_admin()?;
     let id = parse_key_id(&id)?;
-    let key =
-        services::revoke_api_key(&state.store, principal.org_id, id, &principal.actor).await?;
+    let key = services::revoke_api_key(&state.access.store, principal.org_id, id, &principal.actor)
+        .await?;
     Ok(Json(key.into()))
 }

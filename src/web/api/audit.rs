@@ -76,7 +76,7 @@ pub async fn list_audit_events(
 ) -> Result<Json<AuditEventList>, ApiError> {
     principal.require_admin()?;
     let (limit, before) = (params.limit()?, params.after()?);
-    let mut conn = state.store.conn().await?;
+    let mut conn = state.access.store.conn().await?;
     let page = store::audit::list(&mut conn, principal.org_id, before.as_deref(), limit).await?;
     Ok(Json(AuditEventList::from_page(page, AuditEventOut::from)))
 }

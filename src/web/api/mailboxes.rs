@@ -82,7 +82,7 @@ pub struct MailboxList {
 }
 
 async fn render(state: &AppState, mailbox: Mailbox) -> Result<MailboxOut, ApiError> {
-    let mut conn = state.store.conn().await?;
+    let mut conn = state.access.store.conn().await?;
     let owner = mailbox.id.to_string();
     let has_client_secret = store::secrets::get(&mut conn, &owner, secret_fields::CLIENT_SECRET)
         .await?
@@ -115,7 +115,7 @@ async fn render(state: &AppState, mailbox: Mailbox) -> Result<MailboxOut, ApiErr
         client_secret_expires_at: mailbox.client_secret_expires_at.map(|d| d.to_string()),
         has_client_secret,
         has_password,
-        redirect_uri: state.config.redirect_uri(),
+        redirect_uri: state.access.config.redirect_uri(),
         status: mailbox.status,
         status_reason: mailbox.status_reason,
         verified_at: mailbox.verified_at,
@@ -229,14 +229,20 @@ async fn discover_on_save(
     if mailbox.provider == crate::domain::mailbox::Provider::Microsoft {
         return Ok(mailbox);
     }
-    Ok(mailboxes::discover(&state.store, &state.token_http, &policy(state), mailbox).await?)
+    Ok(mailboxes::discover(
+        &state.access.store,
+        &state.access.http,
+        &policy(state),
+        mailbox,
+    )
+    .await?)
 }
 
 pub(super) fn policy(state: &AppState) -> Policy<'_> {
     Policy {
-        dev: state.config.dev,
-        allow_private_hosts: state.config.allow_private_hosts,
-        sandbox: state.sandbox.as_deref(),
+        dev: state.access.config.dev,
+        allow_private_hosts: state.access.config.allow_private_hosts,
+        sandbox: state.access.sandbox.as_deref(),
     }
 }
 
@@ -256,7 +262,7 @@ pub async fn list_mailboxes(
 ) -> Result<Json<MailboxList>, ApiError> {
     let (limit, after) = (params.limit()?, params.after()?);
     let page = {
-        let mut conn = state.store.conn().await?;
+        let mut conn = state.access.store.conn().await?;
         store::mailboxes::list(&mut conn, principal.org_id, after.as_deref(), limit).await?
     };
     let next_cursor = page.next_cursor.as_deref().map(super::encode_cursor);
@@ -304,8 +310,8 @@ pub async fn create_mailbox(
         limits: body.limits,
     };
     let mailbox = mailboxes::create(
-        &state.store,
-        &state.keys,
+        &state.access.store,
+        &state.access.keys,
         &policy(&state),
         principal.org_id,
         draft,
@@ -326,7 +332,7 @@ pub async fn get_mailbox(
 ) -> Result<Json<MailboxOut>, ApiError> {
     let id = parse_mailbox_id(&id)?;
     let mailbox = {
-        let mut conn = state.store.conn().await?;
+        let mut conn = state.access.store.conn().await?;
         store::mailboxes::get(&mut conn, principal.org_id, id)
             .await?
             .filter(|m| principal.may_use(m.id))
@@ -371,8 +377,8 @@ pub async fn update_mailbox(
         limits: body.limits,
     };
     let mailbox = mailboxes::update(
-        &state.store,
-        &state.keys,
+        &state.access.store,
+        &state.access.keys,
         &policy(&state),
         principal.org_id,
         id,
@@ -398,7 +404,7 @@ pub async fn delete_mailbox(
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
     let id = parse_mailbox_id(&id)?;
-    mailboxes::delete(&state.store, principal.org_id, id, &principal.actor).await?;
+    mailboxes::delete(&state.access.store, principal.org_id, id, &principal.actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -425,7 +431,7 @@ pub async fn start_authorization(
     principal.require_admin()?;
     let id = parse_mailbox_id(&id)?;
     let started = crate::services::authorization::start(
-        &state.deps(),
+        &state.access,
         principal.org_id,
         id,
         principal.session_digest.clone(),
@@ -480,7 +486,7 @@ pub async fn latest_authorization(
     principal.require_reader()?;
     let id = parse_mailbox_id(&id)?;
     let attempt =
-        crate::services::authorization::latest_attempt(&state.deps(), principal.org_id, id)
+        crate::services::authorization::latest_attempt(&state.access, principal.org_id, id)
             .await?
             .ok_or_else(|| ApiError::not_found("authorization attempt"))?;
     Ok(Json(attempt.into()))
@@ -498,7 +504,7 @@ pub async fn verify_mailbox(
     principal.require_admin()?;
     let id = parse_mailbox_id(&id)?;
     let mailbox =
-        crate::services::authorization::verify(&state.deps(), principal.org_id, id).await?;
+        crate::services::authorization::verify(&state.access, principal.org_id, id).await?;
     Ok(Json(render(&state, mailbox).await?))
 }
 
@@ -527,11 +533,11 @@ pub async fn send_test_message(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<TestMessage>,
 ) -> Result<Json<TestMessageSent>, ApiError> {
-    use crate::services::authorization::SendOutcome;
+    use crate::services::test_message::SendOutcome;
     principal.require_admin()?;
     let id = parse_mailbox_id(&id)?;
-    match crate::services::authorization::send_test_message(
-        &state.deps(),
+    match crate::services::test_message::send_test_message(
+        &state.access,
         principal.org_id,
         id,
         &body.to,

@@ -37,7 +37,7 @@ pub async fn whoami(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Me>, ApiError> {
-    let mut conn = state.store.conn().await?;
+    let mut conn = state.access.store.conn().await?;
     let org = store::orgs::get(&mut conn, principal.org_id)
         .await?
         .ok_or_else(|| ApiError::not_found("organization"))?;

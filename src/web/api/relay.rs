@@ -98,7 +98,7 @@ pub async fn create_relay_credential(
     let mut mailboxes: Vec<String> = body.mailbox.into_iter().collect();
     mailboxes.extend(body.mailboxes);
     let (credential, password) = relay::create(
-        &state.store,
+        &state.access.store,
         principal.org_id,
         NewRelayCredential {
             name: body.name,
@@ -130,7 +130,7 @@ pub async fn list_relay_credentials(
 ) -> Result<Json<RelayCredentialList>, ApiError> {
     principal.require_reader()?;
     let (limit, after) = (params.limit()?, params.after()?);
-    let mut conn = state.store.conn().await?;
+    let mut conn = state.access.store.conn().await?;
     let page = store::relay::list(&mut conn, principal.org_id, after.as_deref(), limit).await?;
     Ok(Json(RelayCredentialList::from_page(
         page,
@@ -147,7 +147,7 @@ pub async fn get_relay_credential(
     Path(id): Path<String>,
 ) -> Result<Json<RelayCredentialOut>, ApiError> {
     principal.require_reader()?;
-    let mut conn = state.store.conn().await?;
+    let mut conn = state.access.store.conn().await?;
     let credential = store::relay::get(&mut conn, principal.org_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("relay credential"))?;
@@ -163,6 +163,6 @@ pub async fn delete_relay_credential(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
-    relay::delete(&state.store, principal.org_id, &id, &principal.actor).await?;
+    relay::delete(&state.access.store, principal.org_id, &id, &principal.actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -78,7 +78,7 @@ pub async fn list_users(
 ) -> Result<Json<UserList>, ApiError> {
     principal.require_reader()?;
     let (limit, after) = (params.limit()?, params.after()?);
-    let mut conn = state.store.conn().await?;
+    let mut conn = state.access.store.conn().await?;
     let page = store::users::list(&mut conn, principal.org_id, after.as_deref(), limit).await?;
     Ok(Json(UserList::from_page(page, UserOut::from)))
 }
@@ -94,7 +94,7 @@ pub async fn create_user(
 ) -> Result<(StatusCode, Json<UserOut>), ApiError> {
     principal.require_admin()?;
     let user = services::create_user(
-        &state.store,
+        &state.access.store,
         principal.org_id,
         NewUserInput {
             email: body.email,
@@ -117,7 +117,7 @@ pub async fn get_user(
 ) -> Result<Json<UserOut>, ApiError> {
     principal.require_reader()?;
     let id = parse_user_id(&id)?;
-    let mut conn = state.store.conn().await?;
+    let mut conn = state.access.store.conn().await?;
     let user = store::users::get(&mut conn, principal.org_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
@@ -136,7 +136,7 @@ pub async fn update_user(
     principal.require_admin()?;
     let id = parse_user_id(&id)?;
     let user = services::update_user(
-        &state.store,
+        &state.access.store,
         principal.org_id,
         id,
         UserChange {
@@ -159,6 +159,6 @@ pub async fn delete_user(
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
     let id = parse_user_id(&id)?;
-    services::delete_user(&state.store, principal.org_id, id, &principal.actor).await?;
+    services::delete_user(&state.access.store, principal.org_id, id, &principal.actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -107,7 +107,8 @@ pub(super) async fn dismiss_alert(
         source: "web".into(),
     };
     let dismissed =
-        crate::services::alerts::dismiss(&state.store, session.user.org_id, &id, &actor).await;
+        crate::services::alerts::dismiss(&state.access.store, session.user.org_id, &id, &actor)
+            .await;
     match dismissed {
         // `Redirect::to` answers 303, so the browser GETs the page again.
         Ok(true) => Redirect::to(&safe_next(&form.back)).into_response(),

@@ -231,7 +231,7 @@ pub(super) async fn message_log(
     };
     let before = Some(q.before.trim()).filter(|b| !b.is_empty());
     let found = async {
-        let mut conn = state.store.conn().await?;
+        let mut conn = state.access.store.conn().await?;
         let mailboxes = store::mailboxes::list(&mut conn, f.org_id, None, 500).await?;
         let counts = store::messages::counts(&mut conn, f.org_id).await?;
         let filter = store::messages::Filter {
@@ -314,7 +314,7 @@ pub(super) async fn message_detail(
         Err(response) => return response,
     };
     let found = async {
-        let mut conn = state.store.conn().await?;
+        let mut conn = state.access.store.conn().await?;
         let Some(message) = store::messages::get(&mut conn, f.org_id, &id).await? else {
             return Ok(None);
         };
@@ -406,9 +406,14 @@ pub(super) async fn cancel_message(
     if uuid::Uuid::parse_str(&id).is_err() {
         return not_found().await;
     }
-    let cancelled =
-        crate::services::messages::cancel(&state.store, session.user.org_id, &id, |_| true, &actor)
-            .await;
+    let cancelled = crate::services::messages::cancel(
+        &state.access.store,
+        session.user.org_id,
+        &id,
+        |_| true,
+        &actor,
+    )
+    .await;
     match cancelled {
         Ok(_) => Redirect::to(&safe_next(&form.back)).into_response(),
         Err(ServiceError::NotFound(_)) => not_found().await,

@@ -173,7 +173,7 @@ async fn home(State(state): State<AppState>, jar: CookieJar) -> Response {
         Err(response) => return response,
     };
     let counts = async {
-        let mut conn = state.store.conn().await?;
+        let mut conn = state.access.store.conn().await?;
         let users = store::users::list(&mut conn, f.org_id, None, 200).await?;
         let keys = store::api_keys::list(&mut conn, f.org_id, None, 200).await?;
         Ok::<_, store::StoreError>((
@@ -222,7 +222,7 @@ async fn login_page(
     if let Ok(Some(_)) = auth::session_user(&state, &jar).await {
         return Redirect::to(&safe_next(&q.next)).into_response();
     }
-    let (cookie, csrf_token) = auth::form_cookie(&state.config);
+    let (cookie, csrf_token) = auth::form_cookie(&state.access.config);
     let page = LoginPage {
         csrf_token,
         next: safe_next(&q.next),
@@ -254,9 +254,9 @@ async fn login(
     let password = SecretString::from(form.password);
     let next = safe_next(&form.next);
     // Every answer below re-renders the form, so it needs a fresh form token.
-    let (cookie, csrf_token) = auth::form_cookie(&state.config);
-    let form_ok =
-        auth::form_token_ok(&state.config, &jar, &form.csrf_token) && origin_ok(&state, &headers);
+    let (cookie, csrf_token) = auth::form_cookie(&state.access.config);
+    let form_ok = auth::form_token_ok(&state.access.config, &jar, &form.csrf_token)
+        && origin_ok(&state, &headers);
     let jar = jar.add(cookie);
     let retry = |status: StatusCode, error: String| {
         render(
@@ -284,7 +284,9 @@ async fn login(
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let attempt = match state.login_throttle.attempt(&account, client, now) {
         Ok(attempt) => {
-            match auth::LoginThrottle::shared_attempt(&state.store, &account, client, now).await {
+            match auth::LoginThrottle::shared_attempt(&state.access.store, &account, client, now)
+                .await
+            {
                 Ok(Ok(shared)) => Ok((attempt, shared)),
                 Ok(Err(limited)) => {
                     state.login_throttle.failed(attempt);
@@ -320,7 +322,7 @@ async fn login(
 
     let found = match EmailAddress::parse(&form.email) {
         Ok(email) => {
-            let mut conn = match state.store.conn().await {
+            let mut conn = match state.access.store.conn().await {
                 Ok(conn) => conn,
                 Err(e) => return internal(e),
             };
@@ -349,7 +351,7 @@ async fn login(
             // Not a guess: the address keeps the attempt (a flood gains no free tries), the
             // account does not (its owner retrying is not locked out).
             state.login_throttle.busy(attempt);
-            if let Err(e) = auth::LoginThrottle::shared_busy(&state.store, shared).await {
+            if let Err(e) = auth::LoginThrottle::shared_busy(&state.access.store, shared).await {
                 tracing::warn!(error = %e, "could not take back a sign-in attempt refused as busy");
             }
             tracing::warn!(%client, "sign-in refused: password hashing is busy");
@@ -380,7 +382,7 @@ async fn login(
         }
     };
     state.login_throttle.succeeded(attempt);
-    if let Err(e) = auth::LoginThrottle::shared_succeeded(&state.store, shared).await {
+    if let Err(e) = auth::LoginThrottle::shared_succeeded(&state.access.store, shared).await {
         tracing::warn!(error = %e, "could not forgive an account's failed sign-ins");
     }
     // A fresh session on every sign-in: a token planted before sign-in is worthless after it.
@@ -391,8 +393,8 @@ async fn login(
         Ok(token) => {
             tracing::info!(user = %user.id, %client, "signed in");
             let jar = jar
-                .add(auth::session_cookie(&state.config, token))
-                .remove(auth::form_cookie_name(&state.config));
+                .add(auth::session_cookie(&state.access.config, token))
+                .remove(auth::form_cookie_name(&state.access.config));
             (jar, Redirect::to(&next)).into_response()
         }
         Err(e) => internal(e),
@@ -402,7 +404,7 @@ async fn login(
 fn origin_ok(state: &AppState, headers: &HeaderMap) -> bool {
     match headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         None => true,
-        Some(origin) => origin == state.config.public_origin(),
+        Some(origin) => origin == state.access.config.public_origin(),
     }
 }
 
@@ -440,7 +442,7 @@ async fn logout(
         return internal(e);
     }
     (
-        jar.add(auth::expired_session_cookie(&state.config)),
+        jar.add(auth::expired_session_cookie(&state.access.config)),
         Redirect::to("/login"),
     )
         .into_response()
@@ -479,12 +481,12 @@ async fn setup_page(
     jar: CookieJar,
     Query(q): Query<SetupQuery>,
 ) -> Response {
-    match services::setup_token_is_valid(&state.store, &q.token).await {
+    match services::setup_token_is_valid(&state.access.store, &q.token).await {
         Ok(true) => {}
         Ok(false) => return setup_gone(),
         Err(e) => return internal(e),
     }
-    let (cookie, csrf_token) = auth::form_cookie(&state.config);
+    let (cookie, csrf_token) = auth::form_cookie(&state.access.config);
     let page = SetupPage {
         csrf_token,
         token: q.token,
@@ -518,9 +520,9 @@ async fn setup(
     jar: CookieJar,
     Form(form): Form<SetupForm>,
 ) -> Response {
-    let form_ok =
-        auth::form_token_ok(&state.config, &jar, &form.csrf_token) && origin_ok(&state, &headers);
-    let (cookie, csrf_token) = auth::form_cookie(&state.config);
+    let form_ok = auth::form_token_ok(&state.access.config, &jar, &form.csrf_token)
+        && origin_ok(&state, &headers);
+    let (cookie, csrf_token) = auth::form_cookie(&state.access.config);
     let jar = jar.add(cookie);
     let again = |status: StatusCode, errors: Vec<String>| {
         render(
@@ -559,13 +561,15 @@ async fn setup(
         email: form.email.clone(),
         password: SecretString::from(form.password.clone()),
     };
-    match services::complete_setup(&state.store, &form.token, input, &client.to_string()).await {
+    match services::complete_setup(&state.access.store, &form.token, input, &client.to_string())
+        .await
+    {
         Ok(user) => match auth::start_session(&state, user.id, client).await {
             Ok(token) => {
                 tracing::info!(user = %user.id, "first-run setup complete");
                 let jar = jar
-                    .add(auth::session_cookie(&state.config, token))
-                    .remove(auth::form_cookie_name(&state.config));
+                    .add(auth::session_cookie(&state.access.config, token))
+                    .remove(auth::form_cookie_name(&state.access.config));
                 (jar, Redirect::to("/")).into_response()
             }
             Err(e) => internal(e),
@@ -621,7 +625,7 @@ async fn oauth_redirect(
     let params = params.map(|Query(p)| p).unwrap_or_default();
     let session = auth::session_digest(&state, &jar);
     let attempt =
-        match crate::services::authorization::complete(&state.deps(), params, session).await {
+        match crate::services::authorization::complete(&state.access, params, session).await {
             Ok(attempt) => attempt,
             Err(e) => {
                 tracing::error!(error = %e, "authorization redirect failed");
@@ -713,7 +717,7 @@ async fn outgoing_mail(
             message: Some("It was missing its state, had been used already, or came from another browser session, so nothing was stored.".into()),
             action: Some("Click Authorize again from this page.".into()),
         }),
-        Some(id) => match crate::services::authorization::attempt(&state.deps(), org_id, id).await {
+        Some(id) => match crate::services::authorization::attempt(&state.access, org_id, id).await {
             Ok(Some(attempt)) => Some(match attempt.status {
                 AttemptStatus::Completed => Notice {
                     kind: "ok",
@@ -739,7 +743,7 @@ async fn outgoing_mail(
         },
     };
     let found = async {
-        let mut conn = state.store.conn().await?;
+        let mut conn = state.access.store.conn().await?;
         let mailboxes = store::mailboxes::list(&mut conn, org_id, None, 200).await?;
         let org = store::orgs::get(&mut conn, org_id).await?;
         let counts = store::messages::counts(&mut conn, org_id).await?;
@@ -750,7 +754,7 @@ async fn outgoing_mail(
         Ok(found) => found,
         Err(e) => return internal(e),
     };
-    let sending = sending::SendingSettings::of(org.as_ref(), &state.config.outbox);
+    let sending = sending::SendingSettings::of(org.as_ref(), &state.access.config.outbox);
     let today = time::OffsetDateTime::now_utc().date();
     let rows = mailboxes
         .items
@@ -795,23 +799,27 @@ async fn outgoing_mail(
         StatusCode::OK,
         &OutgoingMailPage {
             frame: f,
-            redirect_uri: state.config.redirect_uri(),
+            redirect_uri: state.access.config.redirect_uri(),
             sandbox_base: state
+                .access
                 .sandbox
                 .as_ref()
                 .map(|s| s.base_url.clone())
                 .unwrap_or_default(),
             sandbox_tenant: state
+                .access
                 .sandbox
                 .as_ref()
                 .map(|s| s.tenant.clone())
                 .unwrap_or_default(),
             sandbox_host: state
+                .access
                 .sandbox
                 .as_ref()
                 .map(|s| s.smtp_host.clone())
                 .unwrap_or_default(),
             sandbox_port: state
+                .access
                 .sandbox
                 .as_ref()
                 .map(|s| s.smtp_port)
@@ -855,7 +863,7 @@ async fn frame_of(
     path: &str,
 ) -> Result<Frame, Response> {
     let org_id = session.user.org_id;
-    let mut conn = state.store.conn().await.map_err(internal)?;
+    let mut conn = state.access.store.conn().await.map_err(internal)?;
     let org = store::orgs::get(&mut conn, org_id)
         .await
         .map_err(internal)?;
@@ -865,7 +873,7 @@ async fn frame_of(
         email: session.user.email.clone(),
         csrf_token: session.csrf_token(),
         admin: session.user.role == crate::domain::UserRole::Admin,
-        sandbox_on: state.sandbox.is_some() && state.sandbox_state.is_some(),
+        sandbox_on: state.access.sandbox.is_some() && state.sandbox_state.is_some(),
         org_id,
         alerts,
         path: path.to_owned(),
@@ -895,7 +903,7 @@ async fn api_keys_page(State(state): State<AppState>, jar: CookieJar) -> Respons
         Err(response) => return response,
     };
     let keys = async {
-        let mut conn = state.store.conn().await?;
+        let mut conn = state.access.store.conn().await?;
         store::api_keys::list(&mut conn, f.org_id, None, 200).await
     }
     .await;
@@ -943,7 +951,7 @@ async fn users_page(State(state): State<AppState>, jar: CookieJar) -> Response {
         Err(response) => return response,
     };
     let users = async {
-        let mut conn = state.store.conn().await?;
+        let mut conn = state.access.store.conn().await?;
         store::users::list(&mut conn, f.org_id, None, 200).await
     }
     .await;
@@ -1000,7 +1008,7 @@ async fn audit_page(State(state): State<AppState>, jar: CookieJar) -> Response {
         );
     }
     let events = async {
-        let mut conn = state.store.conn().await?;
+        let mut conn = state.access.store.conn().await?;
         store::audit::list(&mut conn, f.org_id, None, 200).await
     }
     .await;

@@ -140,7 +140,7 @@ pub(super) async fn relay_credentials(State(state): State<AppState>, jar: Cookie
         Err(response) => return response,
     };
     let found = async {
-        let mut conn = state.store.conn().await?;
+        let mut conn = state.access.store.conn().await?;
         let mailboxes = store::mailboxes::list(&mut conn, f.org_id, None, PAGE_SIZE).await?;
         let credentials = store::relay::list(&mut conn, f.org_id, None, PAGE_SIZE).await?;
         Ok::<_, StoreError>((mailboxes.items, credentials.items))
@@ -153,7 +153,7 @@ pub(super) async fn relay_credentials(State(state): State<AppState>, jar: Cookie
     let names: HashMap<MailboxId, String> =
         mailboxes.iter().map(|m| (m.id, m.name.clone())).collect();
     let page = RelayPage {
-        connection: Connection::of(&state.config.relay),
+        connection: Connection::of(&state.access.config.relay),
         credentials: credentials.into_iter().map(|c| row(c, &names)).collect(),
         mailboxes: mailboxes
             .into_iter()

@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer};
 use time::OffsetDateTime;
 
-use super::compose::{self, AttachmentIn, Draft};
+mod limits;
+
+use super::{ServiceError, ServiceResult};
 use crate::config::{DefaultSenderOrgs, OutboxSettings};
 use crate::domain::mailbox::{Mailbox, MailboxStatus, StatusReason};
 use crate::domain::message::{MessageSource, MessageStatus, NoMailboxPolicy};
 use crate::domain::{ApiKeyId, EmailAddress, FieldError, MailboxId, OrgId, Organization};
-use crate::services::{ServiceError, ServiceResult};
+use crate::outbox::compose::{self, AttachmentIn, Draft};
 use crate::store::messages::{BodyKind, IdempotencyRecord, NewMessage};
 use crate::store::{self, Store, StoreError};
 
@@ -202,7 +204,7 @@ pub async fn accept(
             };
             let draft = draft(*request, settings, limit, message_id, now, org_reply_to)?;
             let body = serde_json::to_vec(&draft)
-                .map_err(|e| ServiceError::Internal(format!("cannot keep the message: {e}")))?;
+                .map_err(|e| ServiceError::internal(format!("cannot keep the message: {e}")))?;
             (
                 draft.recipients(),
                 draft.subject.clone(),
@@ -252,7 +254,7 @@ pub async fn accept(
             )
         }
     };
-    super::limits::admit(
+    limits::admit(
         store,
         settings,
         caller,
@@ -409,7 +411,7 @@ pub(super) fn draft(
     let headers: Vec<(String, String)> = request.headers.into_iter().collect();
     let headers = compose::check_headers(&mut errors, &headers);
     // `In-Reply-To` and `in-reply-to` are two keys of the JSON object but one header.
-    if let Some(name) = super::headers::SINGLE.into_iter().find(|single| {
+    if let Some(name) = crate::outbox::headers::SINGLE.into_iter().find(|single| {
         headers
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(single))
@@ -696,3 +698,6 @@ async fn route(
         reason: Some(reason),
     })
 }
+
+#[cfg(test)]
+mod compose_props;
