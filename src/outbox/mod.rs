@@ -5,12 +5,16 @@
 //! while their mailbox is Not Verified. [`compose`] is the one message composer.
 
 pub mod compose;
+mod deliver;
+mod dispatch;
 pub mod headers;
 mod keepalive;
+mod state;
 pub mod throttle;
 mod worker;
 
-pub use worker::{Outbox, release_owned};
+pub use state::release_owned;
+pub use worker::Outbox;
 
 /// How the workers pace themselves. The defaults suit production; tests shorten them.
 #[derive(Clone, Debug)]
