@@ -49,10 +49,12 @@ macro_rules! string_enum {
 
 pub mod audit;
 pub mod ids;
+pub mod limits;
 pub mod mailbox;
 pub mod message;
 pub mod org;
 pub mod presets;
+pub mod provider;
 pub mod relay;
 pub mod user;
 
