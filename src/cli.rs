@@ -269,8 +269,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn demo(mut config: Config, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
-    use crate::config::DatabaseUrl;
     use crate::sandbox::RunningSandbox;
+    use crate::store::DatabaseUrl;
 
     let temporary;
     let (dir, kept) = match data_dir {
@@ -478,7 +478,7 @@ async fn send(config: Config, args: SendArgs) -> anyhow::Result<()> {
     // A serving instance delivers it; without one, this process does.
     let serving = {
         let mut conn = services.store.conn().await?;
-        let since = time::OffsetDateTime::now_utc() - app::HEARTBEAT_STALE;
+        let since = time::OffsetDateTime::now_utc() - store::instances::HEARTBEAT_STALE;
         !store::instances::alive(&mut conn, since).await?.is_empty()
     };
     let local = (!serving).then(|| {

@@ -30,13 +30,13 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use url::Url;
 
-pub use database::{DatabaseUrl, redact_url};
+use crate::store::DatabaseUrl;
+
 pub use file::FileConfig;
 pub use logging::LogFormat;
 pub use master_key::MasterKeyMaterial;
 pub use outbox::{DefaultSenderOrgs, OutboxSettings};
 pub use relay::RelaySettings;
-pub use sandbox::SandboxSettings;
 pub use web::HttpSettings;
 
 use source::Source;
@@ -82,7 +82,7 @@ pub struct Config {
     pub http_ca_file: Option<PathBuf>,
     pub smtp_ca_file: Option<PathBuf>,
     pub trusted_proxies: Vec<IpNet>,
-    pub sandbox: SandboxSettings,
+    pub sandbox: crate::sandbox::Settings,
     pub outbox: OutboxSettings,
     pub relay: RelaySettings,
     pub http: HttpSettings,

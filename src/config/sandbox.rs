@@ -1,16 +1,16 @@
 //! The sandbox part: where the sandbox provider (a local stand-in for Microsoft 365) runs, when
-//! `herald demo` or a test starts it, and the failures it reproduces from the start.
-
-use std::net::SocketAddr;
+//! `herald demo` or a test starts it, and the failures it reproduces from the start: the
+//! sandbox's own [`Settings`], read from Herald's configuration.
 
 use url::Url;
 
 use super::ConfigError;
 use super::source::{self, Source};
+use crate::sandbox::Settings;
 
 /// `HERALD_SANDBOX_LISTEN`, `HERALD_SANDBOX_PUBLIC_URL`, `HERALD_SANDBOX_SMTP_LISTEN` and
 /// `HERALD_SANDBOX_SWITCHES`.
-pub(super) fn resolve(src: &Source) -> Result<SandboxSettings, ConfigError> {
+pub(super) fn resolve(src: &Source) -> Result<Settings, ConfigError> {
     let listen = source::address(
         "HERALD_SANDBOX_LISTEN (sandbox_listen)",
         &src.text("HERALD_SANDBOX_LISTEN", &src.file.sandbox_listen)
@@ -18,7 +18,7 @@ pub(super) fn resolve(src: &Source) -> Result<SandboxSettings, ConfigError> {
         "127.0.0.1:8081",
     )?;
     let public = src.text("HERALD_SANDBOX_PUBLIC_URL", &src.file.sandbox_public_url);
-    Ok(SandboxSettings {
+    Ok(Settings {
         listen,
         public_url_explicit: public.is_some(),
         public_url: match &public {
@@ -49,27 +49,4 @@ pub(super) fn resolve(src: &Source) -> Result<SandboxSettings, ConfigError> {
                 .map(|table| serde_json::to_value(table).unwrap_or_default()),
         },
     })
-}
-
-/// Where the sandbox provider runs, when it runs.
-#[derive(Clone, Debug)]
-pub struct SandboxSettings {
-    pub listen: SocketAddr,
-    pub public_url: Url,
-    /// Whether `public_url` was set, rather than derived from the address listened on.
-    pub public_url_explicit: bool,
-    pub smtp_listen: SocketAddr,
-    /// Switches to set at start, as JSON; the sandbox checks their names.
-    pub switches: Option<serde_json::Value>,
-}
-
-impl SandboxSettings {
-    /// Once bound: an unset public URL follows the actual port, on the host name `localhost`
-    /// (another site than Herald's `127.0.0.1` to the browser).
-    pub fn adopt_bound_address(&mut self, addr: SocketAddr) {
-        if !self.public_url_explicit {
-            self.public_url =
-                Url::parse(&format!("http://localhost:{}", addr.port())).expect("a valid URL");
-        }
-    }
 }
