@@ -23,7 +23,12 @@ pub(super) fn database_url(src: &Source, data_dir: &Path) -> Result<DatabaseUrl,
                 setting: "HERALD_DATABASE_URL (database_url)",
                 message,
             })?,
-            None => DatabaseUrl::Sqlite(data_dir.join("herald.db")),
+            None => sqlite_in(data_dir),
         },
     )
+}
+
+/// The SQLite database file in the data directory.
+pub(super) fn sqlite_in(data_dir: &Path) -> DatabaseUrl {
+    DatabaseUrl::Sqlite(data_dir.join("herald.db"))
 }

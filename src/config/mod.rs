@@ -65,32 +65,52 @@ pub enum ConfigError {
     },
 }
 
-/// Herald's validated configuration.
+/// Herald's validated configuration. Each field names the variables it comes from; the file
+/// key is the variable's name in lower case without `HERALD_` (see [`FileConfig`]).
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// `HERALD_LISTEN`: the address the HTTP server listens on.
     pub listen: SocketAddr,
+    /// `HERALD_PUBLIC_URL`: the URL users reach Herald at.
     pub public_url: Url,
     /// Whether `public_url` was set, rather than derived from the address listened on.
     pub public_url_explicit: bool,
+    /// `HERALD_DATA_DIR`: where the SQLite file and the master key file live.
     pub data_dir: PathBuf,
+    /// `HERALD_DATABASE_URL`: the database the store opens.
     pub database_url: DatabaseUrl,
+    /// `HERALD_MASTER_KEY`: the master key, when it is not kept in the key file.
     pub master_key: Option<MasterKeyMaterial>,
+    /// `HERALD_LOG`: the log level or filter.
     pub log: String,
+    /// `HERALD_LOG_FORMAT`.
     pub log_format: LogFormat,
+    /// `HERALD_DEV`: development mode (allows `http://` on loopback hosts).
     pub dev: bool,
+    /// `HERALD_ALLOW_PRIVATE_HOSTS`: token URLs and SMTP hosts may be private addresses.
     pub allow_private_hosts: bool,
+    /// `HERALD_HTTP_CA_FILE`: certificates trusted for token endpoints, beside the system's.
     pub http_ca_file: Option<PathBuf>,
+    /// `HERALD_SMTP_CA_FILE`: certificates trusted for SMTP servers, beside the system's.
     pub smtp_ca_file: Option<PathBuf>,
+    /// `HERALD_TRUSTED_PROXIES`: the reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// `HERALD_SANDBOX_*`: where the sandbox provider runs, when it runs.
     pub sandbox: crate::sandbox::Settings,
+    /// The outbox's retention, retries, limits and default sender.
     pub outbox: OutboxSettings,
+    /// `HERALD_RELAY_*`: the SMTP relay for legacy devices.
     pub relay: RelaySettings,
+    /// `HERALD_HTTP_*`: the HTTP server's limits.
     pub http: HttpSettings,
-    /// Password hashes computed at once (see [`crate::crypto::HashPool`]).
+    /// `HERALD_PASSWORD_HASHING_THREADS`: password hashes computed at once (see
+    /// [`crate::crypto::HashPool`]).
     pub hashing_threads: usize,
-    /// The bearer token `/metrics` asks for; without one it answers only loopback clients.
+    /// `HERALD_METRICS_TOKEN`: the bearer token `/metrics` asks for; without one it answers
+    /// only loopback clients.
     pub metrics_token: Option<secrecy::SecretString>,
-    /// Requests each API key may make per minute, on each instance.
+    /// `HERALD_API_RATE_PER_MINUTE`: requests each API key may make per minute, on each
+    /// instance.
     pub api_rate_per_minute: u32,
 }
 
@@ -193,6 +213,13 @@ impl Config {
     /// The OAuth redirect URI: one fixed URI for the whole installation.
     pub fn redirect_uri(&self) -> String {
         format!("{}/web/um/smtp/redirect", self.public_base())
+    }
+
+    /// Keeps everything in `dir`: the key file, and an SQLite database there whatever database
+    /// was configured (`herald demo` starts from nothing each time).
+    pub fn keep_data_in(&mut self, dir: PathBuf) {
+        self.database_url = database::sqlite_in(&dir);
+        self.data_dir = dir;
     }
 
     /// Path of the master key file used when `HERALD_MASTER_KEY` is not set.
