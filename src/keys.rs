@@ -193,7 +193,7 @@ pub async fn rotate(
 ) -> Result<Rotation, KeyError> {
     if !force {
         let mut conn = store.conn().await?;
-        let since = OffsetDateTime::now_utc() - crate::app::HEARTBEAT_STALE;
+        let since = OffsetDateTime::now_utc() - store::instances::HEARTBEAT_STALE;
         let alive = store::instances::alive(&mut conn, since).await?;
         if !alive.is_empty() {
             let who: Vec<String> = alive

@@ -233,7 +233,7 @@ impl Herald {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let store =
-            herald::store::Store::connect(&herald::config::DatabaseUrl::parse(&database).unwrap())
+            herald::store::Store::connect(&herald::store::DatabaseUrl::parse(&database).unwrap())
                 .await
                 .unwrap();
         let actor = herald::domain::Actor::cli();

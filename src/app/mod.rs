@@ -15,14 +15,9 @@ use tokio::net::TcpListener;
 use crate::access::Access;
 use crate::config::{Config, LogFormat};
 use crate::keys::{self, KeySource};
+use crate::store::instances::{HEARTBEAT_EVERY, HEARTBEAT_STALE};
 use crate::store::{self, Store};
 use crate::web::{self, AppState};
-
-/// How often a serving instance reports that it is alive.
-pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// An instance not heard from for this long is taken to be gone.
-pub const HEARTBEAT_STALE: time::Duration = time::Duration::seconds(90);
 
 /// Connects to the configured database and applies pending migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Store> {

@@ -10,6 +10,7 @@
 //! [`oauth`] is its Entra ID-shaped authorization server.
 
 pub mod oauth;
+mod settings;
 pub mod smtp;
 
 use std::collections::HashMap;
@@ -20,6 +21,8 @@ use secrecy::{ExposeSecret, SecretString};
 use time::{Duration, OffsetDateTime};
 
 use crate::crypto;
+
+pub use settings::Settings;
 
 /// The delegated scope that allows SMTP AUTH with XOAUTH2.
 pub const SMTP_SEND_SCOPE: &str = "https://outlook.office.com/SMTP.Send";
@@ -490,7 +493,7 @@ pub const DEFAULT_TENANT: &str = "sandbox";
 
 impl RunningSandbox {
     /// Binds the configured addresses and starts both servers.
-    pub async fn start(settings: &crate::config::SandboxSettings) -> std::io::Result<Self> {
+    pub async fn start(settings: &Settings) -> std::io::Result<Self> {
         let http = tokio::net::TcpListener::bind(settings.listen).await?;
         let smtp = tokio::net::TcpListener::bind(settings.smtp_listen).await?;
         Self::start_on(http, smtp, settings.public_url.as_str()).await

@@ -5,6 +5,12 @@ use time::OffsetDateTime;
 
 use super::{Conn, StoreResult, from_db_time, to_db_time};
 
+/// How often a serving instance reports that it is alive.
+pub const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An instance not heard from for this long is taken to be gone.
+pub const HEARTBEAT_STALE: time::Duration = time::Duration::seconds(90);
+
 /// A running `herald serve` as it last reported.
 #[derive(Clone, Debug)]
 pub struct Instance {

@@ -11,6 +11,7 @@ pub mod api_keys;
 pub mod attempts;
 pub mod audit;
 pub mod auth_failures;
+mod database_url;
 pub mod instances;
 pub mod mailboxes;
 pub mod messages;
@@ -31,8 +32,7 @@ use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyConnection, AnyPool, Transaction};
 use time::OffsetDateTime;
 
-use crate::config::DatabaseUrl;
-
+pub use database_url::{DatabaseUrl, redact_url};
 pub use sqlx::Any;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

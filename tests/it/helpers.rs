@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use herald::app::App;
-use herald::config::{Config, DatabaseUrl};
+use herald::config::Config;
 use herald::domain::{Actor, MailboxId, OrgId, User};
 use herald::services::{self, NewUserInput};
-use herald::store::Store;
+use herald::store::{DatabaseUrl, Store};
 use herald::web::AppState;
 use secrecy::SecretString;
 use serde_json::{Value, json};
