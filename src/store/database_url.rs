@@ -104,7 +104,7 @@ fn shown_param(key: &str) -> bool {
 }
 
 /// A URL fit for logs and error messages: the password of its user information and the value
-/// of every query parameter but those [`shown_param`] allows read `REDACTED`, so `?password=` or
+/// of every query parameter but those `shown_param` allows read `REDACTED`, so `?password=` or
 /// `?sslpassword=` never reach a log while host, database and `sslmode` still help the reader.
 pub fn redact_url(raw: &str) -> String {
     match Url::parse(raw) {
