@@ -4,6 +4,9 @@
 
 mod http;
 mod jobs;
+mod operator;
+
+pub use operator::{KeySource, Rotation, local_outbox, new_master_key, rotate_master_key};
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,7 +17,7 @@ use tokio::net::TcpListener;
 
 use crate::access::Access;
 use crate::config::{Config, LogFormat};
-use crate::keys::{self, KeySource};
+use crate::keys;
 use crate::store::instances::{HEARTBEAT_EVERY, HEARTBEAT_STALE};
 use crate::store::{self, Store};
 use crate::web::{self, AppState};

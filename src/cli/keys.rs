@@ -4,26 +4,28 @@ use anyhow::Context as _;
 use secrecy::ExposeSecret as _;
 
 use super::input;
-use crate::app;
+use crate::app::{self, KeySource};
 use crate::config::Config;
-use crate::keys::{self, KeySource};
-use crate::secrets::MasterKey;
 
 /// Prints a new random master key, for `HERALD_MASTER_KEY`.
 pub(super) fn generate() {
-    println!("{}", MasterKey::generate().to_base64().as_str());
+    println!("{}", app::new_master_key());
 }
 
 pub(super) async fn rotate(config: Config, new_key_stdin: bool, force: bool) -> anyhow::Result<()> {
     let new_key = if new_key_stdin {
         let raw =
             input::read_stdin_line().context("cannot read the new key from standard input")?;
-        Some(keys::parse_key(raw.expose_secret()).map_err(|e| anyhow::anyhow!("the new key {e}"))?)
+        Some(raw)
     } else {
         None
     };
-    let store = app::open_store(&config).await?;
-    let rotation = keys::rotate(&config, &store, new_key, force).await?;
+    let rotation = app::rotate_master_key(
+        &config,
+        new_key.as_ref().map(|raw| raw.expose_secret()),
+        force,
+    )
+    .await?;
     let old: Vec<String> = rotation
         .old_key_ids
         .iter()
@@ -44,6 +46,5 @@ pub(super) async fn rotate(config: Config, new_key_stdin: bool, force: bool) -> 
             "Set HERALD_MASTER_KEY to the new key and restart every Herald instance: the old key no longer opens anything."
         ),
     }
-    store.close().await;
     Ok(())
 }

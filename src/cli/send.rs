@@ -53,18 +53,7 @@ pub(super) async fn run(config: Config, args: SendArgs) -> anyhow::Result<()> {
     // A serving instance delivers it; without one, this process does.
     let serving =
         lookup::an_instance_is_serving(&services.store, time::OffsetDateTime::now_utc()).await?;
-    let local = (!serving).then(|| {
-        let outbox = crate::outbox::Outbox::new(
-            services.clone(),
-            crate::outbox::Tuning {
-                linger: std::time::Duration::ZERO,
-                ..Default::default()
-            },
-            format!("cli-{}", uuid::Uuid::now_v7()),
-        );
-        let dispatcher = outbox.start();
-        (outbox, dispatcher)
-    });
+    let local = (!serving).then(|| app::local_outbox(&services));
     let message = wait_for_outcome(&services, &accepted.id, args.wait_secs).await?;
     if let Some((outbox, dispatcher)) = local {
         outbox.shutdown(std::time::Duration::from_secs(5)).await;

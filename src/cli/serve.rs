@@ -2,9 +2,9 @@
 
 use std::io::Write as _;
 
+use crate::app::KeySource;
 use crate::app::{self, App};
 use crate::config::Config;
-use crate::keys::KeySource;
 use crate::services;
 
 pub(super) async fn serve(config: Config) -> anyhow::Result<()> {
