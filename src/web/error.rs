@@ -220,3 +220,72 @@ impl From<KeyError> for ApiError {
         Self::internal()
     }
 }
+
+/// A web UI failure, rendered as a page (the UI's counterpart of [`ApiError`]). An internal
+/// error keeps its cause, which goes to the log once, when the page is rendered; the user sees
+/// only "Something went wrong".
+#[derive(Debug, thiserror::Error)]
+pub enum UiError {
+    /// No session: the browser goes to the sign-in page, which returns to `next` afterwards.
+    #[error("not signed in")]
+    SignIn { next: Option<String> },
+    /// No page at this address (or not one of the user's organization).
+    #[error("page not found")]
+    NotFound,
+    /// Herald's side failed.
+    #[error("the web UI could not complete the request")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+macro_rules! ui_internal_from {
+    ($($t:ty),* $(,)?) => {$(
+        impl From<$t> for UiError {
+            fn from(e: $t) -> Self {
+                Self::Internal(Box::new(e))
+            }
+        }
+    )*};
+}
+
+ui_internal_from!(StoreError, ServiceError, crate::crypto::HashPoolError);
+
+/// An error and its causes, each once: a cause already quoted by the error above it is not
+/// repeated.
+fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let words = cause.to_string();
+        if !text.contains(&words) {
+            text.push_str(": ");
+            text.push_str(&words);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        use axum::response::Redirect;
+
+        use super::ui;
+        match self {
+            Self::SignIn { next: None } => Redirect::to("/login").into_response(),
+            Self::SignIn { next: Some(next) } => {
+                Redirect::to(&format!("/login?next={next}")).into_response()
+            }
+            Self::NotFound => ui::not_found_page(),
+            Self::Internal(e) => {
+                tracing::error!(error = %cause_chain(e.as_ref()), "web UI error");
+                ui::notice(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong",
+                    "Herald could not complete this request; the details are in its log.",
+                    "/",
+                    "Back",
+                )
+            }
+        }
+    }
+}

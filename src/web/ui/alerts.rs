@@ -14,12 +14,13 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 
-use super::{NoticePage, internal, not_found, origin_ok, render, safe_next};
+use super::{NoticePage, origin_ok, render, safe_next};
 use crate::crypto;
 use crate::domain::{OrgId, UserRole};
 use crate::store::{self, Conn};
 use crate::web::AppState;
 use crate::web::auth;
+use crate::web::error::UiError;
 
 /// The route of the Dismiss form; `{id}` is the alert's.
 pub(super) const DISMISS_PATH: &str = "/settings/alerts/{id}/dismiss";
@@ -70,16 +71,14 @@ pub(super) async fn dismiss_alert(
     jar: CookieJar,
     Path(id): Path<String>,
     Form(form): Form<DismissForm>,
-) -> Response {
-    let session = match auth::session_user(&state, &jar).await {
-        Ok(Some(session)) => session,
-        Ok(None) => return Redirect::to("/login").into_response(),
-        Err(e) => return internal(e),
+) -> Result<Response, UiError> {
+    let Some(session) = auth::session_user(&state, &jar).await? else {
+        return Err(UiError::SignIn { next: None });
     };
     if !origin_ok(&state, &headers)
         || !crypto::constant_time_eq(&form.csrf_token, &session.csrf_token())
     {
-        return render(
+        return Ok(render(
             StatusCode::FORBIDDEN,
             &NoticePage {
                 title: "Request not verified".into(),
@@ -87,10 +86,10 @@ pub(super) async fn dismiss_alert(
                 link_href: safe_next(&form.back),
                 link_text: "Back".into(),
             },
-        );
+        ));
     }
     if session.user.role != UserRole::Admin {
-        return render(
+        return Ok(render(
             StatusCode::FORBIDDEN,
             &NoticePage {
                 title: "Admins only".into(),
@@ -98,7 +97,7 @@ pub(super) async fn dismiss_alert(
                 link_href: safe_next(&form.back),
                 link_text: "Back".into(),
             },
-        );
+        ));
     }
     let actor = crate::domain::Actor {
         kind: crate::domain::ActorKind::User,
@@ -106,12 +105,9 @@ pub(super) async fn dismiss_alert(
         label: session.user.email.clone(),
         source: "web".into(),
     };
-    let dismissed =
-        crate::services::alerts::dismiss(&state.store, session.user.org_id, &id, &actor).await;
-    match dismissed {
-        // `Redirect::to` answers 303, so the browser GETs the page again.
-        Ok(true) => Redirect::to(&safe_next(&form.back)).into_response(),
-        Ok(false) => not_found().await,
-        Err(e) => internal(e),
+    if !crate::services::alerts::dismiss(&state.store, session.user.org_id, &id, &actor).await? {
+        return Err(UiError::NotFound);
     }
+    // `Redirect::to` answers 303, so the browser GETs the page again.
+    Ok(Redirect::to(&safe_next(&form.back)).into_response())
 }

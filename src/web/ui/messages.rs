@@ -13,15 +13,16 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 
-use super::{Frame, NoticePage, frame, internal, not_found, origin_ok, render, safe_next, when};
+use super::{Frame, NoticePage, frame, origin_ok, render, safe_next, when};
 use crate::crypto;
 use crate::domain::MailboxId;
 use crate::domain::UserRole;
 use crate::domain::message::{Message, MessageStatus};
 use crate::services::ServiceError;
-use crate::store::{self, StoreError};
+use crate::store;
 use crate::web::AppState;
 use crate::web::auth;
+use crate::web::error::UiError;
 
 /// Messages on one page of the log.
 const PAGE_SIZE: usize = 50;
@@ -202,23 +203,22 @@ pub(super) async fn message_log(
     State(state): State<AppState>,
     jar: CookieJar,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let f = match frame(&state, &jar, LOG_PATH).await {
-        Ok(f) => f,
-        Err(response) => return response,
-    };
+) -> Result<Response, UiError> {
+    let f = frame(&state, &jar, LOG_PATH).await?;
     // Repeated or malformed parameters are a bad link, not a server error.
     let Ok(Query(q)) = query else {
-        return bad_filter("The address has parameters Herald does not understand.");
+        return Ok(bad_filter(
+            "The address has parameters Herald does not understand.",
+        ));
     };
     let status = match q.status.trim() {
         "" => None,
         s => match s.parse::<MessageStatus>() {
             Ok(s) => Some(s),
             Err(_) => {
-                return bad_filter(
+                return Ok(bad_filter(
                     "Status must be one of Queued, Sending, Sent, Failed, Held or Cancelled.",
-                );
+                ));
             }
         },
     };
@@ -226,11 +226,11 @@ pub(super) async fn message_log(
         "" => None,
         m => match m.parse::<MailboxId>() {
             Ok(m) => Some(m),
-            Err(_) => return bad_filter("There is no such mailbox."),
+            Err(_) => return Ok(bad_filter("There is no such mailbox.")),
         },
     };
     let before = Some(q.before.trim()).filter(|b| !b.is_empty());
-    let found = async {
+    let (mailboxes, counts, page) = {
         let mut conn = state.store.conn().await?;
         let mailboxes = store::mailboxes::list(&mut conn, f.org_id, None, 500).await?;
         let counts = store::messages::counts(&mut conn, f.org_id).await?;
@@ -240,12 +240,7 @@ pub(super) async fn message_log(
             ..Default::default()
         };
         let page = store::messages::list(&mut conn, f.org_id, &filter, before, PAGE_SIZE).await?;
-        Ok::<_, StoreError>((mailboxes.items, counts, page))
-    }
-    .await;
-    let (mailboxes, counts, page) = match found {
-        Ok(found) => found,
-        Err(e) => return internal(e),
+        (mailboxes.items, counts, page)
     };
     let names: HashMap<MailboxId, String> =
         mailboxes.iter().map(|m| (m.id, m.name.clone())).collect();
@@ -286,7 +281,7 @@ pub(super) async fn message_log(
         messages: page.items.into_iter().map(|m| row(m, &names)).collect(),
         frame: f,
     };
-    render(StatusCode::OK, &page_view)
+    Ok(render(StatusCode::OK, &page_view))
 }
 
 #[derive(Template)]
@@ -308,24 +303,15 @@ pub(super) async fn message_detail(
     State(state): State<AppState>,
     jar: CookieJar,
     Path(id): Path<String>,
-) -> Response {
-    let f = match frame(&state, &jar, &format!("{LOG_PATH}/{id}")).await {
-        Ok(f) => f,
-        Err(response) => return response,
-    };
-    let found = async {
+) -> Result<Response, UiError> {
+    let f = frame(&state, &jar, &format!("{LOG_PATH}/{id}")).await?;
+    let (message, mailboxes) = {
         let mut conn = state.store.conn().await?;
         let Some(message) = store::messages::get(&mut conn, f.org_id, &id).await? else {
-            return Ok(None);
+            return Err(UiError::NotFound);
         };
         let mailboxes = store::mailboxes::list(&mut conn, f.org_id, None, 500).await?;
-        Ok::<_, StoreError>(Some((message, mailboxes.items)))
-    }
-    .await;
-    let (message, mailboxes) = match found {
-        Ok(Some(found)) => found,
-        Ok(None) => return not_found().await,
-        Err(e) => return internal(e),
+        (message, mailboxes.items)
     };
     let names: HashMap<MailboxId, String> =
         mailboxes.iter().map(|m| (m.id, m.name.clone())).collect();
@@ -340,7 +326,7 @@ pub(super) async fn message_detail(
         m: row(message, &names),
         frame: f,
     };
-    render(StatusCode::OK, &page)
+    Ok(render(StatusCode::OK, &page))
 }
 
 /// The route of a message's Cancel form.
@@ -363,11 +349,9 @@ pub(super) async fn cancel_message(
     jar: CookieJar,
     Path(id): Path<String>,
     Form(form): Form<CancelForm>,
-) -> Response {
-    let session = match auth::session_user(&state, &jar).await {
-        Ok(Some(session)) => session,
-        Ok(None) => return Redirect::to("/login").into_response(),
-        Err(e) => return internal(e),
+) -> Result<Response, UiError> {
+    let Some(session) = auth::session_user(&state, &jar).await? else {
+        return Err(UiError::SignIn { next: None });
     };
     let notice = |status: StatusCode, title: &str, message: String| {
         render(
@@ -383,19 +367,19 @@ pub(super) async fn cancel_message(
     if !origin_ok(&state, &headers)
         || !crypto::constant_time_eq(&form.csrf_token, &session.csrf_token())
     {
-        return notice(
+        return Ok(notice(
             StatusCode::FORBIDDEN,
             "Request not verified",
             "This request did not come from Herald's own page. Go back, reload, and try again."
                 .into(),
-        );
+        ));
     }
     if session.user.role != UserRole::Admin {
-        return notice(
+        return Ok(notice(
             StatusCode::FORBIDDEN,
             "Admins only",
             "Only an admin of the organization can cancel a message.".into(),
-        );
+        ));
     }
     let actor = crate::domain::Actor {
         kind: crate::domain::ActorKind::User,
@@ -404,20 +388,20 @@ pub(super) async fn cancel_message(
         source: "web".into(),
     };
     if uuid::Uuid::parse_str(&id).is_err() {
-        return not_found().await;
+        return Err(UiError::NotFound);
     }
     let cancelled =
         crate::services::messages::cancel(&state.store, session.user.org_id, &id, |_| true, &actor)
             .await;
     match cancelled {
-        Ok(_) => Redirect::to(&safe_next(&form.back)).into_response(),
-        Err(ServiceError::NotFound(_)) => not_found().await,
-        Err(ServiceError::Conflict(why)) => notice(
+        Ok(_) => Ok(Redirect::to(&safe_next(&form.back)).into_response()),
+        Err(ServiceError::NotFound(_)) => Err(UiError::NotFound),
+        Err(ServiceError::Conflict(why)) => Ok(notice(
             StatusCode::CONFLICT,
             "This message can no longer be cancelled",
             format!("{}.", capitalize(&why.message)),
-        ),
-        Err(e) => internal(e),
+        )),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 
 use super::AppState;
 use super::auth::{self, ClientAddr};
+use super::error::UiError;
 use crate::crypto;
 use crate::domain::EmailAddress;
 use crate::services::{self, ServiceError, SetupInput};
@@ -65,15 +66,21 @@ fn render(status: StatusCode, template: &impl Template) -> Response {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "web UI error");
+/// A page of a few words and a link onward.
+pub(super) fn notice(
+    status: StatusCode,
+    title: &str,
+    message: &str,
+    link_href: &str,
+    link_text: &str,
+) -> Response {
     render(
-        StatusCode::INTERNAL_SERVER_ERROR,
+        status,
         &NoticePage {
-            title: "Something went wrong".into(),
-            message: "Herald could not complete this request; the details are in its log.".into(),
-            link_href: "/".into(),
-            link_text: "Back".into(),
+            title: title.into(),
+            message: message.into(),
+            link_href: link_href.into(),
+            link_text: link_text.into(),
         },
     )
 }
@@ -93,14 +100,17 @@ fn safe_next(next: &str) -> String {
 
 /// Any path no route claims.
 pub async fn not_found() -> Response {
-    render(
+    not_found_page()
+}
+
+/// The page of an address with nothing behind it.
+pub(super) fn not_found_page() -> Response {
+    notice(
         StatusCode::NOT_FOUND,
-        &NoticePage {
-            title: "Page not found".into(),
-            message: "There is no page at this address.".into(),
-            link_href: "/".into(),
-            link_text: "Go to Herald".into(),
-        },
+        "Page not found",
+        "There is no page at this address.",
+        "/",
+        "Go to Herald",
     )
 }
 
@@ -162,41 +172,34 @@ struct HomePage {
     key_count: usize,
 }
 
-async fn home(State(state): State<AppState>, jar: CookieJar) -> Response {
-    let session = match auth::session_user(&state, &jar).await {
-        Ok(Some(session)) => session,
-        Ok(None) => return Redirect::to("/login").into_response(),
-        Err(e) => return internal(e),
+async fn home(State(state): State<AppState>, jar: CookieJar) -> Result<Response, UiError> {
+    let Some(session) = auth::session_user(&state, &jar).await? else {
+        return Err(UiError::SignIn { next: None });
     };
-    let f = match frame_of(&state, &session, "/").await {
-        Ok(f) => f,
-        Err(response) => return response,
-    };
-    let counts = async {
-        let mut conn = state.store.conn().await?;
-        let users = store::users::list(&mut conn, f.org_id, None, 200).await?;
-        let keys = store::api_keys::list(&mut conn, f.org_id, None, 200).await?;
-        Ok::<_, store::StoreError>((
-            users.items.len(),
-            keys.items.iter().filter(|k| k.revoked_at.is_none()).count(),
-        ))
-    }
-    .await;
-    match counts {
-        Ok((user_count, key_count)) => render(
-            StatusCode::OK,
-            &HomePage {
-                org_name: f.org_name.clone(),
-                email: f.email.clone(),
-                role: session.user.role.as_str(),
-                csrf_token: f.csrf_token.clone(),
-                user_count,
-                key_count,
-                frame: f,
-            },
-        ),
-        Err(e) => internal(e),
-    }
+    let f = frame_of(&state, &session, "/").await?;
+    let mut conn = state.store.conn().await?;
+    let user_count = store::users::list(&mut conn, f.org_id, None, 200)
+        .await?
+        .items
+        .len();
+    let key_count = store::api_keys::list(&mut conn, f.org_id, None, 200)
+        .await?
+        .items
+        .iter()
+        .filter(|k| k.revoked_at.is_none())
+        .count();
+    Ok(render(
+        StatusCode::OK,
+        &HomePage {
+            org_name: f.org_name.clone(),
+            email: f.email.clone(),
+            role: session.user.role.as_str(),
+            csrf_token: f.csrf_token.clone(),
+            user_count,
+            key_count,
+            frame: f,
+        },
+    ))
 }
 
 #[derive(Template)]
@@ -250,7 +253,7 @@ async fn login(
     headers: HeaderMap,
     jar: CookieJar,
     Form(form): Form<LoginForm>,
-) -> Response {
+) -> Result<Response, UiError> {
     let password = SecretString::from(form.password);
     let next = safe_next(&form.next);
     // Every answer below re-renders the form, so it needs a fresh form token.
@@ -270,27 +273,26 @@ async fn login(
         )
     };
     if !form_ok {
-        return (
+        return Ok((
             jar,
             retry(
                 StatusCode::FORBIDDEN,
                 "This sign-in form has expired. Please try again.".into(),
             ),
         )
-            .into_response();
+            .into_response());
     }
 
     let account = form.email.trim().to_lowercase();
     let now = OffsetDateTime::now_utc().unix_timestamp();
     let attempt = match state.login_throttle.attempt(&account, client, now) {
         Ok(attempt) => {
-            match auth::LoginThrottle::shared_attempt(&state.store, &account, client, now).await {
-                Ok(Ok(shared)) => Ok((attempt, shared)),
-                Ok(Err(limited)) => {
+            match auth::LoginThrottle::shared_attempt(&state.store, &account, client, now).await? {
+                Ok(shared) => Ok((attempt, shared)),
+                Err(limited) => {
                     state.login_throttle.failed(attempt);
                     Err(limited)
                 }
-                Err(e) => return internal(e),
             }
         }
         Err(limited) => Err(limited),
@@ -314,20 +316,14 @@ async fn login(
             if let Ok(value) = limited.retry_after_secs.to_string().parse() {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
-            return (jar, response).into_response();
+            return Ok((jar, response).into_response());
         }
     };
 
     let found = match EmailAddress::parse(&form.email) {
         Ok(email) => {
-            let mut conn = match state.store.conn().await {
-                Ok(conn) => conn,
-                Err(e) => return internal(e),
-            };
-            match store::users::find_for_login(&mut conn, &email).await {
-                Ok(found) => found,
-                Err(e) => return internal(e),
-            }
+            let mut conn = state.store.conn().await?;
+            store::users::find_for_login(&mut conn, &email).await?
         }
         Err(_) => None,
     };
@@ -361,9 +357,9 @@ async fn login(
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
-            return (jar, response).into_response();
+            return Ok((jar, response).into_response());
         }
-        Err(e) => return internal(e),
+        Err(e) => return Err(e.into()),
     };
     let user = match found {
         Some((user, _)) if verified && !password.expose_secret().is_empty() => user,
@@ -372,11 +368,11 @@ async fn login(
             state.login_throttle.failed(attempt);
             drop(shared);
             tracing::info!(%client, "sign-in failed");
-            return (
+            return Ok((
                 jar,
                 retry(StatusCode::UNAUTHORIZED, "Wrong email or password.".into()),
             )
-                .into_response();
+                .into_response());
         }
     };
     state.login_throttle.succeeded(attempt);
@@ -384,19 +380,13 @@ async fn login(
         tracing::warn!(error = %e, "could not forgive an account's failed sign-ins");
     }
     // A fresh session on every sign-in: a token planted before sign-in is worthless after it.
-    if let Err(e) = auth::end_session(&state, &jar).await {
-        return internal(e);
-    }
-    match auth::start_session(&state, user.id, client).await {
-        Ok(token) => {
-            tracing::info!(user = %user.id, %client, "signed in");
-            let jar = jar
-                .add(auth::session_cookie(&state.config, token))
-                .remove(auth::form_cookie_name(&state.config));
-            (jar, Redirect::to(&next)).into_response()
-        }
-        Err(e) => internal(e),
-    }
+    auth::end_session(&state, &jar).await?;
+    let token = auth::start_session(&state, user.id, client).await?;
+    tracing::info!(user = %user.id, %client, "signed in");
+    let jar = jar
+        .add(auth::session_cookie(&state.config, token))
+        .remove(auth::form_cookie_name(&state.config));
+    Ok((jar, Redirect::to(&next)).into_response())
 }
 
 fn origin_ok(state: &AppState, headers: &HeaderMap) -> bool {
@@ -417,16 +407,14 @@ async fn logout(
     headers: HeaderMap,
     jar: CookieJar,
     Form(form): Form<LogoutForm>,
-) -> Response {
-    let session = match auth::session_user(&state, &jar).await {
-        Ok(Some(session)) => session,
-        Ok(None) => return Redirect::to("/login").into_response(),
-        Err(e) => return internal(e),
+) -> Result<Response, UiError> {
+    let Some(session) = auth::session_user(&state, &jar).await? else {
+        return Err(UiError::SignIn { next: None });
     };
     if !origin_ok(&state, &headers)
         || !crypto::constant_time_eq(&form.csrf_token, &session.csrf_token())
     {
-        return render(
+        return Ok(render(
             StatusCode::FORBIDDEN,
             &NoticePage {
                 title: "Request not verified".into(),
@@ -434,16 +422,14 @@ async fn logout(
                 link_href: "/".into(),
                 link_text: "Back to Herald".into(),
             },
-        );
+        ));
     }
-    if let Err(e) = auth::end_session(&state, &jar).await {
-        return internal(e);
-    }
-    (
+    auth::end_session(&state, &jar).await?;
+    Ok((
         jar.add(auth::expired_session_cookie(&state.config)),
         Redirect::to("/login"),
     )
-        .into_response()
+        .into_response())
 }
 
 #[derive(Template)]
@@ -478,11 +464,9 @@ async fn setup_page(
     State(state): State<AppState>,
     jar: CookieJar,
     Query(q): Query<SetupQuery>,
-) -> Response {
-    match services::setup_token_is_valid(&state.store, &q.token).await {
-        Ok(true) => {}
-        Ok(false) => return setup_gone(),
-        Err(e) => return internal(e),
+) -> Result<Response, UiError> {
+    if !services::setup_token_is_valid(&state.store, &q.token).await? {
+        return Ok(setup_gone());
     }
     let (cookie, csrf_token) = auth::form_cookie(&state.config);
     let page = SetupPage {
@@ -492,7 +476,7 @@ async fn setup_page(
         email: String::new(),
         errors: Vec::new(),
     };
-    (jar.add(cookie), render(StatusCode::OK, &page)).into_response()
+    Ok((jar.add(cookie), render(StatusCode::OK, &page)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -517,7 +501,7 @@ async fn setup(
     headers: HeaderMap,
     jar: CookieJar,
     Form(form): Form<SetupForm>,
-) -> Response {
+) -> Result<Response, UiError> {
     let form_ok =
         auth::form_token_ok(&state.config, &jar, &form.csrf_token) && origin_ok(&state, &headers);
     let (cookie, csrf_token) = auth::form_cookie(&state.config);
@@ -535,55 +519,48 @@ async fn setup(
         )
     };
     if !form_ok {
-        return (
+        return Ok((
             jar,
             again(
                 StatusCode::FORBIDDEN,
                 vec!["This form has expired. Please submit it again.".into()],
             ),
         )
-            .into_response();
+            .into_response());
     }
     if form.password != form.password_confirm {
-        return (
+        return Ok((
             jar,
             again(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 vec!["The two passwords differ.".into()],
             ),
         )
-            .into_response();
+            .into_response());
     }
     let input = SetupInput {
         org_name: form.org_name.clone(),
         email: form.email.clone(),
         password: SecretString::from(form.password.clone()),
     };
-    match services::complete_setup(&state.store, &form.token, input, &client.to_string()).await {
-        Ok(user) => match auth::start_session(&state, user.id, client).await {
-            Ok(token) => {
-                tracing::info!(user = %user.id, "first-run setup complete");
-                let jar = jar
-                    .add(auth::session_cookie(&state.config, token))
-                    .remove(auth::form_cookie_name(&state.config));
-                (jar, Redirect::to("/")).into_response()
-            }
-            Err(e) => internal(e),
-        },
+    let user = match services::complete_setup(&state.store, &form.token, input, &client.to_string())
+        .await
+    {
+        Ok(user) => user,
         Err(ServiceError::Conflict(error)) => {
             let label = if error.field == "org_name" {
                 "Organization name"
             } else {
                 "Email"
             };
-            (
+            return Ok((
                 jar,
                 again(
                     StatusCode::CONFLICT,
                     vec![format!("{label}: {}.", error.message)],
                 ),
             )
-                .into_response()
+                .into_response());
         }
         Err(ServiceError::Invalid(errors)) => {
             let errors = errors
@@ -599,11 +576,17 @@ async fn setup(
                     format!("{label} {}", e.message)
                 })
                 .collect();
-            (jar, again(StatusCode::UNPROCESSABLE_ENTITY, errors)).into_response()
+            return Ok((jar, again(StatusCode::UNPROCESSABLE_ENTITY, errors)).into_response());
         }
-        Err(ServiceError::Refused(_)) => setup_gone(),
-        Err(e) => internal(e),
-    }
+        Err(ServiceError::Refused(_)) => return Ok(setup_gone()),
+        Err(e) => return Err(e.into()),
+    };
+    let token = auth::start_session(&state, user.id, client).await?;
+    tracing::info!(user = %user.id, "first-run setup complete");
+    let jar = jar
+        .add(auth::session_cookie(&state.config, token))
+        .remove(auth::form_cookie_name(&state.config));
+    Ok((jar, Redirect::to("/")).into_response())
 }
 
 /// The provider's redirect after sign-in (the seed's exact path). The outcome is kept on the
@@ -698,12 +681,9 @@ async fn outgoing_mail(
     State(state): State<AppState>,
     jar: CookieJar,
     Query(q): Query<OutgoingMailQuery>,
-) -> Response {
+) -> Result<Response, UiError> {
     use crate::store::attempts::AttemptStatus;
-    let f = match frame(&state, &jar, "/settings/system/outgoing-mail").await {
-        Ok(f) => f,
-        Err(response) => return response,
-    };
+    let f = frame(&state, &jar, "/settings/system/outgoing-mail").await?;
     let org_id = f.org_id;
     let notice = match q.attempt.as_deref() {
         None => None,
@@ -713,8 +693,8 @@ async fn outgoing_mail(
             message: Some("It was missing its state, had been used already, or came from another browser session, so nothing was stored.".into()),
             action: Some("Click Authorize again from this page.".into()),
         }),
-        Some(id) => match crate::services::authorization::attempt(&state.deps(), org_id, id).await {
-            Ok(Some(attempt)) => Some(match attempt.status {
+        Some(id) => match crate::services::authorization::attempt(&state.deps(), org_id, id).await? {
+            Some(attempt) => Some(match attempt.status {
                 AttemptStatus::Completed => Notice {
                     kind: "ok",
                     title: "Authorized: the mailbox is Verified.".into(),
@@ -734,21 +714,15 @@ async fn outgoing_mail(
                     action: attempt.reason.and_then(|r| r.action),
                 },
             }),
-            Ok(None) => None,
-            Err(e) => return internal(e),
+            None => None,
         },
     };
-    let found = async {
+    let (mailboxes, org, counts) = {
         let mut conn = state.store.conn().await?;
         let mailboxes = store::mailboxes::list(&mut conn, org_id, None, 200).await?;
         let org = store::orgs::get(&mut conn, org_id).await?;
         let counts = store::messages::counts(&mut conn, org_id).await?;
-        Ok::<_, store::StoreError>((mailboxes, org, counts))
-    }
-    .await;
-    let (mailboxes, org, counts) = match found {
-        Ok(found) => found,
-        Err(e) => return internal(e),
+        (mailboxes, org, counts)
     };
     let sending = sending::SendingSettings::of(org.as_ref(), &state.config.outbox);
     let today = time::OffsetDateTime::now_utc().date();
@@ -791,7 +765,7 @@ async fn outgoing_mail(
                 .unwrap_or_else(|| "—".into()),
         })
         .collect();
-    render(
+    Ok(render(
         StatusCode::OK,
         &OutgoingMailPage {
             frame: f,
@@ -821,7 +795,7 @@ async fn outgoing_mail(
             sending,
             log: sending::LogSummary::of(&counts),
         },
-    )
+    ))
 }
 
 /// What every settings page shows around its content.
@@ -838,12 +812,12 @@ struct Frame {
     path: String,
 }
 
-/// The signed-in user's frame, or the response that sends them to sign in.
-async fn frame(state: &AppState, jar: &CookieJar, path: &str) -> Result<Frame, Response> {
-    let session = match auth::session_user(state, jar).await {
-        Ok(Some(session)) => session,
-        Ok(None) => return Err(Redirect::to(&format!("/login?next={path}")).into_response()),
-        Err(e) => return Err(internal(e)),
+/// The signed-in user's frame; without a session, the way to sign in and come back.
+async fn frame(state: &AppState, jar: &CookieJar, path: &str) -> Result<Frame, UiError> {
+    let Some(session) = auth::session_user(state, jar).await? else {
+        return Err(UiError::SignIn {
+            next: Some(path.to_owned()),
+        });
     };
     frame_of(state, &session, path).await
 }
@@ -853,12 +827,10 @@ async fn frame_of(
     state: &AppState,
     session: &auth::SessionUser,
     path: &str,
-) -> Result<Frame, Response> {
+) -> Result<Frame, UiError> {
     let org_id = session.user.org_id;
-    let mut conn = state.store.conn().await.map_err(internal)?;
-    let org = store::orgs::get(&mut conn, org_id)
-        .await
-        .map_err(internal)?;
+    let mut conn = state.store.conn().await?;
+    let org = store::orgs::get(&mut conn, org_id).await?;
     let alerts = alerts::banner(&mut conn, org_id).await;
     Ok(Frame {
         org_name: org.map(|o| o.name).unwrap_or_default(),
@@ -889,21 +861,15 @@ struct ApiKeysPage {
     keys: Vec<KeyRow>,
 }
 
-async fn api_keys_page(State(state): State<AppState>, jar: CookieJar) -> Response {
-    let f = match frame(&state, &jar, "/settings/api-keys").await {
-        Ok(f) => f,
-        Err(response) => return response,
-    };
-    let keys = async {
+async fn api_keys_page(State(state): State<AppState>, jar: CookieJar) -> Result<Response, UiError> {
+    let f = frame(&state, &jar, "/settings/api-keys").await?;
+    let keys = {
         let mut conn = state.store.conn().await?;
-        store::api_keys::list(&mut conn, f.org_id, None, 200).await
-    }
-    .await;
-    let keys = match keys {
-        Ok(page) => page.items,
-        Err(e) => return internal(e),
+        store::api_keys::list(&mut conn, f.org_id, None, 200)
+            .await?
+            .items
     };
-    render(
+    Ok(render(
         StatusCode::OK,
         &ApiKeysPage {
             keys: keys
@@ -920,7 +886,7 @@ async fn api_keys_page(State(state): State<AppState>, jar: CookieJar) -> Respons
                 .collect(),
             frame: f,
         },
-    )
+    ))
 }
 
 struct UserRow {
@@ -937,21 +903,15 @@ struct UsersPage {
     users: Vec<UserRow>,
 }
 
-async fn users_page(State(state): State<AppState>, jar: CookieJar) -> Response {
-    let f = match frame(&state, &jar, "/settings/users").await {
-        Ok(f) => f,
-        Err(response) => return response,
-    };
-    let users = async {
+async fn users_page(State(state): State<AppState>, jar: CookieJar) -> Result<Response, UiError> {
+    let f = frame(&state, &jar, "/settings/users").await?;
+    let users = {
         let mut conn = state.store.conn().await?;
-        store::users::list(&mut conn, f.org_id, None, 200).await
-    }
-    .await;
-    let users = match users {
-        Ok(page) => page.items,
-        Err(e) => return internal(e),
+        store::users::list(&mut conn, f.org_id, None, 200)
+            .await?
+            .items
     };
-    render(
+    Ok(render(
         StatusCode::OK,
         &UsersPage {
             users: users
@@ -965,7 +925,7 @@ async fn users_page(State(state): State<AppState>, jar: CookieJar) -> Response {
                 .collect(),
             frame: f,
         },
-    )
+    ))
 }
 
 struct AuditRow {
@@ -983,13 +943,10 @@ struct AuditPage {
     events: Vec<AuditRow>,
 }
 
-async fn audit_page(State(state): State<AppState>, jar: CookieJar) -> Response {
-    let f = match frame(&state, &jar, "/settings/audit").await {
-        Ok(f) => f,
-        Err(response) => return response,
-    };
+async fn audit_page(State(state): State<AppState>, jar: CookieJar) -> Result<Response, UiError> {
+    let f = frame(&state, &jar, "/settings/audit").await?;
     if !f.admin {
-        return render(
+        return Ok(render(
             StatusCode::FORBIDDEN,
             &NoticePage {
                 title: "Admins only".into(),
@@ -997,18 +954,15 @@ async fn audit_page(State(state): State<AppState>, jar: CookieJar) -> Response {
                 link_href: "/".into(),
                 link_text: "Back".into(),
             },
-        );
+        ));
     }
-    let events = async {
+    let events = {
         let mut conn = state.store.conn().await?;
-        store::audit::list(&mut conn, f.org_id, None, 200).await
-    }
-    .await;
-    let events = match events {
-        Ok(page) => page.items,
-        Err(e) => return internal(e),
+        store::audit::list(&mut conn, f.org_id, None, 200)
+            .await?
+            .items
     };
-    render(
+    Ok(render(
         StatusCode::OK,
         &AuditPage {
             events: events
@@ -1032,7 +986,7 @@ async fn audit_page(State(state): State<AppState>, jar: CookieJar) -> Response {
                 .collect(),
             frame: f,
         },
-    )
+    ))
 }
 
 struct InboxRow {
@@ -1052,13 +1006,13 @@ struct SandboxInboxPage {
 }
 
 /// The sandbox's received mail, while the sandbox runs (`herald demo`).
-async fn sandbox_inbox_page(State(state): State<AppState>, jar: CookieJar) -> Response {
-    let f = match frame(&state, &jar, "/settings/sandbox/inbox").await {
-        Ok(f) => f,
-        Err(response) => return response,
-    };
+async fn sandbox_inbox_page(
+    State(state): State<AppState>,
+    jar: CookieJar,
+) -> Result<Response, UiError> {
+    let f = frame(&state, &jar, "/settings/sandbox/inbox").await?;
     let Some(sandbox) = &state.sandbox_state else {
-        return not_found().await;
+        return Err(UiError::NotFound);
     };
     let mut messages: Vec<InboxRow> = sandbox
         .messages()
@@ -1084,5 +1038,8 @@ async fn sandbox_inbox_page(State(state): State<AppState>, jar: CookieJar) -> Re
         })
         .collect();
     messages.reverse();
-    render(StatusCode::OK, &SandboxInboxPage { messages, frame: f })
+    Ok(render(
+        StatusCode::OK,
+        &SandboxInboxPage { messages, frame: f },
+    ))
 }

@@ -13,12 +13,13 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use axum_extra::extract::CookieJar;
 
-use super::{Frame, frame, internal, render, when};
+use super::{Frame, frame, render, when};
 use crate::config::RelaySettings;
 use crate::domain::MailboxId;
 use crate::domain::relay::{FromPolicy, RelayCredential};
-use crate::store::{self, StoreError};
+use crate::store;
 use crate::web::AppState;
+use crate::web::error::UiError;
 
 pub(super) const RELAY_PATH: &str = "/settings/system/outgoing-mail/relay";
 
@@ -134,21 +135,16 @@ struct RelayPage {
 }
 
 /// The organization's relay credentials and how a device connects.
-pub(super) async fn relay_credentials(State(state): State<AppState>, jar: CookieJar) -> Response {
-    let f = match frame(&state, &jar, RELAY_PATH).await {
-        Ok(f) => f,
-        Err(response) => return response,
-    };
-    let found = async {
+pub(super) async fn relay_credentials(
+    State(state): State<AppState>,
+    jar: CookieJar,
+) -> Result<Response, UiError> {
+    let f = frame(&state, &jar, RELAY_PATH).await?;
+    let (mailboxes, credentials) = {
         let mut conn = state.store.conn().await?;
         let mailboxes = store::mailboxes::list(&mut conn, f.org_id, None, PAGE_SIZE).await?;
         let credentials = store::relay::list(&mut conn, f.org_id, None, PAGE_SIZE).await?;
-        Ok::<_, StoreError>((mailboxes.items, credentials.items))
-    }
-    .await;
-    let (mailboxes, credentials) = match found {
-        Ok(found) => found,
-        Err(e) => return internal(e),
+        (mailboxes.items, credentials.items)
     };
     let names: HashMap<MailboxId, String> =
         mailboxes.iter().map(|m| (m.id, m.name.clone())).collect();
@@ -165,7 +161,7 @@ pub(super) async fn relay_credentials(State(state): State<AppState>, jar: Cookie
             .collect(),
         frame: f,
     };
-    render(StatusCode::OK, &page)
+    Ok(render(StatusCode::OK, &page))
 }
 
 #[cfg(test)]
