@@ -229,9 +229,23 @@ pub enum UiError {
     /// No session: the browser goes to the sign-in page, which returns to `next` afterwards.
     #[error("not signed in")]
     SignIn { next: Option<String> },
+    /// A form acting with the session came without its CSRF token or from another origin.
+    /// `request` names it in the page ("sign-out request"); the page links to `back`.
+    #[error("{request} not verified")]
+    NotVerified {
+        request: &'static str,
+        back: String,
+        back_text: &'static str,
+    },
+    /// The signed-in user is a member, and this is for admins: `message` says what.
+    #[error("admins only")]
+    AdminsOnly { message: &'static str, back: String },
     /// No page at this address (or not one of the user's organization).
     #[error("page not found")]
     NotFound,
+    /// A form body that is not a form, answered as axum answers it.
+    #[error(transparent)]
+    Form(#[from] axum::extract::rejection::FormRejection),
     /// Herald's side failed.
     #[error("the web UI could not complete the request")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -275,7 +289,24 @@ impl IntoResponse for UiError {
             Self::SignIn { next: Some(next) } => {
                 Redirect::to(&format!("/login?next={next}")).into_response()
             }
+            Self::NotVerified {
+                request,
+                back,
+                back_text,
+            } => ui::notice(
+                StatusCode::FORBIDDEN,
+                "Request not verified",
+                &format!(
+                    "This {request} did not come from Herald's own page. Go back, reload, and try again."
+                ),
+                &back,
+                back_text,
+            ),
+            Self::AdminsOnly { message, back } => {
+                ui::notice(StatusCode::FORBIDDEN, "Admins only", message, &back, "Back")
+            }
             Self::NotFound => ui::not_found_page(),
+            Self::Form(rejection) => rejection.into_response(),
             Self::Internal(e) => {
                 tracing::error!(error = %cause_chain(e.as_ref()), "web UI error");
                 ui::notice(

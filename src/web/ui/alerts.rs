@@ -7,19 +7,15 @@
 //! returns to the page it came from. Like `POST /api/v1/alerts/{id}/dismiss`, it only hides the
 //! alert from the banner.
 
-use axum::Form;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 
-use super::{NoticePage, origin_ok, render, safe_next};
-use crate::crypto;
+use super::extract::{SignedForm, VerifiedForm};
+use super::safe_next;
 use crate::domain::{OrgId, UserRole};
 use crate::store::{self, Conn};
 use crate::web::AppState;
-use crate::web::auth;
 use crate::web::error::UiError;
 
 /// The route of the Dismiss form; `{id}` is the alert's.
@@ -63,41 +59,28 @@ pub(super) struct DismissForm {
     back: String,
 }
 
+impl VerifiedForm for DismissForm {
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+
+    fn back(&self) -> (String, &'static str) {
+        (safe_next(&self.back), "Back")
+    }
+}
+
 /// Hides an alert of the signed-in admin's organization from the banner and returns to the page
 /// the form was on. Another organization's alert, or an unknown one, is a 404.
 pub(super) async fn dismiss_alert(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    jar: CookieJar,
     Path(id): Path<String>,
-    Form(form): Form<DismissForm>,
+    SignedForm { session, form }: SignedForm<DismissForm>,
 ) -> Result<Response, UiError> {
-    let Some(session) = auth::session_user(&state, &jar).await? else {
-        return Err(UiError::SignIn { next: None });
-    };
-    if !origin_ok(&state, &headers)
-        || !crypto::constant_time_eq(&form.csrf_token, &session.csrf_token())
-    {
-        return Ok(render(
-            StatusCode::FORBIDDEN,
-            &NoticePage {
-                title: "Request not verified".into(),
-                message: "This request did not come from Herald's own page. Go back, reload, and try again.".into(),
-                link_href: safe_next(&form.back),
-                link_text: "Back".into(),
-            },
-        ));
-    }
     if session.user.role != UserRole::Admin {
-        return Ok(render(
-            StatusCode::FORBIDDEN,
-            &NoticePage {
-                title: "Admins only".into(),
-                message: "Only an admin of the organization can dismiss an alert.".into(),
-                link_href: safe_next(&form.back),
-                link_text: "Back".into(),
-            },
-        ));
+        return Err(UiError::AdminsOnly {
+            message: "Only an admin of the organization can dismiss an alert.",
+            back: safe_next(&form.back),
+        });
     }
     let actor = crate::domain::Actor {
         kind: crate::domain::ActorKind::User,

@@ -6,22 +6,19 @@
 use std::collections::HashMap;
 
 use askama::Template;
-use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 
-use super::{Frame, NoticePage, frame, origin_ok, render, safe_next, when};
-use crate::crypto;
+use super::extract::{SignedForm, SignedIn, VerifiedForm};
+use super::{Frame, notice, render, safe_next, when};
 use crate::domain::MailboxId;
 use crate::domain::UserRole;
 use crate::domain::message::{Message, MessageStatus};
 use crate::services::ServiceError;
 use crate::store;
 use crate::web::AppState;
-use crate::web::auth;
 use crate::web::error::UiError;
 
 /// Messages on one page of the log.
@@ -167,14 +164,12 @@ struct MessageLogPage {
 }
 
 fn bad_filter(message: &str) -> Response {
-    render(
+    notice(
         StatusCode::BAD_REQUEST,
-        &NoticePage {
-            title: "This filter is not valid".into(),
-            message: message.into(),
-            link_href: LOG_PATH.into(),
-            link_text: "Show all messages".into(),
-        },
+        "This filter is not valid",
+        message,
+        LOG_PATH,
+        "Show all messages",
     )
 }
 
@@ -201,10 +196,9 @@ fn log_link(status: &str, mailbox: &str, before: Option<&str>) -> String {
 /// The message log.
 pub(super) async fn message_log(
     State(state): State<AppState>,
-    jar: CookieJar,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
+    SignedIn { frame: f, .. }: SignedIn,
 ) -> Result<Response, UiError> {
-    let f = frame(&state, &jar, LOG_PATH).await?;
     // Repeated or malformed parameters are a bad link, not a server error.
     let Ok(Query(q)) = query else {
         return Ok(bad_filter(
@@ -301,10 +295,11 @@ struct MessagePage {
 /// One message of the organization; any other id answers 404.
 pub(super) async fn message_detail(
     State(state): State<AppState>,
-    jar: CookieJar,
     Path(id): Path<String>,
+    SignedIn { frame: mut f, .. }: SignedIn,
 ) -> Result<Response, UiError> {
-    let f = frame(&state, &jar, &format!("{LOG_PATH}/{id}")).await?;
+    // The page's path as the Dismiss form returns to it: the id as routed, as before.
+    f.path = format!("{LOG_PATH}/{id}");
     let (message, mailboxes) = {
         let mut conn = state.store.conn().await?;
         let Some(message) = store::messages::get(&mut conn, f.org_id, &id).await? else {
@@ -341,45 +336,28 @@ pub(super) struct CancelForm {
     back: String,
 }
 
+impl VerifiedForm for CancelForm {
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+
+    fn back(&self) -> (String, &'static str) {
+        (safe_next(&self.back), "Back")
+    }
+}
+
 /// Cancels a queued or held message of the signed-in admin's organization, as
 /// `POST /api/v1/messages/{id}/cancel` does, and returns to the page the form was on.
 pub(super) async fn cancel_message(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    jar: CookieJar,
     Path(id): Path<String>,
-    Form(form): Form<CancelForm>,
+    SignedForm { session, form }: SignedForm<CancelForm>,
 ) -> Result<Response, UiError> {
-    let Some(session) = auth::session_user(&state, &jar).await? else {
-        return Err(UiError::SignIn { next: None });
-    };
-    let notice = |status: StatusCode, title: &str, message: String| {
-        render(
-            status,
-            &NoticePage {
-                title: title.into(),
-                message,
-                link_href: safe_next(&form.back),
-                link_text: "Back".into(),
-            },
-        )
-    };
-    if !origin_ok(&state, &headers)
-        || !crypto::constant_time_eq(&form.csrf_token, &session.csrf_token())
-    {
-        return Ok(notice(
-            StatusCode::FORBIDDEN,
-            "Request not verified",
-            "This request did not come from Herald's own page. Go back, reload, and try again."
-                .into(),
-        ));
-    }
     if session.user.role != UserRole::Admin {
-        return Ok(notice(
-            StatusCode::FORBIDDEN,
-            "Admins only",
-            "Only an admin of the organization can cancel a message.".into(),
-        ));
+        return Err(UiError::AdminsOnly {
+            message: "Only an admin of the organization can cancel a message.",
+            back: safe_next(&form.back),
+        });
     }
     let actor = crate::domain::Actor {
         kind: crate::domain::ActorKind::User,
@@ -399,7 +377,9 @@ pub(super) async fn cancel_message(
         Err(ServiceError::Conflict(why)) => Ok(notice(
             StatusCode::CONFLICT,
             "This message can no longer be cancelled",
-            format!("{}.", capitalize(&why.message)),
+            &format!("{}.", capitalize(&why.message)),
+            &safe_next(&form.back),
+            "Back",
         )),
         Err(e) => Err(e.into()),
     }

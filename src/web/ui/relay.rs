@@ -11,9 +11,9 @@ use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum_extra::extract::CookieJar;
 
-use super::{Frame, frame, render, when};
+use super::extract::SignedIn;
+use super::{Frame, render, when};
 use crate::config::RelaySettings;
 use crate::domain::MailboxId;
 use crate::domain::relay::{FromPolicy, RelayCredential};
@@ -137,9 +137,8 @@ struct RelayPage {
 /// The organization's relay credentials and how a device connects.
 pub(super) async fn relay_credentials(
     State(state): State<AppState>,
-    jar: CookieJar,
+    SignedIn { frame: f, .. }: SignedIn,
 ) -> Result<Response, UiError> {
-    let f = frame(&state, &jar, RELAY_PATH).await?;
     let (mailboxes, credentials) = {
         let mut conn = state.store.conn().await?;
         let mailboxes = store::mailboxes::list(&mut conn, f.org_id, None, PAGE_SIZE).await?;
