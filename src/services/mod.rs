@@ -8,6 +8,9 @@ pub mod default_sender;
 pub mod mailboxes;
 pub mod messages;
 pub mod relay;
+pub mod settings;
+pub mod sign_in;
+pub mod views;
 
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};

@@ -7,9 +7,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::domain::FieldError;
-use crate::keys::KeyError;
 use crate::services::ServiceError;
-use crate::store::StoreError;
+use crate::services::views::StoreError;
 
 /// An API failure, ready to render.
 #[derive(Debug)]
@@ -211,13 +210,6 @@ impl From<StoreError> for ApiError {
                 Self::internal()
             }
         }
-    }
-}
-
-impl From<KeyError> for ApiError {
-    fn from(e: KeyError) -> Self {
-        tracing::error!(error = %e, "sealed secret error");
-        Self::internal()
     }
 }
 

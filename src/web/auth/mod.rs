@@ -28,7 +28,7 @@ use super::error::ApiError;
 use crate::config::Config;
 use crate::crypto;
 use crate::domain::{Actor, ActorKind, ApiKeyToken, KeyRole, OrgId, UserRole};
-use crate::store;
+use crate::services::sign_in::{self, KeyCaller};
 
 /// The client's address: the socket's peer, or the nearest untrusted hop of
 /// `X-Forwarded-For` when the peer is a trusted proxy.
@@ -164,39 +164,32 @@ impl FromRequestParts<AppState> for Principal {
                     format!("The API key is malformed: {why}."),
                 )
             })?;
-            let mut conn = state.store.conn().await?;
-            let key = store::api_keys::find_live_by_token(&mut conn, &token)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::unauthorized(
-                        "invalid_api_key",
-                        "The API key is unknown or has been revoked.",
-                    )
-                })?;
-            if let Err(retry_after) = state.api_rate.take(key.id, std::time::Instant::now()) {
-                return Err(ApiError {
-                    retry_after: Some(retry_after),
-                    ..ApiError::new(
-                        axum::http::StatusCode::TOO_MANY_REQUESTS,
-                        "rate_limited",
-                        "Too many requests",
-                        format!(
-                            "This API key made more than {} requests in a minute (HERALD_API_RATE_PER_MINUTE); retry after {retry_after} s.",
-                            state.config.api_rate_per_minute
-                        ),
-                    )
-                });
-            }
-            // "Last used" to the minute, checked here first: an UPDATE that changes nothing
-            // still waits for SQLite's write lock, behind every commit of accepted mail.
-            if key
-                .last_used_at
-                .is_none_or(|t| now - t > time::Duration::minutes(1))
-                && let Err(e) = store::api_keys::touch(&mut conn, key.id, now).await
-            {
-                tracing::warn!(error = %e, "could not record API key use");
-            }
-            let mailboxes = store::api_keys::mailbox_limits(&mut conn, key.id).await?;
+            let admit = |key: &crate::domain::ApiKey| {
+                state
+                    .api_rate
+                    .take(key.id, std::time::Instant::now())
+                    .map_err(|retry_after| ApiError {
+                        retry_after: Some(retry_after),
+                        ..ApiError::new(
+                            axum::http::StatusCode::TOO_MANY_REQUESTS,
+                            "rate_limited",
+                            "Too many requests",
+                            format!(
+                                "This API key made more than {} requests in a minute (HERALD_API_RATE_PER_MINUTE); retry after {retry_after} s.",
+                                state.config.api_rate_per_minute
+                            ),
+                        )
+                    })
+            };
+            let KeyCaller { key, mailboxes } =
+                sign_in::api_key_caller(&state.store, &token, now, admit)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::unauthorized(
+                            "invalid_api_key",
+                            "The API key is unknown or has been revoked.",
+                        )
+                    })??;
             return Ok(Self {
                 org_id: key.org_id,
                 access: match key.role {

@@ -11,7 +11,7 @@ use super::csrf::csrf_token_for;
 use crate::config::Config;
 use crate::crypto;
 use crate::domain::{User, UserId};
-use crate::store::{self, StoreError};
+use crate::services::{ServiceResult, sign_in};
 use crate::web::AppState;
 
 /// How long a web session lasts after sign-in.
@@ -54,12 +54,11 @@ pub async fn start_session(
     state: &AppState,
     user_id: UserId,
     client: IpAddr,
-) -> Result<String, StoreError> {
+) -> ServiceResult<String> {
     let token = crypto::random_token();
     let now = OffsetDateTime::now_utc();
-    let mut conn = state.store.conn().await?;
-    store::sessions::insert(
-        &mut conn,
+    sign_in::start_session(
+        &state.store,
         &crypto::token_digest(&token),
         user_id,
         now,
@@ -71,10 +70,9 @@ pub async fn start_session(
 }
 
 /// Ends the session named by the cookie, if any.
-pub async fn end_session(state: &AppState, jar: &CookieJar) -> Result<(), StoreError> {
+pub async fn end_session(state: &AppState, jar: &CookieJar) -> ServiceResult<()> {
     if let Some(cookie) = jar.get(session_cookie_name(&state.config)) {
-        let mut conn = state.store.conn().await?;
-        store::sessions::delete(&mut conn, &crypto::token_digest(cookie.value())).await?;
+        sign_in::end_session(&state.store, &crypto::token_digest(cookie.value())).await?;
     }
     Ok(())
 }
@@ -100,10 +98,7 @@ pub fn session_digest(state: &AppState, jar: &CookieJar) -> Option<String> {
 }
 
 /// Resolves the session cookie to its user; `None` when absent, unknown or expired.
-pub async fn session_user(
-    state: &AppState,
-    jar: &CookieJar,
-) -> Result<Option<SessionUser>, StoreError> {
+pub async fn session_user(state: &AppState, jar: &CookieJar) -> ServiceResult<Option<SessionUser>> {
     let Some(cookie) = jar.get(session_cookie_name(&state.config)) else {
         return Ok(None);
     };
@@ -111,17 +106,7 @@ pub async fn session_user(
     if token.is_empty() {
         return Ok(None);
     }
-    let mut conn = state.store.conn().await?;
-    let Some(user_id) = store::sessions::find_user(
-        &mut conn,
-        &crypto::token_digest(&token),
-        OffsetDateTime::now_utc(),
-    )
-    .await?
-    else {
-        return Ok(None);
-    };
-    Ok(store::users::get_any(&mut conn, user_id)
-        .await?
-        .map(|user| SessionUser { user, token }))
+    let digest = crypto::token_digest(&token);
+    let user = sign_in::session_user(&state.store, &digest, OffsetDateTime::now_utc()).await?;
+    Ok(user.map(|user| SessionUser { user, token }))
 }

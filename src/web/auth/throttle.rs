@@ -5,6 +5,9 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+use crate::services::views::Store;
+use crate::services::{ServiceResult, sign_in};
+
 /// Which limit stopped a sign-in attempt, and for how long.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Throttled {
@@ -122,32 +125,26 @@ impl LoginThrottle {
     }
 
     /// [`LoginThrottle::busy`] for the attempt recorded in the database.
-    pub async fn shared_busy(
-        store: &crate::store::Store,
-        attempt: SharedAttempt,
-    ) -> crate::store::StoreResult<()> {
-        let mut conn = store.conn().await?;
-        crate::store::auth_failures::forget(&mut conn, &attempt.account_id).await
+    pub async fn shared_busy(store: &Store, attempt: SharedAttempt) -> ServiceResult<()> {
+        sign_in::forget_attempt(store, &attempt.account_id).await
     }
 
     /// Records the attempt in the database before its password is checked, then counts what
     /// every instance recorded: parallel guesses spread over several instances meet the same
     /// limits. A refused attempt is taken back.
     pub async fn shared_attempt(
-        store: &crate::store::Store,
+        store: &Store,
         account: &str,
         addr: IpAddr,
         now: i64,
-    ) -> crate::store::StoreResult<Result<SharedAttempt, Throttled>> {
-        use crate::store::auth_failures;
+    ) -> ServiceResult<Result<SharedAttempt, Throttled>> {
         let (account_key, address_key) = Self::keys(account, addr);
         let (account_key, address_key) = (
             format!("signin:{account_key}"),
             format!("signin:{address_key}"),
         );
-        let mut conn = store.conn().await?;
-        let reserved = auth_failures::reserve(
-            &mut conn,
+        let reserved = sign_in::reserve_attempt(
+            store,
             &[
                 (&account_key, Self::PER_ACCOUNT as i64),
                 (&address_key, Self::PER_ADDRESS as i64),
@@ -177,13 +174,8 @@ impl LoginThrottle {
 
     /// The attempt succeeded: it no longer counts, and the account's recorded failures are
     /// forgiven (the address's are not). A failed attempt simply stays recorded.
-    pub async fn shared_succeeded(
-        store: &crate::store::Store,
-        attempt: SharedAttempt,
-    ) -> crate::store::StoreResult<()> {
-        let mut conn = store.conn().await?;
-        crate::store::auth_failures::forget_key(&mut conn, &attempt.account_key).await?;
-        crate::store::auth_failures::forget(&mut conn, &attempt.address_id).await
+    pub async fn shared_succeeded(store: &Store, attempt: SharedAttempt) -> ServiceResult<()> {
+        sign_in::forgive_attempts(store, &attempt.account_key, &attempt.address_id).await
     }
 }
 

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use super::extract::{SignedForm, VerifiedForm};
 use super::safe_next;
 use crate::domain::{OrgId, UserRole};
-use crate::store::{self, Conn};
+use crate::services::views;
 use crate::web::AppState;
 use crate::web::error::UiError;
 
@@ -32,8 +32,8 @@ pub(super) struct AlertView {
 
 /// The organization's open alerts, newest first; none when they cannot be read, so that a
 /// failing query costs the banner and never the page.
-pub(super) async fn banner(conn: &mut Conn, org_id: OrgId) -> Vec<AlertView> {
-    match store::alerts::open(conn, org_id).await {
+pub(super) async fn banner(state: &AppState, org_id: OrgId) -> Vec<AlertView> {
+    match views::open_alerts(&state.store, org_id).await {
         Ok(alerts) => alerts
             .into_iter()
             .map(|a| AlertView {

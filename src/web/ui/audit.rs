@@ -7,7 +7,7 @@ use axum::response::Response;
 
 use super::extract::SignedIn;
 use super::{Frame, render, when};
-use crate::store;
+use crate::services::views;
 use crate::web::AppState;
 use crate::web::error::UiError;
 
@@ -37,12 +37,9 @@ pub(super) async fn audit_page(
             back: "/".into(),
         });
     }
-    let events = {
-        let mut conn = state.store.conn().await?;
-        store::audit::list(&mut conn, f.org_id, None, 200)
-            .await?
-            .items
-    };
+    let events = views::audit_events(&state.store, f.org_id, None, 200)
+        .await?
+        .items;
     Ok(render(
         StatusCode::OK,
         &AuditPage {

@@ -7,7 +7,7 @@ use axum::response::Response;
 
 use super::extract::SignedIn;
 use super::{Frame, render};
-use crate::store;
+use crate::services::views;
 use crate::web::AppState;
 use crate::web::error::UiError;
 
@@ -29,12 +29,11 @@ pub(super) async fn home(
     State(state): State<AppState>,
     SignedIn { session, frame: f }: SignedIn,
 ) -> Result<Response, UiError> {
-    let mut conn = state.store.conn().await?;
-    let user_count = store::users::list(&mut conn, f.org_id, None, 200)
+    let user_count = views::users(&state.store, f.org_id, None, 200)
         .await?
         .items
         .len();
-    let key_count = store::api_keys::list(&mut conn, f.org_id, None, 200)
+    let key_count = views::api_keys(&state.store, f.org_id, None, 200)
         .await?
         .items
         .iter()

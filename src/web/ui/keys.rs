@@ -7,7 +7,7 @@ use axum::response::Response;
 
 use super::extract::SignedIn;
 use super::{Frame, render, when};
-use crate::store;
+use crate::services::views;
 use crate::web::AppState;
 use crate::web::error::UiError;
 
@@ -33,12 +33,9 @@ pub(super) async fn api_keys_page(
     State(state): State<AppState>,
     SignedIn { frame: f, .. }: SignedIn,
 ) -> Result<Response, UiError> {
-    let keys = {
-        let mut conn = state.store.conn().await?;
-        store::api_keys::list(&mut conn, f.org_id, None, 200)
-            .await?
-            .items
-    };
+    let keys = views::api_keys(&state.store, f.org_id, None, 200)
+        .await?
+        .items;
     Ok(render(
         StatusCode::OK,
         &ApiKeysPage {

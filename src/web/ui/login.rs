@@ -19,7 +19,7 @@ use super::{render, safe_next};
 use crate::config::Config;
 use crate::crypto;
 use crate::domain::{EmailAddress, User, UserId};
-use crate::store;
+use crate::services::sign_in;
 use crate::web::AppState;
 use crate::web::auth::{self, Attempt, ClientAddr, LoginThrottle, SharedAttempt, Throttled};
 use crate::web::error::UiError;
@@ -206,8 +206,7 @@ async fn find_account(state: &AppState, email: &str) -> Result<Option<(User, Str
     let Ok(email) = EmailAddress::parse(email) else {
         return Ok(None);
     };
-    let mut conn = state.store.conn().await?;
-    Ok(store::users::find_for_login(&mut conn, &email).await?)
+    Ok(sign_in::find_account(&state.store, &email).await?)
 }
 
 /// Whether the password is the account's. An unknown account is checked against a dummy hash,

@@ -17,7 +17,7 @@ use crate::domain::MailboxId;
 use crate::domain::UserRole;
 use crate::domain::message::{Message, MessageStatus};
 use crate::services::ServiceError;
-use crate::store;
+use crate::services::views::{self, MessageFilter};
 use crate::web::AppState;
 use crate::web::error::UiError;
 
@@ -224,18 +224,16 @@ pub(super) async fn message_log(
         },
     };
     let before = Some(q.before.trim()).filter(|b| !b.is_empty());
-    let (mailboxes, counts, page) = {
-        let mut conn = state.store.conn().await?;
-        let mailboxes = store::mailboxes::list(&mut conn, f.org_id, None, 500).await?;
-        let counts = store::messages::counts(&mut conn, f.org_id).await?;
-        let filter = store::messages::Filter {
-            status,
-            mailbox_id: mailbox,
-            ..Default::default()
-        };
-        let page = store::messages::list(&mut conn, f.org_id, &filter, before, PAGE_SIZE).await?;
-        (mailboxes.items, counts, page)
+    let mailboxes = views::mailboxes(&state.store, f.org_id, None, 500)
+        .await?
+        .items;
+    let counts = views::message_counts(&state.store, f.org_id).await?;
+    let filter = MessageFilter {
+        status,
+        mailbox_id: mailbox,
+        ..Default::default()
     };
+    let page = views::messages(&state.store, f.org_id, &filter, before, PAGE_SIZE).await?;
     let names: HashMap<MailboxId, String> =
         mailboxes.iter().map(|m| (m.id, m.name.clone())).collect();
     let count_of = |s: MessageStatus| {
@@ -300,14 +298,12 @@ pub(super) async fn message_detail(
 ) -> Result<Response, UiError> {
     // The page's path as the Dismiss form returns to it: the id as routed, as before.
     f.path = format!("{LOG_PATH}/{id}");
-    let (message, mailboxes) = {
-        let mut conn = state.store.conn().await?;
-        let Some(message) = store::messages::get(&mut conn, f.org_id, &id).await? else {
-            return Err(UiError::NotFound);
-        };
-        let mailboxes = store::mailboxes::list(&mut conn, f.org_id, None, 500).await?;
-        (message, mailboxes.items)
+    let Some(message) = views::message(&state.store, f.org_id, &id).await? else {
+        return Err(UiError::NotFound);
     };
+    let mailboxes = views::mailboxes(&state.store, f.org_id, None, 500)
+        .await?
+        .items;
     let names: HashMap<MailboxId, String> =
         mailboxes.iter().map(|m| (m.id, m.name.clone())).collect();
     let page = MessagePage {

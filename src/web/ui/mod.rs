@@ -30,7 +30,7 @@ use axum::routing::{get, post};
 use super::AppState;
 use super::auth;
 use super::error::UiError;
-use crate::store;
+use crate::services::views;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -164,9 +164,8 @@ async fn frame_of(
     path: &str,
 ) -> Result<Frame, UiError> {
     let org_id = session.user.org_id;
-    let mut conn = state.store.conn().await?;
-    let org = store::orgs::get(&mut conn, org_id).await?;
-    let alerts = alerts::banner(&mut conn, org_id).await;
+    let org = views::organization(&state.store, org_id).await?;
+    let alerts = alerts::banner(state, org_id).await;
     Ok(Frame {
         org_name: org.map(|o| o.name).unwrap_or_default(),
         email: session.user.email.clone(),

@@ -13,8 +13,7 @@ use super::extract::SignedIn;
 use super::{Frame, render, sending, when};
 use crate::domain::OrgId;
 use crate::domain::mailbox::Mailbox;
-use crate::store;
-use crate::store::attempts::AttemptStatus;
+use crate::services::views::{self, AttemptStatus};
 use crate::web::AppState;
 use crate::web::auth;
 use crate::web::error::UiError;
@@ -108,13 +107,9 @@ pub(super) async fn outgoing_mail(
 ) -> Result<Response, UiError> {
     let org_id = f.org_id;
     let notice = attempt_notice(&state, org_id, q.attempt.as_deref()).await?;
-    let (mailboxes, org, counts) = {
-        let mut conn = state.store.conn().await?;
-        let mailboxes = store::mailboxes::list(&mut conn, org_id, None, 200).await?;
-        let org = store::orgs::get(&mut conn, org_id).await?;
-        let counts = store::messages::counts(&mut conn, org_id).await?;
-        (mailboxes, org, counts)
-    };
+    let mailboxes = views::mailboxes(&state.store, org_id, None, 200).await?;
+    let org = views::organization(&state.store, org_id).await?;
+    let counts = views::message_counts(&state.store, org_id).await?;
     let sending = sending::SendingSettings::of(org.as_ref(), &state.config.outbox);
     let today = time::OffsetDateTime::now_utc().date();
     let rows = mailboxes

@@ -17,7 +17,7 @@ use super::{Frame, render, when};
 use crate::config::RelaySettings;
 use crate::domain::MailboxId;
 use crate::domain::relay::{FromPolicy, RelayCredential};
-use crate::store;
+use crate::services::views;
 use crate::web::AppState;
 use crate::web::error::UiError;
 
@@ -139,12 +139,12 @@ pub(super) async fn relay_credentials(
     State(state): State<AppState>,
     SignedIn { frame: f, .. }: SignedIn,
 ) -> Result<Response, UiError> {
-    let (mailboxes, credentials) = {
-        let mut conn = state.store.conn().await?;
-        let mailboxes = store::mailboxes::list(&mut conn, f.org_id, None, PAGE_SIZE).await?;
-        let credentials = store::relay::list(&mut conn, f.org_id, None, PAGE_SIZE).await?;
-        (mailboxes.items, credentials.items)
-    };
+    let mailboxes = views::mailboxes(&state.store, f.org_id, None, PAGE_SIZE)
+        .await?
+        .items;
+    let credentials = views::relay_credentials(&state.store, f.org_id, None, PAGE_SIZE)
+        .await?
+        .items;
     let names: HashMap<MailboxId, String> =
         mailboxes.iter().map(|m| (m.id, m.name.clone())).collect();
     let page = RelayPage {

@@ -7,7 +7,7 @@ use axum::response::Response;
 
 use super::extract::SignedIn;
 use super::{Frame, render, when};
-use crate::store;
+use crate::services::views;
 use crate::web::AppState;
 use crate::web::error::UiError;
 
@@ -30,12 +30,7 @@ pub(super) async fn users_page(
     State(state): State<AppState>,
     SignedIn { frame: f, .. }: SignedIn,
 ) -> Result<Response, UiError> {
-    let users = {
-        let mut conn = state.store.conn().await?;
-        store::users::list(&mut conn, f.org_id, None, 200)
-            .await?
-            .items
-    };
+    let users = views::users(&state.store, f.org_id, None, 200).await?.items;
     Ok(render(
         StatusCode::OK,
         &UsersPage {
