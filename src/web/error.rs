@@ -312,3 +312,59 @@ impl IntoResponse for UiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("could not save")]
+    struct Wrapping(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("could not save: {0}")]
+    struct Quoting(#[source] std::io::Error);
+
+    fn disk_full() -> std::io::Error {
+        std::io::Error::other("disk full")
+    }
+
+    #[test]
+    fn the_logged_cause_chain_names_each_cause_once() {
+        assert_eq!(
+            cause_chain(&Wrapping(disk_full())),
+            "could not save: disk full"
+        );
+        assert_eq!(
+            cause_chain(&Quoting(disk_full())),
+            "could not save: disk full"
+        );
+    }
+
+    #[test]
+    fn an_internal_ui_error_keeps_its_cause_and_shows_only_that_something_went_wrong() {
+        let error = UiError::Internal(Box::new(Wrapping(disk_full())));
+        let source = std::error::Error::source(&error).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("could not save"));
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn without_a_session_a_page_sends_the_browser_to_sign_in_and_back() {
+        let location = |e: UiError| {
+            let response = e.into_response();
+            assert_eq!(response.status(), StatusCode::SEE_OTHER);
+            response.headers()[header::LOCATION]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(location(UiError::SignIn { next: None }), "/login");
+        let next = Some("/settings/users".to_owned());
+        assert_eq!(
+            location(UiError::SignIn { next }),
+            "/login?next=/settings/users"
+        );
+    }
+}
