@@ -247,8 +247,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = App::build(config).await?;
     let state = app.state().clone();
     let addr = app.local_addr();
-    let public = state.config.public_base();
-    tracing::info!(%addr, public_url = %public, database = ?state.config.database_url, "Herald is starting");
+    let public = state.access.config.public_base();
+    tracing::info!(%addr, public_url = %public, database = ?state.access.config.database_url, "Herald is starting");
     if let KeySource::File(path) = app.key_source() {
         tracing::info!(file = %path.display(), "master key from the key file");
     }
@@ -257,7 +257,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         out,
         "Herald is listening on http://{addr} (public URL {public})"
     )?;
-    if let Some(token) = services::issue_setup_token(&state.store).await? {
+    if let Some(token) = services::issue_setup_token(&state.access.store).await? {
         writeln!(
             out,
             "No user exists yet. Open this link within 1 hour to create the first organization and its admin:\n  {public}/setup?token={token}"
@@ -333,7 +333,7 @@ async fn demo(mut config: Config, data_dir: Option<PathBuf>) -> anyhow::Result<(
 
     let shutdown = app::shutdown_signal();
     let app = App::build(config).await?.with_sandbox(
-        crate::services::mailboxes::SandboxPreset {
+        crate::domain::presets::SandboxPreset {
             base_url: sandbox.oauth.base_url.clone(),
             tenant: sandbox.oauth.tenant.clone(),
             smtp_host: sandbox.smtp_addr.ip().to_string(),
@@ -344,11 +344,11 @@ async fn demo(mut config: Config, data_dir: Option<PathBuf>) -> anyhow::Result<(
     );
     let state = app.state().clone();
     let actor = Actor::cli();
-    let org = services::create_org(&state.store, "Contoso", &actor).await?;
+    let org = services::create_org(&state.access.store, "Contoso", &actor).await?;
     let admin_email = "admin@contoso.com";
     let admin_password = crate::crypto::random_token()[..20].to_owned();
     services::create_user(
-        &state.store,
+        &state.access.store,
         org.id,
         NewUserInput {
             email: admin_email.into(),
@@ -365,7 +365,7 @@ async fn demo(mut config: Config, data_dir: Option<PathBuf>) -> anyhow::Result<(
         .add_user(mailbox_user, SecretString::from(mailbox_password.clone()));
     let client = sandbox
         .state
-        .register_client("Herald", vec![state.config.redirect_uri()]);
+        .register_client("Herald", vec![state.access.config.redirect_uri()]);
     let ca_file = dir.join("sandbox-ca.pem");
     std::fs::write(&ca_file, sandbox.ca.ca_pem())
         .with_context(|| format!("cannot write {}", ca_file.display()))?;
@@ -375,7 +375,7 @@ async fn demo(mut config: Config, data_dir: Option<PathBuf>) -> anyhow::Result<(
         out,
         "Herald demo is running with the sandbox provider. Press Ctrl-C to stop."
     )?;
-    writeln!(out, "Herald URL: {}", state.config.public_base())?;
+    writeln!(out, "Herald URL: {}", state.access.config.public_base())?;
     writeln!(out, "Admin sign-in: {admin_email} / {admin_password}")?;
     writeln!(
         out,
@@ -399,7 +399,7 @@ async fn demo(mut config: Config, data_dir: Option<PathBuf>) -> anyhow::Result<(
         sandbox.oauth.authorization_endpoint()
     )?;
     writeln!(out, "Token URL: {}", sandbox.oauth.token_endpoint())?;
-    writeln!(out, "Redirect URI: {}", state.config.redirect_uri())?;
+    writeln!(out, "Redirect URI: {}", state.access.config.redirect_uri())?;
     writeln!(
         out,
         "Sandbox SMTP: {} (STARTTLS; CA certificate {})",
@@ -421,8 +421,8 @@ async fn demo(mut config: Config, data_dir: Option<PathBuf>) -> anyhow::Result<(
 
 async fn send(config: Config, args: SendArgs) -> anyhow::Result<()> {
     use crate::domain::message::{MessageSource, MessageStatus};
-    use crate::outbox::accept::{self, Body, Caller, SendRequest, Submission};
-    let services = app::Services::open(config).await?;
+    use crate::services::send::{self, Body, Caller, SendRequest, Submission};
+    let services = app::open(config).await?;
     let mut conn = services.store.conn().await?;
     let mut found = store::mailboxes::find_any(&mut conn, &args.mailbox).await?;
     if let Some(org) = &args.org {
@@ -454,7 +454,7 @@ async fn send(config: Config, args: SendArgs) -> anyhow::Result<()> {
         html: args.html,
         ..SendRequest::default()
     };
-    let accepted = accept::accept(
+    let accepted = send::accept(
         &services.store,
         &services.config.outbox,
         &caller,
@@ -483,8 +483,7 @@ async fn send(config: Config, args: SendArgs) -> anyhow::Result<()> {
     };
     let local = (!serving).then(|| {
         let outbox = crate::outbox::Outbox::new(
-            services.outbox_deps(),
-            std::sync::Arc::new(crate::outbox::SystemClock),
+            services.clone(),
             crate::outbox::Tuning {
                 linger: std::time::Duration::ZERO,
                 ..Default::default()

@@ -16,8 +16,10 @@
 //! - [`app`]: the composition root that wires configuration, store and services into a server;
 //! - [`cli`]: the `herald` command.
 
+pub mod access;
 pub mod app;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod crypto;
 pub mod domain;

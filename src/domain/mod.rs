@@ -52,6 +52,7 @@ pub mod ids;
 pub mod mailbox;
 pub mod message;
 pub mod org;
+pub mod presets;
 pub mod relay;
 pub mod user;
 

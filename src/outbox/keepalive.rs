@@ -4,12 +4,10 @@
 //! (`HERALD_KEEPALIVE_DAYS`, default 7), idle or not. Each mailbox's turn is taken by one
 //! instance; a refusal makes the mailbox Not Verified with the provider's reason.
 
-use std::sync::Arc;
+use tokio::sync::watch;
 
-use super::worker::Inner;
+use crate::access::{self, Access, TokenFailure, alerts};
 use crate::domain::{MailboxId, OrgId};
-use crate::services::alerts;
-use crate::services::authorization::{self, TokenFailure};
 use crate::store::{self, StoreResult};
 
 /// How many mailboxes one pass takes at most; the next pass takes the rest.
@@ -18,89 +16,56 @@ const BATCH: i64 = 50;
 /// A keep-alive that failed for a passing reason is tried again after this long.
 const RETRY: time::Duration = time::Duration::hours(1);
 
-pub(super) async fn run(inner: Arc<Inner>) {
-    let mut stopping = inner.stopping.subscribe();
+/// Looks for mailboxes due every `every`, until told to stop.
+pub(super) async fn run(
+    access: Access,
+    every: std::time::Duration,
+    stopping: watch::Receiver<bool>,
+) {
+    let mut stopping = stopping;
     loop {
         if *stopping.borrow() {
             return;
         }
-        if let Err(e) = pass(&inner).await {
+        if let Err(e) = pass(&access, &stopping).await {
             tracing::warn!(error = %e, "the keep-alive could not look for mailboxes");
         }
         tokio::select! {
-            _ = tokio::time::sleep(inner.tuning.keepalive_check) => {}
-            _ = stopping.changed() => {}
-        }
-    }
-}
-
-/// Raises the client-secret alerts and delivers alerts to webhooks.
-pub(super) async fn alerts_loop(inner: Arc<Inner>) {
-    let mut stopping = inner.stopping.subscribe();
-    let mut scanned: Option<std::time::Instant> = None;
-    loop {
-        if *stopping.borrow() {
-            return;
-        }
-        let now = inner.clock.now();
-        if scanned.is_none_or(|at| at.elapsed() >= inner.tuning.secret_check) {
-            scanned = Some(std::time::Instant::now());
-            if let Err(e) = alerts::check_secret_expiry(&inner.deps.store, now).await {
-                tracing::warn!(error = %e, "could not check client secrets' expiry dates");
-            }
-        }
-        let deps = &inner.deps;
-        match alerts::email_due(
-            &deps.store,
-            &deps.config.outbox,
-            &deps.config.public_url,
-            now,
-        )
-        .await
-        {
-            Ok(0) => {}
-            Ok(_) => inner.wake.notify_waiters(),
-            Err(e) => tracing::warn!(error = %e, "could not email alerts"),
-        }
-        if let Err(e) = alerts::deliver_due(&deps.store, &deps.keys, &deps.http, now).await {
-            tracing::warn!(error = %e, "could not deliver alerts");
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(inner.tuning.alert_poll) => {}
+            _ = tokio::time::sleep(every) => {}
             _ = stopping.changed() => {}
         }
     }
 }
 
 /// One look for mailboxes due, and their keep-alives. Answers how many were taken.
-pub(super) async fn pass(inner: &Inner) -> StoreResult<usize> {
-    let interval = inner.deps.config.outbox.keepalive;
-    let now = inner.clock.now();
+pub(super) async fn pass(access: &Access, stopping: &watch::Receiver<bool>) -> StoreResult<usize> {
+    let interval = access.config.outbox.keepalive;
+    let now = access.now();
     let due = {
-        let mut conn = inner.deps.store.conn().await?;
+        let mut conn = access.store.conn().await?;
         store::mailboxes::keepalive_due(&mut conn, now - interval, BATCH).await?
     };
     let mut taken = 0;
     for (org_id, id) in due {
-        if *inner.stopping.borrow() {
+        if *stopping.borrow() {
             break;
         }
         let mine = {
-            let mut conn = inner.deps.store.conn().await?;
+            let mut conn = access.store.conn().await?;
             store::mailboxes::take_keepalive(&mut conn, id, now - interval, now).await?
         };
         if !mine {
             continue;
         }
         taken += 1;
-        let kept = keep_alive(inner, org_id, id).await;
+        let kept = keep_alive(access, org_id, id).await;
         crate::metrics::get()
             .keepalives
             .get_or_create(&crate::metrics::OutcomeLabel {
                 outcome: kept.label(),
             })
             .inc();
-        let mut conn = inner.deps.store.conn().await?;
+        let mut conn = access.store.conn().await?;
         match kept {
             Kept::Retry(why) => {
                 store::mailboxes::set_keepalive(&mut conn, id, now - interval + RETRY).await?;
@@ -136,14 +101,13 @@ impl Kept {
 }
 
 /// Refreshes the mailbox's token and verifies it.
-async fn keep_alive(inner: &Inner, org_id: OrgId, id: MailboxId) -> Kept {
-    let deps = inner.deps.deps();
-    match authorization::refresh_now(&deps, org_id, id).await {
+async fn keep_alive(access: &Access, org_id: OrgId, id: MailboxId) -> Kept {
+    match access::refresh_now(access, org_id, id).await {
         Ok(Ok(_)) => {}
         Ok(Err(TokenFailure::Refused(reason))) => {
             tracing::warn!(mailbox = %id, reason = %reason.message, "keep-alive: the provider refused the refresh");
             let mailbox = {
-                let Ok(mut conn) = inner.deps.store.conn().await else {
+                let Ok(mut conn) = access.store.conn().await else {
                     return Kept::Retry("the database did not answer".into());
                 };
                 match store::mailboxes::get(&mut conn, org_id, id).await {
@@ -152,7 +116,7 @@ async fn keep_alive(inner: &Inner, org_id: OrgId, id: MailboxId) -> Kept {
                     Err(e) => return Kept::Retry(e.to_string()),
                 }
             };
-            return match authorization::mark_not_verified(&deps, &mailbox, reason).await {
+            return match access::mark_not_verified(access, &mailbox, reason).await {
                 Ok(_) => Kept::Refused,
                 Err(e) => Kept::Retry(e.to_string()),
             };
@@ -166,7 +130,7 @@ async fn keep_alive(inner: &Inner, org_id: OrgId, id: MailboxId) -> Kept {
             return Kept::Retry(e.to_string());
         }
     }
-    match authorization::verify(&deps, org_id, id).await {
+    match access::verify(access, org_id, id).await {
         Ok(mailbox) => {
             tracing::info!(mailbox = %id, status = ?mailbox.status, "keep-alive: token refreshed and mailbox verified");
             if mailbox.status == crate::domain::mailbox::MailboxStatus::Verified {

@@ -1,109 +1,20 @@
-//! The durable outbox: messages are accepted into the database ([`accept`]), and workers
-//! deliver them through their mailboxes ([`Outbox`]): claimed under a lease, sent over reused
-//! SMTP connections within the provider's limits ([`throttle`]), retried with exponential
-//! backoff and jitter, failed with a reason, or held while their mailbox is Not Verified.
+//! The durable outbox's workers: messages accepted into the database (by
+//! [`crate::services::send`]) are delivered through their mailboxes' transports ([`Outbox`]):
+//! claimed under a lease, sent over reused connections within the provider's limits
+//! ([`throttle`]), retried with exponential backoff and jitter, failed with a reason, or held
+//! while their mailbox is Not Verified. [`compose`] is the one message composer.
 
-pub mod accept;
 pub mod compose;
+mod deliver;
+mod dispatch;
 pub mod headers;
 mod keepalive;
-mod limits;
+mod state;
 pub mod throttle;
 mod worker;
 
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-
-use time::OffsetDateTime;
-
-use crate::config::Config;
-use crate::oauth::http::TokenHttp;
-use crate::secrets::KeyRing;
-use crate::services::authorization::{Deps, TokenLocks};
-use crate::services::mailboxes::SandboxPreset;
-use crate::store::Store;
-
-pub use worker::{Outbox, release_owned};
-
-/// The time the workers go by. The system clock in production; tests drive a simulated one
-/// through hours of throttling in an instant.
-pub trait Clock: Send + Sync + 'static {
-    fn now(&self) -> OffsetDateTime;
-    /// Waits until `t` (a simulated clock jumps to it).
-    fn sleep_until(&self, t: OffsetDateTime) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
-}
-
-/// The real clock.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-    }
-
-    fn sleep_until(&self, t: OffsetDateTime) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        let wait = (t - OffsetDateTime::now_utc()).max(time::Duration::ZERO);
-        Box::pin(tokio::time::sleep(
-            std::time::Duration::try_from(wait).unwrap_or_default(),
-        ))
-    }
-}
-
-/// A simulated clock: it stands still until someone waits, then jumps to the end of the wait.
-pub struct ManualClock(Mutex<OffsetDateTime>);
-
-impl ManualClock {
-    pub fn starting_at(t: OffsetDateTime) -> Self {
-        Self(Mutex::new(t))
-    }
-
-    pub fn advance(&self, by: time::Duration) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> OffsetDateTime {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn sleep_until(&self, t: OffsetDateTime) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        {
-            let mut now = self.0.lock().unwrap_or_else(|e| e.into_inner());
-            if t > *now {
-                *now = t;
-            }
-        }
-        Box::pin(tokio::task::yield_now())
-    }
-}
-
-/// What the workers need, owned, so that they can run as tasks of their own.
-#[derive(Clone)]
-pub struct OutboxDeps {
-    pub store: Store,
-    pub keys: Arc<KeyRing>,
-    pub config: Arc<Config>,
-    pub http: TokenHttp,
-    pub smtp_roots: Arc<Vec<Vec<u8>>>,
-    pub sandbox: Option<Arc<SandboxPreset>>,
-    pub locks: Arc<TokenLocks>,
-}
-
-impl OutboxDeps {
-    pub fn deps(&self) -> Deps<'_> {
-        Deps {
-            store: &self.store,
-            keys: &self.keys,
-            config: &self.config,
-            http: &self.http,
-            smtp_roots: &self.smtp_roots,
-            sandbox: self.sandbox.as_deref(),
-            locks: &self.locks,
-        }
-    }
-}
+pub use state::release_owned;
+pub use worker::Outbox;
 
 /// How the workers pace themselves. The defaults suit production; tests shorten them.
 #[derive(Clone, Debug)]

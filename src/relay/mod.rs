@@ -22,9 +22,9 @@ use crate::domain::mailbox::Mailbox;
 use crate::domain::message::{MessageSource, MessageStatus};
 use crate::domain::relay::{FromPolicy, RelayCredential};
 use crate::outbox::Outbox;
-use crate::outbox::accept::{self, Body, Caller, Submission};
 use crate::outbox::compose::ForeignFrom;
 use crate::services::ServiceError;
+use crate::services::send::{self, Body, Caller, Submission};
 use crate::smtp_server::{
     AuthIdentity, AuthRefusal, Credentials, Envelope, Mechanism, Reply, SessionInfo, SmtpConfig,
     SmtpHandler, SmtpServer,
@@ -299,7 +299,7 @@ impl SmtpHandler for RelayHandler {
                 keep_reply_to: credential.keep_reply_to,
             },
         };
-        let accepted = accept::accept(
+        let accepted = send::accept(
             &self.store,
             &self.outbox_settings,
             &Caller {

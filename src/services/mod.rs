@@ -8,13 +8,16 @@ pub mod default_sender;
 pub mod mailboxes;
 pub mod messages;
 pub mod relay;
+pub mod send;
 pub mod settings;
 pub mod sign_in;
+pub mod test_message;
 pub mod views;
 
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};
 
+use crate::access::AccessError;
 use crate::crypto;
 use crate::domain::{
     Actor, ApiKey, ApiKeyId, ApiKeyName, ApiKeyToken, EmailAddress, FieldError, KeyRole,
@@ -47,8 +50,9 @@ pub enum ServiceError {
     Forbidden(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Herald's own failure; the cause is kept for the log, never shown.
     #[error("{0}")]
-    Internal(String),
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A limit was reached (the organization's queue, the default sender's daily quota):
     /// nothing was stored, and the same request may succeed after `retry_after` seconds.
     #[error("{message}")]
@@ -57,6 +61,23 @@ pub enum ServiceError {
         message: String,
         retry_after: u64,
     },
+}
+
+impl ServiceError {
+    /// Herald's own failure, keeping its cause.
+    pub fn internal(cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Internal(cause.into())
+    }
+}
+
+impl From<AccessError> for ServiceError {
+    fn from(e: AccessError) -> Self {
+        match e {
+            AccessError::Store(e) => Self::Store(e),
+            AccessError::MailboxGone => Self::NotFound("mailbox"),
+            other => Self::internal(other),
+        }
+    }
 }
 
 impl From<FieldError> for ServiceError {
@@ -101,8 +122,8 @@ async fn hash(password: NewPassword) -> ServiceResult<String> {
             crypto::hash_password(password.secret())
         })
         .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))?
-        .map_err(|e| ServiceError::Internal(e.to_string()))
+        .map_err(ServiceError::internal)?
+        .map_err(ServiceError::internal)
 }
 
 fn conflict(e: StoreError, field: &'static str, message: String) -> ServiceError {

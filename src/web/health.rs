@@ -26,7 +26,7 @@ async fn metrics(
     ClientAddr(client): ClientAddr,
     headers: HeaderMap,
 ) -> Response {
-    let allowed = match &state.config.metrics_token {
+    let allowed = match &state.access.config.metrics_token {
         Some(token) => headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -38,8 +38,14 @@ async fn metrics(
         // scraper) goes without a token. Behind a reverse proxy on this machine every outside
         // request would look local, with or without forwarding headers.
         None => {
-            crate::net::reach_of(state.config.public_url.host_str().unwrap_or_default())
-                == crate::net::Reach::Loopback
+            crate::net::reach_of(
+                state
+                    .access
+                    .config
+                    .public_url
+                    .host_str()
+                    .unwrap_or_default(),
+            ) == crate::net::Reach::Loopback
                 && client.is_loopback()
                 && ["x-forwarded-for", "forwarded", "x-real-ip"]
                     .iter()
@@ -47,7 +53,7 @@ async fn metrics(
         }
     };
     if !allowed {
-        let why = if state.config.metrics_token.is_some() {
+        let why = if state.access.config.metrics_token.is_some() {
             "/metrics needs the bearer token set in HERALD_METRICS_TOKEN\n"
         } else {
             "/metrics needs a bearer token: set HERALD_METRICS_TOKEN (without one it answers only an installation reached on loopback, from this machine)\n"
@@ -55,7 +61,7 @@ async fn metrics(
         return (StatusCode::FORBIDDEN, why).into_response();
     }
     let metrics = crate::metrics::get();
-    match crate::services::views::all_message_counts(&state.store).await {
+    match crate::services::views::all_message_counts(&state.access.store).await {
         Ok(counts) => {
             for &status in MessageStatus::ALL.iter().filter(|s| !s.is_final()) {
                 let n = counts
@@ -89,7 +95,7 @@ async fn healthz() -> &'static str {
 
 /// The process is up and its database answers.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    match state.store.ping().await {
+    match state.access.store.ping().await {
         Ok(()) => (StatusCode::OK, "ready\n"),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");

@@ -20,34 +20,24 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::config::Config;
-use crate::secrets::KeyRing;
-use crate::store::Store;
+use crate::access::Access;
+use crate::outbox::Outbox;
 
 /// Largest request body accepted by any route.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-/// What every handler can reach.
+/// What every handler can reach: the core's one bundle of dependencies ([`Access`]), the
+/// outbox to wake, and what only the web layer keeps.
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Arc<Config>,
-    pub store: Store,
-    pub keys: Arc<KeyRing>,
+    pub access: Access,
+    /// The delivering side of the outbox, woken when mail is accepted.
+    pub outbox: Outbox,
     pub login_throttle: Arc<auth::LoginThrottle>,
     /// Each API key's request rate (`HERALD_API_RATE_PER_MINUTE`), on this instance.
     pub api_rate: Arc<rate::ApiRate>,
-    /// The sandbox provider's preset, while the sandbox runs (`herald demo`, tests).
-    pub sandbox: Option<Arc<crate::services::mailboxes::SandboxPreset>>,
     /// The running sandbox's state, for its inbox page.
     pub sandbox_state: Option<Arc<crate::sandbox::SandboxState>>,
-    /// The guarded HTTP client for token endpoints.
-    pub token_http: crate::oauth::http::TokenHttp,
-    /// Extra CAs trusted for SMTP servers (`HERALD_SMTP_CA_FILE`).
-    pub smtp_roots: Arc<Vec<Vec<u8>>>,
-    /// One lock per mailbox, so that concurrent users cause one token refresh.
-    pub token_locks: Arc<crate::services::authorization::TokenLocks>,
-    /// The delivering side of the outbox, woken when mail is accepted.
-    pub outbox: crate::outbox::Outbox,
 }
 
 async fn method_not_allowed() -> error::ApiError {
@@ -59,40 +49,13 @@ async fn method_not_allowed() -> error::ApiError {
     )
 }
 
-impl AppState {
-    /// What the outbox workers need.
-    pub fn outbox_deps(&self) -> crate::outbox::OutboxDeps {
-        crate::outbox::OutboxDeps {
-            store: self.store.clone(),
-            keys: self.keys.clone(),
-            config: self.config.clone(),
-            http: self.token_http.clone(),
-            smtp_roots: self.smtp_roots.clone(),
-            sandbox: self.sandbox.clone(),
-            locks: self.token_locks.clone(),
-        }
-    }
-
-    /// What the authorization flow needs.
-    pub fn deps(&self) -> crate::services::authorization::Deps<'_> {
-        crate::services::authorization::Deps {
-            store: &self.store,
-            keys: &self.keys,
-            config: &self.config,
-            http: &self.token_http,
-            smtp_roots: &self.smtp_roots,
-            sandbox: self.sandbox.as_deref(),
-            locks: &self.token_locks,
-        }
-    }
-}
-
 /// The whole application's routes and middleware.
 pub fn router(state: AppState) -> Router {
-    let send_limit = usize::try_from(state.config.outbox.max_message_bytes / 3 * 4 + 256 * 1024)
-        .unwrap_or(usize::MAX);
+    let send_limit =
+        usize::try_from(state.access.config.outbox.max_message_bytes / 3 * 4 + 256 * 1024)
+            .unwrap_or(usize::MAX);
     Router::new()
-        .merge(api::router(state.config.outbox.max_message_bytes))
+        .merge(api::router(state.access.config.outbox.max_message_bytes))
         .merge(ui::router().layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES)))
         .merge(health::router())
         .fallback(ui::not_found)

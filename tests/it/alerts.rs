@@ -172,7 +172,7 @@ async fn verify(o: &Outbox, mailbox: &str) -> Value {
 #[tokio::test]
 async fn a_mailbox_turning_not_verified_alerts_once_signed_and_the_banner_goes_when_it_is_verified()
 {
-    let clock = Arc::new(herald::outbox::SystemClock);
+    let clock = Arc::new(herald::clock::SystemClock);
     let (app, sandbox) = spawn_app_with_sandbox_on(clock).await;
     let o = Outbox::with(app, sandbox).await;
     let (receiver, url) = Receiver::start().await;
@@ -256,7 +256,7 @@ async fn a_mailbox_turning_not_verified_alerts_once_signed_and_the_banner_goes_w
 #[tokio::test]
 async fn failed_messages_expiring_secrets_and_keepalive_failures_each_alert_once() {
     // Ahead of the real clock, so that mail accepted during the test is due at once.
-    let clock = Arc::new(herald::outbox::ManualClock::starting_at(
+    let clock = Arc::new(herald::clock::ManualClock::starting_at(
         time::OffsetDateTime::now_utc() + time::Duration::minutes(5),
     ));
     let (app, sandbox) = spawn_app_with_sandbox_on(clock.clone()).await;

@@ -27,7 +27,7 @@ impl Flow {
             .add_user(MAILBOX, SecretString::from(MAILBOX_PASSWORD));
         let registration = sandbox
             .state
-            .register_client("Herald", vec![app.state.config.redirect_uri()]);
+            .register_client("Herald", vec![app.state.access.config.redirect_uri()]);
         let org = app.org("Contoso").await;
         let key = app.key(org, "admin").await;
         Self {
@@ -94,7 +94,7 @@ impl Flow {
             .unwrap()
             .to_owned();
         assert!(
-            location.starts_with(&self.app.state.config.redirect_uri()),
+            location.starts_with(&self.app.state.access.config.redirect_uri()),
             "{location}"
         );
         self.land_at(&location).await
@@ -235,7 +235,7 @@ async fn the_seed_flow_ends_verified_and_a_test_message_arrives_with_from_reply_
     );
     assert_eq!(
         get("redirect_uri"),
-        Some(flow.app.state.config.redirect_uri())
+        Some(flow.app.state.access.config.redirect_uri())
     );
 
     let redirect = sandbox_consent(&url, MAILBOX, MAILBOX_PASSWORD, "accept").await;
@@ -303,7 +303,7 @@ async fn cancel_at_consent_is_recorded_as_consent_declined_with_nothing_stored()
 async fn missing_unknown_reused_and_foreign_session_states_are_refused_with_nothing_stored() {
     let flow = Flow::start().await;
     let id = flow.create(json!({})).await;
-    let redirect_uri = flow.app.state.config.redirect_uri();
+    let redirect_uri = flow.app.state.access.config.redirect_uri();
     assert!(
         flow.land_at(&format!("{redirect_uri}?code=x"))
             .await
@@ -515,10 +515,9 @@ async fn an_expired_access_token_is_refreshed_once_for_fifty_concurrent_users() 
             .id
     };
     let mailbox_id: herald::domain::MailboxId = id.parse().unwrap();
-    let deps = flow.app.state.deps();
+    let deps = &flow.app.state.access;
     let tokens = futures_join_all(
-        (0..50)
-            .map(|_| herald::services::authorization::access_token(&deps, org, mailbox_id, None)),
+        (0..50).map(|_| herald::access::access_token(deps, org, mailbox_id, None)),
     )
     .await;
     let mut distinct = std::collections::HashSet::new();
@@ -669,7 +668,7 @@ async fn signing_in_as_another_account_than_the_mailbox_s_is_named() {
 
 /// Runs `herald` against the flow's database and data directory, trusting the sandbox's CA.
 async fn herald_cli(flow: &Flow, args: &[&str]) -> std::process::Output {
-    let ca = flow.app.state.config.data_dir.join("sandbox-ca.pem");
+    let ca = flow.app.state.access.config.data_dir.join("sandbox-ca.pem");
     std::fs::write(&ca, flow.sandbox.ca.ca_pem()).unwrap();
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
     for (name, _) in std::env::vars_os() {
@@ -678,7 +677,7 @@ async fn herald_cli(flow: &Flow, args: &[&str]) -> std::process::Output {
         }
     }
     cmd.args(args)
-        .env("HERALD_DATA_DIR", &flow.app.state.config.data_dir)
+        .env("HERALD_DATA_DIR", &flow.app.state.access.config.data_dir)
         .env("HERALD_DATABASE_URL", flow.app.db.url())
         .env("HERALD_DEV", "true")
         .env("HERALD_SMTP_CA_FILE", &ca)
@@ -792,7 +791,7 @@ async fn a_refused_token_is_refreshed_once_and_gmail_s_334_refusal_is_a_rejected
         let mut conn = flow.app.store().conn().await.unwrap();
         herald::keys::put_secret(
             &mut conn,
-            &flow.app.state.keys,
+            &flow.app.state.access.keys,
             &id,
             secret_fields::ACCESS_TOKEN,
             &SecretString::from("sbx.revoked-early"),

@@ -113,7 +113,7 @@ async fn a_held_message_cancelled_is_never_sent_and_sent_mail_cannot_be_cancelle
 
 #[tokio::test]
 async fn held_mail_fails_as_held_expired_after_the_limit_and_raises_an_alert() {
-    let clock = Arc::new(herald::outbox::ManualClock::starting_at(
+    let clock = Arc::new(herald::clock::ManualClock::starting_at(
         time::OffsetDateTime::now_utc(),
     ));
     let (app, sandbox) = spawn_app_with_sandbox_on(clock.clone()).await;

@@ -181,7 +181,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut BTreeMap<String, String>)) 
     spawn(
         adjust,
         None,
-        std::sync::Arc::new(herald::outbox::SystemClock),
+        std::sync::Arc::new(herald::clock::SystemClock),
     )
     .await
 }
@@ -189,19 +189,19 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut BTreeMap<String, String>)) 
 /// A running sandbox provider (authorization server and SMTP server) on loopback ports, and
 /// Herald offering the `sandbox` provider pointed at it, in development mode.
 pub async fn spawn_app_with_sandbox() -> (TestApp, herald::sandbox::RunningSandbox) {
-    spawn_app_with_sandbox_on(std::sync::Arc::new(herald::outbox::SystemClock)).await
+    spawn_app_with_sandbox_on(std::sync::Arc::new(herald::clock::SystemClock)).await
 }
 
 /// Like [`spawn_app_with_sandbox`], with the outbox on the given clock.
 pub async fn spawn_app_with_sandbox_on(
-    clock: std::sync::Arc<dyn herald::outbox::Clock>,
+    clock: std::sync::Arc<dyn herald::clock::Clock>,
 ) -> (TestApp, herald::sandbox::RunningSandbox) {
     spawn_sandboxed(clock, |_| {}).await
 }
 
 /// Like [`spawn_app_with_sandbox`], after letting the test adjust the environment.
 pub async fn spawn_sandboxed(
-    clock: std::sync::Arc<dyn herald::outbox::Clock>,
+    clock: std::sync::Arc<dyn herald::clock::Clock>,
     adjust: impl FnOnce(&mut BTreeMap<String, String>),
 ) -> (TestApp, herald::sandbox::RunningSandbox) {
     let http = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
@@ -242,10 +242,10 @@ pub fn test_tuning() -> herald::outbox::Tuning {
 async fn spawn(
     adjust: impl FnOnce(&mut BTreeMap<String, String>),
     sandbox: Option<(
-        herald::services::mailboxes::SandboxPreset,
+        herald::domain::presets::SandboxPreset,
         std::sync::Arc<herald::sandbox::SandboxState>,
     )>,
-    clock: std::sync::Arc<dyn herald::outbox::Clock>,
+    clock: std::sync::Arc<dyn herald::clock::Clock>,
 ) -> TestApp {
     spawn_on(TestDb::new().await, None, adjust, sandbox, clock).await
 }
@@ -255,16 +255,14 @@ async fn spawn(
 pub async fn spawn_instance_of(
     first: &TestApp,
     sandbox: &herald::sandbox::RunningSandbox,
-    clock: std::sync::Arc<dyn herald::outbox::Clock>,
+    clock: std::sync::Arc<dyn herald::clock::Clock>,
 ) -> TestApp {
     another_instance(first, sandbox, |_| {}, clock).await
 }
 
 /// The sandbox preset Herald is given for `sandbox`.
-fn preset_of(
-    sandbox: &herald::sandbox::RunningSandbox,
-) -> herald::services::mailboxes::SandboxPreset {
-    herald::services::mailboxes::SandboxPreset {
+fn preset_of(sandbox: &herald::sandbox::RunningSandbox) -> herald::domain::presets::SandboxPreset {
+    herald::domain::presets::SandboxPreset {
         base_url: sandbox.oauth.base_url.clone(),
         tenant: sandbox.oauth.tenant.clone(),
         smtp_host: sandbox.smtp_addr.ip().to_string(),
@@ -277,7 +275,7 @@ async fn another_instance(
     first: &TestApp,
     sandbox: &herald::sandbox::RunningSandbox,
     adjust: impl FnOnce(&mut BTreeMap<String, String>),
-    clock: std::sync::Arc<dyn herald::outbox::Clock>,
+    clock: std::sync::Arc<dyn herald::clock::Clock>,
 ) -> TestApp {
     spawn_on(
         TestDb::Shared {
@@ -299,10 +297,10 @@ async fn spawn_on(
     shared_data_dir: Option<std::path::PathBuf>,
     adjust: impl FnOnce(&mut BTreeMap<String, String>),
     sandbox: Option<(
-        herald::services::mailboxes::SandboxPreset,
+        herald::domain::presets::SandboxPreset,
         std::sync::Arc<herald::sandbox::SandboxState>,
     )>,
-    clock: std::sync::Arc<dyn herald::outbox::Clock>,
+    clock: std::sync::Arc<dyn herald::clock::Clock>,
 ) -> TestApp {
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
@@ -342,7 +340,7 @@ async fn spawn_on(
 
 impl TestApp {
     pub fn store(&self) -> &Store {
-        &self.state.store
+        &self.state.access.store
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -445,9 +443,11 @@ impl TestApp {
             let _ = server.await;
         }
         // A test still holding a pooled connection would make close() wait for ever.
-        let closed =
-            tokio::time::timeout(std::time::Duration::from_secs(10), self.state.store.close())
-                .await;
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            self.state.access.store.close(),
+        )
+        .await;
         assert!(
             closed.is_ok(),
             "the test still holds a database connection: drop it before stop()"
@@ -604,7 +604,7 @@ pub async fn spawn_instance_with(
         first,
         sandbox,
         adjust,
-        std::sync::Arc::new(herald::outbox::SystemClock),
+        std::sync::Arc::new(herald::clock::SystemClock),
     )
     .await
 }

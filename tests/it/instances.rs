@@ -22,7 +22,7 @@ async fn two_instances_deliver_each_message_once_with_one_refresh_and_one_shared
     }
     let start = time::OffsetDateTime::now_utc();
     // One simulated clock for both, ahead of the real one so that mail is due at once.
-    let clock = Arc::new(herald::outbox::ManualClock::starting_at(
+    let clock = Arc::new(herald::clock::ManualClock::starting_at(
         start + time::Duration::minutes(5),
     ));
     let (app, sandbox) = spawn_app_with_sandbox_on(clock.clone()).await;
@@ -122,7 +122,7 @@ async fn two_instances_deliver_each_message_once_with_one_refresh_and_one_shared
 #[tokio::test]
 async fn failed_sign_ins_count_across_instances() {
     use herald::web::auth::LoginThrottle;
-    let clock: Arc<dyn herald::outbox::Clock> = Arc::new(herald::outbox::SystemClock);
+    let clock: Arc<dyn herald::clock::Clock> = Arc::new(herald::clock::SystemClock);
     let (first, sandbox) = spawn_app_with_sandbox_on(clock.clone()).await;
     let second = spawn_instance_of(&first, &sandbox, clock).await;
     let org = first.org("Contoso").await;
@@ -339,7 +339,7 @@ async fn two_herald_processes_share_the_queue_and_one_token_refresh() {
 #[tokio::test]
 async fn parallel_guesses_over_two_instances_get_no_more_tries_than_on_one() {
     use herald::web::auth::LoginThrottle;
-    let clock: Arc<dyn herald::outbox::Clock> = Arc::new(herald::outbox::SystemClock);
+    let clock: Arc<dyn herald::clock::Clock> = Arc::new(herald::clock::SystemClock);
     let (first, sandbox) = spawn_app_with_sandbox_on(clock.clone()).await;
     let second = spawn_instance_of(&first, &sandbox, clock).await;
     let org = first.org("Contoso").await;

@@ -38,7 +38,7 @@ async fn token_requests_reach(o: &Outbox, before: u64, n: u64) {
 
 #[tokio::test]
 async fn an_idle_mailbox_is_refreshed_and_verified_once_a_week() {
-    let clock = Arc::new(herald::outbox::ManualClock::starting_at(
+    let clock = Arc::new(herald::clock::ManualClock::starting_at(
         time::OffsetDateTime::now_utc(),
     ));
     let (app, sandbox) = spawn_app_with_sandbox_on(clock.clone()).await;
@@ -72,7 +72,7 @@ async fn an_idle_mailbox_is_refreshed_and_verified_once_a_week() {
 
 #[tokio::test]
 async fn a_refresh_token_that_died_makes_the_mailbox_not_verified_with_the_reason() {
-    let clock = Arc::new(herald::outbox::ManualClock::starting_at(
+    let clock = Arc::new(herald::clock::ManualClock::starting_at(
         time::OffsetDateTime::now_utc(),
     ));
     let (app, sandbox) = spawn_app_with_sandbox_on(clock.clone()).await;

@@ -117,7 +117,7 @@ async fn a_microsoft_mailbox_gets_its_presets_and_never_shows_its_secret() {
     let mut conn = app.store().conn().await.unwrap();
     let opened = keys::get_secret(
         &mut conn,
-        &app.state.keys,
+        &app.state.access.keys,
         m["id"].as_str().unwrap(),
         secret_fields::CLIENT_SECRET,
     )
@@ -242,7 +242,7 @@ async fn changing_the_identity_drops_the_tokens_and_a_patch_without_secret_keeps
         for field in [secret_fields::ACCESS_TOKEN, secret_fields::REFRESH_TOKEN] {
             keys::put_secret(
                 &mut conn,
-                &app.state.keys,
+                &app.state.access.keys,
                 &id,
                 field,
                 &SecretString::from("token"),
@@ -340,7 +340,7 @@ async fn changing_the_identity_drops_the_tokens_and_a_patch_without_secret_keeps
     let mut conn = app.store().conn().await.unwrap();
     let secret = keys::get_secret(
         &mut conn,
-        &app.state.keys,
+        &app.state.access.keys,
         &id,
         secret_fields::CLIENT_SECRET,
     )

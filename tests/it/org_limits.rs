@@ -6,8 +6,8 @@
 use herald::config::OutboxSettings;
 use herald::domain::OrgId;
 use herald::domain::message::MessageSource;
-use herald::outbox::accept::{self, Body, Caller, SendRequest, Submission};
 use herald::services::ServiceError;
+use herald::services::send::{self, Body, Caller, SendRequest, Submission};
 use reqwest::Method;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -85,7 +85,7 @@ async fn accept_at(
     org: OrgId,
     source: MessageSource,
     now: OffsetDateTime,
-) -> Result<accept::Accepted, ServiceError> {
+) -> Result<send::Accepted, ServiceError> {
     accept_with(app.store(), settings, org, source, now).await
 }
 
@@ -95,8 +95,8 @@ async fn accept_with(
     org: OrgId,
     source: MessageSource,
     now: OffsetDateTime,
-) -> Result<accept::Accepted, ServiceError> {
-    accept::accept(
+) -> Result<send::Accepted, ServiceError> {
+    send::accept(
         store,
         settings,
         &Caller {
@@ -158,7 +158,7 @@ async fn the_default_sender_sends_only_for_organizations_the_operator_allowed() 
     assert_eq!(org["default_sender_configured"], true);
     assert_eq!(org["default_sender_allowed"], false);
     // Nor do Herald's own alerts reach its admins from the operator's address.
-    let settings = i.o.app.state.config.outbox.clone();
+    let settings = i.o.app.state.access.config.outbox.clone();
     let alert = accept_at(
         &i.o.app,
         &settings,
@@ -268,7 +268,7 @@ async fn the_default_sender_keeps_to_a_daily_quota_per_organization_until_midnig
     // Ten at once, half through this instance's API and half through the other instance's
     // database pool: the counter is shared and raised atomically, so exactly two get through.
     let (tailspin, tailspin_key) = i.customer("Tailspin").await;
-    let settings = i.o.app.state.config.outbox.clone();
+    let settings = i.o.app.state.access.config.outbox.clone();
     let mut racers = tokio::task::JoinSet::new();
     for n in 0..5 {
         let request =
@@ -296,7 +296,7 @@ async fn the_default_sender_keeps_to_a_daily_quota_per_organization_until_midnig
 
     // The quota is per calendar day in UTC: the last second of the day is refused, the first
     // of the next day is not.
-    let settings = i.o.app.state.config.outbox.clone();
+    let settings = i.o.app.state.access.config.outbox.clone();
     let tomorrow =
         OffsetDateTime::from_unix_timestamp((now.unix_timestamp().div_euclid(86_400) + 1) * 86_400)
             .unwrap();

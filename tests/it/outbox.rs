@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald::domain::message::MessageSource;
-use herald::outbox::accept::{self, Body, Caller, SendRequest, Submission};
 use herald::sandbox::{RunningSandbox, Switches};
+use herald::services::send::{self, Body, Caller, SendRequest, Submission};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
@@ -119,7 +119,7 @@ impl Outbox {
         let registration = self
             .sandbox
             .state
-            .register_client("Herald", vec![self.app.state.config.redirect_uri()]);
+            .register_client("Herald", vec![self.app.state.access.config.redirect_uri()]);
         let created = self
             .call(
                 reqwest::Method::POST,
@@ -687,13 +687,13 @@ async fn accept_for(
     org: herald::domain::OrgId,
     default_sender: Option<herald::domain::MailboxId>,
     subject: &str,
-) -> accept::Accepted {
+) -> send::Accepted {
     let settings = herald::config::OutboxSettings {
         default_sender,
         default_sender_orgs: herald::config::DefaultSenderOrgs::All,
         ..Default::default()
     };
-    let accepted = accept::accept(
+    let accepted = send::accept(
         o.app.store(),
         &settings,
         &Caller {
@@ -798,7 +798,7 @@ async fn without_a_verified_mailbox_fallback_sends_from_the_default_sender_and_h
 async fn an_exchange_mailbox_keeps_to_30_a_minute_on_a_simulated_clock() {
     let start = time::OffsetDateTime::now_utc();
     // Ahead of the real clock, so that mail accepted during the test is due at once.
-    let clock = Arc::new(herald::outbox::ManualClock::starting_at(
+    let clock = Arc::new(herald::clock::ManualClock::starting_at(
         start + time::Duration::minutes(5),
     ));
     let (app, sandbox) = spawn_app_with_sandbox_on(clock.clone()).await;
@@ -950,7 +950,7 @@ async fn bodies_past_their_retention_are_purged_and_the_metadata_stays() {
     let later = now + time::Duration::days(31);
     let purged = herald::store::messages::purge_bodies(
         &mut store.conn().await.unwrap(),
-        later - o.app.state.config.outbox.retention,
+        later - o.app.state.access.config.outbox.retention,
         later,
     )
     .await

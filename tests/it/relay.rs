@@ -37,7 +37,7 @@ impl Relay {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        let (app, sandbox) = spawn_sandboxed(Arc::new(herald::outbox::SystemClock), |env| {
+        let (app, sandbox) = spawn_sandboxed(Arc::new(herald::clock::SystemClock), |env| {
             env.insert("HERALD_RELAY_LISTEN".into(), "127.0.0.1:0".into());
             env.insert("HERALD_RELAY_TLS_LISTEN".into(), "127.0.0.1:0".into());
             env.insert("HERALD_RELAY_CERT_FILE".into(), cert.display().to_string());

@@ -177,7 +177,7 @@ async fn a_client_secret_is_not_sent_to_a_new_token_url_unless_it_is_entered_aga
         let mut conn = o.app.store().conn().await.unwrap();
         herald::keys::get_secret(
             &mut conn,
-            &o.app.state.keys,
+            &o.app.state.access.keys,
             &id,
             herald::domain::mailbox::secret_fields::CLIENT_SECRET,
         )

@@ -182,7 +182,7 @@ async fn start_up_fails_clearly_with_a_wrong_or_missing_master_key() {
     let first = App::build(env.config(&[("HERALD_MASTER_KEY", &key)]))
         .await
         .unwrap();
-    first.state().store.close().await;
+    first.state().access.store.close().await;
     drop(first);
 
     let other = base64::engine::general_purpose::STANDARD.encode([2u8; 32]);
@@ -354,7 +354,7 @@ async fn rotation_is_refused_while_herald_is_serving() {
     let env = std::collections::BTreeMap::from([
         (
             "HERALD_DATA_DIR".to_owned(),
-            app.state.config.data_dir.display().to_string(),
+            app.state.access.config.data_dir.display().to_string(),
         ),
         ("HERALD_DATABASE_URL".to_owned(), app.db.url()),
     ]);

@@ -97,9 +97,9 @@ pub async fn list_alerts(
 ) -> Result<Json<AlertList>, ApiError> {
     principal.require_reader()?;
     let alerts = if params.all.unwrap_or(false) {
-        views::recent_alerts(&state.store, principal.org_id, 100).await?
+        views::recent_alerts(&state.access.store, principal.org_id, 100).await?
     } else {
-        views::open_alerts(&state.store, principal.org_id).await?
+        views::open_alerts(&state.access.store, principal.org_id).await?
     };
     Ok(Json(AlertList {
         alerts: alerts.into_iter().map(AlertOut::from).collect(),
@@ -115,7 +115,7 @@ pub async fn dismiss_alert(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
-    if alerts::dismiss(&state.store, principal.org_id, &id, &principal.actor).await? {
+    if alerts::dismiss(&state.access.store, principal.org_id, &id, &principal.actor).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("alert"))
@@ -155,7 +155,7 @@ pub async fn get_alert_webhook(
 ) -> Result<Json<AlertWebhookOut>, ApiError> {
     principal.require_admin()?;
     Ok(Json(AlertWebhookOut {
-        url: views::alert_webhook_url(&state.store, principal.org_id).await?,
+        url: views::alert_webhook_url(&state.access.store, principal.org_id).await?,
     }))
 }
 
@@ -169,8 +169,8 @@ pub async fn set_alert_webhook(
 ) -> Result<Json<AlertWebhookSet>, ApiError> {
     principal.require_admin()?;
     let (url, secret) = alerts::set_webhook(
-        &state.store,
-        &state.keys,
+        &state.access.store,
+        &state.access.keys,
         &super::mailboxes::policy(&state),
         principal.org_id,
         &body.url,
@@ -204,7 +204,7 @@ pub async fn delete_alert_webhook(
     principal: Principal,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
-    settings::remove_alert_webhook(&state.store, principal.org_id).await?;
+    settings::remove_alert_webhook(&state.access.store, principal.org_id).await?;
     audit(
         &state,
         &principal,
@@ -222,7 +222,7 @@ async fn audit(
     url: Option<&str>,
 ) -> Result<(), ApiError> {
     settings::audit_alert_webhook(
-        &state.store,
+        &state.access.store,
         principal.org_id,
         &principal.actor,
         action,

@@ -83,7 +83,13 @@ pub async fn list_api_keys(
 ) -> Result<Json<ApiKeyList>, ApiError> {
     principal.require_reader()?;
     let (limit, after) = (params.limit()?, params.after()?);
-    let page = views::api_keys(&state.store, principal.org_id, after.as_deref(), limit).await?;
+    let page = views::api_keys(
+        &state.access.store,
+        principal.org_id,
+        after.as_deref(),
+        limit,
+    )
+    .await?;
     Ok(Json(ApiKeyList::from_page(page, ApiKeyOut::from)))
 }
 
@@ -97,7 +103,7 @@ pub async fn create_api_key(
 ) -> Result<(StatusCode, Json<CreatedApiKey>), ApiError> {
     principal.require_admin()?;
     let (key, token) = services::create_api_key(
-        &state.store,
+        &state.access.store,
         principal.org_id,
         &body.name,
         &body.role,
@@ -124,7 +130,7 @@ pub async fn get_api_key(
 ) -> Result<Json<ApiKeyOut>, ApiError> {
     principal.require_reader()?;
     let id = parse_key_id(&id)?;
-    let key = views::api_key(&state.store, principal.org_id, id)
+    let key = views::api_key(&state.access.store, principal.org_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("API key"))?;
     Ok(Json(key.into()))
@@ -140,7 +146,7 @@ pub async fn revoke_api_key(
 ) -> Result<Json<ApiKeyOut>, ApiError> {
     principal.require_admin()?;
     let id = parse_key_id(&id)?;
-    let key =
-        services::revoke_api_key(&state.store, principal.org_id, id, &principal.actor).await?;
+    let key = services::revoke_api_key(&state.access.store, principal.org_id, id, &principal.actor)
+        .await?;
     Ok(Json(key.into()))
 }

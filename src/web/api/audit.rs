@@ -76,7 +76,12 @@ pub async fn list_audit_events(
 ) -> Result<Json<AuditEventList>, ApiError> {
     principal.require_admin()?;
     let (limit, before) = (params.limit()?, params.after()?);
-    let page =
-        views::audit_events(&state.store, principal.org_id, before.as_deref(), limit).await?;
+    let page = views::audit_events(
+        &state.access.store,
+        principal.org_id,
+        before.as_deref(),
+        limit,
+    )
+    .await?;
     Ok(Json(AuditEventList::from_page(page, AuditEventOut::from)))
 }

@@ -84,8 +84,9 @@ pub struct MailboxList {
 async fn render(state: &AppState, mailbox: Mailbox) -> Result<MailboxOut, ApiError> {
     let owner = mailbox.id.to_string();
     let has_client_secret =
-        views::has_secret(&state.store, &owner, secret_fields::CLIENT_SECRET).await?;
-    let has_password = views::has_secret(&state.store, &owner, secret_fields::PASSWORD).await?;
+        views::has_secret(&state.access.store, &owner, secret_fields::CLIENT_SECRET).await?;
+    let has_password =
+        views::has_secret(&state.access.store, &owner, secret_fields::PASSWORD).await?;
     let effective_limits = mailbox.effective_limits();
     Ok(MailboxOut {
         id: owner,
@@ -111,7 +112,7 @@ async fn render(state: &AppState, mailbox: Mailbox) -> Result<MailboxOut, ApiErr
         client_secret_expires_at: mailbox.client_secret_expires_at.map(|d| d.to_string()),
         has_client_secret,
         has_password,
-        redirect_uri: state.config.redirect_uri(),
+        redirect_uri: state.access.config.redirect_uri(),
         status: mailbox.status,
         status_reason: mailbox.status_reason,
         verified_at: mailbox.verified_at,
@@ -225,14 +226,20 @@ async fn discover_on_save(
     if mailbox.provider == crate::domain::mailbox::Provider::Microsoft {
         return Ok(mailbox);
     }
-    Ok(mailboxes::discover(&state.store, &state.token_http, &policy(state), mailbox).await?)
+    Ok(mailboxes::discover(
+        &state.access.store,
+        &state.access.http,
+        &policy(state),
+        mailbox,
+    )
+    .await?)
 }
 
 pub(super) fn policy(state: &AppState) -> Policy<'_> {
     Policy {
-        dev: state.config.dev,
-        allow_private_hosts: state.config.allow_private_hosts,
-        sandbox: state.sandbox.as_deref(),
+        dev: state.access.config.dev,
+        allow_private_hosts: state.access.config.allow_private_hosts,
+        sandbox: state.access.sandbox.as_deref(),
     }
 }
 
@@ -251,7 +258,15 @@ pub async fn list_mailboxes(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<MailboxList>, ApiError> {
     let (limit, after) = (params.limit()?, params.after()?);
-    let page = { views::mailboxes(&state.store, principal.org_id, after.as_deref(), limit).await? };
+    let page = {
+        views::mailboxes(
+            &state.access.store,
+            principal.org_id,
+            after.as_deref(),
+            limit,
+        )
+        .await?
+    };
     let next_cursor = page.next_cursor.as_deref().map(super::encode_cursor);
     let mut items = Vec::with_capacity(page.items.len());
     for mailbox in page.items {
@@ -297,8 +312,8 @@ pub async fn create_mailbox(
         limits: body.limits,
     };
     let mailbox = mailboxes::create(
-        &state.store,
-        &state.keys,
+        &state.access.store,
+        &state.access.keys,
         &policy(&state),
         principal.org_id,
         draft,
@@ -319,7 +334,7 @@ pub async fn get_mailbox(
 ) -> Result<Json<MailboxOut>, ApiError> {
     let id = parse_mailbox_id(&id)?;
     let mailbox = {
-        views::mailbox(&state.store, principal.org_id, id)
+        views::mailbox(&state.access.store, principal.org_id, id)
             .await?
             .filter(|m| principal.may_use(m.id))
             .ok_or_else(|| ApiError::not_found("mailbox"))?
@@ -363,8 +378,8 @@ pub async fn update_mailbox(
         limits: body.limits,
     };
     let mailbox = mailboxes::update(
-        &state.store,
-        &state.keys,
+        &state.access.store,
+        &state.access.keys,
         &policy(&state),
         principal.org_id,
         id,
@@ -390,7 +405,7 @@ pub async fn delete_mailbox(
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
     let id = parse_mailbox_id(&id)?;
-    mailboxes::delete(&state.store, principal.org_id, id, &principal.actor).await?;
+    mailboxes::delete(&state.access.store, principal.org_id, id, &principal.actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -417,7 +432,7 @@ pub async fn start_authorization(
     principal.require_admin()?;
     let id = parse_mailbox_id(&id)?;
     let started = crate::services::authorization::start(
-        &state.deps(),
+        &state.access,
         principal.org_id,
         id,
         principal.session_digest.clone(),
@@ -472,7 +487,7 @@ pub async fn latest_authorization(
     principal.require_reader()?;
     let id = parse_mailbox_id(&id)?;
     let attempt =
-        crate::services::authorization::latest_attempt(&state.deps(), principal.org_id, id)
+        crate::services::authorization::latest_attempt(&state.access, principal.org_id, id)
             .await?
             .ok_or_else(|| ApiError::not_found("authorization attempt"))?;
     Ok(Json(attempt.into()))
@@ -490,7 +505,7 @@ pub async fn verify_mailbox(
     principal.require_admin()?;
     let id = parse_mailbox_id(&id)?;
     let mailbox =
-        crate::services::authorization::verify(&state.deps(), principal.org_id, id).await?;
+        crate::services::authorization::verify(&state.access, principal.org_id, id).await?;
     Ok(Json(render(&state, mailbox).await?))
 }
 
@@ -519,11 +534,11 @@ pub async fn send_test_message(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<TestMessage>,
 ) -> Result<Json<TestMessageSent>, ApiError> {
-    use crate::services::authorization::SendOutcome;
+    use crate::services::test_message::SendOutcome;
     principal.require_admin()?;
     let id = parse_mailbox_id(&id)?;
-    match crate::services::authorization::send_test_message(
-        &state.deps(),
+    match crate::services::test_message::send_test_message(
+        &state.access,
         principal.org_id,
         id,
         &body.to,

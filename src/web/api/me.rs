@@ -37,7 +37,7 @@ pub async fn whoami(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Me>, ApiError> {
-    let org = views::organization(&state.store, principal.org_id)
+    let org = views::organization(&state.access.store, principal.org_id)
         .await?
         .ok_or_else(|| ApiError::not_found("organization"))?;
     Ok(Json(Me {

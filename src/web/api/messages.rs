@@ -15,7 +15,7 @@ use super::ListParams;
 use crate::domain::mailbox::StatusReason;
 use crate::domain::message::{Message, MessageSource, MessageStatus, SmtpReply};
 use crate::domain::{FieldError, MailboxId};
-use crate::outbox::accept::{self, Body, Caller, SendRequest, Submission};
+use crate::services::send::{self, Body, Caller, SendRequest, Submission};
 use crate::services::views;
 use crate::web::AppState;
 use crate::web::auth::{Access, Principal};
@@ -190,9 +190,9 @@ pub async fn send_message(
         allowed: principal.mailboxes.clone(),
         source: MessageSource::Api,
     };
-    let accepted = accept::accept(
-        &state.store,
-        &state.config.outbox,
+    let accepted = send::accept(
+        &state.access.store,
+        &state.access.config.outbox,
         &caller,
         Submission {
             mailbox,
@@ -245,7 +245,7 @@ pub async fn get_message(
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(ApiError::not_found("message"));
     }
-    let message = views::message(&state.store, principal.org_id, &id)
+    let message = views::message(&state.access.store, principal.org_id, &id)
         .await?
         .filter(|m| visible(&principal, m))
         .ok_or_else(|| ApiError::not_found("message"))?;
@@ -272,7 +272,7 @@ pub async fn cancel_message(
         return Err(ApiError::not_found("message"));
     }
     let message = crate::services::messages::cancel(
-        &state.store,
+        &state.access.store,
         principal.org_id,
         &id,
         |m| visible(&principal, m),
@@ -319,7 +319,7 @@ pub async fn list_messages(
         .transpose()?;
     let mailbox_id: Option<MailboxId> = match filter.mailbox.as_deref().filter(|m| !m.is_empty()) {
         Some(wanted) => Some(
-            views::find_mailbox(&state.store, principal.org_id, wanted)
+            views::find_mailbox(&state.access.store, principal.org_id, wanted)
                 .await?
                 .ok_or_else(|| {
                     ApiError::field(
@@ -335,7 +335,7 @@ pub async fn list_messages(
         .then(|| principal.api_key.map(|k| k.to_string()))
         .flatten();
     let page = views::messages(
-        &state.store,
+        &state.access.store,
         principal.org_id,
         &views::MessageFilter {
             status,

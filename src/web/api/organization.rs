@@ -36,13 +36,13 @@ pub struct OrganizationOut {
 }
 
 fn render(state: &AppState, org: Organization) -> OrganizationOut {
-    let allowed = crate::services::default_sender::serves(&state.config.outbox, &org);
+    let allowed = crate::services::default_sender::serves(&state.access.config.outbox, &org);
     OrganizationOut {
         id: org.id.to_string(),
         name: org.name,
         no_mailbox_policy: org.no_mailbox_policy,
         reply_to: org.reply_to,
-        default_sender_configured: state.config.outbox.default_sender.is_some(),
+        default_sender_configured: state.access.config.outbox.default_sender.is_some(),
         default_sender_allowed: allowed,
         created_at: org.created_at,
     }
@@ -71,7 +71,7 @@ pub async fn get_organization(
     principal: Principal,
 ) -> Result<Json<OrganizationOut>, ApiError> {
     principal.require_reader()?;
-    let org = views::organization(&state.store, principal.org_id)
+    let org = views::organization(&state.access.store, principal.org_id)
         .await?
         .ok_or_else(|| ApiError::not_found("organization"))?;
     Ok(Json(render(&state, org)))
@@ -106,7 +106,7 @@ pub async fn update_organization(
     };
     let now = OffsetDateTime::now_utc();
     let org = settings::update_sending_settings(
-        &state.store,
+        &state.access.store,
         principal.org_id,
         &principal.actor,
         policy,
@@ -156,8 +156,8 @@ pub async fn set_default_sender(
     // Decided before the id is looked at, so that no one else learns which ids exist.
     if principal.require_admin().is_err()
         || !crate::services::default_sender::is_operator_org(
-            &state.store,
-            &state.config.outbox,
+            &state.access.store,
+            &state.access.config.outbox,
             principal.org_id,
         )
         .await?
@@ -170,7 +170,7 @@ pub async fn set_default_sender(
         .parse()
         .map_err(|_| ApiError::not_found("organization"))?;
     let org = crate::services::default_sender::set_allowed(
-        &state.store,
+        &state.access.store,
         org_id,
         body.allowed,
         &principal.actor,
@@ -180,7 +180,7 @@ pub async fn set_default_sender(
         organization_id: org.id.to_string(),
         name: org.name,
         allowed: org.default_sender_allowed,
-        default_sender_orgs: match state.config.outbox.default_sender_orgs {
+        default_sender_orgs: match state.access.config.outbox.default_sender_orgs {
             DefaultSenderOrgs::All => "all",
             DefaultSenderOrgs::Listed => "listed",
         }

@@ -98,7 +98,7 @@ pub async fn create_relay_credential(
     let mut mailboxes: Vec<String> = body.mailbox.into_iter().collect();
     mailboxes.extend(body.mailboxes);
     let (credential, password) = relay::create(
-        &state.store,
+        &state.access.store,
         principal.org_id,
         NewRelayCredential {
             name: body.name,
@@ -130,8 +130,13 @@ pub async fn list_relay_credentials(
 ) -> Result<Json<RelayCredentialList>, ApiError> {
     principal.require_reader()?;
     let (limit, after) = (params.limit()?, params.after()?);
-    let page =
-        views::relay_credentials(&state.store, principal.org_id, after.as_deref(), limit).await?;
+    let page = views::relay_credentials(
+        &state.access.store,
+        principal.org_id,
+        after.as_deref(),
+        limit,
+    )
+    .await?;
     Ok(Json(RelayCredentialList::from_page(
         page,
         RelayCredentialOut::from,
@@ -147,7 +152,7 @@ pub async fn get_relay_credential(
     Path(id): Path<String>,
 ) -> Result<Json<RelayCredentialOut>, ApiError> {
     principal.require_reader()?;
-    let credential = views::relay_credential(&state.store, principal.org_id, &id)
+    let credential = views::relay_credential(&state.access.store, principal.org_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("relay credential"))?;
     Ok(Json(credential.into()))
@@ -162,6 +167,6 @@ pub async fn delete_relay_credential(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
-    relay::delete(&state.store, principal.org_id, &id, &principal.actor).await?;
+    relay::delete(&state.access.store, principal.org_id, &id, &principal.actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }

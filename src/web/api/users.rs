@@ -78,7 +78,13 @@ pub async fn list_users(
 ) -> Result<Json<UserList>, ApiError> {
     principal.require_reader()?;
     let (limit, after) = (params.limit()?, params.after()?);
-    let page = views::users(&state.store, principal.org_id, after.as_deref(), limit).await?;
+    let page = views::users(
+        &state.access.store,
+        principal.org_id,
+        after.as_deref(),
+        limit,
+    )
+    .await?;
     Ok(Json(UserList::from_page(page, UserOut::from)))
 }
 
@@ -93,7 +99,7 @@ pub async fn create_user(
 ) -> Result<(StatusCode, Json<UserOut>), ApiError> {
     principal.require_admin()?;
     let user = services::create_user(
-        &state.store,
+        &state.access.store,
         principal.org_id,
         NewUserInput {
             email: body.email,
@@ -116,7 +122,7 @@ pub async fn get_user(
 ) -> Result<Json<UserOut>, ApiError> {
     principal.require_reader()?;
     let id = parse_user_id(&id)?;
-    let user = views::user(&state.store, principal.org_id, id)
+    let user = views::user(&state.access.store, principal.org_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     Ok(Json(user.into()))
@@ -134,7 +140,7 @@ pub async fn update_user(
     principal.require_admin()?;
     let id = parse_user_id(&id)?;
     let user = services::update_user(
-        &state.store,
+        &state.access.store,
         principal.org_id,
         id,
         UserChange {
@@ -157,6 +163,6 @@ pub async fn delete_user(
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
     let id = parse_user_id(&id)?;
-    services::delete_user(&state.store, principal.org_id, id, &principal.actor).await?;
+    services::delete_user(&state.access.store, principal.org_id, id, &principal.actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }

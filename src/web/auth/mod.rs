@@ -47,7 +47,7 @@ impl FromRequestParts<AppState> for ClientAddr {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ci| ci.0.ip())
             .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        Ok(Self(client_addr(&state.config, peer, parts)))
+        Ok(Self(client_addr(&state.access.config, peer, parts)))
     }
 }
 
@@ -176,13 +176,13 @@ impl FromRequestParts<AppState> for Principal {
                             "Too many requests",
                             format!(
                                 "This API key made more than {} requests in a minute (HERALD_API_RATE_PER_MINUTE); retry after {retry_after} s.",
-                                state.config.api_rate_per_minute
+                                state.access.config.api_rate_per_minute
                             ),
                         )
                     })
             };
             let KeyCaller { key, mailboxes } =
-                sign_in::api_key_caller(&state.store, &token, now, admit)
+                sign_in::api_key_caller(&state.access.store, &token, now, admit)
                     .await?
                     .ok_or_else(|| {
                         ApiError::unauthorized(
@@ -221,7 +221,7 @@ impl FromRequestParts<AppState> for Principal {
                 .get(CSRF_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            if !origin_ok(&state.config, &parts.headers)
+            if !origin_ok(&state.access.config, &parts.headers)
                 || !crypto::constant_time_eq(sent, &session.csrf_token())
             {
                 return Err(ApiError::new(

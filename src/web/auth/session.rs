@@ -58,7 +58,7 @@ pub async fn start_session(
     let token = crypto::random_token();
     let now = OffsetDateTime::now_utc();
     sign_in::start_session(
-        &state.store,
+        &state.access.store,
         &crypto::token_digest(&token),
         user_id,
         now,
@@ -71,8 +71,8 @@ pub async fn start_session(
 
 /// Ends the session named by the cookie, if any.
 pub async fn end_session(state: &AppState, jar: &CookieJar) -> ServiceResult<()> {
-    if let Some(cookie) = jar.get(session_cookie_name(&state.config)) {
-        sign_in::end_session(&state.store, &crypto::token_digest(cookie.value())).await?;
+    if let Some(cookie) = jar.get(session_cookie_name(&state.access.config)) {
+        sign_in::end_session(&state.access.store, &crypto::token_digest(cookie.value())).await?;
     }
     Ok(())
 }
@@ -91,7 +91,7 @@ impl SessionUser {
 
 /// The digest of the request's session cookie, if it carries one.
 pub fn session_digest(state: &AppState, jar: &CookieJar) -> Option<String> {
-    jar.get(session_cookie_name(&state.config))
+    jar.get(session_cookie_name(&state.access.config))
         .map(|c| c.value())
         .filter(|v| !v.is_empty())
         .map(crypto::token_digest)
@@ -99,7 +99,7 @@ pub fn session_digest(state: &AppState, jar: &CookieJar) -> Option<String> {
 
 /// Resolves the session cookie to its user; `None` when absent, unknown or expired.
 pub async fn session_user(state: &AppState, jar: &CookieJar) -> ServiceResult<Option<SessionUser>> {
-    let Some(cookie) = jar.get(session_cookie_name(&state.config)) else {
+    let Some(cookie) = jar.get(session_cookie_name(&state.access.config)) else {
         return Ok(None);
     };
     let token = cookie.value().to_owned();
@@ -107,6 +107,7 @@ pub async fn session_user(state: &AppState, jar: &CookieJar) -> ServiceResult<Op
         return Ok(None);
     }
     let digest = crypto::token_digest(&token);
-    let user = sign_in::session_user(&state.store, &digest, OffsetDateTime::now_utc()).await?;
+    let user =
+        sign_in::session_user(&state.access.store, &digest, OffsetDateTime::now_utc()).await?;
     Ok(user.map(|user| SessionUser { user, token }))
 }

@@ -33,7 +33,7 @@ pub(super) struct AlertView {
 /// The organization's open alerts, newest first; none when they cannot be read, so that a
 /// failing query costs the banner and never the page.
 pub(super) async fn banner(state: &AppState, org_id: OrgId) -> Vec<AlertView> {
-    match views::open_alerts(&state.store, org_id).await {
+    match views::open_alerts(&state.access.store, org_id).await {
         Ok(alerts) => alerts
             .into_iter()
             .map(|a| AlertView {
@@ -88,7 +88,9 @@ pub(super) async fn dismiss_alert(
         label: session.user.email.clone(),
         source: "web".into(),
     };
-    if !crate::services::alerts::dismiss(&state.store, session.user.org_id, &id, &actor).await? {
+    if !crate::services::alerts::dismiss(&state.access.store, session.user.org_id, &id, &actor)
+        .await?
+    {
         return Err(UiError::NotFound);
     }
     // `Redirect::to` answers 303, so the browser GETs the page again.

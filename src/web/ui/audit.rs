@@ -37,7 +37,7 @@ pub(super) async fn audit_page(
             back: "/".into(),
         });
     }
-    let events = views::audit_events(&state.store, f.org_id, None, 200)
+    let events = views::audit_events(&state.access.store, f.org_id, None, 200)
         .await?
         .items;
     Ok(render(

@@ -64,7 +64,7 @@ where
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, UiError> {
         let jar = CookieJar::from_headers(req.headers());
-        let same_origin = auth::origin_ok(&state.config, req.headers());
+        let same_origin = auth::origin_ok(&state.access.config, req.headers());
         // The body is read first: a body that is not a form is refused as axum refuses it.
         let Form(form) = Form::<T>::from_request(req, state).await?;
         let Some(session) = auth::session_user(state, &jar).await? else {

@@ -29,11 +29,11 @@ pub(super) async fn home(
     State(state): State<AppState>,
     SignedIn { session, frame: f }: SignedIn,
 ) -> Result<Response, UiError> {
-    let user_count = views::users(&state.store, f.org_id, None, 200)
+    let user_count = views::users(&state.access.store, f.org_id, None, 200)
         .await?
         .items
         .len();
-    let key_count = views::api_keys(&state.store, f.org_id, None, 200)
+    let key_count = views::api_keys(&state.access.store, f.org_id, None, 200)
         .await?
         .items
         .iter()

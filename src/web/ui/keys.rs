@@ -33,7 +33,7 @@ pub(super) async fn api_keys_page(
     State(state): State<AppState>,
     SignedIn { frame: f, .. }: SignedIn,
 ) -> Result<Response, UiError> {
-    let keys = views::api_keys(&state.store, f.org_id, None, 200)
+    let keys = views::api_keys(&state.access.store, f.org_id, None, 200)
         .await?
         .items;
     Ok(render(

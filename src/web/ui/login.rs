@@ -48,7 +48,7 @@ pub(super) async fn login_page(
     if let Ok(Some(_)) = auth::session_user(&state, &jar).await {
         return Redirect::to(&safe_next(&q.next)).into_response();
     }
-    let (cookie, csrf_token) = auth::form_cookie(&state.config);
+    let (cookie, csrf_token) = auth::form_cookie(&state.access.config);
     let page = LoginPage {
         csrf_token,
         next: safe_next(&q.next),
@@ -118,9 +118,9 @@ pub(super) async fn login(
     jar: CookieJar,
     Form(form): Form<LoginForm>,
 ) -> Result<Response, UiError> {
-    let form_ok = auth::form_token_ok(&state.config, &jar, &form.csrf_token)
-        && auth::origin_ok(&state.config, &headers);
-    let retry = Retry::new(&state.config, jar, &form);
+    let form_ok = auth::form_token_ok(&state.access.config, &jar, &form.csrf_token)
+        && auth::origin_ok(&state.access.config, &headers);
+    let retry = Retry::new(&state.access.config, jar, &form);
     if !form_ok {
         let error = "This sign-in form has expired. Please try again.";
         return Ok(retry.answer(StatusCode::FORBIDDEN, error.into()));
@@ -152,7 +152,7 @@ pub(super) async fn login(
         }
     };
     state.login_throttle.succeeded(attempt);
-    if let Err(e) = LoginThrottle::shared_succeeded(&state.store, shared).await {
+    if let Err(e) = LoginThrottle::shared_succeeded(&state.access.store, shared).await {
         tracing::warn!(error = %e, "could not forgive an account's failed sign-ins");
     }
     // A fresh session on every sign-in: a token planted before sign-in is worthless after it.
@@ -174,7 +174,7 @@ async fn count_attempt(
         Ok(attempt) => attempt,
         Err(limited) => return Ok(Err(limited)),
     };
-    match LoginThrottle::shared_attempt(&state.store, account, client, now).await? {
+    match LoginThrottle::shared_attempt(&state.access.store, account, client, now).await? {
         Ok(shared) => Ok(Ok((attempt, shared))),
         Err(limited) => {
             state.login_throttle.failed(attempt);
@@ -206,7 +206,7 @@ async fn find_account(state: &AppState, email: &str) -> Result<Option<(User, Str
     let Ok(email) = EmailAddress::parse(email) else {
         return Ok(None);
     };
-    Ok(sign_in::find_account(&state.store, &email).await?)
+    Ok(sign_in::find_account(&state.access.store, &email).await?)
 }
 
 /// Whether the password is the account's. An unknown account is checked against a dummy hash,
@@ -237,7 +237,7 @@ async fn hashing_busy(
     client: IpAddr,
 ) -> Response {
     state.login_throttle.busy(attempt);
-    if let Err(e) = LoginThrottle::shared_busy(&state.store, shared).await {
+    if let Err(e) = LoginThrottle::shared_busy(&state.access.store, shared).await {
         tracing::warn!(error = %e, "could not take back a sign-in attempt refused as busy");
     }
     tracing::warn!(%client, "sign-in refused: password hashing is busy");
@@ -258,8 +258,8 @@ pub(super) async fn start_session(
 ) -> Result<CookieJar, UiError> {
     let token = auth::start_session(state, user, client).await?;
     Ok(jar
-        .add(auth::session_cookie(&state.config, token))
-        .remove(auth::form_cookie_name(&state.config)))
+        .add(auth::session_cookie(&state.access.config, token))
+        .remove(auth::form_cookie_name(&state.access.config)))
 }
 
 #[derive(Deserialize)]
@@ -288,7 +288,7 @@ pub(super) async fn logout(
 ) -> Result<Response, UiError> {
     auth::end_session(&state, &jar).await?;
     Ok((
-        jar.add(auth::expired_session_cookie(&state.config)),
+        jar.add(auth::expired_session_cookie(&state.access.config)),
         Redirect::to("/login"),
     )
         .into_response())

@@ -224,16 +224,16 @@ pub(super) async fn message_log(
         },
     };
     let before = Some(q.before.trim()).filter(|b| !b.is_empty());
-    let mailboxes = views::mailboxes(&state.store, f.org_id, None, 500)
+    let mailboxes = views::mailboxes(&state.access.store, f.org_id, None, 500)
         .await?
         .items;
-    let counts = views::message_counts(&state.store, f.org_id).await?;
+    let counts = views::message_counts(&state.access.store, f.org_id).await?;
     let filter = MessageFilter {
         status,
         mailbox_id: mailbox,
         ..Default::default()
     };
-    let page = views::messages(&state.store, f.org_id, &filter, before, PAGE_SIZE).await?;
+    let page = views::messages(&state.access.store, f.org_id, &filter, before, PAGE_SIZE).await?;
     let names: HashMap<MailboxId, String> =
         mailboxes.iter().map(|m| (m.id, m.name.clone())).collect();
     let count_of = |s: MessageStatus| {
@@ -298,10 +298,10 @@ pub(super) async fn message_detail(
 ) -> Result<Response, UiError> {
     // The page's path as the Dismiss form returns to it: the id as routed, as before.
     f.path = format!("{LOG_PATH}/{id}");
-    let Some(message) = views::message(&state.store, f.org_id, &id).await? else {
+    let Some(message) = views::message(&state.access.store, f.org_id, &id).await? else {
         return Err(UiError::NotFound);
     };
-    let mailboxes = views::mailboxes(&state.store, f.org_id, None, 500)
+    let mailboxes = views::mailboxes(&state.access.store, f.org_id, None, 500)
         .await?
         .items;
     let names: HashMap<MailboxId, String> =
@@ -364,9 +364,14 @@ pub(super) async fn cancel_message(
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(UiError::NotFound);
     }
-    let cancelled =
-        crate::services::messages::cancel(&state.store, session.user.org_id, &id, |_| true, &actor)
-            .await;
+    let cancelled = crate::services::messages::cancel(
+        &state.access.store,
+        session.user.org_id,
+        &id,
+        |_| true,
+        &actor,
+    )
+    .await;
     match cancelled {
         Ok(_) => Ok(Redirect::to(&safe_next(&form.back)).into_response()),
         Err(ServiceError::NotFound(_)) => Err(UiError::NotFound),

@@ -164,14 +164,14 @@ async fn frame_of(
     path: &str,
 ) -> Result<Frame, UiError> {
     let org_id = session.user.org_id;
-    let org = views::organization(&state.store, org_id).await?;
+    let org = views::organization(&state.access.store, org_id).await?;
     let alerts = alerts::banner(state, org_id).await;
     Ok(Frame {
         org_name: org.map(|o| o.name).unwrap_or_default(),
         email: session.user.email.clone(),
         csrf_token: session.csrf_token(),
         admin: session.user.role == crate::domain::UserRole::Admin,
-        sandbox_on: state.sandbox.is_some() && state.sandbox_state.is_some(),
+        sandbox_on: state.access.sandbox.is_some() && state.sandbox_state.is_some(),
         org_id,
         alerts,
         path: path.to_owned(),

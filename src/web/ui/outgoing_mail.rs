@@ -33,7 +33,7 @@ pub(super) async fn oauth_redirect(
     let params = params.map(|Query(p)| p).unwrap_or_default();
     let session = auth::session_digest(&state, &jar);
     let attempt =
-        match crate::services::authorization::complete(&state.deps(), params, session).await {
+        match crate::services::authorization::complete(&state.access, params, session).await {
             Ok(attempt) => attempt,
             Err(e) => {
                 tracing::error!(error = %e, "authorization redirect failed");
@@ -107,10 +107,10 @@ pub(super) async fn outgoing_mail(
 ) -> Result<Response, UiError> {
     let org_id = f.org_id;
     let notice = attempt_notice(&state, org_id, q.attempt.as_deref()).await?;
-    let mailboxes = views::mailboxes(&state.store, org_id, None, 200).await?;
-    let org = views::organization(&state.store, org_id).await?;
-    let counts = views::message_counts(&state.store, org_id).await?;
-    let sending = sending::SendingSettings::of(org.as_ref(), &state.config.outbox);
+    let mailboxes = views::mailboxes(&state.access.store, org_id, None, 200).await?;
+    let org = views::organization(&state.access.store, org_id).await?;
+    let counts = views::message_counts(&state.access.store, org_id).await?;
+    let sending = sending::SendingSettings::of(org.as_ref(), &state.access.config.outbox);
     let today = time::OffsetDateTime::now_utc().date();
     let rows = mailboxes
         .items
@@ -121,23 +121,27 @@ pub(super) async fn outgoing_mail(
         StatusCode::OK,
         &OutgoingMailPage {
             frame: f,
-            redirect_uri: state.config.redirect_uri(),
+            redirect_uri: state.access.config.redirect_uri(),
             sandbox_base: state
+                .access
                 .sandbox
                 .as_ref()
                 .map(|s| s.base_url.clone())
                 .unwrap_or_default(),
             sandbox_tenant: state
+                .access
                 .sandbox
                 .as_ref()
                 .map(|s| s.tenant.clone())
                 .unwrap_or_default(),
             sandbox_host: state
+                .access
                 .sandbox
                 .as_ref()
                 .map(|s| s.smtp_host.clone())
                 .unwrap_or_default(),
             sandbox_port: state
+                .access
                 .sandbox
                 .as_ref()
                 .map(|s| s.smtp_port)
@@ -164,7 +168,7 @@ async fn attempt_notice(
             message: Some("It was missing its state, had been used already, or came from another browser session, so nothing was stored.".into()),
             action: Some("Click Authorize again from this page.".into()),
         }),
-        Some(id) => match crate::services::authorization::attempt(&state.deps(), org_id, id).await? {
+        Some(id) => match crate::services::authorization::attempt(&state.access, org_id, id).await? {
             Some(attempt) => Some(match attempt.status {
                 AttemptStatus::Completed => Notice {
                     kind: "ok",

@@ -139,16 +139,16 @@ pub(super) async fn relay_credentials(
     State(state): State<AppState>,
     SignedIn { frame: f, .. }: SignedIn,
 ) -> Result<Response, UiError> {
-    let mailboxes = views::mailboxes(&state.store, f.org_id, None, PAGE_SIZE)
+    let mailboxes = views::mailboxes(&state.access.store, f.org_id, None, PAGE_SIZE)
         .await?
         .items;
-    let credentials = views::relay_credentials(&state.store, f.org_id, None, PAGE_SIZE)
+    let credentials = views::relay_credentials(&state.access.store, f.org_id, None, PAGE_SIZE)
         .await?
         .items;
     let names: HashMap<MailboxId, String> =
         mailboxes.iter().map(|m| (m.id, m.name.clone())).collect();
     let page = RelayPage {
-        connection: Connection::of(&state.config.relay),
+        connection: Connection::of(&state.access.config.relay),
         credentials: credentials.into_iter().map(|c| row(c, &names)).collect(),
         mailboxes: mailboxes
             .into_iter()

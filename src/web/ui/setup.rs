@@ -49,10 +49,10 @@ pub(super) async fn setup_page(
     jar: CookieJar,
     Query(q): Query<SetupQuery>,
 ) -> Result<Response, UiError> {
-    if !services::setup_token_is_valid(&state.store, &q.token).await? {
+    if !services::setup_token_is_valid(&state.access.store, &q.token).await? {
         return Ok(setup_gone());
     }
-    let (cookie, csrf_token) = auth::form_cookie(&state.config);
+    let (cookie, csrf_token) = auth::form_cookie(&state.access.config);
     let page = SetupPage {
         csrf_token,
         token: q.token,
@@ -87,9 +87,9 @@ pub(super) async fn setup(
     jar: CookieJar,
     Form(form): Form<SetupForm>,
 ) -> Result<Response, UiError> {
-    let form_ok = auth::form_token_ok(&state.config, &jar, &form.csrf_token)
-        && auth::origin_ok(&state.config, &headers);
-    let (cookie, csrf_token) = auth::form_cookie(&state.config);
+    let form_ok = auth::form_token_ok(&state.access.config, &jar, &form.csrf_token)
+        && auth::origin_ok(&state.access.config, &headers);
+    let (cookie, csrf_token) = auth::form_cookie(&state.access.config);
     let jar = jar.add(cookie);
     let again = |status: StatusCode, errors: Vec<String>| {
         render(
@@ -128,8 +128,13 @@ pub(super) async fn setup(
         email: form.email.clone(),
         password: SecretString::from(form.password.clone()),
     };
-    let user = match services::complete_setup(&state.store, &form.token, input, &client.to_string())
-        .await
+    let user = match services::complete_setup(
+        &state.access.store,
+        &form.token,
+        input,
+        &client.to_string(),
+    )
+    .await
     {
         Ok(user) => user,
         Err(ServiceError::Conflict(error)) => {

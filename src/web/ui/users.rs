@@ -30,7 +30,9 @@ pub(super) async fn users_page(
     State(state): State<AppState>,
     SignedIn { frame: f, .. }: SignedIn,
 ) -> Result<Response, UiError> {
-    let users = views::users(&state.store, f.org_id, None, 200).await?.items;
+    let users = views::users(&state.access.store, f.org_id, None, 200)
+        .await?
+        .items;
     Ok(render(
         StatusCode::OK,
         &UsersPage {

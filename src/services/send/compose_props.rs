@@ -15,10 +15,10 @@ use std::str::FromStr as _;
 use mail_parser::{MessageParser, MimeHeaders as _};
 use proptest::prelude::*;
 
-use super::{AttachmentIn, check_addresses, compose};
+use super::{SendRequest, draft};
 use crate::config::OutboxSettings;
 use crate::domain::{EmailAddress, FieldError};
-use crate::outbox::accept::{SendRequest, draft};
+use crate::outbox::compose::{AttachmentIn, check_addresses, compose, prepare_raw};
 use crate::services::ServiceError;
 
 /// Text with the pieces that break headers.
@@ -393,7 +393,7 @@ proptest! {
         let once = format!("{}\r\nhi\r\n", base.concat());
         let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         prop_assert!(
-            super::prepare_raw(once.as_bytes(), &mailbox, "<2@contoso.com>", now).is_ok(),
+            prepare_raw(once.as_bytes(), &mailbox, "<2@contoso.com>", now).is_ok(),
             "refused with {name} once: {once}"
         );
         let respelled: String = name
@@ -404,7 +404,7 @@ proptest! {
         // For From, the second one is another address: what a receiver would read first.
         let second = if name == "From" { "CEO <ceo@bigbank.example>".to_owned() } else { value(name) };
         let twice = format!("{respelled}{second_gap}: {second}\r\n{once}");
-        let refused = super::prepare_raw(twice.as_bytes(), &mailbox, "<2@contoso.com>", now);
+        let refused = prepare_raw(twice.as_bytes(), &mailbox, "<2@contoso.com>", now);
         prop_assert!(refused.is_err(), "accepted with {name} twice: {twice}");
     }
 }

@@ -3,6 +3,7 @@
 //! `demo` run the same wiring.
 
 mod http;
+mod jobs;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 
+use crate::access::Access;
 use crate::config::{Config, LogFormat};
 use crate::keys::{self, KeySource};
 use crate::store::{self, Store};
@@ -34,69 +36,40 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
-/// What a command that sends mail needs, without the HTTP server: the store, the key ring, the
-/// token client and the SMTP trust anchors.
-pub struct Services {
-    pub config: Arc<Config>,
-    pub store: Store,
-    pub keys: Arc<crate::secrets::KeyRing>,
-    pub token_http: crate::oauth::http::TokenHttp,
-    pub smtp_roots: Arc<Vec<Vec<u8>>>,
-    pub locks: Arc<crate::services::authorization::TokenLocks>,
+/// Opens what a command that sends mail needs, without the HTTP server: the store, the key
+/// ring, the token client and the SMTP trust anchors, on the system clock.
+pub async fn open(config: Config) -> anyhow::Result<Access> {
+    let store = open_store(&config).await?;
+    crate::crypto::configure_hash_pool(config.hashing_threads);
+    let (keys, _) = keys::unlock(&config, &store).await?;
+    access(config, store, keys)
 }
 
-impl Services {
-    pub async fn open(config: Config) -> anyhow::Result<Self> {
-        let store = open_store(&config).await?;
-        crate::crypto::configure_hash_pool(config.hashing_threads);
-        let (keys, _) = keys::unlock(&config, &store).await?;
-        let hosts = crate::net::HostPolicy {
-            dev: config.dev,
-            allow_private: config.allow_private_hosts,
-        };
-        let token_http = crate::oauth::http::TokenHttp::new(hosts, config.http_ca_file.as_deref())
-            .map_err(|e| anyhow::anyhow!("HERALD_HTTP_CA_FILE: {e}"))?;
-        let smtp_roots =
-            match &config.smtp_ca_file {
-                Some(path) => vec![std::fs::read(path).with_context(|| {
-                    format!("cannot read HERALD_SMTP_CA_FILE {}", path.display())
-                })?],
-                None => Vec::new(),
-            };
-        Ok(Self {
-            config: Arc::new(config),
-            store,
-            keys: Arc::new(keys),
-            token_http,
-            smtp_roots: Arc::new(smtp_roots),
-            locks: Default::default(),
-        })
-    }
-
-    /// What the outbox workers need.
-    pub fn outbox_deps(&self) -> crate::outbox::OutboxDeps {
-        crate::outbox::OutboxDeps {
-            store: self.store.clone(),
-            keys: self.keys.clone(),
-            config: self.config.clone(),
-            http: self.token_http.clone(),
-            smtp_roots: self.smtp_roots.clone(),
-            sandbox: None,
-            locks: self.locks.clone(),
-        }
-    }
-
-    pub fn deps(&self) -> crate::services::authorization::Deps<'_> {
-        crate::services::authorization::Deps {
-            store: &self.store,
-            keys: &self.keys,
-            config: &self.config,
-            http: &self.token_http,
-            smtp_roots: &self.smtp_roots,
-            sandbox: None,
-            locks: &self.locks,
-        }
-    }
+/// Wires the core's dependencies together.
+fn access(config: Config, store: Store, keys: crate::secrets::KeyRing) -> anyhow::Result<Access> {
+    let hosts = crate::net::HostPolicy {
+        dev: config.dev,
+        allow_private: config.allow_private_hosts,
+    };
+    let http = crate::oauth::http::TokenHttp::new(hosts, config.http_ca_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("HERALD_HTTP_CA_FILE: {e}"))?;
+    let smtp_roots = match &config.smtp_ca_file {
+        Some(path) => vec![
+            std::fs::read(path)
+                .with_context(|| format!("cannot read HERALD_SMTP_CA_FILE {}", path.display()))?,
+        ],
+        None => Vec::new(),
+    };
+    Ok(Access {
+        config: Arc::new(config),
+        store,
+        keys: Arc::new(keys),
+        http,
+        smtp_roots: Arc::new(smtp_roots),
+        sandbox: None,
+        locks: Arc::default(),
+        clock: crate::clock::system(),
+    })
 }
 
 /// A built application, bound to its address but not yet serving.
@@ -168,19 +141,6 @@ impl App {
         // Mail a crashed instance was sending goes back to the queue now, not when its
         // leases run out.
         recover_claims(&store, &instance).await?;
-        let hosts = crate::net::HostPolicy {
-            dev: config.dev,
-            allow_private: config.allow_private_hosts,
-        };
-        let token_http = crate::oauth::http::TokenHttp::new(hosts, config.http_ca_file.as_deref())
-            .map_err(|e| anyhow::anyhow!("HERALD_HTTP_CA_FILE: {e}"))?;
-        let smtp_roots =
-            match &config.smtp_ca_file {
-                Some(path) => vec![std::fs::read(path).with_context(|| {
-                    format!("cannot read HERALD_SMTP_CA_FILE {}", path.display())
-                })?],
-                None => Vec::new(),
-            };
         if let Some(sender) = config.outbox.default_sender {
             let mut conn = store.conn().await?;
             match store::mailboxes::get_any(&mut conn, sender).await? {
@@ -191,41 +151,27 @@ impl App {
                 ),
             }
         }
-        let (config, keys, smtp_roots) = (Arc::new(config), Arc::new(ring), Arc::new(smtp_roots));
-        let token_locks: Arc<crate::services::authorization::TokenLocks> = Arc::default();
+        let access = access(config, store, ring)?;
         let outbox = crate::outbox::Outbox::new(
-            crate::outbox::OutboxDeps {
-                store: store.clone(),
-                keys: keys.clone(),
-                config: config.clone(),
-                http: token_http.clone(),
-                smtp_roots: smtp_roots.clone(),
-                sandbox: None,
-                locks: token_locks.clone(),
-            },
-            Arc::new(crate::outbox::SystemClock),
+            access.clone(),
             crate::outbox::Tuning::default(),
             instance.clone(),
         );
-        let api_rate = Arc::new(crate::web::rate::ApiRate::new(config.api_rate_per_minute));
+        let api_rate = Arc::new(crate::web::rate::ApiRate::new(
+            access.config.api_rate_per_minute,
+        ));
         let state = AppState {
-            config,
-            store,
-            keys,
+            access,
+            outbox,
             login_throttle: Arc::default(),
             api_rate,
-            sandbox: None,
             sandbox_state: None,
-            token_http,
-            smtp_roots,
-            token_locks,
-            outbox,
         };
         let relay = crate::relay::Relay::on(
             relay_listeners,
-            &state.config.relay,
-            &state.config.outbox,
-            state.store.clone(),
+            &state.access.config.relay,
+            &state.access.config.outbox,
+            state.access.store.clone(),
             state.outbox.clone(),
         )?;
         Ok(Self {
@@ -260,32 +206,26 @@ impl App {
     /// Offers the `sandbox` provider, pointing at a running sandbox.
     pub fn with_sandbox(
         mut self,
-        preset: crate::services::mailboxes::SandboxPreset,
+        preset: crate::domain::presets::SandboxPreset,
         state: Arc<crate::sandbox::SandboxState>,
     ) -> Self {
-        self.state.sandbox = Some(Arc::new(preset));
+        self.state.access.sandbox = Some(Arc::new(preset));
         self.state.sandbox_state = Some(state);
-        self.with_outbox(
-            Arc::new(crate::outbox::SystemClock),
-            crate::outbox::Tuning::default(),
-        )
+        self.with_outbox(crate::clock::system(), crate::outbox::Tuning::default())
     }
 
     /// Runs the outbox on another clock or pace (tests: a simulated clock, short retries).
     pub fn with_outbox(
         mut self,
-        clock: Arc<dyn crate::outbox::Clock>,
+        clock: Arc<dyn crate::clock::Clock>,
         tuning: crate::outbox::Tuning,
     ) -> Self {
-        self.state.outbox = crate::outbox::Outbox::new(
-            self.state.outbox_deps(),
-            clock,
-            tuning,
-            self.instance.clone(),
-        );
+        self.state.access.clock = clock;
+        self.state.outbox =
+            crate::outbox::Outbox::new(self.state.access.clone(), tuning, self.instance.clone());
         let (store, settings, outbox) = (
-            self.state.store.clone(),
-            self.state.config.outbox.clone(),
+            self.state.access.store.clone(),
+            self.state.access.config.outbox.clone(),
             self.state.outbox.clone(),
         );
         self.relay = self.relay.map(|relay| {
@@ -303,29 +243,38 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let store = self.state.store.clone();
+        let store = self.state.access.store.clone();
         let instance = self.instance.clone();
         let housekeeping = tokio::spawn(housekeeping(
             store.clone(),
             instance.clone(),
-            self.state.config.outbox.retention,
+            self.state.access.config.outbox.retention,
         ));
         let outbox = self.state.outbox.clone();
         let dispatcher = outbox.start();
         outbox.start_upkeep().await;
+        outbox
+            .spawn(jobs::alerts(self.state.access.clone(), outbox.clone()))
+            .await;
         let (stop_relay, relay_stopping) = tokio::sync::watch::channel(false);
         let relay = self
             .relay
             .map(|relay| tokio::spawn(relay.run(relay_stopping)));
         let router = web::router(self.state.clone());
-        http::serve(self.listener, router, &self.state.config.http, shutdown).await;
+        http::serve(
+            self.listener,
+            router,
+            &self.state.access.config.http,
+            shutdown,
+        )
+        .await;
         // No new mail comes in now: let what is being sent finish, then release the rest.
         stop_relay.send_replace(true);
         if let Some(relay) = relay {
             let _ = relay.await;
         }
         outbox
-            .shutdown(self.state.config.outbox.shutdown_grace)
+            .shutdown(self.state.access.config.outbox.shutdown_grace)
             .await;
         dispatcher.abort();
         housekeeping.abort();

@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use time::OffsetDateTime;
 
-use super::accept::Caller;
+use super::Caller;
 use crate::config::OutboxSettings;
 use crate::domain::OrgId;
 use crate::domain::message::MessageSource;

@@ -1,0 +1,89 @@
+//! How a mailbox proves who it is. Today: a signed-in user's delegated token (renewed with its
+//! refresh token) or a password. App-only credentials are further variants, not branches in
+//! the transports or the workers.
+
+use secrecy::SecretString;
+
+use super::{Access, AccessResult, SendFailure, TokenFailure, access_token};
+use crate::domain::mailbox::{AuthKind, Mailbox, StatusReason, secret_fields};
+use crate::domain::message::SmtpReply;
+use crate::keys;
+
+/// A mailbox's credential, loaded.
+#[derive(Clone)]
+pub enum Credential {
+    /// A signed-in user's access token, refreshed ahead of expiry with the refresh token.
+    Delegated,
+    /// The mailbox's password (basic auth); `None` until one is saved.
+    Password(Option<SecretString>),
+}
+
+/// What a transport authenticates with.
+#[derive(Clone)]
+pub enum Secret {
+    /// An OAuth 2.0 access token (SMTP: XOAUTH2).
+    Bearer(SecretString),
+    /// A password (SMTP: PLAIN or LOGIN).
+    Password(SecretString),
+}
+
+impl Credential {
+    /// Loads the mailbox's credential from its sealed secrets.
+    pub async fn load(access: &Access, mailbox: &Mailbox) -> AccessResult<Self> {
+        match mailbox.auth {
+            AuthKind::OAuth2 => Ok(Self::Delegated),
+            AuthKind::Basic => {
+                let mut conn = access.store.conn().await?;
+                let password = keys::get_secret(
+                    &mut conn,
+                    &access.keys,
+                    &mailbox.id.to_string(),
+                    secret_fields::PASSWORD,
+                )
+                .await?;
+                Ok(Self::Password(password))
+            }
+        }
+    }
+
+    /// The secret to authenticate with now. `rejected` is one the server just refused: a
+    /// credential that can renew answers a new one (unless someone renewed it already).
+    pub async fn secret(
+        &self,
+        access: &Access,
+        mailbox: &Mailbox,
+        rejected: Option<&Secret>,
+    ) -> AccessResult<Result<Secret, SendFailure>> {
+        match self {
+            Self::Password(None) => Ok(Err(SendFailure::Refused(StatusReason::not_yet_verified(
+                AuthKind::Basic,
+            )))),
+            Self::Password(Some(password)) => Ok(Ok(Secret::Password(password.clone()))),
+            Self::Delegated => {
+                let rejected = match rejected {
+                    Some(Secret::Bearer(token)) => Some(token),
+                    _ => None,
+                };
+                Ok(
+                    match access_token(access, mailbox.org_id, mailbox.id, rejected).await? {
+                        Ok(token) => Ok(Secret::Bearer(token)),
+                        Err(TokenFailure::Refused(reason)) => Err(SendFailure::Refused(reason)),
+                        Err(TokenFailure::Transient(text)) => {
+                            Err(SendFailure::Transient(SmtpReply {
+                                code: None,
+                                enhanced: None,
+                                text,
+                            }))
+                        }
+                    },
+                )
+            }
+        }
+    }
+
+    /// Whether a refused secret is worth one renewal and one more try (a token may have been
+    /// revoked early; a password stays what it is).
+    pub fn renews(&self) -> bool {
+        matches!(self, Self::Delegated)
+    }
+}

@@ -1,0 +1,236 @@
+//! Access tokens: read while fresh, refreshed ahead of expiry, once per mailbox however many
+//! wait (and once per database, however many instances wait), and stored sealed.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use oauth2::{ClientSecret, RefreshToken, RequestTokenError, TokenResponse as _};
+use secrecy::{ExposeSecret, SecretString};
+use time::Duration;
+
+use super::{Access, AccessError, AccessResult, stale};
+use crate::crypto;
+use crate::domain::mailbox::{Mailbox, StatusReason, secret_fields};
+use crate::domain::{MailboxId, OrgId};
+use crate::keys;
+use crate::oauth::http::HttpError;
+use crate::oauth::{self, ProviderError, TokenResponse, errors};
+use crate::store::{self, StoreError};
+
+/// Access tokens are refreshed this long before they expire.
+pub const REFRESH_SKEW: Duration = Duration::minutes(5);
+
+/// How many times a refresh is tried through an outage.
+const REFRESH_TRIES: u32 = 3;
+
+/// One lock per mailbox: concurrent users of a mailbox wait for one refresh instead of each
+/// asking the provider.
+#[derive(Default)]
+pub struct TokenLocks(Mutex<HashMap<MailboxId, Arc<tokio::sync::Mutex<()>>>>);
+
+impl TokenLocks {
+    fn lock_for(&self, id: MailboxId) -> Arc<tokio::sync::Mutex<()>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_default()
+            .clone()
+    }
+}
+
+/// Why an access token could not be had.
+pub enum TokenFailure {
+    /// The provider refused: the mailbox turns Not Verified with this reason.
+    Refused(StatusReason),
+    /// Try again later; the status does not change.
+    Transient(String),
+}
+
+/// Seals and stores new tokens (and the issuer, when pinned); the rotated refresh token is
+/// committed before anyone can use it again.
+pub async fn store_tokens(
+    access: &Access,
+    mailbox: &mut Mailbox,
+    response: &TokenResponse,
+) -> AccessResult<()> {
+    let now = access.now();
+    let owner = mailbox.id.to_string();
+    let lifetime = oauth::lifetime(response);
+    // A provider's expires_in is capped at a day, so no answer can overflow the clock.
+    let seconds = i64::try_from(lifetime.as_secs())
+        .unwrap_or(3600)
+        .clamp(0, 86_400);
+    mailbox.token_expires_at = Some(now + Duration::seconds(seconds));
+    let mut tx = access.store.begin().await?;
+    if stale(&mut tx, mailbox).await? {
+        // Changed account, app or endpoints while the tokens were on their way: drop them.
+        return Ok(());
+    }
+    keys::put_secret(
+        &mut tx,
+        &access.keys,
+        &owner,
+        secret_fields::ACCESS_TOKEN,
+        &SecretString::from(response.access_token().secret().clone()),
+        now,
+    )
+    .await?;
+    if let Some(refresh) = response.refresh_token() {
+        keys::put_secret(
+            &mut tx,
+            &access.keys,
+            &owner,
+            secret_fields::REFRESH_TOKEN,
+            &SecretString::from(refresh.secret().clone()),
+            now,
+        )
+        .await?;
+    }
+    store::mailboxes::set_tokens(&mut tx, mailbox).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(())
+}
+
+/// A valid access token for the mailbox, refreshed ahead of expiry. Concurrent callers share
+/// one refresh. `rejected` is a token the SMTP server just refused: it is replaced unless
+/// someone already did.
+pub async fn access_token(
+    access: &Access,
+    org_id: OrgId,
+    id: MailboxId,
+    rejected: Option<&SecretString>,
+) -> AccessResult<Result<SecretString, TokenFailure>> {
+    let lock = access.locks.lock_for(id);
+    let _guard = lock.lock().await;
+    let owner = id.to_string();
+    let mut instances = None;
+    let (mut conn, mut mailbox) = loop {
+        let mut conn = access.store.conn().await?;
+        let mailbox = store::mailboxes::get(&mut conn, org_id, id)
+            .await?
+            .ok_or(AccessError::MailboxGone)?;
+        let current =
+            keys::get_secret(&mut conn, &access.keys, &owner, secret_fields::ACCESS_TOKEN).await?;
+        let now = access.now();
+        let fresh = mailbox
+            .token_expires_at
+            .is_some_and(|t| t - REFRESH_SKEW > now);
+        if let Some(token) = &current
+            && fresh
+            && rejected.is_none_or(|r| r.expose_secret() != token.expose_secret())
+        {
+            return Ok(Ok(token.clone()));
+        }
+        // A refresh is needed. Other instances on the same database wait for it here;
+        // whoever comes second reads again the token the first one stored and asks the
+        // provider nothing. A fresh token never waits for this lock.
+        if instances.is_none() {
+            drop(conn);
+            instances = access.store.lock_token_refresh(id).await?;
+            if instances.is_some() {
+                continue;
+            }
+            conn = access.store.conn().await?;
+        }
+        break (conn, mailbox);
+    };
+    let _instances = instances;
+    let Some(refresh) = keys::get_secret(
+        &mut conn,
+        &access.keys,
+        &owner,
+        secret_fields::REFRESH_TOKEN,
+    )
+    .await?
+    else {
+        return Ok(Err(TokenFailure::Refused(
+            StatusReason::reauthorization_required(),
+        )));
+    };
+    let secret = keys::get_secret(
+        &mut conn,
+        &access.keys,
+        &owner,
+        secret_fields::CLIENT_SECRET,
+    )
+    .await?;
+    drop(conn);
+    let client = oauth::client_for(
+        &mailbox,
+        secret.map(|s| ClientSecret::new(s.expose_secret().to_owned())),
+        &access.config.redirect_uri(),
+    )?;
+    let refresh_token = RefreshToken::new(refresh.expose_secret().to_owned());
+    // Outages (network errors, 5xx pages, 429) are retried with backoff and jitter, and never
+    // change the mailbox's status; a provider's refusal is final.
+    let mut last = String::new();
+    for attempt in 0..REFRESH_TRIES {
+        if attempt > 0 {
+            let base = 250u64 << attempt;
+            let jitter = u64::from(crypto::random_bytes::<1>()[0]) % (base / 2 + 1);
+            tokio::time::sleep(StdDuration::from_millis(base + jitter)).await;
+        }
+        match client
+            .exchange_refresh_token(&refresh_token)
+            .request_async(&access.http)
+            .await
+        {
+            Ok(response) => {
+                crate::metrics::get().token_refresh("ok");
+                store_tokens(access, &mut mailbox, &response).await?;
+                return Ok(Ok(SecretString::from(
+                    response.access_token().secret().clone(),
+                )));
+            }
+            Err(RequestTokenError::ServerResponse(error)) if !is_transient_error(&error) => {
+                crate::metrics::get().token_refresh("refused");
+                return Ok(Err(TokenFailure::Refused(errors::reason_for(
+                    &error,
+                    &mailbox,
+                    &access.config.redirect_uri(),
+                ))));
+            }
+            Err(RequestTokenError::Request(HttpError::TooLarge(limit))) => {
+                crate::metrics::get().token_refresh("refused");
+                tracing::warn!(mailbox = %mailbox.id, limit, "the token endpoint's answer is too large");
+                return Ok(Err(TokenFailure::Refused(errors::too_large(limit))));
+            }
+            Err(other) => {
+                tracing::warn!(mailbox = %mailbox.id, attempt, error = %other, "token endpoint unavailable; retrying");
+                last = other.to_string();
+            }
+        }
+    }
+    crate::metrics::get().token_refresh("unavailable");
+    Ok(Err(TokenFailure::Transient(last)))
+}
+
+/// Refreshes the mailbox's token now, whether or not the current one is still fresh (the
+/// keep-alive: a refresh token unused for 90 days dies).
+pub async fn refresh_now(
+    access: &Access,
+    org_id: OrgId,
+    id: MailboxId,
+) -> AccessResult<Result<SecretString, TokenFailure>> {
+    let current = {
+        let mut conn = access.store.conn().await?;
+        keys::get_secret(
+            &mut conn,
+            &access.keys,
+            &id.to_string(),
+            secret_fields::ACCESS_TOKEN,
+        )
+        .await?
+    };
+    access_token(access, org_id, id, current.as_ref()).await
+}
+
+/// Provider errors that mean "try later" rather than "no".
+fn is_transient_error(error: &ProviderError) -> bool {
+    matches!(
+        error.error.as_str(),
+        "temporarily_unavailable" | "server_error"
+    )
+}

@@ -1,0 +1,81 @@
+//! Provider presets: what Herald fills in for a known provider (its endpoints, its SMTP server
+//! and its scopes) unless the admin gives them.
+
+use super::mailbox::{GOOGLE_SCOPES, MICROSOFT_SCOPES, Provider};
+
+/// Where the sandbox provider runs, for the `sandbox` provider's preset. Only set while the
+/// sandbox runs (`herald demo`, tests).
+#[derive(Clone, Debug)]
+pub struct SandboxPreset {
+    pub base_url: String,
+    pub tenant: String,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// The CA that signed the sandbox's SMTP certificate, trusted for sandbox mailboxes.
+    pub ca_pem: String,
+}
+
+/// What a provider's preset fills in.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Preset {
+    pub authorization_url: Option<String>,
+    pub token_url: Option<String>,
+    /// The issuer a redirect's `iss` is held to, when it is known.
+    pub issuer: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub scopes: Option<Vec<String>>,
+}
+
+fn scopes(list: &[&str]) -> Option<Vec<String>> {
+    Some(list.iter().map(|s| s.to_string()).collect())
+}
+
+impl Preset {
+    /// The preset of `provider`; `tenant` as given (Microsoft, the sandbox), `sandbox` while
+    /// the sandbox runs. A custom provider has none.
+    pub fn of(provider: Provider, tenant: Option<&str>, sandbox: Option<&SandboxPreset>) -> Self {
+        match provider {
+            Provider::Microsoft => Self {
+                authorization_url: tenant.map(|t| {
+                    format!("https://login.microsoftonline.com/{t}/oauth2/v2.0/authorize")
+                }),
+                token_url: tenant
+                    .map(|t| format!("https://login.microsoftonline.com/{t}/oauth2/v2.0/token")),
+                // Entra's issuer names the tenant by its GUID, whatever was typed: a domain
+                // gives no issuer to hold a redirect's `iss` to (rather than a wrong one).
+                issuer: tenant
+                    .filter(|t| uuid::Uuid::parse_str(t).is_ok())
+                    .map(|t| {
+                        format!(
+                            "https://login.microsoftonline.com/{}/v2.0",
+                            t.to_ascii_lowercase()
+                        )
+                    }),
+                host: Some("smtp.office365.com".to_owned()),
+                port: Some(587),
+                scopes: scopes(MICROSOFT_SCOPES),
+            },
+            Provider::Google => Self {
+                authorization_url: Some("https://accounts.google.com/o/oauth2/v2/auth".to_owned()),
+                token_url: Some("https://oauth2.googleapis.com/token".to_owned()),
+                issuer: Some("https://accounts.google.com".to_owned()),
+                host: Some("smtp.gmail.com".to_owned()),
+                port: Some(587),
+                scopes: scopes(GOOGLE_SCOPES),
+            },
+            Provider::Sandbox => match (sandbox, tenant) {
+                (Some(s), Some(t)) => Self {
+                    authorization_url: Some(format!("{}/{t}/oauth2/v2.0/authorize", s.base_url)),
+                    token_url: Some(format!("{}/{t}/oauth2/v2.0/token", s.base_url)),
+                    issuer: None,
+                    host: Some(s.smtp_host.clone()),
+                    port: Some(s.smtp_port),
+                    scopes: scopes(MICROSOFT_SCOPES),
+                },
+                _ => Self::default(),
+            },
+            _ => Self::default(),
+        }
+    }
+}

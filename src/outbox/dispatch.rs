@@ -1,0 +1,268 @@
+//! The dispatcher finds mailboxes with due mail and starts up to the mailbox's connection
+//! limit of lanes for each, each lane holding a connection slot in the store. A lane keeps one
+//! connection open and sends the mailbox's messages over it one after the other, each claimed
+//! under a lease and admitted by the throttle first.
+
+use std::sync::Arc;
+
+use super::deliver::*;
+use super::state::*;
+use crate::access::{AccessError, Connection, Credential};
+use crate::domain::MailboxId;
+use crate::domain::mailbox::{Mailbox, MailboxStatus, StatusReason};
+use crate::store::{self, StoreError, StoreResult};
+
+/// How often the dispatcher repairs what races can leave behind (see `messages::sweep`).
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Wakes closer together than this are answered by one look for due mail: a lane already
+/// sending for a mailbox takes its new mail without the dispatcher, which only adds lanes.
+const DISPATCH_COALESCE: std::time::Duration = std::time::Duration::from_millis(20);
+
+pub(super) async fn dispatch(inner: Arc<Inner>) {
+    let mut stopping = inner.stopping.subscribe();
+    let mut swept: Option<std::time::Instant> = None;
+    let mut looked: Option<std::time::Instant> = None;
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        if let Some(rest) = looked.and_then(|at| DISPATCH_COALESCE.checked_sub(at.elapsed())) {
+            tokio::select! {
+                _ = tokio::time::sleep(rest) => {}
+                _ = stopping.changed() => continue,
+            }
+        }
+        looked = Some(std::time::Instant::now());
+        if swept.is_none_or(|at| at.elapsed() >= SWEEP_EVERY) {
+            swept = Some(std::time::Instant::now());
+            if let Err(e) = sweep(&inner).await {
+                tracing::warn!(error = %e, "the outbox could not repair its queue");
+            }
+        }
+        if let Err(e) = dispatch_once(&inner).await {
+            tracing::warn!(error = %e, "the outbox could not look for due mail");
+        }
+        tokio::select! {
+            _ = inner.wake.notified() => {}
+            _ = tokio::time::sleep(inner.tuning.poll) => {}
+            _ = stopping.changed() => {}
+        }
+    }
+}
+
+pub(super) async fn sweep(inner: &Inner) -> StoreResult<u64> {
+    let _turn = inner.access.store.write_permit().await;
+    let mut conn = inner.access.store.relaxed_conn().await?;
+    let deleted = StatusReason::new(
+        "mailbox_deleted",
+        "The mailbox was deleted before this message was sent.",
+        Some("Send the message again through another mailbox.".into()),
+    );
+    let now = inner.access.clock.now();
+    let repaired = store::messages::sweep(&mut conn, &deleted, now).await?;
+    // Held mail does not wait forever: its mailbox may never be verified again.
+    let held_max = inner.access.config.outbox.held_max;
+    let expired = StatusReason::new(
+        "held_expired",
+        format!(
+            "Held for more than {} hours without a Verified mailbox to send it (HERALD_HELD_MAX_HOURS).",
+            held_max.whole_hours()
+        ),
+        Some("Verify the mailbox (or add one), then send the message again.".into()),
+    );
+    let failed = store::messages::expire_held(&mut conn, now - held_max, &expired, now).await?;
+    drop(conn);
+    drop(_turn);
+    for message in &failed {
+        tracing::info!(message = %message.id, "held mail expired");
+        crate::metrics::get().send("failed", Some("held_expired"), None);
+        if message.source != crate::domain::message::MessageSource::Alert
+            && let Err(e) = alert_failed(inner, message, &expired).await
+        {
+            tracing::warn!(error = %e, "could not raise the alert for expired held mail");
+        }
+    }
+    Ok(repaired + failed.len() as u64)
+}
+
+async fn dispatch_once(inner: &Arc<Inner>) -> StoreResult<()> {
+    let now = inner.access.clock.now();
+    let due = {
+        let mut conn = inner.access.store.relaxed_conn().await?;
+        store::messages::due_mailboxes(&mut conn, now).await?
+    };
+    for (mailbox_id, count) in due {
+        let mailbox = {
+            let mut conn = inner.access.store.relaxed_conn().await?;
+            store::mailboxes::get_any(&mut conn, mailbox_id).await?
+        };
+        let Some(mailbox) = mailbox else { continue };
+        let max = mailbox.effective_limits().connections;
+        let running = inner
+            .lanes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&mailbox_id)
+            .copied()
+            .unwrap_or(0);
+        let wanted = u32::try_from(count).unwrap_or(u32::MAX).min(max);
+        for _ in running..wanted {
+            let slot = {
+                let _turn = inner.access.store.write_permit().await;
+                let mut tx = inner.access.store.relaxed_begin().await?;
+                let slot = store::throttle::acquire_slot(
+                    &mut tx,
+                    mailbox_id,
+                    max,
+                    &inner.owner,
+                    millis(inner.access.clock.now()),
+                    lease_ms(&inner.tuning),
+                )
+                .await?;
+                tx.commit().await.map_err(StoreError::from)?;
+                slot
+            };
+            let Some(slot) = slot else { break };
+            *inner
+                .lanes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(mailbox_id)
+                .or_default() += 1;
+            let lane_inner = inner.clone();
+            inner.tasks.lock().await.spawn(async move {
+                let inner = lane_inner.clone();
+                if let Err(e) = lane(&inner, mailbox_id, slot).await {
+                    tracing::warn!(mailbox = %mailbox_id, error = %e, "an outbox lane stopped on an error");
+                }
+                end_lane(&inner, mailbox_id, slot).await;
+            });
+        }
+    }
+    // Reap finished lanes so the set does not grow.
+    let mut tasks = inner.tasks.lock().await;
+    while tasks.try_join_next().is_some() {}
+    Ok(())
+}
+
+async fn end_lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) {
+    let _turn = inner.access.store.write_permit().await;
+    if let Ok(mut conn) = inner.access.store.relaxed_conn().await
+        && let Err(e) =
+            store::throttle::release_slot(&mut conn, mailbox_id, slot, &inner.owner).await
+    {
+        tracing::warn!(error = %e, "could not release a connection slot");
+    }
+    let mut lanes = inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(n) = lanes.get_mut(&mailbox_id) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            lanes.remove(&mailbox_id);
+        }
+    }
+    drop(lanes);
+    inner.wake.notify_one();
+}
+
+/// How stale a lane's copy of its mailbox may get.
+const RELOAD: std::time::Duration = std::time::Duration::from_secs(1);
+
+async fn lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) -> Result<(), AccessError> {
+    let mut session: Option<Box<dyn Connection>> = None;
+    let mut loaded: Option<(Mailbox, Credential, std::time::Instant)> = None;
+    let mut idle_since = std::time::Instant::now();
+    let mut renewed = std::time::Instant::now();
+    let stopping = inner.stopping.subscribe();
+    let result = async {
+        loop {
+            if *stopping.borrow() {
+                return Ok(());
+            }
+            let now = inner.access.clock.now();
+            if renewed.elapsed() > std::time::Duration::from_secs(30) {
+                let _turn = inner.access.store.write_permit().await;
+                let mut conn = inner.access.store.relaxed_conn().await?;
+                let kept = store::throttle::renew_slot(
+                    &mut conn,
+                    mailbox_id,
+                    slot,
+                    &inner.owner,
+                    millis(now) + lease_ms(&inner.tuning),
+                )
+                .await?;
+                if !kept {
+                    return Ok(());
+                }
+                renewed = std::time::Instant::now();
+            }
+            // The mailbox is read again at least every second (a change of status holds its
+            // mail), and whenever a session must be opened.
+            if session.is_none()
+                || loaded
+                    .as_ref()
+                    .is_none_or(|(_, _, at)| at.elapsed() > RELOAD)
+            {
+                let mut conn = inner.access.store.relaxed_conn().await?;
+                let Some(mailbox) = store::mailboxes::get_any(&mut conn, mailbox_id).await? else {
+                    return Ok(());
+                };
+                drop(conn);
+                let credential = Credential::load(&inner.access, &mailbox).await?;
+                loaded = Some((mailbox, credential, std::time::Instant::now()));
+            }
+            let Some((mailbox, credential, _)) = loaded.clone() else {
+                return Ok(());
+            };
+            if mailbox.status != MailboxStatus::Verified {
+                let _turn = inner.access.store.write_permit().await;
+                let mut conn = inner.access.store.relaxed_conn().await?;
+                store::messages::hold_mailbox(
+                    &mut conn,
+                    mailbox_id,
+                    &held_reason(&mailbox),
+                    &default_sender_held(),
+                    now,
+                )
+                .await?;
+                return Ok(());
+            }
+            // Each claim has a token of its own: a lane whose lease was taken over cannot record
+            // an outcome over the new holder's.
+            let token = format!("{}/{}", inner.owner, uuid::Uuid::new_v4().simple());
+            let claimed = {
+                let _turn = inner.access.store.write_permit().await;
+                let mut conn = inner.access.store.relaxed_conn().await?;
+                store::messages::claim(&mut conn, mailbox_id, &token, now, now + inner.tuning.lease)
+                    .await?
+            };
+            let Some(store::messages::Claimed { message, body }) = claimed else {
+                if idle_since.elapsed() >= inner.tuning.linger {
+                    return Ok(());
+                }
+                let mut stopping = stopping.clone();
+                tokio::select! {
+                    _ = inner.wake.notified() => {}
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+                    _ = stopping.changed() => {}
+                }
+                continue;
+            };
+            idle_since = std::time::Instant::now();
+            let claim = Claim {
+                message,
+                token,
+                slot,
+            };
+            match deliver(inner, &mailbox, &credential, &claim, body, &mut session).await? {
+                Next::Continue => {}
+                Next::Stop => return Ok(()),
+            }
+        }
+    }
+    .await;
+    if let Some(session) = session {
+        session.quit().await;
+    }
+    result
+}

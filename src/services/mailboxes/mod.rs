@@ -1,0 +1,226 @@
+//! Creating, changing and deleting mailboxes: provider presets, validation (including the
+//! guards against SSRF and header injection), sealed secrets, and the rule that a changed
+//! identity drops the stored tokens.
+
+use secrecy::SecretString;
+use time::OffsetDateTime;
+
+mod discovery;
+mod resolve;
+#[cfg(test)]
+mod tests;
+mod update;
+
+pub use discovery::discover;
+pub use resolve::Resolved;
+pub(crate) use resolve::check_url;
+pub use update::update;
+
+use super::{ServiceError, ServiceResult};
+use crate::domain::mailbox::{Mailbox, StatusReason, secret_fields};
+use crate::domain::message::LimitOverrides;
+use crate::domain::presets::SandboxPreset;
+use crate::domain::{Actor, FieldError, MailboxId, NewAuditEvent, OrgId};
+use crate::keys;
+use crate::net::HostPolicy;
+use crate::secrets::KeyRing;
+use crate::store::{self, Store, StoreError};
+
+/// What the installation allows.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy<'a> {
+    /// Development mode: `http://` and SMTP without TLS on loopback.
+    pub dev: bool,
+    /// Token URLs and SMTP hosts may be on private networks (on-premises servers).
+    pub allow_private_hosts: bool,
+    pub sandbox: Option<&'a SandboxPreset>,
+}
+
+impl Policy<'_> {
+    /// The rule for outbound connections.
+    pub fn hosts(&self) -> HostPolicy {
+        HostPolicy {
+            dev: self.dev,
+            allow_private: self.allow_private_hosts,
+        }
+    }
+}
+
+/// A mailbox as given by a caller: everything optional, presets fill the rest.
+#[derive(Default)]
+pub struct MailboxDraft {
+    pub name: Option<String>,
+    pub auth: Option<String>,
+    pub provider: Option<String>,
+    pub tenant: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    pub security: Option<String>,
+    pub username: Option<String>,
+    pub from_name: Option<String>,
+    pub sign_in_account: Option<String>,
+    pub reply_to: Option<String>,
+    pub signature: Option<String>,
+    pub default: Option<bool>,
+    pub authorization_url: Option<String>,
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_auth: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub issuer: Option<String>,
+    pub client_secret_expires_at: Option<String>,
+    pub client_secret: Option<SecretString>,
+    pub password: Option<SecretString>,
+    pub limits: Option<LimitOverrides>,
+}
+
+/// A change to a mailbox. `Some(None)` clears an optional field; `None` keeps it.
+#[derive(Default)]
+pub struct MailboxPatch {
+    pub name: Option<String>,
+    pub tenant: Option<Option<String>>,
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    pub security: Option<String>,
+    pub username: Option<String>,
+    pub from_name: Option<Option<String>>,
+    pub sign_in_account: Option<Option<String>>,
+    pub reply_to: Option<Option<String>>,
+    pub signature: Option<Option<String>>,
+    pub default: Option<bool>,
+    pub authorization_url: Option<String>,
+    pub token_url: Option<String>,
+    pub client_id: Option<String>,
+    pub client_auth: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub issuer: Option<Option<String>>,
+    pub client_secret_expires_at: Option<Option<String>>,
+    pub client_secret: Option<SecretString>,
+    pub password: Option<SecretString>,
+    /// Replaces every override at once.
+    pub limits: Option<LimitOverrides>,
+}
+
+/// Seals and stores the secrets a create or update was given; absent ones stay as they are.
+async fn store_secrets(
+    conn: &mut store::Conn,
+    keys: &KeyRing,
+    (client_secret, password): (&Option<SecretString>, &Option<SecretString>),
+    owner: &str,
+    now: OffsetDateTime,
+) -> Result<(), StoreError> {
+    if let Some(secret) = client_secret {
+        keys::put_secret(conn, keys, owner, secret_fields::CLIENT_SECRET, secret, now).await?;
+    }
+    if let Some(password) = password {
+        keys::put_secret(conn, keys, owner, secret_fields::PASSWORD, password, now).await?;
+    }
+    Ok(())
+}
+
+fn conflict_on_name(e: StoreError, name: &str) -> ServiceError {
+    match e {
+        StoreError::Conflict(_) => ServiceError::Conflict(FieldError::new(
+            "name",
+            format!("a mailbox named \"{name}\" already exists in this organization"),
+        )),
+        other => ServiceError::Store(other),
+    }
+}
+
+fn audit_detail(mailbox: &Mailbox) -> serde_json::Value {
+    serde_json::json!({
+        "name": mailbox.name,
+        "auth": mailbox.auth.as_str(),
+        "provider": mailbox.provider.as_str(),
+        "username": mailbox.username,
+        "host": mailbox.host,
+    })
+}
+
+/// Creates a mailbox, Not Verified until it is authorized or verified.
+pub async fn create(
+    store: &Store,
+    keys: &KeyRing,
+    policy: &Policy<'_>,
+    org_id: OrgId,
+    draft: MailboxDraft,
+    actor: &Actor,
+) -> ServiceResult<Mailbox> {
+    let now = OffsetDateTime::now_utc();
+    let resolved = resolve::resolve(org_id, MailboxId::new(), draft, policy, (false, false), now)?;
+    let mailbox = resolved.mailbox;
+    let mut tx = store.begin().await?;
+    if mailbox.is_default {
+        store::mailboxes::clear_default(&mut tx, org_id).await?;
+    }
+    store::mailboxes::insert(&mut tx, &mailbox)
+        .await
+        .map_err(|e| conflict_on_name(e, &mailbox.name))?;
+    let owner = mailbox.id.to_string();
+    store_secrets(
+        &mut tx,
+        keys,
+        (&resolved.client_secret, &resolved.password),
+        &owner,
+        now,
+    )
+    .await?;
+    store::audit::record(
+        &mut tx,
+        &NewAuditEvent {
+            org_id,
+            actor: actor.clone(),
+            action: "mailbox.create",
+            target_kind: "mailbox",
+            target_id: owner,
+            detail: audit_detail(&mailbox),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(mailbox)
+}
+
+/// Deletes a mailbox and its sealed secrets.
+pub async fn delete(
+    store: &Store,
+    org_id: OrgId,
+    id: MailboxId,
+    actor: &Actor,
+) -> ServiceResult<()> {
+    let now = OffsetDateTime::now_utc();
+    let mut tx = store.begin().await?;
+    let mailbox = store::mailboxes::get(&mut tx, org_id, id)
+        .await?
+        .ok_or(ServiceError::NotFound("mailbox"))?;
+    let reason = StatusReason::new(
+        "mailbox_deleted",
+        format!(
+            "The mailbox \"{}\" was deleted before this message was sent.",
+            mailbox.name
+        ),
+        Some("Send the message again through another mailbox.".into()),
+    );
+    store::messages::fail_mailbox(&mut tx, id, &reason, now).await?;
+    store::mailboxes::delete(&mut tx, org_id, id).await?;
+    store::secrets::delete_owner(&mut tx, &id.to_string()).await?;
+    // Its alerts have nothing left to act on.
+    store::alerts::resolve_mailbox(&mut tx, id, now).await?;
+    store::audit::record(
+        &mut tx,
+        &NewAuditEvent {
+            org_id,
+            actor: actor.clone(),
+            action: "mailbox.delete",
+            target_kind: "mailbox",
+            target_id: id.to_string(),
+            detail: audit_detail(&mailbox),
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(())
+}

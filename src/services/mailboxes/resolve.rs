@@ -1,0 +1,443 @@
+//! A mailbox as given, resolved: presets filled, every field validated (including the guards
+//! against SSRF and header injection), all errors at once.
+
+use std::net::IpAddr;
+
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+use url::Url;
+
+use super::*;
+use crate::domain::mailbox::{
+    AuthKind, ClientAuth, Mailbox, MailboxStatus, Provider, Security, StatusReason,
+    looks_like_secret_id, parse_tenant,
+};
+use crate::domain::presets::Preset;
+use crate::domain::{EmailAddress, FieldError, MailboxId, OrgId};
+use crate::net::{Reach, reach_of};
+use crate::services::{Checks, ServiceResult};
+
+const MAX_SIGNATURE: usize = 10_000;
+
+pub(super) fn blank_to_none(value: Option<String>) -> Option<String> {
+    value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+/// Refuses CR, LF and other control characters: these fields end up in headers or commands.
+pub(super) fn single_line(
+    checks: &mut Checks,
+    field: &'static str,
+    value: &str,
+    max: usize,
+) -> bool {
+    if value.chars().any(char::is_control) {
+        checks.push(FieldError::new(
+            field,
+            "must not contain line breaks or other control characters",
+        ));
+        return false;
+    }
+    if value.chars().count() > max {
+        checks.push(FieldError::new(
+            field,
+            format!("is too long: at most {max} characters"),
+        ));
+        return false;
+    }
+    true
+}
+
+/// Checks that Herald may connect to `host` under the policy.
+pub(super) fn host_allowed(policy: &Policy<'_>, host: &str) -> Result<(), String> {
+    policy.hosts().check_host(host)
+}
+
+pub(crate) fn check_url(
+    checks: &mut Checks,
+    policy: &Policy<'_>,
+    field: &'static str,
+    raw: &str,
+) -> Option<String> {
+    if !single_line(checks, field, raw, 2048) {
+        return None;
+    }
+    let url = match Url::parse(raw.trim()) {
+        Ok(url) => url,
+        Err(_) => {
+            checks.push(FieldError::new(field, format!("`{raw}` is not a URL")));
+            return None;
+        }
+    };
+    let Some(host) = url.host_str().map(str::to_owned) else {
+        checks.push(FieldError::new(field, "has no host"));
+        return None;
+    };
+    let loopback = reach_of(&host) == Reach::Loopback;
+    match url.scheme() {
+        "https" => {}
+        "http" if policy.dev && loopback => {}
+        "http" => {
+            checks.push(FieldError::new(
+                field,
+                "must start with https:// (http:// only on loopback in development mode)",
+            ));
+            return None;
+        }
+        _ => {
+            checks.push(FieldError::new(field, "must be an https:// URL"));
+            return None;
+        }
+    }
+    if url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        checks.push(FieldError::new(
+            field,
+            "must not carry a fragment or credentials",
+        ));
+        return None;
+    }
+    if let Err(message) = host_allowed(policy, &host) {
+        checks.push(FieldError::new(field, message));
+        return None;
+    }
+    Some(url.to_string())
+}
+
+pub(super) fn check_host(checks: &mut Checks, policy: &Policy<'_>, raw: &str) -> Option<String> {
+    let host = raw.trim().to_ascii_lowercase();
+    if host.is_empty() {
+        checks.push(FieldError::new(
+            "host",
+            "must not be empty: give the SMTP server, e.g. smtp.office365.com",
+        ));
+        return None;
+    }
+    if !single_line(checks, "host", &host, 253) {
+        return None;
+    }
+    let is_ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .is_ok();
+    let is_name = host.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !label.starts_with('-')
+    });
+    if !is_ip && !is_name {
+        checks.push(FieldError::new(
+            "host",
+            format!("`{raw}` is not a host name: give the server alone, e.g. smtp.office365.com, without scheme or port"),
+        ));
+        return None;
+    }
+    if let Err(message) = host_allowed(policy, &host) {
+        checks.push(FieldError::new("host", message));
+        return None;
+    }
+    Some(host)
+}
+
+pub(super) fn check_email(checks: &mut Checks, field: &'static str, raw: &str) -> Option<String> {
+    checks
+        .take(EmailAddress::parse_field(field, raw))
+        .map(|e| e.as_str().to_owned())
+}
+
+/// The mailbox settings a draft resolves to, with its secrets.
+pub struct Resolved {
+    pub mailbox: Mailbox,
+    pub client_secret: Option<SecretString>,
+    pub password: Option<SecretString>,
+}
+
+/// Fills presets and validates a whole mailbox. `existing` carries what a PATCH keeps
+/// (including whether secrets are already stored).
+pub(super) fn resolve(
+    org_id: OrgId,
+    id: MailboxId,
+    draft: MailboxDraft,
+    policy: &Policy<'_>,
+    has_secret: (bool, bool),
+    now: OffsetDateTime,
+) -> ServiceResult<Resolved> {
+    let mut checks = Checks::default();
+
+    let name = blank_to_none(draft.name)
+        .and_then(|n| checks.take(crate::domain::parse_label("name", &n, 100)));
+    if name.is_none() && !checks.has("name") {
+        checks.push(FieldError::new("name", "must not be empty"));
+    }
+    let auth = match draft.auth.as_deref().map(str::trim) {
+        None | Some("") => {
+            checks.push(FieldError::new("auth", "must be oauth2 or basic"));
+            None
+        }
+        Some(raw) => checks.take(
+            raw.parse::<AuthKind>()
+                .map_err(|e| FieldError::new("auth", e)),
+        ),
+    };
+    let provider = match draft.provider.as_deref().map(str::trim) {
+        None | Some("") => Some(Provider::Custom),
+        Some(raw) => checks.take(
+            raw.parse::<Provider>()
+                .map_err(|e| FieldError::new("provider", e)),
+        ),
+    };
+    if provider == Some(Provider::Sandbox) && policy.sandbox.is_none() {
+        checks.push(FieldError::new(
+            "provider",
+            "sandbox is only available while the sandbox provider runs (herald demo)",
+        ));
+    }
+    let tenant = match (provider, blank_to_none(draft.tenant)) {
+        (_, Some(t)) => checks.take(parse_tenant(&t)),
+        (Some(Provider::Microsoft), None) if auth == Some(AuthKind::OAuth2) => {
+            checks.push(FieldError::new(
+                "tenant",
+                "is required for Microsoft 365: the Directory (tenant) ID or a domain such as contoso.com",
+            ));
+            None
+        }
+        (Some(Provider::Sandbox), None) => policy.sandbox.map(|s| s.tenant.clone()),
+        _ => None,
+    };
+
+    // Presets: the provider's endpoints, server and scopes, unless the caller gave them.
+    let preset = provider
+        .map(|p| Preset::of(p, tenant.as_deref(), policy.sandbox))
+        .unwrap_or_default();
+    // The sandbox runs on plain http on loopback: allow exactly that, for its own preset.
+    let sandbox_policy = Policy {
+        dev: policy.dev || provider == Some(Provider::Sandbox),
+        ..*policy
+    };
+    let policy = &sandbox_policy;
+
+    let security = match draft.security.as_deref().map(str::trim) {
+        None | Some("") => Some(Security::StartTls),
+        Some(raw) => checks.take(
+            raw.parse::<Security>()
+                .map_err(|e| FieldError::new("security", e)),
+        ),
+    };
+    if security == Some(Security::None) && !policy.dev {
+        checks.push(FieldError::new(
+            "security",
+            "none (no TLS) is only allowed in development mode (HERALD_DEV)",
+        ));
+    }
+    let host = match blank_to_none(draft.host).or(preset.host) {
+        Some(h) => check_host(&mut checks, policy, &h),
+        None => {
+            checks.push(FieldError::new(
+                "host",
+                "must not be empty: give the SMTP server, e.g. smtp.office365.com",
+            ));
+            None
+        }
+    };
+    let port = match draft.port.or(preset.port.map(i64::from)) {
+        Some(p) if (1..=65535).contains(&p) => Some(p as u16),
+        Some(_) => {
+            checks.push(FieldError::new("port", "must be between 1 and 65535"));
+            None
+        }
+        None => Some(match security {
+            Some(Security::Tls) => 465,
+            Some(Security::None) => 25,
+            _ => 587,
+        }),
+    };
+    let username = match blank_to_none(draft.username) {
+        Some(u) => check_email(&mut checks, "username", &u),
+        None => {
+            checks.push(FieldError::new(
+                "username",
+                "must not be empty: give the mailbox address, e.g. support@contoso.com",
+            ));
+            None
+        }
+    };
+    let sign_in_account = match blank_to_none(draft.sign_in_account) {
+        Some(a) => check_email(&mut checks, "sign_in_account", &a),
+        None => username.clone(),
+    };
+    let reply_to =
+        blank_to_none(draft.reply_to).and_then(|r| check_email(&mut checks, "reply_to", &r));
+    let from_name =
+        blank_to_none(draft.from_name).filter(|f| single_line(&mut checks, "from_name", f, 100));
+    let signature = draft
+        .signature
+        .map(|s| s.replace("\r\n", "\n"))
+        .filter(|s| !s.trim().is_empty());
+    if let Some(sig) = &signature {
+        if sig
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            checks.push(FieldError::new(
+                "signature",
+                "must not contain control characters other than line breaks and tabs",
+            ));
+        }
+        if sig.chars().count() > MAX_SIGNATURE {
+            checks.push(FieldError::new(
+                "signature",
+                format!("is too long: at most {MAX_SIGNATURE} characters"),
+            ));
+        }
+    }
+
+    let mut authorization_url = None;
+    let mut token_url = None;
+    let mut client_id = None;
+    let mut scopes = Vec::new();
+    let mut issuer = None;
+    let client_auth = match draft.client_auth.as_deref().map(str::trim) {
+        None | Some("") => Some(ClientAuth::Post),
+        Some(raw) => checks.take(
+            raw.parse::<ClientAuth>()
+                .map_err(|e| FieldError::new("client_auth", e)),
+        ),
+    };
+    if auth == Some(AuthKind::OAuth2) {
+        authorization_url =
+            match blank_to_none(draft.authorization_url).or(preset.authorization_url) {
+                Some(u) => check_url(&mut checks, policy, "authorization_url", &u),
+                None => {
+                    checks.push(FieldError::new(
+                        "authorization_url",
+                        "must not be empty: copy the OAuth 2.0 authorization endpoint (v2)",
+                    ));
+                    None
+                }
+            };
+        token_url = match blank_to_none(draft.token_url).or(preset.token_url) {
+            Some(u) => check_url(&mut checks, policy, "token_url", &u),
+            None => {
+                checks.push(FieldError::new(
+                    "token_url",
+                    "must not be empty: copy the OAuth 2.0 token endpoint (v2)",
+                ));
+                None
+            }
+        };
+        client_id = match blank_to_none(draft.client_id) {
+            Some(c) => single_line(&mut checks, "client_id", &c, 200).then_some(c),
+            None => {
+                checks.push(FieldError::new(
+                    "client_id",
+                    "must not be empty: copy the Application (client) ID",
+                ));
+                None
+            }
+        };
+        scopes = draft.scopes.or(preset.scopes).unwrap_or_default();
+        scopes.retain(|s| !s.trim().is_empty());
+        if scopes.is_empty() {
+            checks.push(FieldError::new("scopes", "must name at least one scope"));
+        }
+        if scopes
+            .iter()
+            .any(|s| s.chars().any(|c| c.is_whitespace() || c.is_control()) || s.len() > 200)
+        {
+            checks.push(FieldError::new(
+                "scopes",
+                "each scope is one word without spaces or control characters",
+            ));
+        }
+        issuer = blank_to_none(draft.issuer)
+            .or(preset.issuer)
+            .and_then(|i| check_url(&mut checks, policy, "issuer", &i));
+        if !has_secret.0 && draft.client_secret.is_none() {
+            checks.push(FieldError::new(
+                "client_secret",
+                "must not be empty: copy the client secret's Value",
+            ));
+        }
+        if let Some(secret) = &draft.client_secret {
+            let text = secret.expose_secret();
+            if text.trim().is_empty() {
+                checks.push(FieldError::new(
+                    "client_secret",
+                    "must not be empty: copy the client secret's Value",
+                ));
+            } else if looks_like_secret_id(text) {
+                checks.push(FieldError::new(
+                    "client_secret",
+                    "this looks like the Secret ID; paste the secret's Value (the other column in Certificates & secrets)",
+                ));
+            } else {
+                single_line(&mut checks, "client_secret", text, 1000);
+            }
+        }
+    }
+    if auth == Some(AuthKind::Basic) {
+        if !has_secret.1 && draft.password.is_none() {
+            checks.push(FieldError::new("password", "must not be empty"));
+        }
+        if let Some(password) = &draft.password {
+            if password.expose_secret().is_empty() {
+                checks.push(FieldError::new("password", "must not be empty"));
+            } else {
+                single_line(&mut checks, "password", password.expose_secret(), 1000);
+            }
+        }
+    }
+    let client_secret_expires_at = blank_to_none(draft.client_secret_expires_at).and_then(|d| {
+        let format = time::macros::format_description!("[year]-[month]-[day]");
+        checks.take(time::Date::parse(&d, &format).map_err(|_| {
+            FieldError::new(
+                "client_secret_expires_at",
+                format!("`{d}` is not a date such as 2027-06-30"),
+            )
+        }))
+    });
+    let limits = draft.limits;
+    if let Some(limits) = &limits {
+        checks.take(limits.validate());
+    }
+    checks.finish()?;
+
+    let auth = auth.expect("checked");
+    let status_reason = Some(StatusReason::not_yet_verified(auth));
+    Ok(Resolved {
+        mailbox: Mailbox {
+            id,
+            org_id,
+            name: name.expect("checked"),
+            auth,
+            provider: provider.expect("checked"),
+            tenant,
+            host: host.expect("checked"),
+            port: port.expect("checked"),
+            security: security.expect("checked"),
+            username: username.expect("checked"),
+            from_name,
+            sign_in_account: sign_in_account.expect("checked"),
+            reply_to,
+            signature,
+            is_default: draft.default.unwrap_or(false),
+            authorization_url,
+            token_url,
+            client_id,
+            client_auth: client_auth.expect("checked"),
+            scopes,
+            issuer,
+            iss_required: false,
+            client_secret_expires_at,
+            status: MailboxStatus::NotVerified,
+            status_reason,
+            verified_at: None,
+            token_expires_at: None,
+            created_at: now,
+            updated_at: now,
+            limits: limits.unwrap_or_default(),
+        },
+        client_secret: draft.client_secret,
+        password: draft.password,
+    })
+}

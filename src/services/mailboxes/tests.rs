@@ -1,0 +1,269 @@
+//! Unit tests of resolving and validating mailboxes.
+
+use super::discovery::discovery_urls;
+use super::resolve::resolve;
+use super::*;
+use crate::domain::mailbox::{GOOGLE_SCOPES, MICROSOFT_SCOPES, MailboxStatus, Provider, Security};
+
+fn policy() -> Policy<'static> {
+    Policy {
+        dev: false,
+        allow_private_hosts: false,
+        sandbox: None,
+    }
+}
+
+fn microsoft() -> MailboxDraft {
+    MailboxDraft {
+        name: Some("Support".into()),
+        auth: Some("oauth2".into()),
+        provider: Some("microsoft".into()),
+        tenant: Some("contoso.com".into()),
+        username: Some("support@contoso.com".into()),
+        client_id: Some("11111111-2222-3333-4444-555555555555".into()),
+        client_secret: Some(SecretString::from("abc8Q~secret.value")),
+        ..MailboxDraft::default()
+    }
+}
+
+fn resolve_ok(draft: MailboxDraft, policy: &Policy<'_>) -> Mailbox {
+    resolve(
+        OrgId::new(),
+        MailboxId::new(),
+        draft,
+        policy,
+        (false, false),
+        OffsetDateTime::now_utc(),
+    )
+    .map(|r| r.mailbox)
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn errors(draft: MailboxDraft, policy: &Policy<'_>) -> Vec<FieldError> {
+    match resolve(
+        OrgId::new(),
+        MailboxId::new(),
+        draft,
+        policy,
+        (false, false),
+        OffsetDateTime::now_utc(),
+    ) {
+        Err(ServiceError::Invalid(errors)) => errors,
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("accepted"),
+    }
+}
+
+#[test]
+fn the_microsoft_preset_fills_endpoints_server_and_scopes_from_the_tenant() {
+    let m = resolve_ok(microsoft(), &policy());
+    assert_eq!(
+        m.authorization_url.as_deref(),
+        Some("https://login.microsoftonline.com/contoso.com/oauth2/v2.0/authorize")
+    );
+    assert_eq!(
+        m.token_url.as_deref(),
+        Some("https://login.microsoftonline.com/contoso.com/oauth2/v2.0/token")
+    );
+    // Entra's `iss` names the tenant by GUID: a domain gives no issuer, a GUID its own.
+    assert_eq!(m.issuer, None);
+    let guid = "72F988BF-86F1-41AF-91AB-2D7CD011DB47";
+    let by_id = resolve_ok(
+        MailboxDraft {
+            tenant: Some(guid.into()),
+            ..microsoft()
+        },
+        &policy(),
+    );
+    assert_eq!(
+        by_id.issuer.as_deref(),
+        Some("https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0")
+    );
+    assert_eq!(
+        (m.host.as_str(), m.port, m.security),
+        ("smtp.office365.com", 587, Security::StartTls)
+    );
+    assert_eq!(m.scopes, MICROSOFT_SCOPES);
+    assert_eq!(m.sign_in_account, "support@contoso.com");
+    assert_eq!(m.status, MailboxStatus::NotVerified);
+}
+
+#[test]
+fn a_custom_issuer_is_looked_up_as_openid_connect_then_rfc_8414_say() {
+    let mut m = resolve_ok(microsoft(), &policy());
+    assert_eq!(
+        discovery_urls(&m, &policy()),
+        ["https://login.microsoftonline.com/contoso.com/v2.0/.well-known/openid-configuration"]
+    );
+    m.provider = Provider::Custom;
+    m.issuer = Some("https://idp.example.com/tenant/v2.0/".into());
+    assert_eq!(
+        discovery_urls(&m, &policy()),
+        [
+            "https://idp.example.com/tenant/v2.0/.well-known/openid-configuration",
+            "https://idp.example.com/.well-known/oauth-authorization-server/tenant/v2.0"
+        ]
+    );
+    m.issuer = None;
+    assert!(
+        discovery_urls(&m, &policy()).is_empty(),
+        "no issuer, no guess"
+    );
+}
+
+#[test]
+fn the_google_preset_fills_its_endpoints() {
+    let m = resolve_ok(
+        MailboxDraft {
+            provider: Some("google".into()),
+            tenant: None,
+            ..microsoft()
+        },
+        &policy(),
+    );
+    assert_eq!(
+        m.token_url.as_deref(),
+        Some("https://oauth2.googleapis.com/token")
+    );
+    assert_eq!(m.host, "smtp.gmail.com");
+    assert_eq!(m.scopes, GOOGLE_SCOPES);
+}
+
+#[test]
+fn a_guid_shaped_secret_is_refused_as_the_secret_id() {
+    let errors = errors(
+        MailboxDraft {
+            client_secret: Some(SecretString::from("8c3a4a9e-2f4b-4f1e-9a6e-3b1f0c2d4e5f")),
+            ..microsoft()
+        },
+        &policy(),
+    );
+    assert_eq!(errors[0].field, "client_secret");
+    assert!(errors[0].message.contains("looks like the Secret ID"));
+}
+
+#[test]
+fn http_and_private_token_urls_are_refused_outside_development() {
+    let draft = || MailboxDraft {
+        provider: Some("custom".into()),
+        host: Some("smtp.example.com".into()),
+        authorization_url: Some("https://idp.example.com/authorize".into()),
+        scopes: Some(vec!["mail".into()]),
+        ..microsoft()
+    };
+    let e = errors(
+        MailboxDraft {
+            token_url: Some("http://idp.example.com/token".into()),
+            ..draft()
+        },
+        &policy(),
+    );
+    assert_eq!(e[0].field, "token_url");
+    let e = errors(
+        MailboxDraft {
+            token_url: Some("https://10.0.0.5/token".into()),
+            ..draft()
+        },
+        &policy(),
+    );
+    assert!(e[0].message.contains("private"), "{e:?}");
+    let e = errors(
+        MailboxDraft {
+            token_url: Some("https://169.254.169.254/token".into()),
+            ..draft()
+        },
+        &policy(),
+    );
+    assert_eq!(e[0].field, "token_url");
+    let e = errors(
+        MailboxDraft {
+            token_url: Some("http://127.0.0.1:9/token".into()),
+            ..draft()
+        },
+        &policy(),
+    );
+    assert_eq!(e[0].field, "token_url");
+    // Development mode allows loopback over http; HERALD_ALLOW_PRIVATE_HOSTS allows private.
+    let dev = Policy {
+        dev: true,
+        ..policy()
+    };
+    resolve_ok(
+        MailboxDraft {
+            token_url: Some("http://127.0.0.1:9/token".into()),
+            ..draft()
+        },
+        &dev,
+    );
+    let private = Policy {
+        allow_private_hosts: true,
+        ..policy()
+    };
+    resolve_ok(
+        MailboxDraft {
+            token_url: Some("https://10.0.0.5/token".into()),
+            ..draft()
+        },
+        &private,
+    );
+}
+
+#[test]
+fn line_breaks_are_refused_in_every_header_field() {
+    for field in [
+        "name",
+        "username",
+        "from_name",
+        "reply_to",
+        "host",
+        "client_id",
+    ] {
+        let mut draft = microsoft();
+        let bad = Some("a\r\nBcc: x@example.com".to_owned());
+        match field {
+            "name" => draft.name = bad,
+            "username" => draft.username = bad,
+            "from_name" => draft.from_name = bad,
+            "reply_to" => draft.reply_to = bad,
+            "host" => draft.host = bad,
+            _ => draft.client_id = bad,
+        }
+        let e = errors(draft, &policy());
+        assert!(e.iter().any(|e| e.field == field), "{field}: {e:?}");
+    }
+}
+
+#[test]
+fn security_none_needs_development_mode() {
+    let e = errors(
+        MailboxDraft {
+            security: Some("none".into()),
+            ..microsoft()
+        },
+        &policy(),
+    );
+    assert_eq!(e[0].field, "security");
+}
+
+#[test]
+fn a_microsoft_oauth_mailbox_needs_a_tenant_and_basic_needs_a_password() {
+    let e = errors(
+        MailboxDraft {
+            tenant: None,
+            ..microsoft()
+        },
+        &policy(),
+    );
+    assert!(e.iter().any(|e| e.field == "tenant"));
+    let basic = MailboxDraft {
+        auth: Some("basic".into()),
+        tenant: None,
+        client_secret: None,
+        ..microsoft()
+    };
+    let e = errors(basic, &policy());
+    assert_eq!(
+        e.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(),
+        ["password"]
+    );
+}

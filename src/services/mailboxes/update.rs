@@ -1,0 +1,255 @@
+//! Changing a mailbox: a patch applied to what is stored and validated again; a changed
+//! identity drops the stored tokens.
+
+use time::OffsetDateTime;
+
+use super::*;
+use crate::domain::mailbox::{
+    AuthKind, Mailbox, MailboxStatus, Provider, StatusReason, secret_fields,
+};
+use crate::domain::{Actor, FieldError, MailboxId, NewAuditEvent, OrgId};
+use crate::secrets::KeyRing;
+use crate::services::{ServiceError, ServiceResult};
+use crate::store::{self, Store, StoreError};
+
+/// Why a stored password or client secret must be typed again.
+const SERVER_CHANGED: &str = "enter it again: the server changed, and Herald sends a stored secret only to the server it was entered for";
+
+/// Where a mailbox's secrets are sent: its SMTP server and its authorization server.
+fn server_of(draft: &MailboxDraft) -> impl PartialEq + '_ {
+    (
+        (&draft.host, draft.port, &draft.security),
+        (
+            &draft.authorization_url,
+            &draft.token_url,
+            &draft.client_auth,
+        ),
+        (&draft.provider, &draft.tenant),
+    )
+}
+
+/// The draft a stored mailbox corresponds to, so a patch can be applied and re-validated.
+fn draft_of(mailbox: &Mailbox) -> MailboxDraft {
+    MailboxDraft {
+        name: Some(mailbox.name.clone()),
+        auth: Some(mailbox.auth.as_str().into()),
+        provider: Some(mailbox.provider.as_str().into()),
+        tenant: mailbox.tenant.clone(),
+        host: Some(mailbox.host.clone()),
+        port: Some(i64::from(mailbox.port)),
+        security: Some(mailbox.security.as_str().into()),
+        username: Some(mailbox.username.clone()),
+        from_name: mailbox.from_name.clone(),
+        sign_in_account: Some(mailbox.sign_in_account.clone()),
+        reply_to: mailbox.reply_to.clone(),
+        signature: mailbox.signature.clone(),
+        default: Some(mailbox.is_default),
+        authorization_url: mailbox.authorization_url.clone(),
+        token_url: mailbox.token_url.clone(),
+        client_id: mailbox.client_id.clone(),
+        client_auth: Some(mailbox.client_auth.as_str().into()),
+        scopes: Some(mailbox.scopes.clone()),
+        issuer: mailbox.issuer.clone(),
+        client_secret_expires_at: mailbox.client_secret_expires_at.map(|d| d.to_string()),
+        client_secret: None,
+        password: None,
+        limits: Some(mailbox.limits),
+    }
+}
+
+/// Applies a change. A new secret replaces the old; no secret keeps it. A changed identity
+/// (account, app registration, endpoints, scopes or server) drops the stored tokens and makes
+/// the mailbox Not Verified until it is authorized again.
+pub async fn update(
+    store: &Store,
+    keys: &KeyRing,
+    policy: &Policy<'_>,
+    org_id: OrgId,
+    id: MailboxId,
+    patch: MailboxPatch,
+    actor: &Actor,
+) -> ServiceResult<Mailbox> {
+    let now = OffsetDateTime::now_utc();
+    let mut tx = store.begin().await?;
+    let existing = store::mailboxes::get(&mut tx, org_id, id)
+        .await?
+        .ok_or(ServiceError::NotFound("mailbox"))?;
+    let owner = id.to_string();
+    let has_secret = (
+        store::secrets::get(&mut tx, &owner, secret_fields::CLIENT_SECRET)
+            .await?
+            .is_some(),
+        store::secrets::get(&mut tx, &owner, secret_fields::PASSWORD)
+            .await?
+            .is_some(),
+    );
+    let mut draft = draft_of(&existing);
+    let username_changed = patch.username.is_some();
+    macro_rules! set {
+        ($field:ident) => {
+            if let Some(v) = patch.$field {
+                draft.$field = Some(v);
+            }
+        };
+    }
+    macro_rules! set_nullable {
+        ($field:ident) => {
+            if let Some(v) = patch.$field {
+                draft.$field = v;
+            }
+        };
+    }
+    set!(name);
+    set_nullable!(tenant);
+    set!(host);
+    set!(port);
+    set!(security);
+    set!(username);
+    set_nullable!(from_name);
+    set_nullable!(sign_in_account);
+    set_nullable!(reply_to);
+    set_nullable!(signature);
+    set!(default);
+    set!(authorization_url);
+    set!(token_url);
+    set!(client_id);
+    set!(client_auth);
+    set!(scopes);
+    let patch_issuer = patch.issuer.clone();
+    set_nullable!(issuer);
+    set_nullable!(client_secret_expires_at);
+    set!(limits);
+    // The sign-in account follows the username unless it was set on its own.
+    if username_changed
+        && existing.sign_in_account == existing.username
+        && !matches!(draft.sign_in_account, Some(ref a) if a != &existing.sign_in_account)
+    {
+        draft.sign_in_account = None;
+    }
+    // A Microsoft mailbox whose tenant changes gets the new tenant's endpoints.
+    if existing.provider == Provider::Microsoft && draft.tenant != existing.tenant {
+        draft.authorization_url = None;
+        draft.token_url = None;
+        draft.issuer = None;
+    }
+    // A stored secret goes only to the server it was entered for: pointed elsewhere, the
+    // mailbox must be given it again, or a Verify would hand it to the new host.
+    let pristine = draft_of(&existing);
+    let server_changed = server_of(&draft) != server_of(&pristine);
+    // A preset's issuer is read again from the new server's discovery document.
+    if server_changed
+        && matches!(existing.provider, Provider::Microsoft | Provider::Sandbox)
+        && patch_issuer.is_none()
+    {
+        draft.issuer = None;
+    }
+    let reenter = if server_changed {
+        match existing.auth {
+            AuthKind::OAuth2 if has_secret.0 && patch.client_secret.is_none() => {
+                Some(FieldError::new("client_secret", SERVER_CHANGED))
+            }
+            AuthKind::Basic if has_secret.1 && patch.password.is_none() => {
+                Some(FieldError::new("password", SERVER_CHANGED))
+            }
+            _ => None,
+        }
+    } else {
+        None
+    };
+    draft.client_secret = patch.client_secret;
+    draft.password = patch.password;
+    let resolved = match (
+        resolve::resolve(org_id, id, draft, policy, has_secret, existing.created_at),
+        reenter,
+    ) {
+        (Ok(resolved), None) => resolved,
+        (Ok(_), Some(reenter)) => return Err(ServiceError::Invalid(vec![reenter])),
+        (Err(ServiceError::Invalid(mut errors)), Some(reenter)) => {
+            errors.push(reenter);
+            return Err(ServiceError::Invalid(errors));
+        }
+        (Err(e), _) => return Err(e),
+    };
+    let mut mailbox = resolved.mailbox;
+    mailbox.iss_required = existing.iss_required && !server_changed && patch_issuer.is_none();
+    mailbox.created_at = existing.created_at;
+    mailbox.updated_at = now;
+    // An OAuth2 mailbox's access token goes to its SMTP server: a new port or security is a
+    // new place to send it, so the tokens go too, as for a new host.
+    let identity_changed = mailbox.identity() != existing.identity()
+        || (existing.auth == AuthKind::OAuth2
+            && (mailbox.port != existing.port || mailbox.security != existing.security));
+    // A new port or security setting keeps the tokens but must be verified again.
+    let secret_changed = resolved.client_secret.is_some()
+        || resolved.password.is_some()
+        || mailbox.port != existing.port
+        || mailbox.security != existing.security;
+    if identity_changed || secret_changed {
+        mailbox.status = MailboxStatus::NotVerified;
+        mailbox.status_reason = Some(if identity_changed && existing.auth == AuthKind::OAuth2 {
+            StatusReason::reauthorization_required()
+        } else {
+            StatusReason::not_yet_verified(mailbox.auth)
+        });
+        mailbox.verified_at = None;
+        mailbox.token_expires_at = if identity_changed {
+            None
+        } else {
+            existing.token_expires_at
+        };
+        // A new client secret keeps the authorization: the refresh token stays valid.
+        if secret_changed
+            && !identity_changed
+            && mailbox.auth == AuthKind::OAuth2
+            && existing.status == MailboxStatus::Verified
+        {
+            mailbox.status = existing.status;
+            mailbox.status_reason = existing.status_reason.clone();
+            mailbox.verified_at = existing.verified_at;
+        }
+    } else {
+        mailbox.status = existing.status;
+        mailbox.status_reason = existing.status_reason.clone();
+        mailbox.verified_at = existing.verified_at;
+        mailbox.token_expires_at = existing.token_expires_at;
+    }
+    if mailbox.is_default && !existing.is_default {
+        store::mailboxes::clear_default(&mut tx, org_id).await?;
+    }
+    store::mailboxes::update(&mut tx, &mailbox)
+        .await
+        .map_err(|e| conflict_on_name(e, &mailbox.name))?;
+    if identity_changed {
+        store::secrets::delete(&mut tx, &owner, secret_fields::ACCESS_TOKEN).await?;
+        store::secrets::delete(&mut tx, &owner, secret_fields::REFRESH_TOKEN).await?;
+        // An authorization started under the old settings must not complete under the new.
+        store::attempts::end_pending(&mut tx, id, &StatusReason::reauthorization_required(), now)
+            .await?;
+    }
+    store_secrets(
+        &mut tx,
+        keys,
+        (&resolved.client_secret, &resolved.password),
+        &owner,
+        now,
+    )
+    .await?;
+    let mut detail = audit_detail(&mailbox);
+    detail["tokens_dropped"] = serde_json::json!(identity_changed);
+    detail["secret_replaced"] = serde_json::json!(secret_changed);
+    store::audit::record(
+        &mut tx,
+        &NewAuditEvent {
+            org_id,
+            actor: actor.clone(),
+            action: "mailbox.update",
+            target_kind: "mailbox",
+            target_id: owner,
+            detail,
+        },
+        now,
+    )
+    .await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(mailbox)
+}
