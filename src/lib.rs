@@ -1,19 +1,32 @@
 //! Herald: a self-hosted outgoing-mail gateway.
 //!
 //! Organizations connect sending mailboxes (Microsoft 365, Google, any SMTP server) with OAuth
-//! 2.0 or basic auth; their applications send through them over HTTP. The modules, from the
-//! inside out:
+//! 2.0 or basic auth; their applications send through them over HTTP or an SMTP relay. The
+//! modules, from the inside out (each imports only those above it; `tests/architecture.rs`
+//! holds the code to this order):
 //!
-//! - [`domain`]: types and rules, no I/O;
-//! - [`secrets`] and [`crypto`]: sealing, tokens, password hashes;
+//! - [`domain`]: types and rules, no I/O: mailboxes, providers and their presets, limits,
+//!   messages and SMTP replies, users and keys;
+//! - [`clock`]: the time, read in one place;
+//! - [`crypto`]: random tokens, digests, password hashes;
+//! - [`tls`]: a local CA and certificates for Herald's own listeners;
+//! - [`net`]: which addresses Herald may connect to (the SSRF guard);
+//! - [`metrics`]: the Prometheus metrics;
+//! - [`secrets`]: sealing with the master key ring;
 //! - [`store`]: the database (SQLite or PostgreSQL) and its migrations;
+//! - [`oauth`]: the OAuth 2.0 client, discovery documents and the providers' error codes;
+//! - [`smtp`]: the SMTP client and its reply classification;
+//! - [`smtp_server`]: an SMTP server (the sandbox's and the relay's);
+//! - [`sandbox`]: a stand-in for Microsoft (sign-in and SMTP), for demos and tests;
+//! - [`config`]: the configuration file and `HERALD_*` environment, validated;
 //! - [`keys`]: the master key ring, its start-up check and rotation;
-//! - [`services`]: the operations the CLI and the web layer share (create a user, issue a key),
-//!   each with its audit event;
-//! - [`outbox`]: accepting mail durably and delivering it through mailboxes, within limits;
-//! - [`relay`]: the SMTP relay that lets password-only devices send through OAuth2 mailboxes;
+//! - [`access`]: a mailbox's live access: credential, tokens, transport, status;
+//! - [`outbox`]: the queue's workers: dispatch, delivery, throttle, the message composer;
+//! - [`services`]: the use cases (accounts, mailboxes, authorization, sending, alerts, relay
+//!   credentials), each with its audit event;
+//! - [`relay`]: the SMTP relay that lets password-only devices send through mailboxes;
 //! - [`web`]: the HTTP API, the web UI and sign-in;
-//! - [`app`]: the composition root that wires configuration, store and services into a server;
+//! - [`app`]: the composition root that wires them into a server, and its background jobs;
 //! - [`cli`]: the `herald` command.
 
 pub mod access;

@@ -4,25 +4,13 @@
 
 use time::{Date, OffsetDateTime};
 
+use super::limits::{LimitOverrides, Limits};
+pub use super::provider::{GOOGLE_SCOPES, MICROSOFT_SCOPES, Provider};
 use super::{FieldError, MailboxId, OrgId};
 
 string_enum!(
     /// How Herald authenticates to the SMTP server.
     AuthKind { OAuth2 = "oauth2", Basic = "basic" }
-);
-
-string_enum!(
-    /// Who runs the mailbox; fills defaults and words errors.
-    Provider {
-        /// Microsoft 365 / Exchange Online.
-        Microsoft = "microsoft",
-        /// Google Workspace / Gmail.
-        Google = "google",
-        /// Any other SMTP server.
-        Custom = "custom",
-        /// Herald's own stand-in for Microsoft, only while the sandbox runs.
-        Sandbox = "sandbox",
-    }
 );
 
 string_enum!(
@@ -138,12 +126,12 @@ pub struct Mailbox {
     pub created_at: OffsetDateTime,
     pub updated_at: OffsetDateTime,
     /// Overrides of the provider's sending limits.
-    pub limits: super::message::LimitOverrides,
+    pub limits: LimitOverrides,
 }
 
 impl Mailbox {
     /// The sending limits in force: the provider's, with this mailbox's overrides.
-    pub fn effective_limits(&self) -> super::message::Limits {
+    pub fn effective_limits(&self) -> Limits {
         self.limits.over(self.provider)
     }
 
@@ -169,18 +157,6 @@ pub mod secret_fields {
     pub const ACCESS_TOKEN: &str = "access_token";
     pub const REFRESH_TOKEN: &str = "refresh_token";
 }
-
-/// The scopes Herald asks Microsoft for.
-pub const MICROSOFT_SCOPES: &[&str] = &[
-    "https://outlook.office.com/SMTP.Send",
-    "offline_access",
-    "openid",
-    "profile",
-    "email",
-];
-
-/// The scope Herald asks Google for.
-pub const GOOGLE_SCOPES: &[&str] = &["https://mail.google.com/"];
 
 /// Microsoft's tenant: a GUID, a verified domain, or `organizations` / `common`.
 pub fn parse_tenant(raw: &str) -> Result<String, FieldError> {

@@ -49,10 +49,12 @@ macro_rules! string_enum {
 
 pub mod audit;
 pub mod ids;
+pub mod limits;
 pub mod mailbox;
 pub mod message;
 pub mod org;
 pub mod presets;
+pub mod provider;
 pub mod relay;
 pub mod user;
 
@@ -64,10 +66,22 @@ pub use user::{
 };
 
 /// One field's problem with the input, in words a user can act on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct FieldError {
     pub field: String,
     pub message: String,
+    /// The limit the value went over, when that is the problem: a protocol that answers each
+    /// limit with a code of its own (the relay's SMTP replies) reads it here, not in the words.
+    pub exceeded: Option<Exceeded>,
+}
+
+/// A limit an input can go over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exceeded {
+    /// Recipients per message.
+    Recipients,
+    /// The size of a message.
+    Size,
 }
 
 impl FieldError {
@@ -75,9 +89,27 @@ impl FieldError {
         Self {
             field: field.into(),
             message: message.into(),
+            exceeded: None,
+        }
+    }
+
+    /// A value over `limit`.
+    pub fn over(field: impl Into<String>, message: impl Into<String>, limit: Exceeded) -> Self {
+        Self {
+            exceeded: Some(limit),
+            ..Self::new(field, message)
         }
     }
 }
+
+/// Two errors are the same when they say the same about the same field.
+impl PartialEq for FieldError {
+    fn eq(&self, other: &Self) -> bool {
+        self.field == other.field && self.message == other.message
+    }
+}
+
+impl Eq for FieldError {}
 
 impl std::fmt::Display for FieldError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

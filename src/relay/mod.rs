@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{OutboxSettings, RelaySettings};
 use crate::crypto;
+use crate::domain::Exceeded;
 use crate::domain::mailbox::Mailbox;
 use crate::domain::message::{MessageSource, MessageStatus};
 use crate::domain::relay::{FromPolicy, RelayCredential};
@@ -344,13 +345,10 @@ impl SmtpHandler for RelayHandler {
                     Reply::new(550, "5.7.1", format!("Sender not permitted: {detail}"))
                 } else if errors
                     .iter()
-                    .any(|e| e.message.contains("at most") && e.field == "to")
+                    .any(|e| e.exceeded == Some(Exceeded::Recipients))
                 {
                     Reply::new(550, "5.5.3", format!("Too many recipients: {detail}"))
-                } else if errors
-                    .iter()
-                    .any(|e| e.field == "body" && e.message.contains("bytes"))
-                {
+                } else if errors.iter().any(|e| e.exceeded == Some(Exceeded::Size)) {
                     Reply::new(552, "5.3.4", format!("Message too big: {detail}"))
                 } else {
                     Reply::new(554, "5.6.0", format!("Message refused: {detail}"))

@@ -310,7 +310,7 @@ pub async fn deliver_due(
     keys: &KeyRing,
     http: &TokenHttp,
     now: OffsetDateTime,
-) -> StoreResult<usize> {
+) -> ServiceResult<usize> {
     let due = {
         let mut conn = store.conn().await?;
         stored::webhooks_due(&mut conn, now, 50).await?
@@ -335,7 +335,7 @@ pub async fn deliver_due(
                 WEBHOOK_SECRET_FIELD,
             )
             .await
-            .map_err(|e| store::StoreError::Corrupt(e.to_string()))?;
+            .map_err(ServiceError::internal)?;
             (url, secret)
         };
         let attempts = alert.webhook_attempts + 1;

@@ -368,7 +368,7 @@ pub async fn create_api_key(
     let (Some(name), Some(role)) = (name, role) else {
         unreachable!("finish() fails when a field failed");
     };
-    let token = ApiKeyToken::generate();
+    let token = ApiKeyToken::from_random(&crypto::random_token());
     let now = OffsetDateTime::now_utc();
     let mut tx = store.begin().await?;
     let key = store::api_keys::insert(&mut tx, org_id, &name, role, &token, now).await?;

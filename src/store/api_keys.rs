@@ -61,7 +61,7 @@ pub async fn insert(
     .bind(&key.name)
     .bind(role.as_str())
     .bind(&key.prefix)
-    .bind(token.digest())
+    .bind(crate::crypto::token_digest(token.expose()))
     .bind(to_db_time(now))
     .execute(&mut *conn)
     .await?;
@@ -74,7 +74,7 @@ pub async fn find_live_by_token(
     token: &ApiKeyToken,
 ) -> StoreResult<Option<ApiKey>> {
     sqlx::query(select_keys!("WHERE digest = $1 AND revoked_at IS NULL"))
-        .bind(token.digest())
+        .bind(crate::crypto::token_digest(token.expose()))
         .fetch_optional(&mut *conn)
         .await?
         .as_ref()

@@ -12,7 +12,7 @@ mod route;
 use super::{ServiceError, ServiceResult};
 use crate::config::OutboxSettings;
 use crate::domain::message::{MessageSource, MessageStatus};
-use crate::domain::{ApiKeyId, EmailAddress, FieldError, MailboxId, OrgId};
+use crate::domain::{ApiKeyId, EmailAddress, Exceeded, FieldError, MailboxId, OrgId};
 use crate::outbox::compose::{self, AttachmentIn, Draft};
 use crate::store::messages::{BodyKind, IdempotencyRecord, NewMessage};
 use crate::store::{self, Store, StoreError};
@@ -342,21 +342,23 @@ fn duplicate_header(name: &str) -> ServiceError {
 }
 
 fn too_large(size: u64, max: u64) -> ServiceError {
-    invalid(
+    ServiceError::Invalid(vec![FieldError::over(
         "body",
         format!(
             "the message is {size} bytes; at most {max} are accepted (HERALD_MAX_MESSAGE_BYTES)"
         ),
-    )
+        Exceeded::Size,
+    )])
 }
 
 fn too_many_recipients(count: usize, limit: u32) -> ServiceError {
-    invalid(
+    ServiceError::Invalid(vec![FieldError::over(
         "to",
         format!(
             "{count} recipients (To, Cc and Bcc together), but this mailbox's provider takes at most {limit} per message: split the message"
         ),
-    )
+        Exceeded::Recipients,
+    )])
 }
 
 /// Validates a JSON message into the draft that is kept.

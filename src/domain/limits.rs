@@ -1,0 +1,109 @@
+//! A mailbox's sending limits: its provider's, and the overrides an admin sets.
+
+use super::FieldError;
+use super::provider::Provider;
+
+/// Per-mailbox overrides of the provider's sending limits. `None` keeps the provider's value.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitOverrides {
+    /// Messages per rolling minute (Exchange Online: 30).
+    pub messages_per_minute: Option<u32>,
+    /// Messages per rolling day (Google Workspace: 2,000).
+    pub messages_per_day: Option<u32>,
+    /// Recipients per rolling day (Exchange Online and Google: 10,000).
+    pub recipients_per_day: Option<u32>,
+    /// Recipients of one message (Exchange Online: 500; Google: 100).
+    pub recipients_per_message: Option<u32>,
+    /// SMTP connections open at once (Exchange Online: 3).
+    pub connections: Option<u32>,
+}
+
+impl LimitOverrides {
+    /// Checks that every value is a usable limit.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        let check = |name: &str, value: Option<u32>, max: u32| match value {
+            Some(v) if v == 0 || v > max => Err(FieldError::new(
+                format!("limits.{name}"),
+                format!("must be between 1 and {max}, or null for the provider's limit"),
+            )),
+            _ => Ok(()),
+        };
+        check("messages_per_minute", self.messages_per_minute, 10_000)?;
+        check("messages_per_day", self.messages_per_day, 10_000_000)?;
+        check("recipients_per_day", self.recipients_per_day, 100_000_000)?;
+        check(
+            "recipients_per_message",
+            self.recipients_per_message,
+            10_000,
+        )?;
+        check("connections", self.connections, 100)?;
+        Ok(())
+    }
+
+    /// The limits in force: these overrides over the provider's.
+    pub fn over(&self, provider: Provider) -> Limits {
+        let base = Limits::of(provider);
+        Limits {
+            messages_per_minute: self.messages_per_minute.or(base.messages_per_minute),
+            messages_per_day: self.messages_per_day.or(base.messages_per_day),
+            recipients_per_day: self.recipients_per_day.or(base.recipients_per_day),
+            recipients_per_message: self
+                .recipients_per_message
+                .unwrap_or(base.recipients_per_message),
+            connections: self.connections.unwrap_or(base.connections),
+        }
+    }
+}
+
+/// The sending limits of a mailbox. `None` means no limit of that kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct Limits {
+    pub messages_per_minute: Option<u32>,
+    pub messages_per_day: Option<u32>,
+    pub recipients_per_day: Option<u32>,
+    pub recipients_per_message: u32,
+    pub connections: u32,
+}
+
+impl Limits {
+    /// The provider's documented limits (PROVIDERS.md): Exchange Online allows 30 messages a
+    /// minute, 3 connections, 500 recipients a message and 10,000 a day; Google Workspace 2,000
+    /// messages and 10,000 recipients a day and 100 recipients a message over SMTP. Other
+    /// servers get RFC 5321's 100 recipients and a conservative 3 connections.
+    pub fn of(provider: Provider) -> Self {
+        match provider {
+            Provider::Microsoft | Provider::Sandbox => Self {
+                messages_per_minute: Some(30),
+                messages_per_day: None,
+                recipients_per_day: Some(10_000),
+                recipients_per_message: 500,
+                connections: 3,
+            },
+            Provider::Google => Self {
+                messages_per_minute: None,
+                messages_per_day: Some(2_000),
+                recipients_per_day: Some(10_000),
+                recipients_per_message: 100,
+                connections: 3,
+            },
+            Provider::Custom => Self {
+                messages_per_minute: None,
+                messages_per_day: None,
+                recipients_per_day: None,
+                recipients_per_message: 100,
+                connections: 3,
+            },
+        }
+    }
+}

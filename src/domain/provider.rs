@@ -1,0 +1,27 @@
+//! Who runs a mailbox, and what Herald knows of each provider's scopes.
+
+string_enum!(
+    /// Who runs the mailbox; fills defaults and words errors.
+    Provider {
+        /// Microsoft 365 / Exchange Online.
+        Microsoft = "microsoft",
+        /// Google Workspace / Gmail.
+        Google = "google",
+        /// Any other SMTP server.
+        Custom = "custom",
+        /// Herald's own stand-in for Microsoft, only while the sandbox runs.
+        Sandbox = "sandbox",
+    }
+);
+
+/// The scopes Herald asks Microsoft for.
+pub const MICROSOFT_SCOPES: &[&str] = &[
+    "https://outlook.office.com/SMTP.Send",
+    "offline_access",
+    "openid",
+    "profile",
+    "email",
+];
+
+/// The scope Herald asks Google for.
+pub const GOOGLE_SCOPES: &[&str] = &["https://mail.google.com/"];

@@ -1,0 +1,405 @@
+//! The token endpoint: client authentication, redeeming a code (with PKCE), refreshing a
+//! grant under the switches' faults, and issuing access, refresh and ID tokens.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::{Form, Json};
+use base64::Engine as _;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+use super::super::{Grant, Switches};
+use super::OAuthServer;
+use super::errors::{tenant_not_found, timestamp, token_error};
+use crate::crypto;
+
+/// The tenant's directory id, shown in ID tokens as `tid`.
+const TENANT_ID: &str = "5b6a6f2e-7361-4e64-8062-6f7800000001";
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(super) struct TokenForm {
+    grant_type: String,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    refresh_token: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// The client credentials from `Authorization: Basic` (URL-encoded id and secret, RFC 6749
+/// §2.3.1) or the form.
+fn client_credentials(headers: &HeaderMap, form: &TokenForm) -> (Option<String>, Option<String>) {
+    if let Some(basic) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim())
+        && let Ok(text) = String::from_utf8(decoded)
+        && let Some((id, secret)) = text.split_once(':')
+    {
+        let unescape = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        return (Some(unescape(id)), Some(unescape(secret)));
+    }
+    (form.client_id.clone(), form.client_secret.clone())
+}
+
+fn verify_pkce(challenge: &str, verifier: &str) -> bool {
+    match challenge.split_once(':') {
+        Some(("S256", expected)) => {
+            let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(Sha256::digest(verifier.as_bytes()));
+            crypto::constant_time_eq(&computed, expected)
+        }
+        Some(("plain", expected)) => crypto::constant_time_eq(verifier, expected),
+        _ => false,
+    }
+}
+
+pub(super) async fn token(
+    State(server): State<OAuthServer>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    server.state.count_token_request();
+    let latency = server.state.switches().token_latency_ms;
+    if latency > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+    }
+    if server.state.take_outage() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            Html("<html><body>Service Unavailable</body></html>"),
+        )
+            .into_response();
+    }
+    let bad =
+        |status, error, code, message: &str| token_error(&server, status, error, code, message);
+    if tenant != server.tenant {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            90002,
+            &tenant_not_found(&tenant),
+        );
+    }
+    let (client_id, secret) = client_credentials(&headers, &form);
+    let Some(client_id) = client_id.filter(|c| !c.is_empty()) else {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'client_id'.",
+        );
+    };
+    let Some(client) = server.state.client(&client_id) else {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700016,
+            &format!(
+                "Application with identifier '{client_id}' was not found in the directory '{}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.",
+                server.tenant
+            ),
+        );
+    };
+    let Some(secret) = secret.filter(|s| !s.is_empty()) else {
+        return bad(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        );
+    };
+    let switches = server.state.switches();
+    if switches.client_secret_expired {
+        return bad(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000222,
+            &format!(
+                "The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds."
+            ),
+        );
+    }
+    if switches.client_secret_invalid
+        || !crypto::constant_time_eq(&secret, client.secret.expose_secret())
+    {
+        return bad(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000215,
+            &format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+            ),
+        );
+    }
+    match form.grant_type.as_str() {
+        "authorization_code" => redeem_code(&server, &client_id, &form),
+        "refresh_token" => refresh(&server, &client_id, &form, &switches),
+        "" => bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'grant_type'.",
+        ),
+        other => bad(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            70003,
+            &format!("The app requested an unsupported grant type '{other}'."),
+        ),
+    }
+}
+
+fn redeem_code(server: &OAuthServer, client_id: &str, form: &TokenForm) -> Response {
+    let bad =
+        |status, error, code, message: &str| token_error(server, status, error, code, message);
+    let Some(code) = form.code.as_deref().filter(|c| !c.is_empty()) else {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'code'.",
+        );
+    };
+    let Some(issued) = server.state.redeem_code(code) else {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            9002313,
+            "Invalid request. Request is malformed or invalid.",
+        );
+    };
+    if issued.redeemed {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            54005,
+            "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.",
+        );
+    }
+    if issued.expires_at <= OffsetDateTime::now_utc() {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            70008,
+            "The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.",
+        );
+    }
+    if issued.client_id != client_id {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            9002313,
+            "Invalid request. Request is malformed or invalid.",
+        );
+    }
+    let redirect_uri = form.redirect_uri.as_deref().unwrap_or_default();
+    if redirect_uri != issued.redirect_uri {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            500112,
+            &format!(
+                "The reply address '{redirect_uri}' does not match the reply address '{}' provided when requesting Authorization code.",
+                issued.redirect_uri
+            ),
+        );
+    }
+    if let Some(challenge) = &issued.code_challenge {
+        let verifier = form.code_verifier.as_deref().unwrap_or_default();
+        if !verify_pkce(challenge, verifier) {
+            return bad(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                501481,
+                "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
+            );
+        }
+    }
+    issue_tokens(
+        server,
+        client_id,
+        &issued.user,
+        &issued.scopes,
+        issued.nonce.as_deref(),
+    )
+}
+
+fn refresh(
+    server: &OAuthServer,
+    client_id: &str,
+    form: &TokenForm,
+    switches: &Switches,
+) -> Response {
+    let bad =
+        |status, error, code, message: &str| token_error(server, status, error, code, message);
+    let Some(refresh_token) = form.refresh_token.as_deref().filter(|t| !t.is_empty()) else {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'refresh_token'.",
+        );
+    };
+    let Some(grant) = server
+        .state
+        .grant(refresh_token)
+        .filter(|g| g.client_id == client_id)
+    else {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            9002313,
+            "Invalid request. Request is malformed or invalid.",
+        );
+    };
+    let issued = timestamp(grant.issued_at);
+    if switches.refresh_token_expired {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            700082,
+            &format!(
+                "The refresh token has expired due to inactivity. The token was issued on {issued} and was inactive for 90.00:00:00."
+            ),
+        );
+    }
+    if switches.grant_revoked {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            50173,
+            &format!(
+                "The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might have changed or reset their password. The grant was issued on '{issued}' and the TokensValidFrom date (before which tokens are not valid) for this user is '{}'.",
+                timestamp(OffsetDateTime::now_utc())
+            ),
+        );
+    }
+    if switches.consent_required {
+        let name = server
+            .state
+            .client(client_id)
+            .map(|c| c.name)
+            .unwrap_or_default();
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            65001,
+            &format!(
+                "The user or administrator has not consented to use the application with ID '{client_id}' named '{name}'. Send an interactive authorization request for this user and resource."
+            ),
+        );
+    }
+    if switches.mfa_required {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "interaction_required",
+            50076,
+            "Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access 'https://outlook.office.com'.",
+        );
+    }
+    issue_tokens(server, client_id, &grant.user, &grant.scopes, None)
+}
+
+fn issue_tokens(
+    server: &OAuthServer,
+    client_id: &str,
+    user: &str,
+    scopes: &[String],
+    nonce: Option<&str>,
+) -> Response {
+    let now = OffsetDateTime::now_utc();
+    let (access_token, record) =
+        server
+            .state
+            .issue_access_token(user, client_id, scopes.to_vec(), now);
+    let expires_in = (record.expires_at - now).whole_seconds().max(0);
+    let resource_scopes: Vec<&str> = scopes
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !matches!(*s, "openid" | "profile" | "email" | "offline_access"))
+        .collect();
+    let mut body = json!({
+        "token_type": "Bearer",
+        "scope": resource_scopes.join(" "),
+        "expires_in": expires_in,
+        "ext_expires_in": expires_in,
+        "access_token": access_token.expose_secret(),
+    });
+    if scopes.iter().any(|s| s == "offline_access") {
+        let refresh_token = format!("1.{}", crypto::random_token());
+        server.state.put_grant(
+            &refresh_token,
+            Grant {
+                client_id: client_id.to_owned(),
+                user: user.to_owned(),
+                scopes: scopes.to_vec(),
+                issued_at: now,
+            },
+        );
+        body["refresh_token"] = json!(refresh_token);
+    }
+    if scopes.iter().any(|s| s == "openid") {
+        match id_token(server, client_id, user, nonce, now) {
+            Ok(token) => body["id_token"] = json!(token),
+            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        }
+    }
+    (
+        StatusCode::OK,
+        [
+            (header::CACHE_CONTROL, "no-store"),
+            (header::PRAGMA, "no-cache"),
+        ],
+        Json(body),
+    )
+        .into_response()
+}
+
+fn id_token(
+    server: &OAuthServer,
+    client_id: &str,
+    user: &str,
+    nonce: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let key = server.state.signing_key();
+    let digest = Sha256::digest(format!("{user}\0{client_id}").as_bytes());
+    let sub = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..]);
+    let oid = uuid::Uuid::from_slice(&Sha256::digest(user.as_bytes())[..16]).unwrap_or_default();
+    let iat = now.unix_timestamp();
+    let mut claims = json!({
+        "aud": client_id,
+        "iss": server.issuer(),
+        "iat": iat,
+        "nbf": iat,
+        "exp": iat + 3600,
+        "sub": sub,
+        "oid": oid.to_string(),
+        "tid": TENANT_ID,
+        "ver": "2.0",
+        "preferred_username": user,
+        "email": user,
+        "name": user.split('@').next().unwrap_or(user),
+    });
+    if let Some(nonce) = nonce {
+        claims["nonce"] = json!(nonce);
+    }
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(key.kid.clone());
+    jsonwebtoken::encode(&header, &claims, &key.encoding)
+}
