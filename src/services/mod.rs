@@ -10,7 +10,10 @@ pub mod mailboxes;
 pub mod messages;
 pub mod relay;
 pub mod send;
+pub mod settings;
+pub mod sign_in;
 pub mod test_message;
+pub mod views;
 
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};

@@ -7,9 +7,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::domain::FieldError;
-use crate::keys::KeyError;
 use crate::services::ServiceError;
-use crate::store::StoreError;
+use crate::services::views::StoreError;
 
 /// An API failure, ready to render.
 #[derive(Debug)]
@@ -214,9 +213,158 @@ impl From<StoreError> for ApiError {
     }
 }
 
-impl From<KeyError> for ApiError {
-    fn from(e: KeyError) -> Self {
-        tracing::error!(error = %e, "sealed secret error");
-        Self::internal()
+/// A web UI failure, rendered as a page (the UI's counterpart of [`ApiError`]). An internal
+/// error keeps its cause, which goes to the log once, when the page is rendered; the user sees
+/// only "Something went wrong".
+#[derive(Debug, thiserror::Error)]
+pub enum UiError {
+    /// No session: the browser goes to the sign-in page, which returns to `next` afterwards.
+    #[error("not signed in")]
+    SignIn { next: Option<String> },
+    /// A form acting with the session came without its CSRF token or from another origin.
+    /// `request` names it in the page ("sign-out request"); the page links to `back`.
+    #[error("{request} not verified")]
+    NotVerified {
+        request: &'static str,
+        back: String,
+        back_text: &'static str,
+    },
+    /// The signed-in user is a member, and this is for admins: `message` says what.
+    #[error("admins only")]
+    AdminsOnly { message: &'static str, back: String },
+    /// No page at this address (or not one of the user's organization).
+    #[error("page not found")]
+    NotFound,
+    /// A form body that is not a form, answered as axum answers it.
+    #[error(transparent)]
+    Form(#[from] axum::extract::rejection::FormRejection),
+    /// Herald's side failed.
+    #[error("the web UI could not complete the request")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+macro_rules! ui_internal_from {
+    ($($t:ty),* $(,)?) => {$(
+        impl From<$t> for UiError {
+            fn from(e: $t) -> Self {
+                Self::Internal(Box::new(e))
+            }
+        }
+    )*};
+}
+
+ui_internal_from!(StoreError, ServiceError, crate::crypto::HashPoolError);
+
+/// An error and its causes, each once: a cause already quoted by the error above it is not
+/// repeated.
+fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let words = cause.to_string();
+        if !text.contains(&words) {
+            text.push_str(": ");
+            text.push_str(&words);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+impl IntoResponse for UiError {
+    fn into_response(self) -> Response {
+        use axum::response::Redirect;
+
+        use super::ui;
+        match self {
+            Self::SignIn { next: None } => Redirect::to("/login").into_response(),
+            Self::SignIn { next: Some(next) } => {
+                Redirect::to(&format!("/login?next={next}")).into_response()
+            }
+            Self::NotVerified {
+                request,
+                back,
+                back_text,
+            } => ui::notice(
+                StatusCode::FORBIDDEN,
+                "Request not verified",
+                &format!(
+                    "This {request} did not come from Herald's own page. Go back, reload, and try again."
+                ),
+                &back,
+                back_text,
+            ),
+            Self::AdminsOnly { message, back } => {
+                ui::notice(StatusCode::FORBIDDEN, "Admins only", message, &back, "Back")
+            }
+            Self::NotFound => ui::not_found_page(),
+            Self::Form(rejection) => rejection.into_response(),
+            Self::Internal(e) => {
+                tracing::error!(error = %cause_chain(e.as_ref()), "web UI error");
+                ui::notice(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Something went wrong",
+                    "Herald could not complete this request; the details are in its log.",
+                    "/",
+                    "Back",
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("could not save")]
+    struct Wrapping(#[source] std::io::Error);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("could not save: {0}")]
+    struct Quoting(#[source] std::io::Error);
+
+    fn disk_full() -> std::io::Error {
+        std::io::Error::other("disk full")
+    }
+
+    #[test]
+    fn the_logged_cause_chain_names_each_cause_once() {
+        assert_eq!(
+            cause_chain(&Wrapping(disk_full())),
+            "could not save: disk full"
+        );
+        assert_eq!(
+            cause_chain(&Quoting(disk_full())),
+            "could not save: disk full"
+        );
+    }
+
+    #[test]
+    fn an_internal_ui_error_keeps_its_cause_and_shows_only_that_something_went_wrong() {
+        let error = UiError::Internal(Box::new(Wrapping(disk_full())));
+        let source = std::error::Error::source(&error).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("could not save"));
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn without_a_session_a_page_sends_the_browser_to_sign_in_and_back() {
+        let location = |e: UiError| {
+            let response = e.into_response();
+            assert_eq!(response.status(), StatusCode::SEE_OTHER);
+            response.headers()[header::LOCATION]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(location(UiError::SignIn { next: None }), "/login");
+        let next = Some("/settings/users".to_owned());
+        assert_eq!(
+            location(UiError::SignIn { next }),
+            "/login?next=/settings/users"
+        );
     }
 }

@@ -61,24 +61,21 @@ async fn metrics(
         return (StatusCode::FORBIDDEN, why).into_response();
     }
     let metrics = crate::metrics::get();
-    match state.access.store.conn().await {
-        Ok(mut conn) => match crate::store::messages::counts_all(&mut conn).await {
-            Ok(counts) => {
-                for &status in MessageStatus::ALL.iter().filter(|s| !s.is_final()) {
-                    let n = counts
-                        .iter()
-                        .find(|(s, _)| *s == status)
-                        .map_or(0, |(_, n)| *n);
-                    metrics
-                        .queue
-                        .get_or_create(&crate::metrics::StatusLabel {
-                            status: status.as_str().to_owned(),
-                        })
-                        .set(n);
-                }
+    match crate::services::views::all_message_counts(&state.access.store).await {
+        Ok(counts) => {
+            for &status in MessageStatus::ALL.iter().filter(|s| !s.is_final()) {
+                let n = counts
+                    .iter()
+                    .find(|(s, _)| *s == status)
+                    .map_or(0, |(_, n)| *n);
+                metrics
+                    .queue
+                    .get_or_create(&crate::metrics::StatusLabel {
+                        status: status.as_str().to_owned(),
+                    })
+                    .set(n);
             }
-            Err(e) => tracing::warn!(error = %e, "metrics: could not count the queue"),
-        },
+        }
         Err(e) => tracing::warn!(error = %e, "metrics: could not count the queue"),
     }
     (

@@ -1,6 +1,7 @@
 //! The HTTP side of Herald: the JSON API under `/api/v1`, the server-rendered web UI, sign-in,
-//! and health checks. Handlers are thin: they parse the request, call [`crate::services`] or
-//! [`crate::store`], and render the result.
+//! and health checks. Handlers are thin: they parse the request, call [`crate::services`] (reads
+//! through [`crate::services::views`]), and render the result; failures are [`error::ApiError`]
+//! for the API and [`error::UiError`] for the pages.
 
 pub mod api;
 pub mod auth;

@@ -9,10 +9,9 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::domain::NewAuditEvent;
 use crate::services::alerts;
-use crate::store::alerts::Alert;
-use crate::store::{self, StoreError};
+use crate::services::settings;
+use crate::services::views::{self, Alert};
 use crate::web::AppState;
 use crate::web::auth::Principal;
 use crate::web::error::{ApiError, Problem};
@@ -97,11 +96,10 @@ pub async fn list_alerts(
     ApiQuery(params): ApiQuery<AlertParams>,
 ) -> Result<Json<AlertList>, ApiError> {
     principal.require_reader()?;
-    let mut conn = state.access.store.conn().await?;
     let alerts = if params.all.unwrap_or(false) {
-        store::alerts::recent(&mut conn, principal.org_id, 100).await?
+        views::recent_alerts(&state.access.store, principal.org_id, 100).await?
     } else {
-        store::alerts::open(&mut conn, principal.org_id).await?
+        views::open_alerts(&state.access.store, principal.org_id).await?
     };
     Ok(Json(AlertList {
         alerts: alerts.into_iter().map(AlertOut::from).collect(),
@@ -156,9 +154,8 @@ pub async fn get_alert_webhook(
     principal: Principal,
 ) -> Result<Json<AlertWebhookOut>, ApiError> {
     principal.require_admin()?;
-    let mut conn = state.access.store.conn().await?;
     Ok(Json(AlertWebhookOut {
-        url: store::alerts::webhook_url(&mut conn, principal.org_id).await?,
+        url: views::alert_webhook_url(&state.access.store, principal.org_id).await?,
     }))
 }
 
@@ -207,15 +204,7 @@ pub async fn delete_alert_webhook(
     principal: Principal,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
-    let mut tx = state.access.store.begin().await?;
-    store::alerts::set_webhook_url(&mut tx, principal.org_id, None).await?;
-    store::secrets::delete(
-        &mut tx,
-        &principal.org_id.to_string(),
-        alerts::WEBHOOK_SECRET_FIELD,
-    )
-    .await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    settings::remove_alert_webhook(&state.access.store, principal.org_id).await?;
     audit(
         &state,
         &principal,
@@ -232,20 +221,14 @@ async fn audit(
     action: &'static str,
     url: Option<&str>,
 ) -> Result<(), ApiError> {
-    let mut conn = state.access.store.conn().await?;
-    store::audit::record(
-        &mut conn,
-        &NewAuditEvent {
-            org_id: principal.org_id,
-            actor: principal.actor.clone(),
-            action,
-            target_kind: "organization",
-            target_id: principal.org_id.to_string(),
-            detail: serde_json::json!({ "url": url }),
-        },
+    settings::audit_alert_webhook(
+        &state.access.store,
+        principal.org_id,
+        &principal.actor,
+        action,
+        url,
         OffsetDateTime::now_utc(),
     )
     .await
-    .map(|_| ())
-    .map_err(|e: StoreError| ApiError::from(e))
+    .map_err(ApiError::from)
 }

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::{ListParams, list_type};
 use crate::domain::{ApiKey, ApiKeyId, KeyRole};
 use crate::services;
-use crate::store;
+use crate::services::views;
 use crate::web::AppState;
 use crate::web::auth::Principal;
 use crate::web::error::{ApiError, Problem};
@@ -83,8 +83,13 @@ pub async fn list_api_keys(
 ) -> Result<Json<ApiKeyList>, ApiError> {
     principal.require_reader()?;
     let (limit, after) = (params.limit()?, params.after()?);
-    let mut conn = state.access.store.conn().await?;
-    let page = store::api_keys::list(&mut conn, principal.org_id, after.as_deref(), limit).await?;
+    let page = views::api_keys(
+        &state.access.store,
+        principal.org_id,
+        after.as_deref(),
+        limit,
+    )
+    .await?;
     Ok(Json(ApiKeyList::from_page(page, ApiKeyOut::from)))
 }
 
@@ -125,8 +130,7 @@ pub async fn get_api_key(
 ) -> Result<Json<ApiKeyOut>, ApiError> {
     principal.require_reader()?;
     let id = parse_key_id(&id)?;
-    let mut conn = state.access.store.conn().await?;
-    let key = store::api_keys::get(&mut conn, principal.org_id, id)
+    let key = views::api_key(&state.access.store, principal.org_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("API key"))?;
     Ok(Json(key.into()))

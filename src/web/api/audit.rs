@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use super::{ListParams, list_type};
 use crate::domain::{ActorKind, AuditEvent};
-use crate::store;
+use crate::services::views;
 use crate::web::AppState;
 use crate::web::auth::Principal;
 use crate::web::error::{ApiError, Problem};
@@ -76,7 +76,12 @@ pub async fn list_audit_events(
 ) -> Result<Json<AuditEventList>, ApiError> {
     principal.require_admin()?;
     let (limit, before) = (params.limit()?, params.after()?);
-    let mut conn = state.access.store.conn().await?;
-    let page = store::audit::list(&mut conn, principal.org_id, before.as_deref(), limit).await?;
+    let page = views::audit_events(
+        &state.access.store,
+        principal.org_id,
+        before.as_deref(),
+        limit,
+    )
+    .await?;
     Ok(Json(AuditEventList::from_page(page, AuditEventOut::from)))
 }

@@ -16,7 +16,7 @@ use crate::domain::mailbox::{
 };
 use crate::domain::message::{LimitOverrides, Limits};
 use crate::services::mailboxes::{self, MailboxDraft, MailboxPatch, Policy};
-use crate::store;
+use crate::services::views;
 use crate::web::AppState;
 use crate::web::auth::Principal;
 use crate::web::error::{ApiError, Problem};
@@ -82,14 +82,11 @@ pub struct MailboxList {
 }
 
 async fn render(state: &AppState, mailbox: Mailbox) -> Result<MailboxOut, ApiError> {
-    let mut conn = state.access.store.conn().await?;
     let owner = mailbox.id.to_string();
-    let has_client_secret = store::secrets::get(&mut conn, &owner, secret_fields::CLIENT_SECRET)
-        .await?
-        .is_some();
-    let has_password = store::secrets::get(&mut conn, &owner, secret_fields::PASSWORD)
-        .await?
-        .is_some();
+    let has_client_secret =
+        views::has_secret(&state.access.store, &owner, secret_fields::CLIENT_SECRET).await?;
+    let has_password =
+        views::has_secret(&state.access.store, &owner, secret_fields::PASSWORD).await?;
     let effective_limits = mailbox.effective_limits();
     Ok(MailboxOut {
         id: owner,
@@ -262,8 +259,13 @@ pub async fn list_mailboxes(
 ) -> Result<Json<MailboxList>, ApiError> {
     let (limit, after) = (params.limit()?, params.after()?);
     let page = {
-        let mut conn = state.access.store.conn().await?;
-        store::mailboxes::list(&mut conn, principal.org_id, after.as_deref(), limit).await?
+        views::mailboxes(
+            &state.access.store,
+            principal.org_id,
+            after.as_deref(),
+            limit,
+        )
+        .await?
     };
     let next_cursor = page.next_cursor.as_deref().map(super::encode_cursor);
     let mut items = Vec::with_capacity(page.items.len());
@@ -332,8 +334,7 @@ pub async fn get_mailbox(
 ) -> Result<Json<MailboxOut>, ApiError> {
     let id = parse_mailbox_id(&id)?;
     let mailbox = {
-        let mut conn = state.access.store.conn().await?;
-        store::mailboxes::get(&mut conn, principal.org_id, id)
+        views::mailbox(&state.access.store, principal.org_id, id)
             .await?
             .filter(|m| principal.may_use(m.id))
             .ok_or_else(|| ApiError::not_found("mailbox"))?
@@ -450,7 +451,7 @@ pub async fn start_authorization(
 pub struct AuthorizationOut {
     pub id: String,
     /// `pending`, `completed`, `failed` or `expired`.
-    pub status: crate::store::attempts::AttemptStatus,
+    pub status: views::AttemptStatus,
     pub reason: Option<StatusReason>,
     pub started_by: String,
     #[serde(with = "time::serde::rfc3339")]
@@ -461,8 +462,8 @@ pub struct AuthorizationOut {
     pub finished_at: Option<OffsetDateTime>,
 }
 
-impl From<crate::store::attempts::Attempt> for AuthorizationOut {
-    fn from(a: crate::store::attempts::Attempt) -> Self {
+impl From<views::Attempt> for AuthorizationOut {
+    fn from(a: views::Attempt) -> Self {
         Self {
             id: a.id,
             status: a.status,

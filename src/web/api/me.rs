@@ -5,7 +5,7 @@ use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::store;
+use crate::services::views;
 use crate::web::AppState;
 use crate::web::auth::{Access, Principal};
 use crate::web::error::ApiError;
@@ -37,8 +37,7 @@ pub async fn whoami(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<Me>, ApiError> {
-    let mut conn = state.access.store.conn().await?;
-    let org = store::orgs::get(&mut conn, principal.org_id)
+    let org = views::organization(&state.access.store, principal.org_id)
         .await?
         .ok_or_else(|| ApiError::not_found("organization"))?;
     Ok(Json(Me {

@@ -16,7 +16,7 @@ use crate::domain::mailbox::StatusReason;
 use crate::domain::message::{Message, MessageSource, MessageStatus, SmtpReply};
 use crate::domain::{FieldError, MailboxId};
 use crate::services::send::{self, Body, Caller, SendRequest, Submission};
-use crate::store;
+use crate::services::views;
 use crate::web::AppState;
 use crate::web::auth::{Access, Principal};
 use crate::web::error::{ApiError, Problem};
@@ -245,8 +245,7 @@ pub async fn get_message(
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(ApiError::not_found("message"));
     }
-    let mut conn = state.access.store.conn().await?;
-    let message = store::messages::get(&mut conn, principal.org_id, &id)
+    let message = views::message(&state.access.store, principal.org_id, &id)
         .await?
         .filter(|m| visible(&principal, m))
         .ok_or_else(|| ApiError::not_found("message"))?;
@@ -318,10 +317,9 @@ pub async fn list_messages(
                 .map_err(|e| ApiError::validation(vec![FieldError::new("status", e)]))
         })
         .transpose()?;
-    let mut conn = state.access.store.conn().await?;
     let mailbox_id: Option<MailboxId> = match filter.mailbox.as_deref().filter(|m| !m.is_empty()) {
         Some(wanted) => Some(
-            store::mailboxes::find(&mut conn, principal.org_id, wanted)
+            views::find_mailbox(&state.access.store, principal.org_id, wanted)
                 .await?
                 .ok_or_else(|| {
                     ApiError::field(
@@ -336,10 +334,10 @@ pub async fn list_messages(
     let api_key = (principal.access == Access::Sender)
         .then(|| principal.api_key.map(|k| k.to_string()))
         .flatten();
-    let page = store::messages::list(
-        &mut conn,
+    let page = views::messages(
+        &state.access.store,
         principal.org_id,
-        &store::messages::Filter {
+        &views::MessageFilter {
             status,
             mailbox_id,
             api_key_id: api_key.as_deref(),

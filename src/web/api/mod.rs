@@ -326,7 +326,10 @@ macro_rules! list_type {
         }
 
         impl $name {
-            pub fn from_page<T>(page: crate::store::Page<T>, map: impl Fn(T) -> $item) -> Self {
+            pub fn from_page<T>(
+                page: crate::services::views::Page<T>,
+                map: impl Fn(T) -> $item,
+            ) -> Self {
                 Self {
                     next_cursor: page.next_cursor.as_deref().map(super::encode_cursor),
                     items: page.items.into_iter().map(map).collect(),

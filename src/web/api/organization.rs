@@ -8,8 +8,8 @@ use utoipa::ToSchema;
 
 use crate::config::DefaultSenderOrgs;
 use crate::domain::message::NoMailboxPolicy;
-use crate::domain::{EmailAddress, NewAuditEvent, OrgId, Organization};
-use crate::store::{self, StoreError};
+use crate::domain::{EmailAddress, OrgId, Organization};
+use crate::services::{settings, views};
 use crate::web::AppState;
 use crate::web::auth::Principal;
 use crate::web::error::{ApiError, Problem};
@@ -71,8 +71,7 @@ pub async fn get_organization(
     principal: Principal,
 ) -> Result<Json<OrganizationOut>, ApiError> {
     principal.require_reader()?;
-    let mut conn = state.access.store.conn().await?;
-    let org = store::orgs::get(&mut conn, principal.org_id)
+    let org = views::organization(&state.access.store, principal.org_id)
         .await?
         .ok_or_else(|| ApiError::not_found("organization"))?;
     Ok(Json(render(&state, org)))
@@ -106,34 +105,16 @@ pub async fn update_organization(
         None => None,
     };
     let now = OffsetDateTime::now_utc();
-    let mut tx = state.access.store.begin().await?;
-    let mut org = store::orgs::get(&mut tx, principal.org_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("organization"))?;
-    if let Some(policy) = policy {
-        org.no_mailbox_policy = policy;
-    }
-    if let Some(reply_to) = reply_to {
-        org.reply_to = reply_to;
-    }
-    store::orgs::set_settings(&mut tx, &org).await?;
-    store::audit::record(
-        &mut tx,
-        &NewAuditEvent {
-            org_id: org.id,
-            actor: principal.actor.clone(),
-            action: "organization.update",
-            target_kind: "organization",
-            target_id: org.id.to_string(),
-            detail: serde_json::json!({
-                "no_mailbox_policy": org.no_mailbox_policy.as_str(),
-                "reply_to": org.reply_to,
-            }),
-        },
+    let org = settings::update_sending_settings(
+        &state.access.store,
+        principal.org_id,
+        &principal.actor,
+        policy,
+        reply_to,
         now,
     )
-    .await?;
-    tx.commit().await.map_err(StoreError::from)?;
+    .await?
+    .ok_or_else(|| ApiError::not_found("organization"))?;
     Ok(Json(render(&state, org)))
 }
 

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use super::ListParams;
 use crate::domain::relay::{FromPolicy, RelayCredential};
 use crate::services::relay::{self, NewRelayCredential};
-use crate::store;
+use crate::services::views;
 use crate::web::AppState;
 use crate::web::auth::Principal;
 use crate::web::error::{ApiError, Problem};
@@ -130,8 +130,13 @@ pub async fn list_relay_credentials(
 ) -> Result<Json<RelayCredentialList>, ApiError> {
     principal.require_reader()?;
     let (limit, after) = (params.limit()?, params.after()?);
-    let mut conn = state.access.store.conn().await?;
-    let page = store::relay::list(&mut conn, principal.org_id, after.as_deref(), limit).await?;
+    let page = views::relay_credentials(
+        &state.access.store,
+        principal.org_id,
+        after.as_deref(),
+        limit,
+    )
+    .await?;
     Ok(Json(RelayCredentialList::from_page(
         page,
         RelayCredentialOut::from,
@@ -147,8 +152,7 @@ pub async fn get_relay_credential(
     Path(id): Path<String>,
 ) -> Result<Json<RelayCredentialOut>, ApiError> {
     principal.require_reader()?;
-    let mut conn = state.access.store.conn().await?;
-    let credential = store::relay::get(&mut conn, principal.org_id, &id)
+    let credential = views::relay_credential(&state.access.store, principal.org_id, &id)
         .await?
         .ok_or_else(|| ApiError::not_found("relay credential"))?;
     Ok(Json(credential.into()))

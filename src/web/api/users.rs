@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 
 use super::{ListParams, list_type};
 use crate::domain::{User, UserId, UserRole};
+use crate::services::views;
 use crate::services::{self, NewUserInput, UserChange};
-use crate::store;
 use crate::web::AppState;
 use crate::web::auth::Principal;
 use crate::web::error::{ApiError, Problem};
@@ -78,8 +78,13 @@ pub async fn list_users(
 ) -> Result<Json<UserList>, ApiError> {
     principal.require_reader()?;
     let (limit, after) = (params.limit()?, params.after()?);
-    let mut conn = state.access.store.conn().await?;
-    let page = store::users::list(&mut conn, principal.org_id, after.as_deref(), limit).await?;
+    let page = views::users(
+        &state.access.store,
+        principal.org_id,
+        after.as_deref(),
+        limit,
+    )
+    .await?;
     Ok(Json(UserList::from_page(page, UserOut::from)))
 }
 
@@ -117,8 +122,7 @@ pub async fn get_user(
 ) -> Result<Json<UserOut>, ApiError> {
     principal.require_reader()?;
     let id = parse_user_id(&id)?;
-    let mut conn = state.access.store.conn().await?;
-    let user = store::users::get(&mut conn, principal.org_id, id)
+    let user = views::user(&state.access.store, principal.org_id, id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
     Ok(Json(user.into()))

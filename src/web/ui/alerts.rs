@@ -7,19 +7,16 @@
 //! returns to the page it came from. Like `POST /api/v1/alerts/{id}/dismiss`, it only hides the
 //! alert from the banner.
 
-use axum::Form;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 
-use super::{NoticePage, internal, not_found, origin_ok, render, safe_next};
-use crate::crypto;
+use super::extract::{SignedForm, VerifiedForm};
+use super::safe_next;
 use crate::domain::{OrgId, UserRole};
-use crate::store::{self, Conn};
+use crate::services::views;
 use crate::web::AppState;
-use crate::web::auth;
+use crate::web::error::UiError;
 
 /// The route of the Dismiss form; `{id}` is the alert's.
 pub(super) const DISMISS_PATH: &str = "/settings/alerts/{id}/dismiss";
@@ -35,8 +32,8 @@ pub(super) struct AlertView {
 
 /// The organization's open alerts, newest first; none when they cannot be read, so that a
 /// failing query costs the banner and never the page.
-pub(super) async fn banner(conn: &mut Conn, org_id: OrgId) -> Vec<AlertView> {
-    match store::alerts::open(conn, org_id).await {
+pub(super) async fn banner(state: &AppState, org_id: OrgId) -> Vec<AlertView> {
+    match views::open_alerts(&state.access.store, org_id).await {
         Ok(alerts) => alerts
             .into_iter()
             .map(|a| AlertView {
@@ -62,43 +59,28 @@ pub(super) struct DismissForm {
     back: String,
 }
 
+impl VerifiedForm for DismissForm {
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+
+    fn back(&self) -> (String, &'static str) {
+        (safe_next(&self.back), "Back")
+    }
+}
+
 /// Hides an alert of the signed-in admin's organization from the banner and returns to the page
 /// the form was on. Another organization's alert, or an unknown one, is a 404.
 pub(super) async fn dismiss_alert(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    jar: CookieJar,
     Path(id): Path<String>,
-    Form(form): Form<DismissForm>,
-) -> Response {
-    let session = match auth::session_user(&state, &jar).await {
-        Ok(Some(session)) => session,
-        Ok(None) => return Redirect::to("/login").into_response(),
-        Err(e) => return internal(e),
-    };
-    if !origin_ok(&state, &headers)
-        || !crypto::constant_time_eq(&form.csrf_token, &session.csrf_token())
-    {
-        return render(
-            StatusCode::FORBIDDEN,
-            &NoticePage {
-                title: "Request not verified".into(),
-                message: "This request did not come from Herald's own page. Go back, reload, and try again.".into(),
-                link_href: safe_next(&form.back),
-                link_text: "Back".into(),
-            },
-        );
-    }
+    SignedForm { session, form }: SignedForm<DismissForm>,
+) -> Result<Response, UiError> {
     if session.user.role != UserRole::Admin {
-        return render(
-            StatusCode::FORBIDDEN,
-            &NoticePage {
-                title: "Admins only".into(),
-                message: "Only an admin of the organization can dismiss an alert.".into(),
-                link_href: safe_next(&form.back),
-                link_text: "Back".into(),
-            },
-        );
+        return Err(UiError::AdminsOnly {
+            message: "Only an admin of the organization can dismiss an alert.",
+            back: safe_next(&form.back),
+        });
     }
     let actor = crate::domain::Actor {
         kind: crate::domain::ActorKind::User,
@@ -106,13 +88,11 @@ pub(super) async fn dismiss_alert(
         label: session.user.email.clone(),
         source: "web".into(),
     };
-    let dismissed =
-        crate::services::alerts::dismiss(&state.access.store, session.user.org_id, &id, &actor)
-            .await;
-    match dismissed {
-        // `Redirect::to` answers 303, so the browser GETs the page again.
-        Ok(true) => Redirect::to(&safe_next(&form.back)).into_response(),
-        Ok(false) => not_found().await,
-        Err(e) => internal(e),
+    if !crate::services::alerts::dismiss(&state.access.store, session.user.org_id, &id, &actor)
+        .await?
+    {
+        return Err(UiError::NotFound);
     }
+    // `Redirect::to` answers 303, so the browser GETs the page again.
+    Ok(Redirect::to(&safe_next(&form.back)).into_response())
 }

@@ -6,22 +6,20 @@
 use std::collections::HashMap;
 
 use askama::Template;
-use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum_extra::extract::CookieJar;
 use serde::Deserialize;
 
-use super::{Frame, NoticePage, frame, internal, not_found, origin_ok, render, safe_next, when};
-use crate::crypto;
+use super::extract::{SignedForm, SignedIn, VerifiedForm};
+use super::{Frame, notice, render, safe_next, when};
 use crate::domain::MailboxId;
 use crate::domain::UserRole;
 use crate::domain::message::{Message, MessageStatus};
 use crate::services::ServiceError;
-use crate::store::{self, StoreError};
+use crate::services::views::{self, MessageFilter};
 use crate::web::AppState;
-use crate::web::auth;
+use crate::web::error::UiError;
 
 /// Messages on one page of the log.
 const PAGE_SIZE: usize = 50;
@@ -166,14 +164,12 @@ struct MessageLogPage {
 }
 
 fn bad_filter(message: &str) -> Response {
-    render(
+    notice(
         StatusCode::BAD_REQUEST,
-        &NoticePage {
-            title: "This filter is not valid".into(),
-            message: message.into(),
-            link_href: LOG_PATH.into(),
-            link_text: "Show all messages".into(),
-        },
+        "This filter is not valid",
+        message,
+        LOG_PATH,
+        "Show all messages",
     )
 }
 
@@ -200,25 +196,23 @@ fn log_link(status: &str, mailbox: &str, before: Option<&str>) -> String {
 /// The message log.
 pub(super) async fn message_log(
     State(state): State<AppState>,
-    jar: CookieJar,
     query: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let f = match frame(&state, &jar, LOG_PATH).await {
-        Ok(f) => f,
-        Err(response) => return response,
-    };
+    SignedIn { frame: f, .. }: SignedIn,
+) -> Result<Response, UiError> {
     // Repeated or malformed parameters are a bad link, not a server error.
     let Ok(Query(q)) = query else {
-        return bad_filter("The address has parameters Herald does not understand.");
+        return Ok(bad_filter(
+            "The address has parameters Herald does not understand.",
+        ));
     };
     let status = match q.status.trim() {
         "" => None,
         s => match s.parse::<MessageStatus>() {
             Ok(s) => Some(s),
             Err(_) => {
-                return bad_filter(
+                return Ok(bad_filter(
                     "Status must be one of Queued, Sending, Sent, Failed, Held or Cancelled.",
-                );
+                ));
             }
         },
     };
@@ -226,27 +220,20 @@ pub(super) async fn message_log(
         "" => None,
         m => match m.parse::<MailboxId>() {
             Ok(m) => Some(m),
-            Err(_) => return bad_filter("There is no such mailbox."),
+            Err(_) => return Ok(bad_filter("There is no such mailbox.")),
         },
     };
     let before = Some(q.before.trim()).filter(|b| !b.is_empty());
-    let found = async {
-        let mut conn = state.access.store.conn().await?;
-        let mailboxes = store::mailboxes::list(&mut conn, f.org_id, None, 500).await?;
-        let counts = store::messages::counts(&mut conn, f.org_id).await?;
-        let filter = store::messages::Filter {
-            status,
-            mailbox_id: mailbox,
-            ..Default::default()
-        };
-        let page = store::messages::list(&mut conn, f.org_id, &filter, before, PAGE_SIZE).await?;
-        Ok::<_, StoreError>((mailboxes.items, counts, page))
-    }
-    .await;
-    let (mailboxes, counts, page) = match found {
-        Ok(found) => found,
-        Err(e) => return internal(e),
+    let mailboxes = views::mailboxes(&state.access.store, f.org_id, None, 500)
+        .await?
+        .items;
+    let counts = views::message_counts(&state.access.store, f.org_id).await?;
+    let filter = MessageFilter {
+        status,
+        mailbox_id: mailbox,
+        ..Default::default()
     };
+    let page = views::messages(&state.access.store, f.org_id, &filter, before, PAGE_SIZE).await?;
     let names: HashMap<MailboxId, String> =
         mailboxes.iter().map(|m| (m.id, m.name.clone())).collect();
     let count_of = |s: MessageStatus| {
@@ -286,7 +273,7 @@ pub(super) async fn message_log(
         messages: page.items.into_iter().map(|m| row(m, &names)).collect(),
         frame: f,
     };
-    render(StatusCode::OK, &page_view)
+    Ok(render(StatusCode::OK, &page_view))
 }
 
 #[derive(Template)]
@@ -306,27 +293,17 @@ struct MessagePage {
 /// One message of the organization; any other id answers 404.
 pub(super) async fn message_detail(
     State(state): State<AppState>,
-    jar: CookieJar,
     Path(id): Path<String>,
-) -> Response {
-    let f = match frame(&state, &jar, &format!("{LOG_PATH}/{id}")).await {
-        Ok(f) => f,
-        Err(response) => return response,
+    SignedIn { frame: mut f, .. }: SignedIn,
+) -> Result<Response, UiError> {
+    // The page's path as the Dismiss form returns to it: the id as routed, as before.
+    f.path = format!("{LOG_PATH}/{id}");
+    let Some(message) = views::message(&state.access.store, f.org_id, &id).await? else {
+        return Err(UiError::NotFound);
     };
-    let found = async {
-        let mut conn = state.access.store.conn().await?;
-        let Some(message) = store::messages::get(&mut conn, f.org_id, &id).await? else {
-            return Ok(None);
-        };
-        let mailboxes = store::mailboxes::list(&mut conn, f.org_id, None, 500).await?;
-        Ok::<_, StoreError>(Some((message, mailboxes.items)))
-    }
-    .await;
-    let (message, mailboxes) = match found {
-        Ok(Some(found)) => found,
-        Ok(None) => return not_found().await,
-        Err(e) => return internal(e),
-    };
+    let mailboxes = views::mailboxes(&state.access.store, f.org_id, None, 500)
+        .await?
+        .items;
     let names: HashMap<MailboxId, String> =
         mailboxes.iter().map(|m| (m.id, m.name.clone())).collect();
     let page = MessagePage {
@@ -340,7 +317,7 @@ pub(super) async fn message_detail(
         m: row(message, &names),
         frame: f,
     };
-    render(StatusCode::OK, &page)
+    Ok(render(StatusCode::OK, &page))
 }
 
 /// The route of a message's Cancel form.
@@ -355,47 +332,28 @@ pub(super) struct CancelForm {
     back: String,
 }
 
+impl VerifiedForm for CancelForm {
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+
+    fn back(&self) -> (String, &'static str) {
+        (safe_next(&self.back), "Back")
+    }
+}
+
 /// Cancels a queued or held message of the signed-in admin's organization, as
 /// `POST /api/v1/messages/{id}/cancel` does, and returns to the page the form was on.
 pub(super) async fn cancel_message(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    jar: CookieJar,
     Path(id): Path<String>,
-    Form(form): Form<CancelForm>,
-) -> Response {
-    let session = match auth::session_user(&state, &jar).await {
-        Ok(Some(session)) => session,
-        Ok(None) => return Redirect::to("/login").into_response(),
-        Err(e) => return internal(e),
-    };
-    let notice = |status: StatusCode, title: &str, message: String| {
-        render(
-            status,
-            &NoticePage {
-                title: title.into(),
-                message,
-                link_href: safe_next(&form.back),
-                link_text: "Back".into(),
-            },
-        )
-    };
-    if !origin_ok(&state, &headers)
-        || !crypto::constant_time_eq(&form.csrf_token, &session.csrf_token())
-    {
-        return notice(
-            StatusCode::FORBIDDEN,
-            "Request not verified",
-            "This request did not come from Herald's own page. Go back, reload, and try again."
-                .into(),
-        );
-    }
+    SignedForm { session, form }: SignedForm<CancelForm>,
+) -> Result<Response, UiError> {
     if session.user.role != UserRole::Admin {
-        return notice(
-            StatusCode::FORBIDDEN,
-            "Admins only",
-            "Only an admin of the organization can cancel a message.".into(),
-        );
+        return Err(UiError::AdminsOnly {
+            message: "Only an admin of the organization can cancel a message.",
+            back: safe_next(&form.back),
+        });
     }
     let actor = crate::domain::Actor {
         kind: crate::domain::ActorKind::User,
@@ -404,7 +362,7 @@ pub(super) async fn cancel_message(
         source: "web".into(),
     };
     if uuid::Uuid::parse_str(&id).is_err() {
-        return not_found().await;
+        return Err(UiError::NotFound);
     }
     let cancelled = crate::services::messages::cancel(
         &state.access.store,
@@ -415,14 +373,16 @@ pub(super) async fn cancel_message(
     )
     .await;
     match cancelled {
-        Ok(_) => Redirect::to(&safe_next(&form.back)).into_response(),
-        Err(ServiceError::NotFound(_)) => not_found().await,
-        Err(ServiceError::Conflict(why)) => notice(
+        Ok(_) => Ok(Redirect::to(&safe_next(&form.back)).into_response()),
+        Err(ServiceError::NotFound(_)) => Err(UiError::NotFound),
+        Err(ServiceError::Conflict(why)) => Ok(notice(
             StatusCode::CONFLICT,
             "This message can no longer be cancelled",
-            format!("{}.", capitalize(&why.message)),
-        ),
-        Err(e) => internal(e),
+            &format!("{}.", capitalize(&why.message)),
+            &safe_next(&form.back),
+            "Back",
+        )),
+        Err(e) => Err(e.into()),
     }
 }
 

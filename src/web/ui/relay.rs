@@ -11,14 +11,15 @@ use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use axum_extra::extract::CookieJar;
 
-use super::{Frame, frame, internal, render, when};
+use super::extract::SignedIn;
+use super::{Frame, render, when};
 use crate::config::RelaySettings;
 use crate::domain::MailboxId;
 use crate::domain::relay::{FromPolicy, RelayCredential};
-use crate::store::{self, StoreError};
+use crate::services::views;
 use crate::web::AppState;
+use crate::web::error::UiError;
 
 pub(super) const RELAY_PATH: &str = "/settings/system/outgoing-mail/relay";
 
@@ -134,22 +135,16 @@ struct RelayPage {
 }
 
 /// The organization's relay credentials and how a device connects.
-pub(super) async fn relay_credentials(State(state): State<AppState>, jar: CookieJar) -> Response {
-    let f = match frame(&state, &jar, RELAY_PATH).await {
-        Ok(f) => f,
-        Err(response) => return response,
-    };
-    let found = async {
-        let mut conn = state.access.store.conn().await?;
-        let mailboxes = store::mailboxes::list(&mut conn, f.org_id, None, PAGE_SIZE).await?;
-        let credentials = store::relay::list(&mut conn, f.org_id, None, PAGE_SIZE).await?;
-        Ok::<_, StoreError>((mailboxes.items, credentials.items))
-    }
-    .await;
-    let (mailboxes, credentials) = match found {
-        Ok(found) => found,
-        Err(e) => return internal(e),
-    };
+pub(super) async fn relay_credentials(
+    State(state): State<AppState>,
+    SignedIn { frame: f, .. }: SignedIn,
+) -> Result<Response, UiError> {
+    let mailboxes = views::mailboxes(&state.access.store, f.org_id, None, PAGE_SIZE)
+        .await?
+        .items;
+    let credentials = views::relay_credentials(&state.access.store, f.org_id, None, PAGE_SIZE)
+        .await?
+        .items;
     let names: HashMap<MailboxId, String> =
         mailboxes.iter().map(|m| (m.id, m.name.clone())).collect();
     let page = RelayPage {
@@ -165,7 +160,7 @@ pub(super) async fn relay_credentials(State(state): State<AppState>, jar: Cookie
             .collect(),
         frame: f,
     };
-    render(StatusCode::OK, &page)
+    Ok(render(StatusCode::OK, &page))
 }
 
 #[cfg(test)]
