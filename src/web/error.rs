@@ -275,7 +275,7 @@ impl IntoResponse for UiError {
     fn into_response(self) -> Response {
         use axum::response::Redirect;
 
-        use super::ui;
+        use super::ui::page as ui;
         match self {
             Self::SignIn { next: None } => Redirect::to("/login").into_response(),
             Self::SignIn { next: Some(next) } => {

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use time::Duration;
 
-use super::session::base_cookie;
+use super::cookie::base_cookie;
 use crate::config::Config;
 use crate::crypto;
 

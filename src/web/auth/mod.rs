@@ -2,6 +2,7 @@
 //! protection for cookie-authenticated requests ([`csrf`]), the client's address, and the
 //! sign-in rate limit ([`throttle`]).
 
+mod cookie;
 mod csrf;
 mod session;
 mod throttle;

@@ -4,9 +4,10 @@
 use std::net::IpAddr;
 
 use axum_extra::extract::CookieJar;
-use axum_extra::extract::cookie::{Cookie, SameSite};
+use axum_extra::extract::cookie::Cookie;
 use time::{Duration, OffsetDateTime};
 
+use super::cookie::base_cookie;
 use super::csrf::csrf_token_for;
 use crate::config::Config;
 use crate::crypto;
@@ -24,15 +25,6 @@ pub fn session_cookie_name(config: &Config) -> &'static str {
     } else {
         "herald_session"
     }
-}
-
-pub(super) fn base_cookie(config: &Config, name: &'static str, value: String) -> Cookie<'static> {
-    Cookie::build((name, value))
-        .path("/")
-        .http_only(true)
-        .secure(config.is_https())
-        .same_site(SameSite::Lax)
-        .build()
 }
 
 /// The cookie that carries a new session.

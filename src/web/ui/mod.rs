@@ -15,22 +15,22 @@ mod keys;
 mod login;
 mod messages;
 mod outgoing_mail;
+pub(in crate::web) mod page;
 mod relay;
 mod sandbox;
 mod sending;
 mod setup;
 mod users;
 
-use askama::Template;
 use axum::Router;
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 
 use super::AppState;
 use super::auth;
 use super::error::UiError;
 use crate::services::views;
+pub(in crate::web) use page::{not_found_page, notice, render};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -68,35 +68,6 @@ pub fn router() -> Router<AppState> {
         .route(messages::CANCEL_PATH, post(messages::cancel_message))
 }
 
-pub(super) fn render(status: StatusCode, template: &impl Template) -> Response {
-    match template.render() {
-        Ok(html) => (status, Html(html)).into_response(),
-        Err(e) => {
-            tracing::error!(error = %e, "template rendering failed");
-            (StatusCode::INTERNAL_SERVER_ERROR, "Internal error").into_response()
-        }
-    }
-}
-
-/// A page of a few words and a link onward.
-pub(super) fn notice(
-    status: StatusCode,
-    title: &str,
-    message: &str,
-    link_href: &str,
-    link_text: &str,
-) -> Response {
-    render(
-        status,
-        &NoticePage {
-            title: title.into(),
-            message: message.into(),
-            link_href: link_href.into(),
-            link_text: link_text.into(),
-        },
-    )
-}
-
 /// Only same-site paths may follow sign-in, so the form cannot bounce a user elsewhere.
 pub(super) fn safe_next(next: &str) -> String {
     if next.starts_with('/')
@@ -113,27 +84,6 @@ pub(super) fn safe_next(next: &str) -> String {
 /// Any path no route claims.
 pub async fn not_found() -> Response {
     not_found_page()
-}
-
-/// The page of an address with nothing behind it.
-pub(super) fn not_found_page() -> Response {
-    notice(
-        StatusCode::NOT_FOUND,
-        "Page not found",
-        "There is no page at this address.",
-        "/",
-        "Go to Herald",
-    )
-}
-
-/// A page of a few words and a link onward.
-#[derive(Template)]
-#[template(path = "notice.html")]
-struct NoticePage {
-    title: String,
-    message: String,
-    link_href: String,
-    link_text: String,
 }
 
 /// A time as the pages show it, to the minute; "—" for none.
