@@ -9,6 +9,7 @@ mod me;
 mod messages;
 mod organization;
 mod relay;
+mod test_message;
 mod users;
 
 use axum::Router;
@@ -171,7 +172,7 @@ pub fn router(max_message_bytes: u64) -> Router<AppState> {
         .routes(routes!(mailboxes::start_authorization))
         .routes(routes!(mailboxes::latest_authorization))
         .routes(routes!(mailboxes::verify_mailbox))
-        .routes(routes!(mailboxes::send_test_message))
+        .routes(routes!(test_message::send_test_message))
         .routes(routes!(messages::list_messages))
         .routes(routes!(messages::get_message))
         .routes(routes!(messages::cancel_message))
