@@ -53,6 +53,7 @@ pub mod mailbox;
 pub mod message;
 pub mod org;
 pub mod relay;
+pub mod smtp;
 pub mod user;
 
 pub use audit::{Actor, ActorKind, AuditEvent, NewAuditEvent};

@@ -698,17 +698,7 @@ fn envelope(from: &str, recipients: &[String]) -> Result<Envelope, String> {
 
 /// `250 2.0.0 OK <id>` as code, enhanced code and text.
 fn parse_reply(line: &str) -> SmtpReply {
-    let (code, rest) = line.split_once(' ').unwrap_or((line, ""));
-    let enhanced = rest
-        .split_whitespace()
-        .next()
-        .filter(|t| t.split('.').count() == 3 && t.chars().all(|c| c.is_ascii_digit() || c == '.'))
-        .map(str::to_owned);
-    SmtpReply {
-        code: code.parse().ok(),
-        enhanced,
-        text: rest.to_owned(),
-    }
+    SmtpReply::parse(line)
 }
 
 /// Records a failed attempt: the mailbox's fault holds its mail, a rate-limit or quota reply

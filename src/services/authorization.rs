@@ -744,7 +744,7 @@ async fn check_smtp(deps: &Deps<'_>, mailbox: &Mailbox, token: &SecretString) ->
         Ok(()) => SmtpOutcome::Verified,
         Err(failure) => match smtp::reason_for(&failure, mailbox, false) {
             Some(reason) => SmtpOutcome::Refused(reason),
-            None => SmtpOutcome::Transient(failure.reply()),
+            None => SmtpOutcome::Transient(failure.reply.line()),
         },
     }
 }
@@ -782,11 +782,7 @@ pub enum SendFailure {
 
 /// The reply as the message log keeps it.
 pub fn reply_of(failure: &smtp::SmtpFailure) -> SmtpReply {
-    SmtpReply {
-        code: failure.code,
-        enhanced: failure.enhanced.clone(),
-        text: failure.text.clone(),
-    }
+    failure.reply.clone()
 }
 
 /// Classifies an SMTP failure: a fault of the mailbox, a delay, or a refusal of the message.
@@ -851,7 +847,7 @@ pub async fn open_session(
                 Ok(session) => Ok(Ok(session)),
                 Err(failure)
                     if failure.kind() == FailureKind::Auth
-                        && failure.enhanced.as_deref() != Some("5.7.139") =>
+                        && failure.reply.enhanced.as_deref() != Some("5.7.139") =>
                 {
                     // The token may have been revoked early: refresh once and retry once.
                     let token =
