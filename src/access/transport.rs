@@ -78,11 +78,7 @@ pub fn transport_for(_mailbox: &Mailbox) -> &'static dyn Transport {
 
 /// The reply as the message log keeps it.
 pub fn reply_of(failure: &SmtpFailure) -> SmtpReply {
-    SmtpReply {
-        code: failure.code,
-        enhanced: failure.enhanced.clone(),
-        text: failure.text.clone(),
-    }
+    failure.reply.clone()
 }
 
 /// Classifies an SMTP failure: a fault of the mailbox, a delay, or a refusal of the message.
@@ -137,7 +133,7 @@ impl Transport for SmtpSubmission {
                 Err(failure)
                     if credential.renews()
                         && failure.kind() == FailureKind::Auth
-                        && failure.enhanced.as_deref() != Some("5.7.139") =>
+                        && failure.reply.enhanced.as_deref() != Some("5.7.139") =>
                 {
                     // The token may have been revoked early: renew once and retry once.
                     let secret = match credential.secret(access, mailbox, Some(&secret)).await? {
@@ -217,17 +213,7 @@ impl Connection for SmtpConnection {
 
 /// `250 2.0.0 OK <id>` as code, enhanced code and text.
 fn parse_reply(line: &str) -> SmtpReply {
-    let (code, rest) = line.split_once(' ').unwrap_or((line, ""));
-    let enhanced = rest
-        .split_whitespace()
-        .next()
-        .filter(|t| t.split('.').count() == 3 && t.chars().all(|c| c.is_ascii_digit() || c == '.'))
-        .map(str::to_owned);
-    SmtpReply {
-        code: code.parse().ok(),
-        enhanced,
-        text: rest.to_owned(),
-    }
+    SmtpReply::parse(line)
 }
 
 #[cfg(test)]

@@ -7,6 +7,9 @@ pub use super::limits::{LimitOverrides, Limits};
 use super::mailbox::StatusReason;
 #[cfg(test)]
 use super::provider::Provider;
+/// The last reply of the SMTP server to a message (kept here as well, where the message log
+/// has always found it).
+pub use super::smtp::SmtpReply;
 use super::{MailboxId, OrgId};
 
 string_enum!(
@@ -56,91 +59,6 @@ string_enum!(
     }
 );
 
-/// The last reply of the SMTP server to a message.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
-pub struct SmtpReply {
-    /// The reply code, e.g. 250 or 432; absent when no server answered (a network error).
-    pub code: Option<u16>,
-    /// The enhanced status code, e.g. `4.3.2`.
-    pub enhanced: Option<String>,
-    /// The reply text, or what went wrong.
-    pub text: String,
-}
-
-impl SmtpReply {
-    /// The reply as one line, e.g. `432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded`.
-    pub fn line(&self) -> String {
-        match self.code {
-            Some(code) => format!("{code} {}", self.text),
-            None => self.text.clone(),
-        }
-    }
-
-    /// Whether the server said to slow down: Exchange's `432 4.3.2` (too many connections or
-    /// messages), or another 4xx that names a rate. The mailbox backs off.
-    pub fn is_rate_limit(&self) -> bool {
-        let text = self.text.to_ascii_lowercase();
-        self.code == Some(432)
-            || (self.code.is_some_and(|c| (400..500).contains(&c))
-                && (text.contains("rate limit")
-                    || text.contains("submission rate")
-                    || text.contains("unusual rate")
-                    || text.contains("throttl")))
-    }
-
-    /// Whether the mailbox's daily quota is spent: Exchange's `550 5.1.90` and
-    /// `SubmissionQuotaExceeded`, Gmail's `550 5.4.5`. The mail waits, it does not fail.
-    pub fn is_quota(&self) -> bool {
-        matches!(self.enhanced.as_deref(), Some("5.1.90") | Some("5.4.5"))
-            || self.text.contains("SubmissionQuotaExceeded")
-    }
-}
-
-#[cfg(test)]
-mod reply_tests {
-    use super::*;
-
-    fn reply(code: u16, enhanced: &str, text: &str) -> SmtpReply {
-        SmtpReply {
-            code: Some(code),
-            enhanced: Some(enhanced.into()),
-            text: format!("{enhanced} {text}"),
-        }
-    }
-
-    #[test]
-    fn only_replies_about_rates_back_the_mailbox_off() {
-        assert!(
-            reply(
-                432,
-                "4.3.2",
-                "STOREDRV.ClientSubmit; sender thread limit exceeded"
-            )
-            .is_rate_limit()
-        );
-        assert!(
-            reply(
-                421,
-                "4.7.28",
-                "Our system has detected an unusual rate of mail"
-            )
-            .is_rate_limit()
-        );
-        assert!(!reply(452, "4.5.3", "Too many recipients").is_rate_limit());
-        assert!(!reply(451, "4.3.2", "Temporary server error").is_rate_limit());
-        assert!(
-            reply(
-                554,
-                "5.2.0",
-                "STOREDRV.Submission.Exception:SubmissionQuotaExceededException"
-            )
-            .is_quota()
-        );
-        assert!(reply(550, "5.4.5", "Daily user sending limit exceeded").is_quota());
-        assert!(!reply(550, "5.1.10", "RESOLVER.ADR.RecipientNotFound").is_quota());
-    }
-}
-
 /// A message in the outbox, without its body.
 #[derive(Clone, Debug)]
 pub struct Message {
@@ -159,6 +77,7 @@ pub struct Message {
     pub size: u64,
     pub attempts: u32,
     pub next_attempt_at: OffsetDateTime,
+    /// The last reply of the SMTP server to the message.
     pub last_reply: Option<SmtpReply>,
     /// Why it failed or is held.
     pub reason: Option<StatusReason>,

@@ -56,6 +56,7 @@ pub mod org;
 pub mod presets;
 pub mod provider;
 pub mod relay;
+pub mod smtp;
 pub mod user;
 
 pub use audit::{Actor, ActorKind, AuditEvent, NewAuditEvent};

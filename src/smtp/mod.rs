@@ -12,6 +12,7 @@ use lettre::transport::smtp::extension::ClientId;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::mailbox::{AuthKind, Mailbox, Provider, Security, StatusReason};
+use crate::domain::smtp::SmtpReply;
 use crate::net::HostPolicy;
 
 /// How to authenticate.
@@ -29,17 +30,23 @@ pub enum SmtpAuth {
 /// What the server (or the network) answered, when it was not success.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SmtpFailure {
-    /// The reply code, when the server answered.
-    pub code: Option<u16>,
-    /// The enhanced status code (`5.7.139`), when the reply had one.
-    pub enhanced: Option<String>,
-    /// The reply text or the error.
-    pub text: String,
+    /// The server's reply; without a code when none answered, its text then says what went
+    /// wrong.
+    pub reply: SmtpReply,
+    /// Whose fault it is, when the reply's code is not the one to say.
+    pub fault: Fault,
+}
+
+/// Whose fault a failure is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The reply decides: its code, or a timeout or network error when there is none.
+    Reply,
     /// A fault of the settings with no reply to show: TLS verification, a server without
     /// STARTTLS or a usable mechanism, an address Herald refuses to reach.
-    pub config: bool,
+    Config,
     /// The message itself cannot be sent this way (Herald's client refused it): permanent.
-    pub message: bool,
+    Message,
 }
 
 /// The kind of a failure, from its code and enhanced status code.
@@ -51,23 +58,18 @@ pub enum FailureKind {
     Auth,
     /// Any other 5xx.
     Permanent,
-    /// The settings cannot work (see [`SmtpFailure::config`]).
+    /// The settings cannot work (see [`Fault::Config`]).
     Config,
 }
 
 impl SmtpFailure {
     pub fn kind(&self) -> FailureKind {
-        if self.config {
-            return FailureKind::Config;
-        }
-        if self.message {
-            return FailureKind::Permanent;
-        }
-        match self.code {
-            None => FailureKind::Transient,
-            Some(c) if (400..500).contains(&c) => FailureKind::Transient,
-            Some(535) | Some(530) | Some(534) | Some(538) => FailureKind::Auth,
-            Some(_) => FailureKind::Permanent,
+        match self.fault {
+            Fault::Config => FailureKind::Config,
+            Fault::Message => FailureKind::Permanent,
+            Fault::Reply if self.reply.is_transient() => FailureKind::Transient,
+            Fault::Reply if self.reply.is_auth_refusal() => FailureKind::Auth,
+            Fault::Reply => FailureKind::Permanent,
         }
     }
 
@@ -81,51 +83,26 @@ impl SmtpFailure {
             .split_once("): ")
             .map(|(_, t)| t.to_owned())
             .unwrap_or(full);
-        let enhanced = text
-            .split_whitespace()
-            .next()
-            .filter(|t| {
-                let parts: Vec<_> = t.split('.').collect();
-                parts.len() == 3
-                    && parts
-                        .iter()
-                        .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
-            })
-            .map(str::to_owned);
+        let config = code.is_none() && (error.is_tls() || error.is_client() || tls_failure(error));
         Self {
-            code,
-            enhanced,
-            text,
-            config: code.is_none() && (error.is_tls() || error.is_client() || tls_failure(error)),
-            message: false,
+            reply: SmtpReply::new(code, text),
+            fault: if config { Fault::Config } else { Fault::Reply },
         }
     }
 
+    /// No reply in time.
     fn timeout(stage: &str) -> Self {
         Self {
-            code: None,
-            enhanced: None,
-            text: format!("the server did not answer in time ({stage})"),
-            config: false,
-            message: false,
+            reply: SmtpReply::no_reply(format!("the server did not answer in time ({stage})")),
+            fault: Fault::Reply,
         }
     }
 
+    /// Herald refuses to go on with these settings.
     fn refused(text: String) -> Self {
         Self {
-            code: None,
-            enhanced: None,
-            text,
-            config: true,
-            message: false,
-        }
-    }
-
-    /// The reply as one line, e.g. `535 5.7.3 Authentication unsuccessful`.
-    pub fn reply(&self) -> String {
-        match self.code {
-            Some(code) => format!("{code} {}", self.text),
-            None => self.text.clone(),
+            reply: SmtpReply::no_reply(text),
+            fault: Fault::Config,
         }
     }
 }
@@ -153,12 +130,13 @@ fn tls_failure(error: &lettre::transport::smtp::Error) -> bool {
 /// The status reason a failure gives the mailbox, or `None` when it must not change the status:
 /// throttling and other transient replies, and, when `sending`, refusals of that one message.
 pub fn reason_for(failure: &SmtpFailure, mailbox: &Mailbox, sending: bool) -> Option<StatusReason> {
-    let enhanced = failure.enhanced.as_deref().unwrap_or_default();
-    let reply = failure.reply();
+    let enhanced = failure.reply.enhanced.as_deref().unwrap_or_default();
+    let text = &failure.reply.text;
+    let reply = failure.reply.line();
     let reason = |code: &str, message: String, action: &str| {
         Some(StatusReason::new(code, message, Some(action.to_owned())))
     };
-    match (failure.code, enhanced) {
+    match (failure.reply.code, enhanced) {
         (Some(535), "5.7.139") => reason(
             "smtp_auth_disabled",
             format!("SMTP AUTH is disabled for this mailbox or tenant ({reply})."),
@@ -174,8 +152,8 @@ pub fn reason_for(failure: &SmtpFailure, mailbox: &Mailbox, sending: bool) -> Op
         ),
         (Some(554), e)
             if e == "5.2.252"
-                || (e.starts_with("5.2.0") && failure.text.contains("SendAsDenied"))
-                || failure.text.contains("SendAsDenied") =>
+                || (e.starts_with("5.2.0") && text.contains("SendAsDenied"))
+                || text.contains("SendAsDenied") =>
         {
             reason(
                 "send_as_denied",
@@ -207,10 +185,7 @@ pub fn reason_for(failure: &SmtpFailure, mailbox: &Mailbox, sending: bool) -> Op
         _ => match failure.kind() {
             FailureKind::Config => reason(
                 "smtp_connection_failed",
-                format!(
-                    "Herald could not set up a secure SMTP session: {}.",
-                    failure.text
-                ),
+                format!("Herald could not set up a secure SMTP session: {text}."),
                 "Check the Host Name, port and security. The server's certificate must be valid for the Host Name (HERALD_SMTP_CA_FILE adds a private CA).",
             ),
             // Other refusals concern one message (a recipient, its size, its content), not the
@@ -321,11 +296,8 @@ impl Session {
             Ok(Ok(Ok(conn))) => conn,
             Ok(Ok(Err(e))) => {
                 return Err(SmtpFailure {
-                    code: None,
-                    enhanced: None,
-                    text: format!("cannot connect to {addr}: {e}"),
-                    config: false,
-                    message: false,
+                    reply: SmtpReply::no_reply(format!("cannot connect to {addr}: {e}")),
+                    fault: Fault::Reply,
                 });
             }
             Ok(Err(e)) => return Err(failure(&e, auth)),
@@ -381,14 +353,11 @@ impl Session {
             // addresses without SMTPUTF8, 8-bit content without 8BITMIME): a fault of the
             // message, not of the settings.
             Err(e) if e.is_client() => Err(SmtpFailure {
-                code: None,
-                enhanced: None,
-                text: e.to_string(),
-                config: false,
-                message: true,
+                reply: SmtpReply::no_reply(e.to_string()),
+                fault: Fault::Message,
             }),
             Err(e) => Err(SmtpFailure {
-                config: false,
+                fault: Fault::Reply,
                 ..SmtpFailure::from_lettre(&e)
             }),
         }
@@ -420,15 +389,15 @@ impl Session {
 fn failure(error: &lettre::transport::smtp::Error, auth: &SmtpAuth) -> SmtpFailure {
     let failure = SmtpFailure::from_lettre(error);
     if matches!(auth, SmtpAuth::XOAuth2 { .. })
-        && failure.code.is_none()
+        && failure.reply.code.is_none()
         && error.to_string().contains("does not expect a challenge")
     {
         return SmtpFailure {
-            code: Some(535),
-            enhanced: Some("5.7.8".into()),
-            text: "5.7.8 the server refused the access token (it answered XOAUTH2 with a 334 challenge, as Gmail does)".into(),
-            config: false,
-            message: false,
+            reply: SmtpReply::new(
+                Some(535),
+                "5.7.8 the server refused the access token (it answered XOAUTH2 with a 334 challenge, as Gmail does)",
+            ),
+            fault: Fault::Reply,
         };
     }
     failure
@@ -458,11 +427,8 @@ mod tests {
 
     fn failure(code: u16, text: &str) -> SmtpFailure {
         SmtpFailure {
-            code: Some(code),
-            enhanced: text.split_whitespace().next().map(str::to_owned),
-            text: text.to_owned(),
-            config: false,
-            message: false,
+            reply: SmtpReply::new(Some(code), text),
+            fault: Fault::Reply,
         }
     }
 
