@@ -19,10 +19,10 @@ use std::time::Duration;
 use smtp_proto::Request;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
-use self::auth::AuthStep;
-use self::transport::Transport;
 use super::data::DataReader;
 use super::{Envelope, Reply, SessionInfo, SmtpConfig, SmtpHandler};
+use auth::AuthStep;
+use transport::Transport;
 
 /// What the client's next bytes mean.
 enum State {
