@@ -45,7 +45,7 @@ pub(super) async fn run(config: Config, cmd: ApiKeyCommand) -> anyhow::Result<()
             let mut after = None;
             loop {
                 let page =
-                    services::lookup::api_keys(&store, org.id, after.as_deref(), 200).await?;
+                    services::views::api_keys(&store, org.id, after.as_deref(), 200).await?;
                 for key in &page.items {
                     let state = if key.revoked_at.is_some() {
                         "revoked"

@@ -8,10 +8,10 @@ use time::OffsetDateTime;
 
 use crate::domain::mailbox::Mailbox;
 use crate::domain::message::Message;
-use crate::domain::{ApiKey, ApiKeyId, MailboxId, OrgId, Organization};
+use crate::domain::{ApiKey, ApiKeyId, MailboxId, Organization};
 use crate::services::ServiceResult;
 use crate::store::instances::HEARTBEAT_STALE;
-use crate::store::{self, Page, Store};
+use crate::store::{self, Store};
 
 /// Every organization, by id.
 pub async fn orgs(store: &Store) -> ServiceResult<Vec<Organization>> {
@@ -42,17 +42,6 @@ pub async fn mailbox(store: &Store, id: MailboxId) -> ServiceResult<Option<Mailb
 pub async fn message(store: &Store, id: &str) -> ServiceResult<Option<Message>> {
     let mut conn = store.conn().await?;
     Ok(store::messages::get_any(&mut conn, id).await?)
-}
-
-/// One page of an organization's API keys (never the keys themselves), after the cursor.
-pub async fn api_keys(
-    store: &Store,
-    org_id: OrgId,
-    after: Option<&str>,
-    limit: usize,
-) -> ServiceResult<Page<ApiKey>> {
-    let mut conn = store.conn().await?;
-    Ok(store::api_keys::list(&mut conn, org_id, after, limit).await?)
 }
 
 /// An API key by id, in whichever organization.
