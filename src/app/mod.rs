@@ -169,7 +169,7 @@ impl App {
             relay_listeners,
             &state.access.config.relay,
             &state.access.config.outbox,
-            state.access.store.clone(),
+            crate::services::relay::RelayService::new(state.access.store.clone()),
             state.outbox.clone(),
         )?;
         Ok(Self {
@@ -227,7 +227,11 @@ impl App {
             self.state.outbox.clone(),
         );
         self.relay = self.relay.map(|relay| {
-            relay.with_handler(crate::relay::RelayHandler::new(store, settings, outbox))
+            relay.with_handler(crate::relay::RelayHandler::new(
+                crate::services::relay::RelayService::new(store),
+                settings,
+                outbox,
+            ))
         });
         self
     }

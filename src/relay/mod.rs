@@ -17,20 +17,18 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
 use crate::config::{OutboxSettings, RelaySettings};
-use crate::crypto;
 use crate::domain::Exceeded;
 use crate::domain::mailbox::Mailbox;
 use crate::domain::message::{MessageSource, MessageStatus};
 use crate::domain::relay::{FromPolicy, RelayCredential};
 use crate::outbox::Outbox;
-use crate::outbox::compose::ForeignFrom;
 use crate::services::ServiceError;
-use crate::services::send::{self, Body, Caller, Submission};
+use crate::services::relay::{RelayService, Reservation};
+use crate::services::send::{Body, Caller, ForeignFrom, ORIGINATOR, Submission};
 use crate::smtp_server::{
     AuthIdentity, AuthRefusal, Credentials, Envelope, Mechanism, Reply, SessionInfo, SmtpConfig,
     SmtpHandler, SmtpServer,
 };
-use crate::store::{self, Store};
 
 /// Failed logins allowed per client address within [`FAILURE_WINDOW`].
 pub const MAX_FAILURES_PER_ADDRESS: u32 = 10;
@@ -39,7 +37,7 @@ pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 
 /// Decides who may relay, and hands their mail to the outbox.
 pub struct RelayHandler {
-    store: Store,
+    relay: RelayService,
     outbox_settings: OutboxSettings,
     outbox: Outbox,
     /// Credentials and their mailboxes as read in the last second, by username: a session
@@ -62,9 +60,9 @@ fn bad_credentials() -> Reply {
 }
 
 impl RelayHandler {
-    pub fn new(store: Store, outbox_settings: OutboxSettings, outbox: Outbox) -> Self {
+    pub fn new(relay: RelayService, outbox_settings: OutboxSettings, outbox: Outbox) -> Self {
         Self {
-            store,
+            relay,
             outbox_settings,
             outbox,
             recent: Mutex::default(),
@@ -77,60 +75,38 @@ impl RelayHandler {
     }
 
     /// Reserves a login attempt for the address before its password is checked, as the web
-    /// sign-in does ([`store::auth_failures::reserve`]): the attempt counts as a failure from
+    /// sign-in does ([`RelayService::reserve_login`]): the attempt counts as a failure from
     /// now on, in the database every instance checks, so parallel sessions cannot all pass the
     /// limit before any failure is recorded. Refused with `454` once the address has used its
     /// [`MAX_FAILURES_PER_ADDRESS`]; if the database does not answer, `451` rather than let
     /// the login through unchecked.
-    async fn reserve(&self, ip: IpAddr) -> Result<store::auth_failures::Reservation, Reply> {
+    async fn reserve(&self, ip: IpAddr) -> Result<Reservation, Reply> {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let since = now - FAILURE_WINDOW.as_secs() as i64;
         let scope = Self::failure_scope(ip);
-        // The records are writes: on SQLite they take their turn.
-        let _turn = self.store.write_permit().await;
-        let mut conn = self.store.conn().await.map_err(|_| temporary())?;
-        match store::auth_failures::reserve(
-            &mut conn,
-            &[(&scope, i64::from(MAX_FAILURES_PER_ADDRESS))],
-            now,
-            since,
-        )
-        .await
-        {
+        let limit = i64::from(MAX_FAILURES_PER_ADDRESS);
+        match self.relay.reserve_login(&scope, limit, now, since).await {
             Ok(Ok(reservation)) => Ok(reservation),
             Ok(Err(_)) => Err(Reply::new(
                 454,
                 "4.7.0",
                 "Too many failed logins from your address; try again later",
             )),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not reserve a relay login attempt");
-                Err(temporary())
-            }
+            // Logged by the service when the database was reached.
+            Err(_) => Err(temporary()),
         }
     }
 
     /// Takes a reserved attempt back: the login succeeded (the address's earlier failures
     /// stay, as the web sign-in keeps an address's), or the password was never checked.
-    async fn release(&self, reservation: store::auth_failures::Reservation) {
-        let _turn = self.store.write_permit().await;
-        let forgotten = match self.store.conn().await {
-            Ok(mut conn) => {
-                let mut result = Ok(());
-                for id in &reservation.ids {
-                    result = result.and(store::auth_failures::forget(&mut conn, id).await);
-                }
-                result
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = forgotten {
+    async fn release(&self, reservation: Reservation) {
+        if let Err(e) = self.relay.take_back_login(reservation).await {
             tracing::warn!(error = %e, "could not take back a successful relay login's attempt");
         }
     }
 
     /// The login failed: its reserved attempt stays recorded.
-    fn failed(reservation: store::auth_failures::Reservation) {
+    fn failed(reservation: Reservation) {
         crate::metrics::get().relay_auth_failures.inc();
         drop(reservation);
     }
@@ -152,20 +128,12 @@ impl RelayHandler {
         {
             return Ok((credential.clone(), mailboxes.clone()));
         }
-        let mut conn = self.store.conn().await.map_err(|_| temporary())?;
-        let (credential, _) = store::relay::find_by_username(&mut conn, &auth.username)
+        let (credential, mailboxes) = self
+            .relay
+            .credential_and_mailboxes(&auth.username)
             .await
             .map_err(|_| temporary())?
             .ok_or_else(|| Reply::new(535, "5.7.8", "This relay credential was deleted"))?;
-        let mut mailboxes = Vec::new();
-        for id in &credential.mailboxes {
-            if let Some(m) = store::mailboxes::get(&mut conn, credential.org_id, *id)
-                .await
-                .map_err(|_| temporary())?
-            {
-                mailboxes.push(m);
-            }
-        }
         if mailboxes.is_empty() {
             return Err(Reply::new(
                 550,
@@ -234,13 +202,10 @@ impl SmtpHandler for RelayHandler {
             return Err(Reply::new(504, "5.5.4", "Use AUTH PLAIN or LOGIN").into());
         };
         let reservation = self.reserve(ip).await.map_err(AuthRefusal::from)?;
-        let found = {
-            let conn = self.store.conn().await;
-            match conn {
-                Ok(mut conn) => store::relay::find_by_username(&mut conn, username.trim()).await,
-                Err(e) => Err(e),
-            }
-        };
+        let found = self
+            .relay
+            .check_login(username.trim(), password.expose_secret())
+            .await;
         let found = match found {
             Ok(found) => found,
             Err(_) => {
@@ -249,30 +214,20 @@ impl SmtpHandler for RelayHandler {
                 return Err(temporary().into());
             }
         };
-        let digest = crate::services::relay::password_digest(password.expose_secret());
-        let Some((credential, stored)) =
-            found.filter(|(_, stored)| crypto::constant_time_eq(&digest, stored))
-        else {
+        let Some(credential) = found else {
             Self::failed(reservation);
             tracing::info!(peer = %session.peer, "relay login refused");
             return Err(bad_credentials().into());
         };
-        let _ = stored;
         if !credential.allows(ip) {
             Self::failed(reservation);
             tracing::info!(peer = %session.peer, credential = %credential.id, "relay login from an address the credential does not allow");
             return Err(bad_credentials().into());
         }
         self.release(reservation).await;
-        // "Last used" to the minute: not a disk write for every login of a busy device.
-        let now = OffsetDateTime::now_utc();
-        if credential
-            .last_used_at
-            .is_none_or(|t| now - t > time::Duration::minutes(1))
-            && let Ok(mut conn) = self.store.relaxed_conn().await
-        {
-            let _ = store::relay::touch(&mut conn, &credential.id, now).await;
-        }
+        self.relay
+            .note_use(&credential, OffsetDateTime::now_utc())
+            .await;
         Ok(AuthIdentity {
             username: credential.username,
             mechanism,
@@ -300,28 +255,29 @@ impl SmtpHandler for RelayHandler {
                 keep_reply_to: credential.keep_reply_to,
             },
         };
-        let accepted = send::accept(
-            &self.store,
-            &self.outbox_settings,
-            &Caller {
-                org_id: credential.org_id,
-                api_key_id: None,
-                allowed: None,
-                source: MessageSource::Relay,
-            },
-            Submission {
-                mailbox: Some(mailbox.id.to_string()),
-                body: Body::Relayed {
-                    raw: message,
-                    recipients: envelope.rcpt_to,
-                    foreign_from,
+        let accepted = self
+            .relay
+            .accept(
+                &self.outbox_settings,
+                &Caller {
+                    org_id: credential.org_id,
+                    api_key_id: None,
+                    allowed: None,
+                    source: MessageSource::Relay,
                 },
-                idempotency_key: None,
-                request_digest: String::new(),
-            },
-            OffsetDateTime::now_utc(),
-        )
-        .await;
+                Submission {
+                    mailbox: Some(mailbox.id.to_string()),
+                    body: Body::Relayed {
+                        raw: message,
+                        recipients: envelope.rcpt_to,
+                        foreign_from,
+                    },
+                    idempotency_key: None,
+                    request_digest: String::new(),
+                },
+                OffsetDateTime::now_utc(),
+            )
+            .await;
         match accepted {
             Ok(accepted) => {
                 crate::metrics::get().relay_messages.inc();
@@ -336,11 +292,7 @@ impl SmtpHandler for RelayHandler {
                     .map(|e| format!("{}: {}", e.field, e.message))
                     .collect::<Vec<_>>()
                     .join("; ");
-                let originator = |f: &str| {
-                    crate::outbox::headers::ORIGINATOR
-                        .iter()
-                        .any(|o| o.eq_ignore_ascii_case(f))
-                };
+                let originator = |f: &str| ORIGINATOR.iter().any(|o| o.eq_ignore_ascii_case(f));
                 if errors.iter().any(|e| originator(&e.field)) {
                     Reply::new(550, "5.7.1", format!("Sender not permitted: {detail}"))
                 } else if errors
@@ -470,7 +422,7 @@ impl Relay {
         listeners: (Option<TcpListener>, Option<TcpListener>),
         settings: &RelaySettings,
         outbox_settings: &OutboxSettings,
-        store: Store,
+        relay: RelayService,
         outbox: Outbox,
     ) -> anyhow::Result<Option<Self>> {
         if listeners.0.is_none() && listeners.1.is_none() {
@@ -478,7 +430,7 @@ impl Relay {
         }
         let tls = tls_config(settings)?;
         let config = smtp_config(settings, tls, outbox_settings.max_message_bytes);
-        let handler = Arc::new(RelayHandler::new(store, outbox_settings.clone(), outbox));
+        let handler = Arc::new(RelayHandler::new(relay, outbox_settings.clone(), outbox));
         Ok(Some(Self {
             starttls: listeners
                 .0

@@ -5,10 +5,14 @@ use secrecy::SecretString;
 use time::OffsetDateTime;
 
 use super::{Checks, ServiceError, ServiceResult};
+use crate::config::OutboxSettings;
 use crate::crypto;
+use crate::domain::mailbox::Mailbox;
 use crate::domain::relay::{FromPolicy, RelayCredential};
 use crate::domain::{Actor, FieldError, NewAuditEvent, OrgId, parse_label};
 use crate::store::{self, Store, StoreError};
+
+pub use crate::store::auth_failures::{Exceeded, Reservation};
 
 /// What to issue.
 pub struct NewRelayCredential {
@@ -159,6 +163,112 @@ pub async fn delete(store: &Store, org_id: OrgId, id: &str, actor: &Actor) -> Se
     .await?;
     tx.commit().await.map_err(StoreError::from)?;
     Ok(())
+}
+
+/// What the SMTP relay asks of the core while a device logs in and sends: the login throttle,
+/// its credentials and their mailboxes, and accepting its mail.
+#[derive(Clone)]
+pub struct RelayService {
+    store: Store,
+}
+
+impl RelayService {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// Records a login attempt under `scope` before the password is checked, unless `scope`
+    /// already has `limit` attempts since `since`; see [`store::auth_failures::reserve`]. The
+    /// record is a write: on SQLite it takes its turn.
+    pub async fn reserve_login(
+        &self,
+        scope: &str,
+        limit: i64,
+        now: i64,
+        since: i64,
+    ) -> ServiceResult<Result<Reservation, Exceeded>> {
+        let _turn = self.store.write_permit().await;
+        let mut conn = self.store.conn().await?;
+        Ok(
+            store::auth_failures::reserve(&mut conn, &[(scope, limit)], now, since)
+                .await
+                .inspect_err(
+                    |e| tracing::warn!(error = %e, "could not reserve a relay login attempt"),
+                )?,
+        )
+    }
+
+    /// Takes a reserved login attempt back. Every record is tried; the first failure is
+    /// answered.
+    pub async fn take_back_login(&self, reservation: Reservation) -> ServiceResult<()> {
+        let _turn = self.store.write_permit().await;
+        let mut conn = self.store.conn().await?;
+        let mut result = Ok(());
+        for id in &reservation.ids {
+            result = result.and(store::auth_failures::forget(&mut conn, id).await);
+        }
+        Ok(result?)
+    }
+
+    /// The credential `username` names, if `password` is its password (compared in constant
+    /// time).
+    pub async fn check_login(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> ServiceResult<Option<RelayCredential>> {
+        let found = {
+            let mut conn = self.store.conn().await?;
+            store::relay::find_by_username(&mut conn, username).await?
+        };
+        let digest = password_digest(password);
+        Ok(found
+            .filter(|(_, stored)| crypto::constant_time_eq(&digest, stored))
+            .map(|(credential, _)| credential))
+    }
+
+    /// Notes that the credential was used, to the minute: not a disk write for every login of a
+    /// busy device. Best effort: a failure is ignored.
+    pub async fn note_use(&self, credential: &RelayCredential, now: OffsetDateTime) {
+        if credential
+            .last_used_at
+            .is_none_or(|t| now - t > time::Duration::minutes(1))
+            && let Ok(mut conn) = self.store.relaxed_conn().await
+        {
+            let _ = store::relay::touch(&mut conn, &credential.id, now).await;
+        }
+    }
+
+    /// The credential `username` names and its mailboxes that still exist, in the credential's
+    /// order; `None` when the credential was deleted.
+    pub async fn credential_and_mailboxes(
+        &self,
+        username: &str,
+    ) -> ServiceResult<Option<(RelayCredential, Vec<Mailbox>)>> {
+        let mut conn = self.store.conn().await?;
+        let Some((credential, _)) = store::relay::find_by_username(&mut conn, username).await?
+        else {
+            return Ok(None);
+        };
+        let mut mailboxes = Vec::new();
+        for id in &credential.mailboxes {
+            if let Some(m) = store::mailboxes::get(&mut conn, credential.org_id, *id).await? {
+                mailboxes.push(m);
+            }
+        }
+        Ok(Some((credential, mailboxes)))
+    }
+
+    /// Accepts a relayed message into the outbox: [`super::send::accept`].
+    pub async fn accept(
+        &self,
+        settings: &OutboxSettings,
+        caller: &super::send::Caller,
+        submission: super::send::Submission,
+        now: OffsetDateTime,
+    ) -> ServiceResult<super::send::Accepted> {
+        super::send::accept(&self.store, settings, caller, submission, now).await
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,11 @@ use crate::outbox::compose::{self, AttachmentIn, Draft};
 use crate::store::messages::{BodyKind, IdempotencyRecord, NewMessage};
 use crate::store::{self, Store, StoreError};
 
+// How a relayed message's foreign `From` is treated, and the headers that name its originator:
+// the outbox's types, offered here as part of the request the relay makes.
+pub use crate::outbox::compose::ForeignFrom;
+pub use crate::outbox::headers::ORIGINATOR;
+
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_TTL: time::Duration = time::Duration::hours(24);
 const MAX_IDEMPOTENCY_KEY: usize = 255;
