@@ -110,6 +110,16 @@ fn auth_of(mailbox: &Mailbox, secret: &Secret) -> SmtpAuth {
     }
 }
 
+/// Where and how to reach the mailbox's SMTP server; `roots` are [`Access::roots_for`] it.
+fn smtp_target<'a>(access: &Access, mailbox: &'a Mailbox, roots: &'a [Vec<u8>]) -> SmtpTarget<'a> {
+    SmtpTarget {
+        mailbox,
+        policy: access.hosts(),
+        extra_roots: roots,
+        timeout: SMTP_TIMEOUT,
+    }
+}
+
 impl Transport for SmtpSubmission {
     fn open<'a>(
         &'a self,
@@ -119,12 +129,7 @@ impl Transport for SmtpSubmission {
     ) -> BoxFuture<'a, AccessResult<Result<Box<dyn Connection>, SendFailure>>> {
         Box::pin(async move {
             let roots = access.roots_for(mailbox);
-            let target = SmtpTarget {
-                mailbox,
-                policy: access.hosts(),
-                extra_roots: &roots,
-                timeout: SMTP_TIMEOUT,
-            };
+            let target = smtp_target(access, mailbox, &roots);
             let secret = match credential.secret(access, mailbox, None).await? {
                 Ok(secret) => secret,
                 Err(failure) => return Ok(Err(failure)),
@@ -162,12 +167,7 @@ impl Transport for SmtpSubmission {
     ) -> BoxFuture<'a, Result<(), SendFailure>> {
         Box::pin(async move {
             let roots = access.roots_for(mailbox);
-            let target = SmtpTarget {
-                mailbox,
-                policy: access.hosts(),
-                extra_roots: &roots,
-                timeout: SMTP_TIMEOUT,
-            };
+            let target = smtp_target(access, mailbox, &roots);
             smtp::verify(&target, &auth_of(mailbox, secret))
                 .await
                 .map_err(|failure| classify(&failure, mailbox, false))

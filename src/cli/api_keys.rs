@@ -44,8 +44,7 @@ pub(super) async fn run(config: Config, cmd: ApiKeyCommand) -> anyhow::Result<()
             let org = services::find_org(&store, &org).await?;
             let mut after = None;
             loop {
-                let page =
-                    services::views::api_keys(&store, org.id, after.as_deref(), 200).await?;
+                let page = services::views::api_keys(&store, org.id, after.as_deref(), 200).await?;
                 for key in &page.items {
                     let state = if key.revoked_at.is_some() {
                         "revoked"
