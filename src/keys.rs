@@ -99,7 +99,11 @@ pub fn configured_ring(config: &Config) -> Result<Option<(KeyRing, KeySource)>, 
 
 /// Opens the key ring for this database, creating the key file on a first start. Fails when
 /// the database holds secrets the configured key cannot open.
-pub async fn unlock(config: &Config, store: &Store) -> Result<(KeyRing, KeySource), KeyError> {
+pub async fn unlock(
+    config: &Config,
+    store: &Store,
+    now: OffsetDateTime,
+) -> Result<(KeyRing, KeySource), KeyError> {
     let mut conn = store.conn().await?;
     let in_use = store::secrets::key_ids_in_use(&mut conn).await?;
     let (ring, source) = match configured_ring(config)? {
@@ -139,7 +143,6 @@ pub async fn unlock(config: &Config, store: &Store) -> Result<(KeyRing, KeySourc
         .is_none()
     {
         let sealed = ring.seal(CHECK_OWNER, CHECK_FIELD, CHECK_PLAINTEXT);
-        let now = OffsetDateTime::now_utc();
         store::secrets::insert_if_absent(&mut conn, CHECK_OWNER, CHECK_FIELD, &sealed, now).await?;
     }
     let sealed = store::secrets::get(&mut conn, CHECK_OWNER, CHECK_FIELD)
@@ -190,10 +193,11 @@ pub async fn rotate(
     store: &Store,
     new_key: Option<MasterKey>,
     force: bool,
+    now: OffsetDateTime,
 ) -> Result<Rotation, KeyError> {
     if !force {
         let mut conn = store.conn().await?;
-        let since = OffsetDateTime::now_utc() - store::instances::HEARTBEAT_STALE;
+        let since = now - store::instances::HEARTBEAT_STALE;
         let alive = store::instances::alive(&mut conn, since).await?;
         if !alive.is_empty() {
             let who: Vec<String> = alive
@@ -203,7 +207,7 @@ pub async fn rotate(
             return Err(KeyError::InstancesRunning(who.join(", ")));
         }
     }
-    let (ring, source) = unlock(config, store).await?;
+    let (ring, source) = unlock(config, store, now).await?;
     let new_key = match (&source, new_key) {
         (_, Some(key)) => key,
         (KeySource::File(_), None) => MasterKey::generate(),
@@ -226,7 +230,6 @@ pub async fn rotate(
     let mut tx = store.begin().await?;
     store::secrets::lock_all(&mut tx, store.backend()).await?;
     let rows = store::secrets::all(&mut tx).await?;
-    let now = OffsetDateTime::now_utc();
     for row in &rows {
         let plaintext = transition
             .open(&row.owner_id, &row.field, &row.sealed)

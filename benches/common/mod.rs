@@ -237,13 +237,21 @@ impl Herald {
                 .await
                 .unwrap();
         let actor = herald::domain::Actor::cli();
-        let org = herald::services::create_org(&store, "Contoso", &actor)
-            .await
-            .unwrap();
-        let (_, api_key) =
-            herald::services::create_api_key(&store, org.id, "bench", "admin", &[], &actor)
+        let org =
+            herald::services::create_org(&store, "Contoso", &actor, herald::clock::system_now())
                 .await
                 .unwrap();
+        let (_, api_key) = herald::services::create_api_key(
+            &store,
+            org.id,
+            "bench",
+            "admin",
+            &[],
+            &actor,
+            herald::clock::system_now(),
+        )
+        .await
+        .unwrap();
         let api_key = api_key.expose().to_owned();
         let registration = sandbox
             .state
@@ -323,7 +331,7 @@ pub fn direct(sandbox: &herald::sandbox::RunningSandbox, client_id: &str) -> Tar
                     USER,
                     client_id,
                     vec![herald::sandbox::SMTP_SEND_SCOPE.into()],
-                    time::OffsetDateTime::now_utc(),
+                    herald::clock::system_now(),
                 )
                 .0
                 .expose_secret()

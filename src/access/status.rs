@@ -32,7 +32,7 @@ pub async fn set_status(
         // The mailbox changed identity while this outcome was being decided: it no longer applies.
         return Ok(mailbox.clone());
     }
-    store::mailboxes::set_status(&mut tx, &updated).await?;
+    store::mailboxes::set_status(&mut tx, &updated, now).await?;
     if status == MailboxStatus::Verified {
         // Mail held while the mailbox was Not Verified goes out now.
         let released = store::messages::release_held(

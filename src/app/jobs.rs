@@ -32,7 +32,9 @@ pub(super) async fn alerts(access: Access, outbox: Outbox) {
             Ok(_) => outbox.wake(),
             Err(e) => tracing::warn!(error = %e, "could not email alerts"),
         }
-        if let Err(e) = alerts::deliver_due(&access.store, &access.keys, &access.http, now).await {
+        if let Err(e) =
+            alerts::deliver_due(&access.store, &access.keys, &access.http, &*access.clock).await
+        {
             tracing::warn!(error = %e, "could not deliver alerts");
         }
         tokio::select! {

@@ -16,6 +16,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::access::Access;
+use crate::clock::SharedClock;
 use crate::config::{Config, LogFormat};
 use crate::keys;
 use crate::store::instances::{HEARTBEAT_EVERY, HEARTBEAT_STALE};
@@ -39,12 +40,18 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Store> {
 pub async fn open(config: Config) -> anyhow::Result<Access> {
     let store = open_store(&config).await?;
     crate::crypto::configure_hash_pool(config.hashing_threads);
-    let (keys, _) = keys::unlock(&config, &store).await?;
-    access(config, store, keys)
+    let clock = crate::clock::system();
+    let (keys, _) = keys::unlock(&config, &store, clock.now()).await?;
+    access(config, store, keys, clock)
 }
 
 /// Wires the core's dependencies together.
-fn access(config: Config, store: Store, keys: crate::secrets::KeyRing) -> anyhow::Result<Access> {
+fn access(
+    config: Config,
+    store: Store,
+    keys: crate::secrets::KeyRing,
+    clock: SharedClock,
+) -> anyhow::Result<Access> {
     let hosts = crate::net::HostPolicy {
         dev: config.dev,
         allow_private: config.allow_private_hosts,
@@ -66,7 +73,7 @@ fn access(config: Config, store: Store, keys: crate::secrets::KeyRing) -> anyhow
         smtp_roots: Arc::new(smtp_roots),
         sandbox: None,
         locks: Arc::default(),
-        clock: crate::clock::system(),
+        clock,
     })
 }
 
@@ -117,15 +124,14 @@ impl App {
         }
         let store = open_store(&config).await?;
         crate::crypto::configure_hash_pool(config.hashing_threads);
-        let (ring, key_source) = keys::unlock(&config, &store).await?;
+        // The system clock until a test gives the outbox another ([`App::with_outbox`]).
+        let clock = crate::clock::system();
+        let (ring, key_source) = keys::unlock(&config, &store, clock.now()).await?;
         // Announced before serving, so that a key rotation started now already sees it.
         let instance = uuid::Uuid::now_v7().to_string();
         {
             let mut conn = store.conn().await?;
-            let (pid, now) = (
-                i64::from(std::process::id()),
-                time::OffsetDateTime::now_utc(),
-            );
+            let (pid, now) = (i64::from(std::process::id()), clock.now());
             store::instances::register(
                 &mut conn,
                 &instance,
@@ -138,7 +144,7 @@ impl App {
         }
         // Mail a crashed instance was sending goes back to the queue now, not when its
         // leases run out.
-        recover_claims(&store, &instance).await?;
+        recover_claims(&store, &instance, clock.now()).await?;
         if let Some(sender) = config.outbox.default_sender {
             let mut conn = store.conn().await?;
             match store::mailboxes::get_any(&mut conn, sender).await? {
@@ -149,7 +155,7 @@ impl App {
                 ),
             }
         }
-        let access = access(config, store, ring)?;
+        let access = access(config, store, ring, clock)?;
         let outbox = crate::outbox::Outbox::new(
             access.clone(),
             crate::outbox::Tuning::default(),
@@ -169,7 +175,10 @@ impl App {
             relay_listeners,
             &state.access.config.relay,
             &state.access.config.outbox,
-            crate::services::relay::RelayService::new(state.access.store.clone()),
+            crate::services::relay::RelayService::new(
+                state.access.store.clone(),
+                state.access.clock.clone(),
+            ),
             state.outbox.clone(),
         )?;
         Ok(Self {
@@ -221,14 +230,15 @@ impl App {
         self.state.access.clock = clock;
         self.state.outbox =
             crate::outbox::Outbox::new(self.state.access.clone(), tuning, self.instance.clone());
-        let (store, settings, outbox) = (
+        let (store, clock, settings, outbox) = (
             self.state.access.store.clone(),
+            self.state.access.clock.clone(),
             self.state.access.config.outbox.clone(),
             self.state.outbox.clone(),
         );
         self.relay = self.relay.map(|relay| {
             relay.with_handler(crate::relay::RelayHandler::new(
-                crate::services::relay::RelayService::new(store),
+                crate::services::relay::RelayService::new(store, clock),
                 settings,
                 outbox,
             ))
@@ -249,6 +259,7 @@ impl App {
         let instance = self.instance.clone();
         let housekeeping = tokio::spawn(housekeeping(
             store.clone(),
+            self.state.access.clock.clone(),
             instance.clone(),
             self.state.access.config.outbox.retention,
         ));
@@ -303,10 +314,13 @@ fn process_scope() -> String {
 /// Releases the claims of instances that are gone: silent for longer than
 /// [`HEARTBEAT_STALE`], or, in this process's scope (same boot, same pid namespace), whose
 /// process no longer exists (killed, crashed).
-async fn recover_claims(store: &Store, own: &str) -> Result<(), store::StoreError> {
+async fn recover_claims(
+    store: &Store,
+    own: &str,
+    now: time::OffsetDateTime,
+) -> Result<(), store::StoreError> {
     use sqlx::Row as _;
     let mut conn = store.conn().await?;
-    let now = time::OffsetDateTime::now_utc();
     let scope = process_scope();
     let own_pid = i64::from(std::process::id());
     let rows = sqlx::query("SELECT id, scope, pid, heartbeat_at FROM instances WHERE id <> $1")
@@ -345,17 +359,22 @@ fn hostname() -> String {
 
 /// Periodic work: the instance heartbeat; every hour, clean-up of expired sessions and
 /// idempotency keys, and the purge of message bodies past their retention.
-async fn housekeeping(store: Store, instance: String, retention: time::Duration) {
+async fn housekeeping(
+    store: Store,
+    clock: SharedClock,
+    instance: String,
+    retention: time::Duration,
+) {
     let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
     let mut ticks: u64 = 0;
     loop {
         tick.tick().await;
-        let now = time::OffsetDateTime::now_utc();
+        let now = clock.now();
         let result = async {
             let mut conn = store.conn().await?;
             store::instances::heartbeat(&mut conn, &instance, now).await?;
             drop(conn);
-            recover_claims(&store, &instance).await?;
+            recover_claims(&store, &instance, now).await?;
             let mut conn = store.conn().await?;
             if ticks.is_multiple_of(120) {
                 let removed = store::sessions::delete_expired(&mut conn, now).await?;

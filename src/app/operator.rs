@@ -38,7 +38,7 @@ pub async fn rotate_master_key(
         .map(|raw| keys::parse_key(raw).map_err(|e| anyhow::anyhow!("the new key {e}")))
         .transpose()?;
     let store = super::open_store(config).await?;
-    let rotation = keys::rotate(config, &store, new_key, force).await;
+    let rotation = keys::rotate(config, &store, new_key, force, crate::clock::system_now()).await;
     store.close().await;
     Ok(rotation?)
 }

@@ -27,9 +27,16 @@ pub(super) async fn run(config: Config, cmd: ApiKeyCommand) -> anyhow::Result<()
             mailboxes,
         } => {
             let org = services::find_org(&store, &org).await?;
-            let (key, token) =
-                services::create_api_key(&store, org.id, &name, &role, &mailboxes, &Actor::cli())
-                    .await?;
+            let (key, token) = services::create_api_key(
+                &store,
+                org.id,
+                &name,
+                &role,
+                &mailboxes,
+                &Actor::cli(),
+                crate::clock::system_now(),
+            )
+            .await?;
             println!(
                 "Created {} API key \"{}\" ({}) for {}.",
                 key.role.as_str(),
@@ -71,7 +78,14 @@ pub(super) async fn run(config: Config, cmd: ApiKeyCommand) -> anyhow::Result<()
             let Some(key) = services::lookup::api_key(&store, id).await? else {
                 bail!("no API key has the id {id}");
             };
-            let key = services::revoke_api_key(&store, key.org_id, id, &Actor::cli()).await?;
+            let key = services::revoke_api_key(
+                &store,
+                key.org_id,
+                id,
+                &Actor::cli(),
+                crate::clock::system_now(),
+            )
+            .await?;
             println!("Revoked API key \"{}\" ({}…).", key.name, key.prefix);
         }
     }

@@ -133,7 +133,8 @@ struct Accounts {
 async fn seed(app: &App, sandbox: &RunningSandbox, data: &DataDir) -> anyhow::Result<Accounts> {
     let state = app.state();
     let actor = Actor::cli();
-    let org = services::create_org(&state.access.store, "Contoso", &actor).await?;
+    let org =
+        services::create_org(&state.access.store, "Contoso", &actor, state.access.now()).await?;
     let admin_email = "admin@contoso.com";
     let admin_password = crate::crypto::random_token()[..20].to_owned();
     services::create_user(
@@ -145,6 +146,7 @@ async fn seed(app: &App, sandbox: &RunningSandbox, data: &DataDir) -> anyhow::Re
             role: "admin".into(),
         },
         &actor,
+        state.access.now(),
     )
     .await?;
     let mailbox_user = "support@contoso.com";

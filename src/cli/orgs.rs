@@ -10,7 +10,9 @@ pub(super) async fn run(config: Config, cmd: OrgCommand) -> anyhow::Result<()> {
     let store = app::open_store(&config).await?;
     match cmd {
         OrgCommand::Add { name } => {
-            let org = services::create_org(&store, &name, &Actor::cli()).await?;
+            let org =
+                services::create_org(&store, &name, &Actor::cli(), crate::clock::system_now())
+                    .await?;
             println!("{}", org.id);
         }
         OrgCommand::List => {
@@ -29,7 +31,14 @@ pub(super) async fn run(config: Config, cmd: OrgCommand) -> anyhow::Result<()> {
                 );
             };
             let allowed = choice == Allowance::Allow;
-            services::default_sender::set_allowed(&store, org.id, allowed, &Actor::cli()).await?;
+            services::default_sender::set_allowed(
+                &store,
+                org.id,
+                allowed,
+                &Actor::cli(),
+                crate::clock::system_now(),
+            )
+            .await?;
             let scope = match config.outbox.default_sender_orgs {
                 DefaultSenderOrgs::Listed => "",
                 DefaultSenderOrgs::All => {

@@ -39,7 +39,7 @@ pub(super) async fn run(config: Config, args: SendArgs) -> anyhow::Result<()> {
             idempotency_key: None,
             request_digest: String::new(),
         },
-        time::OffsetDateTime::now_utc(),
+        services.now(),
     )
     .await?;
     if !args.wait {
@@ -51,8 +51,7 @@ pub(super) async fn run(config: Config, args: SendArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     // A serving instance delivers it; without one, this process does.
-    let serving =
-        lookup::an_instance_is_serving(&services.store, time::OffsetDateTime::now_utc()).await?;
+    let serving = lookup::an_instance_is_serving(&services.store, services.now()).await?;
     let local = (!serving).then(|| app::local_outbox(&services));
     let message = wait_for_outcome(&services, &accepted.id, args.wait_secs).await?;
     if let Some((outbox, dispatcher)) = local {

@@ -22,7 +22,9 @@ pub(super) async fn serve(config: Config) -> anyhow::Result<()> {
         out,
         "Herald is listening on http://{addr} (public URL {public})"
     )?;
-    if let Some(token) = services::issue_setup_token(&state.access.store).await? {
+    if let Some(token) =
+        services::issue_setup_token(&state.access.store, state.access.now()).await?
+    {
         writeln!(
             out,
             "No user exists yet. Open this link within 1 hour to create the first organization and its admin:\n  {public}/setup?token={token}"

@@ -26,6 +26,7 @@ pub(super) async fn add(config: Config, args: UserAdd) -> anyhow::Result<()> {
             role: args.role,
         },
         &Actor::cli(),
+        crate::clock::system_now(),
     )
     .await?;
     println!(

@@ -158,8 +158,8 @@ pub(crate) mod tests_support {
             status_reason: None,
             verified_at: None,
             token_expires_at: None,
-            created_at: time::OffsetDateTime::now_utc(),
-            updated_at: time::OffsetDateTime::now_utc(),
+            created_at: crate::clock::system_now(),
+            updated_at: crate::clock::system_now(),
             limits: Default::default(),
         }
     }

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use secrecy::ExposeSecret;
-use time::OffsetDateTime;
 use tokio::net::TcpListener;
 
 use crate::config::{OutboxSettings, RelaySettings};
@@ -81,7 +80,7 @@ impl RelayHandler {
     /// [`MAX_FAILURES_PER_ADDRESS`]; if the database does not answer, `451` rather than let
     /// the login through unchecked.
     async fn reserve(&self, ip: IpAddr) -> Result<Reservation, Reply> {
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = self.relay.now().unix_timestamp();
         let since = now - FAILURE_WINDOW.as_secs() as i64;
         let scope = Self::failure_scope(ip);
         let limit = i64::from(MAX_FAILURES_PER_ADDRESS);
@@ -225,9 +224,7 @@ impl SmtpHandler for RelayHandler {
             return Err(bad_credentials().into());
         }
         self.release(reservation).await;
-        self.relay
-            .note_use(&credential, OffsetDateTime::now_utc())
-            .await;
+        self.relay.note_use(&credential, self.relay.now()).await;
         Ok(AuthIdentity {
             username: credential.username,
             mechanism,
@@ -275,7 +272,7 @@ impl SmtpHandler for RelayHandler {
                     idempotency_key: None,
                     request_digest: String::new(),
                 },
-                OffsetDateTime::now_utc(),
+                self.relay.now(),
             )
             .await;
         match accepted {

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use secrecy::{ExposeSecret, SecretString};
 use time::{Duration, OffsetDateTime};
 
+use crate::clock::SharedClock;
 use crate::crypto;
 
 pub use settings::Settings;
@@ -225,9 +226,32 @@ pub struct SandboxState {
     switches: Mutex<Switches>,
     pub counters: Counters,
     signing_key: std::sync::OnceLock<oauth::SigningKey>,
+    clock: SandboxClock,
+}
+
+/// The sandbox's clock: the system clock unless a test gives it another.
+struct SandboxClock(SharedClock);
+
+impl Default for SandboxClock {
+    fn default() -> Self {
+        Self(crate::clock::system())
+    }
 }
 
 impl SandboxState {
+    /// A sandbox whose tokens, codes and rate limits go by `clock`.
+    pub fn with_clock(clock: SharedClock) -> Self {
+        Self {
+            clock: SandboxClock(clock),
+            ..Self::default()
+        }
+    }
+
+    /// The time, as the sandbox's clock tells it.
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.0.now()
+    }
+
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -264,13 +288,13 @@ impl SandboxState {
 
     pub(crate) fn put_pending(&self, id: String, pending: Pending) {
         let mut inner = self.inner();
-        let now = OffsetDateTime::now_utc();
+        let now = self.now();
         inner.pending.retain(|_, p| p.expires_at > now);
         inner.pending.insert(id, pending);
     }
 
     pub(crate) fn pending(&self, id: &str) -> Option<Pending> {
-        let now = OffsetDateTime::now_utc();
+        let now = self.now();
         self.inner()
             .pending
             .get(id)
@@ -285,7 +309,7 @@ impl SandboxState {
     }
 
     pub(crate) fn take_pending(&self, id: &str) -> Option<Pending> {
-        let now = OffsetDateTime::now_utc();
+        let now = self.now();
         self.inner()
             .pending
             .remove(id)

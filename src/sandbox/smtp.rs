@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use secrecy::ExposeSecret;
-use time::OffsetDateTime;
 
 use super::{ReceivedMessage, SMTP_SEND_SCOPE, SandboxState};
 use crate::smtp_server::{
@@ -132,7 +131,7 @@ impl SandboxSmtp {
                 }
                 let Some(record) = self
                     .state
-                    .access_token(token.expose_secret(), OffsetDateTime::now_utc())
+                    .access_token(token.expose_secret(), self.state.now())
                 else {
                     return Err(replies::auth_failed());
                 };
@@ -239,7 +238,7 @@ impl SmtpHandler for SandboxSmtp {
                 "Temporary server error. Please try again later. PRX2",
             );
         }
-        let now = OffsetDateTime::now_utc();
+        let now = self.state.now();
         if !self.state.admit_submission(&auth.username, now) {
             return replies::rate_limited();
         }

@@ -19,6 +19,7 @@ use serde::Serialize;
 use time::{Date, OffsetDateTime};
 
 use super::{ServiceError, ServiceResult};
+use crate::clock::Clock;
 use crate::domain::{FieldError, OrgId};
 use crate::keys;
 use crate::oauth::http::{HttpError, TokenHttp};
@@ -119,8 +120,8 @@ pub async fn dismiss(
     org_id: OrgId,
     id: &str,
     actor: &crate::domain::Actor,
+    now: OffsetDateTime,
 ) -> StoreResult<bool> {
-    let now = OffsetDateTime::now_utc();
     let mut tx = store.begin().await?;
     if !stored::dismiss(&mut tx, org_id, id, now).await? {
         return Ok(false);
@@ -150,6 +151,7 @@ pub async fn set_webhook(
     policy: &super::mailboxes::Policy<'_>,
     org_id: OrgId,
     raw_url: &str,
+    now: OffsetDateTime,
 ) -> ServiceResult<(String, SecretString)> {
     let mut checks = super::Checks::default();
     let url = super::mailboxes::check_url(&mut checks, policy, "url", raw_url);
@@ -161,7 +163,6 @@ pub async fn set_webhook(
         )]));
     };
     let secret = SecretString::from(format!("hwh_{}", crate::crypto::random_token()));
-    let now = OffsetDateTime::now_utc();
     let mut tx = store.begin().await?;
     stored::set_webhook_url(&mut tx, org_id, Some(&url)).await?;
     keys::put_secret(
@@ -309,16 +310,16 @@ pub async fn deliver_due(
     store: &Store,
     keys: &KeyRing,
     http: &TokenHttp,
-    now: OffsetDateTime,
+    clock: &dyn Clock,
 ) -> ServiceResult<usize> {
     let due = {
         let mut conn = store.conn().await?;
-        stored::webhooks_due(&mut conn, now, 50).await?
+        stored::webhooks_due(&mut conn, clock.now(), 50).await?
     };
     let mut delivered = 0;
     for alert in due {
         // The time of this delivery, not of the pass: earlier ones may have taken a while.
-        let now = OffsetDateTime::now_utc().max(now);
+        let now = clock.now();
         let (url, secret) = {
             let mut conn = store.conn().await?;
             // Longer than a delivery can take, so no other instance sends it meanwhile.
@@ -340,7 +341,7 @@ pub async fn deliver_due(
         };
         let attempts = alert.webhook_attempts + 1;
         let outcome = match (url, secret) {
-            (Some(url), Some(secret)) => post(http, &url, &secret, &alert).await,
+            (Some(url), Some(secret)) => post(http, &url, &secret, &alert, now).await,
             _ => Err("the organization has no webhook any more".to_owned()),
         };
         let mut conn = store.conn().await?;
@@ -364,9 +365,10 @@ async fn post(
     url: &str,
     secret: &SecretString,
     alert: &Alert,
+    now: OffsetDateTime,
 ) -> Result<(), String> {
     let body = payload(alert);
-    let t = OffsetDateTime::now_utc().unix_timestamp();
+    let t = now.unix_timestamp();
     use axum::http;
     let request = http::Request::builder()
         .method(http::Method::POST)

@@ -44,8 +44,8 @@ pub async fn set_allowed(
     org_id: OrgId,
     allowed: bool,
     actor: &Actor,
+    now: OffsetDateTime,
 ) -> ServiceResult<Organization> {
-    let now = OffsetDateTime::now_utc();
     let mut tx = store.begin().await?;
     let mut org = store::orgs::get(&mut tx, org_id)
         .await?

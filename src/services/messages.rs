@@ -18,8 +18,8 @@ pub async fn cancel(
     id: &str,
     may_see: impl Fn(&Message) -> bool,
     actor: &Actor,
+    now: OffsetDateTime,
 ) -> ServiceResult<Message> {
-    let now = OffsetDateTime::now_utc();
     let _turn = store.write_permit().await;
     let mut tx = store.begin().await?;
     let before = store::messages::get(&mut tx, org_id, id)

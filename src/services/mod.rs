@@ -135,9 +135,13 @@ fn conflict(e: StoreError, field: &'static str, message: String) -> ServiceError
 }
 
 /// Creates an organization.
-pub async fn create_org(store: &Store, name: &str, actor: &Actor) -> ServiceResult<Organization> {
+pub async fn create_org(
+    store: &Store,
+    name: &str,
+    actor: &Actor,
+    now: OffsetDateTime,
+) -> ServiceResult<Organization> {
     let name = OrgName::parse(name)?;
-    let now = OffsetDateTime::now_utc();
     let mut tx = store.begin().await?;
     let org = store::orgs::insert(&mut tx, &name, now)
         .await
@@ -186,6 +190,7 @@ pub async fn create_user(
     org_id: OrgId,
     input: NewUserInput,
     actor: &Actor,
+    now: OffsetDateTime,
 ) -> ServiceResult<User> {
     let mut checks = Checks::default();
     let email = checks.take(EmailAddress::parse(&input.email));
@@ -196,7 +201,6 @@ pub async fn create_user(
         unreachable!("finish() fails when a field failed");
     };
     let hash = hash(password).await?;
-    let now = OffsetDateTime::now_utc();
     let mut tx = store.begin().await?;
     let user = store::users::insert(&mut tx, org_id, &email, &hash, role, now)
         .await
@@ -239,6 +243,7 @@ pub async fn update_user(
     id: UserId,
     change: UserChange,
     actor: &Actor,
+    now: OffsetDateTime,
 ) -> ServiceResult<User> {
     let mut checks = Checks::default();
     let role = change.role.and_then(|r| checks.take(UserRole::parse(&r)));
@@ -250,7 +255,6 @@ pub async fn update_user(
         Some(password) => Some(hash(password).await?),
         None => None,
     };
-    let now = OffsetDateTime::now_utc();
     let mut tx = store.begin().await?;
     store::orgs::lock(&mut tx, store.backend(), org_id).await?;
     let user = store::users::get(&mut tx, org_id, id)
@@ -302,8 +306,8 @@ pub async fn delete_user(
     org_id: OrgId,
     id: UserId,
     actor: &Actor,
+    now: OffsetDateTime,
 ) -> ServiceResult<()> {
-    let now = OffsetDateTime::now_utc();
     let mut tx = store.begin().await?;
     store::orgs::lock(&mut tx, store.backend(), org_id).await?;
     let user = store::users::get(&mut tx, org_id, id)
@@ -341,6 +345,7 @@ pub async fn create_api_key(
     role: &str,
     mailboxes: &[String],
     actor: &Actor,
+    now: OffsetDateTime,
 ) -> ServiceResult<(ApiKey, ApiKeyToken)> {
     let mut checks = Checks::default();
     let name = checks.take(ApiKeyName::parse(name));
@@ -370,7 +375,6 @@ pub async fn create_api_key(
         unreachable!("finish() fails when a field failed");
     };
     let token = ApiKeyToken::from_random(&crypto::random_token());
-    let now = OffsetDateTime::now_utc();
     let mut tx = store.begin().await?;
     let key = store::api_keys::insert(&mut tx, org_id, &name, role, &token, now).await?;
     if !limited_to.is_empty() {
@@ -402,8 +406,8 @@ pub async fn revoke_api_key(
     org_id: OrgId,
     id: ApiKeyId,
     actor: &Actor,
+    now: OffsetDateTime,
 ) -> ServiceResult<ApiKey> {
-    let now = OffsetDateTime::now_utc();
     let mut tx = store.begin().await?;
     let key = store::api_keys::get(&mut tx, org_id, id)
         .await?
@@ -433,13 +437,15 @@ pub async fn revoke_api_key(
 /// While the installation has no user, makes a new one-time setup token and returns it;
 /// otherwise `None`. Earlier unused tokens stay valid until they expire, so that each of several
 /// instances starting at once prints a link that works; the first one used ends setup.
-pub async fn issue_setup_token(store: &Store) -> ServiceResult<Option<String>> {
+pub async fn issue_setup_token(
+    store: &Store,
+    now: OffsetDateTime,
+) -> ServiceResult<Option<String>> {
     let mut tx = store.begin().await?;
     if store::users::count_all(&mut tx).await? > 0 {
         return Ok(None);
     }
     let token = crypto::random_token();
-    let now = OffsetDateTime::now_utc();
     store::setup::replace(
         &mut tx,
         &crypto::token_digest(&token),
@@ -452,15 +458,14 @@ pub async fn issue_setup_token(store: &Store) -> ServiceResult<Option<String>> {
 }
 
 /// Whether a setup token may still be used.
-pub async fn setup_token_is_valid(store: &Store, token: &str) -> ServiceResult<bool> {
+pub async fn setup_token_is_valid(
+    store: &Store,
+    token: &str,
+    now: OffsetDateTime,
+) -> ServiceResult<bool> {
     let mut conn = store.conn().await?;
     Ok(store::users::count_all(&mut conn).await? == 0
-        && store::setup::is_valid(
-            &mut conn,
-            &crypto::token_digest(token),
-            OffsetDateTime::now_utc(),
-        )
-        .await?)
+        && store::setup::is_valid(&mut conn, &crypto::token_digest(token), now).await?)
 }
 
 /// What the first visitor fills in.
@@ -476,6 +481,7 @@ pub async fn complete_setup(
     token: &str,
     input: SetupInput,
     source: &str,
+    now: OffsetDateTime,
 ) -> ServiceResult<User> {
     let mut checks = Checks::default();
     let org_name = checks
@@ -493,11 +499,10 @@ pub async fn complete_setup(
             "this setup link has expired or was already used; restart `herald serve` for a new one, or sign in",
         )
     };
-    if !setup_token_is_valid(store, token).await? {
+    if !setup_token_is_valid(store, token, now).await? {
         return Err(refused());
     }
     let hash = hash(password).await?;
-    let now = OffsetDateTime::now_utc();
     let mut tx = store.begin().await?;
     if store::users::count_all(&mut tx).await? > 0
         || !store::setup::consume(&mut tx, &crypto::token_digest(token), now).await?

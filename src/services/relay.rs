@@ -5,6 +5,7 @@ use secrecy::SecretString;
 use time::OffsetDateTime;
 
 use super::{Checks, ServiceError, ServiceResult};
+use crate::clock::SharedClock;
 use crate::config::OutboxSettings;
 use crate::crypto;
 use crate::domain::mailbox::Mailbox;
@@ -54,6 +55,7 @@ pub async fn create(
     org_id: OrgId,
     input: NewRelayCredential,
     actor: &Actor,
+    now: OffsetDateTime,
 ) -> ServiceResult<(RelayCredential, SecretString)> {
     let mut checks = Checks::default();
     let name = checks.take(parse_label("name", &input.name, 100));
@@ -103,7 +105,6 @@ pub async fn create(
         unreachable!("finish() fails when a field failed");
     };
     let password = random_text(32, MIXED);
-    let now = OffsetDateTime::now_utc();
     let credential = RelayCredential {
         id: uuid::Uuid::now_v7().to_string(),
         org_id,
@@ -141,8 +142,13 @@ pub async fn create(
 }
 
 /// Deletes a credential of the organization: the device can no longer log in.
-pub async fn delete(store: &Store, org_id: OrgId, id: &str, actor: &Actor) -> ServiceResult<()> {
-    let now = OffsetDateTime::now_utc();
+pub async fn delete(
+    store: &Store,
+    org_id: OrgId,
+    id: &str,
+    actor: &Actor,
+    now: OffsetDateTime,
+) -> ServiceResult<()> {
     let mut tx = store.begin().await?;
     let credential = store::relay::get(&mut tx, org_id, id)
         .await?
@@ -170,11 +176,17 @@ pub async fn delete(store: &Store, org_id: OrgId, id: &str, actor: &Actor) -> Se
 #[derive(Clone)]
 pub struct RelayService {
     store: Store,
+    clock: SharedClock,
 }
 
 impl RelayService {
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    pub fn new(store: Store, clock: SharedClock) -> Self {
+        Self { store, clock }
+    }
+
+    /// The time, as the application's clock tells it.
+    pub fn now(&self) -> OffsetDateTime {
+        self.clock.now()
     }
 
     /// Records a login attempt under `scope` before the password is checked, unless `scope`

@@ -255,12 +255,12 @@ pub async fn delete(conn: &mut Conn, org_id: OrgId, id: MailboxId) -> StoreResul
 }
 
 /// Writes a mailbox's status, reason and verification time.
-pub async fn set_status(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
+pub async fn set_status(conn: &mut Conn, m: &Mailbox, now: OffsetDateTime) -> StoreResult<()> {
     sqlx::query("UPDATE mailboxes SET status = $1, status_reason = $2, verified_at = $3, updated_at = $4 WHERE id = $5 AND org_id = $6")
         .bind(m.status.as_str())
         .bind(reason_json(m))
         .bind(m.verified_at.map(to_db_time))
-        .bind(to_db_time(time::OffsetDateTime::now_utc()))
+        .bind(to_db_time(now))
         .bind(m.id.to_string())
         .bind(m.org_id.to_string())
         .execute(&mut *conn)

@@ -6,6 +6,8 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use herald::clock::{Clock as _, SharedClock};
+
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use hmac::{KeyInit, Mac};
@@ -70,15 +72,26 @@ impl Verifier {
     }
 }
 
-/// A webhook receiver on loopback that keeps what it was sent.
-#[derive(Clone, Default)]
+/// A webhook receiver on loopback that keeps what it was sent, and when (by its clock: the
+/// application's, when that is simulated).
+#[derive(Clone)]
 struct Receiver {
     got: Arc<Mutex<Vec<(String, Bytes)>>>,
+    received_at: Arc<Mutex<Vec<i64>>>,
+    clock: SharedClock,
 }
 
 impl Receiver {
     async fn start() -> (Self, String) {
-        let receiver = Self::default();
+        Self::start_on(herald::clock::system()).await
+    }
+
+    async fn start_on(clock: SharedClock) -> (Self, String) {
+        let receiver = Self {
+            got: Arc::default(),
+            received_at: Arc::default(),
+            clock,
+        };
         let kept = receiver.clone();
         let app = axum::Router::new().route(
             "/hooks/herald",
@@ -90,6 +103,10 @@ impl Receiver {
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or_default()
                         .to_owned();
+                    kept.received_at
+                        .lock()
+                        .unwrap()
+                        .push(kept.clock.now().unix_timestamp());
                     kept.got.lock().unwrap().push((signature, body));
                     "ok"
                 }
@@ -102,6 +119,11 @@ impl Receiver {
         );
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         (receiver, url)
+    }
+
+    /// When the `i`th request came, in Unix seconds.
+    fn received_at(&self, i: usize) -> i64 {
+        self.received_at.lock().unwrap()[i]
     }
 
     fn requests(&self) -> Vec<(String, Bytes)> {
@@ -122,7 +144,7 @@ impl Receiver {
 }
 
 fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+    herald::clock::system_now().unix_timestamp()
 }
 
 async fn webhook(o: &Outbox, url: &str) -> String {
@@ -257,11 +279,11 @@ async fn a_mailbox_turning_not_verified_alerts_once_signed_and_the_banner_goes_w
 async fn failed_messages_expiring_secrets_and_keepalive_failures_each_alert_once() {
     // Ahead of the real clock, so that mail accepted during the test is due at once.
     let clock = Arc::new(herald::clock::ManualClock::starting_at(
-        time::OffsetDateTime::now_utc() + time::Duration::minutes(5),
+        herald::clock::system_now() + time::Duration::minutes(5),
     ));
     let (app, sandbox) = spawn_app_with_sandbox_on(clock.clone()).await;
     let o = Outbox::with(app, sandbox).await;
-    let (receiver, url) = Receiver::start().await;
+    let (receiver, url) = Receiver::start_on(clock.clone()).await;
     let secret = webhook(&o, &url).await;
     let mailbox = o.oauth_mailbox(&o.admin, "Support", SUPPORT).await;
 
@@ -281,7 +303,7 @@ async fn failed_messages_expiring_secrets_and_keepalive_failures_each_alert_once
             &o.admin,
             Some(json!({
                 "client_secret_expires_at":
-                    (time::OffsetDateTime::now_utc().date() + time::Duration::days(5)).to_string()
+                    (herald::clock::system_now().date() + time::Duration::days(5)).to_string()
             })),
         )
         .await;
@@ -315,8 +337,12 @@ async fn failed_messages_expiring_secrets_and_keepalive_failures_each_alert_once
         "each once: {kinds:?}"
     );
     let mut verifier = Verifier::new(&secret);
-    for (signature, body) in &got {
-        assert_eq!(verifier.verify(signature, body, now()), Ok(()));
+    // Signed at the application's time (simulated), checked when each came.
+    for (i, (signature, body)) in got.iter().enumerate() {
+        assert_eq!(
+            verifier.verify(signature, body, receiver.received_at(i)),
+            Ok(())
+        );
     }
     let expiring = got
         .iter()
@@ -434,7 +460,7 @@ async fn dismissing_an_alert_hides_it_and_is_audited() {
             detail: "Details".into(),
             action: None,
         },
-        time::OffsetDateTime::now_utc(),
+        herald::clock::system_now(),
     )
     .await
     .unwrap();
@@ -500,7 +526,7 @@ async fn a_deleted_mailbox_takes_its_alerts_off_the_banner() {
             detail: "Details".into(),
             action: None,
         },
-        time::OffsetDateTime::now_utc(),
+        herald::clock::system_now(),
     )
     .await
     .unwrap();

@@ -795,7 +795,7 @@ async fn a_refused_token_is_refreshed_once_and_gmail_s_334_refusal_is_a_rejected
             &id,
             secret_fields::ACCESS_TOKEN,
             &SecretString::from("sbx.revoked-early"),
-            time::OffsetDateTime::now_utc(),
+            herald::clock::system_now(),
         )
         .await
         .unwrap();

@@ -114,7 +114,7 @@ async fn a_held_message_cancelled_is_never_sent_and_sent_mail_cannot_be_cancelle
 #[tokio::test]
 async fn held_mail_fails_as_held_expired_after_the_limit_and_raises_an_alert() {
     let clock = Arc::new(herald::clock::ManualClock::starting_at(
-        time::OffsetDateTime::now_utc(),
+        herald::clock::system_now(),
     ));
     let (app, sandbox) = spawn_app_with_sandbox_on(clock.clone()).await;
     let o = Outbox::with(app, sandbox).await;

@@ -306,7 +306,7 @@ async fn put_test_secret(store: &Store, ring: &KeyRing) {
         SECRET_OWNER,
         SECRET_FIELD,
         &SecretString::from(SECRET_TEXT),
-        time::OffsetDateTime::now_utc(),
+        herald::clock::system_now(),
     )
     .await
     .expect("store a sealed secret");

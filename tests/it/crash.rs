@@ -134,13 +134,21 @@ impl Rig {
 
         let store = Store::connect(&db.database_url()).await.unwrap();
         let actor = herald::domain::Actor::cli();
-        let org = herald::services::create_org(&store, "Contoso", &actor)
-            .await
-            .unwrap();
-        let (_, key) =
-            herald::services::create_api_key(&store, org.id, "reports", "admin", &[], &actor)
+        let org =
+            herald::services::create_org(&store, "Contoso", &actor, herald::clock::system_now())
                 .await
                 .unwrap();
+        let (_, key) = herald::services::create_api_key(
+            &store,
+            org.id,
+            "reports",
+            "admin",
+            &[],
+            &actor,
+            herald::clock::system_now(),
+        )
+        .await
+        .unwrap();
         let key = key.expose().to_owned();
         let client = http_builder().build().unwrap();
         let smtp_addr = sandbox.smtp_addr;

@@ -365,10 +365,15 @@ impl TestApp {
     }
 
     pub async fn org(&self, name: &str) -> OrgId {
-        services::create_org(self.store(), name, &Actor::cli())
-            .await
-            .expect("create organization")
-            .id
+        services::create_org(
+            self.store(),
+            name,
+            &Actor::cli(),
+            herald::clock::system_now(),
+        )
+        .await
+        .expect("create organization")
+        .id
     }
 
     pub async fn user(&self, org: OrgId, email: &str, role: &str) -> User {
@@ -381,6 +386,7 @@ impl TestApp {
                 role: role.into(),
             },
             &Actor::cli(),
+            herald::clock::system_now(),
         )
         .await
         .expect("create user")
@@ -388,10 +394,17 @@ impl TestApp {
 
     /// A new API key's secret.
     pub async fn key(&self, org: OrgId, role: &str) -> String {
-        let (_, token) =
-            services::create_api_key(self.store(), org, "test key", role, &[], &Actor::cli())
-                .await
-                .expect("create API key");
+        let (_, token) = services::create_api_key(
+            self.store(),
+            org,
+            "test key",
+            role,
+            &[],
+            &Actor::cli(),
+            herald::clock::system_now(),
+        )
+        .await
+        .expect("create API key");
         token.expose().to_owned()
     }
 

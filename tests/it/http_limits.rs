@@ -159,12 +159,20 @@ async fn a_token_endpoint_answering_400_mb_is_cut_off_at_256_kib_and_herald_s_me
         .await
         .unwrap();
     let actor = herald::domain::Actor::cli();
-    let org = herald::services::create_org(&store, "Contoso", &actor)
+    let org = herald::services::create_org(&store, "Contoso", &actor, herald::clock::system_now())
         .await
         .unwrap();
-    let (_, key) = herald::services::create_api_key(&store, org.id, "admin", "admin", &[], &actor)
-        .await
-        .unwrap();
+    let (_, key) = herald::services::create_api_key(
+        &store,
+        org.id,
+        "admin",
+        "admin",
+        &[],
+        &actor,
+        herald::clock::system_now(),
+    )
+    .await
+    .unwrap();
     let key = key.expose().to_owned();
     let client = http_builder()
         .redirect(reqwest::redirect::Policy::none())

@@ -20,7 +20,7 @@ async fn two_instances_deliver_each_message_once_with_one_refresh_and_one_shared
         eprintln!("several instances share a PostgreSQL database: set {POSTGRES_ENV}");
         return;
     }
-    let start = time::OffsetDateTime::now_utc();
+    let start = herald::clock::system_now();
     // One simulated clock for both, ahead of the real one so that mail is due at once.
     let clock = Arc::new(herald::clock::ManualClock::starting_at(
         start + time::Duration::minutes(5),
@@ -214,13 +214,20 @@ async fn two_herald_processes_share_the_queue_and_one_token_refresh() {
         .await
         .unwrap();
     let actor = herald::domain::Actor::cli();
-    let org = herald::services::create_org(&store, "Contoso", &actor)
+    let org = herald::services::create_org(&store, "Contoso", &actor, herald::clock::system_now())
         .await
         .unwrap();
-    let (_, key) =
-        herald::services::create_api_key(&store, org.id, "reports", "admin", &[], &actor)
-            .await
-            .unwrap();
+    let (_, key) = herald::services::create_api_key(
+        &store,
+        org.id,
+        "reports",
+        "admin",
+        &[],
+        &actor,
+        herald::clock::system_now(),
+    )
+    .await
+    .unwrap();
     let key = key.expose().to_owned();
     let client = http_builder().build().unwrap();
     // An OAuth2 mailbox, authorized through the first process.

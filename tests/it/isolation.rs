@@ -254,7 +254,7 @@ async fn world() -> World {
                 detail: "victim detail".into(),
                 action: None,
             },
-            time::OffsetDateTime::now_utc(),
+            herald::clock::system_now(),
         )
         .await
         .unwrap();

@@ -39,7 +39,7 @@ async fn token_requests_reach(o: &Outbox, before: u64, n: u64) {
 #[tokio::test]
 async fn an_idle_mailbox_is_refreshed_and_verified_once_a_week() {
     let clock = Arc::new(herald::clock::ManualClock::starting_at(
-        time::OffsetDateTime::now_utc(),
+        herald::clock::system_now(),
     ));
     let (app, sandbox) = spawn_app_with_sandbox_on(clock.clone()).await;
     let o = Outbox::with(app, sandbox).await;
@@ -73,7 +73,7 @@ async fn an_idle_mailbox_is_refreshed_and_verified_once_a_week() {
 #[tokio::test]
 async fn a_refresh_token_that_died_makes_the_mailbox_not_verified_with_the_reason() {
     let clock = Arc::new(herald::clock::ManualClock::starting_at(
-        time::OffsetDateTime::now_utc(),
+        herald::clock::system_now(),
     ));
     let (app, sandbox) = spawn_app_with_sandbox_on(clock.clone()).await;
     let o = Outbox::with(app, sandbox).await;

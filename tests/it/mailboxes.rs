@@ -246,7 +246,7 @@ async fn changing_the_identity_drops_the_tokens_and_a_patch_without_secret_keeps
                 &id,
                 field,
                 &SecretString::from("token"),
-                time::OffsetDateTime::now_utc(),
+                herald::clock::system_now(),
             )
             .await
             .unwrap();

@@ -164,7 +164,7 @@ async fn the_default_sender_sends_only_for_organizations_the_operator_allowed() 
         &settings,
         fabrikam,
         MessageSource::Alert,
-        OffsetDateTime::now_utc(),
+        herald::clock::system_now(),
     )
     .await;
     assert!(matches!(alert, Err(ServiceError::Refused(_))), "{alert:?}");
@@ -243,7 +243,7 @@ async fn the_default_sender_keeps_to_a_daily_quota_per_organization_until_midnig
             .await;
     }
     let refused = i.o.send(&key, simple("customer@example.com", "#2")).await;
-    let now = OffsetDateTime::now_utc();
+    let now = herald::clock::system_now();
     let to_midnight = (86_400 - now.unix_timestamp().rem_euclid(86_400)) as u64;
     let wait = retry_after(&refused);
     assert!(wait >= 1 && wait <= to_midnight + 1, "{wait} s");
@@ -285,7 +285,7 @@ async fn the_default_sender_keeps_to_a_daily_quota_per_organization_until_midnig
                 &settings,
                 tailspin,
                 MessageSource::Api,
-                OffsetDateTime::now_utc(),
+                herald::clock::system_now(),
             )
             .await
             .is_ok()

@@ -713,7 +713,7 @@ async fn accept_for(
             idempotency_key: None,
             request_digest: String::new(),
         },
-        time::OffsetDateTime::now_utc(),
+        herald::clock::system_now(),
     )
     .await
     .unwrap();
@@ -796,7 +796,7 @@ async fn without_a_verified_mailbox_fallback_sends_from_the_default_sender_and_h
 
 #[tokio::test]
 async fn an_exchange_mailbox_keeps_to_30_a_minute_on_a_simulated_clock() {
-    let start = time::OffsetDateTime::now_utc();
+    let start = herald::clock::system_now();
     // Ahead of the real clock, so that mail accepted during the test is due at once.
     let clock = Arc::new(herald::clock::ManualClock::starting_at(
         start + time::Duration::minutes(5),
@@ -848,7 +848,7 @@ async fn an_exchange_mailbox_keeps_to_30_a_minute_on_a_simulated_clock() {
         "75 messages take two simulated minutes (30 + 30 + 15), took {span} s"
     );
     assert!(
-        time::OffsetDateTime::now_utc() - start < time::Duration::seconds(60),
+        herald::clock::system_now() - start < time::Duration::seconds(60),
         "and no real minute"
     );
     o.stop().await;
@@ -945,7 +945,7 @@ async fn bodies_past_their_retention_are_purged_and_the_metadata_stays() {
         .await;
     o.wait_for(&o.admin, &waiting, "held").await;
     let store = o.app.store();
-    let now = time::OffsetDateTime::now_utc();
+    let now = herald::clock::system_now();
     // The sweep as housekeeping runs it, 31 days on, with the default 30-day retention.
     let later = now + time::Duration::days(31);
     let purged = herald::store::messages::purge_bodies(
@@ -1039,7 +1039,7 @@ async fn an_outcome_from_a_claim_that_was_taken_over_is_ignored() {
         .unwrap();
     use herald::store::messages::{self, Outcome};
     let mut conn = o.app.store().conn().await.unwrap();
-    let now = time::OffsetDateTime::now_utc();
+    let now = herald::clock::system_now();
     let first = messages::claim(
         &mut conn,
         mailbox,
@@ -1163,7 +1163,7 @@ async fn messages_that_share_a_commit_are_each_answered_and_one_bad_one_fails_al
         body_kind: BodyKind::Mime,
         body: b"Subject: grouped\r\n\r\nHello\r\n".to_vec(),
         reason: None,
-        now: time::OffsetDateTime::now_utc(),
+        now: herald::clock::system_now(),
     };
     let taken = uuid::Uuid::now_v7().to_string();
     messages::insert_durably(&store, new(&taken)).await.unwrap();

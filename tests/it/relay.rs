@@ -476,7 +476,7 @@ async fn failed_logins_recorded_by_any_instance_count_here() {
         .credential(json!({"name": "Scanner", "mailbox": "Support"}))
         .await;
     // Another instance on the same database saw ten failures from this address.
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = herald::clock::system_now().unix_timestamp();
     let mut conn = r.o.app.store().conn().await.unwrap();
     for _ in 0..10 {
         herald::store::auth_failures::record(&mut conn, "relay:address:127.0.0.1", now)

@@ -234,7 +234,7 @@ async fn the_oauth2_crate_completes_authorize_code_token_and_refresh() {
             .state
             .access_token(
                 refreshed.access_token().secret(),
-                time::OffsetDateTime::now_utc(),
+                herald::clock::system_now(),
             )
             .unwrap();
         assert_eq!(record.user, ANN);

@@ -12,7 +12,6 @@ use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use secrecy::{ExposeSecret, SecretString};
-use time::OffsetDateTime;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 
 const ANN: &str = "ann@contoso.com";
@@ -55,7 +54,7 @@ impl Sandbox {
             user,
             "client",
             scopes.iter().map(|s| s.to_string()).collect(),
-            OffsetDateTime::now_utc(),
+            herald::clock::system_now(),
         );
         token.expose_secret().to_owned()
     }

@@ -8,7 +8,6 @@ use herald::keys::{self, KeyError};
 use herald::secrets::{KeyRing, MasterKey};
 use herald::store::{self, Store};
 use secrecy::{ExposeSecret, SecretString};
-use time::OffsetDateTime;
 
 use crate::helpers::{TestDb, base_env};
 
@@ -50,7 +49,7 @@ async fn put(store: &Store, ring: &KeyRing, owner: &str, field: &str, value: &st
         owner,
         field,
         &SecretString::from(value),
-        OffsetDateTime::now_utc(),
+        herald::clock::system_now(),
     )
     .await
     .unwrap();
@@ -75,7 +74,9 @@ async fn a_stored_secret_round_trips_and_the_database_never_holds_its_plaintext(
     let env = Env::new().await;
     let config = env.config(&[]);
     let store = env.store().await;
-    let (ring, _) = keys::unlock(&config, &store).await.unwrap();
+    let (ring, _) = keys::unlock(&config, &store, herald::clock::system_now())
+        .await
+        .unwrap();
 
     put(&store, &ring, "mailbox-1", "client_secret", SECRET).await;
     let opened = get(&store, &ring, "mailbox-1", "client_secret")
@@ -107,7 +108,9 @@ async fn a_tampered_or_moved_secret_does_not_open() {
     let env = Env::new().await;
     let config = env.config(&[]);
     let store = env.store().await;
-    let (ring, _) = keys::unlock(&config, &store).await.unwrap();
+    let (ring, _) = keys::unlock(&config, &store, herald::clock::system_now())
+        .await
+        .unwrap();
     put(&store, &ring, "mailbox-1", "client_secret", SECRET).await;
     put(&store, &ring, "mailbox-2", "client_secret", "other secret").await;
 
@@ -165,7 +168,9 @@ async fn a_secret_does_not_open_under_another_key() {
     let env = Env::new().await;
     let config = env.config(&[]);
     let store = env.store().await;
-    let (ring, _) = keys::unlock(&config, &store).await.unwrap();
+    let (ring, _) = keys::unlock(&config, &store, herald::clock::system_now())
+        .await
+        .unwrap();
     put(&store, &ring, "mailbox-1", "client_secret", SECRET).await;
     let stranger = KeyRing::new(MasterKey::generate());
     assert!(matches!(
@@ -215,7 +220,9 @@ async fn after_rotation_everything_opens_under_the_new_key_and_nothing_under_the
     let env = Env::new().await;
     let config = env.config(&[]);
     let store = env.store().await;
-    let (old_ring, _) = keys::unlock(&config, &store).await.unwrap();
+    let (old_ring, _) = keys::unlock(&config, &store, herald::clock::system_now())
+        .await
+        .unwrap();
     for i in 0..5 {
         put(
             &store,
@@ -227,7 +234,9 @@ async fn after_rotation_everything_opens_under_the_new_key_and_nothing_under_the
         .await;
     }
 
-    let rotation = keys::rotate(&config, &store, None, false).await.unwrap();
+    let rotation = keys::rotate(&config, &store, None, false, herald::clock::system_now())
+        .await
+        .unwrap();
     assert_eq!(rotation.resealed, 6, "five secrets and the key check");
     assert_eq!(rotation.old_key_ids, vec![old_ring.active().id().clone()]);
 
@@ -268,7 +277,9 @@ async fn an_interrupted_rotation_leaves_every_secret_readable() {
     let env = Env::new().await;
     let config = env.config(&[]);
     let store = env.store().await;
-    let (ring, _) = keys::unlock(&config, &store).await.unwrap();
+    let (ring, _) = keys::unlock(&config, &store, herald::clock::system_now())
+        .await
+        .unwrap();
     put(&store, &ring, "mailbox-1", "client_secret", SECRET).await;
     // A value the rotation cannot open makes it fail half-way through its transaction.
     let mut conn = store.conn().await.unwrap();
@@ -279,7 +290,7 @@ async fn an_interrupted_rotation_leaves_every_secret_readable() {
         .unwrap();
     drop(conn);
 
-    let err = keys::rotate(&config, &store, None, false)
+    let err = keys::rotate(&config, &store, None, false, herald::clock::system_now())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("zz-broken"), "{err}");
@@ -299,7 +310,9 @@ async fn an_interrupted_rotation_leaves_every_secret_readable() {
         .await
         .unwrap();
     drop(conn);
-    let (restarted, _) = keys::unlock(&config, &store).await.unwrap();
+    let (restarted, _) = keys::unlock(&config, &store, herald::clock::system_now())
+        .await
+        .unwrap();
     assert_eq!(
         get(&store, &restarted, "mailbox-1", "client_secret")
             .await
@@ -310,7 +323,9 @@ async fn an_interrupted_rotation_leaves_every_secret_readable() {
     );
 
     // Running the rotation again completes it.
-    let rotation = keys::rotate(&config, &store, None, false).await.unwrap();
+    let rotation = keys::rotate(&config, &store, None, false, herald::clock::system_now())
+        .await
+        .unwrap();
     let (ring, _) = keys::configured_ring(&config).unwrap().unwrap();
     assert_eq!(ring.active().id(), rotation.new_key.id());
     assert!(ring.older().is_empty());
@@ -336,8 +351,8 @@ async fn two_instances_with_different_keys_cannot_both_start_on_a_new_database()
         env.config(&[("HERALD_MASTER_KEY", &two)]),
     );
     let (a, b) = tokio::join!(
-        keys::unlock(&config_one, &store),
-        keys::unlock(&config_two, &store)
+        keys::unlock(&config_one, &store, herald::clock::system_now()),
+        keys::unlock(&config_two, &store, herald::clock::system_now())
     );
     assert!(
         a.is_ok() != b.is_ok(),
@@ -359,9 +374,15 @@ async fn rotation_is_refused_while_herald_is_serving() {
         ("HERALD_DATABASE_URL".to_owned(), app.db.url()),
     ]);
     let config = Config::load(None, &env).unwrap();
-    let err = keys::rotate(&config, app.store(), None, false)
-        .await
-        .unwrap_err();
+    let err = keys::rotate(
+        &config,
+        app.store(),
+        None,
+        false,
+        herald::clock::system_now(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, KeyError::InstancesRunning(_)), "{err}");
     assert!(
         err.to_string().contains("stop every `herald serve`"),
@@ -370,7 +391,7 @@ async fn rotation_is_refused_while_herald_is_serving() {
     // Once it has stopped, the rotation runs.
     let _kept = app.stop().await;
     let store = Store::connect(&config.database_url).await.unwrap();
-    keys::rotate(&config, &store, None, false)
+    keys::rotate(&config, &store, None, false, herald::clock::system_now())
         .await
         .expect("no instance left");
     store.close().await;

@@ -33,7 +33,7 @@ async fn raise(
             detail: detail.into(),
             action: action.map(Into::into),
         },
-        time::OffsetDateTime::now_utc(),
+        herald::clock::system_now(),
     )
     .await
     .unwrap();

@@ -63,7 +63,7 @@ async fn seed(app: &TestApp, org: OrgId, s: Seed<'_>) -> String {
             body_kind: BodyKind::Mime,
             body: b"Subject: test\r\n\r\nHello\r\n".to_vec(),
             reason: s.reason.clone(),
-            now: time::OffsetDateTime::now_utc(),
+            now: herald::clock::system_now(),
         },
     )
     .await
@@ -115,7 +115,7 @@ fn rows(html: &str) -> Vec<&str> {
 async fn the_message_log_shows_each_message_in_words_newest_first() {
     let app = spawn_app().await;
     let c = contoso(&app).await;
-    let retry_at = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let retry_at = herald::clock::system_now() + time::Duration::hours(1);
     let retry_words = retry_at
         .format(time::macros::format_description!(
             "[year]-[month]-[day] [hour]:[minute]"

@@ -34,6 +34,7 @@ async fn credential(
             keep_reply_to: Some(keep_reply_to),
         },
         &Actor::cli(),
+        herald::clock::system_now(),
     )
     .await
     .expect("create a relay credential");

@@ -388,7 +388,7 @@ fn session_set_cookie(response: &reqwest::Response, prefix: &str) -> String {
 #[tokio::test]
 async fn the_setup_link_creates_the_first_organization_and_admin_once() {
     let app = spawn_app().await;
-    let token = services::issue_setup_token(app.store())
+    let token = services::issue_setup_token(app.store(), herald::clock::system_now())
         .await
         .unwrap()
         .expect("no user yet");
@@ -461,7 +461,7 @@ async fn the_setup_link_creates_the_first_organization_and_admin_once() {
         .unwrap();
     assert_eq!(again.status(), 410);
     assert!(
-        services::issue_setup_token(app.store())
+        services::issue_setup_token(app.store(), herald::clock::system_now())
             .await
             .unwrap()
             .is_none()
@@ -492,7 +492,7 @@ async fn the_setup_link_creates_the_first_organization_and_admin_once() {
 async fn setup_with_a_taken_organization_name_says_so_in_the_form() {
     let app = spawn_app().await;
     app.org("Acme").await;
-    let token = services::issue_setup_token(app.store())
+    let token = services::issue_setup_token(app.store(), herald::clock::system_now())
         .await
         .unwrap()
         .expect("no user yet");
@@ -527,7 +527,7 @@ async fn setup_with_a_taken_organization_name_says_so_in_the_form() {
     );
     // Nothing was written, and the link still works.
     assert!(
-        services::setup_token_is_valid(app.store(), &token)
+        services::setup_token_is_valid(app.store(), &token, herald::clock::system_now())
             .await
             .unwrap()
     );

@@ -19,7 +19,7 @@ fn a_bcc_header_and_its_folded_lines_are_removed() {
 #[test]
 fn raw_mime_from_another_address_is_refused_and_bcc_stays_off_the_wire() {
     let m = mailbox();
-    let now = time::OffsetDateTime::now_utc();
+    let now = crate::clock::system_now();
     let foreign = b"From: someone@else.example\nTo: a@example.com\nSubject: x\n\nhi\n";
     let Err(Refusal::Invalid(errors)) = prepare_raw(foreign, &m, "<1@h>", now) else {
         panic!("a foreign From is refused");
@@ -73,7 +73,7 @@ fn every_line_of_a_composed_message_ends_in_crlf() {
 #[test]
 fn a_relayed_printer_from_is_rewritten_and_kept_as_reply_to() {
     let m = mailbox();
-    let now = time::OffsetDateTime::now_utc();
+    let now = crate::clock::system_now();
     let scan =
         b"From: Scanner <scanner@localdomain>\r\nTo: a@example.com\r\nSubject: Scan\r\n\r\npdf\r\n";
     let rcpt = vec!["a@example.com".to_owned(), "b@example.com".to_owned()];

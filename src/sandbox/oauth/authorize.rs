@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use secrecy::SecretString;
 use serde::Deserialize;
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 
 use super::super::{IssuedCode, Pending, SMTP_SEND_SCOPE};
 use super::OAuthServer;
@@ -63,10 +63,11 @@ pub(super) async fn authorize(
     Query(q): Query<AuthorizeQuery>,
 ) -> Response {
     if tenant != server.tenant {
-        return error_page(&tenant, 90002, &tenant_not_found(&tenant));
+        return error_page(&server, &tenant, 90002, &tenant_not_found(&tenant));
     }
     if q.client_id.is_empty() {
         return error_page(
+            &server,
             &tenant,
             900144,
             "The request body must contain the following parameter: 'client_id'.",
@@ -74,6 +75,7 @@ pub(super) async fn authorize(
     }
     let Some(client) = server.state.client(&q.client_id) else {
         return error_page(
+            &server,
             &tenant,
             700016,
             &format!(
@@ -88,6 +90,7 @@ pub(super) async fn authorize(
         .any(|uri| uri == &q.redirect_uri)
     {
         return error_page(
+            &server,
             &tenant,
             50011,
             &format!(
@@ -168,7 +171,7 @@ pub(super) async fn authorize(
             nonce: q.nonce.clone(),
             code_challenge,
             user: None,
-            expires_at: OffsetDateTime::now_utc() + CODE_LIFETIME,
+            expires_at: server.state.now() + CODE_LIFETIME,
         },
     );
     render(&SignInPage {
@@ -188,8 +191,9 @@ fn render(page: &impl Template) -> Response {
     }
 }
 
-fn expired_request(tenant: &str) -> Response {
+fn expired_request(server: &OAuthServer, tenant: &str) -> Response {
     error_page(
+        server,
         tenant,
         50058,
         "A silent sign-in request was sent but no user is signed in. Start again from the application: this sign-in request is unknown or has expired.",
@@ -227,7 +231,7 @@ pub(super) async fn sign_in(
         .pending(&form.txn)
         .filter(|p| p.tenant == tenant)
     else {
-        return expired_request(&tenant);
+        return expired_request(&server, &tenant);
     };
     let app_name = server
         .state
@@ -281,10 +285,10 @@ pub(super) async fn consent(
         .take_pending(&form.txn)
         .filter(|p| p.tenant == tenant)
     else {
-        return expired_request(&tenant);
+        return expired_request(&server, &tenant);
     };
     let Some(user) = pending.user.clone() else {
-        return expired_request(&tenant);
+        return expired_request(&server, &tenant);
     };
     if form.decision != "accept" {
         return redirect_error(
@@ -306,7 +310,7 @@ pub(super) async fn consent(
             scopes: pending.scopes.clone(),
             nonce: pending.nonce.clone(),
             code_challenge: pending.code_challenge.clone(),
-            expires_at: OffsetDateTime::now_utc() + CODE_LIFETIME,
+            expires_at: server.state.now() + CODE_LIFETIME,
             redeemed: false,
         },
     );

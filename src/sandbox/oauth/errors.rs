@@ -26,13 +26,13 @@ struct ErrorPage {
 }
 
 /// An error shown on the provider's own page, never sent to the client.
-pub(super) fn error_page(tenant: &str, code: u32, message: &str) -> Response {
+pub(super) fn error_page(server: &OAuthServer, tenant: &str, code: u32, message: &str) -> Response {
     let page = ErrorPage {
         tenant: tenant.to_owned(),
         message: format!("AADSTS{code}: {message}"),
         request_id: uuid::Uuid::new_v4().to_string(),
         correlation_id: uuid::Uuid::new_v4().to_string(),
-        timestamp: timestamp(OffsetDateTime::now_utc()),
+        timestamp: timestamp(server.state.now()),
     };
     match page.render() {
         Ok(html) => (StatusCode::BAD_REQUEST, Html(html)).into_response(),
@@ -48,7 +48,7 @@ pub(super) fn token_error(
     code: u32,
     message: &str,
 ) -> Response {
-    let now = OffsetDateTime::now_utc();
+    let now = server.state.now();
     let trace = uuid::Uuid::new_v4();
     let correlation = uuid::Uuid::new_v4();
     let ts = timestamp(now);
@@ -93,7 +93,7 @@ pub(super) fn redirect_error(
     code: u32,
     message: &str,
 ) -> Response {
-    let now = OffsetDateTime::now_utc();
+    let now = server.state.now();
     let description = format!(
         "AADSTS{code}: {message} Trace ID: {} Correlation ID: {} Timestamp: {}",
         uuid::Uuid::new_v4(),

@@ -191,7 +191,7 @@ fn redeem_code(server: &OAuthServer, client_id: &str, form: &TokenForm) -> Respo
             "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an existing refresh token.",
         );
     }
-    if issued.expires_at <= OffsetDateTime::now_utc() {
+    if issued.expires_at <= server.state.now() {
         return bad(
             StatusCode::BAD_REQUEST,
             "invalid_grant",
@@ -285,7 +285,7 @@ fn refresh(
             50173,
             &format!(
                 "The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might have changed or reset their password. The grant was issued on '{issued}' and the TokensValidFrom date (before which tokens are not valid) for this user is '{}'.",
-                timestamp(OffsetDateTime::now_utc())
+                timestamp(server.state.now())
             ),
         );
     }
@@ -322,7 +322,7 @@ fn issue_tokens(
     scopes: &[String],
     nonce: Option<&str>,
 ) -> Response {
-    let now = OffsetDateTime::now_utc();
+    let now = server.state.now();
     let (access_token, record) =
         server
             .state

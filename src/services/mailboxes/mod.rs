@@ -17,6 +17,7 @@ pub(crate) use resolve::check_url;
 pub use update::update;
 
 use super::{ServiceError, ServiceResult};
+use crate::access::Access;
 use crate::domain::mailbox::{Mailbox, StatusReason, secret_fields};
 use crate::domain::message::LimitOverrides;
 use crate::domain::presets::SandboxPreset;
@@ -24,7 +25,7 @@ use crate::domain::{Actor, FieldError, MailboxId, NewAuditEvent, OrgId};
 use crate::keys;
 use crate::net::HostPolicy;
 use crate::secrets::KeyRing;
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, StoreError};
 
 /// What the installation allows.
 #[derive(Clone, Copy, Debug)]
@@ -140,14 +141,13 @@ fn audit_detail(mailbox: &Mailbox) -> serde_json::Value {
 
 /// Creates a mailbox, Not Verified until it is authorized or verified.
 pub async fn create(
-    store: &Store,
-    keys: &KeyRing,
+    access: &Access,
     policy: &Policy<'_>,
     org_id: OrgId,
     draft: MailboxDraft,
     actor: &Actor,
 ) -> ServiceResult<Mailbox> {
-    let now = OffsetDateTime::now_utc();
+    let (store, keys, now) = (&access.store, &*access.keys, access.now());
     let resolved = resolve::resolve(org_id, MailboxId::new(), draft, policy, (false, false), now)?;
     let mailbox = resolved.mailbox;
     let mut tx = store.begin().await?;
@@ -185,12 +185,12 @@ pub async fn create(
 
 /// Deletes a mailbox and its sealed secrets.
 pub async fn delete(
-    store: &Store,
+    access: &Access,
     org_id: OrgId,
     id: MailboxId,
     actor: &Actor,
 ) -> ServiceResult<()> {
-    let now = OffsetDateTime::now_utc();
+    let (store, now) = (&access.store, access.now());
     let mut tx = store.begin().await?;
     let mailbox = store::mailboxes::get(&mut tx, org_id, id)
         .await?

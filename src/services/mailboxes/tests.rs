@@ -33,7 +33,7 @@ fn resolve_ok(draft: MailboxDraft, policy: &Policy<'_>) -> Mailbox {
         draft,
         policy,
         (false, false),
-        OffsetDateTime::now_utc(),
+        crate::clock::system_now(),
     )
     .map(|r| r.mailbox)
     .unwrap_or_else(|e| panic!("{e}"))
@@ -46,7 +46,7 @@ fn errors(draft: MailboxDraft, policy: &Policy<'_>) -> Vec<FieldError> {
         draft,
         policy,
         (false, false),
-        OffsetDateTime::now_utc(),
+        crate::clock::system_now(),
     ) {
         Err(ServiceError::Invalid(errors)) => errors,
         Err(e) => panic!("{e}"),

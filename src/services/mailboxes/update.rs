@@ -1,16 +1,13 @@
 //! Changing a mailbox: a patch applied to what is stored and validated again; a changed
 //! identity drops the stored tokens.
 
-use time::OffsetDateTime;
-
 use super::*;
 use crate::domain::mailbox::{
     AuthKind, Mailbox, MailboxStatus, Provider, StatusReason, secret_fields,
 };
 use crate::domain::{Actor, FieldError, MailboxId, NewAuditEvent, OrgId};
-use crate::secrets::KeyRing;
 use crate::services::{ServiceError, ServiceResult};
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, StoreError};
 
 /// Why a stored password or client secret must be typed again.
 const SERVER_CHANGED: &str = "enter it again: the server changed, and Herald sends a stored secret only to the server it was entered for";
@@ -61,15 +58,14 @@ fn draft_of(mailbox: &Mailbox) -> MailboxDraft {
 /// (account, app registration, endpoints, scopes or server) drops the stored tokens and makes
 /// the mailbox Not Verified until it is authorized again.
 pub async fn update(
-    store: &Store,
-    keys: &KeyRing,
+    access: &Access,
     policy: &Policy<'_>,
     org_id: OrgId,
     id: MailboxId,
     patch: MailboxPatch,
     actor: &Actor,
 ) -> ServiceResult<Mailbox> {
-    let now = OffsetDateTime::now_utc();
+    let (store, keys, now) = (&access.store, &*access.keys, access.now());
     let mut tx = store.begin().await?;
     let existing = store::mailboxes::get(&mut tx, org_id, id)
         .await?

@@ -115,7 +115,15 @@ pub async fn dismiss_alert(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
-    if alerts::dismiss(&state.access.store, principal.org_id, &id, &principal.actor).await? {
+    if alerts::dismiss(
+        &state.access.store,
+        principal.org_id,
+        &id,
+        &principal.actor,
+        state.access.now(),
+    )
+    .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("alert"))
@@ -174,6 +182,7 @@ pub async fn set_alert_webhook(
         &super::mailboxes::policy(&state),
         principal.org_id,
         &body.url,
+        state.access.now(),
     )
     .await?;
     // The audit log keeps where, not the query string (which may carry the receiver's token).
@@ -227,7 +236,7 @@ async fn audit(
         &principal.actor,
         action,
         url,
-        OffsetDateTime::now_utc(),
+        state.access.now(),
     )
     .await
     .map_err(ApiError::from)

@@ -109,6 +109,7 @@ pub async fn create_api_key(
         &body.role,
         &body.mailboxes,
         &principal.actor,
+        state.access.now(),
     )
     .await?;
     Ok((
@@ -146,7 +147,13 @@ pub async fn revoke_api_key(
 ) -> Result<Json<ApiKeyOut>, ApiError> {
     principal.require_admin()?;
     let id = parse_key_id(&id)?;
-    let key = services::revoke_api_key(&state.access.store, principal.org_id, id, &principal.actor)
-        .await?;
+    let key = services::revoke_api_key(
+        &state.access.store,
+        principal.org_id,
+        id,
+        &principal.actor,
+        state.access.now(),
+    )
+    .await?;
     Ok(Json(key.into()))
 }

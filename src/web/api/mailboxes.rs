@@ -312,8 +312,7 @@ pub async fn create_mailbox(
         limits: body.limits,
     };
     let mailbox = mailboxes::create(
-        &state.access.store,
-        &state.access.keys,
+        &state.access,
         &policy(&state),
         principal.org_id,
         draft,
@@ -378,8 +377,7 @@ pub async fn update_mailbox(
         limits: body.limits,
     };
     let mailbox = mailboxes::update(
-        &state.access.store,
-        &state.access.keys,
+        &state.access,
         &policy(&state),
         principal.org_id,
         id,
@@ -405,7 +403,7 @@ pub async fn delete_mailbox(
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
     let id = parse_mailbox_id(&id)?;
-    mailboxes::delete(&state.access.store, principal.org_id, id, &principal.actor).await?;
+    mailboxes::delete(&state.access, principal.org_id, id, &principal.actor).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -200,7 +200,7 @@ pub async fn send_message(
             idempotency_key,
             request_digest,
         },
-        OffsetDateTime::now_utc(),
+        state.access.now(),
     )
     .await?;
     if !accepted.replayed && accepted.status == MessageStatus::Queued {
@@ -277,6 +277,7 @@ pub async fn cancel_message(
         &id,
         |m| visible(&principal, m),
         &principal.actor,
+        state.access.now(),
     )
     .await?;
     Ok(Json(message.into()))

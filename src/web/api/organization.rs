@@ -104,7 +104,7 @@ pub async fn update_organization(
         Some(_) => Some(None),
         None => None,
     };
-    let now = OffsetDateTime::now_utc();
+    let now = state.access.now();
     let org = settings::update_sending_settings(
         &state.access.store,
         principal.org_id,
@@ -174,6 +174,7 @@ pub async fn set_default_sender(
         org_id,
         body.allowed,
         &principal.actor,
+        state.access.now(),
     )
     .await?;
     Ok(Json(DefaultSenderAllowanceOut {

@@ -108,6 +108,7 @@ pub async fn create_relay_credential(
             keep_reply_to: body.keep_reply_to,
         },
         &principal.actor,
+        state.access.now(),
     )
     .await?;
     use secrecy::ExposeSecret as _;
@@ -167,6 +168,13 @@ pub async fn delete_relay_credential(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
-    relay::delete(&state.access.store, principal.org_id, &id, &principal.actor).await?;
+    relay::delete(
+        &state.access.store,
+        principal.org_id,
+        &id,
+        &principal.actor,
+        state.access.now(),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

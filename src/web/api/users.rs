@@ -107,6 +107,7 @@ pub async fn create_user(
             role: body.role,
         },
         &principal.actor,
+        state.access.now(),
     )
     .await?;
     Ok((StatusCode::CREATED, Json(user.into())))
@@ -148,6 +149,7 @@ pub async fn update_user(
             password: body.password,
         },
         &principal.actor,
+        state.access.now(),
     )
     .await?;
     Ok(Json(user.into()))
@@ -163,6 +165,13 @@ pub async fn delete_user(
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
     let id = parse_user_id(&id)?;
-    services::delete_user(&state.access.store, principal.org_id, id, &principal.actor).await?;
+    services::delete_user(
+        &state.access.store,
+        principal.org_id,
+        id,
+        &principal.actor,
+        state.access.now(),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

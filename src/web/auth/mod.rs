@@ -13,7 +13,6 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 use axum_extra::extract::CookieJar;
-use time::OffsetDateTime;
 
 pub use csrf::{
     CSRF_HEADER, csrf_token_for, form_cookie, form_cookie_name, form_token_ok, origin_ok,
@@ -146,7 +145,7 @@ impl FromRequestParts<AppState> for Principal {
         let ClientAddr(client) = ClientAddr::from_request_parts(parts, state)
             .await
             .unwrap_or(ClientAddr(IpAddr::from([0, 0, 0, 0])));
-        let now = OffsetDateTime::now_utc();
+        let now = state.access.now();
 
         if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
             let value = value.to_str().unwrap_or_default();

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use axum_extra::extract::CookieJar;
 use axum_extra::extract::cookie::Cookie;
-use time::{Duration, OffsetDateTime};
+use time::Duration;
 
 use super::cookie::base_cookie;
 use super::csrf::csrf_token_for;
@@ -48,7 +48,7 @@ pub async fn start_session(
     client: IpAddr,
 ) -> ServiceResult<String> {
     let token = crypto::random_token();
-    let now = OffsetDateTime::now_utc();
+    let now = state.access.now();
     sign_in::start_session(
         &state.access.store,
         &crypto::token_digest(&token),
@@ -99,7 +99,6 @@ pub async fn session_user(state: &AppState, jar: &CookieJar) -> ServiceResult<Op
         return Ok(None);
     }
     let digest = crypto::token_digest(&token);
-    let user =
-        sign_in::session_user(&state.access.store, &digest, OffsetDateTime::now_utc()).await?;
+    let user = sign_in::session_user(&state.access.store, &digest, state.access.now()).await?;
     Ok(user.map(|user| SessionUser { user, token }))
 }

@@ -88,8 +88,14 @@ pub(super) async fn dismiss_alert(
         label: session.user.email.clone(),
         source: "web".into(),
     };
-    if !crate::services::alerts::dismiss(&state.access.store, session.user.org_id, &id, &actor)
-        .await?
+    if !crate::services::alerts::dismiss(
+        &state.access.store,
+        session.user.org_id,
+        &id,
+        &actor,
+        state.access.now(),
+    )
+    .await?
     {
         return Err(UiError::NotFound);
     }

@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum_extra::extract::CookieJar;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use time::OffsetDateTime;
 
 use super::extract::{SignedForm, VerifiedForm};
 use super::{render, safe_next};
@@ -127,7 +126,7 @@ pub(super) async fn login(
     }
     let password = SecretString::from(form.password);
     let account = form.email.trim().to_lowercase();
-    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let now = state.access.now().unix_timestamp();
     let (attempt, shared) = match count_attempt(&state, &account, client, now).await? {
         Ok(counted) => counted,
         Err(limited) => return Ok(too_many_attempts(retry, client, &limited)),

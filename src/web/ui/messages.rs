@@ -370,6 +370,7 @@ pub(super) async fn cancel_message(
         &id,
         |_| true,
         &actor,
+        state.access.now(),
     )
     .await;
     match cancelled {

@@ -111,7 +111,7 @@ pub(super) async fn outgoing_mail(
     let org = views::organization(&state.access.store, org_id).await?;
     let counts = views::message_counts(&state.access.store, org_id).await?;
     let sending = sending::SendingSettings::of(org.as_ref(), &state.access.config.outbox);
-    let today = time::OffsetDateTime::now_utc().date();
+    let today = state.access.now().date();
     let rows = mailboxes
         .items
         .into_iter()

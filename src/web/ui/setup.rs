@@ -49,7 +49,7 @@ pub(super) async fn setup_page(
     jar: CookieJar,
     Query(q): Query<SetupQuery>,
 ) -> Result<Response, UiError> {
-    if !services::setup_token_is_valid(&state.access.store, &q.token).await? {
+    if !services::setup_token_is_valid(&state.access.store, &q.token, state.access.now()).await? {
         return Ok(setup_gone());
     }
     let (cookie, csrf_token) = auth::form_cookie(&state.access.config);
@@ -133,6 +133,7 @@ pub(super) async fn setup(
         &form.token,
         input,
         &client.to_string(),
+        state.access.now(),
     )
     .await
     {
