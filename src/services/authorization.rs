@@ -11,7 +11,9 @@ use secrecy::{ExposeSecret, SecretString};
 use time::{Duration, OffsetDateTime};
 
 use super::{ServiceError, ServiceResult};
-use crate::access::{self, Access, Secret, SendFailure, set_status, store_tokens};
+use crate::access::{
+    self, Access, Secret, SendFailure, mark_not_verified, set_status, store_tokens,
+};
 use crate::crypto;
 use crate::domain::mailbox::{AuthKind, Mailbox, MailboxStatus, StatusReason, secret_fields};
 use crate::domain::{Actor, MailboxId, OrgId};
@@ -277,26 +279,14 @@ async fn redeem(
         Ok(response) => response,
         Err(RequestTokenError::ServerResponse(error)) => {
             let reason = errors::reason_for(&error, mailbox, &access.config.redirect_uri());
-            set_status(
-                access,
-                mailbox,
-                MailboxStatus::NotVerified,
-                Some(reason.clone()),
-            )
-            .await?;
+            mark_not_verified(access, mailbox, reason.clone()).await?;
             return Ok(Err(reason));
         }
         // An endless answer is no outage: the Token URL is wrong, and saying so is the fix.
         Err(RequestTokenError::Request(HttpError::TooLarge(limit))) => {
             tracing::warn!(mailbox = %mailbox.id, limit, "the token endpoint's answer is too large");
             let reason = errors::too_large(limit);
-            set_status(
-                access,
-                mailbox,
-                MailboxStatus::NotVerified,
-                Some(reason.clone()),
-            )
-            .await?;
+            mark_not_verified(access, mailbox, reason.clone()).await?;
             return Ok(Err(reason));
         }
         Err(other) => {
@@ -313,13 +303,7 @@ async fn redeem(
     let was_verified = mailbox.status == MailboxStatus::Verified;
     let keep_or_set = |reason: StatusReason| async move {
         if !was_verified {
-            set_status(
-                access,
-                mailbox,
-                MailboxStatus::NotVerified,
-                Some(reason.clone()),
-            )
-            .await?;
+            mark_not_verified(access, mailbox, reason.clone()).await?;
         }
         Ok::<_, ServiceError>(Err(reason))
     };
@@ -367,13 +351,7 @@ async fn redeem(
             Ok(Ok(()))
         }
         Err(SendFailure::Refused(reason)) => {
-            set_status(
-                access,
-                &mailbox,
-                MailboxStatus::NotVerified,
-                Some(reason.clone()),
-            )
-            .await?;
+            mark_not_verified(access, &mailbox, reason.clone()).await?;
             Ok(Err(reason))
         }
         Err(SendFailure::Transient(reply) | SendFailure::Rejected(reply)) => {
@@ -385,13 +363,7 @@ async fn redeem(
                 Some("Click Verify in a few minutes.".into()),
             );
             if !was_verified {
-                set_status(
-                    access,
-                    &mailbox,
-                    MailboxStatus::NotVerified,
-                    Some(reason.clone()),
-                )
-                .await?;
+                mark_not_verified(access, &mailbox, reason.clone()).await?;
             }
             Ok(Ok(()))
         }

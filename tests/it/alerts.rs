@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald::clock::{Clock as _, SharedClock};
+use herald::clock::SharedClock;
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;

@@ -9,11 +9,9 @@
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
-use serde::Deserialize;
 
-use super::extract::{SignedForm, VerifiedForm};
-use super::safe_next;
-use crate::domain::{OrgId, UserRole};
+use super::extract::{ButtonForm, SignedForm};
+use crate::domain::OrgId;
 use crate::services::views;
 use crate::web::AppState;
 use crate::web::error::UiError;
@@ -50,44 +48,15 @@ pub(super) async fn banner(state: &AppState, org_id: OrgId) -> Vec<AlertView> {
     }
 }
 
-#[derive(Deserialize)]
-pub(super) struct DismissForm {
-    #[serde(default)]
-    csrf_token: String,
-    /// The page the form was on, where the browser returns.
-    #[serde(default)]
-    back: String,
-}
-
-impl VerifiedForm for DismissForm {
-    fn csrf_token(&self) -> &str {
-        &self.csrf_token
-    }
-
-    fn back(&self) -> (String, &'static str) {
-        (safe_next(&self.back), "Back")
-    }
-}
-
 /// Hides an alert of the signed-in admin's organization from the banner and returns to the page
 /// the form was on. Another organization's alert, or an unknown one, is a 404.
 pub(super) async fn dismiss_alert(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    SignedForm { session, form }: SignedForm<DismissForm>,
+    signed: SignedForm<ButtonForm>,
 ) -> Result<Response, UiError> {
-    if session.user.role != UserRole::Admin {
-        return Err(UiError::AdminsOnly {
-            message: "Only an admin of the organization can dismiss an alert.",
-            back: safe_next(&form.back),
-        });
-    }
-    let actor = crate::domain::Actor {
-        kind: crate::domain::ActorKind::User,
-        id: Some(session.user.id.to_string()),
-        label: session.user.email.clone(),
-        source: "web".into(),
-    };
+    let actor = signed.admin("Only an admin of the organization can dismiss an alert.")?;
+    let (session, form) = (&signed.session, &signed.form);
     if !crate::services::alerts::dismiss(
         &state.access.store,
         session.user.org_id,
@@ -100,5 +69,5 @@ pub(super) async fn dismiss_alert(
         return Err(UiError::NotFound);
     }
     // `Redirect::to` answers 303, so the browser GETs the page again.
-    Ok(Redirect::to(&safe_next(&form.back)).into_response())
+    Ok(Redirect::to(&form.back_to()).into_response())
 }

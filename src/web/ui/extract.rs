@@ -6,10 +6,12 @@ use axum::Form;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum_extra::extract::CookieJar;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::{Frame, frame_of};
+use super::{Frame, frame_of, safe_next};
 use crate::crypto;
+use crate::domain::{Actor, ActorKind, UserRole};
 use crate::web::AppState;
 use crate::web::auth::{self, SessionUser};
 use crate::web::error::UiError;
@@ -79,5 +81,52 @@ where
             });
         }
         Ok(Self { session, form })
+    }
+}
+
+/// A form that is only a button acting on what its URL names: the session's CSRF token, and the
+/// page it was on, where the browser returns.
+#[derive(Deserialize)]
+pub(super) struct ButtonForm {
+    #[serde(default)]
+    csrf_token: String,
+    #[serde(default)]
+    back: String,
+}
+
+impl ButtonForm {
+    /// The page the form was on, if it is Herald's.
+    pub(super) fn back_to(&self) -> String {
+        safe_next(&self.back)
+    }
+}
+
+impl VerifiedForm for ButtonForm {
+    fn csrf_token(&self) -> &str {
+        &self.csrf_token
+    }
+
+    fn back(&self) -> (String, &'static str) {
+        (self.back_to(), "Back")
+    }
+}
+
+impl SignedForm<ButtonForm> {
+    /// The signed-in admin as the actor of what the button does; anyone else is refused with
+    /// `refusal` and a way back.
+    pub(super) fn admin(&self, refusal: &'static str) -> Result<Actor, UiError> {
+        let user = &self.session.user;
+        if user.role != UserRole::Admin {
+            return Err(UiError::AdminsOnly {
+                message: refusal,
+                back: self.form.back_to(),
+            });
+        }
+        Ok(Actor {
+            kind: ActorKind::User,
+            id: Some(user.id.to_string()),
+            label: user.email.clone(),
+            source: "web".into(),
+        })
     }
 }

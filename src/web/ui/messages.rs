@@ -11,10 +11,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::extract::{SignedForm, SignedIn, VerifiedForm};
-use super::{Frame, notice, render, safe_next, when};
+use super::extract::{ButtonForm, SignedForm, SignedIn};
+use super::{Frame, notice, render, when};
 use crate::domain::MailboxId;
-use crate::domain::UserRole;
 use crate::domain::message::{Message, MessageStatus};
 use crate::services::ServiceError;
 use crate::services::views::{self, MessageFilter};
@@ -323,44 +322,15 @@ pub(super) async fn message_detail(
 /// The route of a message's Cancel form.
 pub(super) const CANCEL_PATH: &str = "/settings/system/outgoing-mail/messages/{id}/cancel";
 
-#[derive(Deserialize)]
-pub(super) struct CancelForm {
-    #[serde(default)]
-    csrf_token: String,
-    /// The page the form was on, where the browser returns.
-    #[serde(default)]
-    back: String,
-}
-
-impl VerifiedForm for CancelForm {
-    fn csrf_token(&self) -> &str {
-        &self.csrf_token
-    }
-
-    fn back(&self) -> (String, &'static str) {
-        (safe_next(&self.back), "Back")
-    }
-}
-
 /// Cancels a queued or held message of the signed-in admin's organization, as
 /// `POST /api/v1/messages/{id}/cancel` does, and returns to the page the form was on.
 pub(super) async fn cancel_message(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    SignedForm { session, form }: SignedForm<CancelForm>,
+    signed: SignedForm<ButtonForm>,
 ) -> Result<Response, UiError> {
-    if session.user.role != UserRole::Admin {
-        return Err(UiError::AdminsOnly {
-            message: "Only an admin of the organization can cancel a message.",
-            back: safe_next(&form.back),
-        });
-    }
-    let actor = crate::domain::Actor {
-        kind: crate::domain::ActorKind::User,
-        id: Some(session.user.id.to_string()),
-        label: session.user.email.clone(),
-        source: "web".into(),
-    };
+    let actor = signed.admin("Only an admin of the organization can cancel a message.")?;
+    let (session, form) = (&signed.session, &signed.form);
     if uuid::Uuid::parse_str(&id).is_err() {
         return Err(UiError::NotFound);
     }
@@ -374,13 +344,13 @@ pub(super) async fn cancel_message(
     )
     .await;
     match cancelled {
-        Ok(_) => Ok(Redirect::to(&safe_next(&form.back)).into_response()),
+        Ok(_) => Ok(Redirect::to(&form.back_to()).into_response()),
         Err(ServiceError::NotFound(_)) => Err(UiError::NotFound),
         Err(ServiceError::Conflict(why)) => Ok(notice(
             StatusCode::CONFLICT,
             "This message can no longer be cancelled",
             &format!("{}.", capitalize(&why.message)),
-            &safe_next(&form.back),
+            &form.back_to(),
             "Back",
         )),
         Err(e) => Err(e.into()),
