@@ -621,3 +621,52 @@ pub async fn spawn_instance_with(
     )
     .await
 }
+
+/// How long a test waits for something that should happen soon: generous, so that a loaded CI
+/// machine is no failure, since a wait that succeeds ends as soon as the thing happens.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Awaits `cond` until it holds, looking again every 20 ms; panics with `what` if it still
+/// does not after [`PATIENCE`]. For what the test can only look at (the API, the database);
+/// where the product announces a change, wait on that instead ([`within`]).
+pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {PATIENCE:?} for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Awaits `event`, or panics with `what` after [`PATIENCE`].
+pub async fn within<T>(what: &str, event: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, event)
+        .await
+        .unwrap_or_else(|_| panic!("waited {PATIENCE:?} for {what}"))
+}
+
+/// Waits until the sandbox's state satisfies `cond` (it announces each change of its counters
+/// and received mail), or panics with `what` after [`PATIENCE`].
+pub async fn sandbox_until(
+    sandbox: &herald::sandbox::SandboxState,
+    what: &str,
+    cond: impl Fn(&herald::sandbox::SandboxState) -> bool,
+) {
+    within(what, sandbox.wait_until(cond)).await;
+}
+
+/// Waits until a background job counting its passes in `passes` has completed `n` more than
+/// it had when called. Two passes after something happened mean the job has looked at least
+/// once since: the first may have begun before.
+pub async fn passes(passes: &mut tokio::sync::watch::Receiver<u64>, n: u64, what: &str) {
+    let from = *passes.borrow_and_update();
+    within(what, passes.wait_for(|done| *done >= from + n))
+        .await
+        .expect("the job's counter is kept as long as the outbox");
+}
