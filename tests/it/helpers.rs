@@ -164,6 +164,8 @@ pub struct TestApp {
     /// The SMTP relay's STARTTLS and implicit-TLS addresses, when configured.
     pub relay_addr: Option<std::net::SocketAddr>,
     pub relay_tls_addr: Option<std::net::SocketAddr>,
+    /// How many relay sessions are open, when the relay listens.
+    pub relay_sessions: Option<tokio::sync::watch::Receiver<usize>>,
     pub state: AppState,
     pub db: TestDb,
     /// Holds the data directory until the test ends.
@@ -318,6 +320,7 @@ async fn spawn_on(
     app = app.with_outbox(clock, test_tuning());
     let state = app.state().clone();
     let (relay_addr, relay_tls_addr) = (app.relay_addr(), app.relay_tls_addr());
+    let relay_sessions = app.relay_sessions();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.serve(async {
@@ -328,6 +331,7 @@ async fn spawn_on(
     });
     TestApp {
         relay_addr,
+        relay_sessions,
         relay_tls_addr,
         base: format!("http://{addr}"),
         state,
