@@ -633,17 +633,28 @@ pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
 /// Awaits `cond` until it holds, looking again every 20 ms; panics with `what` if it still
 /// does not after [`PATIENCE`]. For what the test can only look at (the API, the database);
 /// where the product announces a change, wait on that instead ([`within`]).
-pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+pub async fn eventually<F, Fut>(what: &str, cond: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
+    eventually_within(what, PATIENCE, cond).await;
+}
+
+/// Like [`eventually`], with a patience of its own: for what takes long even on a quiet
+/// machine (hundreds of messages to send).
+pub async fn eventually_within<F, Fut>(what: &str, patience: std::time::Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
     while !cond().await {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "waited {PATIENCE:?} for {what}"
+            "waited {patience:?} for {what}"
         );
+        // The one pause of the tests: between looks at what announces no change.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

@@ -643,9 +643,12 @@ async fn sessions_past_the_relay_wide_cap_are_answered_421_and_closed() {
     // begun, but the session holds its place.
     let _second = tokio::net::TcpStream::connect(implicit).await.unwrap();
     let mut open = r.o.app.relay_sessions.clone().expect("the relay listens");
-    within("the implicit-TLS session to take its place", open.wait_for(|n| *n == 2))
-        .await
-        .unwrap();
+    within(
+        "the implicit-TLS session to take its place",
+        open.wait_for(|n| *n == 2),
+    )
+    .await
+    .unwrap();
     let (mut third, refused) = greet(starttls).await;
     assert!(refused.starts_with("421 4.7.0"), "{refused}");
     let mut rest = Vec::new();
