@@ -127,7 +127,8 @@ fn entra_like_secret() -> String {
     format!("{}8Q~{}.{}", &body[..3], &body[3..35], &body[35..])
 }
 
-/// Counters tests read to check how often Herald asked for something.
+/// Counters tests read to check how often Herald asked for something. The sandbox bumps them
+/// through `SandboxState::count`, which announces each change to [`SandboxState::wait_until`].
 #[derive(Debug, Default)]
 pub struct Counters {
     pub token_requests: AtomicU64,
