@@ -4,7 +4,8 @@ use crate::access::Access;
 use crate::outbox::Outbox;
 use crate::services::alerts;
 
-/// Raises the client-secret alerts, e-mails alerts and delivers them to webhooks.
+/// Raises the client-secret alerts, e-mails alerts and delivers them to webhooks; each pass
+/// done is counted in [`Outbox::alert_passes`].
 pub(super) async fn alerts(access: Access, outbox: Outbox) {
     let mut stopping = outbox.stopping();
     let tuning = outbox.tuning().clone();
@@ -37,6 +38,7 @@ pub(super) async fn alerts(access: Access, outbox: Outbox) {
         {
             tracing::warn!(error = %e, "could not deliver alerts");
         }
+        outbox.alert_pass_done();
         tokio::select! {
             _ = tokio::time::sleep(tuning.alert_poll) => {}
             _ = stopping.changed() => {}

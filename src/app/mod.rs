@@ -205,6 +205,12 @@ impl App {
         self.relay.as_ref().and_then(|r| r.local_addr())
     }
 
+    /// How many SMTP relay sessions are open now, when the relay listens; changes as they
+    /// start and end.
+    pub fn relay_sessions(&self) -> Option<tokio::sync::watch::Receiver<usize>> {
+        self.relay.as_ref().and_then(|r| r.sessions_open())
+    }
+
     /// The SMTP relay's implicit-TLS address, when it listens.
     pub fn relay_tls_addr(&self) -> Option<SocketAddr> {
         self.relay.as_ref().and_then(|r| r.tls_local_addr())

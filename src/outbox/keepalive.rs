@@ -16,11 +16,13 @@ const BATCH: i64 = 50;
 /// A keep-alive that failed for a passing reason is tried again after this long.
 const RETRY: time::Duration = time::Duration::hours(1);
 
-/// Looks for mailboxes due every `every`, until told to stop.
+/// Looks for mailboxes due every `every`, until told to stop; counts each completed pass in
+/// `passes`.
 pub(super) async fn run(
     access: Access,
     every: std::time::Duration,
     stopping: watch::Receiver<bool>,
+    passes: watch::Sender<u64>,
 ) {
     let mut stopping = stopping;
     loop {
@@ -30,6 +32,7 @@ pub(super) async fn run(
         if let Err(e) = pass(&access, &stopping).await {
             tracing::warn!(error = %e, "the keep-alive could not look for mailboxes");
         }
+        passes.send_modify(|n| *n += 1);
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = stopping.changed() => {}

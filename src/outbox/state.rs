@@ -33,6 +33,10 @@ pub(super) struct Inner {
     pub(super) lanes: Mutex<HashMap<MailboxId, u32>>,
     pub(super) tasks: tokio::sync::Mutex<JoinSet<()>>,
     pub(super) stopping: watch::Sender<bool>,
+    /// Counts the keep-alive's completed passes (see [`super::Outbox::keepalive_passes`]).
+    pub(super) keepalive_passes: watch::Sender<u64>,
+    /// Counts the alerts job's completed passes (see [`super::Outbox::alert_passes`]).
+    pub(super) alert_passes: watch::Sender<u64>,
 }
 
 pub(super) fn lease_ms(tuning: &Tuning) -> i64 {

@@ -29,6 +29,8 @@ impl Outbox {
                 lanes: Mutex::default(),
                 tasks: tokio::sync::Mutex::new(JoinSet::new()),
                 stopping: watch::channel(false).0,
+                keepalive_passes: watch::channel(0).0,
+                alert_passes: watch::channel(0).0,
             }),
         }
     }
@@ -53,8 +55,28 @@ impl Outbox {
             self.inner.access.clone(),
             self.inner.tuning.keepalive_check,
             self.stopping(),
+            self.inner.keepalive_passes.clone(),
         ))
         .await;
+    }
+
+    /// How many passes the keep-alive started by [`Outbox::start_upkeep`] has completed, failed
+    /// ones included; it changes after each. Waiting for two more passes than now is waiting
+    /// until the keep-alive has looked at least once after what happened before (a changed
+    /// clock, a new mailbox).
+    pub fn keepalive_passes(&self) -> watch::Receiver<u64> {
+        self.inner.keepalive_passes.subscribe()
+    }
+
+    /// How many passes the alerts job has completed, failed ones included; it changes after
+    /// each, as [`Outbox::keepalive_passes`] does for the keep-alive.
+    pub fn alert_passes(&self) -> watch::Receiver<u64> {
+        self.inner.alert_passes.subscribe()
+    }
+
+    /// Said by the alerts job (which runs beside the workers) after each pass.
+    pub(crate) fn alert_pass_done(&self) {
+        self.inner.alert_passes.send_modify(|n| *n += 1);
     }
 
     /// Runs a task beside the workers that stops with them (see [`Outbox::shutdown`]).

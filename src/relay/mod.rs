@@ -457,6 +457,15 @@ impl Relay {
         self.implicit.as_ref().and_then(|s| s.local_addr().ok())
     }
 
+    /// How many relay sessions are open now, on both listeners (see
+    /// [`SmtpServer::sessions_open`]).
+    pub fn sessions_open(&self) -> Option<tokio::sync::watch::Receiver<usize>> {
+        self.starttls
+            .as_ref()
+            .or(self.implicit.as_ref())
+            .map(|s| s.sessions_open())
+    }
+
     /// Serves until `shutdown` resolves.
     pub async fn run(self, shutdown: tokio::sync::watch::Receiver<bool>) {
         let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

@@ -9,13 +9,14 @@
 //! State lives in memory: the sandbox is for demos and tests, and starts empty.
 //! [`oauth`] is its Entra ID-shaped authorization server.
 
+mod events;
 pub mod oauth;
 mod settings;
 pub mod smtp;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 
 use secrecy::{ExposeSecret, SecretString};
 use time::{Duration, OffsetDateTime};
@@ -126,7 +127,8 @@ fn entra_like_secret() -> String {
     format!("{}8Q~{}.{}", &body[..3], &body[3..35], &body[35..])
 }
 
-/// Counters tests read to check how often Herald asked for something.
+/// Counters tests read to check how often Herald asked for something. The sandbox bumps them
+/// through `SandboxState::count`, which announces each change to [`SandboxState::wait_until`].
 #[derive(Debug, Default)]
 pub struct Counters {
     pub token_requests: AtomicU64,
@@ -227,6 +229,7 @@ pub struct SandboxState {
     pub counters: Counters,
     signing_key: std::sync::OnceLock<oauth::SigningKey>,
     clock: SandboxClock,
+    changes: events::Changes,
 }
 
 /// The sandbox's clock: the system clock unless a test gives it another.
@@ -460,15 +463,6 @@ impl SandboxState {
         true
     }
 
-    fn store_message(&self, message: ReceivedMessage) {
-        self.inner().messages.push(message);
-    }
-
-    /// Every message received so far, oldest first.
-    pub fn messages(&self) -> Vec<ReceivedMessage> {
-        self.inner().messages.clone()
-    }
-
     /// Uses up one configured token-endpoint outage, if any is left.
     pub(crate) fn take_outage(&self) -> bool {
         let mut switches = self.switches.lock().unwrap_or_else(|e| e.into_inner());
@@ -487,18 +481,6 @@ impl SandboxState {
             return true;
         }
         false
-    }
-
-    pub fn count_token_request(&self) {
-        self.counters.token_requests.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn token_requests(&self) -> u64 {
-        self.counters.token_requests.load(Ordering::Relaxed)
-    }
-
-    pub fn smtp_auth_attempts(&self) -> u64 {
-        self.counters.smtp_auth_attempts.load(Ordering::Relaxed)
     }
 }
 

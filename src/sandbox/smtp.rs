@@ -4,7 +4,6 @@
 //! replies for the failures the switches turn on.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use secrecy::ExposeSecret;
 
@@ -117,10 +116,7 @@ impl SandboxSmtp {
         _session: &SessionInfo,
         credentials: Credentials,
     ) -> Result<AuthIdentity, Reply> {
-        self.state
-            .counters
-            .smtp_auth_attempts
-            .fetch_add(1, Ordering::Relaxed);
+        self.state.count(&self.state.counters.smtp_auth_attempts);
         let switches = self.state.switches();
         let mechanism = credentials.mechanism();
         let mut delegate = None;
@@ -163,10 +159,7 @@ impl SandboxSmtp {
             }
         };
         if !self.state.enter_mailbox(&user) {
-            self.state
-                .counters
-                .connections_refused
-                .fetch_add(1, Ordering::Relaxed);
+            self.state.count(&self.state.counters.connections_refused);
             return Err(replies::too_many_connections());
         }
         Ok(AuthIdentity {

@@ -303,9 +303,14 @@ pub fn client_prefix(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Counts live sessions, in all and per client address.
-#[derive(Default)]
-struct SessionCounter(Mutex<Sessions>);
+/// Counts live sessions, in all and per client address, and announces the total.
+struct SessionCounter(Mutex<Sessions>, tokio::sync::watch::Sender<usize>);
+
+impl Default for SessionCounter {
+    fn default() -> Self {
+        Self(Mutex::default(), tokio::sync::watch::channel(0).0)
+    }
+}
 
 #[derive(Default)]
 struct Sessions {
@@ -338,6 +343,7 @@ impl SessionCounter {
         }
         *count += 1;
         sessions.total += 1;
+        self.1.send_replace(sessions.total);
         Ok(SessionGuard {
             counter: self.clone(),
             ip,
@@ -354,6 +360,7 @@ impl Drop for SessionGuard {
     fn drop(&mut self) {
         let mut sessions = self.counter.0.lock().unwrap_or_else(|e| e.into_inner());
         sessions.total -= 1;
+        self.counter.1.send_replace(sessions.total);
         if let Some(count) = sessions.by_address.get_mut(&self.ip) {
             *count -= 1;
             if *count == 0 {
@@ -418,6 +425,13 @@ impl<H: SmtpHandler> SmtpServer<H> {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// How many sessions are open now, on this server and on any other sharing its
+    /// [`SmtpConfig`]'s count; changes as a session takes its place (when accepted, before
+    /// any TLS handshake) and when it ends.
+    pub fn sessions_open(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.config.sessions.1.subscribe()
     }
 
     /// Accepts sessions until `shutdown` completes.

@@ -107,8 +107,20 @@ pub struct Store {
     backend: Backend,
 }
 
-#[derive(Default)]
-struct PendingInserts(std::sync::Mutex<Vec<messages::PendingInsert>>);
+/// The messages waiting for the next grouped commit, and how many they are.
+struct PendingInserts(
+    std::sync::Mutex<Vec<messages::PendingInsert>>,
+    tokio::sync::watch::Sender<usize>,
+);
+
+impl Default for PendingInserts {
+    fn default() -> Self {
+        Self(
+            std::sync::Mutex::default(),
+            tokio::sync::watch::channel(0).0,
+        )
+    }
+}
 
 impl std::fmt::Debug for PendingInserts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -292,6 +304,26 @@ impl Store {
             .0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a message to those waiting for the next grouped commit.
+    fn queue_insert(&self, pending: messages::PendingInsert) {
+        let mut queue = self.pending_inserts();
+        queue.push(pending);
+        self.pending_inserts.1.send_replace(queue.len());
+    }
+
+    /// Takes the messages waiting for a grouped commit, to commit them.
+    fn take_inserts(&self) -> Vec<messages::PendingInsert> {
+        let mut queue = self.pending_inserts();
+        self.pending_inserts.1.send_replace(0);
+        std::mem::take(&mut *queue)
+    }
+
+    /// How many accepted messages wait for the next grouped commit (SQLite; none on
+    /// PostgreSQL, which commits each at once); changes as they come and go.
+    pub fn inserts_waiting(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.pending_inserts.1.subscribe()
     }
 
     /// Held while this process refreshes a mailbox's token, so that instances sharing a

@@ -4,7 +4,6 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use herald::clock::SharedClock;
 
@@ -13,7 +12,7 @@ use axum::http::HeaderMap;
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
-use crate::helpers::spawn_app_with_sandbox_on;
+use crate::helpers::{passes, sandbox_until, spawn_app_with_sandbox_on, within};
 use crate::outbox::{Outbox, SUPPORT, simple};
 
 /// The reference verifier: `Herald-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
@@ -78,6 +77,8 @@ impl Verifier {
 struct Receiver {
     got: Arc<Mutex<Vec<(String, Bytes)>>>,
     received_at: Arc<Mutex<Vec<i64>>>,
+    /// How many requests came: changes with each.
+    arrived: Arc<tokio::sync::watch::Sender<usize>>,
     clock: SharedClock,
 }
 
@@ -90,6 +91,7 @@ impl Receiver {
         let receiver = Self {
             got: Arc::default(),
             received_at: Arc::default(),
+            arrived: Arc::new(tokio::sync::watch::channel(0).0),
             clock,
         };
         let kept = receiver.clone();
@@ -108,6 +110,7 @@ impl Receiver {
                         .unwrap()
                         .push(kept.clock.now().unix_timestamp());
                     kept.got.lock().unwrap().push((signature, body));
+                    kept.arrived.send_modify(|n| *n += 1);
                     "ok"
                 }
             }),
@@ -130,15 +133,25 @@ impl Receiver {
         self.got.lock().unwrap().clone()
     }
 
-    /// Waits until `n` requests came, and a little more to see that no more come.
-    async fn wait_for(&self, n: usize) -> Vec<(String, Bytes)> {
-        for _ in 0..100 {
-            if self.requests().len() >= n {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        tokio::time::sleep(Duration::from_millis(400)).await;
+    /// Waits until `n` requests came, and then until `o`'s background jobs have looked again,
+    /// to see that no more come: the keep-alive (which raises alerts) twice, then the alerts
+    /// job four times, which in the tests' tuning also spans a client-secret scan (every
+    /// 200 ms; the job rests 100 ms between passes), and delivers what those raised.
+    async fn wait_for(&self, o: &Outbox, n: usize) -> Vec<(String, Bytes)> {
+        let mut arrived = self.arrived.subscribe();
+        within(
+            &format!("{n} webhook requests"),
+            arrived.wait_for(|came| *came >= n),
+        )
+        .await
+        .expect("the receiver keeps its counter");
+        passes(
+            &mut o.app.state.outbox.keepalive_passes(),
+            2,
+            "the keep-alive",
+        )
+        .await;
+        passes(&mut o.app.state.outbox.alert_passes(), 4, "the alerts job").await;
         self.requests()
     }
 }
@@ -210,7 +223,7 @@ async fn a_mailbox_turning_not_verified_alerts_once_signed_and_the_banner_goes_w
     // Twice, for the same reason: one alert.
     assert_eq!(verify(&o, &mailbox).await["status"], "not_verified");
     assert_eq!(verify(&o, &mailbox).await["status"], "not_verified");
-    let got = receiver.wait_for(1).await;
+    let got = receiver.wait_for(&o, 1).await;
     assert_eq!(got.len(), 1, "one alert, not one per failure");
     let (signature, body) = &got[0];
     let mut verifier = Verifier::new(&secret);
@@ -245,14 +258,13 @@ async fn a_mailbox_turning_not_verified_alerts_once_signed_and_the_banner_goes_w
     assert_eq!(open.len(), 1);
     assert_eq!(open[0]["webhook"], "delivered");
     // The admins (not the members) get one email, through the mailbox that still works.
-    let mut emailed = Vec::new();
-    for _ in 0..100 {
-        emailed = o.received_by("sales@contoso.com");
-        if !emailed.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sandbox_until(&o.sandbox.state, "the alert's email", |s| {
+        s.messages()
+            .iter()
+            .any(|m| m.user.eq_ignore_ascii_case("sales@contoso.com"))
+    })
+    .await;
+    let emailed = o.received_by("sales@contoso.com");
     assert_eq!(emailed.len(), 1, "one email");
     assert_eq!(emailed[0].rcpt_to, ["admin@contoso.com"]);
     let raw = String::from_utf8_lossy(&emailed[0].raw).into_owned();
@@ -271,7 +283,7 @@ async fn a_mailbox_turning_not_verified_alerts_once_signed_and_the_banner_goes_w
     // A new failure later is a new alert.
     o.switch(|s| s.refresh_token_expired = true);
     verify(&o, &mailbox).await;
-    assert_eq!(receiver.wait_for(2).await.len(), 2);
+    assert_eq!(receiver.wait_for(&o, 2).await.len(), 2);
     o.stop().await;
 }
 
@@ -308,13 +320,13 @@ async fn failed_messages_expiring_secrets_and_keepalive_failures_each_alert_once
         )
         .await;
     assert_eq!(patched.status(), 200, "{}", patched.text().await.unwrap());
-    assert_eq!(receiver.wait_for(2).await.len(), 2);
+    assert_eq!(receiver.wait_for(&o, 2).await.len(), 2);
     // A week later: the secret has expired (the next step, a new alert), and the keep-alive
     // meets a token endpoint that is down.
     o.switch(|s| s.token_outages = 3);
     clock.advance(time::Duration::days(8));
 
-    let got = receiver.wait_for(4).await;
+    let got = receiver.wait_for(&o, 4).await;
     let kinds: Vec<String> = got
         .iter()
         .map(|(_, body)| {

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
-use crate::helpers::{TestDb, http_builder};
+use crate::helpers::{TestDb, eventually, eventually_within, http_builder, sandbox_until};
 
 const MAILBOX: &str = "reports@contoso.com";
 const PASSWORD: &str = "reports' sandbox password";
@@ -37,15 +37,17 @@ pub(crate) fn serve(env: &BTreeMap<String, String>) -> Child {
 
 pub(crate) async fn ready(base: &str) {
     let client = http_builder().build().unwrap();
-    for _ in 0..200 {
-        if let Ok(r) = client.get(format!("{base}/readyz")).send().await
-            && r.status() == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("herald serve did not become ready at {base}");
+    eventually(
+        &format!("herald serve to become ready at {base}"),
+        || async {
+            client
+                .get(format!("{base}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
 }
 
 async fn count(store: &Store, status: &str) -> i64 {
@@ -231,13 +233,10 @@ impl Rig {
     /// Waits until nothing is left to send, then checks that at least the `accepted` messages
     /// were sent (a message can be committed before its 202 is cut off) and none failed.
     async fn wait_all_sent(&self, accepted: usize) {
-        for _ in 0..600 {
-            let pending = count(&self.store, "queued").await + count(&self.store, "sending").await;
-            if pending == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        eventually_within("nothing left to send", Duration::from_secs(60), || async {
+            count(&self.store, "queued").await + count(&self.store, "sending").await == 0
+        })
+        .await;
         assert_eq!(count(&self.store, "queued").await, 0, "nothing left queued");
         assert_eq!(
             count(&self.store, "sending").await,
@@ -288,12 +287,10 @@ async fn sigkill_under_load_loses_nothing_and_duplicates_at_most_what_was_being_
     let mut rig = Rig::start().await;
     let senders = load(&rig, 400);
     // Kill once delivery is well under way.
-    for _ in 0..400 {
-        if rig.sandbox.state.messages().len() >= 40 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    sandbox_until(&rig.sandbox.state, "40 messages delivered", |s| {
+        s.messages().len() >= 40
+    })
+    .await;
     rig.herald.start_kill().unwrap();
     rig.herald.wait().await.unwrap();
     let accepted = senders.await.unwrap();
@@ -331,12 +328,10 @@ async fn sigterm_finishes_what_is_being_sent_and_leaves_the_rest_queued() {
     let mut rig = Rig::start().await;
     let accepted = load(&rig, 150).await.unwrap();
     assert_eq!(accepted.len(), 150);
-    for _ in 0..400 {
-        if rig.sandbox.state.messages().len() >= 10 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    sandbox_until(&rig.sandbox.state, "10 messages delivered", |s| {
+        s.messages().len() >= 10
+    })
+    .await;
     let pid = rig.herald.id().expect("running") as i32;
     // SIGTERM, as a service manager stops it.
     let killed = std::process::Command::new("kill")

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{PASSWORD, hidden_field, spawn_app_with};
+use crate::helpers::{PASSWORD, eventually, hidden_field, spawn_app_with};
 
 fn addr(base: &str) -> String {
     base.trim_start_matches("http://").to_owned()
@@ -131,9 +131,10 @@ async fn sign_in_answers_503_with_retry_after_while_password_hashing_is_full() {
             tokio::spawn(async move { pool.run(herald::crypto::Wait::Briefly, || ()).await })
         })
         .collect();
-    while pool.waiting() < pool.queue_limit() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    eventually("the pool's queue to fill", || async {
+        pool.waiting() >= pool.queue_limit()
+    })
+    .await;
 
     // More tries than an account may fail (5): being told to wait is no failed guess. Each
     // answer carries the next form's token.

@@ -164,6 +164,8 @@ pub struct TestApp {
     /// The SMTP relay's STARTTLS and implicit-TLS addresses, when configured.
     pub relay_addr: Option<std::net::SocketAddr>,
     pub relay_tls_addr: Option<std::net::SocketAddr>,
+    /// How many relay sessions are open, when the relay listens.
+    pub relay_sessions: Option<tokio::sync::watch::Receiver<usize>>,
     pub state: AppState,
     pub db: TestDb,
     /// Holds the data directory until the test ends.
@@ -318,6 +320,7 @@ async fn spawn_on(
     app = app.with_outbox(clock, test_tuning());
     let state = app.state().clone();
     let (relay_addr, relay_tls_addr) = (app.relay_addr(), app.relay_tls_addr());
+    let relay_sessions = app.relay_sessions();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         app.serve(async {
@@ -328,6 +331,7 @@ async fn spawn_on(
     });
     TestApp {
         relay_addr,
+        relay_sessions,
         relay_tls_addr,
         base: format!("http://{addr}"),
         state,
@@ -620,4 +624,64 @@ pub async fn spawn_instance_with(
         std::sync::Arc::new(herald::clock::SystemClock),
     )
     .await
+}
+
+/// How long a test waits for something that should happen soon: generous, so that a loaded CI
+/// machine is no failure, since a wait that succeeds ends as soon as the thing happens.
+pub const PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Awaits `cond` until it holds, looking again every 20 ms; panics with `what` if it still
+/// does not after [`PATIENCE`]. For what the test can only look at (the API, the database);
+/// where the product announces a change, wait on that instead ([`within`]).
+pub async fn eventually<F, Fut>(what: &str, cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    eventually_within(what, PATIENCE, cond).await;
+}
+
+/// Like [`eventually`], with a patience of its own: for what takes long even on a quiet
+/// machine (hundreds of messages to send).
+pub async fn eventually_within<F, Fut>(what: &str, patience: std::time::Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + patience;
+    while !cond().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waited {patience:?} for {what}"
+        );
+        // The one pause of the tests: between looks at what announces no change.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Awaits `event`, or panics with `what` after [`PATIENCE`].
+pub async fn within<T>(what: &str, event: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(PATIENCE, event)
+        .await
+        .unwrap_or_else(|_| panic!("waited {PATIENCE:?} for {what}"))
+}
+
+/// Waits until the sandbox's state satisfies `cond` (it announces each change of its counters
+/// and received mail), or panics with `what` after [`PATIENCE`].
+pub async fn sandbox_until(
+    sandbox: &herald::sandbox::SandboxState,
+    what: &str,
+    cond: impl Fn(&herald::sandbox::SandboxState) -> bool,
+) {
+    within(what, sandbox.wait_until(cond)).await;
+}
+
+/// Waits until a background job counting its passes in `passes` has completed `n` more than
+/// it had when called. Two passes after something happened mean the job has looked at least
+/// once since: the first may have begun before.
+pub async fn passes(passes: &mut tokio::sync::watch::Receiver<u64>, n: u64, what: &str) {
+    let from = *passes.borrow_and_update();
+    within(what, passes.wait_for(|done| *done >= from + n))
+        .await
+        .expect("the job's counter is kept as long as the outbox");
 }

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::crash::{ready, serve};
-use crate::helpers::{TestDb, http_builder};
+use crate::helpers::{TestDb, eventually, http_builder};
 use crate::outbox::{Outbox, SUPPORT};
 
 /// What each flooding endpoint offers to send.
@@ -344,20 +344,20 @@ async fn a_webhook_answering_400_mb_is_a_failed_delivery_that_says_so() {
         None,
     )
     .await;
-    let mut alert = Value::Null;
-    for _ in 0..200 {
+    let alert = || async {
         let list: Value = o
             .call(reqwest::Method::GET, "/api/v1/alerts", &o.admin, None)
             .await
             .json()
             .await
             .unwrap();
-        alert = list["alerts"][0].clone();
-        if !alert["webhook_error"].is_null() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        list["alerts"][0].clone()
+    };
+    eventually("the webhook's delivery to fail", || async {
+        !alert().await["webhook_error"].is_null()
+    })
+    .await;
+    let alert = alert().await;
     assert_ne!(alert["webhook"], "delivered", "{alert}");
     assert_eq!(
         alert["webhook_error"], "the webhook answered more than 256 KiB",

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::helpers::{POSTGRES_ENV, spawn_app_with_sandbox_on, spawn_instance_of};
+use crate::helpers::{
+    POSTGRES_ENV, eventually_within, spawn_app_with_sandbox_on, spawn_instance_of,
+};
 use crate::outbox::{Outbox, SUPPORT, simple};
 
 fn postgres() -> bool {
@@ -305,18 +307,19 @@ async fn two_herald_processes_share_the_queue_and_one_token_refresh() {
             .unwrap();
         assert_eq!(response.status(), 202);
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let sent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
-            .fetch_one(store.pool())
-            .await
-            .unwrap();
-        if sent == 40 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{sent} of 40 sent");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    eventually_within(
+        "40 messages sent",
+        std::time::Duration::from_secs(60),
+        || async {
+            let sent: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE status = 'sent'")
+                    .fetch_one(store.pool())
+                    .await
+                    .unwrap();
+            sent == 40
+        },
+    )
+    .await;
     let mut copies = BTreeMap::<String, usize>::new();
     for m in sandbox.state.messages() {
         let raw = String::from_utf8_lossy(&m.raw).into_owned();

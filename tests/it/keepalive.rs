@@ -2,11 +2,10 @@
 //! before its refresh token can expire unused.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::spawn_app_with_sandbox_on;
+use crate::helpers::{eventually, passes, sandbox_until, spawn_app_with_sandbox_on};
 use crate::outbox::{Outbox, SUPPORT};
 
 async fn mailbox(o: &Outbox, id: &str) -> Value {
@@ -24,16 +23,16 @@ async fn mailbox(o: &Outbox, id: &str) -> Value {
 
 /// Waits until the sandbox has seen `n` token requests more than `before`.
 async fn token_requests_reach(o: &Outbox, before: u64, n: u64) {
-    for _ in 0..100 {
-        if o.sandbox.state.token_requests() >= before + n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "{} token requests, not {n}",
-        o.sandbox.state.token_requests() - before
-    );
+    sandbox_until(&o.sandbox.state, &format!("{n} token requests"), |s| {
+        s.token_requests() >= before + n
+    })
+    .await;
+}
+
+/// Waits until the keep-alive has looked for mailboxes due at least once since now.
+async fn keepalive_looked(o: &Outbox) {
+    let mut looked = o.app.state.outbox.keepalive_passes();
+    passes(&mut looked, 2, "two keep-alive passes").await;
 }
 
 #[tokio::test]
@@ -48,24 +47,19 @@ async fn an_idle_mailbox_is_refreshed_and_verified_once_a_week() {
     let auth_before = o.sandbox.state.smtp_auth_attempts();
     // Six idle days: nothing yet.
     clock.advance(time::Duration::days(6));
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    keepalive_looked(&o).await;
     assert_eq!(o.sandbox.state.token_requests(), before);
     // A week: one refresh, and a verification over SMTP with the new token.
     clock.advance(time::Duration::days(1) + time::Duration::minutes(1));
     token_requests_reach(&o, before, 1).await;
-    for _ in 0..100 {
-        if o.sandbox.state.smtp_auth_attempts() > auth_before {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(
-        o.sandbox.state.smtp_auth_attempts() > auth_before,
-        "verified again"
-    );
+    sandbox_until(&o.sandbox.state, "verified again", |s| {
+        s.smtp_auth_attempts() > auth_before
+    })
+    .await;
     assert_eq!(mailbox(&o, &id).await["status"], "verified");
     // Only once per interval, however often the keep-alive looks.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    keepalive_looked(&o).await;
+    keepalive_looked(&o).await;
     assert_eq!(o.sandbox.state.token_requests(), before + 1);
     o.stop().await;
 }
@@ -82,15 +76,11 @@ async fn a_refresh_token_that_died_makes_the_mailbox_not_verified_with_the_reaso
     let before = o.sandbox.state.token_requests();
     clock.advance(time::Duration::days(8));
     token_requests_reach(&o, before, 1).await;
-    let mut shown = Value::Null;
-    for _ in 0..100 {
-        shown = mailbox(&o, &id).await;
-        if shown["status"] == "not_verified" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(shown["status"], "not_verified", "{shown}");
+    eventually("the mailbox to be not verified", || async {
+        mailbox(&o, &id).await["status"] == "not_verified"
+    })
+    .await;
+    let shown = mailbox(&o, &id).await;
     let reason = shown["status_reason"].to_string();
     assert!(reason.contains("refresh_token_expired"), "{reason}");
     o.stop().await;

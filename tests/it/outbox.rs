@@ -3,7 +3,6 @@
 //! organization's policy while it has no Verified mailbox, and Exchange's limits.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use herald::domain::message::MessageSource;
 use herald::sandbox::{RunningSandbox, Switches};
@@ -12,7 +11,8 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    TestApp, problem, sandbox_consent, spawn_app_with_sandbox, spawn_app_with_sandbox_on,
+    TestApp, problem, sandbox_consent, sandbox_until, spawn_app_with_sandbox,
+    spawn_app_with_sandbox_on,
 };
 
 pub(crate) const SUPPORT: &str = "support@contoso.com";
@@ -227,17 +227,11 @@ impl Outbox {
 
     /// Waits until the message's status is `status` (at most 20 s).
     pub(crate) async fn wait_for(&self, key: &str, id: &str, status: &str) -> Value {
-        for _ in 0..200 {
-            let message = self.message(key, id).await;
-            if message["status"] == status {
-                return message;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "message {id} never became {status}: {}",
-            self.message(key, id).await
-        );
+        crate::helpers::eventually(&format!("message {id} to become {status}"), || async {
+            self.message(key, id).await["status"] == status
+        })
+        .await;
+        self.message(key, id).await
     }
 
     pub(crate) fn received_by(&self, user: &str) -> Vec<herald::sandbox::ReceivedMessage> {
@@ -458,7 +452,15 @@ async fn an_idempotency_key_returns_the_first_answer_refuses_another_body_and_de
     assert_eq!(ids.len(), 1, "one message for one key: {ids:?}");
     let id = ids.into_iter().next().unwrap();
     o.wait_for(&o.admin, &id, "sent").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every request has been answered, so every message they stored is in the database now:
+    // one, sent once (a message is sent again only if it is claimed again, and a sent one is
+    // never claimed).
+    let stored: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE subject = 'Order 2002'")
+            .fetch_one(o.app.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(stored, 1, "one message stored for one key");
     let to_carol = o
         .received_by(SUPPORT)
         .iter()
@@ -875,12 +877,14 @@ async fn a_432_backs_off_only_its_own_mailbox() {
         );
     }
     // Let Support run into the limit first.
-    for _ in 0..100 {
-        if o.received_by(SUPPORT).len() == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sandbox_until(&o.sandbox.state, "Support's first three messages", |s| {
+        s.messages()
+            .iter()
+            .filter(|m| m.user.eq_ignore_ascii_case(SUPPORT))
+            .count()
+            >= 3
+    })
+    .await;
     let mut sales_ids = Vec::new();
     for i in 0..3 {
         sales_ids.push(
@@ -1186,7 +1190,16 @@ async fn messages_that_share_a_commit_are_each_answered_and_one_bad_one_fails_al
             tokio::spawn(async move { messages::insert_durably(&store, message).await })
         })
         .collect();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    if store.backend() == herald::store::Backend::Sqlite {
+        // All twenty are waiting for the turn, to share the next commit.
+        let mut waiting = store.inserts_waiting();
+        crate::helpers::within(
+            "twenty inserts waiting for the commit",
+            waiting.wait_for(|n| *n == 20),
+        )
+        .await
+        .unwrap();
+    }
     drop(turn);
     let mut refused = 0;
     for (i, insert) in inserts.into_iter().enumerate() {

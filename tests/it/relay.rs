@@ -12,7 +12,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-use crate::helpers::spawn_sandboxed;
+use crate::helpers::{spawn_sandboxed, within};
 use crate::outbox::{Outbox, SUPPORT};
 
 pub(crate) struct Relay {
@@ -642,7 +642,13 @@ async fn sessions_past_the_relay_wide_cap_are_answered_421_and_closed() {
     // The implicit-TLS listener's sessions count against the same cap: its handshake has not
     // begun, but the session holds its place.
     let _second = tokio::net::TcpStream::connect(implicit).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut open = r.o.app.relay_sessions.clone().expect("the relay listens");
+    within(
+        "the implicit-TLS session to take its place",
+        open.wait_for(|n| *n == 2),
+    )
+    .await
+    .unwrap();
     let (mut third, refused) = greet(starttls).await;
     assert!(refused.starts_with("421 4.7.0"), "{refused}");
     let mut rest = Vec::new();
@@ -650,14 +656,10 @@ async fn sessions_past_the_relay_wide_cap_are_answered_421_and_closed() {
     assert!(rest.is_empty(), "the refused session was closed");
     // A place freed is a place taken.
     drop(first);
-    let mut greeting = String::new();
-    for _ in 0..50 {
-        greeting = greet(starttls).await.1;
-        if greeting.starts_with("220") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    within("the first session to end", open.wait_for(|n| *n == 1))
+        .await
+        .unwrap();
+    let greeting = greet(starttls).await.1;
     assert!(greeting.starts_with("220"), "{greeting}");
     r.o.stop().await;
 }

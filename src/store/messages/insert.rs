@@ -50,9 +50,9 @@ pub async fn insert_durably(store: &Store, m: NewMessage) -> StoreResult<()> {
     let store = store.clone();
     tokio::spawn(async move {
         let (done, answer) = tokio::sync::oneshot::channel();
-        store.pending_inserts().push((m, done));
+        store.queue_insert((m, done));
         let turn = store.write_permit().await;
-        let batch = std::mem::take(&mut *store.pending_inserts());
+        let batch = store.take_inserts();
         if !batch.is_empty() {
             let _turn = turn;
             commit_batch(&store, batch).await;
