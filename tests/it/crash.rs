@@ -134,24 +134,7 @@ impl Rig {
         let herald = serve(&env);
         ready(&herald_url).await;
 
-        let store = Store::connect(&db.database_url()).await.unwrap();
-        let actor = herald::domain::Actor::cli();
-        let org =
-            herald::services::create_org(&store, "Contoso", &actor, herald::clock::system_now())
-                .await
-                .unwrap();
-        let (_, key) = herald::services::create_api_key(
-            &store,
-            org.id,
-            "reports",
-            "admin",
-            &[],
-            &actor,
-            herald::clock::system_now(),
-        )
-        .await
-        .unwrap();
-        let key = key.expose().to_owned();
+        let (store, key) = crate::helpers::contoso_in(&db.database_url(), "reports").await;
         let client = http_builder().build().unwrap();
         let smtp_addr = sandbox.smtp_addr;
         let created: Value = client

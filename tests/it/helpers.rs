@@ -685,3 +685,19 @@ pub async fn passes(passes: &mut tokio::sync::watch::Receiver<u64>, n: u64, what
         .await
         .expect("the job's counter is kept as long as the outbox");
 }
+
+/// Creates the organization "Contoso" and an admin API key called `key_name` directly in the
+/// database, as the CLI would: for tests that run `herald serve` as a process of its own.
+/// Answers the store and the key's token.
+pub async fn contoso_in(database_url: &DatabaseUrl, key_name: &str) -> (Store, String) {
+    let store = Store::connect(database_url).await.unwrap();
+    let actor = Actor::cli();
+    let now = herald::clock::system_now();
+    let org = services::create_org(&store, "Contoso", &actor, now)
+        .await
+        .unwrap();
+    let (_, key) = services::create_api_key(&store, org.id, key_name, "admin", &[], &actor, now)
+        .await
+        .unwrap();
+    (store, key.expose().to_owned())
+}

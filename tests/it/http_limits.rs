@@ -155,25 +155,7 @@ async fn a_token_endpoint_answering_400_mb_is_cut_off_at_256_kib_and_herald_s_me
     let pid = herald.id().expect("herald serve runs");
     ready(&herald_url).await;
 
-    let store = herald::store::Store::connect(&db.database_url())
-        .await
-        .unwrap();
-    let actor = herald::domain::Actor::cli();
-    let org = herald::services::create_org(&store, "Contoso", &actor, herald::clock::system_now())
-        .await
-        .unwrap();
-    let (_, key) = herald::services::create_api_key(
-        &store,
-        org.id,
-        "admin",
-        "admin",
-        &[],
-        &actor,
-        herald::clock::system_now(),
-    )
-    .await
-    .unwrap();
-    let key = key.expose().to_owned();
+    let (store, key) = crate::helpers::contoso_in(&db.database_url(), "admin").await;
     let client = http_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -212,25 +212,7 @@ async fn two_herald_processes_share_the_queue_and_one_token_refresh() {
         urls.push(url);
     }
 
-    let store = herald::store::Store::connect(&db.database_url())
-        .await
-        .unwrap();
-    let actor = herald::domain::Actor::cli();
-    let org = herald::services::create_org(&store, "Contoso", &actor, herald::clock::system_now())
-        .await
-        .unwrap();
-    let (_, key) = herald::services::create_api_key(
-        &store,
-        org.id,
-        "reports",
-        "admin",
-        &[],
-        &actor,
-        herald::clock::system_now(),
-    )
-    .await
-    .unwrap();
-    let key = key.expose().to_owned();
+    let (store, key) = crate::helpers::contoso_in(&db.database_url(), "reports").await;
     let client = http_builder().build().unwrap();
     // An OAuth2 mailbox, authorized through the first process.
     let registration = sandbox
