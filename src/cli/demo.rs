@@ -85,22 +85,13 @@ async fn start_sandbox(config: &Config) -> anyhow::Result<RunningSandbox> {
             .context("HERALD_SANDBOX_SWITCHES (sandbox_switches) is not valid")?,
         None => Switches::default(),
     };
-    let http = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} for the sandbox; set HERALD_SANDBOX_LISTEN",
-                settings.listen
-            )
-        })?;
-    let smtp = tokio::net::TcpListener::bind(settings.smtp_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} for the sandbox's SMTP server; set HERALD_SANDBOX_SMTP_LISTEN",
-                settings.smtp_listen
-            )
-        })?;
+    let http = bind(settings.listen, "the sandbox", "HERALD_SANDBOX_LISTEN").await?;
+    let smtp = bind(
+        settings.smtp_listen,
+        "the sandbox's SMTP server",
+        "HERALD_SANDBOX_SMTP_LISTEN",
+    )
+    .await?;
     settings.adopt_bound_address(http.local_addr()?);
     let sandbox = RunningSandbox::start_on(http, smtp, settings.public_url.as_str()).await?;
     sandbox.state.set_switches(switches);
@@ -232,4 +223,15 @@ fn print_welcome(
     )?;
     out.flush()?;
     Ok(())
+}
+
+/// Binds `addr` for `what`, or says which setting moves it.
+async fn bind(
+    addr: std::net::SocketAddr,
+    what: &str,
+    setting: &str,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for {what}; set {setting}"))
 }

@@ -142,6 +142,17 @@ async fn end_attempt(
     Ok(ended)
 }
 
+/// Ends an attempt whose time ran out before it completed.
+async fn expire(access: &Access, attempt: &Attempt) -> ServiceResult<bool> {
+    end_attempt(
+        access,
+        attempt,
+        AttemptStatus::Expired,
+        Some(&incomplete_reason()),
+    )
+    .await
+}
+
 /// Handles the provider's redirect. Answers the attempt to show, or `None` when the state is
 /// missing, unknown or bound to another session: then nothing is stored.
 pub async fn complete(
@@ -179,13 +190,7 @@ pub async fn complete(
     drop(conn);
     let now = access.now();
     if attempt.expires_at <= now {
-        end_attempt(
-            access,
-            &attempt,
-            AttemptStatus::Expired,
-            Some(&incomplete_reason()),
-        )
-        .await?;
+        expire(access, &attempt).await?;
         return Ok(Some(attempt.id));
     }
     if mailbox.iss_required && params.iss.is_none() {
@@ -407,13 +412,7 @@ async fn expire_if_due(access: &Access, attempt: Attempt) -> ServiceResult<Attem
         && attempt.finished_at.is_none()
         && attempt.expires_at <= access.now()
     {
-        end_attempt(
-            access,
-            &attempt,
-            AttemptStatus::Expired,
-            Some(&incomplete_reason()),
-        )
-        .await?;
+        expire(access, &attempt).await?;
         let mut conn = access.store.conn().await?;
         return Ok(store::attempts::get(&mut conn, attempt.org_id, &attempt.id)
             .await?
