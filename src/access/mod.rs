@@ -5,9 +5,11 @@
 
 pub mod alerts;
 mod credential;
+mod graph;
 mod status;
 mod tokens;
 mod transport;
+mod transports;
 mod verify;
 
 use std::sync::Arc;
@@ -28,9 +30,8 @@ use crate::store::{Store, StoreError};
 pub use credential::{Credential, Secret};
 pub use status::{mark_not_verified, set_status, stale};
 pub use tokens::{REFRESH_SKEW, TokenFailure, TokenLocks, access_token, refresh_now, store_tokens};
-pub use transport::{
-    Connection, Refusal, SendFailure, Transport, classify, reply_of, transport_for,
-};
+pub use transport::{Connection, Refusal, SendFailure, Transport, classify, reply_of};
+pub use transports::transport_for;
 pub use verify::{attempt, verify};
 
 /// What reaching a mailbox needs: the one bundle of dependencies the services, the outbox and

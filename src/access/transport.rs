@@ -27,6 +27,12 @@ pub enum SendFailure {
     Transient(SmtpReply),
     /// This message was refused (a recipient, its size, its content); the mailbox is fine.
     Rejected(SmtpReply),
+    /// The provider said to slow down and for how long (Graph's `429` with `Retry-After`):
+    /// the mailbox waits that long, nothing is lost and nothing faults.
+    Throttled {
+        reply: SmtpReply,
+        retry_after: Duration,
+    },
 }
 
 /// A send that failed: how it is classified, and the server's reply as the log keeps it.
@@ -71,11 +77,6 @@ pub trait Connection: Send {
     fn quit(self: Box<Self>) -> BoxFuture<'static, ()>;
 }
 
-/// The transport the mailbox sends through.
-pub fn transport_for(_mailbox: &Mailbox) -> &'static dyn Transport {
-    &SmtpSubmission
-}
-
 /// The reply as the message log keeps it.
 pub fn reply_of(failure: &SmtpFailure) -> SmtpReply {
     failure.reply.clone()
@@ -95,7 +96,7 @@ pub fn classify(failure: &SmtpFailure, mailbox: &Mailbox, sending: bool) -> Send
 
 /// SMTP submission (RFC 6409) with STARTTLS or implicit TLS, authenticated with XOAUTH2 or a
 /// password.
-struct SmtpSubmission;
+pub(super) struct SmtpSubmission;
 
 fn auth_of(mailbox: &Mailbox, secret: &Secret) -> SmtpAuth {
     match secret {

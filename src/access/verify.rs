@@ -55,6 +55,8 @@ pub async fn verify(access: &Access, org_id: OrgId, id: MailboxId) -> AccessResu
         Err(SendFailure::Refused(reason)) => {
             set_status(access, &mailbox, MailboxStatus::NotVerified, Some(reason)).await
         }
-        Err(SendFailure::Transient(_)) | Err(SendFailure::Rejected(_)) => Ok(mailbox),
+        Err(
+            SendFailure::Transient(_) | SendFailure::Rejected(_) | SendFailure::Throttled { .. },
+        ) => Ok(mailbox),
     }
 }

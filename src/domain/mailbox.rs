@@ -5,12 +5,24 @@
 use time::{Date, OffsetDateTime};
 
 use super::limits::{LimitOverrides, Limits};
-pub use super::provider::{GOOGLE_SCOPES, MICROSOFT_SCOPES, Provider};
+pub use super::provider::{
+    GOOGLE_SCOPES, MICROSOFT_GRAPH_SCOPES, MICROSOFT_GRAPH_URL, MICROSOFT_SCOPES, Provider,
+};
 use super::{FieldError, MailboxId, OrgId};
 
 string_enum!(
     /// How Herald authenticates to the SMTP server.
     AuthKind { OAuth2 = "oauth2", Basic = "basic" }
+);
+
+string_enum!(
+    /// How Herald hands a mailbox's messages to the provider.
+    TransportKind {
+        /// SMTP submission (with STARTTLS or TLS), authenticated with XOAUTH2 or a password.
+        Smtp = "smtp",
+        /// Microsoft Graph `sendMail`: works where SMTP AUTH is turned off.
+        Graph = "graph",
+    }
 );
 
 string_enum!(
@@ -127,6 +139,12 @@ pub struct Mailbox {
     pub updated_at: OffsetDateTime,
     /// Overrides of the provider's sending limits.
     pub limits: LimitOverrides,
+    /// SMTP or Microsoft Graph.
+    pub transport: TransportKind,
+    /// Microsoft Graph's base URL (`https://graph.microsoft.com`), when it sends through Graph.
+    pub graph_url: Option<String>,
+    /// Graph keeps a copy of each message in the mailbox's Sent Items.
+    pub save_to_sent_items: bool,
 }
 
 impl Mailbox {
@@ -146,6 +164,7 @@ impl Mailbox {
             &self.token_url,
             &self.scopes,
             &self.host,
+            self.transport,
         )
     }
 }

@@ -1,7 +1,10 @@
 //! Provider presets: what Herald fills in for a known provider (its endpoints, its SMTP server
 //! and its scopes) unless the admin gives them.
 
-use super::mailbox::{GOOGLE_SCOPES, MICROSOFT_SCOPES, Provider};
+use super::mailbox::{
+    GOOGLE_SCOPES, MICROSOFT_GRAPH_SCOPES, MICROSOFT_GRAPH_URL, MICROSOFT_SCOPES, Provider,
+    TransportKind,
+};
 
 /// Where the sandbox provider runs, for the `sandbox` provider's preset. Only set while the
 /// sandbox runs (`herald demo`, tests).
@@ -25,6 +28,8 @@ pub struct Preset {
     pub host: Option<String>,
     pub port: Option<u16>,
     pub scopes: Option<Vec<String>>,
+    /// Microsoft Graph's base URL, for a provider that has Graph.
+    pub graph_url: Option<String>,
 }
 
 fn scopes(list: &[&str]) -> Option<Vec<String>> {
@@ -55,6 +60,7 @@ impl Preset {
                 host: Some("smtp.office365.com".to_owned()),
                 port: Some(587),
                 scopes: scopes(MICROSOFT_SCOPES),
+                graph_url: Some(MICROSOFT_GRAPH_URL.to_owned()),
             },
             Provider::Google => Self {
                 authorization_url: Some("https://accounts.google.com/o/oauth2/v2/auth".to_owned()),
@@ -63,6 +69,7 @@ impl Preset {
                 host: Some("smtp.gmail.com".to_owned()),
                 port: Some(587),
                 scopes: scopes(GOOGLE_SCOPES),
+                graph_url: None,
             },
             Provider::Sandbox => match (sandbox, tenant) {
                 (Some(s), Some(t)) => Self {
@@ -72,10 +79,20 @@ impl Preset {
                     host: Some(s.smtp_host.clone()),
                     port: Some(s.smtp_port),
                     scopes: scopes(MICROSOFT_SCOPES),
+                    graph_url: Some(s.base_url.clone()),
                 },
                 _ => Self::default(),
             },
             _ => Self::default(),
         }
+    }
+
+    /// The preset for sending through `transport`: Graph asks for Graph's scope instead of
+    /// SMTP's.
+    pub fn for_transport(mut self, transport: TransportKind) -> Self {
+        if transport == TransportKind::Graph && self.graph_url.is_some() {
+            self.scopes = scopes(MICROSOFT_GRAPH_SCOPES);
+        }
+        self
     }
 }

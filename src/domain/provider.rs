@@ -23,5 +23,17 @@ pub const MICROSOFT_SCOPES: &[&str] = &[
     "email",
 ];
 
+/// The scopes Herald asks Microsoft for when it sends through Microsoft Graph (delegated).
+pub const MICROSOFT_GRAPH_SCOPES: &[&str] = &[
+    "https://graph.microsoft.com/Mail.Send",
+    "offline_access",
+    "openid",
+    "profile",
+    "email",
+];
+
+/// Microsoft Graph's host in the global cloud.
+pub const MICROSOFT_GRAPH_URL: &str = "https://graph.microsoft.com";
+
 /// The scope Herald asks Google for.
 pub const GOOGLE_SCOPES: &[&str] = &["https://mail.google.com/"];

@@ -125,7 +125,7 @@ pub fn too_large(limit: usize) -> StatusReason {
 #[cfg(test)]
 pub(crate) mod tests_support {
     use crate::domain::mailbox::{
-        AuthKind, ClientAuth, Mailbox, MailboxStatus, Provider, Security,
+        AuthKind, ClientAuth, Mailbox, MailboxStatus, Provider, Security, TransportKind,
     };
     use crate::domain::{MailboxId, OrgId};
 
@@ -161,6 +161,9 @@ pub(crate) mod tests_support {
             created_at: crate::clock::system_now(),
             updated_at: crate::clock::system_now(),
             limits: Default::default(),
+            transport: TransportKind::Smtp,
+            graph_url: None,
+            save_to_sent_items: true,
         }
     }
 }

@@ -277,6 +277,13 @@ async fn failed(
             .await?;
             Ok(Next::Stop)
         }
+        SendFailure::Throttled { reply, retry_after } => {
+            // As long as the provider said, and longer if it keeps saying so.
+            let told = millis(now) + i64::try_from(retry_after.as_millis()).unwrap_or(i64::MAX);
+            let base = inner.tuning.backoff_base_ms;
+            let reason = too_old.then(|| gave_up(&reply));
+            slow_down(inner, mailbox, claim, &reply, base, Some(told), reason).await
+        }
         SendFailure::Transient(reply) | SendFailure::Rejected(reply)
             if reply.is_rate_limit() || reply.is_quota() =>
         {
@@ -286,41 +293,8 @@ async fn failed(
             } else {
                 inner.tuning.backoff_base_ms
             };
-            let until = {
-                let _turn = store.write_permit().await;
-                let mut tx = store.relaxed_begin().await?;
-                let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
-                let until =
-                    throttle::back_off(&mut state, millis(now), base, rand::random::<f64>());
-                store::throttle::save(&mut tx, mailbox.id, &state).await?;
-                tx.commit().await.map_err(StoreError::from)?;
-                until
-            };
-            tracing::info!(mailbox = %mailbox.id, reply = %reply.line(), "the server asked to slow down: backing this mailbox off");
-            let outcome = if too_old {
-                let reason = gave_up(&reply);
-                finish(
-                    inner,
-                    claim,
-                    Outcome::Failed {
-                        reply: Some(&reply),
-                        reason: &reason,
-                    },
-                )
-                .await?
-            } else {
-                finish(
-                    inner,
-                    claim,
-                    Outcome::Retry {
-                        next_attempt_at: from_millis(until),
-                        reply: Some(&reply),
-                    },
-                )
-                .await?
-            };
-            let _ = outcome;
-            Ok(Next::Stop)
+            let reason = too_old.then(|| gave_up(&reply));
+            slow_down(inner, mailbox, claim, &reply, base, None, reason).await
         }
         SendFailure::Transient(reply) => {
             if too_old {
@@ -371,6 +345,47 @@ async fn failed(
             Ok(Next::Continue)
         }
     }
+}
+
+/// Backs the mailbox off (at least until `told`, when the provider said how long) and retries
+/// the message then, or fails it with `gave_up` when it has waited long enough.
+async fn slow_down(
+    inner: &Arc<Inner>,
+    mailbox: &Mailbox,
+    claim: &Claim,
+    reply: &SmtpReply,
+    base: i64,
+    told: Option<i64>,
+    gave_up: Option<StatusReason>,
+) -> Result<Next, AccessError> {
+    let store = &inner.access.store;
+    let now = inner.access.clock.now();
+    let until = {
+        let _turn = store.write_permit().await;
+        let mut tx = store.relaxed_begin().await?;
+        let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
+        let mut until = throttle::back_off(&mut state, millis(now), base, rand::random::<f64>());
+        if let Some(told) = told {
+            until = until.max(told);
+            state.backoff_until = until;
+        }
+        store::throttle::save(&mut tx, mailbox.id, &state).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        until
+    };
+    tracing::info!(mailbox = %mailbox.id, reply = %reply.line(), "the server asked to slow down: backing this mailbox off");
+    let outcome = match &gave_up {
+        Some(reason) => Outcome::Failed {
+            reply: Some(reply),
+            reason,
+        },
+        None => Outcome::Retry {
+            next_attempt_at: from_millis(until),
+            reply: Some(reply),
+        },
+    };
+    finish(inner, claim, outcome).await?;
+    Ok(Next::Stop)
 }
 
 /// Exponential backoff with jitter: `base · 2^(attempt-1)`, at most `max`, then ±20 %.

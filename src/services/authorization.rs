@@ -359,7 +359,11 @@ async fn redeem(
             mark_not_verified(access, &mailbox, reason.clone()).await?;
             Ok(Err(reason))
         }
-        Err(SendFailure::Transient(reply) | SendFailure::Rejected(reply)) => {
+        Err(
+            SendFailure::Transient(reply)
+            | SendFailure::Rejected(reply)
+            | SendFailure::Throttled { reply, .. },
+        ) => {
             let text = reply.line();
             // Throttling or an outage says nothing about the configuration: the status stays.
             let reason = StatusReason::new(

@@ -82,14 +82,16 @@ pub async fn send_test_message(
                 transient: false,
             })
         }
-        Err(SendFailure::Transient(reply)) => Ok(SendOutcome::Failed {
-            reason: StatusReason::new(
-                "smtp_transient",
-                format!("The server asked to try later: {}", reply.line()),
-                Some("Try again in a few minutes.".into()),
-            ),
-            transient: true,
-        }),
+        Err(SendFailure::Transient(reply) | SendFailure::Throttled { reply, .. }) => {
+            Ok(SendOutcome::Failed {
+                reason: StatusReason::new(
+                    "smtp_transient",
+                    format!("The server asked to try later: {}", reply.line()),
+                    Some("Try again in a few minutes.".into()),
+                ),
+                transient: true,
+            })
+        }
         Err(SendFailure::Rejected(reply)) => Ok(SendOutcome::Failed {
             reason: StatusReason::new(
                 "message_rejected",

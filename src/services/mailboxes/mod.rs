@@ -73,6 +73,10 @@ pub struct MailboxDraft {
     pub client_secret: Option<SecretString>,
     pub password: Option<SecretString>,
     pub limits: Option<LimitOverrides>,
+    /// `smtp` (default) or `graph`.
+    pub transport: Option<String>,
+    /// Graph keeps a copy in Sent Items (default true).
+    pub save_to_sent_items: Option<bool>,
 }
 
 /// A change to a mailbox. `Some(None)` clears an optional field; `None` keeps it.
@@ -100,6 +104,8 @@ pub struct MailboxPatch {
     pub password: Option<SecretString>,
     /// Replaces every override at once.
     pub limits: Option<LimitOverrides>,
+    pub transport: Option<String>,
+    pub save_to_sent_items: Option<bool>,
 }
 
 /// Seals and stores the secrets a create or update was given; absent ones stay as they are.

@@ -9,7 +9,7 @@ use url::Url;
 
 use super::*;
 use crate::domain::mailbox::{
-    AuthKind, ClientAuth, Mailbox, MailboxStatus, Provider, Security, StatusReason,
+    AuthKind, ClientAuth, Mailbox, MailboxStatus, Provider, Security, StatusReason, TransportKind,
     looks_like_secret_id, parse_tenant,
 };
 use crate::domain::presets::Preset;
@@ -205,10 +205,38 @@ pub(super) fn resolve(
         _ => None,
     };
 
+    let transport = match draft.transport.as_deref().map(str::trim) {
+        None | Some("") => Some(TransportKind::Smtp),
+        Some(raw) => checks.take(
+            raw.parse::<TransportKind>()
+                .map_err(|e| FieldError::new("transport", e)),
+        ),
+    };
     // Presets: the provider's endpoints, server and scopes, unless the caller gave them.
     let preset = provider
-        .map(|p| Preset::of(p, tenant.as_deref(), policy.sandbox))
+        .map(|p| {
+            Preset::of(p, tenant.as_deref(), policy.sandbox)
+                .for_transport(transport.unwrap_or(TransportKind::Smtp))
+        })
         .unwrap_or_default();
+    let graph_url = match transport {
+        Some(TransportKind::Graph) => {
+            if auth == Some(AuthKind::Basic) {
+                checks.push(FieldError::new(
+                    "transport",
+                    "Microsoft Graph takes OAuth2 only: choose OAuth2, or send with SMTP",
+                ));
+            }
+            if preset.graph_url.is_none() {
+                checks.push(FieldError::new(
+                    "transport",
+                    "Microsoft Graph is Microsoft 365's: choose the Microsoft provider, or send with SMTP",
+                ));
+            }
+            preset.graph_url.clone()
+        }
+        _ => None,
+    };
     // The sandbox runs on plain http on loopback: allow exactly that, for its own preset.
     let sandbox_policy = Policy {
         dev: policy.dev || provider == Some(Provider::Sandbox),
@@ -436,6 +464,9 @@ pub(super) fn resolve(
             created_at: now,
             updated_at: now,
             limits: limits.unwrap_or_default(),
+            transport: transport.expect("checked"),
+            graph_url,
+            save_to_sent_items: draft.save_to_sent_items.unwrap_or(true),
         },
         client_secret: draft.client_secret,
         password: draft.password,

@@ -3,7 +3,9 @@
 use super::discovery::discovery_urls;
 use super::resolve::resolve;
 use super::*;
-use crate::domain::mailbox::{GOOGLE_SCOPES, MICROSOFT_SCOPES, MailboxStatus, Provider, Security};
+use crate::domain::mailbox::{
+    GOOGLE_SCOPES, MICROSOFT_SCOPES, MailboxStatus, Provider, Security, TransportKind,
+};
 
 fn policy() -> Policy<'static> {
     Policy {
@@ -265,5 +267,69 @@ fn a_microsoft_oauth_mailbox_needs_a_tenant_and_basic_needs_a_password() {
     assert_eq!(
         e.iter().map(|e| e.field.as_str()).collect::<Vec<_>>(),
         ["password"]
+    );
+}
+
+#[test]
+fn a_microsoft_mailbox_that_sends_with_graph_asks_for_graphs_scope_and_knows_its_address() {
+    let m = resolve_ok(
+        MailboxDraft {
+            transport: Some("graph".into()),
+            ..microsoft()
+        },
+        &policy(),
+    );
+    assert_eq!(m.transport, TransportKind::Graph);
+    assert_eq!(m.graph_url.as_deref(), Some("https://graph.microsoft.com"));
+    assert!(m.save_to_sent_items);
+    assert!(
+        m.scopes
+            .contains(&"https://graph.microsoft.com/Mail.Send".to_owned()),
+        "{:?}",
+        m.scopes
+    );
+    assert!(!m.scopes.iter().any(|s| s.contains("SMTP.Send")));
+    // SMTP stays the default, with SMTP's scope and no Graph address.
+    let smtp = resolve_ok(microsoft(), &policy());
+    assert_eq!(smtp.transport, TransportKind::Smtp);
+    assert_eq!(smtp.graph_url, None);
+}
+
+#[test]
+fn graph_is_refused_for_a_password_or_a_provider_without_graph() {
+    let basic = MailboxDraft {
+        name: Some("Sales".into()),
+        auth: Some("basic".into()),
+        provider: Some("microsoft".into()),
+        host: Some("smtp.office365.com".into()),
+        username: Some("sales@contoso.com".into()),
+        password: Some(SecretString::from("pw")),
+        transport: Some("graph".into()),
+        ..MailboxDraft::default()
+    };
+    assert!(
+        errors(basic, &policy())
+            .iter()
+            .any(|e| e.field == "transport" && e.message.contains("OAuth2 only"))
+    );
+    let google = MailboxDraft {
+        provider: Some("google".into()),
+        tenant: None,
+        transport: Some("graph".into()),
+        ..microsoft()
+    };
+    assert!(
+        errors(google, &policy())
+            .iter()
+            .any(|e| e.field == "transport" && e.message.contains("Microsoft 365's"))
+    );
+    let unknown = MailboxDraft {
+        transport: Some("carrier-pigeon".into()),
+        ..microsoft()
+    };
+    assert!(
+        errors(unknown, &policy())
+            .iter()
+            .any(|e| e.field == "transport")
     );
 }

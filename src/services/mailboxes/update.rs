@@ -51,6 +51,8 @@ fn draft_of(mailbox: &Mailbox) -> MailboxDraft {
         client_secret: None,
         password: None,
         limits: Some(mailbox.limits),
+        transport: Some(mailbox.transport.as_str().into()),
+        save_to_sent_items: Some(mailbox.save_to_sent_items),
     }
 }
 
@@ -110,11 +112,25 @@ pub async fn update(
     set!(token_url);
     set!(client_id);
     set!(client_auth);
+    let scopes_given = patch.scopes.is_some();
     set!(scopes);
     let patch_issuer = patch.issuer.clone();
     set_nullable!(issuer);
     set_nullable!(client_secret_expires_at);
     set!(limits);
+    let transport_changed = patch
+        .transport
+        .as_deref()
+        .is_some_and(|t| t.trim() != existing.transport.as_str());
+    set!(transport);
+    set!(save_to_sent_items);
+    // Another transport asks for its own scopes: a preset's are filled in again.
+    if transport_changed
+        && !scopes_given
+        && matches!(existing.provider, Provider::Microsoft | Provider::Sandbox)
+    {
+        draft.scopes = None;
+    }
     // The sign-in account follows the username unless it was set on its own.
     if username_changed
         && existing.sign_in_account == existing.username

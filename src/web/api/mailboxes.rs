@@ -12,7 +12,8 @@ use utoipa::ToSchema;
 use super::ListParams;
 use crate::domain::MailboxId;
 use crate::domain::mailbox::{
-    AuthKind, ClientAuth, Mailbox, MailboxStatus, Provider, Security, StatusReason, secret_fields,
+    AuthKind, ClientAuth, Mailbox, MailboxStatus, Provider, Security, StatusReason, TransportKind,
+    secret_fields,
 };
 use crate::domain::message::{LimitOverrides, Limits};
 use crate::services::mailboxes::{self, MailboxDraft, MailboxPatch, Policy};
@@ -71,6 +72,13 @@ pub struct MailboxOut {
     pub limits: LimitOverrides,
     /// The limits Herald sends under: the provider's, with the overrides.
     pub effective_limits: Limits,
+    /// How messages reach the provider: `smtp` or `graph` (Microsoft Graph `sendMail`, which
+    /// works where SMTP AUTH is turned off).
+    pub transport: TransportKind,
+    /// Microsoft Graph's address, when the mailbox sends with Graph.
+    pub graph_url: Option<String>,
+    /// Graph keeps a copy of each message in Sent Items.
+    pub save_to_sent_items: bool,
 }
 
 /// `{ items, next_cursor }` of mailboxes.
@@ -121,6 +129,9 @@ async fn render(state: &AppState, mailbox: Mailbox) -> Result<MailboxOut, ApiErr
         updated_at: mailbox.updated_at,
         effective_limits,
         limits: mailbox.limits,
+        transport: mailbox.transport,
+        graph_url: mailbox.graph_url,
+        save_to_sent_items: mailbox.save_to_sent_items,
     })
 }
 
@@ -163,6 +174,11 @@ pub struct CreateMailbox {
     pub password: Option<SecretString>,
     /// Overrides of the provider's sending limits; a limit left out keeps the provider's.
     pub limits: Option<LimitOverrides>,
+    /// `smtp` (default) or `graph`: Microsoft Graph `sendMail`, for the Microsoft provider
+    /// with OAuth2. Graph asks for the scope `https://graph.microsoft.com/Mail.Send`.
+    pub transport: Option<String>,
+    /// Graph keeps a copy of each message in Sent Items (default true).
+    pub save_to_sent_items: Option<bool>,
 }
 
 /// Accepts `null` as "clear" and absence as "keep".
@@ -214,6 +230,10 @@ pub struct PatchMailbox {
     pub password: Option<SecretString>,
     /// Replaces every override; `{}` returns to the provider's limits.
     pub limits: Option<LimitOverrides>,
+    /// `smtp` or `graph`. Changing it asks for the other transport's scopes: the mailbox must
+    /// be authorized again.
+    pub transport: Option<String>,
+    pub save_to_sent_items: Option<bool>,
 }
 
 /// Reads the saved mailbox's discovery document (`services::mailboxes::discover`), except for
@@ -310,6 +330,8 @@ pub async fn create_mailbox(
         client_secret: body.client_secret,
         password: body.password,
         limits: body.limits,
+        transport: body.transport,
+        save_to_sent_items: body.save_to_sent_items,
     };
     let mailbox = mailboxes::create(
         &state.access,
@@ -375,6 +397,8 @@ pub async fn update_mailbox(
         client_secret: body.client_secret,
         password: body.password,
         limits: body.limits,
+        transport: body.transport,
+        save_to_sent_items: body.save_to_sent_items,
     };
     let mailbox = mailboxes::update(
         &state.access,

@@ -1,0 +1,600 @@
+//! Microsoft Graph `sendMail`: the transport for tenants where SMTP AUTH is turned off. The
+//! composed message goes as MIME (`Content-Type: text/plain`, base64) to
+//! `POST {graph}/v1.0/users/{mailbox}/sendMail`, and `202 Accepted` means Exchange took it.
+//! Graph reads the recipients from the headers and removes `Bcc` itself, so the envelope's
+//! hidden recipients go in a `Bcc` field that never reaches a reader.
+//!
+//! Graph's errors are decided by their `error.code`, never by their text: a fault of the
+//! mailbox (permission, licence, send-as) makes it Not Verified with the fix in words; a
+//! fault of one message fails that message; `429` and `5xx` wait, as long as Graph says.
+
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use lettre::address::Envelope;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::transport::{BoxFuture, Connection, Refusal, SendFailure, Transport};
+use super::{Access, AccessResult, Credential, Secret};
+use crate::domain::mailbox::{Mailbox, StatusReason};
+use crate::domain::message::SmtpReply;
+use crate::oauth::http::HttpError;
+
+/// The largest request Graph takes (about 4 MB); larger messages need an upload session.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long to wait when Graph throttles without saying how long.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Microsoft Graph `sendMail`, authenticated with the mailbox's OAuth 2.0 access token.
+pub(super) struct GraphSendMail;
+
+impl Transport for GraphSendMail {
+    fn open<'a>(
+        &'a self,
+        access: &'a Access,
+        mailbox: &'a Mailbox,
+        credential: &'a Credential,
+    ) -> BoxFuture<'a, AccessResult<Result<Box<dyn Connection>, SendFailure>>> {
+        Box::pin(async move {
+            let token = match bearer(credential.secret(access, mailbox, None).await?) {
+                Ok(token) => token,
+                Err(failure) => return Ok(Err(failure)),
+            };
+            let mut connection = GraphConnection {
+                access: access.clone(),
+                mailbox: mailbox.clone(),
+                credential: credential.clone(),
+                token,
+                opened: Instant::now(),
+                usable: true,
+            };
+            // Opening is where a mailbox shows it works: ask Graph once, as Verify does.
+            match connection.request(Request::Probe).await? {
+                Ok(_) => Ok(Ok(Box::new(connection) as Box<dyn Connection>)),
+                Err(refusal) => Ok(Err(refusal.failure)),
+            }
+        })
+    }
+
+    fn check<'a>(
+        &'a self,
+        access: &'a Access,
+        mailbox: &'a Mailbox,
+        secret: &'a Secret,
+    ) -> BoxFuture<'a, Result<(), SendFailure>> {
+        Box::pin(async move {
+            let Secret::Bearer(token) = secret else {
+                return Err(SendFailure::Refused(needs_oauth2()));
+            };
+            let url = send_mail_url(mailbox)?;
+            match post(access, &url, token, Request::Probe).await {
+                Ok(answer) => match answer.outcome(mailbox, Request::Probe) {
+                    Ok(_) => Ok(()),
+                    Err(refusal) => Err(refusal.failure),
+                },
+                Err(e) => Err(unreachable(&e)),
+            }
+        })
+    }
+}
+
+/// What is asked of Graph.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Request<'a> {
+    /// A message without recipients: Graph checks the token, the permission and the mailbox,
+    /// then refuses the message itself with `400 ErrorInvalidRecipients`, which is the answer
+    /// that says the mailbox works. Nothing is sent.
+    Probe,
+    /// The message, as MIME.
+    Send { mime: &'a [u8] },
+}
+
+struct GraphConnection {
+    access: Access,
+    mailbox: Mailbox,
+    credential: Credential,
+    token: SecretString,
+    opened: Instant,
+    usable: bool,
+}
+
+impl GraphConnection {
+    /// Posts the request; a token Graph refuses is renewed once and the request tried once
+    /// more (it may have been revoked early).
+    async fn request(&mut self, request: Request<'_>) -> AccessResult<Result<SmtpReply, Refusal>> {
+        let url = match send_mail_url(&self.mailbox) {
+            Ok(url) => url,
+            Err(failure) => return Ok(Err(refusal(failure))),
+        };
+        let mut renewed = false;
+        loop {
+            let answer = match post(&self.access, &url, &self.token, request).await {
+                Ok(answer) => answer,
+                Err(e) => return Ok(Err(refusal(unreachable(&e)))),
+            };
+            if answer.status == 401 && !renewed && self.credential.renews() {
+                renewed = true;
+                let stale = Secret::Bearer(self.token.clone());
+                match bearer(
+                    self.credential
+                        .secret(&self.access, &self.mailbox, Some(&stale))
+                        .await?,
+                ) {
+                    Ok(token) => self.token = token,
+                    Err(failure) => return Ok(Err(refusal(failure))),
+                }
+                continue;
+            }
+            return Ok(answer.outcome(&self.mailbox, request));
+        }
+    }
+}
+
+impl Connection for GraphConnection {
+    fn is_usable(&self) -> bool {
+        self.usable
+    }
+
+    fn age(&self) -> Duration {
+        self.opened.elapsed()
+    }
+
+    fn send<'a>(
+        &'a mut self,
+        envelope: &'a Envelope,
+        message: &'a [u8],
+    ) -> BoxFuture<'a, Result<SmtpReply, Refusal>> {
+        Box::pin(async move {
+            let mime = with_bcc(envelope, message);
+            if base64_len(mime.len()) > MAX_REQUEST_BYTES {
+                return Err(too_large(mime.len()));
+            }
+            match self.request(Request::Send { mime: &mime }).await {
+                Ok(result) => {
+                    if let Err(Refusal {
+                        failure: SendFailure::Refused(_),
+                        ..
+                    }) = &result
+                    {
+                        self.usable = false;
+                    }
+                    result
+                }
+                Err(e) => {
+                    self.usable = false;
+                    Err(refusal(SendFailure::Transient(SmtpReply::no_reply(
+                        format!("could not read the mailbox's token: {e}"),
+                    ))))
+                }
+            }
+        })
+    }
+
+    fn quit(self: Box<Self>) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
+}
+
+/// Graph's answer to one request.
+struct Answer {
+    status: u16,
+    retry_after: Option<Duration>,
+    request_id: Option<String>,
+    /// `error.code` and `error.message`, when Graph answered an error.
+    error: Option<(String, String)>,
+}
+
+impl Answer {
+    // The error is `Connection::send`'s own, made once per request.
+    #[allow(clippy::result_large_err)]
+    fn outcome(&self, mailbox: &Mailbox, request: Request<'_>) -> Result<SmtpReply, Refusal> {
+        let id = self
+            .request_id
+            .as_deref()
+            .map(|id| format!(" (request-id {id})"))
+            .unwrap_or_default();
+        let (code, message) = self
+            .error
+            .clone()
+            .unwrap_or_else(|| (String::new(), String::new()));
+        if request == Request::Probe && self.status == 400 && code == "ErrorInvalidRecipients" {
+            return Ok(SmtpReply::new(
+                Some(250),
+                format!("2.0.0 Microsoft Graph accepts this mailbox's token{id}"),
+            ));
+        }
+        if (200..300).contains(&self.status) && request != Request::Probe {
+            return Ok(SmtpReply::new(
+                Some(250),
+                format!("2.0.0 Accepted by Microsoft Graph{id}"),
+            ));
+        }
+        Err(classify(
+            self.status,
+            &code,
+            &message,
+            self.retry_after,
+            mailbox,
+            &id,
+        ))
+    }
+}
+
+/// What a Graph error means for the mailbox and the message, decided by status and code.
+fn classify(
+    status: u16,
+    code: &str,
+    message: &str,
+    retry_after: Option<Duration>,
+    mailbox: &Mailbox,
+    id: &str,
+) -> Refusal {
+    let said = if code.is_empty() {
+        format!("HTTP {status}")
+    } else {
+        format!("{code}: {message}")
+    };
+    let reply = |smtp: u16, enhanced: &str| {
+        SmtpReply::new(
+            Some(smtp),
+            format!("{enhanced} Microsoft Graph: {said}{id}"),
+        )
+    };
+    let refused = |reason: StatusReason| Refusal {
+        failure: SendFailure::Refused(reason),
+        reply: reply(535, "5.7.8"),
+    };
+    let address = &mailbox.username;
+    match (status, code) {
+        (429, _) | (_, "ApplicationThrottled" | "MailboxConcurrency" | "TooManyRequests") => {
+            let reply = reply(451, "4.7.0");
+            Refusal {
+                failure: SendFailure::Throttled {
+                    reply: reply.clone(),
+                    retry_after: retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
+                },
+                reply,
+            }
+        }
+        (500..=599, _) => {
+            let reply = reply(451, "4.3.2");
+            Refusal {
+                failure: SendFailure::Transient(reply.clone()),
+                reply,
+            }
+        }
+        (401, _) => refused(StatusReason::new(
+            "graph_token_refused",
+            "Microsoft Graph refused the mailbox's access token.",
+            Some("Click Authorize again and sign in as the mailbox's account.".into()),
+        )),
+        (_, "ErrorSendAsDenied") => refused(StatusReason::new(
+            "send_as_denied",
+            format!(
+                "The signed-in account ({}) may not send as {address}.",
+                mailbox.sign_in_account
+            ),
+            Some(format!(
+                "In the Exchange admin center, give {} Send As permission on {address}, or sign in as {address}.",
+                mailbox.sign_in_account
+            )),
+        )),
+        (_, "ErrorInvalidUser") | (404, "ResourceNotFound" | "Request_ResourceNotFound") => {
+            refused(StatusReason::new(
+                "graph_mailbox_not_found",
+                format!("Microsoft Graph knows no mailbox {address} in this tenant."),
+                Some(format!(
+                    "Check the username: it must be the mailbox's address (user principal name or primary SMTP address) in the tenant {}.",
+                    mailbox.tenant.as_deref().unwrap_or("of the app registration")
+                )),
+            ))
+        }
+        (_, "MailboxNotEnabledForRESTAPI" | "MailboxNotSupportedForRESTAPI") => {
+            refused(StatusReason::new(
+                "graph_mailbox_not_enabled",
+                format!(
+                    "{address} has no Exchange Online mailbox Microsoft Graph can send from: it has no licence, is inactive, or is hosted on-premises."
+                ),
+                Some(
+                    "Give the account an Exchange Online licence in the Microsoft 365 admin center (or send with SMTP for an on-premises mailbox).".into(),
+                ),
+            ))
+        }
+        (403, _) | (_, "ErrorAccessDenied" | "Authorization_RequestDenied" | "AccessDenied") => {
+            refused(StatusReason::new(
+                "graph_access_denied",
+                format!(
+                    "Microsoft Graph refused to let the app send as {address}: the Mail.Send permission is not granted, or an application access policy or RBAC for Applications scope leaves this mailbox out."
+                ),
+                Some(
+                    "In the app registration, add the Microsoft Graph permission Mail.Send and grant admin consent; then click Authorize again.".into(),
+                ),
+            ))
+        }
+        (413, _) | (_, "ErrorMessageSizeExceeded" | "RequestEntityTooLarge") => {
+            message_refused(reply(552, "5.3.4"))
+        }
+        (_, "ErrorQuotaExceeded") => message_refused(reply(552, "5.2.2")),
+        _ => message_refused(reply(550, "5.6.0")),
+    }
+}
+
+fn message_refused(reply: SmtpReply) -> Refusal {
+    Refusal {
+        failure: SendFailure::Rejected(reply.clone()),
+        reply,
+    }
+}
+
+fn refusal(failure: SendFailure) -> Refusal {
+    let reply = match &failure {
+        SendFailure::Refused(reason) => SmtpReply::no_reply(reason.message.clone()),
+        SendFailure::Transient(reply)
+        | SendFailure::Rejected(reply)
+        | SendFailure::Throttled { reply, .. } => reply.clone(),
+    };
+    Refusal { failure, reply }
+}
+
+fn too_large(size: usize) -> Refusal {
+    message_refused(SmtpReply::new(
+        Some(552),
+        format!(
+            "5.3.4 The message is {size} bytes: over Microsoft Graph's 4 MB request limit once encoded. Send it with SMTP, or make it smaller."
+        ),
+    ))
+}
+
+fn needs_oauth2() -> StatusReason {
+    StatusReason::new(
+        "graph_needs_oauth2",
+        "Microsoft Graph takes only OAuth 2.0 access tokens, not a password.",
+        Some("Set the mailbox to OAuth2, or send with SMTP.".into()),
+    )
+}
+
+fn unreachable(error: &HttpError) -> SendFailure {
+    match error {
+        HttpError::Refused(why) => SendFailure::Refused(StatusReason::new(
+            "graph_url_refused",
+            format!("Herald may not connect to Microsoft Graph's address: {why}."),
+            Some("Check the mailbox's provider; Graph is Microsoft's.".into()),
+        )),
+        other => SendFailure::Transient(SmtpReply::no_reply(format!(
+            "Microsoft Graph could not be reached: {other}"
+        ))),
+    }
+}
+
+fn bearer(secret: Result<Secret, SendFailure>) -> Result<SecretString, SendFailure> {
+    match secret? {
+        Secret::Bearer(token) => Ok(token),
+        Secret::Password(_) => Err(SendFailure::Refused(needs_oauth2())),
+    }
+}
+
+/// `{graph}/v1.0/users/{mailbox}/sendMail`.
+fn send_mail_url(mailbox: &Mailbox) -> Result<url::Url, SendFailure> {
+    let base = mailbox.graph_url.as_deref().unwrap_or_default();
+    let mut url = url::Url::parse(base).map_err(|_| {
+        SendFailure::Refused(StatusReason::new(
+            "graph_url_missing",
+            "This mailbox sends with Microsoft Graph but has no Graph address.",
+            Some("Edit the mailbox: choose the Microsoft provider, or send with SMTP.".into()),
+        ))
+    })?;
+    url.path_segments_mut()
+        .map_err(|_| SendFailure::Rejected(SmtpReply::no_reply("bad Graph URL")))?
+        .pop_if_empty()
+        .extend(["v1.0", "users", mailbox.username.as_str(), "sendMail"]);
+    Ok(url)
+}
+
+async fn post(
+    access: &Access,
+    url: &url::Url,
+    token: &SecretString,
+    request: Request<'_>,
+) -> Result<Answer, HttpError> {
+    use axum::http;
+    let (content_type, body) = match request {
+        Request::Probe => (
+            "application/json",
+            br#"{"message":{"subject":"Herald checks that it may send","body":{"contentType":"Text","content":""},"toRecipients":[]},"saveToSentItems":false}"#.to_vec(),
+        ),
+        Request::Send { mime } => (
+            "text/plain",
+            base64::engine::general_purpose::STANDARD
+                .encode(mime)
+                .into_bytes(),
+        ),
+    };
+    let http_request = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(url.as_str())
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(
+            http::header::AUTHORIZATION,
+            format!("Bearer {}", token.expose_secret()),
+        )
+        .header("client-request-id", uuid::Uuid::new_v4().to_string())
+        .body(body)
+        .map_err(|e| HttpError::Transport(e.to_string()))?;
+    let response = access.http.execute(http_request).await?;
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let retry_after = header("retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|secs| Duration::from_secs(secs.min(3_600)));
+    let request_id = header("request-id");
+    let error = serde_json::from_slice::<serde_json::Value>(response.body())
+        .ok()
+        .and_then(|v| {
+            let error = v.get("error")?;
+            Some((
+                error.get("code")?.as_str()?.to_owned(),
+                error
+                    .get("message")
+                    .and_then(|m| m.as_str())
+                    .unwrap_or_default()
+                    .to_owned(),
+            ))
+        });
+    Ok(Answer {
+        status: response.status().as_u16(),
+        retry_after,
+        request_id,
+        error,
+    })
+}
+
+/// The size of `n` bytes in base64.
+fn base64_len(n: usize) -> usize {
+    n.div_ceil(3) * 4
+}
+
+/// The message with a `Bcc` field naming the envelope's recipients that its `To` and `Cc` do
+/// not: Graph sends to them and removes the field.
+fn with_bcc(envelope: &Envelope, message: &[u8]) -> Vec<u8> {
+    let visible: Vec<String> = mail_parser::MessageParser::default()
+        .parse_headers(message)
+        .map(|parsed| {
+            [parsed.to(), parsed.cc()]
+                .into_iter()
+                .flatten()
+                .flat_map(|a| a.iter())
+                .filter_map(|a| a.address())
+                .map(str::to_lowercase)
+                .collect()
+        })
+        .unwrap_or_default();
+    let hidden: Vec<String> = envelope
+        .to()
+        .iter()
+        .map(|a| a.to_string())
+        .filter(|a| !visible.contains(&a.to_lowercase()))
+        .collect();
+    if hidden.is_empty() {
+        return message.to_vec();
+    }
+    let mut out = format!("Bcc: {}\r\n", hidden.join(", ")).into_bytes();
+    out.extend_from_slice(message);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oauth::errors::tests_support::mailbox;
+
+    fn failure(status: u16, code: &str) -> SendFailure {
+        classify(status, code, "words", None, &mailbox(), "").failure
+    }
+
+    fn reason(status: u16, code: &str) -> String {
+        match failure(status, code) {
+            SendFailure::Refused(reason) => reason.code,
+            _ => panic!("{status} {code} is not a fault of the mailbox"),
+        }
+    }
+
+    #[test]
+    fn graph_errors_are_decided_by_their_code() {
+        assert_eq!(reason(403, "ErrorAccessDenied"), "graph_access_denied");
+        assert_eq!(
+            reason(403, "Authorization_RequestDenied"),
+            "graph_access_denied"
+        );
+        assert_eq!(reason(403, "ErrorSendAsDenied"), "send_as_denied");
+        assert_eq!(reason(404, "ErrorInvalidUser"), "graph_mailbox_not_found");
+        assert_eq!(
+            reason(404, "MailboxNotEnabledForRESTAPI"),
+            "graph_mailbox_not_enabled"
+        );
+        assert_eq!(
+            reason(401, "InvalidAuthenticationToken"),
+            "graph_token_refused"
+        );
+        assert!(matches!(
+            failure(413, "ErrorMessageSizeExceeded"),
+            SendFailure::Rejected(r) if r.enhanced.as_deref() == Some("5.3.4")
+        ));
+        assert!(matches!(
+            failure(400, "ErrorQuotaExceeded"),
+            SendFailure::Rejected(_)
+        ));
+        assert!(matches!(
+            failure(503, "ServiceNotAvailable"),
+            SendFailure::Transient(_)
+        ));
+        assert!(matches!(failure(504, ""), SendFailure::Transient(_)));
+        assert!(matches!(
+            failure(400, "ErrorInvalidRecipients"),
+            SendFailure::Rejected(_)
+        ));
+    }
+
+    #[test]
+    fn throttling_waits_as_long_as_graph_says() {
+        let told = classify(
+            429,
+            "ApplicationThrottled",
+            "slow down",
+            Some(Duration::from_secs(7)),
+            &mailbox(),
+            "",
+        );
+        assert!(matches!(
+            told.failure,
+            SendFailure::Throttled { retry_after, .. } if retry_after == Duration::from_secs(7)
+        ));
+        assert!(matches!(
+            failure(429, "MailboxConcurrency"),
+            SendFailure::Throttled { retry_after, .. } if retry_after == DEFAULT_RETRY_AFTER
+        ));
+    }
+
+    #[test]
+    fn hidden_recipients_go_in_a_bcc_field_for_graph_to_remove() {
+        let envelope = Envelope::new(
+            Some("support@contoso.com".parse().unwrap()),
+            vec![
+                "a@example.com".parse().unwrap(),
+                "B@example.com".parse().unwrap(),
+                "hidden@example.com".parse().unwrap(),
+            ],
+        )
+        .unwrap();
+        let message =
+            b"From: support@contoso.com\r\nTo: a@example.com\r\nCc: b@example.com\r\nSubject: x\r\n\r\nhi\r\n";
+        let out = String::from_utf8(with_bcc(&envelope, message)).unwrap();
+        assert!(
+            out.starts_with("Bcc: hidden@example.com\r\nFrom: "),
+            "{out}"
+        );
+        let all_visible = Envelope::new(None, vec!["a@example.com".parse().unwrap()]).unwrap();
+        assert_eq!(with_bcc(&all_visible, message), message.to_vec());
+    }
+
+    #[test]
+    fn the_send_mail_url_names_the_mailbox() {
+        let mut m = mailbox();
+        m.graph_url = Some("https://graph.microsoft.com".into());
+        let url = send_mail_url(&m).ok().unwrap();
+        assert_eq!(
+            url.as_str(),
+            format!(
+                "https://graph.microsoft.com/v1.0/users/{}/sendMail",
+                m.username
+            )
+        );
+        m.graph_url = None;
+        assert!(matches!(send_mail_url(&m), Err(SendFailure::Refused(_))));
+    }
+}
