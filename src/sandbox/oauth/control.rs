@@ -44,5 +44,6 @@ pub(super) async fn counters(State(server): State<OAuthServer>) -> Json<serde_js
     Json(json!({
         "token_requests": server.state.token_requests(),
         "smtp_auth_attempts": server.state.smtp_auth_attempts(),
+        "graph_requests": server.state.graph_requests(),
     }))
 }
