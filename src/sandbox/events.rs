@@ -7,6 +7,18 @@ use tokio::sync::watch;
 
 use super::{ReceivedMessage, SandboxState};
 
+/// Counters tests read to check how often Herald asked for something. The sandbox bumps them
+/// through `SandboxState::count`, which announces each change to [`SandboxState::wait_until`].
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub token_requests: AtomicU64,
+    pub smtp_auth_attempts: AtomicU64,
+    /// Sessions refused with `432 4.3.2` for exceeding the connections per mailbox.
+    pub connections_refused: AtomicU64,
+    /// Requests to Graph's `sendMail`, whatever their answer.
+    pub graph_requests: AtomicU64,
+}
+
 /// Bumped after every change of the counters or the received mail.
 pub(super) struct Changes(watch::Sender<u64>);
 
@@ -44,6 +56,10 @@ impl SandboxState {
 
     pub fn token_requests(&self) -> u64 {
         self.counters.token_requests.load(Ordering::Relaxed)
+    }
+
+    pub fn graph_requests(&self) -> u64 {
+        self.counters.graph_requests.load(Ordering::Relaxed)
     }
 
     pub fn smtp_auth_attempts(&self) -> u64 {

@@ -4,19 +4,20 @@
 //! It is an independent implementation: it shares no code with Herald's OAuth or SMTP clients,
 //! so it cannot agree with them by construction. This module holds its state (directory of
 //! users and app registrations, issued tokens, received mail) and the switches that reproduce
-//! Microsoft's failures; [`smtp`] is its Exchange Online-shaped SMTP server.
+//! Microsoft's failures; [`smtp`] is its Exchange Online-shaped SMTP server, [`graph`] its
+//! Microsoft Graph `sendMail`.
 //!
 //! State lives in memory: the sandbox is for demos and tests, and starts empty.
 //! [`oauth`] is its Entra ID-shaped authorization server.
 
 mod events;
+pub mod graph;
 pub mod oauth;
 mod settings;
 pub mod smtp;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
 
 use secrecy::{ExposeSecret, SecretString};
 use time::{Duration, OffsetDateTime};
@@ -24,6 +25,8 @@ use time::{Duration, OffsetDateTime};
 use crate::clock::SharedClock;
 use crate::crypto;
 
+pub use events::Counters;
+pub use graph::{GRAPH_MAIL_SEND_SCOPE, GRAPH_MAIL_SEND_SHARED_SCOPE};
 pub use settings::Settings;
 
 /// The delegated scope that allows SMTP AUTH with XOAUTH2.
@@ -67,7 +70,18 @@ pub struct Switches {
     /// recover: a transient fault on Microsoft's side.
     pub submission_outages: u32,
     /// Recipients refused with Exchange's `550 5.1.10 RESOLVER.ADR.RecipientNotFound`.
+    /// Graph accepts them (`202`) and delivers to the others only (Microsoft sends an NDR).
     pub unknown_recipients: Vec<String>,
+    /// Graph: `{id}`s answered `404 ErrorInvalidUser`.
+    pub graph_unknown_users: Vec<String>,
+    /// Graph: mailboxes answered `404 MailboxNotEnabledForRESTAPI`.
+    pub graph_disabled_mailboxes: Vec<String>,
+    /// Graph: answer this many `sendMail` requests `429 ApplicationThrottled`, then recover.
+    pub graph_throttled: u32,
+    /// Graph: the `Retry-After` (seconds) of its 429s and 503s.
+    pub graph_retry_after_secs: u64,
+    /// Graph: answer this many `sendMail` requests `503 ServiceNotAvailable`, then recover.
+    pub graph_outages: u32,
 }
 
 impl Default for Switches {
@@ -89,6 +103,11 @@ impl Default for Switches {
             token_latency_ms: 0,
             submission_outages: 0,
             unknown_recipients: Vec::new(),
+            graph_unknown_users: Vec::new(),
+            graph_disabled_mailboxes: Vec::new(),
+            graph_throttled: 0,
+            graph_retry_after_secs: 1,
+            graph_outages: 0,
         }
     }
 }
@@ -102,13 +121,13 @@ pub struct AccessToken {
     pub expires_at: OffsetDateTime,
 }
 
-/// A message the sandbox's SMTP server accepted.
+/// A message the sandbox's SMTP server (or Graph's `sendMail`) accepted.
 #[derive(Clone, Debug)]
 pub struct ReceivedMessage {
     pub id: String,
     /// The authenticated mailbox.
     pub user: String,
-    /// `XOAUTH2`, `PLAIN` or `LOGIN`.
+    /// `XOAUTH2`, `PLAIN` or `LOGIN`; `graph` for Graph's `sendMail`.
     pub mechanism: &'static str,
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
@@ -125,16 +144,6 @@ fn entra_like_secret() -> String {
         .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
         .collect();
     format!("{}8Q~{}.{}", &body[..3], &body[3..35], &body[35..])
-}
-
-/// Counters tests read to check how often Herald asked for something. The sandbox bumps them
-/// through `SandboxState::count`, which announces each change to [`SandboxState::wait_until`].
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub token_requests: AtomicU64,
-    pub smtp_auth_attempts: AtomicU64,
-    /// Sessions refused with `432 4.3.2` for exceeding the connections per mailbox.
-    pub connections_refused: AtomicU64,
 }
 
 /// An app registration, as Entra shows it after "New registration" and "New client secret".
@@ -219,6 +228,7 @@ struct Inner {
     full_access: HashMap<String, Vec<String>>,
     /// Mailbox → accounts with Send As permission on it.
     send_as: HashMap<String, Vec<String>>,
+    graph: graph::GraphInner,
 }
 
 /// The sandbox's shared state.
@@ -527,7 +537,8 @@ impl RunningSandbox {
         );
         let oauth = oauth::OAuthServer::new(state.clone(), public_url, DEFAULT_TENANT);
         let ca_pem = ca.ca_pem().to_owned();
-        let app = oauth::router(oauth.clone()).route(
+        let graph = graph::router(state.clone(), public_url);
+        let app = oauth::router(oauth.clone()).merge(graph).route(
             "/_sandbox/ca.pem",
             axum::routing::get(move || {
                 let pem = ca_pem.clone();

@@ -21,6 +21,7 @@ mod org_limits;
 mod outbox;
 mod relay;
 mod repointing;
+mod sandbox_graph;
 mod sandbox_oauth;
 mod sandbox_smtp;
 mod secrets;

@@ -10,7 +10,9 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use time::Duration;
 
-use super::super::{IssuedCode, Pending, SMTP_SEND_SCOPE};
+use super::super::{
+    GRAPH_MAIL_SEND_SCOPE, GRAPH_MAIL_SEND_SHARED_SCOPE, IssuedCode, Pending, SMTP_SEND_SCOPE,
+};
 use super::OAuthServer;
 use super::errors::{error_page, redirect_error, redirect_with, tenant_not_found};
 use crate::crypto;
@@ -22,6 +24,11 @@ const KNOWN_SCOPES: &[(&str, &str)] = &[
     (
         SMTP_SEND_SCOPE,
         "Send emails from mailboxes using SMTP AUTH.",
+    ),
+    (GRAPH_MAIL_SEND_SCOPE, "Send mail as you"),
+    (
+        GRAPH_MAIL_SEND_SHARED_SCOPE,
+        "Send mail on behalf of others or yourself",
     ),
     (
         "offline_access",

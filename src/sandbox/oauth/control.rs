@@ -34,6 +34,7 @@ pub(super) async fn messages(State(server): State<OAuthServer>) -> Json<serde_js
                 "rcpt_to": m.rcpt_to,
                 "raw": String::from_utf8_lossy(&m.raw),
                 "received_at": m.received_at.unix_timestamp(),
+                "save_to_sent_items": server.state.saved_to_sent_items(&m.id),
             })
         })
         .collect();
@@ -44,5 +45,6 @@ pub(super) async fn counters(State(server): State<OAuthServer>) -> Json<serde_js
     Json(json!({
         "token_requests": server.state.token_requests(),
         "smtp_auth_attempts": server.state.smtp_auth_attempts(),
+        "graph_requests": server.state.graph_requests(),
     }))
 }
