@@ -10,6 +10,7 @@ mod cli;
 pub(crate) mod crash;
 mod floods;
 mod from_rule;
+mod graph;
 mod helpers;
 mod http_limits;
 mod instances;

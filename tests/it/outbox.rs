@@ -116,6 +116,17 @@ impl Outbox {
 
     /// A Verified OAuth2 mailbox: created, authorized in the sandbox, Accepted.
     pub(crate) async fn oauth_mailbox(&self, key: &str, name: &str, address: &str) -> String {
+        self.oauth_mailbox_with(key, name, address, json!({})).await
+    }
+
+    /// [`Outbox::oauth_mailbox`] with `extra` fields in the mailbox (e.g. `transport`).
+    pub(crate) async fn oauth_mailbox_with(
+        &self,
+        key: &str,
+        name: &str,
+        address: &str,
+        extra: Value,
+    ) -> String {
         let registration = self
             .sandbox
             .state
@@ -125,15 +136,21 @@ impl Outbox {
                 reqwest::Method::POST,
                 "/api/v1/mailboxes",
                 key,
-                Some(json!({
-                    "name": name, "auth": "oauth2", "provider": "sandbox", "username": address,
-                    "client_id": registration.client_id,
-                    "client_secret": registration.secret.expose_secret(),
-                    "reply_to": "help@contoso.com", "signature": "Contoso Support",
-                })),
+                Some({
+                    let mut body = json!({
+                        "name": name, "auth": "oauth2", "provider": "sandbox", "username": address,
+                        "client_id": registration.client_id,
+                        "client_secret": registration.secret.expose_secret(),
+                        "reply_to": "help@contoso.com", "signature": "Contoso Support",
+                    });
+                    for (k, v) in extra.as_object().unwrap() {
+                        body[k] = v.clone();
+                    }
+                    body
+                }),
             )
             .await;
-        assert_eq!(created.status(), 201);
+        assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
         let id = created.json::<Value>().await.unwrap()["id"]
             .as_str()
             .unwrap()

@@ -1,0 +1,154 @@
+//! Sending with Microsoft Graph `sendMail` where SMTP AUTH is off: the real application, a
+//! sandbox mailbox set to `transport: graph`, and the sandbox's Graph endpoint.
+
+use serde_json::{Value, json};
+
+use crate::outbox::{Outbox, SUPPORT};
+
+async fn graph_mailbox(o: &Outbox) -> String {
+    o.oauth_mailbox_with(
+        &o.admin,
+        "Support",
+        SUPPORT,
+        json!({ "transport": "graph" }),
+    )
+    .await
+}
+
+async fn mailbox(o: &Outbox, id: &str) -> Value {
+    o.admin_json(
+        reqwest::Method::GET,
+        &format!("/api/v1/mailboxes/{id}"),
+        None,
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_graph_mailbox_is_verified_and_delivers_with_reply_to_signature_and_bcc_kept_hidden() {
+    let o = Outbox::start().await;
+    // SMTP AUTH is off for the tenant: Graph does not care.
+    o.switch(|s| s.smtp_auth_disabled = true);
+    let id = graph_mailbox(&o).await;
+    let shown = mailbox(&o, &id).await;
+    assert_eq!(shown["transport"], "graph");
+    assert_eq!(shown["graph_url"], o.sandbox.oauth.base_url.as_str());
+    assert!(
+        shown["scopes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("https://graph.microsoft.com/Mail.Send")),
+        "{shown}"
+    );
+    // Verify asks Graph without sending anything.
+    assert_eq!(o.verify(&id).await["status"], "verified");
+    assert!(o.received_by(SUPPORT).is_empty());
+
+    let message = o
+        .accepted(
+            &o.admin,
+            json!({
+                "to": "customer@example.com",
+                "bcc": ["auditor@example.com"],
+                "subject": "Your ticket",
+                "text": "We are on it.",
+            }),
+        )
+        .await;
+    let sent = o.wait_for(&o.admin, &message, "sent").await;
+    let received = o.received_by(SUPPORT);
+    assert_eq!(received.len(), 1);
+    let got = &received[0];
+    assert_eq!(got.mechanism, "graph");
+    assert!(got.rcpt_to.contains(&"auditor@example.com".to_owned()));
+    assert!(got.rcpt_to.contains(&"customer@example.com".to_owned()));
+    let raw = String::from_utf8_lossy(&got.raw);
+    assert!(!raw.to_lowercase().contains("auditor@"), "{raw}");
+    assert!(raw.contains("Reply-To: help@contoso.com"), "{raw}");
+    assert!(raw.contains("Contoso Support"), "{raw}");
+    assert!(raw.contains("Subject: Your ticket"), "{raw}");
+    let log = sent.to_string();
+    assert!(log.contains("Accepted by Microsoft Graph"), "{log}");
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn graph_throttling_waits_as_told_and_loses_nothing() {
+    let o = Outbox::start().await;
+    let id = graph_mailbox(&o).await;
+    o.switch(|s| {
+        s.graph_throttled = 2;
+        s.graph_retry_after_secs = 1;
+    });
+    let started = std::time::Instant::now();
+    let message = o
+        .accepted(
+            &o.admin,
+            crate::outbox::simple("a@example.com", "Throttled"),
+        )
+        .await;
+    o.wait_for(&o.admin, &message, "sent").await;
+    // Two 429s, each saying "retry after 1 s": no sooner than that.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(1),
+        "sent after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(o.received_by(SUPPORT).len(), 1);
+    // Throttling says nothing about the mailbox.
+    assert_eq!(mailbox(&o, &id).await["status"], "verified");
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn a_mailbox_graph_cannot_send_from_turns_not_verified_with_the_fix_and_holds_its_mail() {
+    let o = Outbox::start().await;
+    let id = graph_mailbox(&o).await;
+    o.switch(|s| s.graph_disabled_mailboxes = vec![SUPPORT.to_owned()]);
+    let message = o
+        .accepted(&o.admin, crate::outbox::simple("a@example.com", "Held"))
+        .await;
+    o.wait_for(&o.admin, &message, "held").await;
+    let shown = mailbox(&o, &id).await;
+    assert_eq!(shown["status"], "not_verified");
+    assert_eq!(
+        shown["status_reason"]["code"], "graph_mailbox_not_enabled",
+        "{shown}"
+    );
+    assert!(
+        shown["status_reason"]["action"]
+            .as_str()
+            .unwrap()
+            .contains("licence"),
+        "{shown}"
+    );
+    // Fixed at Microsoft's end: Verify brings it back and the held mail goes out.
+    o.switch(|s| s.graph_disabled_mailboxes.clear());
+    assert_eq!(o.verify(&id).await["status"], "verified");
+    o.wait_for(&o.admin, &message, "sent").await;
+    assert_eq!(o.received_by(SUPPORT)[0].mechanism, "graph");
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn switching_an_smtp_mailbox_to_graph_asks_for_graphs_scope_and_a_new_authorization() {
+    let o = Outbox::start().await;
+    let id = o.oauth_mailbox(&o.admin, "Support", SUPPORT).await;
+    let patched = o
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/mailboxes/{id}"),
+            &o.admin,
+            Some(json!({ "transport": "graph" })),
+        )
+        .await;
+    assert_eq!(patched.status(), 200, "{}", patched.text().await.unwrap());
+    let shown: Value = mailbox(&o, &id).await;
+    assert_eq!(shown["transport"], "graph");
+    assert_eq!(shown["status"], "not_verified");
+    assert_eq!(shown["status_reason"]["code"], "reauthorization_required");
+    let scopes = shown["scopes"].as_array().unwrap();
+    assert!(scopes.contains(&json!("https://graph.microsoft.com/Mail.Send")));
+    assert!(!scopes.contains(&json!("https://outlook.office.com/SMTP.Send")));
+    o.stop().await;
+}
