@@ -6,7 +6,8 @@ use time::{Date, OffsetDateTime};
 
 use super::limits::{LimitOverrides, Limits};
 pub use super::provider::{
-    GOOGLE_SCOPES, MICROSOFT_GRAPH_SCOPES, MICROSOFT_GRAPH_URL, MICROSOFT_SCOPES, Provider,
+    GOOGLE_SCOPES, MICROSOFT_GRAPH_SCOPES, MICROSOFT_GRAPH_SHARED_SCOPE, MICROSOFT_GRAPH_URL,
+    MICROSOFT_SCOPES, Provider,
 };
 use super::{FieldError, MailboxId, OrgId};
 

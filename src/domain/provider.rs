@@ -32,6 +32,10 @@ pub const MICROSOFT_GRAPH_SCOPES: &[&str] = &[
     "email",
 ];
 
+/// What Graph also asks for when the account that signs in sends as another mailbox (a
+/// shared mailbox with Send As).
+pub const MICROSOFT_GRAPH_SHARED_SCOPE: &str = "https://graph.microsoft.com/Mail.Send.Shared";
+
 /// Microsoft Graph's host in the global cloud.
 pub const MICROSOFT_GRAPH_URL: &str = "https://graph.microsoft.com";
 

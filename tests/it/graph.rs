@@ -152,3 +152,43 @@ async fn switching_an_smtp_mailbox_to_graph_asks_for_graphs_scope_and_a_new_auth
     assert!(!scopes.contains(&json!("https://outlook.office.com/SMTP.Send")));
     o.stop().await;
 }
+
+#[tokio::test]
+async fn a_shared_mailbox_sends_through_graph_as_itself_with_send_as() {
+    let o = Outbox::start().await;
+    let shared = "help@contoso.com";
+    let agent = "agent@contoso.com";
+    for user in [shared, agent] {
+        o.sandbox
+            .state
+            .add_user(user, secrecy::SecretString::from(crate::outbox::PASSWORD));
+    }
+    o.sandbox.state.grant_mailbox_access(shared, agent, true);
+    let id = o
+        .oauth_mailbox_with(
+            &o.admin,
+            "Help desk",
+            shared,
+            json!({ "transport": "graph", "sign_in_account": agent }),
+        )
+        .await;
+    let shown = mailbox(&o, &id).await;
+    assert!(
+        shown["scopes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("https://graph.microsoft.com/Mail.Send.Shared")),
+        "{shown}"
+    );
+    let message = o
+        .accepted(
+            &o.admin,
+            crate::outbox::simple("a@example.com", "From the desk"),
+        )
+        .await;
+    o.wait_for(&o.admin, &message, "sent").await;
+    let got = o.received_by(shared);
+    assert_eq!(got.len(), 1, "sent as the shared mailbox");
+    assert_eq!(got[0].mechanism, "graph");
+    o.stop().await;
+}

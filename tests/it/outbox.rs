@@ -166,9 +166,14 @@ impl Outbox {
             .json()
             .await
             .unwrap();
+        // The account that signs in: the mailbox's own, or the one given for a shared mailbox.
+        let signer = extra
+            .get("sign_in_account")
+            .and_then(Value::as_str)
+            .unwrap_or(address);
         let redirect = sandbox_consent(
             started["authorization_url"].as_str().unwrap(),
-            address,
+            signer,
             PASSWORD,
             "accept",
         )

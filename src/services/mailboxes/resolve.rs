@@ -9,8 +9,8 @@ use url::Url;
 
 use super::*;
 use crate::domain::mailbox::{
-    AuthKind, ClientAuth, Mailbox, MailboxStatus, Provider, Security, StatusReason, TransportKind,
-    looks_like_secret_id, parse_tenant,
+    AuthKind, ClientAuth, MICROSOFT_GRAPH_SHARED_SCOPE, Mailbox, MailboxStatus, Provider, Security,
+    StatusReason, TransportKind, looks_like_secret_id, parse_tenant,
 };
 use crate::domain::presets::Preset;
 use crate::domain::{EmailAddress, FieldError, MailboxId, OrgId};
@@ -363,7 +363,16 @@ pub(super) fn resolve(
                 None
             }
         };
+        let preset_scopes = draft.scopes.is_none();
         scopes = draft.scopes.or(preset.scopes).unwrap_or_default();
+        // Sending as a shared mailbox through Graph takes Mail.Send.Shared as well.
+        if preset_scopes
+            && transport == Some(TransportKind::Graph)
+            && sign_in_account.is_some()
+            && sign_in_account != username
+        {
+            scopes.push(MICROSOFT_GRAPH_SHARED_SCOPE.to_owned());
+        }
         scopes.retain(|s| !s.trim().is_empty());
         if scopes.is_empty() {
             checks.push(FieldError::new("scopes", "must name at least one scope"));

@@ -289,6 +289,21 @@ fn a_microsoft_mailbox_that_sends_with_graph_asks_for_graphs_scope_and_knows_its
         m.scopes
     );
     assert!(!m.scopes.iter().any(|s| s.contains("SMTP.Send")));
+    assert!(!m.scopes.iter().any(|s| s.ends_with("Mail.Send.Shared")));
+    // A shared mailbox: the signed-in account sends as it, which Graph calls Mail.Send.Shared.
+    let shared = resolve_ok(
+        MailboxDraft {
+            transport: Some("graph".into()),
+            sign_in_account: Some("agent@contoso.com".into()),
+            ..microsoft()
+        },
+        &policy(),
+    );
+    assert!(
+        shared
+            .scopes
+            .contains(&"https://graph.microsoft.com/Mail.Send.Shared".to_owned())
+    );
     // SMTP stays the default, with SMTP's scope and no Graph address.
     let smtp = resolve_ok(microsoft(), &policy());
     assert_eq!(smtp.transport, TransportKind::Smtp);
