@@ -78,8 +78,16 @@
     const values = presets[provider](field('tenant').value.trim());
     for (const [name, value] of Object.entries(values)) field(name).value = value;
     $$('.provider-microsoft', form).forEach((el) => { el.hidden = provider !== 'microsoft' || field('auth').value !== 'oauth2'; });
+    showTransport(field('auth').value, provider);
     $('.guide-microsoft', dialog).hidden = provider === 'google';
     $('.guide-google', dialog).hidden = provider !== 'google';
+  }
+
+  // Microsoft Graph is Microsoft's (and the sandbox's, which stands in for it), with OAuth2.
+  function showTransport(auth, provider) {
+    const graph = auth === 'oauth2' && (provider === 'microsoft' || provider === 'sandbox');
+    $$('.provider-graph', form).forEach((el) => { el.hidden = !graph; });
+    if (!graph) field('transport').value = 'smtp';
   }
 
   function showFor(auth, editing) {
@@ -88,6 +96,7 @@
     $$('.basic-only', dialog).forEach((el) => { el.hidden = auth !== 'basic'; });
     $$('.edit-only', dialog).forEach((el) => { el.hidden = !editing; });
     $$('.provider-microsoft', dialog).forEach((el) => { el.hidden = auth !== 'oauth2' || field('provider').value !== 'microsoft'; });
+    showTransport(auth, field('provider').value);
     // The provider of a saved mailbox is fixed: changing it would rewrite its settings.
     field('provider').disabled = editing;
     updateBasicNote();
@@ -123,11 +132,13 @@
     field('id').value = mailbox.id;
     $('#mailbox-title').textContent = 'Edit';
     showFor(mailbox.auth, true);
-    for (const name of ['provider', 'tenant', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'username', 'reply_to', 'signature']) {
+    for (const name of ['provider', 'tenant', 'transport', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'username', 'reply_to', 'signature']) {
       if (field(name) && mailbox[name] !== null && mailbox[name] !== undefined) field(name).value = mailbox[name];
     }
     if (mailbox.client_secret_expires_at) field('client_secret_expires_at').value = mailbox.client_secret_expires_at;
     $$('.provider-microsoft', form).forEach((el) => { el.hidden = mailbox.auth !== 'oauth2' || mailbox.provider !== 'microsoft'; });
+    showTransport(mailbox.auth, mailbox.provider);
+    if (mailbox.transport) field('transport').value = mailbox.transport;
     $('.guide-microsoft', dialog).hidden = mailbox.provider === 'google';
     $('.guide-google', dialog).hidden = mailbox.provider !== 'google';
     dialog.showModal();
@@ -164,7 +175,7 @@
     const auth = field('auth').value;
     const body = { auth };
     const names = auth === 'oauth2'
-      ? ['provider', 'tenant', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'client_secret', 'client_secret_expires_at', 'username', 'reply_to', 'signature']
+      ? ['provider', 'tenant', 'transport', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'client_secret', 'client_secret_expires_at', 'username', 'reply_to', 'signature']
       : ['host', 'port', 'security', 'username', 'password', 'reply_to', 'signature'];
     for (const name of names) {
       const value = field(name).value.trim();
@@ -250,6 +261,16 @@
         $('.result', testDialog).textContent = '';
         testDialog.showModal();
         break;
+      case 'use-graph': {
+        // SMTP AUTH is off: send with Microsoft Graph, which asks for its own permission, so
+        // the mailbox is authorized again.
+        button.disabled = true;
+        const result = await api('PATCH', `/mailboxes/${current.id}`, { transport: 'graph' });
+        button.disabled = false;
+        if (result.ok) window.location.reload();
+        else pageMessage(result.data?.detail ?? result.data?.errors?.[0]?.message ?? 'Could not switch to Microsoft Graph.', false);
+        break;
+      }
       case 'edit':
         openEdit(current);
         break;

@@ -154,6 +154,13 @@ impl Mailbox {
         self.limits.over(self.provider)
     }
 
+    /// Whether the mailbox could send with Microsoft Graph instead: OAuth2 with a provider
+    /// that has Graph.
+    pub fn graph_capable(&self) -> bool {
+        self.auth == AuthKind::OAuth2
+            && matches!(self.provider, Provider::Microsoft | Provider::Sandbox)
+    }
+
     /// The fields whose change invalidates an earlier authorization.
     pub fn identity(&self) -> impl PartialEq + '_ {
         (

@@ -192,3 +192,54 @@ async fn a_shared_mailbox_sends_through_graph_as_itself_with_send_as() {
     assert_eq!(got[0].mechanism, "graph");
     o.stop().await;
 }
+
+#[tokio::test]
+async fn the_outgoing_mail_page_offers_graph_where_smtp_auth_is_off_and_the_window_has_send_with() {
+    let o = Outbox::start().await;
+    o.app.user(o.org, "admin@contoso.com", "admin").await;
+    o.app.user(o.org, "member@contoso.com", "member").await;
+    let id = o.oauth_mailbox(&o.admin, "Support", SUPPORT).await;
+    let page = "/settings/system/outgoing-mail";
+    let (admin, csrf) = o.app.signed_in("admin@contoso.com").await;
+    let (_, html) = crate::helpers::page(&admin, &o.app, page).await;
+    assert!(
+        html.contains(r#"<label for="f-transport">Send with</label>"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"<option value="graph">Microsoft Graph</option>"#));
+    assert!(!html.contains("Send with Microsoft Graph instead"));
+
+    // The tenant turns SMTP AUTH off: the row says so and offers Graph.
+    o.switch(|s| s.smtp_auth_disabled = true);
+    assert_eq!(
+        o.verify(&id).await["status_reason"]["code"],
+        "smtp_auth_disabled"
+    );
+    let (_, html) = crate::helpers::page(&admin, &o.app, page).await;
+    assert!(
+        html.contains(r#"data-action="use-graph">Send with Microsoft Graph instead</button>"#),
+        "{html}"
+    );
+    assert!(html.contains("Mail.Send"));
+    let (member, _) = o.app.signed_in("member@contoso.com").await;
+    let (_, html) = crate::helpers::page(&member, &o.app, page).await;
+    assert!(!html.contains("Send with Microsoft Graph instead"));
+
+    // The button's call, as the page's script makes it: the row then reads Microsoft Graph
+    // and asks for a new authorization.
+    let switched = admin
+        .patch(o.app.url(&format!("/api/v1/mailboxes/{id}")))
+        .header("X-CSRF-Token", &csrf)
+        .json(&json!({ "transport": "graph" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(switched.status(), 200, "{}", switched.text().await.unwrap());
+    let (_, html) = crate::helpers::page(&admin, &o.app, page).await;
+    assert!(
+        html.contains(r#"<div class="muted">Microsoft Graph</div>"#),
+        "{html}"
+    );
+    assert!(!html.contains("Send with Microsoft Graph instead"));
+    o.stop().await;
+}

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::extract::SignedIn;
 use super::{Frame, render, sending, when};
 use crate::domain::OrgId;
-use crate::domain::mailbox::Mailbox;
+use crate::domain::mailbox::{Mailbox, TransportKind};
 use crate::services::views::{self, AttemptStatus};
 use crate::web::AppState;
 use crate::web::auth;
@@ -77,6 +77,10 @@ struct MailboxRow {
     verified_at: String,
     token_expires_at: String,
     secret_expiry: String,
+    /// `SMTP` or `Microsoft Graph`.
+    transport: &'static str,
+    /// SMTP AUTH is off for the mailbox, and Graph could send instead.
+    suggest_graph: bool,
 }
 
 #[derive(Template)]
@@ -204,6 +208,7 @@ fn mailbox_row(m: Mailbox, today: time::Date) -> MailboxRow {
                 "username": m.username, "sign_in_account": m.sign_in_account, "reply_to": m.reply_to,
                 "signature": m.signature, "authorization_url": m.authorization_url, "token_url": m.token_url,
                 "client_id": m.client_id, "client_secret_expires_at": m.client_secret_expires_at.map(|d| d.to_string()),
+                "transport": m.transport.as_str(),
             })
             .to_string(),
             secret_warning: m.client_secret_expires_at.and_then(|d| {
@@ -217,6 +222,16 @@ fn mailbox_row(m: Mailbox, today: time::Date) -> MailboxRow {
                 }
             }),
             verified: m.status == crate::domain::mailbox::MailboxStatus::Verified,
+            transport: match m.transport {
+                TransportKind::Smtp => "SMTP",
+                TransportKind::Graph => "Microsoft Graph",
+            },
+            suggest_graph: m.transport == TransportKind::Smtp
+                && m.graph_capable()
+                && m
+                    .status_reason
+                    .as_ref()
+                    .is_some_and(|r| r.code == "smtp_auth_disabled"),
             reason: m.status_reason.as_ref().map(|r| r.message.clone()),
             action: m.status_reason.and_then(|r| r.action),
             name: m.name,
