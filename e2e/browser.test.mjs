@@ -385,3 +385,50 @@ test('an admin adds a relay credential, sees its password once, and deletes it',
   await page.getByText('No relay credential yet.', { exact: false }).waitFor();
   await page.close();
 });
+
+test('SMTP AUTH off: the row offers Send with Microsoft Graph, which authorizes and sends', async () => {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const [admin, password] = credentials('Admin sign-in');
+  const [user] = credentials('Sandbox user sign-in');
+  await signIn(page, admin, password);
+  await openOutgoingMail(page);
+  // From no mailbox of the sandbox user (earlier walks may have left one).
+  await page.evaluate(async (address) => {
+    const csrf = document.querySelector('meta[name="csrf-token"]').content;
+    const list = await (await fetch('/api/v1/mailboxes')).json();
+    for (const m of list.items.filter((item) => item.username === address)) {
+      await fetch(`/api/v1/mailboxes/${m.id}`, { method: 'DELETE', headers: { 'x-csrf-token': csrf } });
+    }
+  }, user);
+  await page.reload();
+  await setSwitches({ smtp_auth_disabled: true });
+  try {
+    const dialog = await addSandboxMailbox(page, user);
+    assert.equal(await dialog.getByLabel('Send with').inputValue(), 'smtp', 'SMTP is the default');
+    await Promise.all([page.waitForEvent('load'), dialog.getByRole('button', { name: 'Save' }).click()]);
+    const row = () => page.getByRole('row', { name: new RegExp(user) });
+    await authorize(page, row(), 'Accept');
+    await row().getByText(/SMTP AUTH is disabled/).waitFor();
+
+    await Promise.all([page.waitForEvent('load'), row().getByRole('button', { name: 'Send with Microsoft Graph instead' }).click()]);
+    await row().getByText('Microsoft Graph', { exact: true }).waitFor();
+    await authorize(page, row(), 'Accept');
+    await page.getByText('Authorized: the mailbox is Verified.').waitFor();
+    await row().getByText('Verified', { exact: true }).waitFor();
+
+    await row().getByRole('button', { name: 'Send test email' }).click();
+    const testDialog = page.getByRole('dialog', { name: 'Send test email' });
+    await testDialog.getByLabel('To').fill('graph-reader@example.com');
+    await testDialog.getByRole('button', { name: 'Send' }).click();
+    await testDialog.getByText(/^Sent: 250/).waitFor();
+    await page.screenshot({ path: join(SCREENSHOTS, 'graph-test-email.png') });
+    const inbox = await (await fetch(`${sandbox()}/_sandbox/messages`)).json();
+    const message = inbox.items.find((m) => m.rcpt_to.includes('graph-reader@example.com'));
+    assert.ok(message, 'the test email is in the sandbox inbox');
+    assert.equal(message.mechanism, 'graph', 'it went through Microsoft Graph, not SMTP');
+    assert.match(message.raw, /Reply-To: help@contoso\.com/);
+  } finally {
+    await setSwitches({ smtp_auth_disabled: false });
+  }
+  await page.close();
+});
