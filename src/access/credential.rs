@@ -1,11 +1,11 @@
-//! How a mailbox proves who it is. Today: a signed-in user's delegated token (renewed with its
-//! refresh token) or a password. App-only credentials are further variants, not branches in
-//! the transports or the workers.
+//! How a mailbox proves who it is: a signed-in user's delegated token (renewed with its
+//! refresh token), the app's own token (client credentials), or a password. The transports
+//! and the workers see only the [`Secret`] each gives.
 
 use secrecy::SecretString;
 
 use super::{Access, AccessResult, SendFailure, TokenFailure, access_token};
-use crate::domain::mailbox::{AuthKind, Mailbox, StatusReason, secret_fields};
+use crate::domain::mailbox::{AuthKind, CredentialKind, Mailbox, StatusReason, secret_fields};
 use crate::domain::message::SmtpReply;
 use crate::keys;
 
@@ -14,6 +14,8 @@ use crate::keys;
 pub enum Credential {
     /// A signed-in user's access token, refreshed ahead of expiry with the refresh token.
     Delegated,
+    /// The app's own access token (OAuth 2.0 client credentials), shared by its mailboxes.
+    App,
     /// The mailbox's password (basic auth); `None` until one is saved.
     Password(Option<SecretString>),
 }
@@ -30,9 +32,10 @@ pub enum Secret {
 impl Credential {
     /// Loads the mailbox's credential from its sealed secrets.
     pub async fn load(access: &Access, mailbox: &Mailbox) -> AccessResult<Self> {
-        match mailbox.auth {
-            AuthKind::OAuth2 => Ok(Self::Delegated),
-            AuthKind::Basic => {
+        match (mailbox.auth, mailbox.credential) {
+            (AuthKind::OAuth2, CredentialKind::App) => Ok(Self::App),
+            (AuthKind::OAuth2, _) => Ok(Self::Delegated),
+            (AuthKind::Basic, _) => {
                 let mut conn = access.store.conn().await?;
                 let password = keys::get_secret(
                     &mut conn,
@@ -59,24 +62,24 @@ impl Credential {
                 AuthKind::Basic,
             )))),
             Self::Password(Some(password)) => Ok(Ok(Secret::Password(password.clone()))),
-            Self::Delegated => {
+            Self::Delegated | Self::App => {
                 let rejected = match rejected {
                     Some(Secret::Bearer(token)) => Some(token),
                     _ => None,
                 };
-                Ok(
-                    match access_token(access, mailbox.org_id, mailbox.id, rejected).await? {
-                        Ok(token) => Ok(Secret::Bearer(token)),
-                        Err(TokenFailure::Refused(reason)) => Err(SendFailure::Refused(reason)),
-                        Err(TokenFailure::Transient(text)) => {
-                            Err(SendFailure::Transient(SmtpReply {
-                                code: None,
-                                enhanced: None,
-                                text,
-                            }))
-                        }
-                    },
-                )
+                let token = match self {
+                    Self::App => super::app_token::app_token(access, mailbox, rejected).await?,
+                    _ => access_token(access, mailbox.org_id, mailbox.id, rejected).await?,
+                };
+                Ok(match token {
+                    Ok(token) => Ok(Secret::Bearer(token)),
+                    Err(TokenFailure::Refused(reason)) => Err(SendFailure::Refused(reason)),
+                    Err(TokenFailure::Transient(text)) => Err(SendFailure::Transient(SmtpReply {
+                        code: None,
+                        enhanced: None,
+                        text,
+                    })),
+                })
             }
         }
     }
@@ -84,6 +87,6 @@ impl Credential {
     /// Whether a refused secret is worth one renewal and one more try (a token may have been
     /// revoked early; a password stays what it is).
     pub fn renews(&self) -> bool {
-        matches!(self, Self::Delegated)
+        matches!(self, Self::Delegated | Self::App)
     }
 }

@@ -4,6 +4,7 @@
 //! Verify, the test message) and the outbox's workers both reach a mailbox through here.
 
 pub mod alerts;
+mod app_token;
 mod credential;
 mod graph;
 mod status;
@@ -49,6 +50,8 @@ pub struct Access {
     pub sandbox: Option<Arc<SandboxPreset>>,
     /// One lock per mailbox, so that concurrent users cause one token refresh.
     pub locks: Arc<TokenLocks>,
+    /// The app-only tokens held, shared by the mailboxes of each app.
+    pub app_tokens: Arc<app_token::AppTokens>,
     pub clock: SharedClock,
 }
 

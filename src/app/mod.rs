@@ -73,6 +73,7 @@ fn access(
         smtp_roots: Arc::new(smtp_roots),
         sandbox: None,
         locks: Arc::default(),
+        app_tokens: Arc::default(),
         clock,
     })
 }

@@ -6,14 +6,27 @@ use time::{Date, OffsetDateTime};
 
 use super::limits::{LimitOverrides, Limits};
 pub use super::provider::{
-    GOOGLE_SCOPES, MICROSOFT_GRAPH_SCOPES, MICROSOFT_GRAPH_SHARED_SCOPE, MICROSOFT_GRAPH_URL,
-    MICROSOFT_SCOPES, Provider,
+    GOOGLE_SCOPES, MICROSOFT_GRAPH_APP_SCOPE, MICROSOFT_GRAPH_SCOPES, MICROSOFT_GRAPH_SHARED_SCOPE,
+    MICROSOFT_GRAPH_URL, MICROSOFT_SCOPES, MICROSOFT_SMTP_APP_SCOPE, Provider,
 };
 use super::{FieldError, MailboxId, OrgId};
 
 string_enum!(
     /// How Herald authenticates to the SMTP server.
     AuthKind { OAuth2 = "oauth2", Basic = "basic" }
+);
+
+string_enum!(
+    /// Who the mailbox's access belongs to.
+    CredentialKind {
+        /// A person signs in once (Authorize); Herald keeps the refresh token alive.
+        Delegated = "delegated",
+        /// The app itself, with its own secret (OAuth 2.0 client credentials): no person
+        /// signs in and no refresh token can die. Microsoft: app-only access.
+        App = "app",
+        /// A username and password (basic auth).
+        Password = "password",
+    }
 );
 
 string_enum!(
@@ -146,6 +159,8 @@ pub struct Mailbox {
     pub graph_url: Option<String>,
     /// Graph keeps a copy of each message in the mailbox's Sent Items.
     pub save_to_sent_items: bool,
+    /// Delegated, app-only or a password.
+    pub credential: CredentialKind,
 }
 
 impl Mailbox {
@@ -173,6 +188,7 @@ impl Mailbox {
             &self.scopes,
             &self.host,
             self.transport,
+            self.credential,
         )
     }
 }

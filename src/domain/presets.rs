@@ -1,6 +1,7 @@
 //! Provider presets: what Herald fills in for a known provider (its endpoints, its SMTP server
 //! and its scopes) unless the admin gives them.
 
+use super::mailbox::{CredentialKind, MICROSOFT_GRAPH_APP_SCOPE, MICROSOFT_SMTP_APP_SCOPE};
 use super::mailbox::{
     GOOGLE_SCOPES, MICROSOFT_GRAPH_SCOPES, MICROSOFT_GRAPH_URL, MICROSOFT_SCOPES, Provider,
     TransportKind,
@@ -87,12 +88,18 @@ impl Preset {
         }
     }
 
-    /// The preset for sending through `transport`: Graph asks for Graph's scope instead of
-    /// SMTP's.
-    pub fn for_transport(mut self, transport: TransportKind) -> Self {
-        if transport == TransportKind::Graph && self.graph_url.is_some() {
-            self.scopes = scopes(MICROSOFT_GRAPH_SCOPES);
+    /// The preset for sending through `transport` with `credential`: Graph asks for Graph's
+    /// scope instead of SMTP's, and an app (client credentials) for the resource's `.default`.
+    pub fn for_access(mut self, transport: TransportKind, credential: CredentialKind) -> Self {
+        if self.graph_url.is_none() {
+            return self;
         }
+        self.scopes = match (transport, credential) {
+            (TransportKind::Graph, CredentialKind::App) => scopes(&[MICROSOFT_GRAPH_APP_SCOPE]),
+            (TransportKind::Smtp, CredentialKind::App) => scopes(&[MICROSOFT_SMTP_APP_SCOPE]),
+            (TransportKind::Graph, _) => scopes(MICROSOFT_GRAPH_SCOPES),
+            (TransportKind::Smtp, _) => self.scopes,
+        };
         self
     }
 }

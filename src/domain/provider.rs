@@ -36,6 +36,13 @@ pub const MICROSOFT_GRAPH_SCOPES: &[&str] = &[
 /// shared mailbox with Send As).
 pub const MICROSOFT_GRAPH_SHARED_SCOPE: &str = "https://graph.microsoft.com/Mail.Send.Shared";
 
+/// What an app (client credentials) asks for to send with Graph: the application permissions
+/// an admin granted (Mail.Send).
+pub const MICROSOFT_GRAPH_APP_SCOPE: &str = "https://graph.microsoft.com/.default";
+
+/// What an app asks for to send over Exchange's SMTP (SMTP.SendAsApp).
+pub const MICROSOFT_SMTP_APP_SCOPE: &str = "https://outlook.office365.com/.default";
+
 /// Microsoft Graph's host in the global cloud.
 pub const MICROSOFT_GRAPH_URL: &str = "https://graph.microsoft.com";
 

@@ -125,7 +125,8 @@ pub fn too_large(limit: usize) -> StatusReason {
 #[cfg(test)]
 pub(crate) mod tests_support {
     use crate::domain::mailbox::{
-        AuthKind, ClientAuth, Mailbox, MailboxStatus, Provider, Security, TransportKind,
+        AuthKind, ClientAuth, CredentialKind, Mailbox, MailboxStatus, Provider, Security,
+        TransportKind,
     };
     use crate::domain::{MailboxId, OrgId};
 
@@ -164,6 +165,7 @@ pub(crate) mod tests_support {
             transport: TransportKind::Smtp,
             graph_url: None,
             save_to_sent_items: true,
+            credential: CredentialKind::Delegated,
         }
     }
 }

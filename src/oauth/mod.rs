@@ -124,6 +124,48 @@ pub fn client_for(
     Ok(client)
 }
 
+/// An `oauth2` client with only the token endpoint: an app asking for its own token (client
+/// credentials).
+pub type AppClient = oauth2::Client<
+    ProviderError,
+    TokenResponse,
+    BasicTokenIntrospectionResponse,
+    StandardRevocableToken,
+    BasicRevocationErrorResponse,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointSet,
+>;
+
+/// The client with which a mailbox's app asks for its own token.
+pub fn app_client_for(
+    mailbox: &Mailbox,
+    client_secret: ClientSecret,
+) -> Result<AppClient, ClientConfigError> {
+    let missing = |what: &str| ClientConfigError(format!("{what} is not set"));
+    let token_url = TokenUrl::new(
+        mailbox
+            .token_url
+            .clone()
+            .ok_or_else(|| missing("token_url"))?,
+    )
+    .map_err(|e| ClientConfigError(e.to_string()))?;
+    Ok(oauth2::Client::new(ClientId::new(
+        mailbox
+            .client_id
+            .clone()
+            .ok_or_else(|| missing("client_id"))?,
+    ))
+    .set_token_uri(token_url)
+    .set_client_secret(client_secret)
+    .set_auth_type(match mailbox.client_auth {
+        ClientAuth::Post => AuthType::RequestBody,
+        ClientAuth::Basic => AuthType::BasicAuth,
+    }))
+}
+
 /// Extra authorization parameters a provider needs for a refresh token.
 pub fn provider_extra_params(provider: Provider) -> &'static [(&'static str, &'static str)] {
     match provider {

@@ -15,7 +15,9 @@ use crate::access::{
     self, Access, Secret, SendFailure, mark_not_verified, set_status, store_tokens,
 };
 use crate::crypto;
-use crate::domain::mailbox::{AuthKind, Mailbox, MailboxStatus, StatusReason, secret_fields};
+use crate::domain::mailbox::{
+    AuthKind, CredentialKind, Mailbox, MailboxStatus, StatusReason, secret_fields,
+};
 use crate::domain::{Actor, MailboxId, OrgId};
 use crate::keys;
 use crate::oauth::http::HttpError;
@@ -60,6 +62,11 @@ pub async fn start(
     if mailbox.auth != AuthKind::OAuth2 {
         return Err(ServiceError::Refused(
             "a basic mailbox is verified with its password, not authorized: use verify",
+        ));
+    }
+    if mailbox.credential == CredentialKind::App {
+        return Err(ServiceError::Refused(
+            "an app-only mailbox needs no sign-in: the app asks for its own token; use verify",
         ));
     }
     // The issuer the redirect's `iss` is held to, if it could not be read when it was saved.

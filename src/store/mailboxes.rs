@@ -17,7 +17,7 @@ macro_rules! select_mailboxes {
             "SELECT id, org_id, name, auth, provider, tenant, host, port, security, username, from_name, sign_in_account, \
              reply_to, signature, is_default, authorization_url, token_url, client_id, client_auth, scopes, issuer, \
              client_secret_expires_at, status, status_reason, verified_at, token_expires_at, created_at, updated_at, limits, \
-             iss_required, transport, graph_url, save_to_sent_items FROM mailboxes ",
+             iss_required, transport, graph_url, save_to_sent_items, credential FROM mailboxes ",
             $rest
         )
     };
@@ -86,6 +86,9 @@ fn from_row(row: &AnyRow) -> StoreResult<Mailbox> {
             .map_err(|e| corrupt("transport", e))?,
         graph_url: row.try_get("graph_url")?,
         save_to_sent_items: row.try_get::<i64, _>("save_to_sent_items")? != 0,
+        credential: parse("credential")?
+            .parse()
+            .map_err(|e| corrupt("credential", e))?,
     })
 }
 
@@ -105,9 +108,9 @@ pub async fn insert(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
         "INSERT INTO mailboxes (id, org_id, name, name_key, auth, provider, tenant, host, port, security, username, from_name, \
          sign_in_account, reply_to, signature, is_default, authorization_url, token_url, client_id, client_auth, scopes, issuer, \
          client_secret_expires_at, status, status_reason, verified_at, token_expires_at, created_at, updated_at, limits, \
-         transport, graph_url, save_to_sent_items) \
+         transport, graph_url, save_to_sent_items, credential) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, \
-         $31, $32, $33)",
+         $31, $32, $33, $34)",
     )
     .bind(m.id.to_string())
     .bind(m.org_id.to_string())
@@ -142,6 +145,7 @@ pub async fn insert(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
     .bind(m.transport.as_str())
     .bind(m.graph_url.clone())
     .bind(i64::from(m.save_to_sent_items))
+    .bind(m.credential.as_str())
     .execute(&mut *conn)
     .await
     .map_err(|e| StoreError::unique(e, "name"))?;
@@ -155,7 +159,7 @@ pub async fn update(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
          username = $11, from_name = $12, sign_in_account = $13, reply_to = $14, signature = $15, is_default = $16, \
          authorization_url = $17, token_url = $18, client_id = $19, client_auth = $20, scopes = $21, issuer = $22, \
          client_secret_expires_at = $23, status = $24, status_reason = $25, verified_at = $26, token_expires_at = $27, updated_at = $28, limits = $29, \
-         iss_required = $30, transport = $31, graph_url = $32, save_to_sent_items = $33 \
+         iss_required = $30, transport = $31, graph_url = $32, save_to_sent_items = $33, credential = $34 \
          WHERE id = $1 AND org_id = $2",
     )
     .bind(m.id.to_string())
@@ -191,6 +195,7 @@ pub async fn update(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
     .bind(m.transport.as_str())
     .bind(m.graph_url.clone())
     .bind(i64::from(m.save_to_sent_items))
+    .bind(m.credential.as_str())
     .execute(&mut *conn)
     .await
     .map_err(|e| StoreError::unique(e, "name"))?;

@@ -77,6 +77,8 @@ pub struct MailboxDraft {
     pub transport: Option<String>,
     /// Graph keeps a copy in Sent Items (default true).
     pub save_to_sent_items: Option<bool>,
+    /// `delegated` (OAuth2's default), `app` or `password` (basic's).
+    pub credential: Option<String>,
 }
 
 /// A change to a mailbox. `Some(None)` clears an optional field; `None` keeps it.
@@ -106,6 +108,7 @@ pub struct MailboxPatch {
     pub limits: Option<LimitOverrides>,
     pub transport: Option<String>,
     pub save_to_sent_items: Option<bool>,
+    pub credential: Option<String>,
 }
 
 /// Seals and stores the secrets a create or update was given; absent ones stay as they are.

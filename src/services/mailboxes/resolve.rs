@@ -9,8 +9,8 @@ use url::Url;
 
 use super::*;
 use crate::domain::mailbox::{
-    AuthKind, ClientAuth, MICROSOFT_GRAPH_SHARED_SCOPE, Mailbox, MailboxStatus, Provider, Security,
-    StatusReason, TransportKind, looks_like_secret_id, parse_tenant,
+    AuthKind, ClientAuth, CredentialKind, MICROSOFT_GRAPH_SHARED_SCOPE, Mailbox, MailboxStatus,
+    Provider, Security, StatusReason, TransportKind, looks_like_secret_id, parse_tenant,
 };
 use crate::domain::presets::Preset;
 use crate::domain::{EmailAddress, FieldError, MailboxId, OrgId};
@@ -205,6 +205,43 @@ pub(super) fn resolve(
         _ => None,
     };
 
+    let credential = match (auth, draft.credential.as_deref().map(str::trim)) {
+        (None, _) => None,
+        (Some(AuthKind::Basic), None | Some("")) => Some(CredentialKind::Password),
+        (Some(AuthKind::OAuth2), None | Some("")) => Some(CredentialKind::Delegated),
+        (Some(auth), Some(raw)) => match raw.parse::<CredentialKind>() {
+            Ok(CredentialKind::Password) if auth == AuthKind::OAuth2 => {
+                checks.push(FieldError::new(
+                    "credential",
+                    "an OAuth2 mailbox signs in as a person (delegated) or as the app (app); a password is for basic",
+                ));
+                None
+            }
+            Ok(CredentialKind::Delegated | CredentialKind::App) if auth == AuthKind::Basic => {
+                checks.push(FieldError::new(
+                    "credential",
+                    "a basic mailbox uses its password: choose OAuth2 for delegated or app-only access",
+                ));
+                None
+            }
+            Ok(kind) => Some(kind),
+            Err(e) => {
+                checks.push(FieldError::new("credential", e));
+                None
+            }
+        },
+    };
+    if credential == Some(CredentialKind::App)
+        && matches!(provider, Some(Provider::Microsoft | Provider::Sandbox))
+        && tenant.as_deref().is_some_and(|t| {
+            ["common", "organizations", "consumers"].contains(&t.to_ascii_lowercase().as_str())
+        })
+    {
+        checks.push(FieldError::new(
+            "tenant",
+            "app-only access needs the Directory (tenant) ID or a domain such as contoso.com: Microsoft issues no app tokens for /common or /organizations (AADSTS9001023)",
+        ));
+    }
     let transport = match draft.transport.as_deref().map(str::trim) {
         None | Some("") => Some(TransportKind::Smtp),
         Some(raw) => checks.take(
@@ -215,8 +252,10 @@ pub(super) fn resolve(
     // Presets: the provider's endpoints, server and scopes, unless the caller gave them.
     let preset = provider
         .map(|p| {
-            Preset::of(p, tenant.as_deref(), policy.sandbox)
-                .for_transport(transport.unwrap_or(TransportKind::Smtp))
+            Preset::of(p, tenant.as_deref(), policy.sandbox).for_access(
+                transport.unwrap_or(TransportKind::Smtp),
+                credential.unwrap_or(CredentialKind::Delegated),
+            )
         })
         .unwrap_or_default();
     let graph_url = match transport {
@@ -368,6 +407,7 @@ pub(super) fn resolve(
         // Sending as a shared mailbox through Graph takes Mail.Send.Shared as well.
         if preset_scopes
             && transport == Some(TransportKind::Graph)
+            && credential == Some(CredentialKind::Delegated)
             && sign_in_account.is_some()
             && sign_in_account != username
         {
@@ -440,7 +480,17 @@ pub(super) fn resolve(
     checks.finish()?;
 
     let auth = auth.expect("checked");
-    let status_reason = Some(StatusReason::not_yet_verified(auth));
+    let credential = credential.expect("checked");
+    let status_reason = Some(match credential {
+        CredentialKind::App => StatusReason::new(
+            "verification_required",
+            "This mailbox has not been verified yet.",
+            Some(
+                "Click Verify: Herald asks for the app's own token and checks that it may send as the mailbox.".into(),
+            ),
+        ),
+        _ => StatusReason::not_yet_verified(auth),
+    });
     Ok(Resolved {
         mailbox: Mailbox {
             id,
@@ -476,6 +526,7 @@ pub(super) fn resolve(
             transport: transport.expect("checked"),
             graph_url,
             save_to_sent_items: draft.save_to_sent_items.unwrap_or(true),
+            credential,
         },
         client_secret: draft.client_secret,
         password: draft.password,

@@ -4,7 +4,8 @@ use super::discovery::discovery_urls;
 use super::resolve::resolve;
 use super::*;
 use crate::domain::mailbox::{
-    GOOGLE_SCOPES, MICROSOFT_SCOPES, MailboxStatus, Provider, Security, TransportKind,
+    CredentialKind, GOOGLE_SCOPES, MICROSOFT_SCOPES, MailboxStatus, Provider, Security,
+    TransportKind,
 };
 
 fn policy() -> Policy<'static> {
@@ -346,5 +347,75 @@ fn graph_is_refused_for_a_password_or_a_provider_without_graph() {
         errors(unknown, &policy())
             .iter()
             .any(|e| e.field == "transport")
+    );
+}
+
+#[test]
+fn an_app_only_mailbox_asks_for_the_resources_default_scope_and_is_verified_not_authorized() {
+    let smtp = resolve_ok(
+        MailboxDraft {
+            credential: Some("app".into()),
+            ..microsoft()
+        },
+        &policy(),
+    );
+    assert_eq!(smtp.credential, CredentialKind::App);
+    assert_eq!(smtp.scopes, ["https://outlook.office365.com/.default"]);
+    let reason = smtp.status_reason.unwrap();
+    assert_eq!(reason.code, "verification_required");
+    assert!(reason.action.unwrap().contains("Click Verify"));
+    let graph = resolve_ok(
+        MailboxDraft {
+            credential: Some("app".into()),
+            transport: Some("graph".into()),
+            ..microsoft()
+        },
+        &policy(),
+    );
+    assert_eq!(graph.scopes, ["https://graph.microsoft.com/.default"]);
+    // OAuth2 defaults to a person's sign-in, basic to its password.
+    assert_eq!(
+        resolve_ok(microsoft(), &policy()).credential,
+        CredentialKind::Delegated
+    );
+}
+
+#[test]
+fn app_only_access_needs_a_tenant_of_its_own_and_oauth2() {
+    for tenant in ["common", "organizations"] {
+        let draft = MailboxDraft {
+            credential: Some("app".into()),
+            tenant: Some(tenant.into()),
+            ..microsoft()
+        };
+        assert!(
+            errors(draft, &policy())
+                .iter()
+                .any(|e| e.field == "tenant" && e.message.contains("AADSTS9001023")),
+            "{tenant}"
+        );
+    }
+    let basic = MailboxDraft {
+        name: Some("Sales".into()),
+        auth: Some("basic".into()),
+        host: Some("smtp.example.com".into()),
+        username: Some("sales@example.com".into()),
+        password: Some(SecretString::from("pw")),
+        credential: Some("app".into()),
+        ..MailboxDraft::default()
+    };
+    assert!(
+        errors(basic, &policy())
+            .iter()
+            .any(|e| e.field == "credential")
+    );
+    let password = MailboxDraft {
+        credential: Some("password".into()),
+        ..microsoft()
+    };
+    assert!(
+        errors(password, &policy())
+            .iter()
+            .any(|e| e.field == "credential")
     );
 }

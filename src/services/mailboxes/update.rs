@@ -53,6 +53,7 @@ fn draft_of(mailbox: &Mailbox) -> MailboxDraft {
         limits: Some(mailbox.limits),
         transport: Some(mailbox.transport.as_str().into()),
         save_to_sent_items: Some(mailbox.save_to_sent_items),
+        credential: Some(mailbox.credential.as_str().into()),
     }
 }
 
@@ -121,10 +122,15 @@ pub async fn update(
     let transport_changed = patch
         .transport
         .as_deref()
-        .is_some_and(|t| t.trim() != existing.transport.as_str());
+        .is_some_and(|t| t.trim() != existing.transport.as_str())
+        || patch
+            .credential
+            .as_deref()
+            .is_some_and(|c| c.trim() != existing.credential.as_str());
     set!(transport);
     set!(save_to_sent_items);
-    // Another transport asks for its own scopes: a preset's are filled in again.
+    set!(credential);
+    // Another transport or credential asks for its own scopes: a preset's are filled in again.
     if transport_changed
         && !scopes_given
         && matches!(existing.provider, Provider::Microsoft | Provider::Sandbox)

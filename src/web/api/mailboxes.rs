@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 use super::ListParams;
 use crate::domain::MailboxId;
 use crate::domain::mailbox::{
-    AuthKind, ClientAuth, Mailbox, MailboxStatus, Provider, Security, StatusReason, TransportKind,
-    secret_fields,
+    AuthKind, ClientAuth, CredentialKind, Mailbox, MailboxStatus, Provider, Security, StatusReason,
+    TransportKind, secret_fields,
 };
 use crate::domain::message::{LimitOverrides, Limits};
 use crate::services::mailboxes::{self, MailboxDraft, MailboxPatch, Policy};
@@ -79,6 +79,9 @@ pub struct MailboxOut {
     pub graph_url: Option<String>,
     /// Graph keeps a copy of each message in Sent Items.
     pub save_to_sent_items: bool,
+    /// `delegated` (a person signs in: Authorize), `app` (the app's own token, OAuth 2.0 client
+    /// credentials: Verify, no sign-in) or `password`.
+    pub credential: CredentialKind,
 }
 
 /// `{ items, next_cursor }` of mailboxes.
@@ -132,6 +135,7 @@ async fn render(state: &AppState, mailbox: Mailbox) -> Result<MailboxOut, ApiErr
         transport: mailbox.transport,
         graph_url: mailbox.graph_url,
         save_to_sent_items: mailbox.save_to_sent_items,
+        credential: mailbox.credential,
     })
 }
 
@@ -179,6 +183,11 @@ pub struct CreateMailbox {
     pub transport: Option<String>,
     /// Graph keeps a copy of each message in Sent Items (default true).
     pub save_to_sent_items: Option<bool>,
+    /// `delegated` (OAuth2's default: a person signs in with Authorize), `app` (app-only: the
+    /// app's own token with its client secret, for the Microsoft provider a tenant ID or domain
+    /// and the application permission Mail.Send (Graph) or SMTP.SendAsApp (SMTP); Verify, no
+    /// sign-in), or `password` (basic's).
+    pub credential: Option<String>,
 }
 
 /// Accepts `null` as "clear" and absence as "keep".
@@ -234,6 +243,8 @@ pub struct PatchMailbox {
     /// be authorized again.
     pub transport: Option<String>,
     pub save_to_sent_items: Option<bool>,
+    /// `delegated` or `app`; changing it asks for the other scopes.
+    pub credential: Option<String>,
 }
 
 /// Reads the saved mailbox's discovery document (`services::mailboxes::discover`), except for
@@ -332,6 +343,7 @@ pub async fn create_mailbox(
         limits: body.limits,
         transport: body.transport,
         save_to_sent_items: body.save_to_sent_items,
+        credential: body.credential,
     };
     let mailbox = mailboxes::create(
         &state.access,
@@ -399,6 +411,7 @@ pub async fn update_mailbox(
         limits: body.limits,
         transport: body.transport,
         save_to_sent_items: body.save_to_sent_items,
+        credential: body.credential,
     };
     let mailbox = mailboxes::update(
         &state.access,
