@@ -88,6 +88,10 @@
     const graph = auth === 'oauth2' && (provider === 'microsoft' || provider === 'sandbox');
     $$('.provider-graph', form).forEach((el) => { el.hidden = !graph; });
     if (!graph) field('transport').value = 'smtp';
+    // App-only (client credentials): Microsoft's, and any other server that grants it.
+    const app = auth === 'oauth2' && provider !== 'google';
+    $$('.provider-app', form).forEach((el) => { el.hidden = !app; });
+    if (!app) field('credential').value = 'delegated';
   }
 
   function showFor(auth, editing) {
@@ -132,7 +136,7 @@
     field('id').value = mailbox.id;
     $('#mailbox-title').textContent = 'Edit';
     showFor(mailbox.auth, true);
-    for (const name of ['provider', 'tenant', 'transport', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'username', 'reply_to', 'signature']) {
+    for (const name of ['provider', 'tenant', 'credential', 'transport', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'username', 'reply_to', 'signature']) {
       if (field(name) && mailbox[name] !== null && mailbox[name] !== undefined) field(name).value = mailbox[name];
     }
     if (mailbox.client_secret_expires_at) field('client_secret_expires_at').value = mailbox.client_secret_expires_at;
@@ -175,7 +179,7 @@
     const auth = field('auth').value;
     const body = { auth };
     const names = auth === 'oauth2'
-      ? ['provider', 'tenant', 'transport', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'client_secret', 'client_secret_expires_at', 'username', 'reply_to', 'signature']
+      ? ['provider', 'tenant', 'credential', 'transport', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'client_secret', 'client_secret_expires_at', 'username', 'reply_to', 'signature']
       : ['host', 'port', 'security', 'username', 'password', 'reply_to', 'signature'];
     for (const name of names) {
       const value = field(name).value.trim();

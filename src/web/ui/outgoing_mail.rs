@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::extract::SignedIn;
 use super::{Frame, render, sending, when};
 use crate::domain::OrgId;
-use crate::domain::mailbox::{Mailbox, TransportKind};
+use crate::domain::mailbox::{CredentialKind, Mailbox, TransportKind};
 use crate::services::views::{self, AttemptStatus};
 use crate::web::AppState;
 use crate::web::auth;
@@ -81,6 +81,8 @@ struct MailboxRow {
     transport: &'static str,
     /// SMTP AUTH is off for the mailbox, and Graph could send instead.
     suggest_graph: bool,
+    /// A person signs in for it (OAuth2, delegated): it has an Authorize button.
+    authorizes: bool,
 }
 
 #[derive(Template)]
@@ -208,7 +210,7 @@ fn mailbox_row(m: Mailbox, today: time::Date) -> MailboxRow {
                 "username": m.username, "sign_in_account": m.sign_in_account, "reply_to": m.reply_to,
                 "signature": m.signature, "authorization_url": m.authorization_url, "token_url": m.token_url,
                 "client_id": m.client_id, "client_secret_expires_at": m.client_secret_expires_at.map(|d| d.to_string()),
-                "transport": m.transport.as_str(),
+                "transport": m.transport.as_str(), "credential": m.credential.as_str(),
             })
             .to_string(),
             secret_warning: m.client_secret_expires_at.and_then(|d| {
@@ -222,6 +224,8 @@ fn mailbox_row(m: Mailbox, today: time::Date) -> MailboxRow {
                 }
             }),
             verified: m.status == crate::domain::mailbox::MailboxStatus::Verified,
+            authorizes: m.credential == CredentialKind::Delegated
+                && m.auth == crate::domain::mailbox::AuthKind::OAuth2,
             transport: match m.transport {
                 TransportKind::Smtp => "SMTP",
                 TransportKind::Graph => "Microsoft Graph",
