@@ -8,13 +8,16 @@
 //! Microsoft Graph `sendMail`.
 //!
 //! State lives in memory: the sandbox is for demos and tests, and starts empty.
-//! [`oauth`] is its Entra ID-shaped authorization server.
+//! [`oauth`] is its Entra ID-shaped authorization server; `apps` holds app-only access
+//! (client credentials): application permissions and Exchange's scoping of apps.
 
+mod apps;
 mod events;
 pub mod graph;
 pub mod oauth;
 mod settings;
 pub mod smtp;
+mod switches;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,92 +28,14 @@ use time::{Duration, OffsetDateTime};
 use crate::clock::SharedClock;
 use crate::crypto;
 
+pub use apps::{APP_MAIL_SEND, APP_SMTP_SEND_AS_APP, AppAccess, EXCHANGE_RESOURCE, GRAPH_RESOURCE};
 pub use events::Counters;
 pub use graph::{GRAPH_MAIL_SEND_SCOPE, GRAPH_MAIL_SEND_SHARED_SCOPE};
 pub use settings::Settings;
+pub use switches::Switches;
 
 /// The delegated scope that allows SMTP AUTH with XOAUTH2.
 pub const SMTP_SEND_SCOPE: &str = "https://outlook.office.com/SMTP.Send";
-
-/// Failures the sandbox can be told to reproduce, worded as Microsoft words them.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Switches {
-    /// `535 5.7.139`: SMTP AUTH disabled for the tenant.
-    pub smtp_auth_disabled: bool,
-    /// `550 5.7.30`: Basic authentication retired for client submission.
-    pub basic_auth_retired: bool,
-    /// Authenticated sessions allowed at once per mailbox before `432 4.3.2` (Exchange: 3).
-    pub max_connections_per_mailbox: usize,
-    /// Messages per minute per mailbox before the rate-limit reply (Exchange: 30).
-    pub messages_per_minute: u32,
-    /// Lifetime of new access tokens, in seconds (Entra: about an hour).
-    pub access_token_lifetime_secs: i64,
-    /// `401 invalid_client` AADSTS7000222: the client secret has expired.
-    pub client_secret_expired: bool,
-    /// `401 invalid_client` AADSTS7000215: every client secret is refused.
-    pub client_secret_invalid: bool,
-    /// `400 invalid_grant` AADSTS700082 on refresh: expired by inactivity.
-    pub refresh_token_expired: bool,
-    /// `400 invalid_grant` AADSTS50173 on refresh: the grant was revoked.
-    pub grant_revoked: bool,
-    /// `400 invalid_grant` AADSTS65001 on refresh: consent is required again.
-    pub consent_required: bool,
-    /// `400 interaction_required` AADSTS50076 on refresh: MFA is required.
-    pub mfa_required: bool,
-    /// Refuse bad XOAUTH2 tokens as Gmail does: `334` and base64 JSON, then `535 5.7.8`.
-    pub google_style_auth_failure: bool,
-    /// Answer this many token requests with `503 Service Unavailable` (an HTML page, as a
-    /// front door does), then recover.
-    pub token_outages: u32,
-    /// How long the token endpoint takes to answer, in milliseconds (Entra's takes a few
-    /// hundred): long enough for callers to overlap.
-    pub token_latency_ms: u64,
-    /// Answer this many submissions (DATA) with `451 4.3.2 Temporary server error`, then
-    /// recover: a transient fault on Microsoft's side.
-    pub submission_outages: u32,
-    /// Recipients refused with Exchange's `550 5.1.10 RESOLVER.ADR.RecipientNotFound`.
-    /// Graph accepts them (`202`) and delivers to the others only (Microsoft sends an NDR).
-    pub unknown_recipients: Vec<String>,
-    /// Graph: `{id}`s answered `404 ErrorInvalidUser`.
-    pub graph_unknown_users: Vec<String>,
-    /// Graph: mailboxes answered `404 MailboxNotEnabledForRESTAPI`.
-    pub graph_disabled_mailboxes: Vec<String>,
-    /// Graph: answer this many `sendMail` requests `429 ApplicationThrottled`, then recover.
-    pub graph_throttled: u32,
-    /// Graph: the `Retry-After` (seconds) of its 429s and 503s.
-    pub graph_retry_after_secs: u64,
-    /// Graph: answer this many `sendMail` requests `503 ServiceNotAvailable`, then recover.
-    pub graph_outages: u32,
-}
-
-impl Default for Switches {
-    fn default() -> Self {
-        Self {
-            smtp_auth_disabled: false,
-            basic_auth_retired: false,
-            max_connections_per_mailbox: 3,
-            messages_per_minute: 30,
-            access_token_lifetime_secs: 3599,
-            client_secret_expired: false,
-            client_secret_invalid: false,
-            refresh_token_expired: false,
-            grant_revoked: false,
-            consent_required: false,
-            mfa_required: false,
-            google_style_auth_failure: false,
-            token_outages: 0,
-            token_latency_ms: 0,
-            submission_outages: 0,
-            unknown_recipients: Vec::new(),
-            graph_unknown_users: Vec::new(),
-            graph_disabled_mailboxes: Vec::new(),
-            graph_throttled: 0,
-            graph_retry_after_secs: 1,
-            graph_outages: 0,
-        }
-    }
-}
 
 /// An issued access token.
 #[derive(Clone, Debug)]
@@ -119,6 +44,12 @@ pub struct AccessToken {
     pub client_id: String,
     pub scopes: Vec<String>,
     pub expires_at: OffsetDateTime,
+    /// The resource the token is for (its `aud`): `https://graph.microsoft.com`, …
+    pub audience: String,
+    /// App-only (client credentials): no user, and [`AccessToken::roles`] instead of scopes.
+    pub app_only: bool,
+    /// The application permissions granted to the app for the audience, at issue time.
+    pub roles: Vec<String>,
 }
 
 /// A message the sandbox's SMTP server (or Graph's `sendMail`) accepted.
@@ -229,6 +160,8 @@ struct Inner {
     /// Mailbox → accounts with Send As permission on it.
     send_as: HashMap<String, Vec<String>>,
     graph: graph::GraphInner,
+    /// App registrations' application permissions and Exchange's scoping, by client id.
+    apps: HashMap<String, AppAccess>,
 }
 
 /// The sandbox's shared state.
@@ -418,17 +351,24 @@ impl SandboxState {
         scopes: Vec<String>,
         now: OffsetDateTime,
     ) -> (SecretString, AccessToken) {
-        let token = format!("sbx.{}", crypto::random_token());
         let record = AccessToken {
             user: user.to_lowercase(),
             client_id: client_id.to_owned(),
+            audience: apps::audience_of(&scopes),
             scopes,
             expires_at: now + Duration::seconds(self.switches().access_token_lifetime_secs),
+            app_only: false,
+            roles: Vec::new(),
         };
+        (self.store_access_token(&record), record)
+    }
+
+    fn store_access_token(&self, record: &AccessToken) -> SecretString {
+        let token = format!("sbx.{}", crypto::random_token());
         self.inner()
             .access_tokens
             .insert(crypto::token_digest(&token), record.clone());
-        (SecretString::from(token), record)
+        SecretString::from(token)
     }
 
     /// The live access token with this value.

@@ -1,13 +1,16 @@
 //! The sandbox's SMTP server, shaped like Exchange Online's `smtp.office365.com:587`: AUTH only
 //! after STARTTLS, XOAUTH2 checked against the sandbox's own access tokens (scope SMTP.Send and
-//! `user=` matching the token's user), PLAIN/LOGIN for basic-auth mailboxes, and Exchange's
+//! `user=` matching the token's user; or an app-only Exchange token with SMTP.SendAsApp and
+//! Full Access to the `user=` mailbox), PLAIN/LOGIN for basic-auth mailboxes, and Exchange's
 //! replies for the failures the switches turn on.
 
 use std::sync::Arc;
 
 use secrecy::ExposeSecret;
 
-use super::{ReceivedMessage, SMTP_SEND_SCOPE, SandboxState};
+use super::{
+    APP_SMTP_SEND_AS_APP, EXCHANGE_RESOURCE, ReceivedMessage, SMTP_SEND_SCOPE, SandboxState,
+};
 use crate::smtp_server::{
     AuthIdentity, AuthRefusal, Credentials, Envelope, Mechanism, Reply, SessionInfo, SmtpConfig,
     SmtpHandler,
@@ -131,10 +134,18 @@ impl SandboxSmtp {
                 else {
                     return Err(replies::auth_failed());
                 };
-                if !record.scopes.iter().any(|s| s == SMTP_SEND_SCOPE) {
+                if record.app_only {
+                    // An app opens only the mailboxes its service principal has Full Access to,
+                    // with an Exchange token carrying SMTP.SendAsApp.
+                    if record.audience != EXCHANGE_RESOURCE
+                        || !record.roles.iter().any(|r| r == APP_SMTP_SEND_AS_APP)
+                        || !self.state.app_opens_mailbox(&record.client_id, &user)
+                    {
+                        return Err(replies::auth_failed());
+                    }
+                } else if !record.scopes.iter().any(|s| s == SMTP_SEND_SCOPE) {
                     return Err(replies::auth_failed());
-                }
-                if !record.user.eq_ignore_ascii_case(&user) {
+                } else if !record.user.eq_ignore_ascii_case(&user) {
                     // A delegate's token opens a shared mailbox it has Full Access to.
                     if !self.state.has_full_access(&user, &record.user) {
                         return Err(replies::auth_failed());

@@ -22,6 +22,7 @@ mod org_limits;
 mod outbox;
 mod relay;
 mod repointing;
+mod sandbox_app;
 mod sandbox_graph;
 mod sandbox_oauth;
 mod sandbox_smtp;

@@ -11,6 +11,9 @@
 //! Sending from another mailbox than the token's user (by `{id}` or by the `From`) follows the
 //! SMTP server's rules: Full Access to open the mailbox, Send As to send as it; Graph also
 //! wants the delegated `Mail.Send.Shared` scope for `/users/{other}/sendMail`.
+//!
+//! An app-only token (client credentials, audience Graph) needs the `Mail.Send` role and sends
+//! as any mailbox by `/users/{id}` (never `/me`), unless the app is limited to some mailboxes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,7 +29,7 @@ use time::OffsetDateTime;
 
 mod body;
 
-use super::{AccessToken, ReceivedMessage, SandboxState, Switches};
+use super::{APP_MAIL_SEND, AccessToken, GRAPH_RESOURCE, ReceivedMessage, SandboxState, Switches};
 use crate::crypto;
 use body::{from_json, from_mime};
 
@@ -259,7 +262,25 @@ async fn send_mail(
             "The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account., Cannot submit message.",
         )
     };
-    if !has(GRAPH_MAIL_SEND_SCOPE) && !has(GRAPH_MAIL_SEND_SHARED_SCOPE) {
+    if record.app_only {
+        if record.audience != GRAPH_RESOURCE {
+            return ctx.error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "Access token validation failure. Invalid audience.",
+            );
+        }
+        if id.is_none() {
+            return ctx.error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "/me request is only valid with delegated authentication flow.",
+            );
+        }
+        if !record.roles.iter().any(|r| r == APP_MAIL_SEND) {
+            return access_denied();
+        }
+    } else if !has(GRAPH_MAIL_SEND_SCOPE) && !has(GRAPH_MAIL_SEND_SHARED_SCOPE) {
         return access_denied();
     }
     let requested = id.clone().unwrap_or_else(|| record.user.clone());
@@ -278,7 +299,17 @@ async fn send_mail(
             "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
         );
     }
-    if mailbox != record.user {
+    if record.app_only {
+        // Mail.Send as an application reaches the whole tenant unless RBAC for Applications
+        // (or an application access policy) limits it.
+        if !state.app_reaches_mailbox(&record.client_id, &mailbox) {
+            return ctx.error(
+                StatusCode::FORBIDDEN,
+                "ErrorAccessDenied",
+                "Access to OData is disabled: [RAOP] : Blocked by tenant configured AppOnly AccessPolicy settings.",
+            );
+        }
+    } else if mailbox != record.user {
         if !has(GRAPH_MAIL_SEND_SHARED_SCOPE) || !state.has_full_access(&mailbox, &record.user) {
             return access_denied();
         }

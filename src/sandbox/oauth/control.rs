@@ -1,8 +1,11 @@
 //! The control API under `/_sandbox`: read and set the switches that reproduce Microsoft's
-//! failures, read the mail received and the request counters.
+//! failures, read the mail received and the request counters, and give apps their app-only
+//! access (`/_sandbox/apps/{client_id}`: permissions, disabled, mailboxes, limited_to).
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::super::Switches;
@@ -47,4 +50,97 @@ pub(super) async fn counters(State(server): State<OAuthServer>) -> Json<serde_js
         "smtp_auth_attempts": server.state.smtp_auth_attempts(),
         "graph_requests": server.state.graph_requests(),
     }))
+}
+
+/// The app's app-only access: `404` for an unknown client id.
+fn app_json(server: &OAuthServer, client_id: &str) -> Response {
+    let Some(client) = server.state.client(client_id) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "unknown client_id"})),
+        )
+            .into_response();
+    };
+    let access = server.state.app_access(client_id);
+    Json(json!({
+        "client_id": client.client_id,
+        "name": client.name,
+        "permissions": access.permissions,
+        "disabled": access.disabled,
+        "mailboxes": access.mailboxes,
+        "limited_to": access.limited_to,
+    }))
+    .into_response()
+}
+
+pub(super) async fn get_app(
+    State(server): State<OAuthServer>,
+    Path(client_id): Path<String>,
+) -> Response {
+    app_json(&server, &client_id)
+}
+
+/// Sets the application permissions granted by admin consent: those listed are granted, the
+/// others revoked. `400` for a permission the sandbox does not know.
+pub(super) async fn put_permissions(
+    State(server): State<OAuthServer>,
+    Path(client_id): Path<String>,
+    Json(permissions): Json<Vec<String>>,
+) -> Response {
+    if server.state.client(&client_id).is_none() {
+        return app_json(&server, &client_id);
+    }
+    for old in server.state.app_access(&client_id).permissions {
+        server.state.revoke_app_permission(&client_id, &old);
+    }
+    for permission in &permissions {
+        if !server.state.grant_app_permission(&client_id, permission) {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": format!("unknown application permission '{permission}'")})),
+            )
+                .into_response();
+        }
+    }
+    app_json(&server, &client_id)
+}
+
+pub(super) async fn put_disabled(
+    State(server): State<OAuthServer>,
+    Path(client_id): Path<String>,
+    Json(disabled): Json<bool>,
+) -> Response {
+    if server.state.client(&client_id).is_some() {
+        server.state.disable_app(&client_id, disabled);
+    }
+    app_json(&server, &client_id)
+}
+
+/// Sets the mailboxes the app's service principal has Full Access to (SMTP).
+pub(super) async fn put_mailboxes(
+    State(server): State<OAuthServer>,
+    Path(client_id): Path<String>,
+    Json(mailboxes): Json<Vec<String>>,
+) -> Response {
+    if server.state.client(&client_id).is_some() {
+        for old in server.state.app_access(&client_id).mailboxes {
+            server.state.revoke_app_mailbox(&client_id, &old);
+        }
+        for mailbox in &mailboxes {
+            server.state.grant_app_mailbox(&client_id, mailbox);
+        }
+    }
+    app_json(&server, &client_id)
+}
+
+/// Limits the app's Graph access to mailboxes (`null`: the whole tenant).
+pub(super) async fn put_limited_to(
+    State(server): State<OAuthServer>,
+    Path(client_id): Path<String>,
+    Json(limited_to): Json<Option<Vec<String>>>,
+) -> Response {
+    if server.state.client(&client_id).is_some() {
+        server.state.limit_app_to_mailboxes(&client_id, limited_to);
+    }
+    app_json(&server, &client_id)
 }

@@ -9,9 +9,10 @@
 //! (RFC 9207). Refresh tokens rotate on every use and the old one stays valid.
 //!
 //! `authorize` holds the authorize endpoint with its sign-in and consent pages, `token` the
-//! token endpoint, `discovery` the OpenID metadata and keys, `control` the `/_sandbox`
+//! token endpoint (client authentication, codes, refresh), `app` its client credentials grant, `discovery` the OpenID metadata and keys, `control` the `/_sandbox`
 //! control API, and `errors` the shapes Entra's errors take.
 
+mod app;
 mod authorize;
 mod control;
 mod discovery;
@@ -23,7 +24,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::State;
 use axum::response::Html;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use base64::Engine as _;
 use rsa::traits::PublicKeyParts as _;
 use sha2::{Digest, Sha256};
@@ -105,6 +106,23 @@ pub fn router(server: OAuthServer) -> Router {
         )
         .route("/_sandbox/messages", get(control::messages))
         .route("/_sandbox/counters", get(control::counters))
+        .route("/_sandbox/apps/{client_id}", get(control::get_app))
+        .route(
+            "/_sandbox/apps/{client_id}/permissions",
+            put(control::put_permissions),
+        )
+        .route(
+            "/_sandbox/apps/{client_id}/disabled",
+            put(control::put_disabled),
+        )
+        .route(
+            "/_sandbox/apps/{client_id}/mailboxes",
+            put(control::put_mailboxes),
+        )
+        .route(
+            "/_sandbox/apps/{client_id}/limited_to",
+            put(control::put_limited_to),
+        )
         .with_state(server)
 }
 

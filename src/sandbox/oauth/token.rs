@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::super::{Grant, Switches};
-use super::OAuthServer;
 use super::errors::{tenant_not_found, timestamp, token_error};
+use super::{OAuthServer, app};
 use crate::crypto;
 
 /// The tenant's directory id, shown in ID tokens as `tid`.
@@ -30,6 +30,15 @@ pub(super) struct TokenForm {
     refresh_token: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    client_assertion: Option<String>,
+    scope: Option<String>,
+}
+
+/// How a client proves who it is: its secret, or (to come: certificates, `private_key_jwt`)
+/// a signed assertion.
+enum ClientProof {
+    Secret(String),
+    Assertion,
 }
 
 /// The client credentials from `Authorization: Basic` (URL-encoded id and secret, RFC 6749
@@ -87,6 +96,23 @@ pub(super) async fn token(
     }
     let bad =
         |status, error, code, message: &str| token_error(&server, status, error, code, message);
+    // Microsoft refuses client credentials at /common and /consumers with AADSTS9001023. It
+    // refuses them at /organizations too (an app-only token needs a tenant-specific endpoint),
+    // although this message names /organizations as an alternative: the sandbox answers
+    // /organizations with the same error and words.
+    if form.grant_type == "client_credentials"
+        && matches!(
+            tenant.to_ascii_lowercase().as_str(),
+            "common" | "organizations" | "consumers"
+        )
+    {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            9001023,
+            "The grant type isn't supported over the /common or /consumers endpoints. Please use the /organizations or tenant-specific endpoint.",
+        );
+    }
     if tenant != server.tenant {
         return bad(
             StatusCode::BAD_REQUEST,
@@ -95,60 +121,15 @@ pub(super) async fn token(
             &tenant_not_found(&tenant),
         );
     }
-    let (client_id, secret) = client_credentials(&headers, &form);
-    let Some(client_id) = client_id.filter(|c| !c.is_empty()) else {
-        return bad(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            900144,
-            "The request body must contain the following parameter: 'client_id'.",
-        );
-    };
-    let Some(client) = server.state.client(&client_id) else {
-        return bad(
-            StatusCode::BAD_REQUEST,
-            "unauthorized_client",
-            700016,
-            &format!(
-                "Application with identifier '{client_id}' was not found in the directory '{}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.",
-                server.tenant
-            ),
-        );
-    };
-    let Some(secret) = secret.filter(|s| !s.is_empty()) else {
-        return bad(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            7000218,
-            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
-        );
+    let client_id = match authenticate_client(&server, &headers, &form) {
+        Ok(client_id) => client_id,
+        Err(response) => return *response,
     };
     let switches = server.state.switches();
-    if switches.client_secret_expired {
-        return bad(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            7000222,
-            &format!(
-                "The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds."
-            ),
-        );
-    }
-    if switches.client_secret_invalid
-        || !crypto::constant_time_eq(&secret, client.secret.expose_secret())
-    {
-        return bad(
-            StatusCode::UNAUTHORIZED,
-            "invalid_client",
-            7000215,
-            &format!(
-                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
-            ),
-        );
-    }
     match form.grant_type.as_str() {
         "authorization_code" => redeem_code(&server, &client_id, &form),
         "refresh_token" => refresh(&server, &client_id, &form, &switches),
+        "client_credentials" => app::client_credentials(&server, &client_id, form.scope.as_deref()),
         "" => bad(
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -162,6 +143,96 @@ pub(super) async fn token(
             &format!("The app requested an unsupported grant type '{other}'."),
         ),
     }
+}
+
+/// Identifies the client and checks its proof (a secret today; the assertion branch is where
+/// certificates will go), answering Entra's error when it fails.
+fn authenticate_client(
+    server: &OAuthServer,
+    headers: &HeaderMap,
+    form: &TokenForm,
+) -> Result<String, Box<Response>> {
+    let bad = |status, error, code, message: &str| {
+        Box::new(token_error(server, status, error, code, message))
+    };
+    let (client_id, secret) = client_credentials(headers, form);
+    let Some(client_id) = client_id.filter(|c| !c.is_empty()) else {
+        return Err(bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            900144,
+            "The request body must contain the following parameter: 'client_id'.",
+        ));
+    };
+    let Some(client) = server.state.client(&client_id) else {
+        return Err(bad(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700016,
+            &format!(
+                "Application with identifier '{client_id}' was not found in the directory '{}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.",
+                server.tenant
+            ),
+        ));
+    };
+    if server.state.app_access(&client_id).disabled {
+        return Err(bad(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            7000112,
+            &format!("Application '{client_id}'({}) is disabled.", client.name),
+        ));
+    }
+    let proof = match (secret.filter(|s| !s.is_empty()), &form.client_assertion) {
+        (Some(secret), _) => ClientProof::Secret(secret),
+        (None, Some(assertion)) if !assertion.is_empty() => ClientProof::Assertion,
+        _ => {
+            return Err(bad(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                7000218,
+                "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+            ));
+        }
+    };
+    let switches = server.state.switches();
+    match proof {
+        ClientProof::Assertion => {
+            // No certificate can be registered on a sandbox app yet: Entra's answer for an
+            // assertion signed with a key the app does not have.
+            return Err(bad(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                700027,
+                "Client assertion contains an invalid signature. [Reason - The key was not found.]",
+            ));
+        }
+        ClientProof::Secret(_) if switches.client_secret_expired => {
+            return Err(bad(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                7000222,
+                &format!(
+                    "The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds."
+                ),
+            ));
+        }
+        ClientProof::Secret(secret) => {
+            if switches.client_secret_invalid
+                || !crypto::constant_time_eq(&secret, client.secret.expose_secret())
+            {
+                return Err(bad(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    7000215,
+                    &format!(
+                        "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(client_id)
 }
 
 fn redeem_code(server: &OAuthServer, client_id: &str, form: &TokenForm) -> Response {
