@@ -16,7 +16,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::transport::{BoxFuture, Connection, Refusal, SendFailure, Transport};
 use super::{Access, AccessResult, Credential, Secret};
-use crate::domain::mailbox::{Mailbox, StatusReason};
+use crate::domain::mailbox::{CredentialKind, Mailbox, StatusReason};
 use crate::domain::message::SmtpReply;
 use crate::oauth::http::HttpError;
 
@@ -101,7 +101,7 @@ struct GraphConnection {
 
 impl GraphConnection {
     /// Posts the request; a token Graph refuses is renewed once and the request tried once
-    /// more (it may have been revoked early).
+    /// more.
     async fn request(&mut self, request: Request<'_>) -> AccessResult<Result<SmtpReply, Refusal>> {
         let url = match send_mail_url(&self.mailbox) {
             Ok(url) => url,
@@ -113,7 +113,9 @@ impl GraphConnection {
                 Ok(answer) => answer,
                 Err(e) => return Ok(Err(refusal(unreachable(&e)))),
             };
-            if answer.status == 401 && !renewed && self.credential.renews() {
+            // A token may have been revoked early (401), or fetched before an admin granted
+            // a permission (403: an app's roles are fixed when its token is issued).
+            if matches!(answer.status, 401 | 403) && !renewed && self.credential.renews() {
                 renewed = true;
                 let stale = Secret::Bearer(self.token.clone());
                 match bearer(
@@ -299,6 +301,19 @@ fn classify(
                 Some(
                     "Give the account an Exchange Online licence in the Microsoft 365 admin center (or send with SMTP for an on-premises mailbox).".into(),
                 ),
+            ))
+        }
+        (403, _) | (_, "ErrorAccessDenied" | "Authorization_RequestDenied" | "AccessDenied")
+            if mailbox.credential == CredentialKind::App =>
+        {
+            refused(StatusReason::new(
+                "graph_access_denied",
+                format!(
+                    "Microsoft Graph refused to let the app send as {address}: the application permission Mail.Send is not granted, or an RBAC for Applications scope or application access policy leaves this mailbox out."
+                ),
+                Some(format!(
+                    "In the app registration, add the Microsoft Graph application permission Mail.Send and grant admin consent. If the app is limited to some mailboxes (New-ManagementScope with New-ManagementRoleAssignment, or New-ApplicationAccessPolicy), add {address} to them. Then click Verify."
+                )),
             ))
         }
         (403, _) | (_, "ErrorAccessDenied" | "Authorization_RequestDenied" | "AccessDenied") => {

@@ -11,7 +11,7 @@ use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParam
 use lettre::transport::smtp::extension::ClientId;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::domain::mailbox::{AuthKind, Mailbox, Provider, Security, StatusReason};
+use crate::domain::mailbox::{AuthKind, CredentialKind, Mailbox, Provider, Security, StatusReason};
 use crate::domain::smtp::SmtpReply;
 use crate::net::HostPolicy;
 
@@ -165,6 +165,17 @@ pub fn reason_for(failure: &SmtpFailure, mailbox: &Mailbox, sending: bool) -> Op
             )
         }
         (Some(535), _) | (Some(530), _) | (Some(534), _) => match mailbox.auth {
+            AuthKind::OAuth2 if mailbox.credential == CredentialKind::App => reason(
+                "app_not_permitted",
+                format!(
+                    "The SMTP server refused the app's token for {} ({reply}).",
+                    mailbox.username
+                ),
+                &format!(
+                    "Give the app the application permission SMTP.SendAsApp (Office 365 Exchange Online) with admin consent, then in Exchange Online PowerShell register it and give it the mailbox: New-ServicePrincipal -AppId <Application (client) ID> -ObjectId <the Enterprise Application's Object ID>; Add-MailboxPermission -Identity {} -User <the service principal> -AccessRights FullAccess. Then click Verify.",
+                    mailbox.username
+                ),
+            ),
             AuthKind::OAuth2 => reason(
                 "token_rejected",
                 format!("The SMTP server refused the access token ({reply})."),

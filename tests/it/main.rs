@@ -4,6 +4,7 @@
 
 mod alerts;
 mod api;
+mod app_only;
 mod authorization;
 mod cancel;
 mod cli;

@@ -16,7 +16,7 @@ use crate::helpers::{
 };
 
 pub(crate) const SUPPORT: &str = "support@contoso.com";
-const SALES: &str = "sales@contoso.com";
+pub(crate) const SALES: &str = "sales@contoso.com";
 pub(crate) const PASSWORD: &str = "a sandbox mailbox password";
 
 pub(crate) struct Outbox {
