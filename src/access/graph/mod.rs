@@ -16,7 +16,10 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::transport::{BoxFuture, Connection, Refusal, SendFailure, Transport};
 use super::{Access, AccessResult, Credential, Secret};
-use crate::domain::mailbox::{CredentialKind, Mailbox, StatusReason};
+use errors::{classify, needs_oauth2, refusal, too_large, unreachable};
+
+mod errors;
+use crate::domain::mailbox::{Mailbox, StatusReason};
 use crate::domain::message::SmtpReply;
 use crate::oauth::http::HttpError;
 
@@ -24,7 +27,7 @@ use crate::oauth::http::HttpError;
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long to wait when Graph throttles without saying how long.
-const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
+pub(super) const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
 
 /// Microsoft Graph `sendMail`, authenticated with the mailbox's OAuth 2.0 access token.
 pub(super) struct GraphSendMail;
@@ -223,165 +226,6 @@ impl Answer {
     }
 }
 
-/// What a Graph error means for the mailbox and the message, decided by status and code.
-fn classify(
-    status: u16,
-    code: &str,
-    message: &str,
-    retry_after: Option<Duration>,
-    mailbox: &Mailbox,
-    id: &str,
-) -> Refusal {
-    let said = if code.is_empty() {
-        format!("HTTP {status}")
-    } else {
-        format!("{code}: {message}")
-    };
-    let reply = |smtp: u16, enhanced: &str| {
-        SmtpReply::new(
-            Some(smtp),
-            format!("{enhanced} Microsoft Graph: {said}{id}"),
-        )
-    };
-    let refused = |reason: StatusReason| Refusal {
-        failure: SendFailure::Refused(reason),
-        reply: reply(535, "5.7.8"),
-    };
-    let address = &mailbox.username;
-    match (status, code) {
-        (429, _) | (_, "ApplicationThrottled" | "MailboxConcurrency" | "TooManyRequests") => {
-            let reply = reply(451, "4.7.0");
-            Refusal {
-                failure: SendFailure::Throttled {
-                    reply: reply.clone(),
-                    retry_after: retry_after.unwrap_or(DEFAULT_RETRY_AFTER),
-                },
-                reply,
-            }
-        }
-        (500..=599, _) => {
-            let reply = reply(451, "4.3.2");
-            Refusal {
-                failure: SendFailure::Transient(reply.clone()),
-                reply,
-            }
-        }
-        (401, _) => refused(StatusReason::new(
-            "graph_token_refused",
-            "Microsoft Graph refused the mailbox's access token.",
-            Some("Click Authorize again and sign in as the mailbox's account.".into()),
-        )),
-        (_, "ErrorSendAsDenied") => refused(StatusReason::new(
-            "send_as_denied",
-            format!(
-                "The signed-in account ({}) may not send as {address}.",
-                mailbox.sign_in_account
-            ),
-            Some(format!(
-                "In the Exchange admin center, give {} Send As permission on {address}, or sign in as {address}.",
-                mailbox.sign_in_account
-            )),
-        )),
-        (_, "ErrorInvalidUser") | (404, "ResourceNotFound" | "Request_ResourceNotFound") => {
-            refused(StatusReason::new(
-                "graph_mailbox_not_found",
-                format!("Microsoft Graph knows no mailbox {address} in this tenant."),
-                Some(format!(
-                    "Check the username: it must be the mailbox's address (user principal name or primary SMTP address) in the tenant {}.",
-                    mailbox.tenant.as_deref().unwrap_or("of the app registration")
-                )),
-            ))
-        }
-        (_, "MailboxNotEnabledForRESTAPI" | "MailboxNotSupportedForRESTAPI") => {
-            refused(StatusReason::new(
-                "graph_mailbox_not_enabled",
-                format!(
-                    "{address} has no Exchange Online mailbox Microsoft Graph can send from: it has no licence, is inactive, or is hosted on-premises."
-                ),
-                Some(
-                    "Give the account an Exchange Online licence in the Microsoft 365 admin center (or send with SMTP for an on-premises mailbox).".into(),
-                ),
-            ))
-        }
-        (403, _) | (_, "ErrorAccessDenied" | "Authorization_RequestDenied" | "AccessDenied")
-            if mailbox.credential == CredentialKind::App =>
-        {
-            refused(StatusReason::new(
-                "graph_access_denied",
-                format!(
-                    "Microsoft Graph refused to let the app send as {address}: the application permission Mail.Send is not granted, or an RBAC for Applications scope or application access policy leaves this mailbox out."
-                ),
-                Some(format!(
-                    "In the app registration, add the Microsoft Graph application permission Mail.Send and grant admin consent. If the app is limited to some mailboxes (New-ManagementScope with New-ManagementRoleAssignment, or New-ApplicationAccessPolicy), add {address} to them. Then click Verify."
-                )),
-            ))
-        }
-        (403, _) | (_, "ErrorAccessDenied" | "Authorization_RequestDenied" | "AccessDenied") => {
-            refused(StatusReason::new(
-                "graph_access_denied",
-                format!(
-                    "Microsoft Graph refused to let the app send as {address}: the Mail.Send permission is not granted, or an application access policy or RBAC for Applications scope leaves this mailbox out."
-                ),
-                Some(
-                    "In the app registration, add the Microsoft Graph permission Mail.Send and grant admin consent; then click Authorize again.".into(),
-                ),
-            ))
-        }
-        (413, _) | (_, "ErrorMessageSizeExceeded" | "RequestEntityTooLarge") => {
-            message_refused(reply(552, "5.3.4"))
-        }
-        (_, "ErrorQuotaExceeded") => message_refused(reply(552, "5.2.2")),
-        _ => message_refused(reply(550, "5.6.0")),
-    }
-}
-
-fn message_refused(reply: SmtpReply) -> Refusal {
-    Refusal {
-        failure: SendFailure::Rejected(reply.clone()),
-        reply,
-    }
-}
-
-fn refusal(failure: SendFailure) -> Refusal {
-    let reply = match &failure {
-        SendFailure::Refused(reason) => SmtpReply::no_reply(reason.message.clone()),
-        SendFailure::Transient(reply)
-        | SendFailure::Rejected(reply)
-        | SendFailure::Throttled { reply, .. } => reply.clone(),
-    };
-    Refusal { failure, reply }
-}
-
-fn too_large(size: usize) -> Refusal {
-    message_refused(SmtpReply::new(
-        Some(552),
-        format!(
-            "5.3.4 The message is {size} bytes: over Microsoft Graph's 4 MB request limit once encoded. Send it with SMTP, or make it smaller."
-        ),
-    ))
-}
-
-fn needs_oauth2() -> StatusReason {
-    StatusReason::new(
-        "graph_needs_oauth2",
-        "Microsoft Graph takes only OAuth 2.0 access tokens, not a password.",
-        Some("Set the mailbox to OAuth2, or send with SMTP.".into()),
-    )
-}
-
-fn unreachable(error: &HttpError) -> SendFailure {
-    match error {
-        HttpError::Refused(why) => SendFailure::Refused(StatusReason::new(
-            "graph_url_refused",
-            format!("Herald may not connect to Microsoft Graph's address: {why}."),
-            Some("Check the mailbox's provider; Graph is Microsoft's.".into()),
-        )),
-        other => SendFailure::Transient(SmtpReply::no_reply(format!(
-            "Microsoft Graph could not be reached: {other}"
-        ))),
-    }
-}
-
 fn bearer(secret: Result<Secret, SendFailure>) -> Result<SecretString, SendFailure> {
     match secret? {
         Secret::Bearer(token) => Ok(token),
@@ -507,73 +351,6 @@ fn with_bcc(envelope: &Envelope, message: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
     use crate::oauth::errors::tests_support::mailbox;
-
-    fn failure(status: u16, code: &str) -> SendFailure {
-        classify(status, code, "words", None, &mailbox(), "").failure
-    }
-
-    fn reason(status: u16, code: &str) -> String {
-        match failure(status, code) {
-            SendFailure::Refused(reason) => reason.code,
-            _ => panic!("{status} {code} is not a fault of the mailbox"),
-        }
-    }
-
-    #[test]
-    fn graph_errors_are_decided_by_their_code() {
-        assert_eq!(reason(403, "ErrorAccessDenied"), "graph_access_denied");
-        assert_eq!(
-            reason(403, "Authorization_RequestDenied"),
-            "graph_access_denied"
-        );
-        assert_eq!(reason(403, "ErrorSendAsDenied"), "send_as_denied");
-        assert_eq!(reason(404, "ErrorInvalidUser"), "graph_mailbox_not_found");
-        assert_eq!(
-            reason(404, "MailboxNotEnabledForRESTAPI"),
-            "graph_mailbox_not_enabled"
-        );
-        assert_eq!(
-            reason(401, "InvalidAuthenticationToken"),
-            "graph_token_refused"
-        );
-        assert!(matches!(
-            failure(413, "ErrorMessageSizeExceeded"),
-            SendFailure::Rejected(r) if r.enhanced.as_deref() == Some("5.3.4")
-        ));
-        assert!(matches!(
-            failure(400, "ErrorQuotaExceeded"),
-            SendFailure::Rejected(_)
-        ));
-        assert!(matches!(
-            failure(503, "ServiceNotAvailable"),
-            SendFailure::Transient(_)
-        ));
-        assert!(matches!(failure(504, ""), SendFailure::Transient(_)));
-        assert!(matches!(
-            failure(400, "ErrorInvalidRecipients"),
-            SendFailure::Rejected(_)
-        ));
-    }
-
-    #[test]
-    fn throttling_waits_as_long_as_graph_says() {
-        let told = classify(
-            429,
-            "ApplicationThrottled",
-            "slow down",
-            Some(Duration::from_secs(7)),
-            &mailbox(),
-            "",
-        );
-        assert!(matches!(
-            told.failure,
-            SendFailure::Throttled { retry_after, .. } if retry_after == Duration::from_secs(7)
-        ));
-        assert!(matches!(
-            failure(429, "MailboxConcurrency"),
-            SendFailure::Throttled { retry_after, .. } if retry_after == DEFAULT_RETRY_AFTER
-        ));
-    }
 
     #[test]
     fn hidden_recipients_go_in_a_bcc_field_for_graph_to_remove() {
