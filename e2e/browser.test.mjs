@@ -432,3 +432,54 @@ test('SMTP AUTH off: the row offers Send with Microsoft Graph, which authorizes 
   }
   await page.close();
 });
+
+test('app-only with Microsoft Graph: Sign in as App-only, no Authorize, Verify after admin consent, and the test email goes through Graph', async () => {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const [admin, password] = credentials('Admin sign-in');
+  const [user] = credentials('Sandbox user sign-in');
+  const clientId = facts['Sandbox app client ID'];
+  await signIn(page, admin, password);
+  await openOutgoingMail(page);
+  await page.evaluate(async (address) => {
+    const csrf = document.querySelector('meta[name="csrf-token"]').content;
+    const list = await (await fetch('/api/v1/mailboxes')).json();
+    for (const m of list.items.filter((item) => item.username === address)) {
+      await fetch(`/api/v1/mailboxes/${m.id}`, { method: 'DELETE', headers: { 'x-csrf-token': csrf } });
+    }
+  }, user);
+  await page.reload();
+  // Admin consent not given yet: the app has no application permission.
+  const grant = (permissions) => fetch(`${sandbox()}/_sandbox/apps/${clientId}/permissions`, {
+    method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(permissions),
+  });
+  assert.equal((await grant([])).status, 200);
+
+  const dialog = await addSandboxMailbox(page, user);
+  await dialog.getByLabel('Sign in as').selectOption({ label: 'App-only' });
+  await dialog.getByLabel('Send with').selectOption({ label: 'Microsoft Graph' });
+  await Promise.all([page.waitForEvent('load'), dialog.getByRole('button', { name: 'Save' }).click()]);
+  const row = () => page.getByRole('row', { name: new RegExp(user) });
+  await row().getByText('Microsoft Graph', { exact: true }).waitFor();
+  assert.equal(await row().getByRole('button', { name: 'Authorize' }).count(), 0, 'nobody signs in for an app-only mailbox');
+  await row().getByText(/Click Verify/).waitFor();
+
+  // Still Not Verified: the page says why, in Microsoft's terms.
+  await row().getByRole('button', { name: 'Verify' }).click();
+  await page.getByText(/Still Not Verified: .*application permission Mail\.Send/).waitFor();
+
+  assert.equal((await grant(['Mail.Send'])).status, 200);
+  await Promise.all([page.waitForEvent('load'), row().getByRole('button', { name: 'Verify' }).click()]);
+  await row().getByText('Verified', { exact: true }).waitFor();
+
+  await row().getByRole('button', { name: 'Send test email' }).click();
+  const testDialog = page.getByRole('dialog', { name: 'Send test email' });
+  await testDialog.getByLabel('To').fill('app-reader@example.com');
+  await testDialog.getByRole('button', { name: 'Send' }).click();
+  await testDialog.getByText(/^Sent: 250/).waitFor();
+  await page.screenshot({ path: join(SCREENSHOTS, 'app-only-graph.png') });
+  const inbox = await (await fetch(`${sandbox()}/_sandbox/messages`)).json();
+  const message = inbox.items.find((m) => m.rcpt_to.includes('app-reader@example.com'));
+  assert.ok(message, 'the test email is in the sandbox inbox');
+  assert.equal(message.mechanism, 'graph');
+  await page.close();
+});
