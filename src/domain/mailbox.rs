@@ -66,6 +66,9 @@ string_enum!(
     MailboxStatus { Verified = "verified", NotVerified = "not_verified" }
 );
 
+/// Requests Microsoft Graph takes at once per app and mailbox.
+pub const GRAPH_CONCURRENT_REQUESTS: u32 = 4;
+
 /// Why a mailbox is Not Verified, in words an admin can act on.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct StatusReason {
@@ -166,7 +169,13 @@ pub struct Mailbox {
 impl Mailbox {
     /// The sending limits in force: the provider's, with this mailbox's overrides.
     pub fn effective_limits(&self) -> Limits {
-        self.limits.over(self.provider)
+        let mut limits = self.limits.over(self.provider);
+        // Graph takes 4 requests at once per app and mailbox (SMTP: 3 connections); its
+        // 10,000 requests in 10 minutes are above Exchange's 30 messages a minute.
+        if self.transport == TransportKind::Graph && self.limits.connections.is_none() {
+            limits.connections = GRAPH_CONCURRENT_REQUESTS;
+        }
+        limits
     }
 
     /// Whether the mailbox could send with Microsoft Graph instead: OAuth2 with a provider

@@ -419,3 +419,35 @@ fn app_only_access_needs_a_tenant_of_its_own_and_oauth2() {
             .any(|e| e.field == "credential")
     );
 }
+
+#[test]
+fn graph_takes_four_requests_at_once_per_mailbox_unless_overridden() {
+    let graph = MailboxDraft {
+        transport: Some("graph".into()),
+        ..microsoft()
+    };
+    assert_eq!(
+        resolve_ok(graph, &policy()).effective_limits().connections,
+        4
+    );
+    assert_eq!(
+        resolve_ok(microsoft(), &policy())
+            .effective_limits()
+            .connections,
+        3
+    );
+    let overridden = MailboxDraft {
+        transport: Some("graph".into()),
+        limits: Some(crate::domain::message::LimitOverrides {
+            connections: Some(2),
+            ..Default::default()
+        }),
+        ..microsoft()
+    };
+    assert_eq!(
+        resolve_ok(overridden, &policy())
+            .effective_limits()
+            .connections,
+        2
+    );
+}
