@@ -208,6 +208,17 @@ async fn the_outgoing_mail_page_offers_graph_where_smtp_auth_is_off_and_the_wind
     );
     assert!(html.contains(r#"<option value="graph">Microsoft Graph</option>"#));
     assert!(!html.contains("Send with Microsoft Graph instead"));
+    // The setup guide says what each choice needs at Microsoft.
+    for words in [
+        "Sign in as",
+        "Mail.Send.Shared",
+        "SMTP.SendAsApp",
+        "New-ServicePrincipal",
+        "New-ManagementRoleAssignment",
+        "Grant admin consent",
+    ] {
+        assert!(html.contains(words), "the guide names {words}");
+    }
 
     // The tenant turns SMTP AUTH off: the row says so and offers Graph.
     o.switch(|s| s.smtp_auth_disabled = true);
