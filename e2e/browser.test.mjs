@@ -100,6 +100,18 @@ async function addSandboxMailbox(page, username, extra = {}) {
   return dialog;
 }
 
+/** Deletes the organization's mailboxes of `address` (earlier walks may have left one). */
+async function removeMailboxesOf(page, address) {
+  await page.evaluate(async (username) => {
+    const csrf = document.querySelector('meta[name="csrf-token"]').content;
+    const list = await (await fetch('/api/v1/mailboxes')).json();
+    for (const m of list.items.filter((item) => item.username === username)) {
+      await fetch(`/api/v1/mailboxes/${m.id}`, { method: 'DELETE', headers: { 'x-csrf-token': csrf } });
+    }
+  }, address);
+  await page.reload();
+}
+
 /** Authorize → Continue → the sandbox's sign-in → Accept or Cancel → back on the list. */
 async function authorize(page, row, decision) {
   const [user, password] = credentials('Sandbox user sign-in');
@@ -392,15 +404,7 @@ test('SMTP AUTH off: the row offers Send with Microsoft Graph, which authorizes 
   const [user] = credentials('Sandbox user sign-in');
   await signIn(page, admin, password);
   await openOutgoingMail(page);
-  // From no mailbox of the sandbox user (earlier walks may have left one).
-  await page.evaluate(async (address) => {
-    const csrf = document.querySelector('meta[name="csrf-token"]').content;
-    const list = await (await fetch('/api/v1/mailboxes')).json();
-    for (const m of list.items.filter((item) => item.username === address)) {
-      await fetch(`/api/v1/mailboxes/${m.id}`, { method: 'DELETE', headers: { 'x-csrf-token': csrf } });
-    }
-  }, user);
-  await page.reload();
+  await removeMailboxesOf(page, user);
   await setSwitches({ smtp_auth_disabled: true });
   try {
     const dialog = await addSandboxMailbox(page, user);
@@ -440,14 +444,7 @@ test('app-only with Microsoft Graph: Sign in as App-only, no Authorize, Verify a
   const clientId = facts['Sandbox app client ID'];
   await signIn(page, admin, password);
   await openOutgoingMail(page);
-  await page.evaluate(async (address) => {
-    const csrf = document.querySelector('meta[name="csrf-token"]').content;
-    const list = await (await fetch('/api/v1/mailboxes')).json();
-    for (const m of list.items.filter((item) => item.username === address)) {
-      await fetch(`/api/v1/mailboxes/${m.id}`, { method: 'DELETE', headers: { 'x-csrf-token': csrf } });
-    }
-  }, user);
-  await page.reload();
+  await removeMailboxesOf(page, user);
   // Admin consent not given yet: the app has no application permission.
   const grant = (permissions) => fetch(`${sandbox()}/_sandbox/apps/${clientId}/permissions`, {
     method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(permissions),

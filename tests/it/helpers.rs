@@ -701,3 +701,15 @@ pub async fn contoso_in(database_url: &DatabaseUrl, key_name: &str) -> (Store, S
         .unwrap();
     (store, key.expose().to_owned())
 }
+
+/// A sandbox on loopback ports at `http://localhost:{port}`: another site than Herald's
+/// `127.0.0.1`, as Microsoft is to the browser. Answers it and its base URL.
+pub async fn start_sandbox() -> (herald::sandbox::RunningSandbox, String) {
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let smtp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://localhost:{}", http.local_addr().unwrap().port());
+    let sandbox = herald::sandbox::RunningSandbox::start_on(http, smtp, &base)
+        .await
+        .unwrap();
+    (sandbox, base)
+}

@@ -29,11 +29,8 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Self {
-        let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let smtp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         // Another host name than Herald's, as Microsoft is another site to the browser.
-        let base = format!("http://localhost:{}", http.local_addr().unwrap().port());
-        let sandbox = RunningSandbox::start_on(http, smtp, &base).await.unwrap();
+        let (sandbox, base) = crate::helpers::start_sandbox().await;
         sandbox
             .state
             .add_user(ANN, SecretString::from(ANN_PASSWORD));
