@@ -16,7 +16,7 @@ use crate::access::{
 };
 use crate::crypto;
 use crate::domain::mailbox::{
-    AuthKind, CredentialKind, Mailbox, MailboxStatus, StatusReason, secret_fields,
+    AuthKind, CredentialKind, Mailbox, MailboxStatus, StatusReason, TransportKind, secret_fields,
 };
 use crate::domain::{Actor, MailboxId, OrgId};
 use crate::keys;
@@ -375,7 +375,13 @@ async fn redeem(
             // Throttling or an outage says nothing about the configuration: the status stays.
             let reason = StatusReason::new(
                 "smtp_check_postponed",
-                format!("Authorized; the SMTP server asked to try later ({text})."),
+                format!(
+                    "Authorized; {} asked to try later ({text}).",
+                    match mailbox.transport {
+                        TransportKind::Smtp => "the SMTP server",
+                        TransportKind::Graph => "Microsoft Graph",
+                    }
+                ),
                 Some("Click Verify in a few minutes.".into()),
             );
             if !was_verified {
