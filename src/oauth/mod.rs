@@ -82,42 +82,52 @@ pub type Client = oauth2::Client<
 #[error("the mailbox's OAuth settings are incomplete: {0}")]
 pub struct ClientConfigError(pub String);
 
+/// The mailbox's token endpoint.
+fn token_url_of(mailbox: &Mailbox) -> Result<TokenUrl, ClientConfigError> {
+    let url = mailbox
+        .token_url
+        .clone()
+        .ok_or_else(|| ClientConfigError("token_url is not set".into()))?;
+    TokenUrl::new(url).map_err(|e| ClientConfigError(e.to_string()))
+}
+
+/// The mailbox's app registration.
+fn client_id_of(mailbox: &Mailbox) -> Result<ClientId, ClientConfigError> {
+    let id = mailbox
+        .client_id
+        .clone()
+        .ok_or_else(|| ClientConfigError("client_id is not set".into()))?;
+    Ok(ClientId::new(id))
+}
+
+/// How the client authenticates at the token endpoint.
+fn auth_type_of(mailbox: &Mailbox) -> AuthType {
+    match mailbox.client_auth {
+        ClientAuth::Post => AuthType::RequestBody,
+        ClientAuth::Basic => AuthType::BasicAuth,
+    }
+}
+
 /// The client for a mailbox's app registration.
 pub fn client_for(
     mailbox: &Mailbox,
     client_secret: Option<ClientSecret>,
     redirect_uri: &str,
 ) -> Result<Client, ClientConfigError> {
-    let missing = |what: &str| ClientConfigError(format!("{what} is not set"));
     let auth_url = AuthUrl::new(
         mailbox
             .authorization_url
             .clone()
-            .ok_or_else(|| missing("authorization_url"))?,
-    )
-    .map_err(|e| ClientConfigError(e.to_string()))?;
-    let token_url = TokenUrl::new(
-        mailbox
-            .token_url
-            .clone()
-            .ok_or_else(|| missing("token_url"))?,
+            .ok_or_else(|| ClientConfigError("authorization_url is not set".into()))?,
     )
     .map_err(|e| ClientConfigError(e.to_string()))?;
     let redirect =
         RedirectUrl::new(redirect_uri.to_owned()).map_err(|e| ClientConfigError(e.to_string()))?;
-    let mut client = oauth2::Client::new(ClientId::new(
-        mailbox
-            .client_id
-            .clone()
-            .ok_or_else(|| missing("client_id"))?,
-    ))
-    .set_auth_uri(auth_url)
-    .set_token_uri(token_url)
-    .set_redirect_uri(redirect)
-    .set_auth_type(match mailbox.client_auth {
-        ClientAuth::Post => AuthType::RequestBody,
-        ClientAuth::Basic => AuthType::BasicAuth,
-    });
+    let mut client = oauth2::Client::new(client_id_of(mailbox)?)
+        .set_auth_uri(auth_url)
+        .set_token_uri(token_url_of(mailbox)?)
+        .set_redirect_uri(redirect)
+        .set_auth_type(auth_type_of(mailbox));
     if let Some(secret) = client_secret {
         client = client.set_client_secret(secret);
     }
@@ -144,26 +154,10 @@ pub fn app_client_for(
     mailbox: &Mailbox,
     client_secret: ClientSecret,
 ) -> Result<AppClient, ClientConfigError> {
-    let missing = |what: &str| ClientConfigError(format!("{what} is not set"));
-    let token_url = TokenUrl::new(
-        mailbox
-            .token_url
-            .clone()
-            .ok_or_else(|| missing("token_url"))?,
-    )
-    .map_err(|e| ClientConfigError(e.to_string()))?;
-    Ok(oauth2::Client::new(ClientId::new(
-        mailbox
-            .client_id
-            .clone()
-            .ok_or_else(|| missing("client_id"))?,
-    ))
-    .set_token_uri(token_url)
-    .set_client_secret(client_secret)
-    .set_auth_type(match mailbox.client_auth {
-        ClientAuth::Post => AuthType::RequestBody,
-        ClientAuth::Basic => AuthType::BasicAuth,
-    }))
+    Ok(oauth2::Client::new(client_id_of(mailbox)?)
+        .set_token_uri(token_url_of(mailbox)?)
+        .set_client_secret(client_secret)
+        .set_auth_type(auth_type_of(mailbox)))
 }
 
 /// Extra authorization parameters a provider needs for a refresh token.
