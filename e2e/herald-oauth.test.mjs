@@ -25,6 +25,10 @@ const SMTP_SEND = 'https://outlook.office.com/SMTP.Send';
 const USER = 'alice@contoso.example';
 const CLIENT_ID = 'herald-interop';
 const CLIENT_SECRET = 'interop~secret.value-0123456789abcdefghij';
+// An app that sends as itself (client credentials): no person signs in.
+const DAEMON_ID = 'herald-daemon';
+const DAEMON_SECRET = 'daemon~secret.value-0123456789abcdefghij';
+const APP_SCOPE = 'https://outlook.office365.com/.default';
 
 let dir;
 let idp;
@@ -66,6 +70,14 @@ async function startIdp(redirectUri) {
       response_types: ['code'],
       token_endpoint_auth_method: 'client_secret_post',
       introspection_endpoint_auth_method: 'client_secret_post',
+    }, {
+      client_id: DAEMON_ID,
+      client_secret: DAEMON_SECRET,
+      redirect_uris: [],
+      grant_types: ['client_credentials'],
+      response_types: [],
+      token_endpoint_auth_method: 'client_secret_post',
+      scope: APP_SCOPE,
     }],
     routes: {
       authorization: '/contoso/oauth2/v2.0/authorize',
@@ -73,9 +85,9 @@ async function startIdp(redirectUri) {
       introspection: '/contoso/oauth2/v2.0/introspect',
       jwks: '/contoso/discovery/v2.0/keys',
     },
-    scopes: ['openid', 'offline_access', SMTP_SEND],
+    scopes: ['openid', 'offline_access', SMTP_SEND, APP_SCOPE],
     claims: { openid: ['sub'], email: ['email'], profile: ['preferred_username'] },
-    features: { introspection: { enabled: true } },
+    features: { introspection: { enabled: true }, clientCredentials: { enabled: true } },
     pkce: { required: () => true },
     async findAccount(_ctx, sub) {
       return { accountId: sub, async claims() { return { sub, email: sub, preferred_username: sub }; } };
@@ -147,6 +159,11 @@ async function startSmtp(tls) {
       }).then((r) => r.json());
       const scopes = (result.scope ?? '').split(' ');
       if (!refuseAll && auth.method === 'XOAUTH2' && result.active && scopes.includes(SMTP_SEND) && result.sub === auth.username) {
+        return callback(null, { user: auth.username });
+      }
+      // An app's own token (no sub): the app may send as the one mailbox it was given.
+      if (!refuseAll && auth.method === 'XOAUTH2' && result.active && !result.sub && result.client_id === DAEMON_ID
+        && scopes.includes(APP_SCOPE) && auth.username === USER) {
         return callback(null, { user: auth.username });
       }
       return callback(null, { data: { status: '401', schemes: 'bearer', scope: SMTP_SEND } });
@@ -277,4 +294,36 @@ test('a token smtp-server refuses with its 334 challenge is refreshed once, then
   }
   const again = await (await api(`/mailboxes/${mailbox.id}/verify`, { method: 'POST' })).json();
   assert.equal(again.status, 'verified', 'refreshed tokens work once the server accepts them');
+});
+
+test('an app-only mailbox gets its own token from oidc-provider (client credentials) and sends through smtp-server', async () => {
+  const created = await api('/mailboxes', {
+    method: 'POST',
+    body: JSON.stringify({
+      name: 'Daemon',
+      auth: 'oauth2',
+      credential: 'app',
+      provider: 'custom',
+      host: 'localhost',
+      port: smtpPort,
+      security: 'starttls',
+      username: USER,
+      client_id: DAEMON_ID,
+      client_secret: DAEMON_SECRET,
+      token_url: `${idpBase}/contoso/oauth2/v2.0/token`,
+      scopes: [APP_SCOPE],
+    }),
+  });
+  assert.equal(created.status, 201, await created.clone().text());
+  const mailbox = await created.json();
+  assert.equal(mailbox.credential, 'app');
+  const authorize = await api(`/mailboxes/${mailbox.id}/authorize`, { method: 'POST' });
+  assert.ok(authorize.status >= 400 && authorize.status < 500, 'nobody signs in for an app');
+  const verified = await (await api(`/mailboxes/${mailbox.id}/verify`, { method: 'POST' })).json();
+  assert.equal(verified.status, 'verified', JSON.stringify(verified.status_reason));
+  const before = received.length;
+  const sent = await api(`/mailboxes/${mailbox.id}/test-message`, { method: 'POST', body: JSON.stringify({ to: 'carol@example.com' }) });
+  assert.equal(sent.status, 200, await sent.clone().text());
+  assert.equal(received.length, before + 1);
+  assert.equal(received.at(-1).user, USER);
 });

@@ -374,6 +374,8 @@ pub(super) fn resolve(
         authorization_url =
             match blank_to_none(draft.authorization_url).or(preset.authorization_url) {
                 Some(u) => check_url(&mut checks, policy, "authorization_url", &u),
+                // An app asks for its own token: nobody is sent to sign in.
+                None if credential == Some(CredentialKind::App) => None,
                 None => {
                     checks.push(FieldError::new(
                         "authorization_url",

@@ -451,3 +451,39 @@ fn graph_takes_four_requests_at_once_per_mailbox_unless_overridden() {
         2
     );
 }
+
+#[test]
+fn an_app_only_mailbox_of_another_provider_needs_no_authorization_url() {
+    let app = MailboxDraft {
+        name: Some("Daemon".into()),
+        auth: Some("oauth2".into()),
+        credential: Some("app".into()),
+        host: Some("smtp.example.com".into()),
+        username: Some("daemon@example.com".into()),
+        client_id: Some("daemon".into()),
+        client_secret: Some(SecretString::from("s3cret")),
+        token_url: Some("https://login.example.com/token".into()),
+        scopes: Some(vec!["smtp.send".into()]),
+        ..MailboxDraft::default()
+    };
+    let m = resolve_ok(app, &policy());
+    assert_eq!(m.authorization_url, None);
+    assert_eq!(m.credential, CredentialKind::App);
+    // A person's sign-in still needs one.
+    let delegated = MailboxDraft {
+        name: Some("Person".into()),
+        auth: Some("oauth2".into()),
+        host: Some("smtp.example.com".into()),
+        username: Some("person@example.com".into()),
+        client_id: Some("web".into()),
+        client_secret: Some(SecretString::from("s3cret")),
+        token_url: Some("https://login.example.com/token".into()),
+        scopes: Some(vec!["smtp.send".into()]),
+        ..MailboxDraft::default()
+    };
+    assert!(
+        errors(delegated, &policy())
+            .iter()
+            .any(|e| e.field == "authorization_url")
+    );
+}
