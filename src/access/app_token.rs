@@ -4,6 +4,7 @@
 //! app, resource and secret, so Herald asks once an hour per app rather than per mailbox.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use oauth2::{ClientSecret, RequestTokenError, Scope, TokenResponse as _};
 use secrecy::{ExposeSecret, SecretString};
@@ -17,10 +18,25 @@ use crate::keys;
 use crate::oauth::http::HttpError;
 use crate::oauth::{self, errors};
 
+/// A held token and when it expires.
+type Held = Option<(SecretString, OffsetDateTime)>;
+
 /// The app tokens this process holds, by app (token endpoint, client id, scopes and a digest of
-/// the secret: a mailbox with a wrong secret never borrows another's token).
+/// the secret: a mailbox with a wrong secret never borrows another's token). Each app has a
+/// lock of its own, so a token endpoint that stalls holds up only its own app's mailboxes.
 #[derive(Default)]
-pub struct AppTokens(tokio::sync::Mutex<HashMap<AppKey, (SecretString, OffsetDateTime)>>);
+pub struct AppTokens(std::sync::Mutex<HashMap<AppKey, Arc<tokio::sync::Mutex<Held>>>>);
+
+impl AppTokens {
+    fn slot(&self, key: AppKey) -> Arc<tokio::sync::Mutex<Held>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default()
+            .clone()
+    }
+}
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct AppKey {
@@ -31,8 +47,8 @@ struct AppKey {
 }
 
 /// The app's access token for the mailbox: the one held while it is fresh and not the one
-/// just `rejected`, else a new one from the token endpoint. One request at a time: callers
-/// that wait get the token the first one fetched.
+/// just `rejected`, else a new one from the token endpoint. One request at a time per app:
+/// callers that wait get the token the first one fetched.
 pub async fn app_token(
     access: &Access,
     mailbox: &Mailbox,
@@ -61,9 +77,10 @@ pub async fn app_token(
         scopes: mailbox.scopes.join(" "),
         secret: crypto::token_digest(secret.expose_secret()),
     };
-    let mut held = access.app_tokens.0.lock().await;
+    let slot = access.app_tokens.slot(key);
+    let mut held = slot.lock().await;
     let now = access.now();
-    if let Some((token, expires)) = held.get(&key)
+    if let Some((token, expires)) = held.as_ref()
         && *expires - REFRESH_SKEW > now
         && rejected.is_none_or(|r| r.expose_secret() != token.expose_secret())
     {
@@ -80,11 +97,11 @@ pub async fn app_token(
     match request.request_async(&access.http).await {
         Ok(response) => {
             let token = SecretString::from(response.access_token().secret().clone());
-            held.insert(key, (token.clone(), now + oauth::lifetime(&response)));
+            *held = Some((token.clone(), now + oauth::lifetime(&response)));
             Ok(Ok(token))
         }
         Err(RequestTokenError::ServerResponse(error)) => {
-            held.remove(&key);
+            *held = None;
             Ok(Err(TokenFailure::Refused(errors::reason_for(
                 &error,
                 mailbox,
