@@ -1,28 +1,29 @@
-//! App-only access tokens (OAuth 2.0 client credentials): the app asks with its own secret for
-//! a token to `{resource}/.default`. No person signs in, and there is no refresh token to
-//! expire after 90 idle days or at a password reset. A token serves every mailbox of the same
-//! app, resource and secret, so Herald asks once an hour per app rather than per mailbox.
+//! App-only access tokens (OAuth 2.0 client credentials): the app asks for a token to
+//! `{resource}/.default`, proving itself with its secret or its certificate. No person signs
+//! in, and there is no refresh token to expire after 90 idle days or at a password reset. A token serves every mailbox of the same
+//! app, resource and credential, so Herald asks once an hour per app rather than per mailbox.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use oauth2::{ClientSecret, RequestTokenError, Scope, TokenResponse as _};
+use oauth2::{RequestTokenError, Scope, TokenResponse as _};
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
+use super::client_auth::{
+    ClientCredential, certificate_refused, client_credentials, promote_renewed,
+};
 use super::tokens::{REFRESH_SKEW, TokenFailure};
 use super::{Access, AccessResult};
-use crate::crypto;
-use crate::domain::mailbox::{Mailbox, StatusReason, secret_fields};
-use crate::keys;
+use crate::domain::mailbox::{Mailbox, StatusReason};
 use crate::oauth::http::HttpError;
-use crate::oauth::{self, errors};
+use crate::oauth::{self, WithProof as _, errors};
 
 /// A held token and when it expires.
 type Held = Option<(SecretString, OffsetDateTime)>;
 
 /// The app tokens this process holds, by app (token endpoint, client id, scopes and a digest of
-/// the secret: a mailbox with a wrong secret never borrows another's token). Each app has a
+/// the credential: a mailbox with a wrong secret never borrows another's token). Each app has a
 /// lock of its own, so a token endpoint that stalls holds up only its own app's mailboxes.
 #[derive(Default)]
 pub struct AppTokens(std::sync::Mutex<HashMap<AppKey, Arc<tokio::sync::Mutex<Held>>>>);
@@ -43,7 +44,29 @@ struct AppKey {
     token_url: String,
     client_id: String,
     scopes: String,
-    secret: String,
+    /// A digest of the secret, or the certificate's thumbprint.
+    credential: String,
+}
+
+type TokenResult = Result<oauth::TokenResponse, RequestTokenError<HttpError, oauth::ProviderError>>;
+
+/// One client-credentials request with one of the app's credentials.
+async fn request_token(
+    access: &Access,
+    mailbox: &Mailbox,
+    credential: &ClientCredential,
+) -> AccessResult<TokenResult> {
+    let client = oauth::app_client_for(mailbox, credential.client_secret())?;
+    let proof = credential.proof(mailbox, access)?;
+    let request = mailbox
+        .scopes
+        .iter()
+        .fold(client.exchange_client_credentials(), |r, s| {
+            r.add_scope(Scope::new(s.clone()))
+        })
+        .with_assertion(&proof);
+    crate::metrics::get().token_refresh("app");
+    Ok(request.request_async(&access.http).await)
 }
 
 /// The app's access token for the mailbox: the one held while it is fresh and not the one
@@ -54,28 +77,22 @@ pub async fn app_token(
     mailbox: &Mailbox,
     rejected: Option<&SecretString>,
 ) -> AccessResult<Result<SecretString, TokenFailure>> {
-    let secret = {
-        let mut conn = access.store.conn().await?;
-        keys::get_secret(
-            &mut conn,
-            &access.keys,
-            &mailbox.id.to_string(),
-            secret_fields::CLIENT_SECRET,
-        )
-        .await?
+    let credentials = match client_credentials(access, mailbox).await? {
+        Ok(found) => found,
+        Err(reason) => return Ok(Err(TokenFailure::Refused(reason))),
     };
-    let Some(secret) = secret else {
+    if matches!(credentials.as_slice(), [ClientCredential::Secret(None)]) {
         return Ok(Err(TokenFailure::Refused(StatusReason::new(
             "client_secret_missing",
             "The mailbox has no client secret, which app-only access needs.",
             Some("Edit the mailbox and paste the client secret's Value.".into()),
         ))));
-    };
+    }
     let key = AppKey {
         token_url: mailbox.token_url.clone().unwrap_or_default(),
         client_id: mailbox.client_id.clone().unwrap_or_default(),
         scopes: mailbox.scopes.join(" "),
-        secret: crypto::token_digest(secret.expose_secret()),
+        credential: credentials[0].digest(),
     };
     let slot = access.app_tokens.slot(key);
     let mut held = slot.lock().await;
@@ -86,15 +103,26 @@ pub async fn app_token(
     {
         return Ok(Ok(token.clone()));
     }
-    let client = oauth::app_client_for(mailbox, ClientSecret::new(secret.expose_secret().into()))?;
-    let request = mailbox
-        .scopes
-        .iter()
-        .fold(client.exchange_client_credentials(), |r, s| {
-            r.add_scope(Scope::new(s.clone()))
-        });
-    crate::metrics::get().token_refresh("app");
-    match request.request_async(&access.http).await {
+    let mut outcome = None;
+    for (i, credential) in credentials.iter().enumerate() {
+        let result = request_token(access, mailbox, credential).await?;
+        if let Err(RequestTokenError::ServerResponse(error)) = &result
+            && i + 1 < credentials.len()
+            && certificate_refused(error)
+        {
+            tracing::info!(mailbox = %mailbox.id, error = %error, "the certificate in use was refused; trying the renewed one");
+            continue;
+        }
+        if result.is_ok() && credential.renewed() {
+            promote_renewed(access, mailbox).await?;
+        }
+        outcome = Some(result);
+        break;
+    }
+    let Some(outcome) = outcome else {
+        unreachable!("at least one credential is tried");
+    };
+    match outcome {
         Ok(response) => {
             let token = SecretString::from(response.access_token().secret().clone());
             *held = Some((token.clone(), now + oauth::lifetime(&response)));

@@ -5,6 +5,7 @@
 
 pub mod alerts;
 mod app_token;
+mod client_auth;
 mod credential;
 mod graph;
 mod status;
@@ -28,6 +29,7 @@ use crate::oauth::http::TokenHttp;
 use crate::secrets::KeyRing;
 use crate::store::{Store, StoreError};
 
+pub use client_auth::{ClientCredential, certificate_refused, client_credentials, promote_renewed};
 pub use credential::{Credential, Secret};
 pub use status::{mark_not_verified, set_status, stale};
 pub use tokens::{REFRESH_SKEW, TokenFailure, TokenLocks, access_token, refresh_now, store_tokens};
@@ -92,6 +94,9 @@ pub enum AccessError {
     Secret(#[from] KeyError),
     #[error(transparent)]
     Client(#[from] ClientConfigError),
+    /// The mailbox's certificate or private key could not be used.
+    #[error(transparent)]
+    Certificate(#[from] crate::oauth::certificate::CertificateError),
     /// The mailbox was deleted meanwhile.
     #[error("the mailbox is gone")]
     MailboxGone,

@@ -5,17 +5,18 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
-use oauth2::{ClientSecret, RefreshToken, RequestTokenError, TokenResponse as _};
+use oauth2::{RefreshToken, RequestTokenError, TokenResponse as _};
 use secrecy::{ExposeSecret, SecretString};
 use time::Duration;
 
+use super::client_auth::{certificate_refused, client_credentials, promote_renewed};
 use super::{Access, AccessError, AccessResult, stale};
 use crate::crypto;
 use crate::domain::mailbox::{Mailbox, StatusReason, secret_fields};
 use crate::domain::{MailboxId, OrgId};
 use crate::keys;
 use crate::oauth::http::HttpError;
-use crate::oauth::{self, ProviderError, TokenResponse, errors};
+use crate::oauth::{self, ProviderError, TokenResponse, WithProof as _, errors};
 use crate::store::{self, StoreError};
 
 /// Access tokens are refreshed this long before they expire.
@@ -149,59 +150,73 @@ pub async fn access_token(
             StatusReason::reauthorization_required(),
         )));
     };
-    let secret = keys::get_secret(
-        &mut conn,
-        &access.keys,
-        &owner,
-        secret_fields::CLIENT_SECRET,
-    )
-    .await?;
     drop(conn);
-    let client = oauth::client_for(
-        &mailbox,
-        secret.map(|s| ClientSecret::new(s.expose_secret().to_owned())),
-        &access.config.redirect_uri(),
-    )?;
+    let credentials = match client_credentials(access, &mailbox).await? {
+        Ok(found) => found,
+        Err(reason) => return Ok(Err(TokenFailure::Refused(reason))),
+    };
     let refresh_token = RefreshToken::new(refresh.expose_secret().to_owned());
     // Outages (network errors, 5xx pages, 429) are retried with backoff and jitter, and never
-    // change the mailbox's status; a provider's refusal is final.
+    // change the mailbox's status; a provider's refusal is final, unless it refused the
+    // certificate in use and a renewed one waits.
     let mut last = String::new();
-    for attempt in 0..REFRESH_TRIES {
-        if attempt > 0 {
-            let base = 250u64 << attempt;
-            let jitter = u64::from(crypto::random_bytes::<1>()[0]) % (base / 2 + 1);
-            tokio::time::sleep(StdDuration::from_millis(base + jitter)).await;
+    'credentials: for (i, credential) in credentials.iter().enumerate() {
+        let client = oauth::client_for(
+            &mailbox,
+            credential.client_secret(),
+            &access.config.redirect_uri(),
+        )?;
+        for attempt in 0..REFRESH_TRIES {
+            if attempt > 0 {
+                let base = 250u64 << attempt;
+                let jitter = u64::from(crypto::random_bytes::<1>()[0]) % (base / 2 + 1);
+                tokio::time::sleep(StdDuration::from_millis(base + jitter)).await;
+            }
+            let proof = credential.proof(&mailbox, access)?;
+            match client
+                .exchange_refresh_token(&refresh_token)
+                .with_assertion(&proof)
+                .request_async(&access.http)
+                .await
+            {
+                Ok(response) => {
+                    crate::metrics::get().token_refresh("ok");
+                    if credential.renewed() {
+                        promote_renewed(access, &mailbox).await?;
+                    }
+                    store_tokens(access, &mut mailbox, &response).await?;
+                    return Ok(Ok(SecretString::from(
+                        response.access_token().secret().clone(),
+                    )));
+                }
+                Err(RequestTokenError::ServerResponse(error))
+                    if !is_transient_error(&error)
+                        && i + 1 < credentials.len()
+                        && certificate_refused(&error) =>
+                {
+                    tracing::info!(mailbox = %mailbox.id, error = %error, "the certificate in use was refused; trying the renewed one");
+                    continue 'credentials;
+                }
+                Err(RequestTokenError::ServerResponse(error)) if !is_transient_error(&error) => {
+                    crate::metrics::get().token_refresh("refused");
+                    return Ok(Err(TokenFailure::Refused(errors::reason_for(
+                        &error,
+                        &mailbox,
+                        &access.config.redirect_uri(),
+                    ))));
+                }
+                Err(RequestTokenError::Request(HttpError::TooLarge(limit))) => {
+                    crate::metrics::get().token_refresh("refused");
+                    tracing::warn!(mailbox = %mailbox.id, limit, "the token endpoint's answer is too large");
+                    return Ok(Err(TokenFailure::Refused(errors::too_large(limit))));
+                }
+                Err(other) => {
+                    tracing::warn!(mailbox = %mailbox.id, attempt, error = %other, "token endpoint unavailable; retrying");
+                    last = other.to_string();
+                }
+            }
         }
-        match client
-            .exchange_refresh_token(&refresh_token)
-            .request_async(&access.http)
-            .await
-        {
-            Ok(response) => {
-                crate::metrics::get().token_refresh("ok");
-                store_tokens(access, &mut mailbox, &response).await?;
-                return Ok(Ok(SecretString::from(
-                    response.access_token().secret().clone(),
-                )));
-            }
-            Err(RequestTokenError::ServerResponse(error)) if !is_transient_error(&error) => {
-                crate::metrics::get().token_refresh("refused");
-                return Ok(Err(TokenFailure::Refused(errors::reason_for(
-                    &error,
-                    &mailbox,
-                    &access.config.redirect_uri(),
-                ))));
-            }
-            Err(RequestTokenError::Request(HttpError::TooLarge(limit))) => {
-                crate::metrics::get().token_refresh("refused");
-                tracing::warn!(mailbox = %mailbox.id, limit, "the token endpoint's answer is too large");
-                return Ok(Err(TokenFailure::Refused(errors::too_large(limit))));
-            }
-            Err(other) => {
-                tracing::warn!(mailbox = %mailbox.id, attempt, error = %other, "token endpoint unavailable; retrying");
-                last = other.to_string();
-            }
-        }
+        break;
     }
     crate::metrics::get().token_refresh("unavailable");
     Ok(Err(TokenFailure::Transient(last)))

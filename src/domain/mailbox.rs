@@ -54,12 +54,55 @@ string_enum!(
 string_enum!(
     /// How the client authenticates at the token endpoint.
     ClientAuth {
-        /// `client_secret_post`: in the form body.
-        Post = "post",
-        /// `client_secret_basic`: HTTP Basic.
+        /// A client secret in the form body (`client_secret_post`).
+        Secret = "secret",
+        /// A client secret in HTTP Basic (`client_secret_basic`), for servers that want it.
         Basic = "basic",
+        /// A certificate: a JWT signed with the mailbox's private key (`private_key_jwt`).
+        Certificate = "certificate",
     }
 );
+
+impl ClientAuth {
+    /// Reads the API's value; `post`, the earlier name of `secret`, is still understood.
+    pub fn parse_field(raw: &str) -> Result<Self, String> {
+        match raw.trim() {
+            "post" => Ok(Self::Secret),
+            other => other.parse(),
+        }
+    }
+}
+
+/// A certificate the app registration holds for a mailbox (`private_key_jwt`); the private
+/// key is sealed with the mailbox's other secrets.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CertificateInfo {
+    /// The certificate, PEM: what the admin uploads to the app registration.
+    pub pem: String,
+    /// Base64url SHA-256 of the DER: the assertion's `x5t#S256`.
+    pub thumbprint_sha256: String,
+    /// Hex SHA-1 of the DER: the Thumbprint the Azure portal lists.
+    pub thumbprint_sha1: String,
+    pub subject: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+}
+
+impl CertificateInfo {
+    /// The certificate's DER bytes: what a `.cer` file holds.
+    pub fn der(&self) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        let body: String = self
+            .pem
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with("-----"))
+            .collect();
+        base64::engine::general_purpose::STANDARD.decode(body).ok()
+    }
+}
 
 string_enum!(
     /// Whether the mailbox works, as the list shows it.
@@ -164,6 +207,10 @@ pub struct Mailbox {
     pub save_to_sent_items: bool,
     /// Delegated, app-only or a password.
     pub credential: CredentialKind,
+    /// The certificate in use, when `client_auth` is `certificate`.
+    pub certificate: Option<CertificateInfo>,
+    /// A renewed certificate waiting to take over once Microsoft accepts it.
+    pub next_certificate: Option<CertificateInfo>,
 }
 
 impl Mailbox {
@@ -208,6 +255,10 @@ pub mod secret_fields {
     pub const PASSWORD: &str = "password";
     pub const ACCESS_TOKEN: &str = "access_token";
     pub const REFRESH_TOKEN: &str = "refresh_token";
+    /// The private key of the certificate in use (PKCS#8 PEM).
+    pub const CERTIFICATE_KEY: &str = "certificate_key";
+    /// The private key of the renewed certificate.
+    pub const NEXT_CERTIFICATE_KEY: &str = "next_certificate_key";
 }
 
 /// Microsoft's tenant: a GUID, a verified domain, or `organizations` / `common`.

@@ -150,7 +150,7 @@ pub(crate) mod tests_support {
             authorization_url: None,
             token_url: None,
             client_id: Some("cid".into()),
-            client_auth: ClientAuth::Post,
+            client_auth: ClientAuth::Secret,
             scopes: vec![],
             issuer: None,
             iss_required: false,

@@ -1,7 +1,9 @@
 //! Herald's OAuth 2.0 client: the authorization URL (state, PKCE S256, `login_hint`), the code
 //! exchange and the refresh, through the `oauth2` crate over Herald's own guarded HTTP client
-//! ([`http`]), with Microsoft's error bodies kept whole ([`errors`]).
+//! ([`http`]), with Microsoft's error bodies kept whole ([`errors`]), and certificate
+//! credentials: key pairs, certificates and signed client assertions ([`certificate`]).
 
+pub mod certificate;
 pub mod discovery;
 pub mod errors;
 pub mod http;
@@ -103,10 +105,53 @@ fn client_id_of(mailbox: &Mailbox) -> Result<ClientId, ClientConfigError> {
 /// How the client authenticates at the token endpoint.
 fn auth_type_of(mailbox: &Mailbox) -> AuthType {
     match mailbox.client_auth {
-        ClientAuth::Post => AuthType::RequestBody,
+        ClientAuth::Secret | ClientAuth::Certificate => AuthType::RequestBody,
         ClientAuth::Basic => AuthType::BasicAuth,
     }
 }
+
+/// How a client proves who it is in one token request: its secret, or a client assertion
+/// signed with its certificate's key (RFC 7523), or nothing (a public client).
+#[derive(Default)]
+pub struct Proof {
+    pub secret: Option<ClientSecret>,
+    pub assertion: Option<secrecy::SecretString>,
+}
+
+/// A token request that can carry a client assertion.
+pub trait WithProof: Sized {
+    fn add_param(self, name: &'static str, value: String) -> Self;
+
+    /// Adds `client_assertion_type` and `client_assertion` when the proof is an assertion.
+    fn with_assertion(self, proof: &Proof) -> Self {
+        use secrecy::ExposeSecret as _;
+        match &proof.assertion {
+            Some(assertion) => self
+                .add_param("client_assertion_type", certificate::ASSERTION_TYPE.into())
+                .add_param("client_assertion", assertion.expose_secret().to_owned()),
+            None => self,
+        }
+    }
+}
+
+macro_rules! with_proof {
+    ($($request:ident),*) => {$(
+        impl<'a, TE, TR> WithProof for oauth2::$request<'a, TE, TR>
+        where
+            TE: ErrorResponse + 'static,
+            TR: oauth2::TokenResponse,
+        {
+            fn add_param(self, name: &'static str, value: String) -> Self {
+                self.add_extra_param(name, value)
+            }
+        }
+    )*};
+}
+with_proof!(
+    CodeTokenRequest,
+    RefreshTokenRequest,
+    ClientCredentialsTokenRequest
+);
 
 /// The client for a mailbox's app registration.
 pub fn client_for(
@@ -152,12 +197,15 @@ pub type AppClient = oauth2::Client<
 /// The client with which a mailbox's app asks for its own token.
 pub fn app_client_for(
     mailbox: &Mailbox,
-    client_secret: ClientSecret,
+    client_secret: Option<ClientSecret>,
 ) -> Result<AppClient, ClientConfigError> {
-    Ok(oauth2::Client::new(client_id_of(mailbox)?)
+    let mut client = oauth2::Client::new(client_id_of(mailbox)?)
         .set_token_uri(token_url_of(mailbox)?)
-        .set_client_secret(client_secret)
-        .set_auth_type(auth_type_of(mailbox)))
+        .set_auth_type(auth_type_of(mailbox));
+    if let Some(secret) = client_secret {
+        client = client.set_client_secret(secret);
+    }
+    Ok(client)
 }
 
 /// Extra authorization parameters a provider needs for a refresh token.

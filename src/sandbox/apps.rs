@@ -11,6 +11,7 @@
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};
 
+pub use super::oauth::AppCertificate;
 use super::{AccessToken, SandboxState};
 
 /// Microsoft Graph's resource (App ID URI).
@@ -68,6 +69,8 @@ pub struct AppAccess {
     pub mailboxes: Vec<String>,
     /// Graph: the mailboxes RBAC for Applications limits it to; `None` is the whole tenant.
     pub limited_to: Option<Vec<String>>,
+    /// Certificates uploaded to the app registration (`private_key_jwt`).
+    pub certificates: Vec<AppCertificate>,
 }
 
 impl SandboxState {
@@ -131,6 +134,41 @@ impl SandboxState {
             .entry(client_id.to_owned())
             .or_default()
             .limited_to = mailboxes.map(|m| m.iter().map(|a| a.to_lowercase()).collect());
+    }
+
+    /// Uploads a certificate (PEM or DER) to the app registration, as Certificates & secrets ›
+    /// Upload certificate does; `Err` for what is not a certificate.
+    pub fn upload_app_certificate(
+        &self,
+        client_id: &str,
+        certificate: &[u8],
+    ) -> Result<AppCertificate, String> {
+        let certificate = AppCertificate::parse(certificate)?;
+        let mut inner = self.inner();
+        let app = inner.apps.entry(client_id.to_owned()).or_default();
+        if !app.certificates.contains(&certificate) {
+            app.certificates.push(certificate.clone());
+        }
+        Ok(certificate)
+    }
+
+    /// Deletes a certificate from the app registration, by its (SHA-1 hex) thumbprint.
+    pub fn remove_app_certificate(&self, client_id: &str, thumbprint: &str) {
+        if let Some(app) = self.inner().apps.get_mut(client_id) {
+            app.certificates
+                .retain(|c| !c.thumbprint.eq_ignore_ascii_case(thumbprint));
+        }
+    }
+
+    /// Records an assertion's `jti` until it expires: `false` if it was seen already.
+    pub(super) fn use_assertion_id(&self, client_id: &str, jti: &str, exp: i64) -> bool {
+        let now = self.now().unix_timestamp();
+        let mut inner = self.inner();
+        inner.assertion_ids.retain(|_, until| *until + 600 >= now);
+        inner
+            .assertion_ids
+            .insert(format!("{client_id} {jti}"), exp)
+            .is_none()
     }
 
     /// The app's permissions, state and mailbox scoping.

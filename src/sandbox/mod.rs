@@ -28,7 +28,10 @@ use time::{Duration, OffsetDateTime};
 use crate::clock::SharedClock;
 use crate::crypto;
 
-pub use apps::{APP_MAIL_SEND, APP_SMTP_SEND_AS_APP, AppAccess, EXCHANGE_RESOURCE, GRAPH_RESOURCE};
+pub use apps::{
+    APP_MAIL_SEND, APP_SMTP_SEND_AS_APP, AppAccess, AppCertificate, EXCHANGE_RESOURCE,
+    GRAPH_RESOURCE,
+};
 pub use events::Counters;
 pub use graph::{GRAPH_MAIL_SEND_SCOPE, GRAPH_MAIL_SEND_SHARED_SCOPE};
 pub use settings::Settings;
@@ -162,6 +165,8 @@ struct Inner {
     graph: graph::GraphInner,
     /// App registrations' application permissions and Exchange's scoping, by client id.
     apps: HashMap<String, AppAccess>,
+    /// Client assertions' `jti`s seen, until they expire (each is single-use).
+    assertion_ids: HashMap<String, i64>,
 }
 
 /// The sandbox's shared state.

@@ -20,6 +20,7 @@ use time::{Date, OffsetDateTime};
 
 use super::{ServiceError, ServiceResult};
 use crate::clock::Clock;
+use crate::domain::mailbox::{CertificateInfo, ClientAuth, Mailbox};
 use crate::domain::{FieldError, OrgId};
 use crate::keys;
 use crate::oauth::http::{HttpError, TokenHttp};
@@ -60,28 +61,99 @@ fn expiry_step(expires: Date, today: Date) -> Option<(i64, &'static str)> {
     }
 }
 
-/// Raises the client-secret alerts due today. Answers how many were new.
+/// A mailbox credential whose end is known.
+enum Expiring<'a> {
+    /// A client secret, by the date the admin recorded.
+    Secret(Date),
+    /// The certificate in use, by its own `notAfter`.
+    Certificate(&'a CertificateInfo),
+}
+
+impl<'a> Expiring<'a> {
+    fn of(mailbox: &'a Mailbox) -> Option<Self> {
+        match (&mailbox.client_auth, &mailbox.certificate) {
+            (ClientAuth::Certificate, Some(certificate)) => Some(Self::Certificate(certificate)),
+            (ClientAuth::Certificate, None) => None,
+            _ => mailbox.client_secret_expires_at.map(Self::Secret),
+        }
+    }
+
+    fn date(&self) -> Date {
+        match self {
+            Self::Secret(date) => *date,
+            Self::Certificate(c) => c.not_after.date(),
+        }
+    }
+
+    fn what(&self) -> &'static str {
+        match self {
+            Self::Secret(_) => "client secret",
+            Self::Certificate(_) => "certificate",
+        }
+    }
+
+    /// The alert's detail and action.
+    fn words(&self, mailbox: &Mailbox) -> (String, String) {
+        let expires = self.date();
+        match self {
+            Self::Secret(_) => (
+                format!("The expiry date recorded for its client secret is {expires}. The mailbox stops sending when the secret expires (AADSTS7000222)."),
+                "In the Azure portal, open the app registration › Certificates & secrets › New client secret; paste its Value into the mailbox's Client Secret and record the new expiry date.".into(),
+            ),
+            Self::Certificate(c) => (
+                format!(
+                    "Its certificate (thumbprint {}) is valid until {expires}. The mailbox stops sending when Microsoft no longer accepts it.",
+                    c.thumbprint_sha1
+                ),
+                if mailbox.next_certificate.is_some() {
+                    "A renewed certificate is ready: download it from the mailbox (Download certificate), upload it to the app registration › Certificates & secrets › Certificates, and Herald switches to it when the old one stops working.".into()
+                } else {
+                    "Edit the mailbox and click Renew certificate, download the new certificate and upload it to the app registration › Certificates & secrets › Certificates. The old one keeps working meanwhile.".into()
+                },
+            ),
+        }
+    }
+}
+
+/// Raises the client-secret and certificate alerts due today. Answers how many were new.
 pub async fn check_secret_expiry(store: &Store, now: OffsetDateTime) -> StoreResult<usize> {
     let mut conn = store.conn().await?;
     let mut raised = 0;
     for mailbox in store::mailboxes::with_secret_expiry(&mut conn).await? {
-        let Some(expires) = mailbox.client_secret_expires_at else {
+        let Some(expiring) = Expiring::of(&mailbox) else {
             continue;
         };
+        let expires = expiring.date();
         let Some((step, kind)) = expiry_step(expires, now.date()) else {
+            // Renewed, or the date moved: the earlier warnings no longer hold.
+            stored::resolve_others(
+                &mut conn,
+                mailbox.id,
+                &[kind::SECRET_EXPIRING, kind::SECRET_EXPIRED],
+                "",
+                now,
+            )
+            .await?;
             continue;
         };
         let left = (expires - now.date()).whole_days();
+        let what = expiring.what();
         let title = if kind == kind::SECRET_EXPIRED {
-            format!("The client secret of \"{}\" has expired", mailbox.name)
+            format!("The {what} of \"{}\" has expired", mailbox.name)
         } else {
             format!(
-                "The client secret of \"{}\" expires in {left} day{}",
+                "The {what} of \"{}\" expires in {left} day{}",
                 mailbox.name,
                 if left == 1 { "" } else { "s" }
             )
         };
-        let key = format!("client_secret:{}:{expires}:{step}", mailbox.id);
+        let key = match &expiring {
+            Expiring::Secret(_) => format!("client_secret:{}:{expires}:{step}", mailbox.id),
+            Expiring::Certificate(c) => {
+                format!("certificate:{}:{}:{step}", mailbox.id, c.thumbprint_sha256)
+            }
+        };
+        let (detail, action) = expiring.words(&mailbox);
         let new = stored::raise(
             &mut conn,
             &NewAlert {
@@ -91,8 +163,8 @@ pub async fn check_secret_expiry(store: &Store, now: OffsetDateTime) -> StoreRes
                 mailbox_id: Some(mailbox.id),
                 message_id: None,
                 title,
-                detail: format!("The expiry date recorded for its client secret is {expires}. The mailbox stops sending when the secret expires (AADSTS7000222)."),
-                action: Some("In the Azure portal, open the app registration › Certificates & secrets › New client secret; paste its Value into the mailbox's Client Secret and record the new expiry date.".into()),
+                detail,
+                action: Some(action),
             },
             now,
         )

@@ -4,8 +4,8 @@
 //! the test message.
 
 use oauth2::{
-    AuthorizationCode, ClientSecret, CsrfToken, PkceCodeChallenge, PkceCodeVerifier,
-    RequestTokenError, Scope, TokenResponse as _,
+    AuthorizationCode, CsrfToken, PkceCodeChallenge, PkceCodeVerifier, RequestTokenError, Scope,
+    TokenResponse as _,
 };
 use secrecy::{ExposeSecret, SecretString};
 use time::{Duration, OffsetDateTime};
@@ -16,12 +16,12 @@ use crate::access::{
 };
 use crate::crypto;
 use crate::domain::mailbox::{
-    AuthKind, CredentialKind, Mailbox, MailboxStatus, StatusReason, TransportKind, secret_fields,
+    AuthKind, CredentialKind, Mailbox, MailboxStatus, StatusReason, TransportKind,
 };
 use crate::domain::{Actor, MailboxId, OrgId};
 use crate::keys;
 use crate::oauth::http::HttpError;
-use crate::oauth::{self, ProviderError, errors};
+use crate::oauth::{self, ProviderError, WithProof as _, errors};
 use crate::store::attempts::{Attempt, AttemptStatus};
 use crate::store::{self, StoreError};
 
@@ -262,33 +262,48 @@ async fn redeem(
     mailbox: &Mailbox,
     code: String,
 ) -> ServiceResult<Result<(), StatusReason>> {
-    let owner = mailbox.id.to_string();
     let mut conn = access.store.conn().await?;
     let verifier = keys::get_secret(&mut conn, &access.keys, &attempt.id, PKCE_FIELD)
         .await
         .map_err(ServiceError::internal)?;
-    let secret = keys::get_secret(
-        &mut conn,
-        &access.keys,
-        &owner,
-        secret_fields::CLIENT_SECRET,
-    )
-    .await
-    .map_err(ServiceError::internal)?;
     drop(conn);
+    // A code is redeemed once: with the first credential (the certificate in use, or the
+    // renewed one when that has expired).
+    let credential = match access::client_credentials(access, mailbox)
+        .await
+        .map_err(ServiceError::internal)?
+    {
+        Ok(mut found) => found.remove(0),
+        Err(reason) => {
+            mark_not_verified(access, mailbox, reason.clone()).await?;
+            return Ok(Err(reason));
+        }
+    };
     let client = oauth::client_for(
         mailbox,
-        secret.map(|s| ClientSecret::new(s.expose_secret().to_owned())),
+        credential.client_secret(),
         &access.config.redirect_uri(),
     )
     .map_err(ServiceError::internal)?;
-    let mut request = client.exchange_code(AuthorizationCode::new(code));
+    let proof = credential
+        .proof(mailbox, access)
+        .map_err(ServiceError::internal)?;
+    let mut request = client
+        .exchange_code(AuthorizationCode::new(code))
+        .with_assertion(&proof);
     if let Some(verifier) = verifier {
         request =
             request.set_pkce_verifier(PkceCodeVerifier::new(verifier.expose_secret().to_owned()));
     }
     let response = match request.request_async(&access.http).await {
-        Ok(response) => response,
+        Ok(response) => {
+            if credential.renewed() {
+                access::promote_renewed(access, mailbox)
+                    .await
+                    .map_err(ServiceError::internal)?;
+            }
+            response
+        }
         Err(RequestTokenError::ServerResponse(error)) => {
             let reason = errors::reason_for(&error, mailbox, &access.config.redirect_uri());
             mark_not_verified(access, mailbox, reason.clone()).await?;

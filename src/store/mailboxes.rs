@@ -8,7 +8,7 @@ use super::{
     Conn, Page, StoreError, StoreResult, from_db_opt_time, from_db_time, into_page, parse_id,
     to_db_time,
 };
-use crate::domain::mailbox::{Mailbox, StatusReason};
+use crate::domain::mailbox::{CertificateInfo, ClientAuth, Mailbox, StatusReason};
 use crate::domain::{MailboxId, OrgId};
 
 macro_rules! select_mailboxes {
@@ -17,7 +17,7 @@ macro_rules! select_mailboxes {
             "SELECT id, org_id, name, auth, provider, tenant, host, port, security, username, from_name, sign_in_account, \
              reply_to, signature, is_default, authorization_url, token_url, client_id, client_auth, scopes, issuer, \
              client_secret_expires_at, status, status_reason, verified_at, token_expires_at, created_at, updated_at, limits, \
-             iss_required, transport, graph_url, save_to_sent_items, credential FROM mailboxes ",
+             iss_required, transport, graph_url, save_to_sent_items, credential, certificate, next_certificate FROM mailboxes ",
             $rest
         )
     };
@@ -57,8 +57,7 @@ fn from_row(row: &AnyRow) -> StoreResult<Mailbox> {
         authorization_url: row.try_get("authorization_url")?,
         token_url: row.try_get("token_url")?,
         client_id: row.try_get("client_id")?,
-        client_auth: parse("client_auth")?
-            .parse()
+        client_auth: ClientAuth::parse_field(&parse("client_auth")?)
             .map_err(|e| corrupt("client_auth", e))?,
         scopes: scopes.split_whitespace().map(str::to_owned).collect(),
         issuer: row.try_get("issuer")?,
@@ -89,7 +88,21 @@ fn from_row(row: &AnyRow) -> StoreResult<Mailbox> {
         credential: parse("credential")?
             .parse()
             .map_err(|e| corrupt("credential", e))?,
+        certificate: certificate_of(row, "certificate")?,
+        next_certificate: certificate_of(row, "next_certificate")?,
     })
+}
+
+fn certificate_of(row: &AnyRow, column: &str) -> StoreResult<Option<CertificateInfo>> {
+    row.try_get::<Option<String>, _>(column)?
+        .map(|json| serde_json::from_str(&json).map_err(|e| corrupt(column, e)))
+        .transpose()
+}
+
+fn certificate_json(certificate: &Option<CertificateInfo>) -> Option<String> {
+    certificate
+        .as_ref()
+        .map(|c| serde_json::to_string(c).unwrap_or_default())
 }
 
 fn reason_json(mailbox: &Mailbox) -> Option<String> {
@@ -108,9 +121,9 @@ pub async fn insert(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
         "INSERT INTO mailboxes (id, org_id, name, name_key, auth, provider, tenant, host, port, security, username, from_name, \
          sign_in_account, reply_to, signature, is_default, authorization_url, token_url, client_id, client_auth, scopes, issuer, \
          client_secret_expires_at, status, status_reason, verified_at, token_expires_at, created_at, updated_at, limits, \
-         transport, graph_url, save_to_sent_items, credential) \
+         transport, graph_url, save_to_sent_items, credential, certificate, next_certificate) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, \
-         $31, $32, $33, $34)",
+         $31, $32, $33, $34, $35, $36)",
     )
     .bind(m.id.to_string())
     .bind(m.org_id.to_string())
@@ -146,6 +159,8 @@ pub async fn insert(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
     .bind(m.graph_url.clone())
     .bind(i64::from(m.save_to_sent_items))
     .bind(m.credential.as_str())
+    .bind(certificate_json(&m.certificate))
+    .bind(certificate_json(&m.next_certificate))
     .execute(&mut *conn)
     .await
     .map_err(|e| StoreError::unique(e, "name"))?;
@@ -159,7 +174,8 @@ pub async fn update(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
          username = $11, from_name = $12, sign_in_account = $13, reply_to = $14, signature = $15, is_default = $16, \
          authorization_url = $17, token_url = $18, client_id = $19, client_auth = $20, scopes = $21, issuer = $22, \
          client_secret_expires_at = $23, status = $24, status_reason = $25, verified_at = $26, token_expires_at = $27, updated_at = $28, limits = $29, \
-         iss_required = $30, transport = $31, graph_url = $32, save_to_sent_items = $33, credential = $34 \
+         iss_required = $30, transport = $31, graph_url = $32, save_to_sent_items = $33, credential = $34, \
+         certificate = $35, next_certificate = $36 \
          WHERE id = $1 AND org_id = $2",
     )
     .bind(m.id.to_string())
@@ -196,6 +212,8 @@ pub async fn update(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
     .bind(m.graph_url.clone())
     .bind(i64::from(m.save_to_sent_items))
     .bind(m.credential.as_str())
+    .bind(certificate_json(&m.certificate))
+    .bind(certificate_json(&m.next_certificate))
     .execute(&mut *conn)
     .await
     .map_err(|e| StoreError::unique(e, "name"))?;
@@ -422,10 +440,28 @@ pub async fn set_keepalive(conn: &mut Conn, id: MailboxId, at: OffsetDateTime) -
     Ok(())
 }
 
-/// Every mailbox with a recorded client-secret expiry date (the expiry alerts).
+/// Replaces a mailbox's certificates (the one in use and the renewed one), and nothing else.
+pub async fn set_certificates(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE mailboxes SET certificate = $3, next_certificate = $4, client_auth = $5, updated_at = $6 \
+         WHERE id = $1 AND org_id = $2",
+    )
+    .bind(m.id.to_string())
+    .bind(m.org_id.to_string())
+    .bind(certificate_json(&m.certificate))
+    .bind(certificate_json(&m.next_certificate))
+    .bind(m.client_auth.as_str())
+    .bind(to_db_time(m.updated_at))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Every mailbox whose credential has a known expiry: a recorded client-secret date or a
+/// certificate (the expiry alerts).
 pub async fn with_secret_expiry(conn: &mut Conn) -> StoreResult<Vec<Mailbox>> {
     sqlx::query(select_mailboxes!(
-        "WHERE client_secret_expires_at IS NOT NULL ORDER BY id"
+        "WHERE client_secret_expires_at IS NOT NULL OR certificate IS NOT NULL ORDER BY id"
     ))
     .fetch_all(&mut *conn)
     .await?

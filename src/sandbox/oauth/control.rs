@@ -1,6 +1,7 @@
 //! The control API under `/_sandbox`: read and set the switches that reproduce Microsoft's
 //! failures, read the mail received and the request counters, and give apps their app-only
-//! access (`/_sandbox/apps/{client_id}`: permissions, disabled, mailboxes, limited_to).
+//! access (`/_sandbox/apps/{client_id}`: permissions, disabled, mailboxes, limited_to,
+//! certificates).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -69,6 +70,7 @@ fn app_json(server: &OAuthServer, client_id: &str) -> Response {
         "disabled": access.disabled,
         "mailboxes": access.mailboxes,
         "limited_to": access.limited_to,
+        "certificates": access.certificates,
     }))
     .into_response()
 }
@@ -142,5 +144,30 @@ pub(super) async fn put_limited_to(
     if server.state.client(&client_id).is_some() {
         server.state.limit_app_to_mailboxes(&client_id, limited_to);
     }
+    app_json(&server, &client_id)
+}
+
+/// Uploads a certificate (PEM or DER `.cer`) to the app registration, as the portal's
+/// Certificates & secrets › Upload certificate does.
+pub(super) async fn upload_certificate(
+    State(server): State<OAuthServer>,
+    Path(client_id): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if server.state.client(&client_id).is_none() {
+        return app_json(&server, &client_id);
+    }
+    match server.state.upload_app_certificate(&client_id, &body) {
+        Ok(_) => app_json(&server, &client_id),
+        Err(error) => (StatusCode::BAD_REQUEST, Json(json!({ "error": error }))).into_response(),
+    }
+}
+
+/// Deletes a certificate from the app registration, by its thumbprint.
+pub(super) async fn remove_certificate(
+    State(server): State<OAuthServer>,
+    Path((client_id, thumbprint)): Path<(String, String)>,
+) -> Response {
+    server.state.remove_app_certificate(&client_id, &thumbprint);
     app_json(&server, &client_id)
 }

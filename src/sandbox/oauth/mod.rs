@@ -9,10 +9,12 @@
 //! (RFC 9207). Refresh tokens rotate on every use and the old one stays valid.
 //!
 //! `authorize` holds the authorize endpoint with its sign-in and consent pages, `token` the
-//! token endpoint (client authentication, codes, refresh), `app` its client credentials grant, `discovery` the OpenID metadata and keys, `control` the `/_sandbox`
+//! token endpoint (client authentication, codes, refresh), `app` its client credentials grant,
+//! `assertion` certificate credentials (`private_key_jwt`), `discovery` the OpenID metadata and keys, `control` the `/_sandbox`
 //! control API, and `errors` the shapes Entra's errors take.
 
 mod app;
+mod assertion;
 mod authorize;
 mod control;
 mod discovery;
@@ -28,6 +30,8 @@ use axum::routing::{get, post, put};
 use base64::Engine as _;
 use rsa::traits::PublicKeyParts as _;
 use sha2::{Digest, Sha256};
+
+pub use assertion::AppCertificate;
 
 use super::SandboxState;
 
@@ -122,6 +126,14 @@ pub fn router(server: OAuthServer) -> Router {
         .route(
             "/_sandbox/apps/{client_id}/limited_to",
             put(control::put_limited_to),
+        )
+        .route(
+            "/_sandbox/apps/{client_id}/certificates",
+            post(control::upload_certificate),
+        )
+        .route(
+            "/_sandbox/apps/{client_id}/certificates/{thumbprint}",
+            axum::routing::delete(control::remove_certificate),
         )
         .with_state(server)
 }

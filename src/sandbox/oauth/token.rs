@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 
 use super::super::{Grant, Switches};
 use super::errors::{tenant_not_found, timestamp, token_error};
-use super::{OAuthServer, app};
+use super::{OAuthServer, app, assertion};
 use crate::crypto;
 
 /// The tenant's directory id, shown in ID tokens as `tid`.
@@ -31,14 +31,18 @@ pub(super) struct TokenForm {
     client_id: Option<String>,
     client_secret: Option<String>,
     client_assertion: Option<String>,
+    client_assertion_type: Option<String>,
     scope: Option<String>,
 }
 
-/// How a client proves who it is: its secret, or (to come: certificates, `private_key_jwt`)
-/// a signed assertion.
+/// RFC 7523's client assertion type.
+const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// How a client proves who it is: its secret, or an assertion signed with a certificate's key
+/// (`private_key_jwt`).
 enum ClientProof {
     Secret(String),
-    Assertion,
+    Assertion(String),
 }
 
 /// The client credentials from `Authorization: Basic` (URL-encoded id and secret, RFC 6749
@@ -145,8 +149,8 @@ pub(super) async fn token(
     }
 }
 
-/// Identifies the client and checks its proof (a secret today; the assertion branch is where
-/// certificates will go), answering Entra's error when it fails.
+/// Identifies the client and checks its proof (a secret, or a certificate's signed assertion),
+/// answering Entra's error when it fails.
 fn authenticate_client(
     server: &OAuthServer,
     headers: &HeaderMap,
@@ -185,7 +189,19 @@ fn authenticate_client(
     }
     let proof = match (secret.filter(|s| !s.is_empty()), &form.client_assertion) {
         (Some(secret), _) => ClientProof::Secret(secret),
-        (None, Some(assertion)) if !assertion.is_empty() => ClientProof::Assertion,
+        (None, Some(assertion)) if !assertion.is_empty() => {
+            if form.client_assertion_type.as_deref() != Some(ASSERTION_TYPE) {
+                return Err(bad(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    900144,
+                    &format!(
+                        "The request body must contain the following parameter: 'client_assertion_type' with the value '{ASSERTION_TYPE}'."
+                    ),
+                ));
+            }
+            ClientProof::Assertion(assertion.clone())
+        }
         _ => {
             return Err(bad(
                 StatusCode::UNAUTHORIZED,
@@ -197,15 +213,22 @@ fn authenticate_client(
     };
     let switches = server.state.switches();
     match proof {
-        ClientProof::Assertion => {
-            // No certificate can be registered on a sandbox app yet: Entra's answer for an
-            // assertion signed with a key the app does not have.
-            return Err(bad(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                700027,
-                "Client assertion contains an invalid signature. [Reason - The key was not found.]",
-            ));
+        ClientProof::Assertion(assertion) => {
+            let now = server.state.now();
+            if let Err(assertion::Refused(code, message)) = assertion::check(
+                &server.state,
+                &client_id,
+                &server.token_endpoint(),
+                &assertion,
+                now,
+            ) {
+                return Err(bad(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    code,
+                    &message,
+                ));
+            }
         }
         ClientProof::Secret(_) if switches.client_secret_expired => {
             return Err(bad(

@@ -5,12 +5,14 @@
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
+mod certificates;
 mod discovery;
 mod resolve;
 #[cfg(test)]
 mod tests;
 mod update;
 
+pub use certificates::renew_certificate;
 pub use discovery::discover;
 pub use resolve::Resolved;
 pub(crate) use resolve::check_url;
@@ -79,6 +81,10 @@ pub struct MailboxDraft {
     pub save_to_sent_items: Option<bool>,
     /// `delegated` (OAuth2's default), `app` or `password` (basic's).
     pub credential: Option<String>,
+    /// An uploaded certificate (PEM), with `private_key_pem`, instead of one Herald makes.
+    pub certificate_pem: Option<String>,
+    /// The uploaded certificate's private key (unencrypted PKCS#8 PEM).
+    pub private_key_pem: Option<SecretString>,
 }
 
 /// A change to a mailbox. `Some(None)` clears an optional field; `None` keeps it.
@@ -109,6 +115,8 @@ pub struct MailboxPatch {
     pub transport: Option<String>,
     pub save_to_sent_items: Option<bool>,
     pub credential: Option<String>,
+    pub certificate_pem: Option<String>,
+    pub private_key_pem: Option<SecretString>,
 }
 
 /// Seals and stores the secrets a create or update was given; absent ones stay as they are.
@@ -158,7 +166,18 @@ pub async fn create(
 ) -> ServiceResult<Mailbox> {
     let (store, keys, now) = (&access.store, &*access.keys, access.now());
     let resolved = resolve::resolve(org_id, MailboxId::new(), draft, policy, (false, false), now)?;
-    let mailbox = resolved.mailbox;
+    let mut mailbox = resolved.mailbox;
+    let certificate = match resolved.new_certificate {
+        Some(uploaded) => Some(uploaded),
+        None if certificates::needs_certificate(&mailbox, false) => {
+            Some(certificates::generate(&mailbox.name, &mailbox.username, now).await?)
+        }
+        None => None,
+    };
+    if let Some(pair) = &certificate {
+        mailbox.certificate = Some(pair.certificate.clone());
+        mailbox.status_reason = Some(certificates::upload_reason(&mailbox));
+    }
     let mut tx = store.begin().await?;
     if mailbox.is_default {
         store::mailboxes::clear_default(&mut tx, org_id).await?;
@@ -175,6 +194,16 @@ pub async fn create(
         now,
     )
     .await?;
+    if let Some(pair) = &certificate {
+        certificates::store_key(
+            &mut tx,
+            access,
+            &mailbox,
+            secret_fields::CERTIFICATE_KEY,
+            &pair.private_key,
+        )
+        .await?;
+    }
     store::audit::record(
         &mut tx,
         &NewAuditEvent {

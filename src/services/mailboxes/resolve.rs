@@ -150,6 +150,9 @@ pub struct Resolved {
     pub mailbox: Mailbox,
     pub client_secret: Option<SecretString>,
     pub password: Option<SecretString>,
+    /// An uploaded certificate and key, to use instead of the one in use (or instead of
+    /// making one).
+    pub new_certificate: Option<crate::oauth::certificate::KeyPair>,
 }
 
 /// Fills presets and validates a whole mailbox. `existing` carries what a PATCH keeps
@@ -364,12 +367,24 @@ pub(super) fn resolve(
     let mut scopes = Vec::new();
     let mut issuer = None;
     let client_auth = match draft.client_auth.as_deref().map(str::trim) {
-        None | Some("") => Some(ClientAuth::Post),
+        None | Some("") => Some(ClientAuth::Secret),
         Some(raw) => checks.take(
-            raw.parse::<ClientAuth>()
-                .map_err(|e| FieldError::new("client_auth", e)),
+            ClientAuth::parse_field(raw)
+                .map_err(|e| FieldError::new("client_auth", e.replace("post, ", ""))),
         ),
     };
+    let with_certificate = client_auth == Some(ClientAuth::Certificate);
+    if with_certificate && auth == Some(AuthKind::Basic) {
+        checks.push(FieldError::new(
+            "client_auth",
+            "a certificate signs in to an OAuth 2.0 token endpoint: choose OAuth2, or leave client_auth out",
+        ));
+    }
+    let new_certificate = super::certificates::check_upload(
+        &mut checks,
+        with_certificate,
+        (&draft.certificate_pem, &draft.private_key_pem),
+    );
     if auth == Some(AuthKind::OAuth2) {
         authorization_url =
             match blank_to_none(draft.authorization_url).or(preset.authorization_url) {
@@ -431,13 +446,20 @@ pub(super) fn resolve(
         issuer = blank_to_none(draft.issuer)
             .or(preset.issuer)
             .and_then(|i| check_url(&mut checks, policy, "issuer", &i));
-        if !has_secret.0 && draft.client_secret.is_none() {
+        if with_certificate {
+            if draft.client_secret.is_some() {
+                checks.push(FieldError::new(
+                    "client_secret",
+                    "is not used with a certificate: leave it empty, or choose client_auth \"secret\"",
+                ));
+            }
+        } else if !has_secret.0 && draft.client_secret.is_none() {
             checks.push(FieldError::new(
                 "client_secret",
                 "must not be empty: copy the client secret's Value",
             ));
         }
-        if let Some(secret) = &draft.client_secret {
+        if let Some(secret) = draft.client_secret.as_ref().filter(|_| !with_certificate) {
             let text = secret.expose_secret();
             if text.trim().is_empty() {
                 checks.push(FieldError::new(
@@ -529,8 +551,11 @@ pub(super) fn resolve(
             graph_url,
             save_to_sent_items: draft.save_to_sent_items.unwrap_or(true),
             credential,
+            certificate: None,
+            next_certificate: None,
         },
         client_secret: draft.client_secret,
         password: draft.password,
+        new_certificate,
     })
 }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::domain::mailbox::{
-    AuthKind, Mailbox, MailboxStatus, Provider, StatusReason, secret_fields,
+    AuthKind, ClientAuth, Mailbox, MailboxStatus, Provider, StatusReason, secret_fields,
 };
 use crate::domain::{Actor, FieldError, MailboxId, NewAuditEvent, OrgId};
 use crate::services::{ServiceError, ServiceResult};
@@ -54,6 +54,8 @@ fn draft_of(mailbox: &Mailbox) -> MailboxDraft {
         transport: Some(mailbox.transport.as_str().into()),
         save_to_sent_items: Some(mailbox.save_to_sent_items),
         credential: Some(mailbox.credential.as_str().into()),
+        certificate_pem: None,
+        private_key_pem: None,
     }
 }
 
@@ -69,6 +71,20 @@ pub async fn update(
     actor: &Actor,
 ) -> ServiceResult<Mailbox> {
     let (store, keys, now) = (&access.store, &*access.keys, access.now());
+    // A mailbox that turns to a certificate without bringing one gets one made, before the
+    // write transaction (key generation takes a moment).
+    let made = match patch.client_auth.as_deref().map(ClientAuth::parse_field) {
+        Some(Ok(ClientAuth::Certificate)) if patch.certificate_pem.is_none() => {
+            let mut conn = store.conn().await?;
+            match store::mailboxes::get(&mut conn, org_id, id).await? {
+                Some(m) if m.certificate.is_none() => {
+                    Some(certificates::generate(&m.name, &m.username, now).await?)
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    };
     let mut tx = store.begin().await?;
     let existing = store::mailboxes::get(&mut tx, org_id, id)
         .await?
@@ -161,9 +177,13 @@ pub async fn update(
     {
         draft.issuer = None;
     }
+    let to_certificate = draft.client_auth.as_deref().map(ClientAuth::parse_field)
+        == Some(Ok(ClientAuth::Certificate));
     let reenter = if server_changed {
         match existing.auth {
-            AuthKind::OAuth2 if has_secret.0 && patch.client_secret.is_none() => {
+            AuthKind::OAuth2
+                if has_secret.0 && patch.client_secret.is_none() && !to_certificate =>
+            {
                 Some(FieldError::new("client_secret", SERVER_CHANGED))
             }
             AuthKind::Basic if has_secret.1 && patch.password.is_none() => {
@@ -176,6 +196,8 @@ pub async fn update(
     };
     draft.client_secret = patch.client_secret;
     draft.password = patch.password;
+    draft.certificate_pem = patch.certificate_pem;
+    draft.private_key_pem = patch.private_key_pem;
     let resolved = match (
         resolve::resolve(org_id, id, draft, policy, has_secret, existing.created_at),
         reenter,
@@ -189,6 +211,25 @@ pub async fn update(
         (Err(e), _) => return Err(e),
     };
     let mut mailbox = resolved.mailbox;
+    mailbox.certificate = existing.certificate.clone();
+    mailbox.next_certificate = existing.next_certificate.clone();
+    // A certificate given, or made because the mailbox turned to one, replaces the one in use.
+    let new_certificate = match (resolved.new_certificate, made) {
+        (Some(uploaded), _) => Some(uploaded),
+        (None, made) if certificates::needs_certificate(&mailbox, false) => match made {
+            Some(made) => Some(made),
+            None => Some(certificates::generate(&mailbox.name, &mailbox.username, now).await?),
+        },
+        _ => None,
+    };
+    if let Some(pair) = &new_certificate {
+        mailbox.certificate = Some(pair.certificate.clone());
+        mailbox.next_certificate = None;
+    }
+    let certificate_changed = new_certificate.is_some()
+        || (mailbox.client_auth != existing.client_auth
+            && (mailbox.client_auth == ClientAuth::Certificate
+                || existing.client_auth == ClientAuth::Certificate));
     mailbox.iss_required = existing.iss_required && !server_changed && patch_issuer.is_none();
     mailbox.created_at = existing.created_at;
     mailbox.updated_at = now;
@@ -231,6 +272,13 @@ pub async fn update(
         mailbox.verified_at = existing.verified_at;
         mailbox.token_expires_at = existing.token_expires_at;
     }
+    // A certificate must be uploaded to the app registration before it works: until the mailbox
+    // is verified again its mail waits rather than fail.
+    if certificate_changed && mailbox.client_auth == ClientAuth::Certificate {
+        mailbox.status = MailboxStatus::NotVerified;
+        mailbox.status_reason = Some(certificates::upload_reason(&mailbox));
+        mailbox.verified_at = None;
+    }
     if mailbox.is_default && !existing.is_default {
         store::mailboxes::clear_default(&mut tx, org_id).await?;
     }
@@ -252,9 +300,21 @@ pub async fn update(
         now,
     )
     .await?;
+    if let Some(pair) = &new_certificate {
+        certificates::store_key(
+            &mut tx,
+            access,
+            &mailbox,
+            secret_fields::CERTIFICATE_KEY,
+            &pair.private_key,
+        )
+        .await?;
+        store::secrets::delete(&mut tx, &owner, secret_fields::NEXT_CERTIFICATE_KEY).await?;
+    }
     let mut detail = audit_detail(&mailbox);
     detail["tokens_dropped"] = serde_json::json!(identity_changed);
     detail["secret_replaced"] = serde_json::json!(secret_changed);
+    detail["certificate_replaced"] = serde_json::json!(new_certificate.is_some());
     store::audit::record(
         &mut tx,
         &NewAuditEvent {

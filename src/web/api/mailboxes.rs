@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::ListParams;
+use super::certificates::CertificateOut;
 use crate::domain::MailboxId;
 use crate::domain::mailbox::{
     AuthKind, ClientAuth, CredentialKind, Mailbox, MailboxStatus, Provider, Security, StatusReason,
@@ -82,6 +83,12 @@ pub struct MailboxOut {
     /// `delegated` (a person signs in: Authorize), `app` (the app's own token, OAuth 2.0 client
     /// credentials: Verify, no sign-in) or `password`.
     pub credential: CredentialKind,
+    /// The certificate the app signs in with, when `client_auth` is `certificate`: upload it to
+    /// the app registration (download: `GET …/certificate`). Its private key never leaves Herald.
+    pub certificate: Option<CertificateOut>,
+    /// A renewed certificate waiting to take over (`POST …/certificate/renew`; download:
+    /// `GET …/certificate?renewed=true`).
+    pub next_certificate: Option<CertificateOut>,
 }
 
 /// `{ items, next_cursor }` of mailboxes.
@@ -92,7 +99,7 @@ pub struct MailboxList {
     pub next_cursor: Option<String>,
 }
 
-async fn render(state: &AppState, mailbox: Mailbox) -> Result<MailboxOut, ApiError> {
+pub(super) async fn render(state: &AppState, mailbox: Mailbox) -> Result<MailboxOut, ApiError> {
     let owner = mailbox.id.to_string();
     let has_client_secret =
         views::has_secret(&state.access.store, &owner, secret_fields::CLIENT_SECRET).await?;
@@ -136,6 +143,8 @@ async fn render(state: &AppState, mailbox: Mailbox) -> Result<MailboxOut, ApiErr
         graph_url: mailbox.graph_url,
         save_to_sent_items: mailbox.save_to_sent_items,
         credential: mailbox.credential,
+        certificate: mailbox.certificate.as_ref().map(CertificateOut::from),
+        next_certificate: mailbox.next_certificate.as_ref().map(CertificateOut::from),
     })
 }
 
@@ -167,8 +176,17 @@ pub struct CreateMailbox {
     /// The client secret's Value (not its Secret ID). Write-only.
     #[schema(value_type = Option<String>, format = Password)]
     pub client_secret: Option<SecretString>,
-    /// `post` (default) or `basic`.
+    /// How the app proves itself at the token endpoint: `secret` (default: the client secret in
+    /// the request body), `basic` (the secret in HTTP Basic) or `certificate` (`private_key_jwt`:
+    /// Herald makes a key pair and a certificate to upload to the app registration, or takes
+    /// `certificate_pem` with `private_key_pem`). `post` is read as `secret`.
     pub client_auth: Option<String>,
+    /// An existing certificate (PEM) to sign in with, instead of one Herald makes.
+    pub certificate_pem: Option<String>,
+    /// The certificate's private key: unencrypted PKCS#8 PEM (`BEGIN PRIVATE KEY`), RSA 2048
+    /// bits or more. Write-only.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub private_key_pem: Option<SecretString>,
     pub scopes: Option<Vec<String>>,
     pub issuer: Option<String>,
     /// `YYYY-MM-DD`.
@@ -227,7 +245,13 @@ pub struct PatchMailbox {
     pub client_id: Option<String>,
     #[schema(value_type = Option<String>, format = Password)]
     pub client_secret: Option<SecretString>,
+    /// `secret`, `basic` or `certificate`. Turning to `certificate` makes a certificate (unless
+    /// one is given) that must be uploaded before the mailbox works again.
     pub client_auth: Option<String>,
+    /// A certificate (PEM) to use instead of the one in use, with `private_key_pem`.
+    pub certificate_pem: Option<String>,
+    #[schema(value_type = Option<String>, format = Password)]
+    pub private_key_pem: Option<SecretString>,
     pub scopes: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
@@ -344,6 +368,8 @@ pub async fn create_mailbox(
         transport: body.transport,
         save_to_sent_items: body.save_to_sent_items,
         credential: body.credential,
+        certificate_pem: body.certificate_pem,
+        private_key_pem: body.private_key_pem,
     };
     let mailbox = mailboxes::create(
         &state.access,
@@ -412,6 +438,8 @@ pub async fn update_mailbox(
         transport: body.transport,
         save_to_sent_items: body.save_to_sent_items,
         credential: body.credential,
+        certificate_pem: body.certificate_pem,
+        private_key_pem: body.private_key_pem,
     };
     let mailbox = mailboxes::update(
         &state.access,

@@ -4,6 +4,7 @@
 mod alerts;
 mod api_keys;
 mod audit;
+mod certificates;
 mod mailboxes;
 mod me;
 mod messages;
@@ -172,6 +173,8 @@ pub fn router(max_message_bytes: u64) -> Router<AppState> {
         .routes(routes!(mailboxes::start_authorization))
         .routes(routes!(mailboxes::latest_authorization))
         .routes(routes!(mailboxes::verify_mailbox))
+        .routes(routes!(certificates::download_certificate))
+        .routes(routes!(certificates::renew_certificate))
         .routes(routes!(test_message::send_test_message))
         .routes(routes!(messages::list_messages))
         .routes(routes!(messages::get_message))
