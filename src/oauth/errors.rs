@@ -43,6 +43,36 @@ pub fn reason_for(error: &ProviderError, mailbox: &Mailbox, redirect_uri: &str) 
             format!("The client secret was refused (AADSTS{}).", code.unwrap_or_default()),
             "Paste the client secret's Value (not its Secret ID) from Certificates & secrets into Client Secret, or create a new secret.",
         ),
+        Some(700027) => {
+            let thumbprint = mailbox
+                .certificate
+                .as_ref()
+                .map(|c| format!(" (thumbprint {})", c.thumbprint_sha1))
+                .unwrap_or_default();
+            let expired = error
+                .error_description
+                .as_deref()
+                .is_some_and(|d| d.contains("expired"));
+            StatusReason::new(
+                "certificate_not_accepted",
+                if expired {
+                    format!("Microsoft no longer accepts the mailbox's certificate{thumbprint}: it has expired (AADSTS700027).")
+                } else {
+                    format!("Microsoft does not accept the mailbox's certificate{thumbprint}: the app registration does not hold it (AADSTS700027).")
+                },
+                Some("Click Download certificate and upload the .cer file in the Azure portal under the app registration › Certificates & secrets › Certificates › Upload certificate, then click Verify. If it has expired, click Renew certificate first.".into()),
+            )
+        }
+        Some(700024) => reason(
+            "clock_skew",
+            "Microsoft refused the certificate's signed assertion as outside its valid time (AADSTS700024): this server's clock is probably wrong.".into(),
+            "Set this server's clock right (NTP), then click Verify.",
+        ),
+        Some(700021) | Some(700023) => reason(
+            "certificate_assertion_invalid",
+            format!("Microsoft refused the certificate's signed assertion (AADSTS{}): its client ID or token endpoint does not match.", code.unwrap_or_default()),
+            "Check the Client ID and the tenant (the Token URL), then click Verify.",
+        ),
         Some(700082) | Some(70008) | Some(50173) => reason(
             "refresh_token_expired",
             format!("The authorization expired or was revoked (AADSTS{}).", code.unwrap_or_default()),
@@ -166,6 +196,8 @@ pub(crate) mod tests_support {
             graph_url: None,
             save_to_sent_items: true,
             credential: CredentialKind::Delegated,
+            certificate: None,
+            next_certificate: None,
         }
     }
 }

@@ -7,6 +7,7 @@ mod api;
 mod app_only;
 mod authorization;
 mod cancel;
+mod certificates;
 mod cli;
 pub(crate) mod crash;
 mod floods;

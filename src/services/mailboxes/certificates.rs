@@ -116,7 +116,7 @@ pub(super) fn upload_reason(mailbox: &Mailbox) -> StatusReason {
 
 /// **Renew certificate**: makes the next certificate beside the one in use (replacing an
 /// earlier renewal that was never taken up). The one in use keeps working until Microsoft
-/// refuses it; then, or when an admin verifies, the renewed one takes over.
+/// refuses it (removed from the app registration, or expired); then the renewed one takes over.
 pub async fn renew_certificate(
     access: &Access,
     org_id: OrgId,

@@ -139,8 +139,8 @@ pub async fn download_certificate(
 }
 
 /// **Renew certificate**: makes the next certificate beside the one in use. Upload it to the
-/// app registration; Herald switches to it when the one in use stops working, or at the next
-/// Verify. Admins only.
+/// app registration; Herald switches to it when Microsoft stops accepting the one in use (it
+/// was deleted from the app registration, or expired). Admins only.
 #[utoipa::path(post, path = "/api/v1/mailboxes/{id}/certificate/renew", tag = "mailboxes",
     params(("id" = String, Path)),
     responses((status = 200, body = MailboxOut), (status = 404, body = Problem), (status = 422, body = Problem)))]
