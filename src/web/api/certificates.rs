@@ -7,44 +7,15 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-use utoipa::{IntoParams, ToSchema};
+use serde::Deserialize;
+use utoipa::IntoParams;
 
 use super::mailboxes::{MailboxOut, parse_mailbox_id, render};
-use crate::domain::mailbox::CertificateInfo;
 use crate::services::{mailboxes, views};
 use crate::web::AppState;
 use crate::web::auth::Principal;
 use crate::web::error::{ApiError, Problem};
 use crate::web::extract::ApiQuery;
-
-/// A certificate as the API shows it (public: no key).
-#[derive(Serialize, ToSchema)]
-pub struct CertificateOut {
-    /// The SHA-1 thumbprint in hex, as the Azure portal lists it under Certificates.
-    pub thumbprint: String,
-    /// The SHA-256 thumbprint (base64url), sent as the assertion's `x5t#S256`.
-    pub thumbprint_sha256: String,
-    pub subject: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub not_before: OffsetDateTime,
-    /// When Microsoft stops accepting it; Herald warns 30, 7 and 1 days ahead.
-    #[serde(with = "time::serde::rfc3339")]
-    pub expires_at: OffsetDateTime,
-}
-
-impl From<&CertificateInfo> for CertificateOut {
-    fn from(c: &CertificateInfo) -> Self {
-        Self {
-            thumbprint: c.thumbprint_sha1.clone(),
-            thumbprint_sha256: c.thumbprint_sha256.clone(),
-            subject: c.subject.clone(),
-            not_before: c.not_before,
-            expires_at: c.not_after,
-        }
-    }
-}
 
 /// Which certificate, in which form.
 #[derive(Deserialize, IntoParams, Default)]

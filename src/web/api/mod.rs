@@ -4,6 +4,7 @@
 mod alerts;
 mod api_keys;
 mod audit;
+mod authorization;
 mod certificates;
 mod mailboxes;
 mod me;
@@ -170,8 +171,8 @@ pub fn router(max_message_bytes: u64) -> Router<AppState> {
             mailboxes::update_mailbox,
             mailboxes::delete_mailbox
         ))
-        .routes(routes!(mailboxes::start_authorization))
-        .routes(routes!(mailboxes::latest_authorization))
+        .routes(routes!(authorization::start_authorization))
+        .routes(routes!(authorization::latest_authorization))
         .routes(routes!(mailboxes::verify_mailbox))
         .routes(routes!(certificates::download_certificate))
         .routes(routes!(certificates::renew_certificate))
