@@ -74,6 +74,8 @@ const MATRIX: &[Row] = &[
     ("POST /api/v1/mailboxes/{id}/authorize",         [404, 403, 403, 403, 200], None),
     ("GET /api/v1/mailboxes/{id}/authorization",      [404, 200, 403, 403, 200], None),
     ("POST /api/v1/mailboxes/{id}/verify",            [404, 403, 403, 403, 200], None),
+    ("GET /api/v1/mailboxes/{id}/certificate",        [404, 200, 403, 403, 200], None),
+    ("POST /api/v1/mailboxes/{id}/certificate/renew", [404, 403, 403, 403, 200], None),
     ("POST /api/v1/mailboxes/{id}/test-message",      [404, 403, 403, 403, 502], Some(r#"{"to":"someone@example.org"}"#)),
     ("GET /api/v1/messages",                          [200, 200, 200, 200, 200], None),
     ("POST /api/v1/messages",                         [422, 403, 202, 403, 202], Some(r#"{"mailbox":"{mailbox}","to":["someone@example.org"],"subject":"From {caller}","text":"Hello"}"#)),
@@ -149,7 +151,7 @@ async fn world() -> World {
             "token_url": "https://login.victim.example/token",
             "username": username,
             "client_id": "victim-client",
-            "client_secret": "victim-client-secret-value",
+            "client_auth": "certificate",
             "scopes": ["https://outlook.office.com/SMTP.Send", "offline_access"],
         })
     };
