@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -478,5 +478,70 @@ test('app-only with Microsoft Graph: Sign in as App-only, no Authorize, Verify a
   const message = inbox.items.find((m) => m.rcpt_to.includes('app-reader@example.com'));
   assert.ok(message, 'the test email is in the sandbox inbox');
   assert.equal(message.mechanism, 'graph');
+  await page.close();
+});
+
+test('app-only with Microsoft Graph and a certificate: Herald makes it, the admin downloads and uploads it, Verify, send, and Renew makes the next one', async () => {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 }, acceptDownloads: true });
+  const [admin, password] = credentials('Admin sign-in');
+  const [user] = credentials('Sandbox user sign-in');
+  const clientId = facts['Sandbox app client ID'];
+  await signIn(page, admin, password);
+  await openOutgoingMail(page);
+  await removeMailboxesOf(page, user);
+  const granted = await fetch(`${sandbox()}/_sandbox/apps/${clientId}/permissions`, {
+    method: 'PUT', headers: { 'content-type': 'application/json' }, body: JSON.stringify(['Mail.Send']),
+  });
+  assert.equal(granted.status, 200);
+
+  const dialog = await addSandboxMailbox(page, user);
+  await dialog.getByLabel('Sign in as').selectOption({ label: 'App-only' });
+  await dialog.getByLabel('Send with').selectOption({ label: 'Microsoft Graph' });
+  await dialog.getByLabel('Credential').selectOption({ label: 'Certificate' });
+  assert.equal(await dialog.getByLabel('Client Secret', { exact: true }).isVisible(), false, 'a certificate replaces the secret');
+  await dialog.getByText(/Herald makes the certificate when you click Save/).waitFor();
+  await Promise.all([page.waitForEvent('load'), dialog.getByRole('button', { name: 'Save' }).click()]);
+  const row = () => page.getByRole('row', { name: new RegExp(user) });
+  await row().getByText(/Certificate until \d{4}-\d{2}-\d{2}/).waitFor();
+  await row().getByText(/has not accepted yet/).waitFor();
+
+  // Not uploaded yet: Verify says what to upload, and where.
+  await row().getByRole('button', { name: 'Verify' }).click();
+  await page.getByText(/Still Not Verified: .*does not hold it \(AADSTS700027\)/).waitFor();
+
+  // Download certificate (.cer), then upload it to the app registration as the portal does.
+  const [download] = await Promise.all([
+    page.waitForEvent('download'),
+    row().getByRole('link', { name: 'Download certificate' }).click(),
+  ]);
+  assert.match(download.suggestedFilename(), /\.cer$/);
+  const cer = readFileSync(await download.path());
+  const uploaded = await fetch(`${sandbox()}/_sandbox/apps/${clientId}/certificates`, { method: 'POST', body: cer });
+  assert.equal(uploaded.status, 200);
+  const app = await uploaded.json();
+  assert.ok(app.certificates.length >= 1);
+
+  await Promise.all([page.waitForEvent('load'), row().getByRole('button', { name: 'Verify' }).click()]);
+  await row().getByText('Verified', { exact: true }).waitFor();
+  await row().getByRole('button', { name: 'Send test email' }).click();
+  const testDialog = page.getByRole('dialog', { name: 'Send test email' });
+  await testDialog.getByLabel('To').fill('cert-reader@example.com');
+  await testDialog.getByRole('button', { name: 'Send' }).click();
+  await testDialog.getByText(/^Sent: 250/).waitFor();
+  await Promise.all([page.waitForEvent('load'), testDialog.getByRole('button', { name: 'Close' }).click()]);
+  const inbox = await (await fetch(`${sandbox()}/_sandbox/messages`)).json();
+  const message = inbox.items.find((m) => m.rcpt_to.includes('cert-reader@example.com'));
+  assert.ok(message, 'the test email is in the sandbox inbox');
+  assert.equal(message.mechanism, 'graph');
+
+  // Renew in Edit: the next certificate waits beside the one in use.
+  await row().getByRole('button', { name: 'Edit' }).click();
+  const edit = page.getByRole('dialog', { name: 'Edit' });
+  const thumbprint = await edit.locator('[data-certificate="thumbprint"]').textContent();
+  assert.ok(app.certificates.some((c) => c.thumbprint === thumbprint), 'the portal lists the thumbprint Herald shows');
+  await edit.getByRole('button', { name: 'Renew certificate' }).click();
+  await edit.getByRole('link', { name: 'Download renewed certificate' }).waitFor();
+  await page.screenshot({ path: join(SCREENSHOTS, 'app-only-certificate.png') });
+  await edit.getByRole('button', { name: 'Cancel' }).click();
   await page.close();
 });

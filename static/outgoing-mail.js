@@ -94,6 +94,27 @@
     if (!app) field('credential').value = 'delegated';
   }
 
+  // A certificate replaces the client secret: its fields give way to the certificate's.
+  function showCredential(mailbox) {
+    const oauth2 = field('auth').value === 'oauth2';
+    const certificate = oauth2 && field('client_auth').value === 'certificate';
+    $$('.secret-only', form).forEach((el) => { el.hidden = !oauth2 || certificate; });
+    $$('.certificate-only', form).forEach((el) => { el.hidden = !certificate; });
+    const current = mailbox?.certificate;
+    $('.certificate-new', form).hidden = Boolean(current);
+    $('.certificate-current', form).hidden = !current;
+    if (!current) return;
+    const set = (name, value) => { $(`[data-certificate="${name}"]`, form).textContent = value ?? ''; };
+    set('thumbprint', current.thumbprint);
+    set('expires_at', String(current.expires_at).slice(0, 10));
+    const next = mailbox.next_certificate;
+    $('.certificate-next', form).hidden = !next;
+    set('next_thumbprint', next?.thumbprint);
+    set('next_expires_at', next ? String(next.expires_at).slice(0, 10) : '');
+    $('[data-certificate-link="current"]', form).href = `/api/v1/mailboxes/${mailbox.id}/certificate`;
+    $('[data-certificate-link="next"]', form).href = `/api/v1/mailboxes/${mailbox.id}/certificate?renewed=true`;
+  }
+
   function showFor(auth, editing) {
     field('auth').value = auth;
     $$('.oauth2-only', dialog).forEach((el) => { el.hidden = auth !== 'oauth2'; });
@@ -101,6 +122,7 @@
     $$('.edit-only', dialog).forEach((el) => { el.hidden = !editing; });
     $$('.provider-microsoft', dialog).forEach((el) => { el.hidden = auth !== 'oauth2' || field('provider').value !== 'microsoft'; });
     showTransport(auth, field('provider').value);
+    showCredential(null);
     // The provider of a saved mailbox is fixed: changing it would rewrite its settings.
     field('provider').disabled = editing;
     updateBasicNote();
@@ -136,9 +158,11 @@
     field('id').value = mailbox.id;
     $('#mailbox-title').textContent = 'Edit';
     showFor(mailbox.auth, true);
-    for (const name of ['provider', 'tenant', 'credential', 'transport', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'username', 'reply_to', 'signature']) {
+    for (const name of ['provider', 'tenant', 'credential', 'transport', 'client_auth', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'username', 'reply_to', 'signature']) {
       if (field(name) && mailbox[name] !== null && mailbox[name] !== undefined) field(name).value = mailbox[name];
     }
+    currentMailbox = mailbox;
+    showCredential(mailbox);
     if (mailbox.client_secret_expires_at) field('client_secret_expires_at').value = mailbox.client_secret_expires_at;
     $$('.provider-microsoft', form).forEach((el) => { el.hidden = mailbox.auth !== 'oauth2' || mailbox.provider !== 'microsoft'; });
     showTransport(mailbox.auth, mailbox.provider);
@@ -172,6 +196,18 @@
     }
   });
   field('host').addEventListener('input', updateBasicNote);
+  let currentMailbox = null;
+  field('client_auth').addEventListener('change', () => showCredential(field('id').value ? currentMailbox : null));
+  $('[data-renew]', form).addEventListener('click', async (event) => {
+    const id = field('id').value;
+    event.target.disabled = true;
+    const result = await api('POST', `/mailboxes/${id}/certificate/renew`);
+    event.target.disabled = false;
+    if (!result.ok) { showErrors(form, result.data); return; }
+    currentMailbox = { ...currentMailbox, ...result.data };
+    showCredential(currentMailbox);
+    $('.certificate-next a', form).focus();
+  });
 
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
@@ -179,7 +215,7 @@
     const auth = field('auth').value;
     const body = { auth };
     const names = auth === 'oauth2'
-      ? ['provider', 'tenant', 'credential', 'transport', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'client_secret', 'client_secret_expires_at', 'username', 'reply_to', 'signature']
+      ? ['provider', 'tenant', 'credential', 'transport', 'client_auth', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'client_secret', 'client_secret_expires_at', 'username', 'reply_to', 'signature']
       : ['host', 'port', 'security', 'username', 'password', 'reply_to', 'signature'];
     for (const name of names) {
       const value = field(name).value.trim();
@@ -193,6 +229,7 @@
         continue;
       }
       if ((name === 'client_secret' || name === 'password') && !value) continue; // blank keeps the stored secret
+      if (['client_secret', 'client_secret_expires_at'].includes(name) && body.client_auth === 'certificate') continue;
       if (name === 'tenant' && (body.provider !== 'microsoft')) continue;
       if (!value) { if (id && ['reply_to', 'signature', 'client_secret_expires_at'].includes(name)) body[name] = null; continue; }
       body[name] = name === 'signature' ? field(name).value : value;

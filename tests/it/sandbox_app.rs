@@ -313,7 +313,7 @@ async fn each_client_credentials_error_has_its_aadsts_code() {
         entra_error(status, &body, 400),
         ("invalid_resource".into(), 500011)
     );
-    // A client assertion: no certificate can be registered yet, so its key is never found.
+    // A client assertion that is no JWT at all (the certificate checks: tests/it/certificates.rs).
     let (status, body) = fx
         .request(
             "sandbox",
@@ -331,7 +331,7 @@ async fn each_client_credentials_error_has_its_aadsts_code() {
         .await;
     assert_eq!(
         entra_error(status, &body, 401),
-        ("invalid_client".into(), 700027)
+        ("invalid_client".into(), 50027)
     );
 
     fx.switch(|s| s.client_secret_invalid = true);

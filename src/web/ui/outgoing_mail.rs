@@ -83,6 +83,8 @@ struct MailboxRow {
     suggest_graph: bool,
     /// A person signs in for it (OAuth2, delegated): it has an Authorize button.
     authorizes: bool,
+    /// It signs in with a certificate, which can be downloaded.
+    certificate: bool,
 }
 
 #[derive(Template)]
@@ -202,6 +204,7 @@ async fn attempt_notice(
 
 /// A mailbox as the list shows it, with a warning when its client secret expires soon.
 fn mailbox_row(m: Mailbox, today: time::Date) -> MailboxRow {
+    let expiry = expiry_of(&m);
     MailboxRow {
             id: m.id.to_string(),
             json: serde_json::json!({
@@ -211,14 +214,25 @@ fn mailbox_row(m: Mailbox, today: time::Date) -> MailboxRow {
                 "signature": m.signature, "authorization_url": m.authorization_url, "token_url": m.token_url,
                 "client_id": m.client_id, "client_secret_expires_at": m.client_secret_expires_at.map(|d| d.to_string()),
                 "transport": m.transport.as_str(), "credential": m.credential.as_str(),
+                "client_auth": m.client_auth.as_str(),
+                "certificate": m.certificate.as_ref().map(|c| serde_json::json!({
+                    "thumbprint": c.thumbprint_sha1, "expires_at": c.not_after.date().to_string(),
+                })),
+                "next_certificate": m.next_certificate.as_ref().map(|c| serde_json::json!({
+                    "thumbprint": c.thumbprint_sha1, "expires_at": c.not_after.date().to_string(),
+                })),
             })
             .to_string(),
-            secret_warning: m.client_secret_expires_at.and_then(|d| {
+            secret_warning: expiry.and_then(|(d, what)| {
                 let days = (d - today).whole_days();
+                let fix = match what {
+                    "certificate" => "click Renew certificate in Edit and upload the new certificate to the app registration",
+                    _ => "create a new client secret in Azure and paste its Value here",
+                };
                 if days < 0 {
-                    Some("Expired: create a new client secret in Azure and paste its Value here.".to_owned())
+                    Some(format!("Expired: {fix}."))
                 } else if days <= 30 {
-                    Some(format!("Expires in {days} day(s): create a new client secret in Azure before then."))
+                    Some(format!("Expires in {days} day(s): {fix} before then."))
                 } else {
                     None
                 }
@@ -245,9 +259,24 @@ fn mailbox_row(m: Mailbox, today: time::Date) -> MailboxRow {
             is_default: m.is_default,
             verified_at: when(m.verified_at),
             token_expires_at: when(m.token_expires_at),
-            secret_expiry: m
-                .client_secret_expires_at
-                .map(|d| d.to_string())
-                .unwrap_or_else(|| "—".into()),
+            secret_expiry: match expiry {
+                Some((d, "certificate")) => format!("Certificate until {d}"),
+                Some((d, _)) => d.to_string(),
+                None => "—".into(),
+            },
+            certificate: m.certificate.is_some()
+                && m.client_auth == crate::domain::mailbox::ClientAuth::Certificate,
         }
+}
+
+/// When the mailbox's credential expires: its certificate's end, or the client secret's
+/// recorded date.
+fn expiry_of(m: &Mailbox) -> Option<(time::Date, &'static str)> {
+    match (&m.client_auth, &m.certificate) {
+        (crate::domain::mailbox::ClientAuth::Certificate, Some(c)) => {
+            Some((c.not_after.date(), "certificate"))
+        }
+        (crate::domain::mailbox::ClientAuth::Certificate, None) => None,
+        _ => m.client_secret_expires_at.map(|d| (d, "client secret")),
+    }
 }
