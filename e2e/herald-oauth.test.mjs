@@ -12,6 +12,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
+import { createPublicKey } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
@@ -29,6 +30,8 @@ const CLIENT_SECRET = 'interop~secret.value-0123456789abcdefghij';
 const DAEMON_ID = 'herald-daemon';
 const DAEMON_SECRET = 'daemon~secret.value-0123456789abcdefghij';
 const APP_SCOPE = 'https://outlook.office365.com/.default';
+// An app that proves itself with a certificate (private_key_jwt, RFC 7523) instead of a secret.
+const KEYED_ID = 'herald-keyed-daemon';
 
 let dir;
 let idp;
@@ -57,7 +60,17 @@ function certificates() {
   return { key: readFileSync(join(dir, 'leaf.key')), cert: readFileSync(join(dir, 'leaf.pem')), ca: join(dir, 'ca.pem') };
 }
 
+/** The keyed app's RSA key and self-signed certificate, made with openssl. */
+function clientCertificate() {
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'client.key', '-out', 'client.pem',
+    '-days', '30', '-subj', '/CN=Herald keyed daemon'], { cwd: dir, stdio: 'pipe' });
+  return { key: readFileSync(join(dir, 'client.key'), 'utf8'), cert: readFileSync(join(dir, 'client.pem'), 'utf8') };
+}
+let clientCert;
+
 async function startIdp(redirectUri) {
+  clientCert = clientCertificate();
+  const jwk = createPublicKey(clientCert.cert).export({ format: 'jwk' });
   idpServer = createServer();
   const port = await listen(idpServer);
   idpBase = `http://localhost:${port}`;
@@ -77,6 +90,15 @@ async function startIdp(redirectUri) {
       grant_types: ['client_credentials'],
       response_types: [],
       token_endpoint_auth_method: 'client_secret_post',
+      scope: APP_SCOPE,
+    }, {
+      client_id: KEYED_ID,
+      redirect_uris: [],
+      grant_types: ['client_credentials'],
+      response_types: [],
+      token_endpoint_auth_method: 'private_key_jwt',
+      token_endpoint_auth_signing_alg: 'RS256',
+      jwks: { keys: [{ ...jwk, use: 'sig', alg: 'RS256' }] },
       scope: APP_SCOPE,
     }],
     routes: {
@@ -161,8 +183,8 @@ async function startSmtp(tls) {
       if (!refuseAll && auth.method === 'XOAUTH2' && result.active && scopes.includes(SMTP_SEND) && result.sub === auth.username) {
         return callback(null, { user: auth.username });
       }
-      // An app's own token (no sub): the app may send as the one mailbox it was given.
-      if (!refuseAll && auth.method === 'XOAUTH2' && result.active && !result.sub && result.client_id === DAEMON_ID
+      // An app's own token (no sub): the apps may send as the one mailbox they were given.
+      if (!refuseAll && auth.method === 'XOAUTH2' && result.active && !result.sub && [DAEMON_ID, KEYED_ID].includes(result.client_id)
         && scopes.includes(APP_SCOPE) && auth.username === USER) {
         return callback(null, { user: auth.username });
       }
@@ -323,6 +345,40 @@ test('an app-only mailbox gets its own token from oidc-provider (client credenti
   assert.equal(verified.status, 'verified', JSON.stringify(verified.status_reason));
   const before = received.length;
   const sent = await api(`/mailboxes/${mailbox.id}/test-message`, { method: 'POST', body: JSON.stringify({ to: 'carol@example.com' }) });
+  assert.equal(sent.status, 200, await sent.clone().text());
+  assert.equal(received.length, before + 1);
+  assert.equal(received.at(-1).user, USER);
+});
+
+test('an app-only mailbox with a certificate signs its client assertion (private_key_jwt) and oidc-provider accepts it', async () => {
+  const created = await api('/mailboxes', {
+    method: 'POST',
+    body: JSON.stringify({
+      name: 'Keyed daemon',
+      auth: 'oauth2',
+      credential: 'app',
+      provider: 'custom',
+      host: 'localhost',
+      port: smtpPort,
+      security: 'starttls',
+      username: USER,
+      client_id: KEYED_ID,
+      client_auth: 'certificate',
+      certificate_pem: clientCert.cert,
+      private_key_pem: clientCert.key,
+      token_url: `${idpBase}/contoso/oauth2/v2.0/token`,
+      scopes: [APP_SCOPE],
+    }),
+  });
+  assert.equal(created.status, 201, await created.clone().text());
+  const mailbox = await created.json();
+  assert.equal(mailbox.client_auth, 'certificate');
+  assert.equal(mailbox.has_client_secret, false);
+  assert.ok(!JSON.stringify(mailbox).includes('PRIVATE KEY'), 'the key is never shown');
+  const verified = await (await api(`/mailboxes/${mailbox.id}/verify`, { method: 'POST' })).json();
+  assert.equal(verified.status, 'verified', JSON.stringify(verified.status_reason));
+  const before = received.length;
+  const sent = await api(`/mailboxes/${mailbox.id}/test-message`, { method: 'POST', body: JSON.stringify({ to: 'dave@example.com' }) });
   assert.equal(sent.status, 200, await sent.clone().text());
   assert.equal(received.length, before + 1);
   assert.equal(received.at(-1).user, USER);
