@@ -51,11 +51,19 @@
   const dialog = $('#mailbox-dialog');
   const form = $('#mailbox-form');
   const field = (name) => form.elements.namedItem(name);
+  // Microsoft's clouds: the sign-in host and the SMTP host of each (as Herald's presets have them).
+  const clouds = {
+    global: { login: 'login.microsoftonline.com', smtp: 'smtp.office365.com' },
+    usgov: { login: 'login.microsoftonline.us', smtp: 'smtp.office365.us' },
+    dod: { login: 'login.microsoftonline.us', smtp: 'smtp.office365.us' },
+    china: { login: 'login.chinacloudapi.cn', smtp: 'smtp.partner.outlook.cn' },
+  };
+  const cloudOf = () => clouds[field('cloud').value] ?? clouds.global;
   const presets = {
     microsoft: (tenant) => ({
-      authorization_url: tenant ? `https://login.microsoftonline.com/${tenant}/oauth2/v2.0/authorize` : '',
-      token_url: tenant ? `https://login.microsoftonline.com/${tenant}/oauth2/v2.0/token` : '',
-      host: 'smtp.office365.com', port: '587', security: 'starttls',
+      authorization_url: tenant ? `https://${cloudOf().login}/${tenant}/oauth2/v2.0/authorize` : '',
+      token_url: tenant ? `https://${cloudOf().login}/${tenant}/oauth2/v2.0/token` : '',
+      host: cloudOf().smtp, port: '587', security: 'starttls',
     }),
     google: () => ({
       authorization_url: 'https://accounts.google.com/o/oauth2/v2/auth',
@@ -158,7 +166,7 @@
     field('id').value = mailbox.id;
     $('#mailbox-title').textContent = 'Edit';
     showFor(mailbox.auth, true);
-    for (const name of ['provider', 'tenant', 'credential', 'transport', 'client_auth', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'username', 'reply_to', 'signature']) {
+    for (const name of ['provider', 'cloud', 'tenant', 'credential', 'transport', 'client_auth', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'username', 'reply_to', 'signature']) {
       if (field(name) && mailbox[name] !== null && mailbox[name] !== undefined) field(name).value = mailbox[name];
     }
     currentMailbox = mailbox;
@@ -196,6 +204,14 @@
     }
   });
   field('host').addEventListener('input', updateBasicNote);
+  // Another cloud: its sign-in endpoints and SMTP host.
+  field('cloud').addEventListener('change', () => {
+    if (field('provider').value !== 'microsoft') return;
+    const values = presets.microsoft(field('tenant').value.trim());
+    field('authorization_url').value = values.authorization_url;
+    field('token_url').value = values.token_url;
+    field('host').value = values.host;
+  });
   let currentMailbox = null;
   field('client_auth').addEventListener('change', () => showCredential(field('id').value ? currentMailbox : null));
   $('[data-renew]', form).addEventListener('click', async (event) => {
@@ -215,7 +231,7 @@
     const auth = field('auth').value;
     const body = { auth };
     const names = auth === 'oauth2'
-      ? ['provider', 'tenant', 'credential', 'transport', 'client_auth', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'client_secret', 'client_secret_expires_at', 'username', 'reply_to', 'signature']
+      ? ['provider', 'cloud', 'tenant', 'credential', 'transport', 'client_auth', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'client_secret', 'client_secret_expires_at', 'username', 'reply_to', 'signature']
       : ['host', 'port', 'security', 'username', 'password', 'reply_to', 'signature'];
     for (const name of names) {
       const value = field(name).value.trim();
@@ -230,7 +246,7 @@
       }
       if ((name === 'client_secret' || name === 'password') && !value) continue; // blank keeps the stored secret
       if (['client_secret', 'client_secret_expires_at'].includes(name) && body.client_auth === 'certificate') continue;
-      if (name === 'tenant' && (body.provider !== 'microsoft')) continue;
+      if ((name === 'tenant' || name === 'cloud') && (body.provider !== 'microsoft')) continue;
       if (!value) { if (id && ['reply_to', 'signature', 'client_secret_expires_at'].includes(name)) body[name] = null; continue; }
       body[name] = name === 'signature' ? field(name).value : value;
     }

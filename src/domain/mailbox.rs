@@ -5,6 +5,7 @@
 use time::{Date, OffsetDateTime};
 
 use super::limits::{LimitOverrides, Limits};
+pub use super::provider::Cloud;
 pub use super::provider::{
     GOOGLE_SCOPES, MICROSOFT_GRAPH_APP_SCOPE, MICROSOFT_GRAPH_SCOPES, MICROSOFT_GRAPH_SHARED_SCOPE,
     MICROSOFT_GRAPH_URL, MICROSOFT_SCOPES, MICROSOFT_SMTP_APP_SCOPE, Provider,
@@ -211,6 +212,8 @@ pub struct Mailbox {
     pub certificate: Option<CertificateInfo>,
     /// A renewed certificate waiting to take over once Microsoft accepts it.
     pub next_certificate: Option<CertificateInfo>,
+    /// Microsoft's cloud (global or national); `global` for other providers.
+    pub cloud: Cloud,
 }
 
 impl Mailbox {

@@ -1,10 +1,8 @@
 //! Provider presets: what Herald fills in for a known provider (its endpoints, its SMTP server
 //! and its scopes) unless the admin gives them.
 
-use super::mailbox::{CredentialKind, MICROSOFT_GRAPH_APP_SCOPE, MICROSOFT_SMTP_APP_SCOPE};
 use super::mailbox::{
-    GOOGLE_SCOPES, MICROSOFT_GRAPH_SCOPES, MICROSOFT_GRAPH_URL, MICROSOFT_SCOPES, Provider,
-    TransportKind,
+    Cloud, CredentialKind, GOOGLE_SCOPES, MICROSOFT_SCOPES, Provider, TransportKind,
 };
 
 /// Where the sandbox provider runs, for the `sandbox` provider's preset. Only set while the
@@ -31,6 +29,9 @@ pub struct Preset {
     pub scopes: Option<Vec<String>>,
     /// Microsoft Graph's base URL, for a provider that has Graph.
     pub graph_url: Option<String>,
+    /// Microsoft's cloud, whose resources the scopes name (the sandbox stands in for the
+    /// global one).
+    pub cloud: Option<Cloud>,
 }
 
 fn scopes(list: &[&str]) -> Option<Vec<String>> {
@@ -40,28 +41,28 @@ fn scopes(list: &[&str]) -> Option<Vec<String>> {
 impl Preset {
     /// The preset of `provider`; `tenant` as given (Microsoft, the sandbox), `sandbox` while
     /// the sandbox runs. A custom provider has none.
-    pub fn of(provider: Provider, tenant: Option<&str>, sandbox: Option<&SandboxPreset>) -> Self {
+    pub fn of(
+        provider: Provider,
+        cloud: Cloud,
+        tenant: Option<&str>,
+        sandbox: Option<&SandboxPreset>,
+    ) -> Self {
+        let login = cloud.login_host();
         match provider {
             Provider::Microsoft => Self {
-                authorization_url: tenant.map(|t| {
-                    format!("https://login.microsoftonline.com/{t}/oauth2/v2.0/authorize")
-                }),
-                token_url: tenant
-                    .map(|t| format!("https://login.microsoftonline.com/{t}/oauth2/v2.0/token")),
+                authorization_url: tenant
+                    .map(|t| format!("https://{login}/{t}/oauth2/v2.0/authorize")),
+                token_url: tenant.map(|t| format!("https://{login}/{t}/oauth2/v2.0/token")),
                 // Entra's issuer names the tenant by its GUID, whatever was typed: a domain
                 // gives no issuer to hold a redirect's `iss` to (rather than a wrong one).
                 issuer: tenant
                     .filter(|t| uuid::Uuid::parse_str(t).is_ok())
-                    .map(|t| {
-                        format!(
-                            "https://login.microsoftonline.com/{}/v2.0",
-                            t.to_ascii_lowercase()
-                        )
-                    }),
-                host: Some("smtp.office365.com".to_owned()),
+                    .map(|t| format!("https://{login}/{}/v2.0", t.to_ascii_lowercase())),
+                host: Some(cloud.smtp_host().to_owned()),
                 port: Some(587),
-                scopes: scopes(MICROSOFT_SCOPES),
-                graph_url: Some(MICROSOFT_GRAPH_URL.to_owned()),
+                scopes: Some(cloud.delegated_scopes(false)),
+                graph_url: Some(cloud.graph_url().to_owned()),
+                cloud: Some(cloud),
             },
             Provider::Google => Self {
                 authorization_url: Some("https://accounts.google.com/o/oauth2/v2/auth".to_owned()),
@@ -71,6 +72,7 @@ impl Preset {
                 port: Some(587),
                 scopes: scopes(GOOGLE_SCOPES),
                 graph_url: None,
+                cloud: None,
             },
             Provider::Sandbox => match (sandbox, tenant) {
                 (Some(s), Some(t)) => Self {
@@ -81,6 +83,7 @@ impl Preset {
                     port: Some(s.smtp_port),
                     scopes: scopes(MICROSOFT_SCOPES),
                     graph_url: Some(s.base_url.clone()),
+                    cloud: Some(Cloud::Global),
                 },
                 _ => Self::default(),
             },
@@ -91,15 +94,14 @@ impl Preset {
     /// The preset for sending through `transport` with `credential`: Graph asks for Graph's
     /// scope instead of SMTP's, and an app (client credentials) for the resource's `.default`.
     pub fn for_access(mut self, transport: TransportKind, credential: CredentialKind) -> Self {
-        if self.graph_url.is_none() {
+        let Some(cloud) = self.cloud else {
             return self;
-        }
-        self.scopes = match (transport, credential) {
-            (TransportKind::Graph, CredentialKind::App) => scopes(&[MICROSOFT_GRAPH_APP_SCOPE]),
-            (TransportKind::Smtp, CredentialKind::App) => scopes(&[MICROSOFT_SMTP_APP_SCOPE]),
-            (TransportKind::Graph, _) => scopes(MICROSOFT_GRAPH_SCOPES),
-            (TransportKind::Smtp, _) => self.scopes,
         };
+        let graph = transport == TransportKind::Graph;
+        self.scopes = Some(match credential {
+            CredentialKind::App => vec![cloud.app_scope(graph)],
+            _ => cloud.delegated_scopes(graph),
+        });
         self
     }
 }

@@ -14,6 +14,91 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// Microsoft's cloud: the global one or a national cloud, each with its own sign-in, Graph
+    /// and SMTP hosts.
+    Cloud {
+        /// The global cloud (`login.microsoftonline.com`).
+        Global = "global",
+        /// US Government GCC High (`login.microsoftonline.us`).
+        UsGov = "usgov",
+        /// US Government DoD.
+        Dod = "dod",
+        /// Microsoft 365 operated by 21Vianet in China.
+        China = "china",
+    }
+);
+
+impl Cloud {
+    /// The sign-in host (Entra ID).
+    pub fn login_host(self) -> &'static str {
+        match self {
+            Self::Global => "login.microsoftonline.com",
+            Self::UsGov | Self::Dod => "login.microsoftonline.us",
+            Self::China => "login.chinacloudapi.cn",
+        }
+    }
+
+    /// Microsoft Graph: where requests go, and the resource its scopes name.
+    pub fn graph_url(self) -> &'static str {
+        match self {
+            Self::Global => MICROSOFT_GRAPH_URL,
+            Self::UsGov => "https://graph.microsoft.us",
+            Self::Dod => "https://dod-graph.microsoft.us",
+            Self::China => "https://microsoftgraph.chinacloudapi.cn",
+        }
+    }
+
+    /// Exchange Online's SMTP submission host.
+    pub fn smtp_host(self) -> &'static str {
+        match self {
+            Self::Global => "smtp.office365.com",
+            Self::UsGov | Self::Dod => "smtp.office365.us",
+            Self::China => "smtp.partner.outlook.cn",
+        }
+    }
+
+    /// Exchange Online's resource: the prefix of its delegated `SMTP.Send` scope and of an
+    /// app's `.default`.
+    fn exchange_resource(self, delegated: bool) -> &'static str {
+        match self {
+            // The global cloud's SMTP.Send is documented under outlook.office.com; both names
+            // are the one Exchange Online resource.
+            Self::Global if delegated => "https://outlook.office.com",
+            Self::Global => "https://outlook.office365.com",
+            Self::UsGov => "https://outlook.office365.us",
+            Self::Dod => "https://outlook-dod.office365.us",
+            Self::China => "https://partner.outlook.cn",
+        }
+    }
+
+    /// The delegated scopes for SMTP (`SMTP.Send`) or Graph (`Mail.Send`).
+    pub fn delegated_scopes(self, graph: bool) -> Vec<String> {
+        let first = if graph {
+            format!("{}/Mail.Send", self.graph_url())
+        } else {
+            format!("{}/SMTP.Send", self.exchange_resource(true))
+        };
+        std::iter::once(first)
+            .chain(MICROSOFT_SCOPES[1..].iter().map(|s| (*s).to_owned()))
+            .collect()
+    }
+
+    /// What Graph also asks for when the signed-in account sends as a shared mailbox.
+    pub fn graph_shared_scope(self) -> String {
+        format!("{}/Mail.Send.Shared", self.graph_url())
+    }
+
+    /// An app's scope (client credentials) for Graph or for Exchange's SMTP.
+    pub fn app_scope(self, graph: bool) -> String {
+        if graph {
+            format!("{}/.default", self.graph_url())
+        } else {
+            format!("{}/.default", self.exchange_resource(false))
+        }
+    }
+}
+
 /// The scopes Herald asks Microsoft for.
 pub const MICROSOFT_SCOPES: &[&str] = &[
     "https://outlook.office.com/SMTP.Send",
@@ -48,3 +133,37 @@ pub const MICROSOFT_GRAPH_URL: &str = "https://graph.microsoft.com";
 
 /// The scope Herald asks Google for.
 pub const GOOGLE_SCOPES: &[&str] = &["https://mail.google.com/"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_global_cloud_asks_for_what_it_always_did() {
+        let global = Cloud::Global;
+        assert_eq!(global.delegated_scopes(false), MICROSOFT_SCOPES);
+        assert_eq!(global.delegated_scopes(true), MICROSOFT_GRAPH_SCOPES);
+        assert_eq!(global.graph_shared_scope(), MICROSOFT_GRAPH_SHARED_SCOPE);
+        assert_eq!(global.app_scope(true), MICROSOFT_GRAPH_APP_SCOPE);
+        assert_eq!(global.app_scope(false), MICROSOFT_SMTP_APP_SCOPE);
+    }
+
+    #[test]
+    fn a_national_cloud_sets_its_hosts_and_resources_together() {
+        let gcc_high = Cloud::UsGov;
+        assert_eq!(gcc_high.login_host(), "login.microsoftonline.us");
+        assert_eq!(gcc_high.smtp_host(), "smtp.office365.us");
+        assert_eq!(gcc_high.graph_url(), "https://graph.microsoft.us");
+        assert_eq!(
+            gcc_high.delegated_scopes(false)[0],
+            "https://outlook.office365.us/SMTP.Send"
+        );
+        assert_eq!(
+            gcc_high.app_scope(true),
+            "https://graph.microsoft.us/.default"
+        );
+        assert_eq!(Cloud::Dod.graph_url(), "https://dod-graph.microsoft.us");
+        assert_eq!(Cloud::China.login_host(), "login.chinacloudapi.cn");
+        assert_eq!(Cloud::China.smtp_host(), "smtp.partner.outlook.cn");
+    }
+}

@@ -82,7 +82,8 @@ pub fn reason_for(error: &ProviderError, mailbox: &Mailbox, redirect_uri: &str) 
             "consent_required",
             "The app has not been granted consent in this tenant (AADSTS65001).",
             Some(format!(
-                "Sign in again and click Accept, or have an administrator grant consent for the organization: https://login.microsoftonline.com/{tenant}/adminconsent?client_id={client_id}"
+                "Sign in again and click Accept, or have an administrator grant consent for the organization: https://{}/{tenant}/adminconsent?client_id={client_id}",
+                mailbox.cloud.login_host()
             )),
         ),
         Some(65004) => reason(
@@ -198,6 +199,7 @@ pub(crate) mod tests_support {
             credential: CredentialKind::Delegated,
             certificate: None,
             next_certificate: None,
+            cloud: crate::domain::mailbox::Cloud::Global,
         }
     }
 }

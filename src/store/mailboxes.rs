@@ -17,7 +17,7 @@ macro_rules! select_mailboxes {
             "SELECT id, org_id, name, auth, provider, tenant, host, port, security, username, from_name, sign_in_account, \
              reply_to, signature, is_default, authorization_url, token_url, client_id, client_auth, scopes, issuer, \
              client_secret_expires_at, status, status_reason, verified_at, token_expires_at, created_at, updated_at, limits, \
-             iss_required, transport, graph_url, save_to_sent_items, credential, certificate, next_certificate FROM mailboxes ",
+             iss_required, transport, graph_url, save_to_sent_items, credential, certificate, next_certificate, cloud FROM mailboxes ",
             $rest
         )
     };
@@ -90,6 +90,7 @@ fn from_row(row: &AnyRow) -> StoreResult<Mailbox> {
             .map_err(|e| corrupt("credential", e))?,
         certificate: certificate_of(row, "certificate")?,
         next_certificate: certificate_of(row, "next_certificate")?,
+        cloud: parse("cloud")?.parse().map_err(|e| corrupt("cloud", e))?,
     })
 }
 
@@ -121,9 +122,9 @@ pub async fn insert(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
         "INSERT INTO mailboxes (id, org_id, name, name_key, auth, provider, tenant, host, port, security, username, from_name, \
          sign_in_account, reply_to, signature, is_default, authorization_url, token_url, client_id, client_auth, scopes, issuer, \
          client_secret_expires_at, status, status_reason, verified_at, token_expires_at, created_at, updated_at, limits, \
-         transport, graph_url, save_to_sent_items, credential, certificate, next_certificate) \
+         transport, graph_url, save_to_sent_items, credential, certificate, next_certificate, cloud) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, \
-         $31, $32, $33, $34, $35, $36)",
+         $31, $32, $33, $34, $35, $36, $37)",
     )
     .bind(m.id.to_string())
     .bind(m.org_id.to_string())
@@ -161,6 +162,7 @@ pub async fn insert(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
     .bind(m.credential.as_str())
     .bind(certificate_json(&m.certificate))
     .bind(certificate_json(&m.next_certificate))
+    .bind(m.cloud.as_str())
     .execute(&mut *conn)
     .await
     .map_err(|e| StoreError::unique(e, "name"))?;
@@ -175,7 +177,7 @@ pub async fn update(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
          authorization_url = $17, token_url = $18, client_id = $19, client_auth = $20, scopes = $21, issuer = $22, \
          client_secret_expires_at = $23, status = $24, status_reason = $25, verified_at = $26, token_expires_at = $27, updated_at = $28, limits = $29, \
          iss_required = $30, transport = $31, graph_url = $32, save_to_sent_items = $33, credential = $34, \
-         certificate = $35, next_certificate = $36 \
+         certificate = $35, next_certificate = $36, cloud = $37 \
          WHERE id = $1 AND org_id = $2",
     )
     .bind(m.id.to_string())
@@ -214,6 +216,7 @@ pub async fn update(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
     .bind(m.credential.as_str())
     .bind(certificate_json(&m.certificate))
     .bind(certificate_json(&m.next_certificate))
+    .bind(m.cloud.as_str())
     .execute(&mut *conn)
     .await
     .map_err(|e| StoreError::unique(e, "name"))?;

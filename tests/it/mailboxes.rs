@@ -557,3 +557,54 @@ async fn a_basic_mailbox_needs_a_password_and_the_sandbox_preset_points_at_the_s
     assert_eq!(m["port"], sandbox.smtp_addr.port());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_national_cloud_is_saved_and_moving_to_another_takes_its_endpoints_host_and_scopes() {
+    let app = spawn_app().await;
+    let org = app.org("Contoso").await;
+    let key = app.key(org, "admin").await;
+    let mut body = microsoft("Support");
+    body["cloud"] = json!("usgov");
+    body["transport"] = json!("graph");
+    let created = post(&app, &key, body).await;
+    assert_eq!(created.status(), 201);
+    let m: Value = created.json().await.unwrap();
+    assert_eq!(m["cloud"], "usgov");
+    assert_eq!(
+        m["token_url"],
+        "https://login.microsoftonline.us/contoso.com/oauth2/v2.0/token"
+    );
+    assert_eq!(m["host"], "smtp.office365.us");
+    assert_eq!(m["graph_url"], "https://graph.microsoft.us");
+    assert_eq!(m["scopes"][0], "https://graph.microsoft.us/Mail.Send");
+
+    let id = m["id"].as_str().unwrap();
+    let moved = patch(
+        &app,
+        &key,
+        id,
+        json!({"cloud": "global", "client_secret": SECRET}),
+    )
+    .await;
+    assert_eq!(moved.status(), 200);
+    let m: Value = moved.json().await.unwrap();
+    assert_eq!(m["cloud"], "global");
+    assert_eq!(
+        m["authorization_url"],
+        "https://login.microsoftonline.com/contoso.com/oauth2/v2.0/authorize"
+    );
+    assert_eq!(m["host"], "smtp.office365.com");
+    assert_eq!(m["graph_url"], "https://graph.microsoft.com");
+    assert_eq!(m["scopes"][0], "https://graph.microsoft.com/Mail.Send");
+    assert_eq!(m["status_reason"]["code"], "reauthorization_required");
+
+    let wrong = post(
+        &app,
+        &key,
+        json!({"name": "G", "auth": "oauth2", "provider": "google",
+        "cloud": "china", "username": "a@example.com", "client_id": "c", "client_secret": SECRET}),
+    )
+    .await;
+    let answer = problem(wrong, 422, "validation_failed").await;
+    assert_eq!(answer["errors"][0]["field"], "cloud");
+}

@@ -17,7 +17,8 @@ pub(super) fn discovery_urls(mailbox: &Mailbox, policy: &Policy<'_>) -> Vec<Stri
         Provider::Microsoft => tenant
             .map(|t| {
                 format!(
-                    "https://login.microsoftonline.com/{t}/v2.0/.well-known/openid-configuration"
+                    "https://{}/{t}/v2.0/.well-known/openid-configuration",
+                    mailbox.cloud.login_host()
                 )
             })
             .into_iter()

@@ -85,6 +85,8 @@ pub struct MailboxDraft {
     pub certificate_pem: Option<String>,
     /// The uploaded certificate's private key (unencrypted PKCS#8 PEM).
     pub private_key_pem: Option<SecretString>,
+    /// Microsoft's cloud: `global` (default), `usgov`, `dod` or `china`.
+    pub cloud: Option<String>,
 }
 
 /// A change to a mailbox. `Some(None)` clears an optional field; `None` keeps it.
@@ -117,6 +119,7 @@ pub struct MailboxPatch {
     pub credential: Option<String>,
     pub certificate_pem: Option<String>,
     pub private_key_pem: Option<SecretString>,
+    pub cloud: Option<String>,
 }
 
 /// Seals and stores the secrets a create or update was given; absent ones stay as they are.

@@ -9,8 +9,8 @@ use url::Url;
 
 use super::*;
 use crate::domain::mailbox::{
-    AuthKind, ClientAuth, CredentialKind, MICROSOFT_GRAPH_SHARED_SCOPE, Mailbox, MailboxStatus,
-    Provider, Security, StatusReason, TransportKind, looks_like_secret_id, parse_tenant,
+    AuthKind, ClientAuth, Cloud, CredentialKind, Mailbox, MailboxStatus, Provider, Security,
+    StatusReason, TransportKind, looks_like_secret_id, parse_tenant,
 };
 use crate::domain::presets::Preset;
 use crate::domain::{EmailAddress, FieldError, MailboxId, OrgId};
@@ -207,6 +207,23 @@ pub(super) fn resolve(
         (Some(Provider::Sandbox), None) => policy.sandbox.map(|s| s.tenant.clone()),
         _ => None,
     };
+    let cloud = match blank_to_none(draft.cloud) {
+        None => Some(Cloud::Global),
+        Some(raw) => match raw.trim().parse::<Cloud>() {
+            Ok(cloud) if cloud != Cloud::Global && provider != Some(Provider::Microsoft) => {
+                checks.push(FieldError::new(
+                    "cloud",
+                    "a national cloud is Microsoft 365's: choose the Microsoft provider, or leave cloud out",
+                ));
+                None
+            }
+            Ok(cloud) => Some(cloud),
+            Err(e) => {
+                checks.push(FieldError::new("cloud", e));
+                None
+            }
+        },
+    };
 
     let credential = match (auth, draft.credential.as_deref().map(str::trim)) {
         (None, _) => None,
@@ -255,7 +272,13 @@ pub(super) fn resolve(
     // Presets: the provider's endpoints, server and scopes, unless the caller gave them.
     let preset = provider
         .map(|p| {
-            Preset::of(p, tenant.as_deref(), policy.sandbox).for_access(
+            Preset::of(
+                p,
+                cloud.unwrap_or(Cloud::Global),
+                tenant.as_deref(),
+                policy.sandbox,
+            )
+            .for_access(
                 transport.unwrap_or(TransportKind::Smtp),
                 credential.unwrap_or(CredentialKind::Delegated),
             )
@@ -428,7 +451,7 @@ pub(super) fn resolve(
             && sign_in_account.is_some()
             && sign_in_account != username
         {
-            scopes.push(MICROSOFT_GRAPH_SHARED_SCOPE.to_owned());
+            scopes.push(preset.cloud.unwrap_or(Cloud::Global).graph_shared_scope());
         }
         scopes.retain(|s| !s.trim().is_empty());
         if scopes.is_empty() {
@@ -553,6 +576,7 @@ pub(super) fn resolve(
             credential,
             certificate: None,
             next_certificate: None,
+            cloud: cloud.expect("checked"),
         },
         client_secret: draft.client_secret,
         password: draft.password,

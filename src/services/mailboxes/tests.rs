@@ -487,3 +487,62 @@ fn an_app_only_mailbox_of_another_provider_needs_no_authorization_url() {
             .any(|e| e.field == "authorization_url")
     );
 }
+
+#[test]
+fn a_national_cloud_sets_the_sign_in_graph_and_smtp_hosts_and_the_scopes_together() {
+    let m = resolve_ok(
+        MailboxDraft {
+            cloud: Some("usgov".into()),
+            transport: Some("graph".into()),
+            ..microsoft()
+        },
+        &policy(),
+    );
+    assert_eq!(
+        m.authorization_url.as_deref(),
+        Some("https://login.microsoftonline.us/contoso.com/oauth2/v2.0/authorize")
+    );
+    assert_eq!(
+        m.token_url.as_deref(),
+        Some("https://login.microsoftonline.us/contoso.com/oauth2/v2.0/token")
+    );
+    assert_eq!(m.host, "smtp.office365.us");
+    assert_eq!(m.graph_url.as_deref(), Some("https://graph.microsoft.us"));
+    assert_eq!(m.scopes[0], "https://graph.microsoft.us/Mail.Send");
+    let china = resolve_ok(
+        MailboxDraft {
+            cloud: Some("china".into()),
+            credential: Some("app".into()),
+            ..microsoft()
+        },
+        &policy(),
+    );
+    assert_eq!(china.host, "smtp.partner.outlook.cn");
+    assert_eq!(china.scopes, ["https://partner.outlook.cn/.default"]);
+    assert!(
+        china
+            .token_url
+            .as_deref()
+            .unwrap()
+            .starts_with("https://login.chinacloudapi.cn/")
+    );
+    // A national cloud is Microsoft's alone.
+    let found = errors(
+        MailboxDraft {
+            cloud: Some("usgov".into()),
+            provider: Some("google".into()),
+            tenant: None,
+            ..microsoft()
+        },
+        &policy(),
+    );
+    assert!(found.iter().any(|e| e.field == "cloud"), "{found:?}");
+    let found = errors(
+        MailboxDraft {
+            cloud: Some("mars".into()),
+            ..microsoft()
+        },
+        &policy(),
+    );
+    assert!(found.iter().any(|e| e.field == "cloud"), "{found:?}");
+}

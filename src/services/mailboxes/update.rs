@@ -56,6 +56,7 @@ fn draft_of(mailbox: &Mailbox) -> MailboxDraft {
         credential: Some(mailbox.credential.as_str().into()),
         certificate_pem: None,
         private_key_pem: None,
+        cloud: Some(mailbox.cloud.as_str().into()),
     }
 }
 
@@ -99,6 +100,7 @@ pub async fn update(
             .is_some(),
     );
     let mut draft = draft_of(&existing);
+    let host_given = patch.host.is_some();
     let username_changed = patch.username.is_some();
     macro_rules! set {
         ($field:ident) => {
@@ -146,6 +148,11 @@ pub async fn update(
     set!(transport);
     set!(save_to_sent_items);
     set!(credential);
+    let cloud_changed = patch
+        .cloud
+        .as_deref()
+        .is_some_and(|c| c.trim() != existing.cloud.as_str());
+    set!(cloud);
     // Another transport or credential asks for its own scopes: a preset's are filled in again.
     if transport_changed
         && !scopes_given
@@ -161,10 +168,22 @@ pub async fn update(
         draft.sign_in_account = None;
     }
     // A Microsoft mailbox whose tenant changes gets the new tenant's endpoints.
-    if existing.provider == Provider::Microsoft && draft.tenant != existing.tenant {
+    if existing.provider == Provider::Microsoft
+        && (draft.tenant != existing.tenant || cloud_changed)
+    {
         draft.authorization_url = None;
         draft.token_url = None;
         draft.issuer = None;
+    }
+    // Another cloud has its own SMTP host and resources: what came from the old cloud's
+    // preset is filled from the new one's.
+    if existing.provider == Provider::Microsoft && cloud_changed {
+        if !host_given && existing.host == existing.cloud.smtp_host() {
+            draft.host = None;
+        }
+        if !scopes_given {
+            draft.scopes = None;
+        }
     }
     // A stored secret goes only to the server it was entered for: pointed elsewhere, the
     // mailbox must be given it again, or a Verify would hand it to the new host.

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::ListParams;
 use crate::domain::MailboxId;
 use crate::domain::mailbox::{
-    AuthKind, CertificateInfo, ClientAuth, CredentialKind, Mailbox, MailboxStatus, Provider,
+    AuthKind, CertificateInfo, ClientAuth, Cloud, CredentialKind, Mailbox, MailboxStatus, Provider,
     Security, StatusReason, TransportKind, secret_fields,
 };
 use crate::domain::message::{LimitOverrides, Limits};
@@ -82,6 +82,8 @@ pub struct MailboxOut {
     /// `delegated` (a person signs in: Authorize), `app` (the app's own token, OAuth 2.0 client
     /// credentials: Verify, no sign-in) or `password`.
     pub credential: CredentialKind,
+    /// Microsoft's cloud: `global`, `usgov`, `dod` or `china`.
+    pub cloud: Cloud,
     /// The certificate the app signs in with, when `client_auth` is `certificate`: upload it to
     /// the app registration (download: `GET …/certificate`). Its private key never leaves Herald.
     pub certificate: Option<CertificateOut>,
@@ -169,6 +171,7 @@ pub(super) async fn render(state: &AppState, mailbox: Mailbox) -> Result<Mailbox
         graph_url: mailbox.graph_url,
         save_to_sent_items: mailbox.save_to_sent_items,
         credential: mailbox.credential,
+        cloud: mailbox.cloud,
         certificate: mailbox.certificate.as_ref().map(CertificateOut::from),
         next_certificate: mailbox.next_certificate.as_ref().map(CertificateOut::from),
     })
@@ -209,6 +212,10 @@ pub struct CreateMailbox {
     pub client_auth: Option<String>,
     /// An existing certificate (PEM) to sign in with, instead of one Herald makes.
     pub certificate_pem: Option<String>,
+    /// Microsoft's cloud, for the Microsoft provider: `global` (default), `usgov` (GCC High),
+    /// `dod` or `china` (21Vianet). It sets the sign-in host, Graph's host, the SMTP host and
+    /// the scopes' resources together.
+    pub cloud: Option<String>,
     /// The certificate's private key: unencrypted PKCS#8 PEM (`BEGIN PRIVATE KEY`), RSA 2048
     /// bits or more. Write-only.
     #[schema(value_type = Option<String>, format = Password)]
@@ -276,6 +283,8 @@ pub struct PatchMailbox {
     pub client_auth: Option<String>,
     /// A certificate (PEM) to use instead of the one in use, with `private_key_pem`.
     pub certificate_pem: Option<String>,
+    /// `global`, `usgov`, `dod` or `china`: the endpoints, SMTP host and scopes follow.
+    pub cloud: Option<String>,
     #[schema(value_type = Option<String>, format = Password)]
     pub private_key_pem: Option<SecretString>,
     pub scopes: Option<Vec<String>>,
@@ -396,6 +405,7 @@ pub async fn create_mailbox(
         credential: body.credential,
         certificate_pem: body.certificate_pem,
         private_key_pem: body.private_key_pem,
+        cloud: body.cloud,
     };
     let mailbox = mailboxes::create(
         &state.access,
@@ -466,6 +476,7 @@ pub async fn update_mailbox(
         credential: body.credential,
         certificate_pem: body.certificate_pem,
         private_key_pem: body.private_key_pem,
+        cloud: body.cloud,
     };
     let mailbox = mailboxes::update(
         &state.access,

@@ -214,7 +214,7 @@ fn mailbox_row(m: Mailbox, today: time::Date) -> MailboxRow {
                 "signature": m.signature, "authorization_url": m.authorization_url, "token_url": m.token_url,
                 "client_id": m.client_id, "client_secret_expires_at": m.client_secret_expires_at.map(|d| d.to_string()),
                 "transport": m.transport.as_str(), "credential": m.credential.as_str(),
-                "client_auth": m.client_auth.as_str(),
+                "client_auth": m.client_auth.as_str(), "cloud": m.cloud.as_str(),
                 "certificate": m.certificate.as_ref().map(|c| serde_json::json!({
                     "thumbprint": c.thumbprint_sha1, "expires_at": c.not_after.date().to_string(),
                 })),
