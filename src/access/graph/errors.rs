@@ -139,11 +139,34 @@ pub(super) fn refusal(failure: SendFailure) -> Refusal {
     Refusal { failure, reply }
 }
 
-pub(super) fn too_large(size: usize) -> Refusal {
+/// `552 5.3.4`: over the 150 MB Graph takes even through upload sessions; refused before any
+/// request is made.
+pub(super) fn too_large(size: usize, limit: usize) -> Refusal {
     message_refused(SmtpReply::new(
         Some(552),
         format!(
-            "5.3.4 The message is {size} bytes: over Microsoft Graph's 4 MB request limit once encoded. Send it with SMTP, or make it smaller."
+            "5.3.4 The message is {size} bytes: over the {} MB Microsoft Graph takes. Make it smaller.",
+            limit / (1024 * 1024)
+        ),
+    ))
+}
+
+/// `550 5.7.1`: Graph refused to create the draft a large message needs. Sending small mail
+/// takes Mail.Send only, but a draft takes Mail.ReadWrite: the mailbox stays Verified and only
+/// this message fails, saying what to grant.
+pub(super) fn draft_refused(answer_said: &str, mailbox: &Mailbox) -> Refusal {
+    let permission = match mailbox.credential {
+        CredentialKind::App => {
+            "the application permission Mail.ReadWrite (with admin consent; an RBAC for Applications scope can limit it to this mailbox)"
+        }
+        _ => {
+            "the delegated permission https://graph.microsoft.com/Mail.ReadWrite (then Authorize again)"
+        }
+    };
+    message_refused(SmtpReply::new(
+        Some(550),
+        format!(
+            "5.7.1 Microsoft Graph refused to create the draft that a message over 4 MB is sent from ({answer_said}). Messages over 4 MB need {permission}."
         ),
     ))
 }

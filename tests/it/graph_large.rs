@@ -1,0 +1,187 @@
+//! Messages over Graph's 4 MB request limit: Herald builds a draft, uploads its large
+//! attachments through upload sessions and sends it, against the sandbox's Graph.
+
+use base64::Engine as _;
+use mail_parser::MimeHeaders as _;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::outbox::{Outbox, SUPPORT};
+
+async fn graph_mailbox(o: &Outbox) -> String {
+    o.oauth_mailbox_with(
+        &o.admin,
+        "Support",
+        SUPPORT,
+        json!({ "transport": "graph" }),
+    )
+    .await
+}
+
+/// `len` bytes that are not all alike, so a misplaced chunk shows.
+fn payload(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn with_attachment(subject: &str, name: &str, bytes: &[u8]) -> Value {
+    json!({
+        "to": "customer@example.com",
+        "bcc": ["auditor@example.com"],
+        "subject": subject,
+        "text": "The report is attached.",
+        "headers": {"X-Ticket": "42"},
+        "attachments": [
+            {"filename": name, "content_type": "application/octet-stream",
+             "content_base64": base64::engine::general_purpose::STANDARD.encode(bytes)},
+            {"filename": "notes.txt", "content_type": "text/plain",
+             "content_base64": base64::engine::general_purpose::STANDARD.encode(b"small notes\n")},
+        ],
+    })
+}
+
+#[tokio::test]
+async fn a_12_mb_attachment_goes_to_graph_through_an_upload_session_whole_with_bcc_kept() {
+    let o = Outbox::start().await;
+    graph_mailbox(&o).await;
+    let big = payload(12 * 1024 * 1024);
+    let message = o
+        .accepted(
+            &o.admin,
+            with_attachment("Quarterly report", "report.bin", &big),
+        )
+        .await;
+    let sent = o.wait_for(&o.admin, &message, "sent").await;
+    assert!(
+        sent.to_string().contains("Accepted by Microsoft Graph"),
+        "{sent}"
+    );
+
+    let received = o.received_by(SUPPORT);
+    assert_eq!(received.len(), 1);
+    let got = &received[0];
+    assert_eq!(got.mechanism, "graph");
+    assert!(got.rcpt_to.contains(&"customer@example.com".to_owned()));
+    assert!(got.rcpt_to.contains(&"auditor@example.com".to_owned()));
+    let state = &o.sandbox.state;
+    // What Graph holds: the large file through a session of several chunks, the small one
+    // in one request.
+    let attachments = state.graph_attachments(&got.id);
+    let report = attachments.iter().find(|a| a.name == "report.bin").unwrap();
+    assert_eq!(report.size, big.len());
+    assert_eq!(report.sha256, sha256(&big));
+    assert!(
+        attachments
+            .iter()
+            .any(|a| a.name == "notes.txt" && a.size == 12)
+    );
+    let sessions = state.graph_upload_sessions();
+    assert_eq!(sessions.len(), 1, "only the large file needs a session");
+    assert_eq!(sessions[0].name, "report.bin");
+    assert!(sessions[0].complete);
+    assert!(sessions[0].chunks >= 3, "{} chunks", sessions[0].chunks);
+    assert!(state.graph_drafts().is_empty(), "the draft was sent");
+
+    // What the recipient reads: the same bytes, the subject, the X- header, no Bcc.
+    let raw = &got.raw;
+    let parsed = mail_parser::MessageParser::default().parse(raw).unwrap();
+    assert_eq!(parsed.subject(), Some("Quarterly report"));
+    assert_eq!(parsed.header_raw("X-Ticket").map(str::trim), Some("42"));
+    let text = String::from_utf8_lossy(&raw[..raw.len().min(4096)]).to_lowercase();
+    assert!(!text.contains("auditor@"), "{text}");
+    let file = parsed
+        .attachments()
+        .find(|a| a.attachment_name() == Some("report.bin"))
+        .unwrap();
+    assert_eq!(sha256(file.contents()), sha256(&big));
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn an_upload_that_fails_half_way_leaves_no_draft_and_the_message_is_retried_not_lost() {
+    let o = Outbox::start().await;
+    let id = graph_mailbox(&o).await;
+    // The second chunk of the first session is answered 503.
+    o.switch(|s| s.graph_upload_outages = 1);
+    let big = payload(5 * 1024 * 1024);
+    let message = o
+        .accepted(&o.admin, with_attachment("Retried", "data.bin", &big))
+        .await;
+    let sent = o.wait_for(&o.admin, &message, "sent").await;
+    assert_eq!(sent["attempts"], 2, "one 503, then sent: {sent}");
+
+    let state = &o.sandbox.state;
+    let sessions = state.graph_upload_sessions();
+    assert_eq!(sessions.len(), 2, "one session per attempt");
+    assert_eq!(sessions.iter().filter(|s| s.complete).count(), 1);
+    assert!(
+        state.graph_drafts().is_empty(),
+        "the failed attempt's draft was deleted, the second one sent"
+    );
+    let received = o.received_by(SUPPORT);
+    assert_eq!(received.len(), 1, "sent once");
+    let attachments = state.graph_attachments(&received[0].id);
+    let data = attachments.iter().find(|a| a.name == "data.bin").unwrap();
+    assert_eq!(data.sha256, sha256(&big));
+    let mailbox = o
+        .admin_json(
+            reqwest::Method::GET,
+            &format!("/api/v1/mailboxes/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        mailbox["status"], "verified",
+        "an outage says nothing of it"
+    );
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn without_mail_readwrite_a_large_message_fails_alone_naming_the_permission() {
+    let o = Outbox::start().await;
+    let id = graph_mailbox(&o).await;
+    // Microsoft's rule: drafts take Mail.ReadWrite, which this mailbox was not granted.
+    o.switch(|s| s.graph_drafts_need_mail_readwrite = true);
+    let message = o
+        .accepted(
+            &o.admin,
+            with_attachment(
+                "Too big without a draft",
+                "x.bin",
+                &payload(5 * 1024 * 1024),
+            ),
+        )
+        .await;
+    let failed = o.wait_for(&o.admin, &message, "failed").await;
+    assert!(
+        failed["reason"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Mail.ReadWrite"),
+        "{failed}"
+    );
+    assert!(o.sandbox.state.graph_drafts().is_empty());
+    // Small mail still goes: the mailbox is fine.
+    let small = o
+        .accepted(&o.admin, crate::outbox::simple("a@example.com", "Small"))
+        .await;
+    o.wait_for(&o.admin, &small, "sent").await;
+    let mailbox = o
+        .admin_json(
+            reqwest::Method::GET,
+            &format!("/api/v1/mailboxes/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(mailbox["status"], "verified");
+    o.stop().await;
+}
