@@ -28,13 +28,16 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 mod body;
-/// Drafts, their attachments and upload sessions, and `send`: Graph's way for large messages.
+/// Drafts, their attachments, `send` and `DELETE`: Graph's way for large messages.
 mod drafts;
+/// Upload sessions: a draft's large attachments, chunk by chunk.
+mod sessions;
 
 use super::{APP_MAIL_SEND, AccessToken, GRAPH_RESOURCE, ReceivedMessage, SandboxState, Switches};
 use crate::crypto;
 use body::{from_json, from_mime};
-pub use drafts::{GraphAttachment, GraphUploadSession};
+pub use drafts::GraphAttachment;
+pub use sessions::GraphUploadSession;
 
 /// The delegated Graph scope that allows `sendMail` as the signed-in user.
 pub const GRAPH_MAIL_SEND_SCOPE: &str = "https://graph.microsoft.com/Mail.Send";
@@ -64,7 +67,7 @@ pub(super) struct GraphInner {
     /// Drafts not yet sent nor deleted, by id.
     drafts: HashMap<String, drafts::Draft>,
     /// Upload sessions, by id, kept once complete for the tests to read.
-    sessions: HashMap<String, drafts::Session>,
+    sessions: HashMap<String, sessions::Session>,
     /// The attachments of messages sent from drafts, by stored message id.
     sent_attachments: HashMap<String, Vec<GraphAttachment>>,
 }
@@ -141,6 +144,7 @@ pub fn router(state: Arc<SandboxState>, base_url: &str) -> Router {
         .route("/v1.0/me/sendMail", post(send_me))
         .route("/v1.0/users/{id}/sendMail", post(send_user))
         .merge(drafts::routes())
+        .merge(sessions::routes())
         // The 4 MB limit is Graph's, answered in Graph's shape below.
         .layer(DefaultBodyLimit::disable())
         .with_state(Graph {
@@ -395,6 +399,8 @@ struct Admitted {
 
 /// What every `/users/{id}/…` (and `/me/…`) request goes through, in Graph's order: an
 /// outage, the token, the permission, the mailbox, throttling and concurrency.
+// The error is the response to answer, made once per request.
+#[allow(clippy::result_large_err)]
 fn admit(
     graph: &Graph,
     ctx: &Ctx,
