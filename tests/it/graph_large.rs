@@ -185,3 +185,151 @@ async fn without_mail_readwrite_a_large_message_fails_alone_naming_the_permissio
     assert_eq!(mailbox["status"], "verified");
     o.stop().await;
 }
+
+/// The sandbox's large-message endpoints driven directly, each answer in Graph's shape.
+#[tokio::test]
+async fn the_sandbox_takes_a_draft_and_an_upload_session_in_order_and_in_chunks_of_4_mb() {
+    use secrecy::{ExposeSecret, SecretString};
+    let (sandbox, base) = crate::helpers::start_sandbox().await;
+    let state = &sandbox.state;
+    state.add_user(SUPPORT, SecretString::from("pw"));
+    let app = state.register_client("Herald", vec!["http://127.0.0.1/cb".into()]);
+    let (token, _) = state.issue_access_token(
+        SUPPORT,
+        &app.client_id,
+        vec![herald::sandbox::GRAPH_MAIL_SEND_SCOPE.to_owned()],
+        state.now(),
+    );
+    let token = token.expose_secret().to_owned();
+    let http = crate::helpers::http_builder().build().unwrap();
+    let messages = format!("{base}/v1.0/users/{SUPPORT}/messages");
+    let create = || async {
+        let created = http
+            .post(&messages)
+            .bearer_auth(&token)
+            .json(&json!({
+                "subject": "Big",
+                "body": {"contentType": "Text", "content": "See attached."},
+                "toRecipients": [{"emailAddress": {"address": "a@example.com"}}],
+                "bccRecipients": [{"emailAddress": {"address": "hidden@example.com"}}],
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(created.status(), 201);
+        let created: Value = created.json().await.unwrap();
+        assert_eq!(
+            created["subject"], "Big",
+            "the message comes back: {created}"
+        );
+        created["id"].as_str().unwrap().to_owned()
+    };
+    let id = create().await;
+    let session = |size: usize| {
+        http.post(format!("{messages}/{id}/attachments/createUploadSession"))
+            .bearer_auth(&token)
+            .json(&json!({"AttachmentItem": {"attachmentType": "file", "name": "big.bin", "size": size}}))
+            .send()
+    };
+    let small: Value = session(1024 * 1024).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        small["error"]["code"],
+        "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize"
+    );
+    let size = 5 * 1024 * 1024;
+    let created = session(size).await.unwrap();
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["nextExpectedRanges"], json!(["0-"]));
+    assert!(created["expirationDateTime"].is_string());
+    let upload_url = created["uploadUrl"].as_str().unwrap().to_owned();
+    assert!(upload_url.starts_with(&base), "{upload_url}");
+    let bytes = payload(size);
+    let put = |first: usize, last: usize, bearer: bool| {
+        let mut request = http
+            .put(&upload_url)
+            .header("content-range", format!("bytes {first}-{last}/{size}"))
+            .body(bytes[first..=last].to_vec());
+        if bearer {
+            request = request.bearer_auth(&token);
+        }
+        request.send()
+    };
+    let leaked = put(0, 999, true).await.unwrap();
+    assert_eq!(leaked.status(), 401, "the upload URL takes no bearer token");
+    let too_big = put(0, 4 * 1024 * 1024, false).await.unwrap();
+    assert_eq!(too_big.status(), 413);
+    let too_big: Value = too_big.json().await.unwrap();
+    assert_eq!(too_big["error"]["code"], "RequestEntityTooLarge");
+    assert!(too_big["error"]["innerError"]["request-id"].is_string());
+    let skipped = put(1000, 1999, false).await.unwrap();
+    assert_eq!(skipped.status(), 416);
+    let skipped: Value = skipped.json().await.unwrap();
+    assert_eq!(skipped["error"]["code"], "InvalidRange");
+    let first = put(0, 3_932_159, false).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(first["nextExpectedRanges"], json!(["3932160-"]));
+    let last = put(3_932_160, size - 1, false).await.unwrap();
+    assert_eq!(last.status(), 201);
+    assert!(last.headers().contains_key("location"));
+
+    let sent = http
+        .post(format!("{messages}/{id}/send"))
+        .bearer_auth(&token)
+        .header("content-length", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    let stored = state.messages();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].mechanism, "graph");
+    assert!(stored[0].rcpt_to.contains(&"hidden@example.com".to_owned()));
+    assert_eq!(state.saved_to_sent_items(&stored[0].id), Some(true));
+    let attachments = state.graph_attachments(&stored[0].id);
+    assert_eq!(attachments.len(), 1);
+    assert_eq!(attachments[0].size, size);
+    assert_eq!(attachments[0].sha256, sha256(&bytes));
+    let sessions = state.graph_upload_sessions();
+    assert_eq!(sessions[0].chunks, 2);
+
+    // A draft deleted is gone: deleting it again is 404, in Graph's shape.
+    let id = create().await;
+    let delete = || {
+        http.delete(format!("{messages}/{id}"))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(delete().await.unwrap().status(), 204);
+    let again = delete().await.unwrap();
+    assert_eq!(again.status(), 404);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["error"]["code"], "ErrorItemNotFound");
+    assert!(state.graph_drafts().is_empty());
+}
+
+#[tokio::test]
+async fn a_body_whose_draft_answer_herald_cannot_read_fails_once_instead_of_piling_up_drafts() {
+    let o = Outbox::start().await;
+    graph_mailbox(&o).await;
+    let mut body = with_attachment("Huge body", "x.bin", &payload(5 * 1024 * 1024));
+    // Graph answers a new draft with its body; over 256 KiB Herald cannot read the answer.
+    body["html"] = json!(format!("<p>{}</p>", "word ".repeat(60_000)));
+    let message = o.accepted(&o.admin, body).await;
+    let failed = o.wait_for(&o.admin, &message, "failed").await;
+    assert_eq!(failed["attempts"], 1, "{failed}");
+    assert!(
+        failed["reason"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Drafts folder"),
+        "{failed}"
+    );
+    assert_eq!(
+        o.sandbox.state.graph_drafts().len(),
+        1,
+        "one draft, not one per retry"
+    );
+    o.stop().await;
+}

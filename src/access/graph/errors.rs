@@ -179,6 +179,22 @@ pub(super) fn needs_oauth2() -> StatusReason {
     )
 }
 
+/// A draft's creation without an answer Herald can read. An answer too large to read means
+/// Graph made the draft (its answer echoes the message's body): trying again would make
+/// another, so the message fails, saying so.
+pub(super) fn draft_unanswered(error: &HttpError) -> SendFailure {
+    match error {
+        HttpError::TooLarge(limit) => SendFailure::Rejected(SmtpReply::new(
+            Some(554),
+            format!(
+                "5.3.4 Microsoft Graph answered the new draft with more than {} KiB (the answer repeats the message's body): the body is too large to send through Graph. The draft may be left in the mailbox's Drafts folder.",
+                limit / 1024
+            ),
+        )),
+        other => unreachable(other),
+    }
+}
+
 pub(super) fn unreachable(error: &HttpError) -> SendFailure {
     match error {
         HttpError::Refused(why) => SendFailure::Refused(StatusReason::new(

@@ -129,6 +129,16 @@ impl GraphConnection {
         &mut self,
         build: impl Fn(&SecretString) -> Result<HttpRequest, HttpError>,
     ) -> AccessResult<Result<Answer, Refusal>> {
+        self.authorized_or(build, unreachable).await
+    }
+
+    /// [`GraphConnection::authorized`], with `unanswered` saying what a request without an
+    /// answer means.
+    async fn authorized_or(
+        &mut self,
+        build: impl Fn(&SecretString) -> Result<HttpRequest, HttpError>,
+        unanswered: fn(&HttpError) -> SendFailure,
+    ) -> AccessResult<Result<Answer, Refusal>> {
         let mut renewed = false;
         loop {
             let answer = match build(&self.token) {
@@ -137,7 +147,7 @@ impl GraphConnection {
             };
             let answer = match answer {
                 Ok(answer) => answer,
-                Err(e) => return Ok(Err(refusal(unreachable(&e)))),
+                Err(e) => return Ok(Err(refusal(unanswered(&e)))),
             };
             // A token may have been revoked early (401), or fetched before an admin granted
             // a permission (403: an app's roles are fixed when its token is issued).

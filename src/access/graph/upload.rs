@@ -17,6 +17,9 @@
 //! - Permission: a draft takes Mail.ReadWrite (delegated or application), where `sendMail`
 //!   takes Mail.Send only. Without it Graph answers `403` and only this message fails,
 //!   naming the permission.
+//! - Answers: Graph answers a new draft with the whole message, body included, and Herald
+//!   reads at most 256 KiB of an answer. A body too large for that fails the message for good
+//!   (retrying would only leave more drafts), saying the draft may be left in Drafts.
 //! - Headers: Graph takes only `X-` fields in `internetMessageHeaders`. The Message-ID goes in
 //!   `internetMessageId`; other fields of the composed message (List-Unsubscribe, In-Reply-To,
 //!   References) are not carried.
@@ -32,7 +35,9 @@ use lettre::address::Envelope;
 use mail_parser::{MessageParser, MimeHeaders as _};
 use serde_json::{Value, json};
 
-use super::errors::{draft_refused, message_refused, refusal, too_large, unreachable};
+use super::errors::{
+    draft_refused, draft_unanswered, message_refused, refusal, too_large, unreachable,
+};
 use super::{Answer, GraphConnection, build, exchange, user_url};
 use crate::access::AccessResult;
 use crate::access::transport::{Refusal, SendFailure};
@@ -84,15 +89,18 @@ pub(super) async fn send_large(
         Err(failure) => return Ok(Err(refusal(failure))),
     };
     let created = connection
-        .authorized(|token| {
-            build(
-                Method::POST,
-                &messages,
-                Some(token),
-                Some("application/json"),
-                draft.json.clone(),
-            )
-        })
+        .authorized_or(
+            |token| {
+                build(
+                    Method::POST,
+                    &messages,
+                    Some(token),
+                    Some("application/json"),
+                    draft.json.clone(),
+                )
+            },
+            draft_unanswered,
+        )
         .await?;
     let created = match created {
         Ok(answer) if answer.status == 201 => answer,

@@ -134,13 +134,26 @@ async fn create_draft(
             attachments: Vec::new(),
         },
     );
-    let answer = json!({
-        "@odata.context": format!("{}/v1.0/$metadata#users('{mailbox}')/messages/$entity", graph.base_url),
-        "id": draft_id,
-        "createdDateTime": rfc3339(created),
-        "isDraft": true,
-        "hasAttachments": false,
-    });
+    // Graph answers the whole message (body included), as it now stands.
+    let mut answer = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .filter(serde_json::Value::is_object)
+        .unwrap_or_else(|| json!({}));
+    for (key, value) in [
+        (
+            "@odata.context",
+            json!(format!(
+                "{}/v1.0/$metadata#users('{mailbox}')/messages/$entity",
+                graph.base_url
+            )),
+        ),
+        ("id", json!(draft_id)),
+        ("createdDateTime", json!(rfc3339(created))),
+        ("isDraft", json!(true)),
+        ("hasAttachments", json!(false)),
+    ] {
+        answer[key] = value;
+    }
     (StatusCode::CREATED, ctx.headers(), axum::Json(answer)).into_response()
 }
 
