@@ -261,6 +261,23 @@ mod tests {
     }
 
     #[test]
+    fn over_150_mb_and_an_unreadable_draft_answer_fail_the_message_alone() {
+        let refused = too_large(151 * 1024 * 1024, 150 * 1024 * 1024);
+        assert!(matches!(
+            refused.failure,
+            SendFailure::Rejected(r) if r.code == Some(552) && r.enhanced.as_deref() == Some("5.3.4")
+        ));
+        assert!(matches!(
+            draft_unanswered(&HttpError::TooLarge(256 * 1024)),
+            SendFailure::Rejected(r) if r.text.contains("Drafts folder")
+        ));
+        assert!(matches!(
+            draft_unanswered(&HttpError::Transport("reset".into())),
+            SendFailure::Transient(_)
+        ));
+    }
+
+    #[test]
     fn throttling_waits_as_long_as_graph_says() {
         let told = classify(
             429,

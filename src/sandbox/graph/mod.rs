@@ -14,6 +14,9 @@
 //!
 //! An app-only token (client credentials, audience Graph) needs the `Mail.Send` role and sends
 //! as any mailbox by `/users/{id}` (never `/me`), unless the app is limited to some mailboxes.
+//!
+//! Messages over the 4 MB request limit go Graph's other way, through the same checks: a
+//! draft with attachments and upload sessions, then `send` ([`drafts`], [`sessions`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
