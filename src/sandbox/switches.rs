@@ -50,6 +50,12 @@ pub struct Switches {
     pub graph_retry_after_secs: u64,
     /// Graph: answer this many `sendMail` requests `503 ServiceNotAvailable`, then recover.
     pub graph_outages: u32,
+    /// Graph: answer this many upload-session chunks `503 ServiceNotAvailable`, then recover.
+    /// A session's first chunk is always taken, so the failure comes half-way.
+    pub graph_upload_outages: u32,
+    /// Graph: drafts, attachments and upload sessions take Mail.ReadWrite (delegated scope or
+    /// application permission), as at Microsoft. Off, Mail.Send stands in for it.
+    pub graph_drafts_need_mail_readwrite: bool,
 }
 
 impl Default for Switches {
@@ -76,6 +82,8 @@ impl Default for Switches {
             graph_throttled: 0,
             graph_retry_after_secs: 1,
             graph_outages: 0,
+            graph_upload_outages: 0,
+            graph_drafts_need_mail_readwrite: false,
         }
     }
 }

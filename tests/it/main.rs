@@ -13,6 +13,7 @@ pub(crate) mod crash;
 mod floods;
 mod from_rule;
 mod graph;
+mod graph_large;
 mod helpers;
 mod http_limits;
 mod instances;

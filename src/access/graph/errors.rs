@@ -139,11 +139,34 @@ pub(super) fn refusal(failure: SendFailure) -> Refusal {
     Refusal { failure, reply }
 }
 
-pub(super) fn too_large(size: usize) -> Refusal {
+/// `552 5.3.4`: over the 150 MB Graph takes even through upload sessions; refused before any
+/// request is made.
+pub(super) fn too_large(size: usize, limit: usize) -> Refusal {
     message_refused(SmtpReply::new(
         Some(552),
         format!(
-            "5.3.4 The message is {size} bytes: over Microsoft Graph's 4 MB request limit once encoded. Send it with SMTP, or make it smaller."
+            "5.3.4 The message is {size} bytes: over the {} MB Microsoft Graph takes. Make it smaller.",
+            limit / (1024 * 1024)
+        ),
+    ))
+}
+
+/// `550 5.7.1`: Graph refused to create the draft a large message needs. Sending small mail
+/// takes Mail.Send only, but a draft takes Mail.ReadWrite: the mailbox stays Verified and only
+/// this message fails, saying what to grant.
+pub(super) fn draft_refused(answer_said: &str, mailbox: &Mailbox) -> Refusal {
+    let permission = match mailbox.credential {
+        CredentialKind::App => {
+            "the application permission Mail.ReadWrite (with admin consent; an RBAC for Applications scope can limit it to this mailbox)"
+        }
+        _ => {
+            "the delegated permission https://graph.microsoft.com/Mail.ReadWrite (then Authorize again)"
+        }
+    };
+    message_refused(SmtpReply::new(
+        Some(550),
+        format!(
+            "5.7.1 Microsoft Graph refused to create the draft that a message over 4 MB is sent from ({answer_said}). Messages over 4 MB need {permission}."
         ),
     ))
 }
@@ -154,6 +177,22 @@ pub(super) fn needs_oauth2() -> StatusReason {
         "Microsoft Graph takes only OAuth 2.0 access tokens, not a password.",
         Some("Set the mailbox to OAuth2, or send with SMTP.".into()),
     )
+}
+
+/// A draft's creation without an answer Herald can read. An answer too large to read means
+/// Graph made the draft (its answer echoes the message's body): trying again would make
+/// another, so the message fails, saying so.
+pub(super) fn draft_unanswered(error: &HttpError) -> SendFailure {
+    match error {
+        HttpError::TooLarge(limit) => SendFailure::Rejected(SmtpReply::new(
+            Some(554),
+            format!(
+                "5.3.4 Microsoft Graph answered the new draft with more than {} KiB (the answer repeats the message's body): the body is too large to send through Graph. The draft may be left in the mailbox's Drafts folder.",
+                limit / 1024
+            ),
+        )),
+        other => unreachable(other),
+    }
 }
 
 pub(super) fn unreachable(error: &HttpError) -> SendFailure {
@@ -218,6 +257,23 @@ mod tests {
         assert!(matches!(
             failure(400, "ErrorInvalidRecipients"),
             SendFailure::Rejected(_)
+        ));
+    }
+
+    #[test]
+    fn over_150_mb_and_an_unreadable_draft_answer_fail_the_message_alone() {
+        let refused = too_large(151 * 1024 * 1024, 150 * 1024 * 1024);
+        assert!(matches!(
+            refused.failure,
+            SendFailure::Rejected(r) if r.code == Some(552) && r.enhanced.as_deref() == Some("5.3.4")
+        ));
+        assert!(matches!(
+            draft_unanswered(&HttpError::TooLarge(256 * 1024)),
+            SendFailure::Rejected(r) if r.text.contains("Drafts folder")
+        ));
+        assert!(matches!(
+            draft_unanswered(&HttpError::Transport("reset".into())),
+            SendFailure::Transient(_)
         ));
     }
 

@@ -7,6 +7,9 @@
 //! Graph's errors are decided by their `error.code`, never by their text: a fault of the
 //! mailbox (permission, licence, send-as) makes it Not Verified with the fix in words; a
 //! fault of one message fails that message; `429` and `5xx` wait, as long as Graph says.
+//!
+//! A message whose base64 would pass Graph's 4 MB request limit goes the large-message way
+//! instead (a draft, its attachments, then `send`): see [`upload`].
 
 use std::time::{Duration, Instant};
 
@@ -16,9 +19,11 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::transport::{BoxFuture, Connection, Refusal, SendFailure, Transport};
 use super::{Access, AccessResult, Credential, Secret};
-use errors::{classify, needs_oauth2, refusal, too_large, unreachable};
+use errors::{classify, needs_oauth2, refusal, unreachable};
 
 mod errors;
+/// Messages over the 4 MB request limit: a draft, attachments by upload session, then `send`.
+mod upload;
 use crate::domain::mailbox::{Mailbox, StatusReason};
 use crate::domain::message::SmtpReply;
 use crate::oauth::http::HttpError;
@@ -105,16 +110,44 @@ struct GraphConnection {
 impl GraphConnection {
     /// Posts the request; a token Graph refuses is renewed once and the request tried once
     /// more.
+    // The error is `Connection::send`'s own, made once per request.
+    #[allow(clippy::result_large_err)]
     async fn request(&mut self, request: Request<'_>) -> AccessResult<Result<SmtpReply, Refusal>> {
         let url = match send_mail_url(&self.mailbox) {
             Ok(url) => url,
             Err(failure) => return Ok(Err(refusal(failure))),
         };
+        let answer = self
+            .authorized(|token| send_mail_request(&url, token, request))
+            .await?;
+        Ok(answer.and_then(|answer| answer.outcome(&self.mailbox, request)))
+    }
+
+    /// Makes the request `build` makes with the token; a token Graph refuses is renewed once
+    /// and the request made once more. Any other answer is the caller's to read.
+    async fn authorized(
+        &mut self,
+        build: impl Fn(&SecretString) -> Result<HttpRequest, HttpError>,
+    ) -> AccessResult<Result<Answer, Refusal>> {
+        self.authorized_or(build, unreachable).await
+    }
+
+    /// [`GraphConnection::authorized`], with `unanswered` saying what a request without an
+    /// answer means.
+    async fn authorized_or(
+        &mut self,
+        build: impl Fn(&SecretString) -> Result<HttpRequest, HttpError>,
+        unanswered: fn(&HttpError) -> SendFailure,
+    ) -> AccessResult<Result<Answer, Refusal>> {
         let mut renewed = false;
         loop {
-            let answer = match post(&self.access, &url, &self.token, request).await {
+            let answer = match build(&self.token) {
+                Ok(request) => exchange(&self.access, request).await,
+                Err(e) => Err(e),
+            };
+            let answer = match answer {
                 Ok(answer) => answer,
-                Err(e) => return Ok(Err(refusal(unreachable(&e)))),
+                Err(e) => return Ok(Err(refusal(unanswered(&e)))),
             };
             // A token may have been revoked early (401), or fetched before an admin granted
             // a permission (403: an app's roles are fixed when its token is issued).
@@ -131,7 +164,7 @@ impl GraphConnection {
                 }
                 continue;
             }
-            return Ok(answer.outcome(&self.mailbox, request));
+            return Ok(Ok(answer));
         }
     }
 }
@@ -152,10 +185,12 @@ impl Connection for GraphConnection {
     ) -> BoxFuture<'a, Result<SmtpReply, Refusal>> {
         Box::pin(async move {
             let mime = with_bcc(envelope, message);
-            if base64_len(mime.len()) > MAX_REQUEST_BYTES {
-                return Err(too_large(mime.len()));
-            }
-            match self.request(Request::Send { mime: &mime }).await {
+            let result = if base64_len(mime.len()) > MAX_REQUEST_BYTES {
+                upload::send_large(self, envelope, message).await
+            } else {
+                self.request(Request::Send { mime: &mime }).await
+            };
+            match result {
                 Ok(result) => {
                     if let Err(Refusal {
                         failure: SendFailure::Refused(_),
@@ -188,41 +223,64 @@ struct Answer {
     request_id: Option<String>,
     /// `error.code` and `error.message`, when Graph answered an error.
     error: Option<(String, String)>,
+    /// The answer's JSON (a created draft's `id`, an upload session's `uploadUrl`, …).
+    body: serde_json::Value,
 }
 
 impl Answer {
     // The error is `Connection::send`'s own, made once per request.
     #[allow(clippy::result_large_err)]
     fn outcome(&self, mailbox: &Mailbox, request: Request<'_>) -> Result<SmtpReply, Refusal> {
-        let id = self
-            .request_id
-            .as_deref()
-            .map(|id| format!(" (request-id {id})"))
-            .unwrap_or_default();
-        let (code, message) = self
-            .error
-            .clone()
-            .unwrap_or_else(|| (String::new(), String::new()));
-        if request == Request::Probe && self.status == 400 && code == "ErrorInvalidRecipients" {
+        let id = self.id();
+        if request == Request::Probe
+            && self.status == 400
+            && self.code() == "ErrorInvalidRecipients"
+        {
             return Ok(SmtpReply::new(
                 Some(250),
                 format!("2.0.0 Microsoft Graph accepts this mailbox's token{id}"),
             ));
         }
         if (200..300).contains(&self.status) && request != Request::Probe {
-            return Ok(SmtpReply::new(
-                Some(250),
-                format!("2.0.0 Accepted by Microsoft Graph{id}"),
-            ));
+            return Ok(self.accepted());
         }
-        Err(classify(
+        Err(self.refusal(mailbox))
+    }
+
+    /// `250`: Graph took the message.
+    fn accepted(&self) -> SmtpReply {
+        SmtpReply::new(
+            Some(250),
+            format!("2.0.0 Accepted by Microsoft Graph{}", self.id()),
+        )
+    }
+
+    /// What this error answer means, decided by its status and code.
+    fn refusal(&self, mailbox: &Mailbox) -> Refusal {
+        let (code, message) = self
+            .error
+            .clone()
+            .unwrap_or_else(|| (String::new(), String::new()));
+        classify(
             self.status,
             &code,
             &message,
             self.retry_after,
             mailbox,
-            &id,
-        ))
+            &self.id(),
+        )
+    }
+
+    fn code(&self) -> &str {
+        self.error.as_ref().map_or("", |(code, _)| code.as_str())
+    }
+
+    /// ` (request-id …)` for the log, when Graph gave one.
+    fn id(&self) -> String {
+        self.request_id
+            .as_deref()
+            .map(|id| format!(" (request-id {id})"))
+            .unwrap_or_default()
     }
 }
 
@@ -235,6 +293,11 @@ fn bearer(secret: Result<Secret, SendFailure>) -> Result<SecretString, SendFailu
 
 /// `{graph}/v1.0/users/{mailbox}/sendMail`.
 fn send_mail_url(mailbox: &Mailbox) -> Result<url::Url, SendFailure> {
+    user_url(mailbox, &["sendMail"])
+}
+
+/// `{graph}/v1.0/users/{mailbox}/` followed by the path segments `tail` (each escaped).
+fn user_url(mailbox: &Mailbox, tail: &[&str]) -> Result<url::Url, SendFailure> {
     let base = mailbox.graph_url.as_deref().unwrap_or_default();
     let mut url = url::Url::parse(base).map_err(|_| {
         SendFailure::Refused(StatusReason::new(
@@ -246,17 +309,20 @@ fn send_mail_url(mailbox: &Mailbox) -> Result<url::Url, SendFailure> {
     url.path_segments_mut()
         .map_err(|_| SendFailure::Rejected(SmtpReply::no_reply("bad Graph URL")))?
         .pop_if_empty()
-        .extend(["v1.0", "users", mailbox.username.as_str(), "sendMail"]);
+        .extend(["v1.0", "users", mailbox.username.as_str()])
+        .extend(tail);
     Ok(url)
 }
 
-async fn post(
-    access: &Access,
+/// An HTTP request as [`TokenHttp`](crate::oauth::http::TokenHttp) takes it.
+type HttpRequest = axum::http::Request<Vec<u8>>;
+
+/// `sendMail` with the probe's JSON or the message's base64 MIME.
+fn send_mail_request(
     url: &url::Url,
     token: &SecretString,
     request: Request<'_>,
-) -> Result<Answer, HttpError> {
-    use axum::http;
+) -> Result<HttpRequest, HttpError> {
     let (content_type, body) = match request {
         Request::Probe => (
             "application/json",
@@ -269,18 +335,55 @@ async fn post(
                 .into_bytes(),
         ),
     };
-    let http_request = http::Request::builder()
-        .method(http::Method::POST)
+    build(
+        axum::http::Method::POST,
+        url,
+        Some(token),
+        Some(content_type),
+        body,
+    )
+}
+
+/// A request to Graph: with the bearer token, unless `token` is `None` (an upload URL carries
+/// its own authorization, and Graph says not to send the token to it).
+fn build(
+    method: axum::http::Method,
+    url: &url::Url,
+    token: Option<&SecretString>,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> Result<HttpRequest, HttpError> {
+    use axum::http;
+    let mut builder = http::Request::builder()
+        .method(method)
         .uri(url.as_str())
-        .header(http::header::CONTENT_TYPE, content_type)
-        .header(
+        .header("client-request-id", uuid::Uuid::new_v4().to_string());
+    if let Some(content_type) = content_type {
+        builder = builder.header(http::header::CONTENT_TYPE, content_type);
+    }
+    if let Some(token) = token {
+        builder = builder.header(
             http::header::AUTHORIZATION,
             format!("Bearer {}", token.expose_secret()),
-        )
-        .header("client-request-id", uuid::Uuid::new_v4().to_string())
+        );
+    }
+    builder
         .body(body)
-        .map_err(|e| HttpError::Transport(e.to_string()))?;
-    let response = access.http.execute(http_request).await?;
+        .map_err(|e| HttpError::Transport(e.to_string()))
+}
+
+async fn post(
+    access: &Access,
+    url: &url::Url,
+    token: &SecretString,
+    request: Request<'_>,
+) -> Result<Answer, HttpError> {
+    exchange(access, send_mail_request(url, token, request)?).await
+}
+
+/// Sends one request and reads Graph's answer.
+async fn exchange(access: &Access, request: HttpRequest) -> Result<Answer, HttpError> {
+    let response = access.http.execute(request).await?;
     let header = |name: &str| {
         response
             .headers()
@@ -292,24 +395,24 @@ async fn post(
         .and_then(|v| v.trim().parse::<u64>().ok())
         .map(|secs| Duration::from_secs(secs.min(3_600)));
     let request_id = header("request-id");
-    let error = serde_json::from_slice::<serde_json::Value>(response.body())
-        .ok()
-        .and_then(|v| {
-            let error = v.get("error")?;
-            Some((
-                error.get("code")?.as_str()?.to_owned(),
-                error
-                    .get("message")
-                    .and_then(|m| m.as_str())
-                    .unwrap_or_default()
-                    .to_owned(),
-            ))
-        });
+    let body = serde_json::from_slice::<serde_json::Value>(response.body())
+        .unwrap_or(serde_json::Value::Null);
+    let error = body.get("error").and_then(|error| {
+        Some((
+            error.get("code")?.as_str()?.to_owned(),
+            error
+                .get("message")
+                .and_then(|m| m.as_str())
+                .unwrap_or_default()
+                .to_owned(),
+        ))
+    });
     Ok(Answer {
         status: response.status().as_u16(),
         retry_after,
         request_id,
         error,
+        body,
     })
 }
 

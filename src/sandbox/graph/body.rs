@@ -113,10 +113,12 @@ struct SendMailJson {
     save_to_sent_items: Option<bool>,
 }
 
+/// A message as Graph's JSON has it (`sendMail`'s `message`, or a draft).
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
-struct JsonMessage {
+pub(super) struct JsonMessage {
     subject: Option<String>,
+    internet_message_id: Option<String>,
     body: Option<ItemBody>,
     from: Option<Recipient>,
     to_recipients: Vec<Recipient>,
@@ -155,10 +157,44 @@ struct MessageHeader {
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", default)]
-struct JsonAttachment {
-    name: String,
-    content_type: Option<String>,
-    content_bytes: String,
+pub(super) struct JsonAttachment {
+    pub name: String,
+    pub content_type: Option<String>,
+    pub content_bytes: String,
+    pub is_inline: bool,
+    pub content_id: Option<String>,
+}
+
+/// An attachment's bytes, decoded.
+#[derive(Clone)]
+pub(super) struct Part {
+    pub name: String,
+    pub content_type: String,
+    pub content_id: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
+impl JsonAttachment {
+    /// The attachment with its `contentBytes` decoded.
+    pub(super) fn decode(&self) -> Result<Part, Refusal> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(self.content_bytes.trim())
+            .map_err(|_| {
+                (
+                    "ErrorInvalidRequest",
+                    format!("The attachment '{}' has invalid contentBytes.", self.name),
+                )
+            })?;
+        Ok(Part {
+            name: self.name.clone(),
+            content_type: self
+                .content_type
+                .clone()
+                .unwrap_or_else(|| "application/octet-stream".into()),
+            content_id: self.content_id.clone().filter(|_| self.is_inline),
+            bytes,
+        })
+    }
 }
 
 /// `"Name" <address>` or the bare address.
@@ -201,18 +237,50 @@ pub(super) fn from_json(
     mailbox: &str,
     now: OffsetDateTime,
 ) -> Result<Outgoing, Refusal> {
-    let request: SendMailJson = serde_json::from_slice(body).map_err(|_| {
-        (
-            "BadRequest",
-            "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.".to_owned(),
-        )
-    })?;
+    let request: SendMailJson = serde_json::from_slice(body).map_err(|_| unreadable())?;
     let Some(message) = request.message else {
         return Err((
             "ErrorInvalidParameter",
             "The value of the parameter 'Message' is empty.".to_owned(),
         ));
     };
+    check_headers(&message)?;
+    let mut outgoing = compose(message, Vec::new(), mailbox, now)?;
+    outgoing.save_to_sent_items = request.save_to_sent_items;
+    Ok(outgoing)
+}
+
+/// Graph's answer to a body that is not JSON.
+pub(super) fn unreadable() -> Refusal {
+    (
+        "BadRequest",
+        "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of valid JSON format.".to_owned(),
+    )
+}
+
+/// Graph takes only `x-` fields in `internetMessageHeaders`.
+pub(super) fn check_headers(message: &JsonMessage) -> Result<(), Refusal> {
+    for h in &message.internet_message_headers {
+        if !h.name.to_ascii_lowercase().starts_with("x-") {
+            return Err((
+                "InvalidInternetMessageHeader",
+                format!(
+                    "The internet message header name '{}' should start with 'x-' or 'X-'.",
+                    h.name
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The message composed into MIME, with its own attachments and `more` (a draft's).
+pub(super) fn compose(
+    message: JsonMessage,
+    more: Vec<Part>,
+    mailbox: &str,
+    now: OffsetDateTime,
+) -> Result<Outgoing, Refusal> {
     let mut recipients: Vec<String> = Vec::new();
     for r in message
         .to_recipients
@@ -235,17 +303,6 @@ pub(super) fn from_json(
     }
     if recipients.is_empty() {
         return Err(no_recipients());
-    }
-    for h in &message.internet_message_headers {
-        if !h.name.to_ascii_lowercase().starts_with("x-") {
-            return Err((
-                "InvalidInternetMessageHeader",
-                format!(
-                    "The internet message header name '{}' should start with 'x-' or 'X-'.",
-                    h.name
-                ),
-            ));
-        }
     }
     let from = message.from.as_ref().map_or_else(
         || mailbox.to_owned(),
@@ -275,9 +332,19 @@ pub(super) fn from_json(
     if let Ok(date) = now.format(&time::format_description::well_known::Rfc2822) {
         head.push_str(&format!("Date: {date}\r\n"));
     }
+    let message_id = message
+        .internet_message_id
+        .as_deref()
+        .map(|id| id.trim().replace(['\r', '\n'], ""))
+        .filter(|id| id.starts_with('<') && id.ends_with('>') && id.contains('@'))
+        .unwrap_or_else(|| {
+            format!(
+                "<{}@sandbox.herald.localhost>",
+                uuid::Uuid::new_v4().simple()
+            )
+        });
     head.push_str(&format!(
-        "Message-ID: <{}@sandbox.herald.localhost>\r\nMIME-Version: 1.0\r\n",
-        uuid::Uuid::new_v4().simple()
+        "Message-ID: {message_id}\r\nMIME-Version: 1.0\r\n"
     ));
     for h in &message.internet_message_headers {
         head.push_str(&format!("{}: {}\r\n", h.name, h.value));
@@ -292,27 +359,35 @@ pub(super) fn from_json(
         "Content-Type: text/{subtype}; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
         base64_lines(item.content.as_bytes())
     );
-    let raw = if message.attachments.is_empty() {
+    let mut parts = message
+        .attachments
+        .iter()
+        .map(JsonAttachment::decode)
+        .collect::<Result<Vec<_>, _>>()?;
+    parts.extend(more);
+    let raw = if parts.is_empty() {
         format!("{head}{text_part}")
     } else {
         let boundary = format!("_sbx_{}", uuid::Uuid::new_v4().simple());
         let mut raw = format!(
             "{head}Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n--{boundary}\r\n{text_part}"
         );
-        for a in &message.attachments {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(a.content_bytes.trim())
-                .map_err(|_| {
-                    (
-                        "ErrorInvalidRequest",
-                        format!("The attachment '{}' has invalid contentBytes.", a.name),
-                    )
-                })?;
+        for a in &parts {
             let name = a.name.replace(['"', '\r', '\n'], "");
+            let content_type = a.content_type.replace(['\r', '\n'], "");
+            let (disposition, id) = match &a.content_id {
+                Some(id) => (
+                    "inline",
+                    format!(
+                        "Content-ID: <{}>\r\n",
+                        id.replace(['\r', '\n', '<', '>'], "")
+                    ),
+                ),
+                None => ("attachment", String::new()),
+            };
             raw.push_str(&format!(
-                "--{boundary}\r\nContent-Type: {}; name=\"{name}\"\r\nContent-Disposition: attachment; filename=\"{name}\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}",
-                a.content_type.as_deref().unwrap_or("application/octet-stream"),
-                base64_lines(&bytes)
+                "--{boundary}\r\nContent-Type: {content_type}; name=\"{name}\"\r\nContent-Disposition: {disposition}; filename=\"{name}\"\r\n{id}Content-Transfer-Encoding: base64\r\n\r\n{}",
+                base64_lines(&a.bytes)
             ));
         }
         raw.push_str(&format!("--{boundary}--\r\n"));
@@ -322,7 +397,7 @@ pub(super) fn from_json(
         from,
         recipients,
         raw: raw.into_bytes(),
-        save_to_sent_items: request.save_to_sent_items,
+        save_to_sent_items: None,
     })
 }
 

@@ -14,6 +14,9 @@
 //!
 //! An app-only token (client credentials, audience Graph) needs the `Mail.Send` role and sends
 //! as any mailbox by `/users/{id}` (never `/me`), unless the app is limited to some mailboxes.
+//!
+//! Messages over the 4 MB request limit go Graph's other way, through the same checks: a
+//! draft with attachments and upload sessions, then `send` ([`drafts`], [`sessions`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,15 +31,28 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 mod body;
+/// Drafts, their attachments, `send` and `DELETE`: Graph's way for large messages.
+mod drafts;
+/// Upload sessions: a draft's large attachments, chunk by chunk.
+mod sessions;
 
 use super::{APP_MAIL_SEND, AccessToken, GRAPH_RESOURCE, ReceivedMessage, SandboxState, Switches};
 use crate::crypto;
 use body::{from_json, from_mime};
+pub use drafts::GraphAttachment;
+pub use sessions::GraphUploadSession;
 
 /// The delegated Graph scope that allows `sendMail` as the signed-in user.
 pub const GRAPH_MAIL_SEND_SCOPE: &str = "https://graph.microsoft.com/Mail.Send";
 /// The delegated Graph scope that also allows `sendMail` from mailboxes shared with the user.
 pub const GRAPH_MAIL_SEND_SHARED_SCOPE: &str = "https://graph.microsoft.com/Mail.Send.Shared";
+/// The delegated Graph scope that allows drafts in the signed-in user's mailbox.
+pub const GRAPH_MAIL_READWRITE_SCOPE: &str = "https://graph.microsoft.com/Mail.ReadWrite";
+/// The delegated Graph scope that also allows drafts in mailboxes shared with the user.
+pub const GRAPH_MAIL_READWRITE_SHARED_SCOPE: &str =
+    "https://graph.microsoft.com/Mail.ReadWrite.Shared";
+/// The application permission that allows drafts in any mailbox the app reaches.
+pub const APP_MAIL_READWRITE: &str = "Mail.ReadWrite";
 /// Graph's request size limit: 4 MB of request body.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 /// Concurrent requests per mailbox before `429` (Graph's Outlook limit: 4).
@@ -51,6 +67,12 @@ pub(super) struct GraphInner {
     in_flight: HashMap<String, usize>,
     /// `saveToSentItems` by stored message id.
     save_to_sent_items: HashMap<String, bool>,
+    /// Drafts not yet sent nor deleted, by id.
+    drafts: HashMap<String, drafts::Draft>,
+    /// Upload sessions, by id, kept once complete for the tests to read.
+    sessions: HashMap<String, sessions::Session>,
+    /// The attachments of messages sent from drafts, by stored message id.
+    sent_attachments: HashMap<String, Vec<GraphAttachment>>,
 }
 
 impl SandboxState {
@@ -124,6 +146,8 @@ pub fn router(state: Arc<SandboxState>, base_url: &str) -> Router {
     Router::new()
         .route("/v1.0/me/sendMail", post(send_me))
         .route("/v1.0/users/{id}/sendMail", post(send_user))
+        .merge(drafts::routes())
+        .merge(sessions::routes())
         // The 4 MB limit is Graph's, answered in Graph's shape below.
         .layer(DefaultBodyLimit::disable())
         .with_state(Graph {
@@ -143,6 +167,29 @@ struct Ctx {
 }
 
 impl Ctx {
+    fn new(graph: &Graph, headers: &HeaderMap) -> Self {
+        let state = &graph.state;
+        Self {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            client_request_id: headers
+                .get("client-request-id")
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| !v.is_empty())
+                .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned),
+            date: state.now(),
+            retry_after: state.switches().graph_retry_after_secs,
+            base_url: graph.base_url.clone(),
+        }
+    }
+
+    fn send_as_denied(&self) -> Response {
+        self.error(
+            StatusCode::FORBIDDEN,
+            "ErrorSendAsDenied",
+            "The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account., Cannot submit message.",
+        )
+    }
+
     fn headers(&self) -> [(&'static str, String); 2] {
         [
             ("request-id", self.request_id.clone()),
@@ -216,138 +263,20 @@ async fn send_mail(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let ctx = Ctx::new(&graph, &headers);
+    let Admitted {
+        record,
+        mailbox,
+        slot: _slot,
+    } = match admit(&graph, &ctx, id.as_deref(), &headers, Permission::Send) {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
     let state = &graph.state;
-    state.count(&state.counters.graph_requests);
-    let switches = state.switches();
-    let ctx = Ctx {
-        request_id: uuid::Uuid::new_v4().to_string(),
-        client_request_id: headers
-            .get("client-request-id")
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty())
-            .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned),
-        date: state.now(),
-        retry_after: switches.graph_retry_after_secs,
-        base_url: graph.base_url.clone(),
+    let bytes = match read_body(&ctx, body).await {
+        Ok(bytes) => bytes,
+        Err(response) => return response,
     };
-    if state.take_switch(|s| &mut s.graph_outages) {
-        return ctx.error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceNotAvailable",
-            "Service is unavailable. Please try again later.",
-        );
-    }
-    let record = match authenticate(state, &headers) {
-        Ok(record) => record,
-        Err(message) => {
-            return ctx.error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                message,
-            );
-        }
-    };
-    let has = |scope: &str| record.scopes.iter().any(|s| s == scope);
-    let access_denied = || {
-        ctx.error(
-            StatusCode::FORBIDDEN,
-            "ErrorAccessDenied",
-            "Access is denied. Check credentials and try again.",
-        )
-    };
-    let send_as_denied = || {
-        ctx.error(
-            StatusCode::FORBIDDEN,
-            "ErrorSendAsDenied",
-            "The user account which was used to submit this request does not have the right to send mail on behalf of the specified sending account., Cannot submit message.",
-        )
-    };
-    if record.app_only {
-        if record.audience != GRAPH_RESOURCE {
-            return ctx.error(
-                StatusCode::UNAUTHORIZED,
-                "InvalidAuthenticationToken",
-                "Access token validation failure. Invalid audience.",
-            );
-        }
-        if id.is_none() {
-            return ctx.error(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "/me request is only valid with delegated authentication flow.",
-            );
-        }
-        if !record.roles.iter().any(|r| r == APP_MAIL_SEND) {
-            return access_denied();
-        }
-    } else if !has(GRAPH_MAIL_SEND_SCOPE) && !has(GRAPH_MAIL_SEND_SHARED_SCOPE) {
-        return access_denied();
-    }
-    let requested = id.clone().unwrap_or_else(|| record.user.clone());
-    if listed(&switches.graph_unknown_users, &requested) {
-        return ctx.error(
-            StatusCode::NOT_FOUND,
-            "ErrorInvalidUser",
-            &format!("The requested user '{requested}' is invalid."),
-        );
-    }
-    let mailbox = requested.to_lowercase();
-    if listed(&switches.graph_disabled_mailboxes, &mailbox) {
-        return ctx.error(
-            StatusCode::NOT_FOUND,
-            "MailboxNotEnabledForRESTAPI",
-            "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
-        );
-    }
-    if record.app_only {
-        // Mail.Send as an application reaches the whole tenant unless RBAC for Applications
-        // (or an application access policy) limits it.
-        if !state.app_reaches_mailbox(&record.client_id, &mailbox) {
-            return ctx.error(
-                StatusCode::FORBIDDEN,
-                "ErrorAccessDenied",
-                "Access to OData is disabled: [RAOP] : Blocked by tenant configured AppOnly AccessPolicy settings.",
-            );
-        }
-    } else if mailbox != record.user {
-        if !has(GRAPH_MAIL_SEND_SHARED_SCOPE) || !state.has_full_access(&mailbox, &record.user) {
-            return access_denied();
-        }
-        if !state.has_send_as(&mailbox, &record.user) {
-            return send_as_denied();
-        }
-    }
-    if state.take_switch(|s| &mut s.graph_throttled) {
-        return ctx.error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "ApplicationThrottled",
-            "Application is over its ResourceRequestCount limit.",
-        );
-    }
-    let Some(_slot) = Slot::enter(state, &mailbox) else {
-        let ctx = Ctx {
-            retry_after: 1,
-            ..ctx.clone()
-        };
-        return ctx.error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "ApplicationThrottled",
-            "Application is over its MailboxConcurrency limit.",
-        );
-    };
-    let too_large = || {
-        ctx.error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
-            "The request entity is too large. The maximum request size is 4 MB.",
-        )
-    };
-    let Ok(bytes) = axum::body::to_bytes(body, READ_CAP).await else {
-        return too_large();
-    };
-    if bytes.len() > MAX_REQUEST_BYTES {
-        return too_large();
-    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -374,12 +303,6 @@ async fn send_mail(
         Ok(outgoing) => outgoing,
         Err((code, message)) => return ctx.error(StatusCode::BAD_REQUEST, code, &message),
     };
-    if !outgoing.from.eq_ignore_ascii_case(&mailbox)
-        && !state.has_send_as(&outgoing.from, &mailbox)
-        && !state.has_send_as(&outgoing.from, &record.user)
-    {
-        return send_as_denied();
-    }
     let save = outgoing
         .save_to_sent_items
         .or_else(|| {
@@ -388,33 +311,225 @@ async fn send_mail(
                 .map(|v| !v.eq_ignore_ascii_case("false"))
         })
         .unwrap_or(true);
+    match deliver(state, &record, &mailbox, outgoing, save) {
+        Ok(_) => (StatusCode::ACCEPTED, ctx.headers()).into_response(),
+        Err(()) => ctx.send_as_denied(),
+    }
+}
+
+/// The request body, refused in Graph's shape past the 4 MB request limit.
+async fn read_body(ctx: &Ctx, body: Body) -> Result<axum::body::Bytes, Response> {
+    let too_large = || {
+        ctx.error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            "The request entity is too large. The maximum request size is 4 MB.",
+        )
+    };
+    let Ok(bytes) = axum::body::to_bytes(body, READ_CAP).await else {
+        return Err(too_large());
+    };
+    if bytes.len() > MAX_REQUEST_BYTES {
+        return Err(too_large());
+    }
+    Ok(bytes)
+}
+
+/// Stores the message as delivered, after the send-as check of its `From`; answers the
+/// stored message's id (`None` when every recipient was unknown), or `Err` when the token's
+/// user may not send as the `From`.
+#[allow(clippy::result_unit_err)]
+fn deliver(
+    state: &SandboxState,
+    record: &AccessToken,
+    mailbox: &str,
+    outgoing: body::Outgoing,
+    save: bool,
+) -> Result<Option<String>, ()> {
+    if !outgoing.from.eq_ignore_ascii_case(mailbox)
+        && !state.has_send_as(&outgoing.from, mailbox)
+        && !state.has_send_as(&outgoing.from, &record.user)
+    {
+        return Err(());
+    }
+    let switches = state.switches();
     // Graph accepts unknown recipients and answers them later with an NDR: they get nothing.
     let rcpt_to: Vec<String> = outgoing
         .recipients
         .into_iter()
         .filter(|r| !listed(&switches.unknown_recipients, r))
         .collect();
-    if !rcpt_to.is_empty() {
-        let id = format!(
-            "<{}@sandbox.herald.localhost>",
-            uuid::Uuid::new_v4().simple()
-        );
-        state
-            .inner()
-            .graph
-            .save_to_sent_items
-            .insert(id.clone(), save);
-        state.store_message(ReceivedMessage {
-            id,
-            user: mailbox,
-            mechanism: "graph",
-            mail_from: outgoing.from.to_lowercase(),
-            rcpt_to,
-            raw: outgoing.raw,
-            received_at: now,
-        });
+    if rcpt_to.is_empty() {
+        return Ok(None);
     }
-    (StatusCode::ACCEPTED, ctx.headers()).into_response()
+    let id = format!(
+        "<{}@sandbox.herald.localhost>",
+        uuid::Uuid::new_v4().simple()
+    );
+    state
+        .inner()
+        .graph
+        .save_to_sent_items
+        .insert(id.clone(), save);
+    state.store_message(ReceivedMessage {
+        id: id.clone(),
+        user: mailbox.to_owned(),
+        mechanism: "graph",
+        mail_from: outgoing.from.to_lowercase(),
+        rcpt_to,
+        raw: outgoing.raw,
+        received_at: state.now(),
+    });
+    Ok(Some(id))
+}
+
+/// What a request asks of the mailbox, for the permission it needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Permission {
+    /// `sendMail`, a draft's `send`: Mail.Send.
+    Send,
+    /// Drafts and their attachments: Mail.ReadWrite.
+    ReadWrite,
+}
+
+/// A request Graph lets through: the token, the mailbox it acts on, and its place among the
+/// mailbox's requests in flight.
+struct Admitted {
+    record: AccessToken,
+    mailbox: String,
+    slot: Slot,
+}
+
+/// What every `/users/{id}/…` (and `/me/…`) request goes through, in Graph's order: an
+/// outage, the token, the permission, the mailbox, throttling and concurrency.
+// The error is the response to answer, made once per request.
+#[allow(clippy::result_large_err)]
+fn admit(
+    graph: &Graph,
+    ctx: &Ctx,
+    id: Option<&str>,
+    headers: &HeaderMap,
+    permission: Permission,
+) -> Result<Admitted, Response> {
+    let state = &graph.state;
+    state.count(&state.counters.graph_requests);
+    let switches = state.switches();
+    if state.take_switch(|s| &mut s.graph_outages) {
+        return Err(ctx.error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceNotAvailable",
+            "Service is unavailable. Please try again later.",
+        ));
+    }
+    let record = authenticate(state, headers).map_err(|message| {
+        ctx.error(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            message,
+        )
+    })?;
+    let has = |scope: &str| record.scopes.iter().any(|s| s == scope);
+    let access_denied = || {
+        ctx.error(
+            StatusCode::FORBIDDEN,
+            "ErrorAccessDenied",
+            "Access is denied. Check credentials and try again.",
+        )
+    };
+    // Drafts take Mail.ReadWrite at Microsoft; until Herald asks for it, the sandbox lets
+    // Mail.Send stand in unless told to be strict.
+    let strict = permission == Permission::ReadWrite && switches.graph_drafts_need_mail_readwrite;
+    let (own, shared, role) = if strict {
+        (
+            GRAPH_MAIL_READWRITE_SCOPE,
+            GRAPH_MAIL_READWRITE_SHARED_SCOPE,
+            APP_MAIL_READWRITE,
+        )
+    } else {
+        (
+            GRAPH_MAIL_SEND_SCOPE,
+            GRAPH_MAIL_SEND_SHARED_SCOPE,
+            APP_MAIL_SEND,
+        )
+    };
+    if record.app_only {
+        if record.audience != GRAPH_RESOURCE {
+            return Err(ctx.error(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                "Access token validation failure. Invalid audience.",
+            ));
+        }
+        if id.is_none() {
+            return Err(ctx.error(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "/me request is only valid with delegated authentication flow.",
+            ));
+        }
+        if !record.roles.iter().any(|r| r == role) {
+            return Err(access_denied());
+        }
+    } else if !has(own) && !has(shared) {
+        return Err(access_denied());
+    }
+    let requested = id.map_or_else(|| record.user.clone(), str::to_owned);
+    if listed(&switches.graph_unknown_users, &requested) {
+        return Err(ctx.error(
+            StatusCode::NOT_FOUND,
+            "ErrorInvalidUser",
+            &format!("The requested user '{requested}' is invalid."),
+        ));
+    }
+    let mailbox = requested.to_lowercase();
+    if listed(&switches.graph_disabled_mailboxes, &mailbox) {
+        return Err(ctx.error(
+            StatusCode::NOT_FOUND,
+            "MailboxNotEnabledForRESTAPI",
+            "The mailbox is either inactive, soft-deleted, or is hosted on-premise.",
+        ));
+    }
+    if record.app_only {
+        // Mail.Send as an application reaches the whole tenant unless RBAC for Applications
+        // (or an application access policy) limits it.
+        if !state.app_reaches_mailbox(&record.client_id, &mailbox) {
+            return Err(ctx.error(
+                StatusCode::FORBIDDEN,
+                "ErrorAccessDenied",
+                "Access to OData is disabled: [RAOP] : Blocked by tenant configured AppOnly AccessPolicy settings.",
+            ));
+        }
+    } else if mailbox != record.user {
+        if !has(shared) || !state.has_full_access(&mailbox, &record.user) {
+            return Err(access_denied());
+        }
+        if permission == Permission::Send && !state.has_send_as(&mailbox, &record.user) {
+            return Err(ctx.send_as_denied());
+        }
+    }
+    if state.take_switch(|s| &mut s.graph_throttled) {
+        return Err(ctx.error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "ApplicationThrottled",
+            "Application is over its ResourceRequestCount limit.",
+        ));
+    }
+    let Some(slot) = Slot::enter(state, &mailbox) else {
+        let ctx = Ctx {
+            retry_after: 1,
+            ..ctx.clone()
+        };
+        return Err(ctx.error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "ApplicationThrottled",
+            "Application is over its MailboxConcurrency limit.",
+        ));
+    };
+    Ok(Admitted {
+        record,
+        mailbox,
+        slot,
+    })
 }
 
 /// The live token of the `Authorization: Bearer` header, or Graph's reason to refuse it.
