@@ -86,6 +86,26 @@ impl TokenHttp {
         &self,
         request: oauth2::HttpRequest,
     ) -> Result<oauth2::HttpResponse, HttpError> {
+        self.send(request, MAX_BODY, true).await
+    }
+
+    /// Sends one request to an API that answers its own errors (Microsoft Graph): every
+    /// status comes back with its headers (`429` with `Retry-After`), and the answer is read up
+    /// to `limit` bytes.
+    pub async fn execute_api(
+        &self,
+        request: oauth2::HttpRequest,
+        limit: usize,
+    ) -> Result<oauth2::HttpResponse, HttpError> {
+        self.send(request, limit, false).await
+    }
+
+    async fn send(
+        &self,
+        request: oauth2::HttpRequest,
+        limit: usize,
+        token_endpoint: bool,
+    ) -> Result<oauth2::HttpResponse, HttpError> {
         let host = request.uri().host().unwrap_or_default().to_owned();
         // Literal addresses never reach the resolver: check them here.
         self.policy.check_host(&host).map_err(HttpError::Refused)?;
@@ -102,14 +122,16 @@ impl TokenHttp {
             }
         })?;
         let status = response.status();
-        // A throttled or failing endpoint says nothing about the grant: try again later.
-        if status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        // A throttled or failing token endpoint says nothing about the grant: try again later.
+        if token_endpoint
+            && (status == reqwest::StatusCode::TOO_MANY_REQUESTS || status.is_server_error())
+        {
             return Err(HttpError::Transport(format!(
                 "the token endpoint answered {status}"
             )));
         }
         let headers = response.headers().clone();
-        let body = read_limited(response, MAX_BODY).await?;
+        let body = read_limited(response, limit).await?;
         let mut out = oauth2::HttpResponse::new(body);
         *out.status_mut() = status;
         *out.headers_mut() = headers;

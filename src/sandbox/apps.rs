@@ -26,6 +26,8 @@ pub const APP_SMTP_SEND_AS_APP: &str = "SMTP.SendAsApp";
 /// The application permissions the sandbox knows, with the resource that defines each.
 const APP_PERMISSIONS: &[(&str, &str)] = &[
     (APP_MAIL_SEND, GRAPH_RESOURCE),
+    // Drafts and upload sessions (messages over 4 MB).
+    (super::APP_MAIL_READWRITE, GRAPH_RESOURCE),
     (APP_SMTP_SEND_AS_APP, EXCHANGE_RESOURCE),
 ];
 

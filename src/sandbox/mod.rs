@@ -33,7 +33,10 @@ pub use apps::{
     GRAPH_RESOURCE,
 };
 pub use events::Counters;
-pub use graph::{GRAPH_MAIL_SEND_SCOPE, GRAPH_MAIL_SEND_SHARED_SCOPE};
+pub use graph::{
+    APP_MAIL_READWRITE, GRAPH_MAIL_READWRITE_SCOPE, GRAPH_MAIL_READWRITE_SHARED_SCOPE,
+    GRAPH_MAIL_SEND_SCOPE, GRAPH_MAIL_SEND_SHARED_SCOPE,
+};
 pub use settings::Settings;
 pub use switches::Switches;
 

@@ -54,7 +54,7 @@ pub struct Switches {
     /// A session's first chunk is always taken, so the failure comes half-way.
     pub graph_upload_outages: u32,
     /// Graph: drafts, attachments and upload sessions take Mail.ReadWrite (delegated scope or
-    /// application permission), as at Microsoft. Off, Mail.Send stands in for it.
+    /// application permission), as at Microsoft (the default). Off, Mail.Send stands in for it.
     pub graph_drafts_need_mail_readwrite: bool,
 }
 
@@ -83,7 +83,7 @@ impl Default for Switches {
             graph_retry_after_secs: 1,
             graph_outages: 0,
             graph_upload_outages: 0,
-            graph_drafts_need_mail_readwrite: false,
+            graph_drafts_need_mail_readwrite: true,
         }
     }
 }

@@ -31,6 +31,10 @@ use crate::oauth::http::HttpError;
 /// The largest request Graph takes (about 4 MB); larger messages need an upload session.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
+/// The largest answer Herald reads from Graph: a draft's answer repeats its body (at most
+/// the 4 MB a request takes), errors and `sendMail`'s answers are small.
+const MAX_ANSWER_BYTES: usize = 6 * 1024 * 1024;
+
 /// How long to wait when Graph throttles without saying how long.
 pub(super) const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -383,7 +387,7 @@ async fn post(
 
 /// Sends one request and reads Graph's answer.
 async fn exchange(access: &Access, request: HttpRequest) -> Result<Answer, HttpError> {
-    let response = access.http.execute(request).await?;
+    let response = access.http.execute_api(request, MAX_ANSWER_BYTES).await?;
     let header = |name: &str| {
         response
             .headers()

@@ -436,8 +436,7 @@ fn admit(
             "Access is denied. Check credentials and try again.",
         )
     };
-    // Drafts take Mail.ReadWrite at Microsoft; until Herald asks for it, the sandbox lets
-    // Mail.Send stand in unless told to be strict.
+    // Drafts take Mail.ReadWrite at Microsoft (unless the switch is turned off).
     let strict = permission == Permission::ReadWrite && switches.graph_drafts_need_mail_readwrite;
     let (own, shared, role) = if strict {
         (

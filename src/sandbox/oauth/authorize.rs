@@ -11,7 +11,8 @@ use serde::Deserialize;
 use time::Duration;
 
 use super::super::{
-    GRAPH_MAIL_SEND_SCOPE, GRAPH_MAIL_SEND_SHARED_SCOPE, IssuedCode, Pending, SMTP_SEND_SCOPE,
+    GRAPH_MAIL_READWRITE_SCOPE, GRAPH_MAIL_READWRITE_SHARED_SCOPE, GRAPH_MAIL_SEND_SCOPE,
+    GRAPH_MAIL_SEND_SHARED_SCOPE, IssuedCode, Pending, SMTP_SEND_SCOPE,
 };
 use super::OAuthServer;
 use super::errors::{error_page, redirect_error, redirect_with, tenant_not_found};
@@ -33,6 +34,14 @@ const KNOWN_SCOPES: &[(&str, &str)] = &[
     (
         "offline_access",
         "Maintain access to data you have given it access to",
+    ),
+    (
+        GRAPH_MAIL_READWRITE_SCOPE,
+        "Read and write access to your mail",
+    ),
+    (
+        GRAPH_MAIL_READWRITE_SHARED_SCOPE,
+        "Read and write user and shared mail",
     ),
     ("openid", "Sign you in"),
     ("profile", "View your basic profile"),
