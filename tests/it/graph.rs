@@ -255,3 +255,50 @@ async fn the_outgoing_mail_page_offers_graph_where_smtp_auth_is_off_and_the_wind
     assert!(!html.contains("Send with Microsoft Graph instead"));
     o.stop().await;
 }
+
+#[tokio::test]
+async fn a_mailbox_that_keeps_no_copy_in_sent_items_sends_json_saying_so() {
+    let o = Outbox::start().await;
+    let id = o
+        .oauth_mailbox_with(
+            &o.admin,
+            "Support",
+            SUPPORT,
+            json!({ "transport": "graph", "save_to_sent_items": false }),
+        )
+        .await;
+    assert_eq!(mailbox(&o, &id).await["save_to_sent_items"], false);
+    let message = json!({
+        "to": ["bob@example.com"], "bcc": ["dave@example.com"], "subject": "No copy", "text": "Hi",
+        "attachments": [{"filename": "report.pdf", "content_type": "application/pdf",
+                         "content_base64": "JVBERi0xLjQK"}],
+    });
+    let accepted = o.accepted(&o.admin, message).await;
+    o.wait_for(&o.admin, &accepted, "sent").await;
+    let got = o.received_by(SUPPORT).pop().unwrap();
+    assert_eq!(got.mechanism, "graph");
+    assert_eq!(o.sandbox.state.saved_to_sent_items(&got.id), Some(false));
+    assert!(got.rcpt_to.contains(&"dave@example.com".to_owned()));
+    let raw = String::from_utf8_lossy(&got.raw);
+    assert!(raw.contains("report.pdf"), "{raw}");
+    assert!(raw.contains("Reply-To: help@contoso.com"), "{raw}");
+    assert!(!raw.contains("dave@example.com"), "{raw}");
+
+    // A mailbox that keeps copies sends the MIME form, which Graph saves.
+    let keeps = graph_mailbox_named(&o, "Keeps").await;
+    let accepted = o
+        .accepted(
+            &o.admin,
+            json!({"mailbox": keeps, "to": ["bob@example.com"], "subject": "Copy", "text": "Hi"}),
+        )
+        .await;
+    o.wait_for(&o.admin, &accepted, "sent").await;
+    let got = o.received_by(SUPPORT).pop().unwrap();
+    assert_ne!(o.sandbox.state.saved_to_sent_items(&got.id), Some(false));
+    o.stop().await;
+}
+
+async fn graph_mailbox_named(o: &Outbox, name: &str) -> String {
+    o.oauth_mailbox_with(&o.admin, name, SUPPORT, json!({ "transport": "graph" }))
+        .await
+}

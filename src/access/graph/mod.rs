@@ -22,6 +22,7 @@ use super::{Access, AccessResult, Credential, Secret};
 use errors::{classify, needs_oauth2, refusal, unreachable};
 
 mod errors;
+mod message;
 /// Messages over the 4 MB request limit: a draft, attachments by upload session, then `send`.
 mod upload;
 use crate::domain::mailbox::{Mailbox, StatusReason};
@@ -100,6 +101,8 @@ enum Request<'a> {
     Probe,
     /// The message, as MIME.
     Send { mime: &'a [u8] },
+    /// The message as JSON with `saveToSentItems: false` (MIME cannot say it).
+    SendJson { body: &'a [u8] },
 }
 
 struct GraphConnection {
@@ -189,8 +192,14 @@ impl Connection for GraphConnection {
     ) -> BoxFuture<'a, Result<SmtpReply, Refusal>> {
         Box::pin(async move {
             let mime = with_bcc(envelope, message);
+            let json = (!self.mailbox.save_to_sent_items)
+                .then(|| message::send_mail_json(envelope, message, &self.mailbox.username))
+                .flatten()
+                .filter(|json| json.len() <= MAX_REQUEST_BYTES);
             let result = if base64_len(mime.len()) > MAX_REQUEST_BYTES {
                 upload::send_large(self, envelope, message).await
+            } else if let Some(json) = &json {
+                self.request(Request::SendJson { body: json }).await
             } else {
                 self.request(Request::Send { mime: &mime }).await
             };
@@ -338,6 +347,7 @@ fn send_mail_request(
                 .encode(mime)
                 .into_bytes(),
         ),
+        Request::SendJson { body } => ("application/json", body.to_vec()),
     };
     build(
         axum::http::Method::POST,

@@ -17,12 +17,10 @@
 //! - Permission: a draft takes Mail.ReadWrite (delegated or application), where `sendMail`
 //!   takes Mail.Send only. Without it Graph answers `403` and only this message fails,
 //!   naming the permission.
-//! - Answers: Graph answers a new draft with the whole message, body included, and Herald
-//!   reads at most 256 KiB of an answer. A body too large for that fails the message for good
-//!   (retrying would only leave more drafts), saying the draft may be left in Drafts.
-//! - Headers: Graph takes only `X-` fields in `internetMessageHeaders`. The Message-ID goes in
-//!   `internetMessageId`; other fields of the composed message (List-Unsubscribe, In-Reply-To,
-//!   References) are not carried.
+//! - Answers: Graph answers a new draft with the whole message, body included; Herald reads
+//!   Graph's answers up to 6 MB. An answer larger still fails the message for good (retrying
+//!   would only leave more drafts), saying the draft may be left in Drafts.
+//! - Headers: as [`super::message`] says.
 
 // `Refusal` is `Connection::send`'s own error, made once per request.
 #![allow(clippy::result_large_err)]
@@ -30,14 +28,13 @@
 use std::ops::Range;
 
 use axum::http::{HeaderValue, Method, header};
-use base64::Engine as _;
 use lettre::address::Envelope;
-use mail_parser::{MessageParser, MimeHeaders as _};
 use serde_json::{Value, json};
 
 use super::errors::{
     draft_refused, draft_unanswered, message_refused, refusal, too_large, unreachable,
 };
+use super::message::{Attachment, draft, file_attachment};
 use super::{Answer, GraphConnection, build, exchange, user_url};
 use crate::access::AccessResult;
 use crate::access::transport::{Refusal, SendFailure};
@@ -54,20 +51,6 @@ pub(super) const INLINE_ATTACHMENT_BYTES: usize = 3_000_000;
 /// The bytes of one upload `PUT`: at most 4 MB, and a multiple of 320 KiB as Microsoft's
 /// upload sessions ask.
 pub(super) const CHUNK_BYTES: usize = 12 * 320 * 1024;
-
-/// An attachment read from the composed message.
-struct Attachment {
-    name: String,
-    content_type: String,
-    content_id: Option<String>,
-    bytes: Vec<u8>,
-}
-
-/// The draft to create, and the attachments to add to it.
-struct Draft {
-    json: Vec<u8>,
-    attachments: Vec<Attachment>,
-}
 
 /// Sends `message` as a draft with attachments; answers as [`GraphConnection::request`].
 pub(super) async fn send_large(
@@ -343,128 +326,6 @@ fn upload_session_request(attachment: &Attachment) -> Vec<u8> {
     json!({ "AttachmentItem": item }).to_string().into_bytes()
 }
 
-fn file_attachment(attachment: &Attachment) -> Vec<u8> {
-    let mut body = json!({
-        "@odata.type": "#microsoft.graph.fileAttachment",
-        "name": attachment.name,
-        "contentType": attachment.content_type,
-        "contentBytes": base64::engine::general_purpose::STANDARD.encode(&attachment.bytes),
-    });
-    if let Some(id) = &attachment.content_id {
-        body["isInline"] = json!(true);
-        body["contentId"] = json!(id);
-    }
-    body.to_string().into_bytes()
-}
-
-/// `{"emailAddress": {"address", "name"}}` for each address of a header field.
-fn recipients(list: Option<&mail_parser::Address<'_>>) -> Vec<Value> {
-    list.into_iter()
-        .flat_map(|a| a.iter())
-        .filter_map(|a| {
-            let address = a.address()?;
-            Some(match a.name() {
-                Some(name) if !name.trim().is_empty() => {
-                    json!({ "emailAddress": { "address": address, "name": name.trim() } })
-                }
-                _ => json!({ "emailAddress": { "address": address } }),
-            })
-        })
-        .collect()
-}
-
-/// The draft Graph is to hold: the composed message's headers, body and attachments, with
-/// the envelope's recipients that its `To` and `Cc` do not name as `bccRecipients`.
-fn draft(envelope: &Envelope, message: &[u8], mailbox: &str) -> Option<Draft> {
-    let parsed = MessageParser::default().parse(message)?;
-    let to = recipients(parsed.to());
-    let cc = recipients(parsed.cc());
-    let visible: Vec<String> = to
-        .iter()
-        .chain(&cc)
-        .filter_map(|r| r["emailAddress"]["address"].as_str())
-        .map(str::to_lowercase)
-        .collect();
-    let bcc: Vec<Value> = envelope
-        .to()
-        .iter()
-        .map(|a| a.to_string())
-        .filter(|a| !visible.contains(&a.to_lowercase()))
-        .map(|a| json!({ "emailAddress": { "address": a } }))
-        .collect();
-    let body = match parsed.html_part(0) {
-        Some(part) if part.is_text_html() => json!({
-            "contentType": "HTML",
-            "content": parsed.body_html(0).unwrap_or_default(),
-        }),
-        _ => json!({
-            "contentType": "Text",
-            "content": parsed.body_text(0).unwrap_or_default(),
-        }),
-    };
-    let mut json = json!({
-        "subject": parsed.subject().unwrap_or_default(),
-        "body": body,
-        "toRecipients": to,
-        "ccRecipients": cc,
-        "bccRecipients": bcc,
-        "replyTo": recipients(parsed.reply_to()),
-    });
-    // Only a From other than the mailbox (send-as) is named; Graph fills in the mailbox.
-    if let Some(from) = recipients(parsed.from()).into_iter().next()
-        && !from["emailAddress"]["address"]
-            .as_str()
-            .is_some_and(|a| a.eq_ignore_ascii_case(mailbox))
-    {
-        json["from"] = from;
-    }
-    if let Some(id) = parsed.message_id() {
-        json["internetMessageId"] = json!(format!("<{id}>"));
-    }
-    let headers: Vec<Value> = parsed
-        .headers_raw()
-        .filter(|(name, _)| name.len() > 2 && name[..2].eq_ignore_ascii_case("x-"))
-        .map(|(name, value)| json!({ "name": name, "value": unfold(value) }))
-        .collect();
-    if !headers.is_empty() {
-        json["internetMessageHeaders"] = json!(headers);
-    }
-    let attachments = parsed
-        .attachments()
-        .enumerate()
-        .map(|(i, part)| Attachment {
-            name: part
-                .attachment_name()
-                .map_or_else(|| format!("attachment-{}", i + 1), str::to_owned),
-            content_type: part.content_type().map_or_else(
-                || "application/octet-stream".to_owned(),
-                |ct| match ct.subtype() {
-                    Some(sub) => format!("{}/{sub}", ct.ctype()),
-                    None => ct.ctype().to_owned(),
-                },
-            ),
-            content_id: part
-                .content_id()
-                .filter(|_| part.content_disposition().is_none_or(|d| d.is_inline()))
-                .map(str::to_owned),
-            bytes: part.contents().to_vec(),
-        })
-        .collect();
-    Some(Draft {
-        json: json.to_string().into_bytes(),
-        attachments,
-    })
-}
-
-/// A header field's value on one line.
-fn unfold(value: &str) -> String {
-    value
-        .replace("\r\n", "")
-        .replace('\n', "")
-        .trim()
-        .to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -521,72 +382,5 @@ mod tests {
             bytes: vec![7; INLINE_ATTACHMENT_BYTES - 1],
         };
         assert!(file_attachment(&attachment).len() < super::super::MAX_REQUEST_BYTES);
-    }
-
-    #[test]
-    fn the_draft_carries_the_headers_body_bcc_and_attachments_graph_can_take() {
-        let envelope = Envelope::new(
-            Some("support@contoso.com".parse().unwrap()),
-            vec![
-                "a@example.com".parse().unwrap(),
-                "hidden@example.com".parse().unwrap(),
-            ],
-        )
-        .unwrap();
-        let message = concat!(
-            "From: \"Contoso Support\" <support@contoso.com>\r\n",
-            "To: Ann <a@example.com>\r\n",
-            "Reply-To: help@contoso.com\r\n",
-            "Subject: Report\r\n",
-            "Message-ID: <m1@contoso.com>\r\n",
-            "X-Ticket: 42\r\n",
-            "List-Unsubscribe: <mailto:u@contoso.com>\r\n",
-            "MIME-Version: 1.0\r\n",
-            "Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n",
-            "--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>Hi</p>\r\n",
-            "--b\r\nContent-Type: application/pdf; name=\"r.pdf\"\r\n",
-            "Content-Disposition: attachment; filename=\"r.pdf\"\r\n",
-            "Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b--\r\n",
-        );
-        let draft = draft(&envelope, message.as_bytes(), "support@contoso.com").unwrap();
-        let json: Value = serde_json::from_slice(&draft.json).unwrap();
-        assert_eq!(json["subject"], "Report");
-        assert_eq!(json["body"]["contentType"], "HTML");
-        assert!(
-            json["body"]["content"]
-                .as_str()
-                .unwrap()
-                .contains("<p>Hi</p>")
-        );
-        assert_eq!(json["toRecipients"][0]["emailAddress"]["name"], "Ann");
-        assert_eq!(
-            json["bccRecipients"],
-            json!([{ "emailAddress": { "address": "hidden@example.com" } }])
-        );
-        assert_eq!(
-            json["replyTo"][0]["emailAddress"]["address"],
-            "help@contoso.com"
-        );
-        assert!(
-            json.get("from").is_none(),
-            "the mailbox itself: Graph fills it in"
-        );
-        assert_eq!(json["internetMessageId"], "<m1@contoso.com>");
-        assert_eq!(
-            json["internetMessageHeaders"],
-            json!([{ "name": "X-Ticket", "value": "42" }])
-        );
-        assert_eq!(draft.attachments.len(), 1);
-        assert_eq!(draft.attachments[0].name, "r.pdf");
-        assert_eq!(draft.attachments[0].content_type, "application/pdf");
-        assert_eq!(draft.attachments[0].bytes, b"%PDF-1.4\n");
-
-        let send_as = message.replace("support@contoso.com>", "billing@fabrikam.com>");
-        let draft = super::draft(&envelope, send_as.as_bytes(), "support@contoso.com").unwrap();
-        let json: Value = serde_json::from_slice(&draft.json).unwrap();
-        assert_eq!(
-            json["from"]["emailAddress"]["address"],
-            "billing@fabrikam.com"
-        );
     }
 }
