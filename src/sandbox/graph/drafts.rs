@@ -157,6 +157,24 @@ async fn create_draft(
     (StatusCode::CREATED, ctx.headers(), axum::Json(answer)).into_response()
 }
 
+/// Admits a request about the draft `mid` of the mailbox `id` (Mail.ReadWrite), or answers
+/// Graph's error; `ErrorItemNotFound` for a draft of another mailbox.
+// The error is the response to answer, made once per request.
+#[allow(clippy::result_large_err)]
+pub(super) fn admit_draft(
+    graph: &Graph,
+    ctx: &Ctx,
+    id: &str,
+    mid: &str,
+    headers: &HeaderMap,
+) -> Result<Admitted, Response> {
+    let admitted = admit(graph, ctx, Some(id), headers, Permission::ReadWrite)?;
+    if !owns(&graph.state, &admitted.mailbox, mid) {
+        return Err(not_found(ctx));
+    }
+    Ok(admitted)
+}
+
 /// Whether `mid` is a draft of `mailbox`.
 pub(super) fn owns(state: &SandboxState, mailbox: &str, mid: &str) -> bool {
     state
@@ -173,17 +191,10 @@ async fn delete_draft(
     headers: HeaderMap,
 ) -> Response {
     let ctx = Ctx::new(&graph, &headers);
-    let Admitted {
-        mailbox,
-        slot: _slot,
-        ..
-    } = match admit(&graph, &ctx, Some(&id), &headers, Permission::ReadWrite) {
+    let _admitted = match admit_draft(&graph, &ctx, &id, &mid, &headers) {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
-    if !owns(&graph.state, &mailbox, &mid) {
-        return not_found(&ctx);
-    }
     graph.state.inner().graph.drafts.remove(&mid);
     (StatusCode::NO_CONTENT, ctx.headers()).into_response()
 }
@@ -195,17 +206,10 @@ async fn add_attachment(
     body: Body,
 ) -> Response {
     let ctx = Ctx::new(&graph, &headers);
-    let Admitted {
-        mailbox,
-        slot: _slot,
-        ..
-    } = match admit(&graph, &ctx, Some(&id), &headers, Permission::ReadWrite) {
+    let _admitted = match admit_draft(&graph, &ctx, &id, &mid, &headers) {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
-    if !owns(&graph.state, &mailbox, &mid) {
-        return not_found(&ctx);
-    }
     let bytes = match read_body(&ctx, body).await {
         Ok(bytes) => bytes,
         Err(response) => return response,

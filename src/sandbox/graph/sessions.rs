@@ -19,8 +19,8 @@ use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
 use super::body::{self, Part};
-use super::drafts::{bad_request, graph_id, not_found, owns, rfc3339};
-use super::{Admitted, Ctx, Graph, MAX_REQUEST_BYTES, Permission, READ_CAP, admit, read_body};
+use super::drafts::{admit_draft, bad_request, graph_id, not_found, rfc3339};
+use super::{Admitted, Ctx, Graph, MAX_REQUEST_BYTES, READ_CAP, read_body};
 use crate::crypto;
 use crate::sandbox::SandboxState;
 
@@ -121,13 +121,10 @@ async fn create_upload_session(
         mailbox,
         slot: _slot,
         ..
-    } = match admit(&graph, &ctx, Some(&id), &headers, Permission::ReadWrite) {
+    } = match admit_draft(&graph, &ctx, &id, &mid, &headers) {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
-    if !owns(&graph.state, &mailbox, &mid) {
-        return not_found(&ctx);
-    }
     let bytes = match read_body(&ctx, body).await {
         Ok(bytes) => bytes,
         Err(response) => return response,
