@@ -1,4 +1,5 @@
-//! Creating, changing and deleting mailboxes: provider presets, validation (including the
+//! Creating, changing and deleting mailboxes: provider presets (and providers recognised by
+//! their endpoints), validation (including the
 //! guards against SSRF and header injection), sealed secrets, and the rule that a changed
 //! identity drops the stored tokens.
 
@@ -7,6 +8,7 @@ use time::OffsetDateTime;
 
 mod certificates;
 mod discovery;
+mod recognize;
 mod resolve;
 #[cfg(test)]
 mod tests;
@@ -168,6 +170,8 @@ pub async fn create(
     actor: &Actor,
 ) -> ServiceResult<Mailbox> {
     let (store, keys, now) = (&access.store, &*access.keys, access.now());
+    let mut draft = draft;
+    recognize::recognize(&mut draft);
     let resolved = resolve::resolve(org_id, MailboxId::new(), draft, policy, (false, false), now)?;
     let mut mailbox = resolved.mailbox;
     let certificate = match resolved.new_certificate {
