@@ -152,6 +152,26 @@ impl StatusReason {
         }
     }
 
+    /// A server refused one message (the mailbox itself works): in words for the replies
+    /// Herald knows, e.g. High Volume Email's `550 5.5.105` for an external recipient.
+    pub fn message_rejected(reply: &super::smtp::SmtpReply) -> Self {
+        match (reply.code, reply.enhanced.as_deref()) {
+            (Some(550), Some("5.5.105")) => Self::new(
+                "hve_internal_only",
+                format!(
+                    "High Volume Email sends only to recipients inside the organization, and refused an outside one: {}",
+                    reply.line()
+                ),
+                Some("Send mail for outside recipients through a regular mailbox (or Azure Communication Services for bulk mail); keep the HVE account for internal mail.".into()),
+            ),
+            _ => Self::new(
+                "message_rejected",
+                format!("The server refused this message: {}", reply.line()),
+                Some("Check the recipients and the message; the mailbox itself works.".into()),
+            ),
+        }
+    }
+
     /// The sign-in identity changed, so earlier tokens no longer apply.
     pub fn reauthorization_required() -> Self {
         Self::new(
@@ -312,6 +332,20 @@ mod tests {
         assert!(!looks_like_secret_id(
             "abc8Q~AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
         ));
+    }
+
+    #[test]
+    fn high_volume_email_refusing_an_outside_recipient_says_why() {
+        let hve = StatusReason::message_rejected(&super::super::smtp::SmtpReply::new(
+            Some(550),
+            "5.5.105 External recipients are not allowed",
+        ));
+        assert_eq!(hve.code, "hve_internal_only");
+        let other = StatusReason::message_rejected(&super::super::smtp::SmtpReply::new(
+            Some(550),
+            "5.1.1 User unknown",
+        ));
+        assert_eq!(other.code, "message_rejected");
     }
 
     #[test]
