@@ -402,6 +402,21 @@ test('an admin adds a relay credential, sees its password once, and deletes it',
   await confirm.getByText('Scanner, 2nd floor').waitFor();
   await Promise.all([page.waitForEvent('load'), confirm.getByRole('button', { name: 'Delete' }).click()]);
   await page.getByText('No relay credential yet.', { exact: false }).waitFor();
+
+  // A printer that cannot log in: known by its private network alone, with no password.
+  await page.getByRole('button', { name: 'Add', exact: true }).click();
+  await dialog.getByLabel('Name').fill('Printer, lobby');
+  await dialog.getByLabel('Front desk').check();
+  await dialog.getByLabel('The device cannot log in', { exact: false }).check();
+  await dialog.getByLabel('Allowed networks').fill('8.8.8.0/24');
+  await dialog.getByRole('button', { name: 'Add', exact: true }).click();
+  await dialog.getByText('is not a private or loopback network', { exact: false }).waitFor();
+  await dialog.getByLabel('Allowed networks').fill('192.168.20.0/24');
+  await dialog.getByRole('button', { name: 'Add', exact: true }).click();
+  await shown.getByText('This credential has no password', { exact: false }).waitFor();
+  assert.equal(await shown.getByRole('textbox', { name: 'Password' }).count(), 0);
+  await Promise.all([page.waitForEvent('load'), shown.getByRole('button', { name: 'Done' }).click()]);
+  await page.getByRole('row', { name: /Printer, lobby/ }).getByText('192.168.20.0/24 (no login: known by its network)').waitFor();
   await page.close();
 });
 

@@ -175,7 +175,7 @@ impl SandboxSmtp {
         }
         Ok(AuthIdentity {
             username: user.to_lowercase(),
-            mechanism,
+            mechanism: Some(mechanism),
             delegate,
         })
     }
@@ -253,7 +253,7 @@ impl SmtpHandler for SandboxSmtp {
         self.state.store_message(ReceivedMessage {
             id: id.clone(),
             user: auth.username.clone(),
-            mechanism: auth.mechanism.name(),
+            mechanism: auth.mechanism.map_or("NONE", Mechanism::name),
             mail_from: envelope.mail_from,
             rcpt_to: envelope.rcpt_to,
             raw: message,
