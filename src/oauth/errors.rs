@@ -1,6 +1,7 @@
 //! Provider errors in plain words: each AADSTS code (or OAuth error) becomes a stable
 //! `status_reason.code` with what happened and what to do. Decisions use `error_codes` and the
-//! AADSTS number, never the free text alone.
+//! AADSTS number, never the free text alone; Google's errors, which carry no code, are decided
+//! by their `error` in [`super::google_errors`].
 
 use super::ProviderError;
 use crate::domain::mailbox::{Mailbox, Provider, StatusReason};
@@ -32,6 +33,12 @@ pub fn reason_for(error: &ProviderError, mailbox: &Mailbox, redirect_uri: &str) 
     let reason = |code: &str, message: String, action: &str| {
         StatusReason::new(code, message, Some(action.to_owned()))
     };
+    if code.is_none()
+        && mailbox.provider == Provider::Google
+        && let Some(google) = super::google_errors::reason_for(error, mailbox, redirect_uri)
+    {
+        return google;
+    }
     match code {
         Some(7000222) => reason(
             "client_secret_expired",
@@ -122,11 +129,6 @@ pub fn reason_for(error: &ProviderError, mailbox: &Mailbox, redirect_uri: &str) 
             "consent_declined",
             "The sign-in was cancelled or the permissions were declined (access_denied).".into(),
             "Click Authorize again and click Accept on the permissions page.",
-        ),
-        None if error.error == "invalid_grant" && mailbox.provider == Provider::Google => reason(
-            "refresh_token_expired",
-            "Google refused the authorization (invalid_grant): it expired or was revoked. Apps left in \"Testing\" status get refresh tokens that expire after 7 days.".into(),
-            "Click Authorize and sign in again; publish the app in Google Cloud to stop the 7-day expiry.",
         ),
         _ => {
             let text = error.error_description.as_deref().map(first_sentence).unwrap_or(error.error.as_str());
