@@ -2,7 +2,8 @@
 //! after STARTTLS, XOAUTH2 checked against the sandbox's own access tokens (scope SMTP.Send and
 //! `user=` matching the token's user; or an app-only Exchange token with SMTP.SendAsApp and
 //! Full Access to the `user=` mailbox), PLAIN/LOGIN for basic-auth mailboxes, and Exchange's
-//! replies for the failures the switches turn on.
+//! replies for the failures the switches turn on. Google users meet Gmail's manners instead
+//! ([`super::google::smtp`]).
 
 use std::sync::Arc;
 
@@ -188,6 +189,21 @@ impl SmtpHandler for SandboxSmtp {
         credentials: Credentials,
     ) -> Result<AuthIdentity, AuthRefusal> {
         let xoauth2 = credentials.mechanism() == Mechanism::XOAuth2;
+        // A Google user meets Gmail, not Exchange.
+        if let Some(google) = super::google::smtp::authenticate(&self.state, &credentials) {
+            self.state.count(&self.state.counters.smtp_auth_attempts);
+            let mechanism = credentials.mechanism();
+            let username = google?;
+            if !self.state.enter_mailbox(&username) {
+                self.state.count(&self.state.counters.connections_refused);
+                return Err(replies::too_many_connections().into());
+            }
+            return Ok(AuthIdentity {
+                username,
+                mechanism,
+                delegate: None,
+            });
+        }
         match self.check_credentials(session, credentials) {
             Ok(identity) => Ok(identity),
             // Gmail's way: a 334 with base64 JSON, an empty line from the client, then 535 5.7.8.
@@ -243,7 +259,11 @@ impl SmtpHandler for SandboxSmtp {
             );
         }
         let now = self.state.now();
-        if !self.state.admit_submission(&auth.username, now) {
+        if self.state.is_google_user(&auth.username) {
+            if let Err(refusal) = super::google::smtp::admit(&self.state, &auth.username) {
+                return refusal;
+            }
+        } else if !self.state.admit_submission(&auth.username, now) {
             return replies::rate_limited();
         }
         let id = format!(
