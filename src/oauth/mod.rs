@@ -2,13 +2,15 @@
 //! exchange and the refresh, through the `oauth2` crate over Herald's own guarded HTTP client
 //! ([`http`]), with Microsoft's error bodies kept whole ([`errors`]; Google's in
 //! [`google_errors`]), and certificate credentials: key pairs, certificates and signed client
-//! assertions ([`certificate`]).
+//! assertions ([`certificate`]); Google's service accounts sign a JWT bearer grant instead
+//! ([`service_account`]).
 
 pub mod certificate;
 pub mod discovery;
 pub mod errors;
 pub mod google_errors;
 pub mod http;
+pub mod service_account;
 
 use std::time::Duration;
 

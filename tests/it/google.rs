@@ -419,3 +419,205 @@ async fn a_password_mailbox_on_smtp_gmail_com_gets_google_s_limits() {
     assert_eq!(mailbox["effective_limits"]["messages_per_day"], 2_000);
     assert_eq!(mailbox["effective_limits"]["recipients_per_message"], 100);
 }
+
+#[tokio::test]
+async fn a_service_account_with_domain_wide_delegation_sends_as_the_mailbox() {
+    let g = Google::start().await;
+    let key = g.sandbox.google().create_service_account("herald");
+    let client_id = serde_json::from_str::<Value>(&key).unwrap()["client_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = g
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/mailboxes",
+            Some(json!({
+                "name": "Ann (service account)", "auth": "oauth2", "provider": "google",
+                "credential": "app", "username": ANN, "service_account_key": key,
+                "host": g.sandbox.smtp_addr.ip().to_string(), "port": g.sandbox.smtp_addr.port(),
+            })),
+        )
+        .await;
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    let mailbox: Value = response.json().await.unwrap();
+    assert_eq!(mailbox["client_id"], client_id.as_str());
+    assert_eq!(
+        mailbox["token_url"],
+        g.sandbox.google().token_endpoint().as_str()
+    );
+    assert_eq!(mailbox["scopes"], json!(["https://mail.google.com/"]));
+    assert_eq!(mailbox["has_client_secret"], true);
+    assert!(!mailbox.to_string().contains("PRIVATE KEY"));
+    let id = mailbox["id"].as_str().unwrap().to_owned();
+
+    // No domain-wide delegation yet: Google's unauthorized_client, in words.
+    let refused = g.verify(&id).await;
+    assert_eq!(refused["status"], "not_verified");
+    let reason = &refused["status_reason"];
+    assert_eq!(reason["code"], "delegation_not_granted", "{reason}");
+    assert!(
+        reason["action"]
+            .as_str()
+            .unwrap()
+            .contains("Manage Domain Wide Delegation")
+    );
+
+    g.sandbox
+        .state
+        .grant_domain_wide_delegation(&client_id, &["https://mail.google.com/"]);
+    assert_eq!(g.verify(&id).await["status"], "verified");
+    let sent = g.test_message(&id).await;
+    assert_eq!(sent.status(), 200, "{}", sent.text().await.unwrap());
+    let last = g.sandbox.state.messages().pop().unwrap();
+    assert_eq!((last.user.as_str(), last.mechanism), (ANN, "XOAUTH2"));
+}
+
+#[tokio::test]
+async fn an_oauth_client_s_json_is_refused_as_a_service_account_key() {
+    let g = Google::start().await;
+    let response = g
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/mailboxes",
+            Some(json!({
+                "name": "Wrong file", "auth": "oauth2", "provider": "google", "credential": "app",
+                "username": ANN,
+                "service_account_key": r#"{"web": {"client_id": "1-x.apps.googleusercontent.com"}}"#,
+            })),
+        )
+        .await;
+    let body = crate::helpers::problem(response, 422, "validation_failed").await;
+    assert!(body.to_string().contains("service_account_key"), "{body}");
+}
+
+/// Signs in at the Google mode's pages as Ann and answers the code of the redirect.
+async fn code_for(g: &Google, client: &SandboxClient, extra: &str) -> String {
+    let google = g.sandbox.google();
+    let url = format!(
+        "{}?client_id={}&redirect_uri=http://localhost/cb&response_type=code&scope=https://mail.google.com/%20openid%20email{extra}",
+        google.authorization_endpoint(),
+        client.client_id
+    );
+    let redirect = sandbox_consent(&url, ANN, PASSWORD, "accept").await;
+    let location = url::Url::parse(redirect.headers()["location"].to_str().unwrap()).unwrap();
+    let pairs: std::collections::HashMap<_, _> = location.query_pairs().into_owned().collect();
+    assert_eq!(pairs["iss"], google.issuer());
+    pairs["code"].clone()
+}
+
+async fn token_request(g: &Google, client: &SandboxClient, form: &[(&str, &str)]) -> (u16, Value) {
+    let mut form = form.to_vec();
+    form.push(("client_id", &client.client_id));
+    form.push(("client_secret", client.secret.expose_secret()));
+    let response = crate::helpers::http_builder()
+        .build()
+        .unwrap()
+        .post(g.sandbox.google().token_endpoint())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_google_mode_gives_a_refresh_token_only_offline_and_never_rotates_it() {
+    let g = Google::start().await;
+    let client = g
+        .sandbox
+        .state
+        .register_google_client("Raw", vec!["http://localhost/cb".into()]);
+    let redeem = |code: String| {
+        let g = &g;
+        let client = &client;
+        async move {
+            token_request(
+                g,
+                client,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", "http://localhost/cb"),
+                ],
+            )
+            .await
+        }
+    };
+    // Online: no refresh token, even at the first consent.
+    let (status, online) = redeem(code_for(&g, &client, "").await).await;
+    assert_eq!(status, 200);
+    assert!(online.get("refresh_token").is_none(), "{online}");
+    assert!(online["id_token"].is_string());
+    // Offline after consent was given once: none without prompt=consent.
+    let (_, again) = redeem(code_for(&g, &client, "&access_type=offline").await).await;
+    assert!(again.get("refresh_token").is_none(), "{again}");
+    let (_, offline) =
+        redeem(code_for(&g, &client, "&access_type=offline&prompt=consent").await).await;
+    let refresh_token = offline["refresh_token"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        let (status, refreshed) = token_request(
+            &g,
+            &client,
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", &refresh_token),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{refreshed}");
+        assert!(refreshed.get("refresh_token").is_none(), "no rotation");
+        assert!(refreshed["access_token"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn the_google_mode_answers_google_s_error_shapes() {
+    let g = Google::start().await;
+    let client = g
+        .sandbox
+        .state
+        .register_google_client("Raw", vec!["http://localhost/cb".into()]);
+    let (status, body) = token_request(
+        &g,
+        &client,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "1//0nope"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body,
+        json!({"error": "invalid_grant", "error_description": "Bad Request"})
+    );
+    let stranger = SandboxClient {
+        client_id: "0-unknown.apps.googleusercontent.com".into(),
+        ..client.clone()
+    };
+    let (status, body) = token_request(&g, &stranger, &[("grant_type", "refresh_token")]).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        body,
+        json!({"error": "invalid_client", "error_description": "The OAuth client was not found."})
+    );
+    let discovery: Value = crate::helpers::http_builder()
+        .build()
+        .unwrap()
+        .get(format!(
+            "{}/.well-known/openid-configuration",
+            g.sandbox.google().issuer()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], g.sandbox.google().issuer());
+    assert_eq!(
+        discovery["token_endpoint"],
+        g.sandbox.google().token_endpoint()
+    );
+}

@@ -1,6 +1,7 @@
 //! Creating, changing and deleting mailboxes: provider presets, validation (including the
 //! guards against SSRF and header injection), sealed secrets, and the rule that a changed
-//! identity drops the stored tokens.
+//! identity drops the stored tokens. `service_account` reads a Google service account's
+//! JSON key, the app-only credential of a Google mailbox.
 
 use secrecy::SecretString;
 use time::OffsetDateTime;
@@ -8,6 +9,7 @@ use time::OffsetDateTime;
 mod certificates;
 mod discovery;
 mod resolve;
+mod service_account;
 #[cfg(test)]
 mod tests;
 mod update;
