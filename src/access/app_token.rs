@@ -15,7 +15,7 @@ use super::client_auth::{
 };
 use super::tokens::{REFRESH_SKEW, TokenFailure};
 use super::{Access, AccessResult};
-use crate::domain::mailbox::{Mailbox, Provider, StatusReason};
+use crate::domain::mailbox::{Mailbox, StatusReason};
 use crate::oauth::http::HttpError;
 use crate::oauth::{self, WithProof as _, errors};
 
@@ -77,10 +77,6 @@ pub async fn app_token(
     mailbox: &Mailbox,
     rejected: Option<&SecretString>,
 ) -> AccessResult<Result<SecretString, TokenFailure>> {
-    if mailbox.provider == Provider::Google {
-        // Google has no client credentials grant: a service account signs for the mailbox.
-        return super::service_account::token(access, mailbox, rejected).await;
-    }
     let credentials = match client_credentials(access, mailbox).await? {
         Ok(found) => found,
         Err(reason) => return Ok(Err(TokenFailure::Refused(reason))),

@@ -285,3 +285,84 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod google_tests {
+    use super::tests_support::mailbox;
+    use crate::domain::mailbox::{CredentialKind, GOOGLE_MAIL_SCOPE, Mailbox, Provider};
+    use crate::oauth::ProviderError;
+
+    fn google() -> Mailbox {
+        Mailbox {
+            provider: Provider::Google,
+            tenant: None,
+            host: "smtp.gmail.com".into(),
+            ..mailbox()
+        }
+    }
+
+    fn refused(error: &str) -> ProviderError {
+        ProviderError {
+            error: error.into(),
+            // Google's descriptions are free text: they must not decide anything.
+            error_description: Some("Token has been expired or revoked.".into()),
+            ..ProviderError::default()
+        }
+    }
+
+    #[test]
+    fn google_s_errors_are_decided_by_their_error_not_their_text() {
+        let m = google();
+        for (error, expected) in [
+            ("invalid_grant", "refresh_token_expired"),
+            ("admin_policy_enforced", "admin_policy_enforced"),
+            ("invalid_client", "client_secret_invalid"),
+            ("unauthorized_client", "client_not_authorized"),
+            ("org_internal", "org_internal"),
+            ("access_denied", "consent_declined"),
+            ("redirect_uri_mismatch", "redirect_uri_mismatch"),
+            ("temporarily_unavailable", "provider_error"),
+        ] {
+            let r = super::reason_for(&refused(error), &m, "https://h/web/um/smtp/redirect");
+            assert_eq!(r.code, expected, "{error}");
+        }
+    }
+
+    #[test]
+    fn each_google_reason_says_what_to_do() {
+        let m = google();
+        let action = |error: &str| {
+            super::reason_for(&refused(error), &m, "https://h/r")
+                .action
+                .unwrap_or_default()
+        };
+        assert!(action("invalid_grant").contains("Publish app"));
+        assert!(action("admin_policy_enforced").contains("API controls"));
+        assert!(action("admin_policy_enforced").contains("cid"));
+        assert!(action("invalid_client").contains("Credentials"));
+        assert!(action("org_internal").contains("External"));
+        assert!(action("redirect_uri_mismatch").contains("https://h/r"));
+    }
+
+    #[test]
+    fn a_service_account_s_refusals_name_domain_wide_delegation() {
+        let m = Mailbox {
+            credential: CredentialKind::App,
+            ..google()
+        };
+        let r = super::reason_for(&refused("unauthorized_client"), &m, "x");
+        assert_eq!(r.code, "delegation_not_granted");
+        let action = r.action.unwrap();
+        assert!(
+            action.contains("Manage Domain Wide Delegation") && action.contains(GOOGLE_MAIL_SCOPE)
+        );
+        let r = super::reason_for(&refused("invalid_grant"), &m, "x");
+        assert_eq!(r.code, "service_account_refused");
+    }
+
+    #[test]
+    fn a_microsoft_mailbox_is_not_read_as_google() {
+        let r = super::reason_for(&refused("admin_policy_enforced"), &mailbox(), "x");
+        assert_eq!(r.code, "provider_error");
+    }
+}

@@ -69,21 +69,6 @@ pub mod replies {
         Reply::new(530, "5.7.57", "Client not authenticated to send mail.")
     }
 
-    /// Gmail's challenge after a refused XOAUTH2 token.
-    pub fn google_challenge() -> String {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .encode(r#"{"status":"401","schemes":"Bearer","scope":"https://mail.google.com/"}"#)
-    }
-
-    pub fn google_auth_failed() -> Reply {
-        Reply::new(
-            535,
-            "5.7.8",
-            "Username and Password not accepted. For more information, go to https://support.google.com/mail/?p=BadCredentials",
-        )
-    }
-
     pub fn auth_before_tls() -> Reply {
         Reply::new(504, "5.7.4", "Unrecognized authentication type")
     }
@@ -213,8 +198,8 @@ impl SmtpHandler for SandboxSmtp {
                     && self.state.switches().google_style_auth_failure =>
             {
                 Err(AuthRefusal {
-                    challenge: Some(replies::google_challenge()),
-                    reply: replies::google_auth_failed(),
+                    challenge: Some(super::google::smtp::challenge()),
+                    reply: super::google::smtp::auth_failed(),
                 })
             }
             Err(reply) => Err(reply.into()),

@@ -177,6 +177,11 @@ impl super::RunningSandbox {
     }
 }
 
+/// The JWT bearer grant, for the token endpoint (which `service_accounts` builds on).
+fn service_account_grant(server: &GoogleServer, assertion: &str) -> Response {
+    service_accounts::grant(server, assertion)
+}
+
 /// The Google personality's routes.
 pub fn router(state: Arc<SandboxState>, base_url: &str) -> Router {
     let server = GoogleServer {

@@ -8,7 +8,6 @@ use secrecy::ExposeSecret;
 use time::Duration;
 
 use super::super::SandboxState;
-use super::super::smtp::replies;
 use super::GOOGLE_MAIL_SCOPE;
 use crate::smtp_server::{AuthRefusal, Credentials, Reply};
 
@@ -30,8 +29,8 @@ pub(in crate::sandbox) fn authenticate(
                 Ok(user.to_lowercase())
             } else {
                 Err(AuthRefusal {
-                    challenge: Some(replies::google_challenge()),
-                    reply: replies::google_auth_failed(),
+                    challenge: Some(challenge()),
+                    reply: auth_failed(),
                 })
             })
         }
@@ -40,7 +39,7 @@ pub(in crate::sandbox) fn authenticate(
         } if state.is_google_user(username) => Some(if state.check_password(username, password) {
             Ok(username.to_lowercase())
         } else {
-            Err(replies::google_auth_failed().into())
+            Err(auth_failed().into())
         }),
         _ => None,
     }
@@ -62,4 +61,20 @@ pub(in crate::sandbox) fn admit(state: &SandboxState, user: &str) -> Result<(), 
     }
     sent.push(now);
     Ok(())
+}
+
+/// Gmail's challenge after a refused XOAUTH2 token: base64 JSON.
+pub(in crate::sandbox) fn challenge() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .encode(r#"{"status":"401","schemes":"Bearer","scope":"https://mail.google.com/"}"#)
+}
+
+/// Gmail's refusal of a password or, after the challenge, of a token.
+pub(in crate::sandbox) fn auth_failed() -> Reply {
+    Reply::new(
+        535,
+        "5.7.8",
+        "Username and Password not accepted. For more information, go to https://support.google.com/mail/?p=BadCredentials",
+    )
 }

@@ -1,7 +1,7 @@
 //! Google's token endpoint: client authentication (`client_secret_post` or `_basic`), codes
 //! with PKCE, refreshes that never rotate the refresh token, the switches' failures, and the
-//! JWT bearer grant of service accounts ([`super::service_accounts`]). Errors are Google's
-//! `{"error", "error_description"}`.
+//! JWT bearer grant of service accounts (in `service_accounts`, reached through the parent).
+//! Errors are Google's `{"error", "error_description"}`.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
 use super::super::Grant;
-use super::{GoogleServer, service_accounts};
+use super::{GoogleServer, service_account_grant};
 use crate::crypto;
 
 /// How long an app in "Testing" status keeps a refresh token.
@@ -60,7 +60,7 @@ pub(super) async fn token(
 ) -> Response {
     server.state.count_token_request();
     if form.grant_type == JWT_BEARER {
-        return service_accounts::grant(&server, form.assertion.as_deref().unwrap_or_default());
+        return service_account_grant(&server, form.assertion.as_deref().unwrap_or_default());
     }
     let (client_id, secret) = client_credentials(&headers, &form);
     let Some(client) = server.state.client(&client_id) else {
