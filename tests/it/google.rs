@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use herald::clock::ManualClock;
+use herald::clock::{Clock as _, ManualClock};
 use herald::sandbox::{RunningSandbox, SandboxClient, Switches};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
@@ -620,4 +620,65 @@ async fn the_google_mode_answers_google_s_error_shapes() {
         discovery["token_endpoint"],
         g.sandbox.google().token_endpoint()
     );
+}
+
+#[tokio::test]
+async fn the_google_mode_checks_a_service_account_s_grant() {
+    let g = Google::start().await;
+    let google = g.sandbox.google();
+    let key_json = google.create_service_account("herald");
+    let key: Value = serde_json::from_str(&key_json).unwrap();
+    g.sandbox.state.grant_domain_wide_delegation(
+        key["client_id"].as_str().unwrap(),
+        &["https://mail.google.com/"],
+    );
+    // The same account's name with another account's private key.
+    let other: Value = serde_json::from_str(&google.create_service_account("other")).unwrap();
+    let mut forged = key.clone();
+    forged["private_key"] = other["private_key"].clone();
+    let grant = |json: &Value, sub: &str| {
+        let key = herald::oauth::service_account::ServiceAccountKey::parse(&SecretString::from(
+            json.to_string(),
+        ))
+        .unwrap();
+        key.assertion(
+            sub,
+            &["https://mail.google.com/".into()],
+            &google.token_endpoint(),
+            g.clock.now(),
+        )
+        .unwrap()
+    };
+    let (status, body) = jwt_grant(&google.token_endpoint(), grant(&forged, ANN)).await;
+    assert_eq!(
+        (status, body["error_description"].as_str()),
+        (400, Some("Invalid JWT Signature."))
+    );
+    let (status, body) =
+        jwt_grant(&google.token_endpoint(), grant(&key, "nobody@example.org")).await;
+    assert_eq!(
+        (status, body["error_description"].as_str()),
+        (400, Some("Invalid email or User ID"))
+    );
+    let (status, body) = jwt_grant(&google.token_endpoint(), grant(&key, ANN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("refresh_token").is_none() && body["access_token"].is_string());
+}
+
+async fn jwt_grant(token_endpoint: &str, assertion: SecretString) -> (u16, Value) {
+    let response = crate::helpers::http_builder()
+        .build()
+        .unwrap()
+        .post(token_endpoint)
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", assertion.expose_secret()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (
+        response.status().as_u16(),
+        response.json::<Value>().await.unwrap(),
+    )
 }
