@@ -2,12 +2,15 @@
 //! wait), opening a [`Transport`] session with them, classifying what goes wrong into reasons a
 //! person can act on, and setting the mailbox's status by the outcome. The services (Authorize,
 //! Verify, the test message) and the outbox's workers both reach a mailbox through here.
+//! `service_account` gets a Google mailbox's token from its service account (domain-wide
+//! delegation), where Microsoft's apps use client credentials (`app_token`).
 
 pub mod alerts;
 mod app_token;
 mod client_auth;
 mod credential;
 mod graph;
+mod service_account;
 mod status;
 mod tokens;
 mod transport;

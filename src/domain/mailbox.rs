@@ -7,8 +7,9 @@ use time::{Date, OffsetDateTime};
 use super::limits::{LimitOverrides, Limits};
 pub use super::provider::Cloud;
 pub use super::provider::{
-    GOOGLE_SCOPES, MICROSOFT_GRAPH_APP_SCOPE, MICROSOFT_GRAPH_SCOPES, MICROSOFT_GRAPH_SHARED_SCOPE,
-    MICROSOFT_GRAPH_URL, MICROSOFT_SCOPES, MICROSOFT_SMTP_APP_SCOPE, Provider,
+    GOOGLE_MAIL_SCOPE, GOOGLE_SCOPES, MICROSOFT_GRAPH_APP_SCOPE, MICROSOFT_GRAPH_SCOPES,
+    MICROSOFT_GRAPH_SHARED_SCOPE, MICROSOFT_GRAPH_URL, MICROSOFT_SCOPES, MICROSOFT_SMTP_APP_SCOPE,
+    Provider,
 };
 use super::{FieldError, MailboxId, OrgId};
 
@@ -239,7 +240,9 @@ pub struct Mailbox {
 impl Mailbox {
     /// The sending limits in force: the provider's, with this mailbox's overrides.
     pub fn effective_limits(&self) -> Limits {
-        let mut limits = self.limits.over(self.provider);
+        let mut limits = self
+            .limits
+            .over(super::limits::limits_provider(self.provider, &self.host));
         // Graph takes 4 requests at once per app and mailbox (SMTP: 3 connections); its
         // 10,000 requests in 10 minutes are above Exchange's 30 messages a minute.
         if self.transport == TransportKind::Graph && self.limits.connections.is_none() {

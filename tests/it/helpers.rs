@@ -225,6 +225,23 @@ pub async fn spawn_sandboxed(
     (app, sandbox)
 }
 
+/// Herald in development mode offering the `sandbox` provider of a sandbox the test started
+/// itself (on a clock of its own, say), after letting the test adjust the environment.
+pub async fn spawn_beside(
+    sandbox: &herald::sandbox::RunningSandbox,
+    adjust: impl FnOnce(&mut BTreeMap<String, String>),
+) -> TestApp {
+    spawn(
+        |env| {
+            env.insert("HERALD_DEV".into(), "true".into());
+            adjust(env);
+        },
+        Some((preset_of(sandbox), sandbox.state.clone())),
+        std::sync::Arc::new(herald::clock::SystemClock),
+    )
+    .await
+}
+
 /// The outbox's pace in tests: connections close as soon as the queue is empty, and retries
 /// and back-offs take a second instead of half a minute.
 pub fn test_tuning() -> herald::outbox::Tuning {

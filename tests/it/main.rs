@@ -12,6 +12,7 @@ mod cli;
 pub(crate) mod crash;
 mod floods;
 mod from_rule;
+mod google;
 mod graph;
 mod graph_large;
 mod helpers;

@@ -340,3 +340,42 @@ pub(super) async fn consent(
     params.push(("iss", issuer.as_str()));
     redirect_with(&pending.redirect_uri, &params)
 }
+
+/// The sign-in form, for the sandbox's other personality (Google's), which posts it to
+/// `action`.
+pub(crate) fn sign_in_form(
+    tenant: &str,
+    app_name: String,
+    action: String,
+    txn: String,
+    login_hint: String,
+    error: Option<String>,
+) -> Response {
+    render(&SignInPage {
+        tenant: tenant.to_owned(),
+        app_name,
+        action,
+        txn,
+        login_hint,
+        error,
+    })
+}
+
+/// The consent page with **Accept** and **Cancel**, for the sandbox's other personality.
+pub(crate) fn consent_form(
+    tenant: &str,
+    app_name: String,
+    user: String,
+    permissions: Vec<&'static str>,
+    action: String,
+    txn: String,
+) -> Response {
+    render(&ConsentPage {
+        tenant: tenant.to_owned(),
+        app_name,
+        user,
+        permissions,
+        action,
+        txn,
+    })
+}

@@ -32,6 +32,8 @@ use rsa::traits::PublicKeyParts as _;
 use sha2::{Digest, Sha256};
 
 pub use assertion::AppCertificate;
+pub(crate) use authorize::{consent_form, sign_in_form};
+pub(crate) use errors::redirect_with;
 
 use super::SandboxState;
 
@@ -57,6 +59,23 @@ impl SigningKey {
             n,
             e: b64(&key.e_bytes()),
         }
+    }
+}
+
+impl SigningKey {
+    /// The public key as a JSON Web Key.
+    pub(crate) fn jwk(&self) -> serde_json::Value {
+        serde_json::json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid, "n": self.n, "e": self.e})
+    }
+
+    /// Signs `claims` with RS256, naming the key by `kid`.
+    pub(crate) fn sign(
+        &self,
+        claims: &serde_json::Value,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding)
     }
 }
 

@@ -1,7 +1,8 @@
 //! Creating, changing and deleting mailboxes: provider presets (and providers recognised by
 //! their endpoints), validation (including the
 //! guards against SSRF and header injection), sealed secrets, and the rule that a changed
-//! identity drops the stored tokens.
+//! identity drops the stored tokens. `service_account` reads a Google service account's
+//! JSON key, the app-only credential of a Google mailbox.
 
 use secrecy::SecretString;
 use time::OffsetDateTime;
@@ -10,6 +11,7 @@ mod certificates;
 mod discovery;
 mod recognize;
 mod resolve;
+mod service_account;
 #[cfg(test)]
 mod tests;
 mod update;

@@ -408,6 +408,12 @@ pub(super) fn resolve(
         with_certificate,
         (&draft.certificate_pem, &draft.private_key_pem),
     );
+    let google_key = super::service_account::read(
+        &mut checks,
+        provider,
+        credential,
+        draft.client_secret.as_ref(),
+    );
     if auth == Some(AuthKind::OAuth2) {
         authorization_url =
             match blank_to_none(draft.authorization_url).or(preset.authorization_url) {
@@ -422,7 +428,10 @@ pub(super) fn resolve(
                     None
                 }
             };
-        token_url = match blank_to_none(draft.token_url).or(preset.token_url) {
+        token_url = match blank_to_none(draft.token_url)
+            .or(google_key.as_ref().map(|k| k.token_uri.clone()))
+            .or(preset.token_url)
+        {
             Some(u) => check_url(&mut checks, policy, "token_url", &u),
             None => {
                 checks.push(FieldError::new(
@@ -432,7 +441,7 @@ pub(super) fn resolve(
                 None
             }
         };
-        client_id = match blank_to_none(draft.client_id) {
+        client_id = match blank_to_none(draft.client_id).or(google_key.map(|k| k.client_id)) {
             Some(c) => single_line(&mut checks, "client_id", &c, 200).then_some(c),
             None => {
                 checks.push(FieldError::new(
@@ -477,12 +486,14 @@ pub(super) fn resolve(
                 ));
             }
         } else if !has_secret.0 && draft.client_secret.is_none() {
-            checks.push(FieldError::new(
-                "client_secret",
-                "must not be empty: copy the client secret's Value",
-            ));
+            checks.push(super::service_account::missing(provider, credential));
         }
-        if let Some(secret) = draft.client_secret.as_ref().filter(|_| !with_certificate) {
+        let google_app = super::service_account::applies(provider, credential);
+        if let Some(secret) = draft
+            .client_secret
+            .as_ref()
+            .filter(|_| !with_certificate && !google_app)
+        {
             let text = secret.expose_secret();
             if text.trim().is_empty() {
                 checks.push(FieldError::new(

@@ -52,7 +52,8 @@ pub struct MailboxOut {
     pub issuer: Option<String>,
     /// The client secret's expiry as the Azure portal showed it (`YYYY-MM-DD`).
     pub client_secret_expires_at: Option<String>,
-    /// Whether a client secret is stored (the secret itself is never shown).
+    /// Whether a client secret is stored (the secret itself is never shown); for a Google
+    /// mailbox with `credential: app`, the service account's JSON key.
     pub has_client_secret: bool,
     /// Whether a password is stored (the password itself is never shown).
     pub has_password: bool,
@@ -205,6 +206,11 @@ pub struct CreateMailbox {
     /// The client secret's Value (not its Secret ID). Write-only.
     #[schema(value_type = Option<String>, format = Password)]
     pub client_secret: Option<SecretString>,
+    /// Google with `credential: app`: the service account's JSON key (the downloaded file's
+    /// text), with domain-wide delegation for `https://mail.google.com/`. It fills `client_id`
+    /// and `token_url`. Write-only, sealed in the client secret's place.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub service_account_key: Option<SecretString>,
     /// How the app proves itself at the token endpoint: `secret` (default: the client secret in
     /// the request body), `basic` (the secret in HTTP Basic) or `certificate` (`private_key_jwt`:
     /// Herald makes a key pair and a certificate to upload to the app registration, or takes
@@ -278,6 +284,9 @@ pub struct PatchMailbox {
     pub client_id: Option<String>,
     #[schema(value_type = Option<String>, format = Password)]
     pub client_secret: Option<SecretString>,
+    /// A new service account JSON key (Google, `credential: app`). Write-only.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub service_account_key: Option<SecretString>,
     /// `secret`, `basic` or `certificate`. Turning to `certificate` makes a certificate (unless
     /// one is given) that must be uploaded before the mailbox works again.
     pub client_auth: Option<String>,
@@ -397,7 +406,7 @@ pub async fn create_mailbox(
         scopes: body.scopes,
         issuer: body.issuer,
         client_secret_expires_at: body.client_secret_expires_at,
-        client_secret: body.client_secret,
+        client_secret: body.service_account_key.or(body.client_secret),
         password: body.password,
         limits: body.limits,
         transport: body.transport,
@@ -468,7 +477,7 @@ pub async fn update_mailbox(
         scopes: body.scopes,
         issuer: body.issuer,
         client_secret_expires_at: body.client_secret_expires_at,
-        client_secret: body.client_secret,
+        client_secret: body.service_account_key.or(body.client_secret),
         password: body.password,
         limits: body.limits,
         transport: body.transport,
