@@ -185,7 +185,7 @@ impl SmtpHandler for SandboxSmtp {
             }
             return Ok(AuthIdentity {
                 username,
-                mechanism,
+                mechanism: Some(mechanism),
                 delegate: None,
             });
         }
