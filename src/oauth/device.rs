@@ -9,9 +9,7 @@
 
 use std::sync::Mutex;
 
-use oauth2::basic::{
-    BasicRevocationErrorResponse, BasicTokenIntrospectionResponse,
-};
+use oauth2::basic::{BasicRevocationErrorResponse, BasicTokenIntrospectionResponse};
 use oauth2::{
     DeviceAuthorizationUrl, EndpointNotSet, EndpointSet, ErrorResponse, StandardRevocableToken,
 };
@@ -134,7 +132,10 @@ impl<'a> PollHttp<'a> {
         serde_json::from_slice(&body).ok()
     }
 
-    async fn send(&self, mut request: oauth2::HttpRequest) -> Result<oauth2::HttpResponse, HttpError> {
+    async fn send(
+        &self,
+        mut request: oauth2::HttpRequest,
+    ) -> Result<oauth2::HttpResponse, HttpError> {
         self.polls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Some(assertion) = (self.sign)().map_err(HttpError::Refused)? {
@@ -181,7 +182,10 @@ mod tests {
             entra_device_endpoint("http://localhost:8081/sandbox/oauth2/v2.0/token").as_deref(),
             Some("http://localhost:8081/sandbox/oauth2/v2.0/devicecode")
         );
-        assert_eq!(entra_device_endpoint("https://oauth2.googleapis.com/token"), None);
+        assert_eq!(
+            entra_device_endpoint("https://oauth2.googleapis.com/token"),
+            None
+        );
         assert_eq!(
             entra_device_endpoint("https://login.example/t/oauth2/v2.0/token?x=1"),
             None
