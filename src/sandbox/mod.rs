@@ -9,9 +9,11 @@
 //!
 //! State lives in memory: the sandbox is for demos and tests, and starts empty.
 //! [`oauth`] is its Entra ID-shaped authorization server; `apps` holds app-only access
-//! (client credentials): application permissions and Exchange's scoping of apps.
+//! (client credentials): application permissions and Exchange's scoping of apps; `devices`
+//! the device codes (RFC 8628) people enter at `/devicelogin`.
 
 mod apps;
+mod devices;
 mod events;
 pub mod graph;
 pub mod oauth;
@@ -120,6 +122,8 @@ pub(crate) struct Pending {
     /// Set once the user has signed in.
     pub user: Option<String>,
     pub expires_at: OffsetDateTime,
+    /// A sign-in for a device code (by digest), which ends on a page instead of a redirect.
+    pub device: Option<String>,
 }
 
 /// An authorization code, single-use.
@@ -170,6 +174,7 @@ struct Inner {
     apps: HashMap<String, AppAccess>,
     /// Client assertions' `jti`s seen, until they expire (each is single-use).
     assertion_ids: HashMap<String, i64>,
+    devices: devices::Devices,
 }
 
 /// The sandbox's shared state.
@@ -469,11 +474,22 @@ impl RunningSandbox {
         smtp: tokio::net::TcpListener,
         public_url: &str,
     ) -> std::io::Result<Self> {
+        Self::start_on_clock(http, smtp, public_url, crate::clock::system()).await
+    }
+
+    /// Like [`RunningSandbox::start_on`], with codes, tokens and rate limits going by `clock`
+    /// (a test's simulated clock, shared with the Herald it meets).
+    pub async fn start_on_clock(
+        http: tokio::net::TcpListener,
+        smtp: tokio::net::TcpListener,
+        public_url: &str,
+        clock: SharedClock,
+    ) -> std::io::Result<Self> {
         use std::sync::Arc;
 
         let http_addr = http.local_addr()?;
         let smtp_addr = smtp.local_addr()?;
-        let state = Arc::new(SandboxState::default());
+        let state = Arc::new(SandboxState::with_clock(clock));
         let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
         let smtp_ip = smtp_addr.ip().to_string();
         if !names.contains(&smtp_ip) && !smtp_addr.ip().is_unspecified() {

@@ -56,6 +56,13 @@ pub struct Switches {
     /// Graph: drafts, attachments and upload sessions take Mail.ReadWrite (delegated scope or
     /// application permission), as at Microsoft (the default). Off, Mail.Send stands in for it.
     pub graph_drafts_need_mail_readwrite: bool,
+    /// Device codes: the `interval` (seconds) clients are told to poll at (Entra: 5).
+    pub device_interval_secs: u64,
+    /// Device codes: how long one lives, in seconds (Entra: 900), then `expired_token`.
+    pub device_code_lifetime_secs: i64,
+    /// Device codes: answer this many polls `slow_down` (the client must wait 5 s more from
+    /// then on, RFC 8628 §3.5), then go on as before.
+    pub device_slow_down: u32,
 }
 
 impl Default for Switches {
@@ -84,6 +91,9 @@ impl Default for Switches {
             graph_outages: 0,
             graph_upload_outages: 0,
             graph_drafts_need_mail_readwrite: true,
+            device_interval_secs: 5,
+            device_code_lifetime_secs: 900,
+            device_slow_down: 0,
         }
     }
 }

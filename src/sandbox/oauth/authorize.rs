@@ -1,5 +1,6 @@
 //! The authorize endpoint and the pages behind it: the sign-in form and the consent page
-//! with **Accept**, ending in a redirect with the code (or an error) to the client.
+//! with **Accept**, ending in a redirect with the code (or an error) to the client, or, for a
+//! device code, on a page of the sandbox's own (see `device`).
 
 use askama::Template;
 use axum::Form;
@@ -21,7 +22,7 @@ use crate::crypto;
 const CODE_LIFETIME: Duration = Duration::minutes(10);
 
 /// The scopes the sandbox knows, with what the consent page says of them.
-const KNOWN_SCOPES: &[(&str, &str)] = &[
+pub(super) const KNOWN_SCOPES: &[(&str, &str)] = &[
     (
         SMTP_SEND_SCOPE,
         "Send emails from mailboxes using SMTP AUTH.",
@@ -64,13 +65,13 @@ pub(super) struct AuthorizeQuery {
 
 #[derive(Template)]
 #[template(path = "sandbox/signin.html")]
-struct SignInPage {
-    tenant: String,
-    app_name: String,
-    action: String,
-    txn: String,
-    login_hint: String,
-    error: Option<String>,
+pub(super) struct SignInPage {
+    pub tenant: String,
+    pub app_name: String,
+    pub action: String,
+    pub txn: String,
+    pub login_hint: String,
+    pub error: Option<String>,
 }
 
 pub(super) async fn authorize(
@@ -188,6 +189,7 @@ pub(super) async fn authorize(
             code_challenge,
             user: None,
             expires_at: server.state.now() + CODE_LIFETIME,
+            device: None,
         },
     );
     render(&SignInPage {
@@ -200,7 +202,7 @@ pub(super) async fn authorize(
     })
 }
 
-fn render(page: &impl Template) -> Response {
+pub(super) fn render(page: &impl Template) -> Response {
     match page.render() {
         Ok(html) => Html(html).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
@@ -306,6 +308,10 @@ pub(super) async fn consent(
     let Some(user) = pending.user.clone() else {
         return expired_request(&server, &tenant);
     };
+    if let Some(device) = &pending.device {
+        let accepted = form.decision == "accept";
+        return super::device::consented(&server, &pending, device, &user, accepted);
+    }
     if form.decision != "accept" {
         return redirect_error(
             &server,

@@ -1,5 +1,6 @@
 //! The token endpoint: client authentication, redeeming a code (with PKCE), refreshing a
-//! grant under the switches' faults, and issuing access, refresh and ID tokens.
+//! grant under the switches' faults, and issuing access, refresh and ID tokens (also for the
+//! device code grant of `device`).
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -14,7 +15,7 @@ use time::OffsetDateTime;
 
 use super::super::{Grant, Switches};
 use super::errors::{tenant_not_found, timestamp, token_error};
-use super::{OAuthServer, app, assertion};
+use super::{OAuthServer, app, assertion, device};
 use crate::crypto;
 
 /// The tenant's directory id, shown in ID tokens as `tid`.
@@ -33,7 +34,11 @@ pub(super) struct TokenForm {
     client_assertion: Option<String>,
     client_assertion_type: Option<String>,
     scope: Option<String>,
+    device_code: Option<String>,
 }
+
+/// RFC 8628's grant type.
+const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
 /// RFC 7523's client assertion type.
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -134,6 +139,9 @@ pub(super) async fn token(
         "authorization_code" => redeem_code(&server, &client_id, &form),
         "refresh_token" => refresh(&server, &client_id, &form, &switches),
         "client_credentials" => app::client_credentials(&server, &client_id, form.scope.as_deref()),
+        DEVICE_CODE_GRANT => {
+            device::redeem_device_code(&server, &client_id, form.device_code.as_deref())
+        }
         "" => bad(
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -409,7 +417,7 @@ fn refresh(
     issue_tokens(server, client_id, &grant.user, &grant.scopes, None)
 }
 
-fn issue_tokens(
+pub(super) fn issue_tokens(
     server: &OAuthServer,
     client_id: &str,
     user: &str,
