@@ -475,3 +475,29 @@ async fn herald_mailbox_authorize_device_waits_for_the_person_and_exits_by_the_o
     );
     flow.stop().await;
 }
+
+#[tokio::test]
+async fn the_authorize_window_offers_a_code_instead() {
+    let (app, sandbox) = spawn_app_with_sandbox().await;
+    let flow = Device::with(app, sandbox).await;
+    let org = flow.app.org("Fabrikam").await;
+    flow.app.user(org, "admin@fabrikam.example", "admin").await;
+    let (browser, _) = flow.app.signed_in("admin@fabrikam.example").await;
+    let (status, html) =
+        crate::helpers::page(&browser, &flow.app, "/settings/system/outgoing-mail").await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains(r##"<a href="#" id="authorize-device-link">Use a code instead</a>"##),
+        "{html}"
+    );
+    let script = browser
+        .get(flow.app.url("/static/outgoing-mail.js"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(script.contains("/authorize/device") && script.contains("/authorization"));
+    flow.stop().await;
+}
