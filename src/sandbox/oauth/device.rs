@@ -23,9 +23,9 @@ use serde_json::json;
 use super::super::Pending;
 use super::super::devices::{Decision, PollAnswer};
 use super::OAuthServer;
-use super::authorize::{KNOWN_SCOPES, SignInPage, render};
 use super::errors::{tenant_not_found, token_error};
-use super::token::issue_tokens;
+use super::issue::issue_tokens;
+use super::pages::{KNOWN_SCOPES, SignInPage, render};
 use crate::crypto;
 
 #[derive(Deserialize, Default)]

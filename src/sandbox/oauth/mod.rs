@@ -8,8 +8,9 @@
 //! `timestamp`, `trace_id` and `correlation_id`. The authorization response carries `iss`
 //! (RFC 9207). Refresh tokens rotate on every use and the old one stays valid.
 //!
-//! `authorize` holds the authorize endpoint with its sign-in and consent pages, `token` the
-//! token endpoint (client authentication, codes, refresh), `app` its client credentials grant,
+//! `authorize` holds the authorize endpoint with its sign-in and consent pages (`pages` what
+//! they share with device codes), `token` the token endpoint (client authentication, codes,
+//! refresh), `issue` the tokens it issues, `app` its client credentials grant,
 //! `assertion` certificate credentials (`private_key_jwt`), `discovery` the OpenID metadata and keys, `control` the `/_sandbox`
 //! control API, `device` the device authorization grant (RFC 8628) with its `/devicelogin`
 //! page, and `errors` the shapes Entra's errors take.
@@ -21,6 +22,8 @@ mod control;
 mod device;
 mod discovery;
 mod errors;
+mod issue;
+mod pages;
 mod token;
 
 use std::sync::Arc;
