@@ -25,6 +25,10 @@ use crate::oauth::{ProviderError, WithProof as _};
 use crate::store::attempts::{Attempt, AttemptStatus};
 use crate::store::{self, StoreError};
 
+/// How long Herald keeps polling past the code's `expires_in`, waiting for the provider to say
+/// `expired_token` itself.
+const POLL_GRACE: Duration = Duration::minutes(1);
+
 /// A device code to show, and the attempt that waits for it.
 pub struct DeviceStarted {
     pub attempt_id: String,
@@ -134,6 +138,9 @@ pub async fn start(
     let lifetime = Duration::try_from(authorization.expires_in()).unwrap_or(Duration::minutes(15));
     let expires_at = now + lifetime;
     let attempt_id = uuid::Uuid::now_v7().to_string();
+    // The attempt outlives the code by the poller's grace, so that the provider's own
+    // `expired_token` ends it with its reason rather than a reader of the attempt racing it.
+    let attempt_expires_at = expires_at + POLL_GRACE;
     let mut tx = access.store.begin().await?;
     // The attempt has no redirect to come back with a state: a random one nobody holds.
     store::attempts::insert(
@@ -145,7 +152,7 @@ pub async fn start(
         None,
         &actor.label,
         now,
-        expires_at,
+        attempt_expires_at,
     )
     .await?;
     tx.commit().await.map_err(StoreError::from)?;
@@ -245,7 +252,7 @@ impl DevicePoll {
         };
         let expires_in = authorization.expires_in();
         // The provider says when its code expires; this only stops a provider that never does.
-        let patience = expires_in + StdDuration::from_secs(60);
+        let patience = expires_in + StdDuration::try_from(POLL_GRACE).unwrap_or_default();
         let polled = tokio::time::timeout(
             patience,
             client
