@@ -389,6 +389,53 @@
     }
   });
 
+  // ---- Device code: "Use a code instead" in the Authorize window. -------------------------
+  // Asks Herald for a device code (RFC 8628), shows the code and the provider's page, and
+  // follows GET …/authorization until the attempt ends, then shows its outcome as the
+  // redirect of the code flow does.
+  function setUpDeviceCode() {
+    const link = $('#authorize-device-link');
+    if (!link) return;
+    const panel = $('#authorize-device');
+    let timer = null;
+    authorizeDialog.addEventListener('close', () => {
+      clearTimeout(timer);
+      timer = null;
+      panel.hidden = true;
+      link.hidden = false;
+    });
+    link.addEventListener('click', async (event) => {
+      event.preventDefault();
+      const mailbox = current;
+      link.hidden = true;
+      showErrors(authorizeDialog, null);
+      const result = await api('POST', `/mailboxes/${mailbox.id}/authorize/device`);
+      if (!result.ok) {
+        link.hidden = false;
+        showErrors(authorizeDialog, { errors: [{ field: 'authorize', message: result.data?.detail ?? result.data?.errors?.[0]?.message ?? 'Could not get a code.' }] });
+        return;
+      }
+      const started = result.data;
+      const uri = $('#device-uri');
+      uri.href = started.verification_uri;
+      uri.textContent = started.verification_uri;
+      $('#device-code').textContent = started.user_code;
+      panel.hidden = false;
+      const every = Math.min(Math.max(started.interval, 1), 5) * 1000;
+      const follow = async () => {
+        const attempt = await api('GET', `/mailboxes/${mailbox.id}/authorization`);
+        if (attempt.ok && attempt.data.id === started.attempt_id && attempt.data.status !== 'pending') {
+          window.location.assign(`/settings/system/outgoing-mail?attempt=${encodeURIComponent(started.attempt_id)}`);
+          return;
+        }
+        if (authorizeDialog.open) timer = setTimeout(follow, every);
+      };
+      timer = setTimeout(follow, every);
+    });
+  }
+  setUpDeviceCode();
+  // ---- End of device code. -----------------------------------------------------------------
+
   $('#test-form').addEventListener('submit', async (event) => {
     event.preventDefault();
     const to = $('#test-to').value.trim();

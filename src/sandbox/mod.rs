@@ -9,12 +9,14 @@
 //!
 //! State lives in memory: the sandbox is for demos and tests, and starts empty.
 //! [`oauth`] is its Entra ID-shaped authorization server; `apps` holds app-only access
-//! (client credentials): application permissions and Exchange's scoping of apps.
+//! (client credentials): application permissions and Exchange's scoping of apps; `devices`
+//! the device codes (RFC 8628) people enter at `/devicelogin`.
 //! [`google`] is its second personality, Google's, under `{base}/google`: Google's OAuth
 //! endpoints and errors, non-rotating refresh tokens, service accounts with domain-wide
 //! delegation, and Gmail's manners on the same SMTP server for Google users.
 
 mod apps;
+mod devices;
 mod events;
 pub mod google;
 pub mod graph;
@@ -124,6 +126,8 @@ pub(crate) struct Pending {
     /// Set once the user has signed in.
     pub user: Option<String>,
     pub expires_at: OffsetDateTime,
+    /// A sign-in for a device code (by digest), which ends on a page instead of a redirect.
+    pub device: Option<String>,
 }
 
 /// An authorization code, single-use.
@@ -174,6 +178,7 @@ struct Inner {
     apps: HashMap<String, AppAccess>,
     /// Client assertions' `jti`s seen, until they expire (each is single-use).
     assertion_ids: HashMap<String, i64>,
+    devices: devices::Devices,
 }
 
 /// The sandbox's shared state.

@@ -70,6 +70,13 @@ pub struct Switches {
     /// Google mode: messages a day per user before `550 5.4.5 Daily user sending limit
     /// exceeded` (Workspace: 2,000).
     pub google_messages_per_day: u32,
+    /// Device codes: the `interval` (seconds) clients are told to poll at (Entra: 5).
+    pub device_interval_secs: u64,
+    /// Device codes: how long one lives, in seconds (Entra: 900), then `expired_token`.
+    pub device_code_lifetime_secs: i64,
+    /// Device codes: answer this many polls `slow_down` (the client must wait 5 s more from
+    /// then on, RFC 8628 §3.5), then go on as before.
+    pub device_slow_down: u32,
 }
 
 impl Default for Switches {
@@ -103,6 +110,9 @@ impl Default for Switches {
             google_org_domain: String::new(),
             google_testing_status: false,
             google_messages_per_day: 2_000,
+            device_interval_secs: 5,
+            device_code_lifetime_secs: 900,
+            device_slow_down: 0,
         }
     }
 }

@@ -10,6 +10,7 @@ mod cancel;
 mod certificates;
 mod cli;
 pub(crate) mod crash;
+mod device_code;
 mod floods;
 mod from_rule;
 mod google;

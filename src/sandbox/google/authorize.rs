@@ -120,6 +120,7 @@ pub(super) async fn authorize(
             code_challenge,
             user: None,
             expires_at: server.state.now() + CODE_LIFETIME,
+            device: None,
         },
     );
     server.state.google().requests.insert(

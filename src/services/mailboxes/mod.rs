@@ -17,7 +17,7 @@ mod tests;
 mod update;
 
 pub use certificates::renew_certificate;
-pub use discovery::discover;
+pub use discovery::{device_endpoint, discover};
 pub use resolve::Resolved;
 pub(crate) use resolve::check_url;
 pub use update::update;

@@ -73,6 +73,11 @@ pub async fn send_test_message(
 
 /// The problem `code` for a send failure: the reason's own code, from the known set.
 fn static_reason_code(code: &str) -> &'static str {
+    known_reason_code(code).unwrap_or("send_failed")
+}
+
+/// A reason's code as a problem `code`, when it is one of the known set.
+pub(super) fn known_reason_code(code: &str) -> Option<&'static str> {
     const KNOWN: &[&str] = &[
         "smtp_auth_disabled",
         "token_rejected",
@@ -103,9 +108,5 @@ fn static_reason_code(code: &str) -> &'static str {
         "verification_required",
         "authorization_required",
     ];
-    KNOWN
-        .iter()
-        .find(|k| **k == code)
-        .copied()
-        .unwrap_or("send_failed")
+    KNOWN.iter().find(|k| **k == code).copied()
 }
