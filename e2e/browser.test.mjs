@@ -602,3 +602,42 @@ test('a shared mailbox: Sign-in account and From name in the window, Authorize a
   assert.equal(message.mail_from, shared);
   await page.close();
 });
+
+test('Use a code instead: the Authorize window shows a device code, a person enters it on another device, and the row turns Verified', async () => {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const [admin, password] = credentials('Admin sign-in');
+  const [user, userPassword] = credentials('Sandbox user sign-in');
+  // The sandbox asks for a poll every second, so the walk does not wait five.
+  await setSwitches({ device_interval_secs: 1 });
+  await signIn(page, admin, password);
+  await openOutgoingMail(page);
+  await removeMailboxesOf(page, user);
+  const dialog = await addSandboxMailbox(page, user);
+  await Promise.all([page.waitForEvent('load'), dialog.getByRole('button', { name: 'Save' }).click()]);
+  const row = () => page.getByRole('row', { name: new RegExp(user) });
+  await row().getByRole('button', { name: 'Authorize' }).click();
+  const authorize = page.getByRole('dialog', { name: 'Authorize' });
+  await authorize.getByRole('link', { name: 'Use a code instead' }).click();
+  await authorize.locator('#authorize-device').waitFor({ state: 'visible' });
+  const code = (await authorize.locator('#device-code').textContent()).trim();
+  assert.match(code, /^[A-Z0-9]{9}$/);
+  const uri = await authorize.locator('#device-uri').getAttribute('href');
+  assert.ok(uri.startsWith(sandbox()), uri);
+
+  // On another device (another page here): the code, the sign-in, Accept.
+  const other = await browser.newPage();
+  await other.goto(uri);
+  await other.getByLabel('Code').fill(code);
+  await other.getByRole('button', { name: 'Next' }).click();
+  // The device's page knows no account: the person types it, as at Microsoft.
+  await other.getByLabel('Email, phone, or Skype').fill(user);
+  await other.getByLabel('Password').fill(userPassword);
+  await other.getByRole('button', { name: 'Sign in' }).click();
+  await other.getByRole('button', { name: 'Accept' }).click();
+  await other.close();
+
+  await page.waitForURL(/\/settings\/system\/outgoing-mail\?attempt=/);
+  await row().getByText('Verified', { exact: true }).waitFor();
+  await setSwitches({ device_interval_secs: 5 });
+  await page.close();
+});
