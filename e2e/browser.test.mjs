@@ -641,3 +641,30 @@ test('Use a code instead: the Authorize window shows a device code, a person ent
   await setSwitches({ device_interval_secs: 5 });
   await page.close();
 });
+
+test('Google with Sign in as App-only asks for the service account key instead of the client ID and secret', async () => {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const [admin, password] = credentials('Admin sign-in');
+  await signIn(page, admin, password);
+  await openOutgoingMail(page);
+  await page.getByRole('button', { name: 'Add ▾' }).click();
+  await page.getByRole('menuitem', { name: 'OAuth2' }).click();
+  const dialog = page.getByRole('dialog', { name: 'Add' });
+  await dialog.getByLabel('Provider').selectOption({ label: 'Google' });
+  assert.ok(await dialog.getByLabel('Client ID').isVisible());
+  await dialog.getByLabel('Sign in as').selectOption({ label: 'App-only' });
+  await dialog.getByLabel('Service account key (JSON)').waitFor();
+  assert.equal(await dialog.getByLabel('Client ID').isVisible(), false);
+  assert.equal(await dialog.getByLabel('Client Secret', { exact: true }).isVisible(), false);
+  await dialog.getByText('Manage Domain Wide Delegation', { exact: false }).waitFor();
+  // A key that is no JSON is refused at its own field.
+  await dialog.getByLabel('Service account key (JSON)').fill('not a key');
+  await dialog.getByLabel('Username').fill('reports@contoso.com');
+  await dialog.getByRole('button', { name: 'Save' }).click();
+  await dialog.locator('[data-error-for="service_account_key"]').getByText(/\S/).waitFor();
+  await dialog.getByLabel('Sign in as').selectOption({ label: 'Delegated' });
+  assert.ok(await dialog.getByLabel('Client ID').isVisible());
+  assert.equal(await dialog.getByLabel('Service account key (JSON)').isVisible(), false);
+  await dialog.getByRole('button', { name: 'Cancel' }).click();
+  await page.close();
+});

@@ -123,10 +123,28 @@
     const graph = auth === 'oauth2' && (provider === 'microsoft' || provider === 'sandbox');
     $$('.provider-graph', form).forEach((el) => { el.hidden = !graph; });
     if (!graph) field('transport').value = 'smtp';
-    // App-only (client credentials): Microsoft's, and any other server that grants it.
-    const app = auth === 'oauth2' && provider !== 'google';
+    // App-only: client credentials (Microsoft's, and any other server that grants it), or a
+    // Google Workspace service account.
+    const app = auth === 'oauth2';
     $$('.provider-app', form).forEach((el) => { el.hidden = !app; });
     if (!app) field('credential').value = 'delegated';
+    showGoogleApp();
+  }
+
+  // A Google service account brings its own client and token URL in its JSON key.
+  function showGoogleApp() {
+    const googleApp = field('auth').value === 'oauth2' && field('provider').value === 'google'
+      && field('credential').value === 'app';
+    const oauth2 = field('auth').value === 'oauth2';
+    $$('.google-app', form).forEach((el) => { el.hidden = !googleApp; });
+    for (const name of ['client_id', 'client_auth']) {
+      field(name).closest('.field').hidden = googleApp || !oauth2;
+    }
+    if (googleApp) {
+      $$('.secret-only, .certificate-only', form).forEach((el) => { el.hidden = true; });
+    } else {
+      showCredential(field('id').value ? currentMailbox : null);
+    }
   }
 
   // A certificate replaces the client secret: its fields give way to the certificate's.
@@ -245,6 +263,7 @@
     field('host').value = values.host;
   });
   let currentMailbox = null;
+  field('credential').addEventListener('change', showGoogleApp);
   field('client_auth').addEventListener('change', () => showCredential(field('id').value ? currentMailbox : null));
   $('[data-renew]', form).addEventListener('click', async (event) => {
     const id = field('id').value;
@@ -263,7 +282,7 @@
     const auth = field('auth').value;
     const body = { auth };
     const names = auth === 'oauth2'
-      ? ['provider', 'cloud', 'tenant', 'credential', 'transport', 'client_auth', 'host', 'port', 'security', 'authorization_url', 'token_url', 'scopes', 'client_id', 'client_secret', 'client_secret_expires_at', 'username', 'from_name', 'sign_in_account', 'reply_to', 'signature']
+      ? ['provider', 'cloud', 'tenant', 'credential', 'transport', 'client_auth', 'host', 'port', 'security', 'authorization_url', 'token_url', 'scopes', 'client_id', 'client_secret', 'service_account_key', 'client_secret_expires_at', 'username', 'from_name', 'sign_in_account', 'reply_to', 'signature']
       : ['host', 'port', 'security', 'username', 'from_name', 'password', 'reply_to', 'signature'];
     for (const name of names) {
       const value = field(name).value.trim();
@@ -278,6 +297,12 @@
       }
       if ((name === 'client_secret' || name === 'password') && !value) continue; // blank keeps the stored secret
       if (['client_secret', 'client_secret_expires_at'].includes(name) && body.client_auth === 'certificate') continue;
+      const googleApp = body.provider === 'google' && body.credential === 'app';
+      if (name === 'service_account_key') {
+        if (googleApp && value) body.service_account_key = field(name).value;
+        continue;
+      }
+      if (googleApp && ['client_id', 'client_secret', 'client_secret_expires_at'].includes(name)) continue;
       if ((name === 'tenant' || name === 'cloud') && (body.provider !== 'microsoft')) continue;
       if (name === 'scopes') {
         if (body.provider === 'custom' || (id && currentMailbox?.provider === 'custom')) {
