@@ -9,9 +9,11 @@
 //!
 //! State lives in memory: the sandbox is for demos and tests, and starts empty.
 //! [`oauth`] is its Entra ID-shaped authorization server; `apps` holds app-only access
-//! (client credentials): application permissions and Exchange's scoping of apps.
+//! (client credentials): application permissions and Exchange's scoping of apps;
+//! `credentials` an app registration's client secrets, with their end dates.
 
 mod apps;
+mod credentials;
 mod events;
 pub mod graph;
 pub mod oauth;
@@ -31,6 +33,10 @@ use crate::crypto;
 pub use apps::{
     APP_MAIL_SEND, APP_SMTP_SEND_AS_APP, AppAccess, AppCertificate, EXCHANGE_RESOURCE,
     GRAPH_RESOURCE,
+};
+pub use credentials::{
+    APP_APPLICATION_READ_ALL, DEFAULT_SECRET_LIFETIME, GRAPH_APPLICATION_READ_ALL_SCOPE,
+    PasswordCredential,
 };
 pub use events::Counters;
 pub use graph::{
@@ -91,7 +97,8 @@ pub struct SandboxClient {
     pub client_id: String,
     /// The client secret's Secret ID: a GUID, which is *not* the secret.
     pub secret_id: String,
-    /// The client secret's Value, shaped like Entra's (with `~` and `.`).
+    /// The first client secret's Value, shaped like Entra's (with `~` and `.`); more are made
+    /// with [`SandboxState::add_client_secret`].
     pub secret: SecretString,
     pub redirect_uris: Vec<String>,
 }
@@ -170,6 +177,8 @@ struct Inner {
     apps: HashMap<String, AppAccess>,
     /// Client assertions' `jti`s seen, until they expire (each is single-use).
     assertion_ids: HashMap<String, i64>,
+    /// App registrations' client secrets; refresh requests' scopes.
+    credentials: credentials::CredentialsInner,
 }
 
 /// The sandbox's shared state.
@@ -233,6 +242,7 @@ impl SandboxState {
         self.inner()
             .clients
             .insert(client.client_id.clone(), client.clone());
+        self.record_first_secret(&client);
         client
     }
 

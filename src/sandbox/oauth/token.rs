@@ -12,6 +12,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
+use super::super::credentials::SecretCheck;
 use super::super::{Grant, Switches};
 use super::errors::{tenant_not_found, timestamp, token_error};
 use super::{OAuthServer, app, assertion};
@@ -241,17 +242,33 @@ fn authenticate_client(
             ));
         }
         ClientProof::Secret(secret) => {
-            if switches.client_secret_invalid
-                || !crypto::constant_time_eq(&secret, client.secret.expose_secret())
-            {
-                return Err(bad(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_client",
-                    7000215,
-                    &format!(
-                        "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
-                    ),
-                ));
+            let check = if switches.client_secret_invalid {
+                SecretCheck::Unknown
+            } else {
+                server.state.check_client_secret(&client_id, &secret)
+            };
+            match check {
+                SecretCheck::Accepted => {}
+                SecretCheck::Expired => {
+                    return Err(bad(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_client",
+                        7000222,
+                        &format!(
+                            "The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds."
+                        ),
+                    ));
+                }
+                SecretCheck::Unknown => {
+                    return Err(bad(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_client",
+                        7000215,
+                        &format!(
+                            "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+                        ),
+                    ));
+                }
             }
         }
     }
@@ -328,7 +345,7 @@ fn redeem_code(server: &OAuthServer, client_id: &str, form: &TokenForm) -> Respo
         server,
         client_id,
         &issued.user,
-        &issued.scopes,
+        (&issued.scopes, &issued.scopes),
         issued.nonce.as_deref(),
     )
 }
@@ -341,6 +358,7 @@ fn refresh(
 ) -> Response {
     let bad =
         |status, error, code, message: &str| token_error(server, status, error, code, message);
+    server.state.record_refresh_scope(form.scope.as_deref());
     let Some(refresh_token) = form.refresh_token.as_deref().filter(|t| !t.is_empty()) else {
         return bad(
             StatusCode::BAD_REQUEST,
@@ -406,14 +424,50 @@ fn refresh(
             "Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access 'https://outlook.office.com'.",
         );
     }
-    issue_tokens(server, client_id, &grant.user, &grant.scopes, None)
+    // A refresh may ask for some of the granted scopes (another resource's, say): the access
+    // token carries those, and the new refresh token the whole grant.
+    let asked: Vec<String> = form
+        .scope
+        .as_deref()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if let Some(missing) = asked.iter().find(|s| !grant.scopes.contains(s)) {
+        let name = server
+            .state
+            .client(client_id)
+            .map(|c| c.name)
+            .unwrap_or_default();
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            65001,
+            &format!(
+                "The user or administrator has not consented to use the application with ID '{client_id}' named '{name}' for the scope '{missing}'. Send an interactive authorization request for this user and resource."
+            ),
+        );
+    }
+    let scopes = if asked.is_empty() {
+        grant.scopes.clone()
+    } else {
+        asked
+    };
+    issue_tokens(
+        server,
+        client_id,
+        &grant.user,
+        (&scopes, &grant.scopes),
+        None,
+    )
 }
 
+/// Issues tokens for `scopes`; the refresh token stands for `granted` (the same, or more).
 fn issue_tokens(
     server: &OAuthServer,
     client_id: &str,
     user: &str,
-    scopes: &[String],
+    (scopes, granted): (&[String], &[String]),
     nonce: Option<&str>,
 ) -> Response {
     let now = server.state.now();
@@ -434,14 +488,14 @@ fn issue_tokens(
         "ext_expires_in": expires_in,
         "access_token": access_token.expose_secret(),
     });
-    if scopes.iter().any(|s| s == "offline_access") {
+    if granted.iter().any(|s| s == "offline_access") {
         let refresh_token = format!("1.{}", crypto::random_token());
         server.state.put_grant(
             &refresh_token,
             Grant {
                 client_id: client_id.to_owned(),
                 user: user.to_owned(),
-                scopes: scopes.to_vec(),
+                scopes: granted.to_vec(),
                 issued_at: now,
             },
         );
