@@ -106,6 +106,16 @@ impl CertificateInfo {
 }
 
 string_enum!(
+    /// Where a client secret's expiry date came from.
+    ExpirySource {
+        /// An admin typed it.
+        Typed = "typed",
+        /// Herald read it from the app registration (Microsoft Graph, `passwordCredentials`).
+        Microsoft = "microsoft",
+    }
+);
+
+string_enum!(
     /// Whether the mailbox works, as the list shows it.
     MailboxStatus { Verified = "verified", NotVerified = "not_verified" }
 );
@@ -192,6 +202,8 @@ pub struct Mailbox {
     /// redirect (RFC 9207): a redirect without it is refused.
     pub iss_required: bool,
     pub client_secret_expires_at: Option<Date>,
+    /// Whether `client_secret_expires_at` was typed or read from Microsoft.
+    pub client_secret_expiry_source: ExpirySource,
     pub status: MailboxStatus,
     pub status_reason: Option<StatusReason>,
     pub verified_at: Option<OffsetDateTime>,
@@ -252,9 +264,30 @@ impl Mailbox {
     }
 }
 
+/// What a credential's expiry date calls for today, as both the alerts and the list say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpiryWarning {
+    /// It expires today or has expired: the day it ends, Microsoft refuses it.
+    Expired,
+    /// It expires in this many days (1 to 30).
+    ExpiresIn(i64),
+}
+
+/// The warning for a credential ending on `expires`, seen on `today` (the application clock's
+/// date): none more than 30 days ahead.
+pub fn expiry_warning(expires: Date, today: Date) -> Option<ExpiryWarning> {
+    match (expires - today).whole_days() {
+        i64::MIN..=0 => Some(ExpiryWarning::Expired),
+        left @ 1..=30 => Some(ExpiryWarning::ExpiresIn(left)),
+        _ => None,
+    }
+}
+
 /// Names of the sealed secrets a mailbox owns.
 pub mod secret_fields {
     pub const CLIENT_SECRET: &str = "client_secret";
+    /// The client secret waiting to take over when the current one is refused (rotation).
+    pub const NEXT_CLIENT_SECRET: &str = "next_client_secret";
     pub const PASSWORD: &str = "password";
     pub const ACCESS_TOKEN: &str = "access_token";
     pub const REFRESH_TOKEN: &str = "refresh_token";

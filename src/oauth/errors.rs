@@ -200,6 +200,7 @@ pub(crate) mod tests_support {
             certificate: None,
             next_certificate: None,
             cloud: crate::domain::mailbox::Cloud::Global,
+            client_secret_expiry_source: crate::domain::mailbox::ExpirySource::Typed,
         }
     }
 }

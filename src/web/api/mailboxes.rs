@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::ListParams;
 use crate::domain::MailboxId;
 use crate::domain::mailbox::{
-    AuthKind, CertificateInfo, ClientAuth, Cloud, CredentialKind, Mailbox, MailboxStatus, Provider,
+    AuthKind, CertificateInfo, ClientAuth, Cloud, CredentialKind, ExpirySource, Mailbox, MailboxStatus, Provider,
     Security, StatusReason, TransportKind, secret_fields,
 };
 use crate::domain::message::{LimitOverrides, Limits};
@@ -50,10 +50,16 @@ pub struct MailboxOut {
     pub client_auth: ClientAuth,
     pub scopes: Vec<String>,
     pub issuer: Option<String>,
-    /// The client secret's expiry as the Azure portal showed it (`YYYY-MM-DD`).
+    /// The client secret's expiry (`YYYY-MM-DD`); null when unknown, as after a new secret
+    /// given without its date.
     pub client_secret_expires_at: Option<String>,
+    /// Where the expiry came from: `typed`, or `microsoft` (read from the app registration
+    /// with Application.Read.All); null without a date.
+    pub client_secret_expiry_source: Option<ExpirySource>,
     /// Whether a client secret is stored (the secret itself is never shown).
     pub has_client_secret: bool,
+    /// Whether a next client secret waits to take over when the current one is refused.
+    pub has_next_client_secret: bool,
     /// Whether a password is stored (the password itself is never shown).
     pub has_password: bool,
     /// The Redirect URI to register in the app: one for the whole installation.
@@ -133,6 +139,8 @@ pub(super) async fn render(state: &AppState, mailbox: Mailbox) -> Result<Mailbox
         views::has_secret(&state.access.store, &owner, secret_fields::CLIENT_SECRET).await?;
     let has_password =
         views::has_secret(&state.access.store, &owner, secret_fields::PASSWORD).await?;
+    let has_next_client_secret =
+        views::has_secret(&state.access.store, &owner, secret_fields::NEXT_CLIENT_SECRET).await?;
     let effective_limits = mailbox.effective_limits();
     Ok(MailboxOut {
         id: owner,
@@ -156,7 +164,11 @@ pub(super) async fn render(state: &AppState, mailbox: Mailbox) -> Result<Mailbox
         scopes: mailbox.scopes,
         issuer: mailbox.issuer,
         client_secret_expires_at: mailbox.client_secret_expires_at.map(|d| d.to_string()),
+        client_secret_expiry_source: mailbox
+            .client_secret_expires_at
+            .map(|_| mailbox.client_secret_expiry_source),
         has_client_secret,
+        has_next_client_secret,
         has_password,
         redirect_uri: state.access.config.redirect_uri(),
         status: mailbox.status,
@@ -205,6 +217,10 @@ pub struct CreateMailbox {
     /// The client secret's Value (not its Secret ID). Write-only.
     #[schema(value_type = Option<String>, format = Password)]
     pub client_secret: Option<SecretString>,
+    /// A second secret's Value, kept beside the current one during a rotation: Herald switches
+    /// to it when Microsoft refuses the current one (expired or removed). Write-only.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub next_client_secret: Option<SecretString>,
     /// How the app proves itself at the token endpoint: `secret` (default: the client secret in
     /// the request body), `basic` (the secret in HTTP Basic) or `certificate` (`private_key_jwt`:
     /// Herald makes a key pair and a certificate to upload to the app registration, or takes
@@ -276,8 +292,14 @@ pub struct PatchMailbox {
     pub authorization_url: Option<String>,
     pub token_url: Option<String>,
     pub client_id: Option<String>,
+    /// A new client secret: Herald tries it at the token endpoint before keeping it, and
+    /// answers 422 when Microsoft refuses it (the old one stays). Clears the recorded expiry
+    /// unless `client_secret_expires_at` comes with it.
     #[schema(value_type = Option<String>, format = Password)]
     pub client_secret: Option<SecretString>,
+    /// The next client secret, waiting to take over (write-only).
+    #[schema(value_type = Option<String>, format = Password)]
+    pub next_client_secret: Option<SecretString>,
     /// `secret`, `basic` or `certificate`. Turning to `certificate` makes a certificate (unless
     /// one is given) that must be uploaded before the mailbox works again.
     pub client_auth: Option<String>,
@@ -398,6 +420,7 @@ pub async fn create_mailbox(
         issuer: body.issuer,
         client_secret_expires_at: body.client_secret_expires_at,
         client_secret: body.client_secret,
+        next_client_secret: body.next_client_secret,
         password: body.password,
         limits: body.limits,
         transport: body.transport,
@@ -469,6 +492,7 @@ pub async fn update_mailbox(
         issuer: body.issuer,
         client_secret_expires_at: body.client_secret_expires_at,
         client_secret: body.client_secret,
+        next_client_secret: body.next_client_secret,
         password: body.password,
         limits: body.limits,
         transport: body.transport,
