@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
 use super::client_auth::{
-    ClientCredential, credential_refused, client_credentials, promote_successor,
+    ClientCredential, client_credentials, credential_refused, promote_successor,
 };
 use super::tokens::{REFRESH_SKEW, TokenFailure};
 use super::{Access, AccessResult};
@@ -48,7 +48,8 @@ struct AppKey {
     credential: String,
 }
 
-pub(super) type TokenResult = Result<oauth::TokenResponse, RequestTokenError<HttpError, oauth::ProviderError>>;
+pub(super) type TokenResult =
+    Result<oauth::TokenResponse, RequestTokenError<HttpError, oauth::ProviderError>>;
 
 /// One client-credentials request with one of the app's credentials.
 pub(super) async fn request_token(
@@ -81,7 +82,10 @@ pub async fn app_token(
         Ok(found) => found,
         Err(reason) => return Ok(Err(TokenFailure::Refused(reason))),
     };
-    if matches!(credentials.as_slice(), [ClientCredential::Secret { secret: None, .. }]) {
+    if matches!(
+        credentials.as_slice(),
+        [ClientCredential::Secret { secret: None, .. }]
+    ) {
         return Ok(Err(TokenFailure::Refused(StatusReason::new(
             "client_secret_missing",
             "The mailbox has no client secret, which app-only access needs.",

@@ -182,7 +182,9 @@ pub async fn promote_successor(
         return Ok(());
     };
     let detail = match worked {
-        ClientCredential::Certificate { .. } => promote_certificate(access, &mut tx, &mut current).await?,
+        ClientCredential::Certificate { .. } => {
+            promote_certificate(access, &mut tx, &mut current).await?
+        }
         ClientCredential::Secret { secret, .. } => {
             promote_secret(access, &mut tx, &mut current, secret.as_ref()).await?
         }
@@ -222,8 +224,13 @@ async fn promote_certificate(
     let Some(next) = current.next_certificate.take() else {
         return Ok(None);
     };
-    let Some(key) =
-        keys::get_secret(tx, &access.keys, &owner, secret_fields::NEXT_CERTIFICATE_KEY).await?
+    let Some(key) = keys::get_secret(
+        tx,
+        &access.keys,
+        &owner,
+        secret_fields::NEXT_CERTIFICATE_KEY,
+    )
+    .await?
     else {
         return Ok(None);
     };
@@ -237,7 +244,15 @@ async fn promote_certificate(
     current.certificate = Some(next);
     current.updated_at = now;
     store::mailboxes::set_certificates(tx, current).await?;
-    keys::put_secret(tx, &access.keys, &owner, secret_fields::CERTIFICATE_KEY, &key, now).await?;
+    keys::put_secret(
+        tx,
+        &access.keys,
+        &owner,
+        secret_fields::CERTIFICATE_KEY,
+        &key,
+        now,
+    )
+    .await?;
     store::secrets::delete(tx, &owner, secret_fields::NEXT_CERTIFICATE_KEY).await?;
     Ok(Some(detail))
 }
@@ -265,7 +280,15 @@ async fn promote_secret(
         mailbox = %current.id,
         "the client secret in use was refused and the next one works: it is now the one in use"
     );
-    keys::put_secret(tx, &access.keys, &owner, secret_fields::CLIENT_SECRET, &next, now).await?;
+    keys::put_secret(
+        tx,
+        &access.keys,
+        &owner,
+        secret_fields::CLIENT_SECRET,
+        &next,
+        now,
+    )
+    .await?;
     store::secrets::delete(tx, &owner, secret_fields::NEXT_CLIENT_SECRET).await?;
     current.client_secret_expires_at = None;
     current.client_secret_expiry_source = ExpirySource::Typed;
@@ -273,10 +296,15 @@ async fn promote_secret(
     store::alerts::resolve_others(
         tx,
         current.id,
-        &[super::alerts::kind::SECRET_EXPIRING, super::alerts::kind::SECRET_EXPIRED],
+        &[
+            super::alerts::kind::SECRET_EXPIRING,
+            super::alerts::kind::SECRET_EXPIRED,
+        ],
         "",
         now,
     )
     .await?;
-    Ok(Some(serde_json::json!({"name": current.name, "credential": "client_secret"})))
+    Ok(Some(
+        serde_json::json!({"name": current.name, "credential": "client_secret"}),
+    ))
 }

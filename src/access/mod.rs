@@ -33,10 +33,12 @@ use crate::oauth::http::TokenHttp;
 use crate::secrets::KeyRing;
 use crate::store::{Store, StoreError};
 
-pub use client_auth::{ClientCredential, client_credentials, credential_refused, promote_successor};
+pub use client_auth::{
+    ClientCredential, client_credentials, credential_refused, promote_successor,
+};
+pub use credential::{Credential, Secret};
 pub use secret_check::{SecretCheck, check_new_secret, refusal_message};
 pub use secret_expiry::read_secret_expiry;
-pub use credential::{Credential, Secret};
 pub use status::{mark_not_verified, set_status, stale};
 pub use tokens::{REFRESH_SKEW, TokenFailure, TokenLocks, access_token, refresh_now, store_tokens};
 pub use transport::{Connection, Refusal, SendFailure, Transport, classify, reply_of};

@@ -80,9 +80,17 @@ mod tests {
 
     #[test]
     fn refusals_name_the_code_microsoft_gave() {
-        let expired = StatusReason::new("client_secret_expired", "The client secret has expired (AADSTS7000222).", None);
+        let expired = StatusReason::new(
+            "client_secret_expired",
+            "The client secret has expired (AADSTS7000222).",
+            None,
+        );
         assert!(refusal_message(&expired).contains("has expired (AADSTS7000222)"));
-        let invalid = StatusReason::new("client_secret_invalid", "The client secret was refused (AADSTS7000215).", None);
+        let invalid = StatusReason::new(
+            "client_secret_invalid",
+            "The client secret was refused (AADSTS7000215).",
+            None,
+        );
         let text = refusal_message(&invalid);
         assert!(text.contains("(AADSTS7000215)"), "{text}");
         assert!(text.contains("not the Secret ID"));

@@ -99,6 +99,15 @@ async fn graph_token(
 /// Reads the expiry of the client secret in use from the app registration and records it.
 /// Answers the mailbox as it stands afterwards.
 pub async fn read_secret_expiry(access: &Access, mailbox: &Mailbox) -> AccessResult<Mailbox> {
+    // As stored now: a successor may have taken over (and the old date gone) on the way here.
+    let stored = {
+        let mut conn = access.store.conn().await?;
+        store::mailboxes::get(&mut conn, mailbox.org_id, mailbox.id).await?
+    };
+    let Some(mailbox) = stored else {
+        return Ok(mailbox.clone());
+    };
+    let mailbox = &mailbox;
     let unchanged = Ok(mailbox.clone());
     if mailbox.auth != AuthKind::OAuth2 || mailbox.client_auth == ClientAuth::Certificate {
         return unchanged;
@@ -111,7 +120,13 @@ pub async fn read_secret_expiry(access: &Access, mailbox: &Mailbox) -> AccessRes
     let owner = mailbox.id.to_string();
     let secret = {
         let mut conn = access.store.conn().await?;
-        keys::get_secret(&mut conn, &access.keys, &owner, secret_fields::CLIENT_SECRET).await?
+        keys::get_secret(
+            &mut conn,
+            &access.keys,
+            &owner,
+            secret_fields::CLIENT_SECRET,
+        )
+        .await?
     };
     let Some(secret) = secret else {
         return unchanged;
@@ -119,8 +134,10 @@ pub async fn read_secret_expiry(access: &Access, mailbox: &Mailbox) -> AccessRes
     let Some(token) = graph_token(access, mailbox, &resource).await? else {
         return unchanged;
     };
-    let Ok(mut url) = url::Url::parse(&format!("{}/v1.0/applications", graph.trim_end_matches('/')))
-    else {
+    let Ok(mut url) = url::Url::parse(&format!(
+        "{}/v1.0/applications",
+        graph.trim_end_matches('/')
+    )) else {
         return unchanged;
     };
     url.query_pairs_mut()
@@ -155,7 +172,8 @@ pub async fn read_secret_expiry(access: &Access, mailbox: &Mailbox) -> AccessRes
         return unchanged;
     };
     let mut tx = access.store.begin().await?;
-    let Some(mut current) = store::mailboxes::get(&mut tx, mailbox.org_id, mailbox.id).await? else {
+    let Some(mut current) = store::mailboxes::get(&mut tx, mailbox.org_id, mailbox.id).await?
+    else {
         return unchanged;
     };
     if stale(&mut tx, mailbox).await? {
@@ -196,6 +214,10 @@ mod tests {
             {"hint": "abc", "endDateTime": "2027-06-30T10:00:00Z"},
             {"hint": "abc", "endDateTime": "2028-06-30T10:00:00Z"},
         ]}]});
-        assert_eq!(expiry_for(&twins, "app-1", "abc8Q~"), None, "two with one hint: no guess");
+        assert_eq!(
+            expiry_for(&twins, "app-1", "abc8Q~"),
+            None,
+            "two with one hint: no guess"
+        );
     }
 }

@@ -169,8 +169,14 @@ pub async fn access_token(
                 let jitter = u64::from(crypto::random_bytes::<1>()[0]) % (base / 2 + 1);
                 tokio::time::sleep(StdDuration::from_millis(base + jitter)).await;
             }
-            match refresh_request(access, &mailbox, credential, &refresh_token, &mailbox.scopes)
-                .await?
+            match refresh_request(
+                access,
+                &mailbox,
+                credential,
+                &refresh_token,
+                &mailbox.scopes,
+            )
+            .await?
             {
                 Ok(response) => {
                     crate::metrics::get().token_refresh("ok");
@@ -216,8 +222,7 @@ pub async fn access_token(
 }
 
 /// What one refresh request came to.
-pub(super) type RefreshResult =
-    Result<TokenResponse, RequestTokenError<HttpError, ProviderError>>;
+pub(super) type RefreshResult = Result<TokenResponse, RequestTokenError<HttpError, ProviderError>>;
 
 /// One refresh request with one credential. It sends `scopes`: the mailbox's, which the grant
 /// holds (Microsoft asks clients not to rely on leaving them out), or another resource's.
@@ -243,7 +248,10 @@ async fn refresh_request(
 }
 
 /// The stored refresh token, if the mailbox has one.
-async fn stored_refresh_token(access: &Access, mailbox: &Mailbox) -> AccessResult<Option<RefreshToken>> {
+async fn stored_refresh_token(
+    access: &Access,
+    mailbox: &Mailbox,
+) -> AccessResult<Option<RefreshToken>> {
     let mut conn = access.store.conn().await?;
     let refresh = keys::get_secret(
         &mut conn,
@@ -267,7 +275,8 @@ pub(super) async fn refresh_with(
     let Some(refresh_token) = stored_refresh_token(access, mailbox).await? else {
         return Ok(None);
     };
-    let result = refresh_request(access, mailbox, credential, &refresh_token, &mailbox.scopes).await?;
+    let result =
+        refresh_request(access, mailbox, credential, &refresh_token, &mailbox.scopes).await?;
     if let Ok(response) = &result {
         store_tokens(access, &mut mailbox.clone(), response).await?;
     }

@@ -20,9 +20,7 @@ use time::{Date, OffsetDateTime};
 
 use super::{ServiceError, ServiceResult};
 use crate::clock::Clock;
-use crate::domain::mailbox::{
-    CertificateInfo, ClientAuth, ExpiryWarning, Mailbox, expiry_warning,
-};
+use crate::domain::mailbox::{CertificateInfo, ClientAuth, ExpiryWarning, Mailbox, expiry_warning};
 use crate::domain::{FieldError, OrgId};
 use crate::keys;
 use crate::oauth::http::{HttpError, TokenHttp};

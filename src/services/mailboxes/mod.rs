@@ -152,9 +152,7 @@ async fn store_secrets(
 }
 
 /// A pasted client secret: one line, and its Value rather than its Secret ID.
-fn check_secret(
-    checks: &mut crate::services::Checks, field: &'static str, secret: &SecretString,
-) {
+fn check_secret(checks: &mut crate::services::Checks, field: &'static str, secret: &SecretString) {
     let text = secrecy::ExposeSecret::expose_secret(secret);
     if text.trim().is_empty() {
         checks.push(FieldError::new(

@@ -9,8 +9,8 @@ use url::Url;
 
 use super::*;
 use crate::domain::mailbox::{
-    AuthKind, ClientAuth, Cloud, CredentialKind, Mailbox, MailboxStatus, Provider, Security,
-    ExpirySource, StatusReason, TransportKind, parse_tenant,
+    AuthKind, ClientAuth, Cloud, CredentialKind, ExpirySource, Mailbox, MailboxStatus, Provider,
+    Security, StatusReason, TransportKind, parse_tenant,
 };
 use crate::domain::presets::Preset;
 use crate::domain::{EmailAddress, FieldError, MailboxId, OrgId};

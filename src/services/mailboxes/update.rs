@@ -228,6 +228,7 @@ pub async fn update(
         None
     };
     draft.client_secret = patch.client_secret;
+    draft.next_client_secret = patch.next_client_secret;
     draft.password = patch.password;
     draft.certificate_pem = patch.certificate_pem;
     draft.private_key_pem = patch.private_key_pem;
@@ -248,12 +249,11 @@ pub async fn update(
     if resolved.client_secret.is_some() && !expiry_given {
         mailbox.client_secret_expires_at = None;
     }
-    mailbox.client_secret_expiry_source =
-        if expiry_given || resolved.client_secret.is_some() {
-            ExpirySource::Typed
-        } else {
-            existing.client_secret_expiry_source
-        };
+    mailbox.client_secret_expiry_source = if expiry_given || resolved.client_secret.is_some() {
+        ExpirySource::Typed
+    } else {
+        existing.client_secret_expiry_source
+    };
     mailbox.certificate = existing.certificate.clone();
     mailbox.next_certificate = existing.next_certificate.clone();
     // A certificate given, or made because the mailbox turned to one, replaces the one in use.

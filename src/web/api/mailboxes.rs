@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 use super::ListParams;
 use crate::domain::MailboxId;
 use crate::domain::mailbox::{
-    AuthKind, CertificateInfo, ClientAuth, Cloud, CredentialKind, ExpirySource, Mailbox, MailboxStatus, Provider,
-    Security, StatusReason, TransportKind, secret_fields,
+    AuthKind, CertificateInfo, ClientAuth, Cloud, CredentialKind, ExpirySource, Mailbox,
+    MailboxStatus, Provider, Security, StatusReason, TransportKind, secret_fields,
 };
 use crate::domain::message::{LimitOverrides, Limits};
 use crate::services::mailboxes::{self, MailboxDraft, MailboxPatch, Policy};
@@ -139,8 +139,12 @@ pub(super) async fn render(state: &AppState, mailbox: Mailbox) -> Result<Mailbox
         views::has_secret(&state.access.store, &owner, secret_fields::CLIENT_SECRET).await?;
     let has_password =
         views::has_secret(&state.access.store, &owner, secret_fields::PASSWORD).await?;
-    let has_next_client_secret =
-        views::has_secret(&state.access.store, &owner, secret_fields::NEXT_CLIENT_SECRET).await?;
+    let has_next_client_secret = views::has_secret(
+        &state.access.store,
+        &owner,
+        secret_fields::NEXT_CLIENT_SECRET,
+    )
+    .await?;
     let effective_limits = mailbox.effective_limits();
     Ok(MailboxOut {
         id: owner,

@@ -321,7 +321,10 @@ mod tests {
                 }
                 (Some(list), Some(alert)) => {
                     let n = alert.rsplit("expires in ").next().unwrap();
-                    assert!(list.starts_with(&format!("Expires in {n}")), "{days}: {list} / {alert}");
+                    assert!(
+                        list.starts_with(&format!("Expires in {n}")),
+                        "{days}: {list} / {alert}"
+                    );
                     assert!(n.starts_with(&days.to_string()));
                 }
                 other => panic!("{days}: they disagree: {other:?}"),
@@ -333,7 +336,11 @@ mod tests {
     fn a_secret_without_a_date_asks_for_it() {
         let m = crate::oauth::errors::tests_support::mailbox();
         let row = mailbox_row(m, time::macros::date!(2027 - 03 - 10));
-        assert!(row.secret_expiry.starts_with("Unknown"), "{}", row.secret_expiry);
+        assert!(
+            row.secret_expiry.starts_with("Unknown"),
+            "{}",
+            row.secret_expiry
+        );
         assert!(row.secret_warning.is_none());
     }
 }
