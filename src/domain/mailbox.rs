@@ -322,6 +322,59 @@ pub fn looks_like_secret_id(secret: &str) -> bool {
     uuid::Uuid::parse_str(secret.trim()).is_ok()
 }
 
+/// A Microsoft OAuth2 mailbox for unit tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::{
+        AuthKind, ClientAuth, CredentialKind, Mailbox, MailboxStatus, Provider, Security,
+        TransportKind,
+    };
+    use crate::domain::{MailboxId, OrgId};
+
+    pub(crate) fn mailbox() -> Mailbox {
+        Mailbox {
+            id: MailboxId::new(),
+            org_id: OrgId::new(),
+            name: "m".into(),
+            auth: AuthKind::OAuth2,
+            provider: Provider::Microsoft,
+            tenant: Some("contoso.com".into()),
+            host: "smtp.office365.com".into(),
+            port: 587,
+            security: Security::StartTls,
+            username: "a@contoso.com".into(),
+            from_name: None,
+            sign_in_account: "a@contoso.com".into(),
+            reply_to: None,
+            signature: None,
+            is_default: false,
+            authorization_url: None,
+            token_url: None,
+            client_id: Some("cid".into()),
+            client_auth: ClientAuth::Secret,
+            scopes: vec![],
+            issuer: None,
+            iss_required: false,
+            client_secret_expires_at: None,
+            status: MailboxStatus::NotVerified,
+            status_reason: None,
+            verified_at: None,
+            token_expires_at: None,
+            created_at: time::macros::datetime!(2026-11-28 00:00 UTC),
+            updated_at: time::macros::datetime!(2026-11-28 00:00 UTC),
+            limits: Default::default(),
+            transport: TransportKind::Smtp,
+            graph_url: None,
+            save_to_sent_items: true,
+            credential: CredentialKind::Delegated,
+            certificate: None,
+            next_certificate: None,
+            cloud: crate::domain::mailbox::Cloud::Global,
+            client_secret_expiry_source: crate::domain::mailbox::ExpirySource::Typed,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -309,7 +309,7 @@ mod tests {
         let today = time::macros::date!(2027 - 03 - 10);
         for days in [-3, -1, 0, 1, 2, 7, 8, 29, 30, 31, 90] {
             let expires = today + time::Duration::days(days);
-            let mut m = crate::oauth::errors::tests_support::mailbox();
+            let mut m = crate::domain::mailbox::tests_support::mailbox();
             m.client_secret_expires_at = Some(expires);
             let row = mailbox_row(m, today);
             let alert = crate::services::alerts::expiry_title("client secret", "m", expires, today);
@@ -334,7 +334,7 @@ mod tests {
 
     #[test]
     fn a_secret_without_a_date_asks_for_it() {
-        let m = crate::oauth::errors::tests_support::mailbox();
+        let m = crate::domain::mailbox::tests_support::mailbox();
         let row = mailbox_row(m, time::macros::date!(2027 - 03 - 10));
         assert!(
             row.secret_expiry.starts_with("Unknown"),
