@@ -240,6 +240,10 @@ pub struct CreateMailbox {
     /// bits or more. Write-only.
     #[schema(value_type = Option<String>, format = Password)]
     pub private_key_pem: Option<SecretString>,
+    /// The scopes to ask for; the preset's when left out. Adding
+    /// `https://graph.microsoft.com/Application.Read.All` (a delegated permission an admin
+    /// consents to) lets Herald read the client secret's expiry from the app registration
+    /// instead of having it typed; app-only mailboxes need the application permission instead.
     pub scopes: Option<Vec<String>>,
     pub issuer: Option<String>,
     /// `YYYY-MM-DD`.
@@ -313,6 +317,10 @@ pub struct PatchMailbox {
     pub cloud: Option<String>,
     #[schema(value_type = Option<String>, format = Password)]
     pub private_key_pem: Option<SecretString>,
+    /// The scopes to ask for; the preset's when left out. Adding
+    /// `https://graph.microsoft.com/Application.Read.All` (a delegated permission an admin
+    /// consents to) lets Herald read the client secret's expiry from the app registration
+    /// instead of having it typed; app-only mailboxes need the application permission instead.
     pub scopes: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
