@@ -156,8 +156,17 @@ pub async fn check_secret_expiry(store: &Store, now: OffsetDateTime) -> StoreRes
             }
         };
         let (detail, action) = expiring.words(&mailbox);
+        // Raised while holding the mailbox's row, and only for the date it still has: a PATCH
+        // that replaces the secret (and resolves these alerts) has either committed and is seen
+        // here, or waits; a date read before it never comes back as a stale warning.
+        let mut tx = store.begin().await?;
+        store::mailboxes::lock(&mut tx, mailbox.id).await?;
+        let current = store::mailboxes::get(&mut tx, mailbox.org_id, mailbox.id).await?;
+        if current.as_ref().and_then(Expiring::of).map(|e| e.date()) != Some(expires) {
+            continue;
+        }
         let new = stored::raise(
-            &mut conn,
+            &mut tx,
             &NewAlert {
                 org_id: mailbox.org_id,
                 kind,
@@ -174,7 +183,7 @@ pub async fn check_secret_expiry(store: &Store, now: OffsetDateTime) -> StoreRes
         if new {
             // The previous step (or an earlier date's) gives way to this one.
             stored::resolve_others(
-                &mut conn,
+                &mut tx,
                 mailbox.id,
                 &[kind::SECRET_EXPIRING, kind::SECRET_EXPIRED],
                 &key,
@@ -182,6 +191,7 @@ pub async fn check_secret_expiry(store: &Store, now: OffsetDateTime) -> StoreRes
             )
             .await?;
         }
+        tx.commit().await?;
         raised += usize::from(new);
     }
     Ok(raised)

@@ -465,6 +465,16 @@ pub async fn set_certificates(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
     Ok(())
 }
 
+/// Holds the mailbox's row until the transaction ends: writers of the mailbox wait, and what
+/// is read next is what they committed.
+pub async fn lock(conn: &mut Conn, id: MailboxId) -> StoreResult<()> {
+    sqlx::query("UPDATE mailboxes SET updated_at = updated_at WHERE id = $1")
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
 /// Records a client secret's expiry date and where it came from, and nothing else.
 pub async fn set_secret_expiry(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
     sqlx::query(

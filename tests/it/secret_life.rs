@@ -528,6 +528,14 @@ async fn a_next_secret_is_checked_for_its_shape_and_never_shown() {
         .unwrap();
     assert!(!shown.contains("the.next.one"), "{shown}");
     assert!(shown.contains("\"has_next_client_secret\":true"), "{shown}");
+    // Another app registration: the next secret was the old app's, and is dropped.
+    let other = o.sandbox.state.register_client("Other", vec![]);
+    let moved: Value = patch(&o, &id, json!({"client_id": other.client_id}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(moved["has_next_client_secret"], false, "{moved}");
     o.stop().await;
 }
 

@@ -344,6 +344,10 @@ pub async fn update(
         )
         .await?;
     }
+    // The next secret waits for the app and server it was given for, and goes nowhere else.
+    if (identity_changed || server_changed) && resolved.next_client_secret.is_none() {
+        store::secrets::delete(&mut tx, &owner, secret_fields::NEXT_CLIENT_SECRET).await?;
+    }
     if identity_changed {
         store::secrets::delete(&mut tx, &owner, secret_fields::ACCESS_TOKEN).await?;
         store::secrets::delete(&mut tx, &owner, secret_fields::REFRESH_TOKEN).await?;
@@ -378,6 +382,8 @@ pub async fn update(
     detail["tokens_dropped"] = serde_json::json!(identity_changed);
     detail["secret_replaced"] = serde_json::json!(secret_changed);
     detail["certificate_replaced"] = serde_json::json!(new_certificate.is_some());
+    detail["secret_checked"] = serde_json::json!(accepted);
+    detail["next_secret_given"] = serde_json::json!(resolved.next_client_secret.is_some());
     store::audit::record(
         &mut tx,
         &NewAuditEvent {
