@@ -77,8 +77,12 @@ async function signIn(page, email, password) {
   await page.waitForURL(`${facts['Herald URL']}/`);
 }
 
+/** The guide's way: Settings > System, then Outgoing Mail at the upper right of the tab. */
 async function openOutgoingMail(page) {
-  await page.getByRole('link', { name: 'Settings › System › Outgoing Mail' }).click();
+  await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Settings' }).click();
+  await page.getByRole('heading', { name: 'System' }).waitFor();
+  assert.ok(await page.getByRole('navigation', { name: 'Settings' }).getByRole('link', { name: 'System' }).isVisible());
+  await page.locator('.titlebar').getByRole('link', { name: 'Outgoing Mail' }).click();
   await page.getByRole('heading', { name: 'Outgoing Mail' }).waitFor();
 }
 
@@ -262,6 +266,7 @@ test('API keys are shown once and revoked; the audit log and the sandbox inbox s
   await page.getByText('api_key.revoke').first().waitFor();
   await page.getByText('mailbox.create').first().waitFor();
 
+  await page.getByRole('navigation', { name: 'Settings' }).getByRole('link', { name: 'System' }).click();
   await page.getByRole('link', { name: 'Sandbox inbox' }).click();
   await page.getByRole('heading', { name: 'Sandbox inbox' }).waitFor();
   await page.getByRole('cell', { name: 'Herald test message' }).first().waitFor();
@@ -313,7 +318,8 @@ test('the message log shows a message in words, and an admin saves the sending s
   assert.equal(accepted.status, 202, JSON.stringify(accepted.body));
 
   await openOutgoingMail(page);
-  await page.getByRole('navigation', { name: 'Settings' }).getByRole('link', { name: 'Message log' }).click();
+  await page.getByRole('navigation', { name: 'Settings' }).getByRole('link', { name: 'System' }).click();
+  await page.locator('.system-items').getByRole('link', { name: 'Message log' }).click();
   await page.getByRole('heading', { name: 'Message log' }).waitFor();
   const row = page.getByRole('row', { name: /Seen in the message log/ });
   await row.getByText('log-reader@example.com').waitFor();
@@ -323,7 +329,7 @@ test('the message log shows a message in words, and an admin saves the sending s
   await page.getByRole('heading', { name: 'Seen in the message log' }).waitFor();
   await page.getByText(accepted.body.id, { exact: true }).waitFor();
 
-  await page.getByRole('navigation', { name: 'Settings' }).getByRole('link', { name: 'Outgoing Mail' }).click();
+  await page.getByRole('navigation', { name: 'Breadcrumb' }).getByRole('link', { name: 'Outgoing Mail' }).click();
   await page.getByRole('heading', { name: 'Outgoing Mail' }).waitFor();
   const settings = page.getByRole('region', { name: 'Sending settings' });
   await settings.getByText('This installation has no default sender', { exact: false }).waitFor();
@@ -358,7 +364,8 @@ test('an admin adds a relay credential, sees its password once, and deletes it',
   assert.equal(mailbox.status, 201, JSON.stringify(mailbox.body));
 
   await openOutgoingMail(page);
-  await page.getByRole('navigation', { name: 'Settings' }).getByRole('link', { name: 'Relay credentials' }).click();
+  await page.getByRole('navigation', { name: 'Settings' }).getByRole('link', { name: 'System' }).click();
+  await page.locator('.system-items').getByRole('link', { name: 'Relay credentials' }).click();
   await page.getByRole('heading', { name: 'Relay credentials', level: 1 }).waitFor();
   await page.getByRole('region', { name: 'How a device connects' }).getByText('HERALD_RELAY_LISTEN').waitFor();
 
@@ -395,6 +402,21 @@ test('an admin adds a relay credential, sees its password once, and deletes it',
   await confirm.getByText('Scanner, 2nd floor').waitFor();
   await Promise.all([page.waitForEvent('load'), confirm.getByRole('button', { name: 'Delete' }).click()]);
   await page.getByText('No relay credential yet.', { exact: false }).waitFor();
+
+  // A printer that cannot log in: known by its private network alone, with no password.
+  await page.getByRole('button', { name: 'Add', exact: true }).click();
+  await dialog.getByLabel('Name').fill('Printer, lobby');
+  await dialog.getByLabel('Front desk').check();
+  await dialog.getByLabel('The device cannot log in', { exact: false }).check();
+  await dialog.getByLabel('Allowed networks').fill('8.8.8.0/24');
+  await dialog.getByRole('button', { name: 'Add', exact: true }).click();
+  await dialog.getByText('is not a private or loopback network', { exact: false }).waitFor();
+  await dialog.getByLabel('Allowed networks').fill('192.168.20.0/24');
+  await dialog.getByRole('button', { name: 'Add', exact: true }).click();
+  await shown.getByText('This credential has no password', { exact: false }).waitFor();
+  assert.equal(await shown.getByRole('textbox', { name: 'Password' }).count(), 0);
+  await Promise.all([page.waitForEvent('load'), shown.getByRole('button', { name: 'Done' }).click()]);
+  await page.getByRole('row', { name: /Printer, lobby/ }).getByText('192.168.20.0/24 (no login: known by its network)').waitFor();
   await page.close();
 });
 
@@ -543,5 +565,40 @@ test('app-only with Microsoft Graph and a certificate: Herald makes it, the admi
   await edit.getByRole('link', { name: 'Download renewed certificate' }).waitFor();
   await page.screenshot({ path: join(SCREENSHOTS, 'app-only-certificate.png') });
   await edit.getByRole('button', { name: 'Cancel' }).click();
+  await page.close();
+});
+
+test('a shared mailbox: Sign-in account and From name in the window, Authorize as the user, and the mail comes from the shared mailbox', async () => {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const [admin, password] = credentials('Admin sign-in');
+  const [user] = credentials('Sandbox user sign-in');
+  const shared = word('Sandbox shared mailbox');
+  await signIn(page, admin, password);
+  await openOutgoingMail(page);
+  await removeMailboxesOf(page, shared);
+  const dialog = await addSandboxMailbox(page, shared);
+  await dialog.getByLabel('Sign-in account').fill(user);
+  await dialog.getByLabel('From name').fill('Contoso Sales');
+  await Promise.all([page.waitForEvent('load'), dialog.getByRole('button', { name: 'Save' }).click()]);
+  const row = () => page.getByRole('row', { name: new RegExp(shared) });
+  // The sign-in page is filled with the account that signs in, not the shared mailbox.
+  await authorize(page, row(), 'Accept');
+  await row().getByText('Verified', { exact: true }).waitFor();
+
+  await row().getByRole('button', { name: 'Edit' }).click();
+  const edit = page.getByRole('dialog', { name: 'Edit' });
+  assert.equal(await edit.getByLabel('Sign-in account').inputValue(), user);
+  assert.equal(await edit.getByLabel('From name').inputValue(), 'Contoso Sales');
+  await edit.getByRole('button', { name: 'Cancel' }).click();
+
+  await row().getByRole('button', { name: 'Send test email' }).click();
+  const testDialog = page.getByRole('dialog', { name: 'Send test email' });
+  await testDialog.getByLabel('To').fill('shared-reader@example.com');
+  await testDialog.getByRole('button', { name: 'Send' }).click();
+  await testDialog.getByText(/^Sent: 250/).waitFor();
+  const inbox = await (await fetch(`${sandbox()}/_sandbox/messages`)).json();
+  const message = inbox.items.find((m) => m.rcpt_to.includes('shared-reader@example.com'));
+  assert.ok(message, 'the test email is in the sandbox inbox');
+  assert.equal(message.mail_from, shared);
   await page.close();
 });

@@ -20,6 +20,7 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import Provider from 'oidc-provider';
 import { SMTPServer } from 'smtp-server';
+import { chromium } from 'playwright-core';
 
 const HERALD = resolve(process.env.HERALD_BIN ?? new URL('../target/debug/herald', import.meta.url).pathname);
 const SMTP_SEND = 'https://outlook.office.com/SMTP.Send';
@@ -42,6 +43,8 @@ let smtpPort;
 let herald;
 let heraldBase;
 let apiKey;
+const ADMIN = 'admin@contoso.example';
+const ADMIN_PASSWORD = 'interop admin password 0123';
 const received = [];
 let refuseAll = false;
 
@@ -214,6 +217,8 @@ before(async () => {
   const cli = (...args) => execFileSync(HERALD, args, { env, encoding: 'utf8' });
   const org = cli('org', 'add', 'Contoso').trim();
   apiKey = cli('apikey', 'add', '--org', org, '--role', 'admin', '--name', 'interop').trim().split('\n').pop();
+  execFileSync(HERALD, ['user', 'add', '--org', org, '--email', ADMIN, '--role', 'admin', '--password-stdin'],
+    { env, input: `${ADMIN_PASSWORD}\n`, encoding: 'utf8' });
 
   herald = spawn(HERALD, ['serve'], { env: { ...env, HERALD_LISTEN: '127.0.0.1:0' }, stdio: ['ignore', 'pipe', 'inherit'] });
   heraldBase = await new Promise((done, fail) => {
@@ -382,4 +387,63 @@ test('an app-only mailbox with a certificate signs its client assertion (private
   assert.equal(sent.status, 200, await sent.clone().text());
   assert.equal(received.length, before + 1);
   assert.equal(received.at(-1).user, USER);
+});
+
+test('the guide in a browser with a provider that is not a preset: Settings › System › Outgoing Mail, Add ▾ OAuth2, Custom with Scopes, Authorize at oidc-provider, Verified, test email', async () => {
+  const browser = await chromium.launch({ executablePath: process.env.CHROMIUM_BIN ?? '/usr/bin/chromium', args: ['--no-sandbox'] });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    await page.goto(`${heraldBase}/login`);
+    await page.getByLabel('Email').fill(ADMIN);
+    await page.getByLabel('Password').fill(ADMIN_PASSWORD);
+    await page.getByRole('button', { name: 'Sign in' }).click();
+    await page.waitForURL(`${heraldBase}/`);
+    // "Go to Settings > System", then "click Outgoing Mail in the upper right corner".
+    await page.getByRole('navigation', { name: 'Main' }).getByRole('link', { name: 'Settings' }).click();
+    await page.getByRole('heading', { name: 'System' }).waitFor();
+    await page.locator('.titlebar').getByRole('link', { name: 'Outgoing Mail' }).click();
+    await page.getByRole('button', { name: 'Add ▾' }).click();
+    await page.getByRole('menuitem', { name: 'OAuth2' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Add' });
+    await dialog.getByLabel('Provider').selectOption({ label: 'Custom' });
+    await dialog.getByLabel('Host Name').fill('localhost');
+    await dialog.getByLabel('Port').fill(String(smtpPort));
+    await dialog.getByLabel('Authorization URL').fill(`${idpBase}/contoso/oauth2/v2.0/authorize?prompt=consent`);
+    await dialog.getByLabel('Token URL').fill(`${idpBase}/contoso/oauth2/v2.0/token`);
+    await dialog.getByLabel('Client ID').fill(CLIENT_ID);
+    await dialog.getByLabel('Client Secret', { exact: true }).fill(CLIENT_SECRET);
+    await dialog.getByLabel('Username').fill(USER);
+    await dialog.getByLabel('Reply to').fill('help@contoso.example');
+    await dialog.getByLabel('Signature').fill('Alice at Contoso');
+    // Without scopes, Save says so at the Scopes field, which a custom provider shows.
+    await dialog.getByRole('button', { name: 'Save' }).click();
+    await dialog.locator('[data-error-for="scopes"]').getByText(/scope/).waitFor();
+    await dialog.getByLabel('Scopes').fill(`openid offline_access ${SMTP_SEND}`);
+    await Promise.all([page.waitForEvent('load'), dialog.getByRole('button', { name: 'Save' }).click()]);
+
+    const row = () => page.getByRole('row', { name: new RegExp(USER) }).filter({ hasText: 'custom' });
+    await row().getByRole('button', { name: 'Authorize' }).click();
+    await page.getByRole('dialog', { name: 'Authorize' }).getByRole('button', { name: 'Continue' }).click();
+    // oidc-provider's own sign-in and consent pages.
+    await page.waitForURL((url) => url.href.startsWith(idpBase));
+    await page.locator('input[name="login"]').fill(USER);
+    await page.locator('input[name="password"]').fill('any password');
+    await page.locator('button[type="submit"]').click();
+    await page.locator('button[type="submit"]').waitFor();
+    await page.locator('button[type="submit"]').click();
+    await page.waitForURL((url) => url.href.startsWith(heraldBase));
+    await row().getByText('Verified', { exact: true }).waitFor();
+
+    const before = received.length;
+    await row().getByRole('button', { name: 'Send test email' }).click();
+    const testDialog = page.getByRole('dialog', { name: 'Send test email' });
+    await testDialog.getByLabel('To').fill('carol@example.com');
+    await testDialog.getByRole('button', { name: 'Send' }).click();
+    await testDialog.getByText(/^Sent: 250/).waitFor();
+    assert.equal(received.length, before + 1);
+    assert.equal(received.at(-1).user, USER);
+    assert.match(received.at(-1).raw, /Alice at Contoso/);
+  } finally {
+    await browser.close();
+  }
 });

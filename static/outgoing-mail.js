@@ -89,7 +89,34 @@
     showTransport(field('auth').value, provider);
     $('.guide-microsoft', dialog).hidden = provider === 'google';
     $('.guide-google', dialog).hidden = provider !== 'google';
+    showCustom();
   }
+
+  // Scopes are asked for a provider that is not a preset, and filled in when its
+  // Authorization URL is Microsoft's (any cloud) or Google's.
+  const MICROSOFT_LOGIN = /^https:\/\/(login\.microsoftonline\.(com|us)|login\.chinacloudapi\.cn)\//i;
+  const knownScopes = (url) => {
+    if (MICROSOFT_LOGIN.test(url)) {
+      const resource = /\.us\//i.test(url) ? 'https://outlook.office365.us' : /chinacloudapi/i.test(url) ? 'https://partner.outlook.cn' : 'https://outlook.office.com';
+      return `${resource}/SMTP.Send offline_access openid profile email`;
+    }
+    if (/^https:\/\/accounts\.google\.com\//i.test(url)) return 'https://mail.google.com/ openid email';
+    return null;
+  };
+  let scopesFilled = '';
+  function showCustom() {
+    const custom = field('auth').value === 'oauth2' && field('provider').value === 'custom';
+    $$('.provider-custom', form).forEach((el) => { el.hidden = !custom; });
+  }
+  field('authorization_url').addEventListener('input', () => {
+    if (field('provider').value !== 'custom') return;
+    const scopes = knownScopes(field('authorization_url').value.trim());
+    // Fill only what Herald filled before, never over what the admin typed.
+    if (scopes && (!field('scopes').value.trim() || field('scopes').value === scopesFilled)) {
+      field('scopes').value = scopes;
+      scopesFilled = scopes;
+    }
+  });
 
   // Microsoft Graph is Microsoft's (and the sandbox's, which stands in for it), with OAuth2.
   function showTransport(auth, provider) {
@@ -131,6 +158,7 @@
     $$('.provider-microsoft', dialog).forEach((el) => { el.hidden = auth !== 'oauth2' || field('provider').value !== 'microsoft'; });
     showTransport(auth, field('provider').value);
     showCredential(null);
+    showCustom();
     // The provider of a saved mailbox is fixed: changing it would rewrite its settings.
     field('provider').disabled = editing;
     updateBasicNote();
@@ -166,11 +194,15 @@
     field('id').value = mailbox.id;
     $('#mailbox-title').textContent = 'Edit';
     showFor(mailbox.auth, true);
-    for (const name of ['provider', 'cloud', 'tenant', 'credential', 'transport', 'client_auth', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'username', 'reply_to', 'signature']) {
+    for (const name of ['provider', 'cloud', 'tenant', 'credential', 'transport', 'client_auth', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'username', 'from_name', 'sign_in_account', 'reply_to', 'signature']) {
       if (field(name) && mailbox[name] !== null && mailbox[name] !== undefined) field(name).value = mailbox[name];
     }
     currentMailbox = mailbox;
     showCredential(mailbox);
+    field('scopes').value = (mailbox.scopes ?? []).join(' ');
+    // A sign-in account that is the mailbox itself is shown blank: it follows the Username.
+    if (mailbox.sign_in_account === mailbox.username) field('sign_in_account').value = '';
+    showCustom();
     if (mailbox.client_secret_expires_at) field('client_secret_expires_at').value = mailbox.client_secret_expires_at;
     $$('.provider-microsoft', form).forEach((el) => { el.hidden = mailbox.auth !== 'oauth2' || mailbox.provider !== 'microsoft'; });
     showTransport(mailbox.auth, mailbox.provider);
@@ -231,8 +263,8 @@
     const auth = field('auth').value;
     const body = { auth };
     const names = auth === 'oauth2'
-      ? ['provider', 'cloud', 'tenant', 'credential', 'transport', 'client_auth', 'host', 'port', 'security', 'authorization_url', 'token_url', 'client_id', 'client_secret', 'client_secret_expires_at', 'username', 'reply_to', 'signature']
-      : ['host', 'port', 'security', 'username', 'password', 'reply_to', 'signature'];
+      ? ['provider', 'cloud', 'tenant', 'credential', 'transport', 'client_auth', 'host', 'port', 'security', 'authorization_url', 'token_url', 'scopes', 'client_id', 'client_secret', 'client_secret_expires_at', 'username', 'from_name', 'sign_in_account', 'reply_to', 'signature']
+      : ['host', 'port', 'security', 'username', 'from_name', 'password', 'reply_to', 'signature'];
     for (const name of names) {
       const value = field(name).value.trim();
       if (name === 'port') {
@@ -247,7 +279,13 @@
       if ((name === 'client_secret' || name === 'password') && !value) continue; // blank keeps the stored secret
       if (['client_secret', 'client_secret_expires_at'].includes(name) && body.client_auth === 'certificate') continue;
       if ((name === 'tenant' || name === 'cloud') && (body.provider !== 'microsoft')) continue;
-      if (!value) { if (id && ['reply_to', 'signature', 'client_secret_expires_at'].includes(name)) body[name] = null; continue; }
+      if (name === 'scopes') {
+        if (body.provider === 'custom' || (id && currentMailbox?.provider === 'custom')) {
+          if (value) body.scopes = value.split(/\s+/);
+        }
+        continue;
+      }
+      if (!value) { if (id && ['reply_to', 'signature', 'client_secret_expires_at', 'from_name', 'sign_in_account'].includes(name)) body[name] = null; continue; }
       body[name] = name === 'signature' ? field(name).value : value;
     }
     if (!id) {
@@ -350,6 +388,53 @@
       showErrors(authorizeDialog, { errors: [{ field: 'authorize', message: result.data?.detail ?? 'Could not start the authorization.' }] });
     }
   });
+
+  // ---- Device code: "Use a code instead" in the Authorize window. -------------------------
+  // Asks Herald for a device code (RFC 8628), shows the code and the provider's page, and
+  // follows GET …/authorization until the attempt ends, then shows its outcome as the
+  // redirect of the code flow does.
+  function setUpDeviceCode() {
+    const link = $('#authorize-device-link');
+    if (!link) return;
+    const panel = $('#authorize-device');
+    let timer = null;
+    authorizeDialog.addEventListener('close', () => {
+      clearTimeout(timer);
+      timer = null;
+      panel.hidden = true;
+      link.hidden = false;
+    });
+    link.addEventListener('click', async (event) => {
+      event.preventDefault();
+      const mailbox = current;
+      link.hidden = true;
+      showErrors(authorizeDialog, null);
+      const result = await api('POST', `/mailboxes/${mailbox.id}/authorize/device`);
+      if (!result.ok) {
+        link.hidden = false;
+        showErrors(authorizeDialog, { errors: [{ field: 'authorize', message: result.data?.detail ?? result.data?.errors?.[0]?.message ?? 'Could not get a code.' }] });
+        return;
+      }
+      const started = result.data;
+      const uri = $('#device-uri');
+      uri.href = started.verification_uri;
+      uri.textContent = started.verification_uri;
+      $('#device-code').textContent = started.user_code;
+      panel.hidden = false;
+      const every = Math.min(Math.max(started.interval, 1), 5) * 1000;
+      const follow = async () => {
+        const attempt = await api('GET', `/mailboxes/${mailbox.id}/authorization`);
+        if (attempt.ok && attempt.data.id === started.attempt_id && attempt.data.status !== 'pending') {
+          window.location.assign(`/settings/system/outgoing-mail?attempt=${encodeURIComponent(started.attempt_id)}`);
+          return;
+        }
+        if (authorizeDialog.open) timer = setTimeout(follow, every);
+      };
+      timer = setTimeout(follow, every);
+    });
+  }
+  setUpDeviceCode();
+  // ---- End of device code. -----------------------------------------------------------------
 
   $('#test-form').addEventListener('submit', async (event) => {
     event.preventDefault();

@@ -81,6 +81,7 @@
       allowed_networks: networks(form.elements.namedItem('allowed_networks').value),
       from_policy: policy,
       keep_reply_to: policy === 'rewrite' && keepReplyTo.checked,
+      network_only: form.elements.namedItem('network_only').checked,
     };
     const save = $('button[type="submit"]', form);
     save.disabled = true;
@@ -93,7 +94,11 @@
     dialog.close();
     form.reset();
     $('#created-username').value = result.data.username;
-    $('#created-password').value = result.data.password;
+    $('#created-password').value = result.data.password ?? '';
+    const networkOnly = result.data.password == null;
+    $('#created-once').hidden = networkOnly;
+    $('#created-network-only').hidden = !networkOnly;
+    $$('.password-only', created).forEach((el) => { el.hidden = networkOnly; });
     created.showModal();
     $('#created-username').focus();
   });

@@ -20,7 +20,7 @@ use crate::oauth::http::HttpError;
 use crate::oauth::{self, WithProof as _, errors};
 
 /// A held token and when it expires.
-type Held = Option<(SecretString, OffsetDateTime)>;
+pub(super) type Held = Option<(SecretString, OffsetDateTime)>;
 
 /// The app tokens this process holds, by app (token endpoint, client id, scopes and a digest of
 /// the credential: a mailbox with a wrong secret never borrows another's token). Each app has a
@@ -29,7 +29,7 @@ type Held = Option<(SecretString, OffsetDateTime)>;
 pub struct AppTokens(std::sync::Mutex<HashMap<AppKey, Arc<tokio::sync::Mutex<Held>>>>);
 
 impl AppTokens {
-    fn slot(&self, key: AppKey) -> Arc<tokio::sync::Mutex<Held>> {
+    pub(super) fn slot(&self, key: AppKey) -> Arc<tokio::sync::Mutex<Held>> {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -40,12 +40,12 @@ impl AppTokens {
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
-struct AppKey {
-    token_url: String,
-    client_id: String,
-    scopes: String,
+pub(super) struct AppKey {
+    pub token_url: String,
+    pub client_id: String,
+    pub scopes: String,
     /// A digest of the secret, or the certificate's thumbprint.
-    credential: String,
+    pub credential: String,
 }
 
 pub(super) type TokenResult =

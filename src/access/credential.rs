@@ -5,7 +5,9 @@
 use secrecy::SecretString;
 
 use super::{Access, AccessResult, SendFailure, TokenFailure, access_token};
-use crate::domain::mailbox::{AuthKind, CredentialKind, Mailbox, StatusReason, secret_fields};
+use crate::domain::mailbox::{
+    AuthKind, CredentialKind, Mailbox, Provider, StatusReason, secret_fields,
+};
 use crate::domain::message::SmtpReply;
 use crate::keys;
 
@@ -68,6 +70,11 @@ impl Credential {
                     _ => None,
                 };
                 let token = match self {
+                    // Google has no client credentials grant: a service account signs for the
+                    // mailbox.
+                    Self::App if mailbox.provider == Provider::Google => {
+                        super::service_account::token(access, mailbox, rejected).await?
+                    }
                     Self::App => super::app_token::app_token(access, mailbox, rejected).await?,
                     _ => access_token(access, mailbox.org_id, mailbox.id, rejected).await?,
                 };

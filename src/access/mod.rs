@@ -4,6 +4,8 @@
 //! a new one tried before it is kept (`secret_check`), its expiry read from the app
 //! registration (`secret_expiry`), a next one taking over (`client_auth`). The services (Authorize,
 //! Verify, the test message) and the outbox's workers both reach a mailbox through here.
+//! `service_account` gets a Google mailbox's token from its service account (domain-wide
+//! delegation), where Microsoft's apps use client credentials (`app_token`).
 
 pub mod alerts;
 mod app_token;
@@ -12,6 +14,7 @@ mod credential;
 mod graph;
 mod secret_check;
 mod secret_expiry;
+mod service_account;
 mod status;
 mod tokens;
 mod transport;

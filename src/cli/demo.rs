@@ -119,6 +119,9 @@ struct Accounts {
     ca_file: PathBuf,
 }
 
+/// The sandbox's shared mailbox, which the mailbox user may send as.
+const SHARED_MAILBOX: &str = "sales@contoso.com";
+
 /// Makes the organization and its admin in Herald; the mailbox user and Herald's app
 /// registration in the sandbox; and the sandbox's CA certificate in the data directory.
 async fn seed(app: &App, sandbox: &RunningSandbox, data: &DataDir) -> anyhow::Result<Accounts> {
@@ -145,6 +148,10 @@ async fn seed(app: &App, sandbox: &RunningSandbox, data: &DataDir) -> anyhow::Re
     sandbox
         .state
         .add_user(mailbox_user, SecretString::from(mailbox_password.clone()));
+    // A shared mailbox the user may send as (Full Access and Send As), as Exchange has them.
+    sandbox
+        .state
+        .grant_mailbox_access(SHARED_MAILBOX, mailbox_user, true);
     let client = sandbox
         .state
         .register_client("Herald", vec![state.access.config.redirect_uri()]);
@@ -190,6 +197,10 @@ fn print_welcome(
     writeln!(
         out,
         "Sandbox user sign-in: {mailbox_user} / {mailbox_password}"
+    )?;
+    writeln!(
+        out,
+        "Sandbox shared mailbox: {SHARED_MAILBOX} (Full Access and Send As for {mailbox_user})"
     )?;
     writeln!(out, "Sandbox app client ID: {}", client.client_id)?;
     writeln!(

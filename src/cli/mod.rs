@@ -7,6 +7,7 @@ mod api_keys;
 mod demo;
 mod input;
 mod keys;
+mod mailboxes;
 mod orgs;
 mod send;
 mod serve;
@@ -61,6 +62,26 @@ pub enum Command {
     Keys(KeysCommand),
     /// Queue one message for a mailbox; `--wait` waits for the outcome.
     Send(SendArgs),
+    /// Work with sending mailboxes.
+    #[command(subcommand)]
+    Mailbox(MailboxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MailboxCommand {
+    /// Authorize an OAuth2 mailbox with a device code (RFC 8628): prints a code and a page
+    /// where a person enters it on any device, signs in as the mailbox's account and accepts;
+    /// then waits for the outcome. Exits 0 when the mailbox is Verified.
+    Authorize {
+        /// The mailbox, by id or name.
+        mailbox: String,
+        /// The organization, by id or name, when mailbox names repeat across organizations.
+        #[arg(long)]
+        org: Option<String>,
+        /// Use a device code (the only way from a shell: Authorize in the web UI otherwise).
+        #[arg(long, required = true)]
+        device: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -225,6 +246,9 @@ async fn run(config: Config, command: Command) -> anyhow::Result<()> {
         Command::Migrate => serve::migrate(config).await,
         Command::Org(cmd) => orgs::run(config, cmd).await,
         Command::Send(args) => send::run(config, args).await,
+        Command::Mailbox(MailboxCommand::Authorize { mailbox, org, .. }) => {
+            mailboxes::authorize(config, &mailbox, org.as_deref()).await
+        }
         Command::User(UserCommand::Add(args)) => users::add(config, args).await,
         Command::Apikey(cmd) => api_keys::run(config, cmd).await,
         Command::Keys(KeysCommand::Rotate {

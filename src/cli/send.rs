@@ -14,7 +14,7 @@ use crate::services::send::{self, Body, Caller, SendRequest, Submission};
 
 pub(super) async fn run(config: Config, args: SendArgs) -> anyhow::Result<()> {
     let services = app::open(config).await?;
-    let mailbox = find_mailbox(&services, &args).await?;
+    let mailbox = find_mailbox(&services, &args.mailbox, args.org.as_deref()).await?;
     let caller = Caller {
         org_id: mailbox.org_id,
         api_key_id: None,
@@ -63,22 +63,23 @@ pub(super) async fn run(config: Config, args: SendArgs) -> anyhow::Result<()> {
     result
 }
 
-/// The one mailbox `--mailbox` (and `--org`) name.
-async fn find_mailbox(services: &Access, args: &SendArgs) -> anyhow::Result<Mailbox> {
-    let mut found = lookup::mailboxes(&services.store, &args.mailbox).await?;
-    if let Some(org) = &args.org {
+/// The one mailbox a name or id (and `--org`) name.
+pub(super) async fn find_mailbox(
+    services: &Access,
+    mailbox: &str,
+    org: Option<&str>,
+) -> anyhow::Result<Mailbox> {
+    let mut found = lookup::mailboxes(&services.store, mailbox).await?;
+    if let Some(org) = org {
         let org = lookup::org(&services.store, org)
             .await?
             .ok_or_else(|| anyhow::anyhow!("no organization is called or has the id `{org}`"))?;
         found.retain(|m| m.org_id == org.id);
     }
     Ok(match found.len() {
-        0 => bail!("no mailbox is called or has the id `{}`", args.mailbox),
+        0 => bail!("no mailbox is called or has the id `{mailbox}`"),
         1 => found.remove(0),
-        _ => bail!(
-            "several organizations have a mailbox called `{}`: add --org",
-            args.mailbox
-        ),
+        _ => bail!("several organizations have a mailbox called `{mailbox}`: add --org"),
     })
 }
 

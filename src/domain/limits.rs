@@ -66,6 +66,21 @@ impl LimitOverrides {
     }
 }
 
+/// Whose limits a mailbox's server has: its provider's, and Google's for a custom (Basic,
+/// password) mailbox on Gmail's `smtp.gmail.com`, which keeps Google's limits whoever set it up.
+pub fn limits_provider(provider: Provider, host: &str) -> Provider {
+    let gmail = host
+        .trim_end_matches('.')
+        .eq_ignore_ascii_case(GMAIL_SMTP_HOST);
+    match provider {
+        Provider::Custom if gmail => Provider::Google,
+        other => other,
+    }
+}
+
+/// Gmail's SMTP submission server.
+pub const GMAIL_SMTP_HOST: &str = "smtp.gmail.com";
+
 /// The sending limits of a mailbox. `None` means no limit of that kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Limits {
@@ -105,5 +120,22 @@ impl Limits {
                 connections: 3,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_mailbox_on_gmail_gets_google_s_limits() {
+        let limits =
+            LimitOverrides::default().over(limits_provider(Provider::Custom, "SMTP.Gmail.com."));
+        assert_eq!(limits.messages_per_day, Some(2_000));
+        assert_eq!(limits.recipients_per_message, 100);
+        assert_eq!(limits.recipients_per_day, Some(10_000));
+        let other =
+            LimitOverrides::default().over(limits_provider(Provider::Custom, "mail.example.com"));
+        assert_eq!(other.messages_per_day, None);
     }
 }

@@ -7,8 +7,9 @@ use time::{Date, OffsetDateTime};
 use super::limits::{LimitOverrides, Limits};
 pub use super::provider::Cloud;
 pub use super::provider::{
-    GOOGLE_SCOPES, MICROSOFT_GRAPH_APP_SCOPE, MICROSOFT_GRAPH_SCOPES, MICROSOFT_GRAPH_SHARED_SCOPE,
-    MICROSOFT_GRAPH_URL, MICROSOFT_SCOPES, MICROSOFT_SMTP_APP_SCOPE, Provider,
+    GOOGLE_MAIL_SCOPE, GOOGLE_SCOPES, MICROSOFT_GRAPH_APP_SCOPE, MICROSOFT_GRAPH_SCOPES,
+    MICROSOFT_GRAPH_SHARED_SCOPE, MICROSOFT_GRAPH_URL, MICROSOFT_SCOPES, MICROSOFT_SMTP_APP_SCOPE,
+    Provider,
 };
 use super::{FieldError, MailboxId, OrgId};
 
@@ -162,6 +163,26 @@ impl StatusReason {
         }
     }
 
+    /// A server refused one message (the mailbox itself works): in words for the replies
+    /// Herald knows, e.g. High Volume Email's `550 5.5.105` for an external recipient.
+    pub fn message_rejected(reply: &super::smtp::SmtpReply) -> Self {
+        match (reply.code, reply.enhanced.as_deref()) {
+            (Some(550), Some("5.5.105")) => Self::new(
+                "hve_internal_only",
+                format!(
+                    "High Volume Email sends only to recipients inside the organization, and refused an outside one: {}",
+                    reply.line()
+                ),
+                Some("Send mail for outside recipients through a regular mailbox (or Azure Communication Services for bulk mail); keep the HVE account for internal mail.".into()),
+            ),
+            _ => Self::new(
+                "message_rejected",
+                format!("The server refused this message: {}", reply.line()),
+                Some("Check the recipients and the message; the mailbox itself works.".into()),
+            ),
+        }
+    }
+
     /// The sign-in identity changed, so earlier tokens no longer apply.
     pub fn reauthorization_required() -> Self {
         Self::new(
@@ -231,7 +252,9 @@ pub struct Mailbox {
 impl Mailbox {
     /// The sending limits in force: the provider's, with this mailbox's overrides.
     pub fn effective_limits(&self) -> Limits {
-        let mut limits = self.limits.over(self.provider);
+        let mut limits = self
+            .limits
+            .over(super::limits::limits_provider(self.provider, &self.host));
         // Graph takes 4 requests at once per app and mailbox (SMTP: 3 connections); its
         // 10,000 requests in 10 minutes are above Exchange's 30 messages a minute.
         if self.transport == TransportKind::Graph && self.limits.connections.is_none() {
@@ -398,6 +421,20 @@ mod tests {
         assert!(!looks_like_secret_id(
             "abc8Q~AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"
         ));
+    }
+
+    #[test]
+    fn high_volume_email_refusing_an_outside_recipient_says_why() {
+        let hve = StatusReason::message_rejected(&super::super::smtp::SmtpReply::new(
+            Some(550),
+            "5.5.105 External recipients are not allowed",
+        ));
+        assert_eq!(hve.code, "hve_internal_only");
+        let other = StatusReason::message_rejected(&super::super::smtp::SmtpReply::new(
+            Some(550),
+            "5.1.1 User unknown",
+        ));
+        assert_eq!(other.code, "message_rejected");
     }
 
     #[test]

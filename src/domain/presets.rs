@@ -2,7 +2,8 @@
 //! and its scopes) unless the admin gives them.
 
 use super::mailbox::{
-    Cloud, CredentialKind, GOOGLE_SCOPES, MICROSOFT_SCOPES, Provider, TransportKind,
+    Cloud, CredentialKind, GOOGLE_MAIL_SCOPE, GOOGLE_SCOPES, MICROSOFT_SCOPES, Provider,
+    TransportKind,
 };
 
 /// Where the sandbox provider runs, for the `sandbox` provider's preset. Only set while the
@@ -93,8 +94,13 @@ impl Preset {
 
     /// The preset for sending through `transport` with `credential`: Graph asks for Graph's
     /// scope instead of SMTP's, and an app (client credentials) for the resource's `.default`.
+    /// A Google service account asks for Gmail's scope alone: domain-wide delegation grants
+    /// it, and nobody signs in for an ID token.
     pub fn for_access(mut self, transport: TransportKind, credential: CredentialKind) -> Self {
         let Some(cloud) = self.cloud else {
+            if credential == CredentialKind::App && self.scopes == scopes(GOOGLE_SCOPES) {
+                self.scopes = scopes(&[GOOGLE_MAIL_SCOPE]);
+            }
             return self;
         };
         let graph = transport == TransportKind::Graph;

@@ -131,8 +131,13 @@ pub const MICROSOFT_SMTP_APP_SCOPE: &str = "https://outlook.office365.com/.defau
 /// Microsoft Graph's host in the global cloud.
 pub const MICROSOFT_GRAPH_URL: &str = "https://graph.microsoft.com";
 
-/// The scope Herald asks Google for.
-pub const GOOGLE_SCOPES: &[&str] = &["https://mail.google.com/"];
+/// The scopes Herald asks Google for: Gmail's (SMTP with XOAUTH2), and `openid email` so that
+/// the ID token names the account that signed in and a wrong account is caught.
+pub const GOOGLE_SCOPES: &[&str] = &[GOOGLE_MAIL_SCOPE, "openid", "email"];
+
+/// Gmail's scope, the only one that allows SMTP with XOAUTH2; also what a service account's
+/// domain-wide delegation must grant.
+pub const GOOGLE_MAIL_SCOPE: &str = "https://mail.google.com/";
 
 #[cfg(test)]
 mod tests {
@@ -146,6 +151,15 @@ mod tests {
         assert_eq!(global.graph_shared_scope(), MICROSOFT_GRAPH_SHARED_SCOPE);
         assert_eq!(global.app_scope(true), MICROSOFT_GRAPH_APP_SCOPE);
         assert_eq!(global.app_scope(false), MICROSOFT_SMTP_APP_SCOPE);
+    }
+
+    #[test]
+    fn google_is_asked_for_the_account_beside_gmail() {
+        assert_eq!(
+            GOOGLE_SCOPES,
+            ["https://mail.google.com/", "openid", "email"],
+            "without openid and email Google sends no ID token naming the account"
+        );
     }
 
     #[test]

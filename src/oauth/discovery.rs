@@ -13,6 +13,8 @@ pub struct Discovery {
     pub issuer: String,
     /// `authorization_response_iss_parameter_supported`: every redirect carries `iss`.
     pub iss_parameter_supported: bool,
+    /// `device_authorization_endpoint` (RFC 8628 §4), when the server offers device codes.
+    pub device_authorization_endpoint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -20,6 +22,8 @@ struct Document {
     issuer: String,
     #[serde(default)]
     authorization_response_iss_parameter_supported: bool,
+    #[serde(default)]
+    device_authorization_endpoint: Option<String>,
 }
 
 /// Why a discovery document could not be used.
@@ -75,5 +79,6 @@ pub async fn fetch(http: &TokenHttp, url: &str) -> Result<Discovery, DiscoveryEr
     Ok(Discovery {
         issuer: document.issuer,
         iss_parameter_supported: document.authorization_response_iss_parameter_supported,
+        device_authorization_endpoint: document.device_authorization_endpoint,
     })
 }

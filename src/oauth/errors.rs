@@ -1,6 +1,7 @@
 //! Provider errors in plain words: each AADSTS code (or OAuth error) becomes a stable
 //! `status_reason.code` with what happened and what to do. Decisions use `error_codes` and the
-//! AADSTS number, never the free text alone.
+//! AADSTS number, never the free text alone; Google's errors, which carry no code, are decided
+//! by their `error` in [`super::google_errors`].
 
 use super::ProviderError;
 use crate::domain::mailbox::{Mailbox, Provider, StatusReason};
@@ -32,6 +33,12 @@ pub fn reason_for(error: &ProviderError, mailbox: &Mailbox, redirect_uri: &str) 
     let reason = |code: &str, message: String, action: &str| {
         StatusReason::new(code, message, Some(action.to_owned()))
     };
+    if code.is_none()
+        && mailbox.provider == Provider::Google
+        && let Some(google) = super::google_errors::reason_for(error, mailbox, redirect_uri)
+    {
+        return google;
+    }
     match code {
         Some(7000222) => reason(
             "client_secret_expired",
@@ -122,11 +129,6 @@ pub fn reason_for(error: &ProviderError, mailbox: &Mailbox, redirect_uri: &str) 
             "consent_declined",
             "The sign-in was cancelled or the permissions were declined (access_denied).".into(),
             "Click Authorize again and click Accept on the permissions page.",
-        ),
-        None if error.error == "invalid_grant" && mailbox.provider == Provider::Google => reason(
-            "refresh_token_expired",
-            "Google refused the authorization (invalid_grant): it expired or was revoked. Apps left in \"Testing\" status get refresh tokens that expire after 7 days.".into(),
-            "Click Authorize and sign in again; publish the app in Google Cloud to stop the 7-day expiry.",
         ),
         _ => {
             let text = error.error_description.as_deref().map(first_sentence).unwrap_or(error.error.as_str());
@@ -235,5 +237,86 @@ mod tests {
             unknown.message.contains("AADSTS90099: Something odd.")
                 && !unknown.message.contains("Trace ID")
         );
+    }
+}
+
+#[cfg(test)]
+mod google_tests {
+    use super::tests_support::mailbox;
+    use crate::domain::mailbox::{CredentialKind, GOOGLE_MAIL_SCOPE, Mailbox, Provider};
+    use crate::oauth::ProviderError;
+
+    fn google() -> Mailbox {
+        Mailbox {
+            provider: Provider::Google,
+            tenant: None,
+            host: "smtp.gmail.com".into(),
+            ..mailbox()
+        }
+    }
+
+    fn refused(error: &str) -> ProviderError {
+        ProviderError {
+            error: error.into(),
+            // Google's descriptions are free text: they must not decide anything.
+            error_description: Some("Token has been expired or revoked.".into()),
+            ..ProviderError::default()
+        }
+    }
+
+    #[test]
+    fn google_s_errors_are_decided_by_their_error_not_their_text() {
+        let m = google();
+        for (error, expected) in [
+            ("invalid_grant", "refresh_token_expired"),
+            ("admin_policy_enforced", "admin_policy_enforced"),
+            ("invalid_client", "client_secret_invalid"),
+            ("unauthorized_client", "client_not_authorized"),
+            ("org_internal", "org_internal"),
+            ("access_denied", "consent_declined"),
+            ("redirect_uri_mismatch", "redirect_uri_mismatch"),
+            ("temporarily_unavailable", "provider_error"),
+        ] {
+            let r = super::reason_for(&refused(error), &m, "https://h/web/um/smtp/redirect");
+            assert_eq!(r.code, expected, "{error}");
+        }
+    }
+
+    #[test]
+    fn each_google_reason_says_what_to_do() {
+        let m = google();
+        let action = |error: &str| {
+            super::reason_for(&refused(error), &m, "https://h/r")
+                .action
+                .unwrap_or_default()
+        };
+        assert!(action("invalid_grant").contains("Publish app"));
+        assert!(action("admin_policy_enforced").contains("API controls"));
+        assert!(action("admin_policy_enforced").contains("cid"));
+        assert!(action("invalid_client").contains("Credentials"));
+        assert!(action("org_internal").contains("External"));
+        assert!(action("redirect_uri_mismatch").contains("https://h/r"));
+    }
+
+    #[test]
+    fn a_service_account_s_refusals_name_domain_wide_delegation() {
+        let m = Mailbox {
+            credential: CredentialKind::App,
+            ..google()
+        };
+        let r = super::reason_for(&refused("unauthorized_client"), &m, "x");
+        assert_eq!(r.code, "delegation_not_granted");
+        let action = r.action.unwrap();
+        assert!(
+            action.contains("Manage Domain Wide Delegation") && action.contains(GOOGLE_MAIL_SCOPE)
+        );
+        let r = super::reason_for(&refused("invalid_grant"), &m, "x");
+        assert_eq!(r.code, "service_account_refused");
+    }
+
+    #[test]
+    fn a_microsoft_mailbox_is_not_read_as_google() {
+        let r = super::reason_for(&refused("admin_policy_enforced"), &mailbox(), "x");
+        assert_eq!(r.code, "provider_error");
     }
 }

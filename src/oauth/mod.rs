@@ -1,12 +1,17 @@
 //! Herald's OAuth 2.0 client: the authorization URL (state, PKCE S256, `login_hint`), the code
 //! exchange and the refresh, through the `oauth2` crate over Herald's own guarded HTTP client
-//! ([`http`]), with Microsoft's error bodies kept whole ([`errors`]), and certificate
-//! credentials: key pairs, certificates and signed client assertions ([`certificate`]).
+//! ([`http`]), with Microsoft's error bodies kept whole ([`errors`]; Google's in
+//! [`google_errors`]), certificate credentials: key pairs, certificates and signed client
+//! assertions ([`certificate`]); Google's service accounts sign a JWT bearer grant instead
+//! ([`service_account`]); and the device authorization grant of RFC 8628 ([`device`]).
 
 pub mod certificate;
+pub mod device;
 pub mod discovery;
 pub mod errors;
+pub mod google_errors;
 pub mod http;
+pub mod service_account;
 
 use std::time::Duration;
 

@@ -328,11 +328,7 @@ async fn failed(
             })
         }
         SendFailure::Rejected(reply) => {
-            let reason = StatusReason::new(
-                "message_rejected",
-                format!("The server refused this message: {}", reply.line()),
-                Some("Check the recipients and the message; the mailbox itself works.".into()),
-            );
+            let reason = StatusReason::message_rejected(&reply);
             finish(
                 inner,
                 claim,

@@ -227,9 +227,31 @@ impl SmtpHandler for RelayHandler {
         self.relay.note_use(&credential, self.relay.now()).await;
         Ok(AuthIdentity {
             username: credential.username,
-            mechanism,
+            mechanism: Some(mechanism),
             delegate: None,
         })
+    }
+
+    /// A device that did not log in: known by its network when a network-only credential
+    /// holds its address.
+    async fn identify(&self, session: &SessionInfo) -> Option<AuthIdentity> {
+        let found = self.relay.by_network(session.peer.ip()).await;
+        match found {
+            Ok(Some(credential)) => {
+                tracing::info!(peer = %session.peer, credential = %credential.id, "relay client known by its network");
+                self.relay.note_use(&credential, self.relay.now()).await;
+                Some(AuthIdentity {
+                    username: credential.username,
+                    mechanism: None,
+                    delegate: None,
+                })
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look up the relay's network-only credentials");
+                None
+            }
+        }
     }
 
     async fn mail_from(&self, session: &SessionInfo, from: &str) -> Result<(), Reply> {

@@ -30,7 +30,7 @@ impl Default for Changes {
 
 impl SandboxState {
     /// Says that the counters or the received mail changed.
-    fn changed(&self) {
+    pub(super) fn changed(&self) {
         self.changes.0.send_modify(|n| *n = n.wrapping_add(1));
     }
 

@@ -9,12 +9,18 @@
 //!
 //! State lives in memory: the sandbox is for demos and tests, and starts empty.
 //! [`oauth`] is its Entra ID-shaped authorization server; `apps` holds app-only access
-//! (client credentials): application permissions and Exchange's scoping of apps;
-//! `credentials` an app registration's client secrets, with their end dates.
+//! (client credentials): application permissions and Exchange's scoping of apps; `devices`
+//! the device codes (RFC 8628) people enter at `/devicelogin`; `credentials` an app
+//! registration's client secrets, with their end dates.
+//! [`google`] is its second personality, Google's, under `{base}/google`: Google's OAuth
+//! endpoints and errors, non-rotating refresh tokens, service accounts with domain-wide
+//! delegation, and Gmail's manners on the same SMTP server for Google users.
 
 mod apps;
 mod credentials;
+mod devices;
 mod events;
+pub mod google;
 pub mod graph;
 pub mod oauth;
 mod settings;
@@ -127,6 +133,8 @@ pub(crate) struct Pending {
     /// Set once the user has signed in.
     pub user: Option<String>,
     pub expires_at: OffsetDateTime,
+    /// A sign-in for a device code (by digest), which ends on a page instead of a redirect.
+    pub device: Option<String>,
 }
 
 /// An authorization code, single-use.
@@ -177,6 +185,7 @@ struct Inner {
     apps: HashMap<String, AppAccess>,
     /// Client assertions' `jti`s seen, until they expire (each is single-use).
     assertion_ids: HashMap<String, i64>,
+    devices: devices::Devices,
     /// App registrations' client secrets; refresh requests' scopes.
     credentials: credentials::CredentialsInner,
 }
@@ -190,6 +199,7 @@ pub struct SandboxState {
     signing_key: std::sync::OnceLock<oauth::SigningKey>,
     clock: SandboxClock,
     changes: events::Changes,
+    google: google::GoogleState,
 }
 
 /// The sandbox's clock: the system clock unless a test gives it another.
@@ -479,11 +489,21 @@ impl RunningSandbox {
         smtp: tokio::net::TcpListener,
         public_url: &str,
     ) -> std::io::Result<Self> {
+        Self::start_with_clock(http, smtp, public_url, crate::clock::system()).await
+    }
+
+    /// Like [`RunningSandbox::start_on`], with tokens, codes and limits going by `clock`.
+    pub async fn start_with_clock(
+        http: tokio::net::TcpListener,
+        smtp: tokio::net::TcpListener,
+        public_url: &str,
+        clock: SharedClock,
+    ) -> std::io::Result<Self> {
         use std::sync::Arc;
 
         let http_addr = http.local_addr()?;
         let smtp_addr = smtp.local_addr()?;
-        let state = Arc::new(SandboxState::default());
+        let state = Arc::new(SandboxState::with_clock(clock));
         let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
         let smtp_ip = smtp_addr.ip().to_string();
         if !names.contains(&smtp_ip) && !smtp_addr.ip().is_unspecified() {
@@ -496,18 +516,22 @@ impl RunningSandbox {
         let oauth = oauth::OAuthServer::new(state.clone(), public_url, DEFAULT_TENANT);
         let ca_pem = ca.ca_pem().to_owned();
         let graph = graph::router(state.clone(), public_url);
-        let app = oauth::router(oauth.clone()).merge(graph).route(
-            "/_sandbox/ca.pem",
-            axum::routing::get(move || {
-                let pem = ca_pem.clone();
-                async move {
-                    (
-                        [(axum::http::header::CONTENT_TYPE, "application/x-pem-file")],
-                        pem,
-                    )
-                }
-            }),
-        );
+        let google = google::router(state.clone(), public_url);
+        let app = oauth::router(oauth.clone())
+            .merge(graph)
+            .merge(google)
+            .route(
+                "/_sandbox/ca.pem",
+                axum::routing::get(move || {
+                    let pem = ca_pem.clone();
+                    async move {
+                        (
+                            [(axum::http::header::CONTENT_TYPE, "application/x-pem-file")],
+                            pem,
+                        )
+                    }
+                }),
+            );
         let (tx, rx) = tokio::sync::watch::channel(false);
         let mut http_stop = rx.clone();
         tokio::spawn(async move {

@@ -2,7 +2,8 @@
 //! after STARTTLS, XOAUTH2 checked against the sandbox's own access tokens (scope SMTP.Send and
 //! `user=` matching the token's user; or an app-only Exchange token with SMTP.SendAsApp and
 //! Full Access to the `user=` mailbox), PLAIN/LOGIN for basic-auth mailboxes, and Exchange's
-//! replies for the failures the switches turn on.
+//! replies for the failures the switches turn on. Google users meet Gmail's manners instead
+//! ([`super::google::smtp`]).
 
 use std::sync::Arc;
 
@@ -66,21 +67,6 @@ pub mod replies {
 
     pub fn not_authenticated() -> Reply {
         Reply::new(530, "5.7.57", "Client not authenticated to send mail.")
-    }
-
-    /// Gmail's challenge after a refused XOAUTH2 token.
-    pub fn google_challenge() -> String {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .encode(r#"{"status":"401","schemes":"Bearer","scope":"https://mail.google.com/"}"#)
-    }
-
-    pub fn google_auth_failed() -> Reply {
-        Reply::new(
-            535,
-            "5.7.8",
-            "Username and Password not accepted. For more information, go to https://support.google.com/mail/?p=BadCredentials",
-        )
     }
 
     pub fn auth_before_tls() -> Reply {
@@ -175,7 +161,7 @@ impl SandboxSmtp {
         }
         Ok(AuthIdentity {
             username: user.to_lowercase(),
-            mechanism,
+            mechanism: Some(mechanism),
             delegate,
         })
     }
@@ -188,6 +174,21 @@ impl SmtpHandler for SandboxSmtp {
         credentials: Credentials,
     ) -> Result<AuthIdentity, AuthRefusal> {
         let xoauth2 = credentials.mechanism() == Mechanism::XOAuth2;
+        // A Google user meets Gmail, not Exchange.
+        if let Some(google) = super::google::smtp::authenticate(&self.state, &credentials) {
+            self.state.count(&self.state.counters.smtp_auth_attempts);
+            let mechanism = credentials.mechanism();
+            let username = google?;
+            if !self.state.enter_mailbox(&username) {
+                self.state.count(&self.state.counters.connections_refused);
+                return Err(replies::too_many_connections().into());
+            }
+            return Ok(AuthIdentity {
+                username,
+                mechanism: Some(mechanism),
+                delegate: None,
+            });
+        }
         match self.check_credentials(session, credentials) {
             Ok(identity) => Ok(identity),
             // Gmail's way: a 334 with base64 JSON, an empty line from the client, then 535 5.7.8.
@@ -197,8 +198,8 @@ impl SmtpHandler for SandboxSmtp {
                     && self.state.switches().google_style_auth_failure =>
             {
                 Err(AuthRefusal {
-                    challenge: Some(replies::google_challenge()),
-                    reply: replies::google_auth_failed(),
+                    challenge: Some(super::google::smtp::challenge()),
+                    reply: super::google::smtp::auth_failed(),
                 })
             }
             Err(reply) => Err(reply.into()),
@@ -243,7 +244,11 @@ impl SmtpHandler for SandboxSmtp {
             );
         }
         let now = self.state.now();
-        if !self.state.admit_submission(&auth.username, now) {
+        if self.state.is_google_user(&auth.username) {
+            if let Err(refusal) = super::google::smtp::admit(&self.state, &auth.username) {
+                return refusal;
+            }
+        } else if !self.state.admit_submission(&auth.username, now) {
             return replies::rate_limited();
         }
         let id = format!(
@@ -253,7 +258,7 @@ impl SmtpHandler for SandboxSmtp {
         self.state.store_message(ReceivedMessage {
             id: id.clone(),
             user: auth.username.clone(),
-            mechanism: auth.mechanism.name(),
+            mechanism: auth.mechanism.map_or("NONE", Mechanism::name),
             mail_from: envelope.mail_from,
             rcpt_to: envelope.rcpt_to,
             raw: message,

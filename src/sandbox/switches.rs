@@ -1,4 +1,4 @@
-//! The switches that make the sandbox reproduce Microsoft's failures.
+//! The switches that make the sandbox reproduce Microsoft's failures (and, `google_…`, Google's).
 
 /// Failures the sandbox can be told to reproduce, worded as Microsoft words them.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -56,6 +56,27 @@ pub struct Switches {
     /// Graph: drafts, attachments and upload sessions take Mail.ReadWrite (delegated scope or
     /// application permission), as at Microsoft (the default). Off, Mail.Send stands in for it.
     pub graph_drafts_need_mail_readwrite: bool,
+    /// Google mode: `admin_policy_enforced`, a Workspace admin blocks the app (API controls),
+    /// at the token endpoint and at sign-in.
+    pub google_admin_policy_enforced: bool,
+    /// Google mode: the app is Internal; accounts outside `google_org_domain` see Google's
+    /// `Error 403: org_internal` page.
+    pub google_org_internal: bool,
+    /// Google mode: the Workspace domain an Internal app belongs to.
+    pub google_org_domain: String,
+    /// Google mode: the app is in "Testing" status, so refresh tokens older than 7 days on the
+    /// sandbox's clock answer `invalid_grant` "Token has been expired or revoked.".
+    pub google_testing_status: bool,
+    /// Google mode: messages a day per user before `550 5.4.5 Daily user sending limit
+    /// exceeded` (Workspace: 2,000).
+    pub google_messages_per_day: u32,
+    /// Device codes: the `interval` (seconds) clients are told to poll at (Entra: 5).
+    pub device_interval_secs: u64,
+    /// Device codes: how long one lives, in seconds (Entra: 900), then `expired_token`.
+    pub device_code_lifetime_secs: i64,
+    /// Device codes: answer this many polls `slow_down` (the client must wait 5 s more from
+    /// then on, RFC 8628 §3.5), then go on as before.
+    pub device_slow_down: u32,
 }
 
 impl Default for Switches {
@@ -84,6 +105,14 @@ impl Default for Switches {
             graph_outages: 0,
             graph_upload_outages: 0,
             graph_drafts_need_mail_readwrite: true,
+            google_admin_policy_enforced: false,
+            google_org_internal: false,
+            google_org_domain: String::new(),
+            google_testing_status: false,
+            google_messages_per_day: 2_000,
+            device_interval_secs: 5,
+            device_code_lifetime_secs: 900,
+            device_slow_down: 0,
         }
     }
 }

@@ -136,7 +136,7 @@ pub struct RedirectParams {
     pub iss: Option<String>,
 }
 
-async fn end_attempt(
+pub(super) async fn end_attempt(
     access: &Access,
     attempt: &Attempt,
     status: AttemptStatus,
@@ -305,26 +305,74 @@ async fn redeem(
             response
         }
         Err(RequestTokenError::ServerResponse(error)) => {
-            let reason = errors::reason_for(&error, mailbox, &access.config.redirect_uri());
-            mark_not_verified(access, mailbox, reason.clone()).await?;
-            return Ok(Err(reason));
+            return refused(access, mailbox, Refusal::Provider(error))
+                .await
+                .map(Err);
         }
-        // An endless answer is no outage: the Token URL is wrong, and saying so is the fix.
-        Err(RequestTokenError::Request(HttpError::TooLarge(limit))) => {
-            tracing::warn!(mailbox = %mailbox.id, limit, "the token endpoint's answer is too large");
-            let reason = errors::too_large(limit);
-            mark_not_verified(access, mailbox, reason.clone()).await?;
-            return Ok(Err(reason));
+        Err(RequestTokenError::Request(error)) => {
+            return refused(access, mailbox, Refusal::Http(error))
+                .await
+                .map(Err);
         }
         Err(other) => {
-            tracing::warn!(mailbox = %mailbox.id, error = %other, "token endpoint unreachable");
-            return Ok(Err(StatusReason::new(
-                "provider_unreachable",
-                format!("The token endpoint could not be reached: {other}."),
-                Some("Check the Token URL and the network, then click Authorize again.".into()),
-            )));
+            return refused(access, mailbox, Refusal::Other(other.to_string()))
+                .await
+                .map(Err);
         }
     };
+    accept(access, mailbox, &response).await
+}
+
+/// Why a token request brought no tokens.
+pub(super) enum Refusal {
+    /// The provider's error answer, read whole.
+    Provider(ProviderError),
+    /// The HTTP exchange failed.
+    Http(HttpError),
+    /// Anything else (an answer that is not a token response).
+    Other(String),
+}
+
+/// The reason a token request failed; a refusal by the provider (and an endless answer) makes
+/// the mailbox Not Verified, an outage does not.
+pub(super) async fn refused(
+    access: &Access,
+    mailbox: &Mailbox,
+    refusal: Refusal,
+) -> ServiceResult<StatusReason> {
+    let reason = match refusal {
+        Refusal::Provider(error) => {
+            errors::reason_for(&error, mailbox, &access.config.redirect_uri())
+        }
+        // An endless answer is no outage: the Token URL is wrong, and saying so is the fix.
+        Refusal::Http(HttpError::TooLarge(limit)) => {
+            tracing::warn!(mailbox = %mailbox.id, limit, "the token endpoint's answer is too large");
+            errors::too_large(limit)
+        }
+        Refusal::Http(other) => return Ok(unreachable(mailbox, &other.to_string())),
+        Refusal::Other(other) => return Ok(unreachable(mailbox, &other)),
+    };
+    mark_not_verified(access, mailbox, reason.clone()).await?;
+    Ok(reason)
+}
+
+fn unreachable(mailbox: &Mailbox, error: &str) -> StatusReason {
+    tracing::warn!(mailbox = %mailbox.id, %error, "token endpoint unreachable");
+    StatusReason::new(
+        "provider_unreachable",
+        format!("The token endpoint could not be reached: {error}."),
+        Some("Check the Token URL and the network, then click Authorize again.".into()),
+    )
+}
+
+/// Takes the tokens a sign-in brought (a redeemed code, a device code): checks they are the
+/// sign-in account's and carry a refresh token, stores them, checks the mailbox's transport
+/// with them and sets the status. `Err` carries the reason the authorization failed.
+pub(super) async fn accept(
+    access: &Access,
+    mailbox: &Mailbox,
+    response: &oauth::TokenResponse,
+) -> ServiceResult<Result<(), StatusReason>> {
     // Nothing is stored until the new authorization is known to be right: a failed
     // re-authorization must not replace a Verified mailbox's working tokens.
     let was_verified = mailbox.status == MailboxStatus::Verified;
@@ -371,7 +419,7 @@ async fn redeem(
         .check(access, &mailbox, &Secret::Bearer(token))
         .await;
     // The tokens are the right account's: keep them whatever SMTP says.
-    store_tokens(access, &mut mailbox, &response).await?;
+    store_tokens(access, &mut mailbox, response).await?;
     match outcome {
         Ok(()) => {
             let verified = set_status(access, &mailbox, MailboxStatus::Verified, None).await?;

@@ -5,6 +5,7 @@
 pub mod alerts;
 pub mod authorization;
 pub mod default_sender;
+pub mod device;
 pub mod lookup;
 pub mod mailboxes;
 pub mod messages;

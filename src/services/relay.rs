@@ -1,5 +1,6 @@
 //! Relay credentials: issued with a generated username and password (shown once), each mapped
-//! to mailboxes of its organization, optionally limited to client address ranges.
+//! to mailboxes of its organization, optionally limited to client address ranges; or, for a
+//! device that cannot log in, bound to private networks alone.
 
 use secrecy::SecretString;
 use time::OffsetDateTime;
@@ -25,6 +26,9 @@ pub struct NewRelayCredential {
     pub allowed_networks: Vec<String>,
     pub from_policy: Option<String>,
     pub keep_reply_to: Option<bool>,
+    /// For a device that cannot log in: the client's network alone identifies it (no
+    /// password); the networks must be given, and private or loopback.
+    pub network_only: Option<bool>,
 }
 
 /// `len` characters from `[a-z0-9]` (username) or `[A-Za-z0-9]` (password), without bias.
@@ -56,7 +60,7 @@ pub async fn create(
     input: NewRelayCredential,
     actor: &Actor,
     now: OffsetDateTime,
-) -> ServiceResult<(RelayCredential, SecretString)> {
+) -> ServiceResult<(RelayCredential, Option<SecretString>)> {
     let mut checks = Checks::default();
     let name = checks.take(parse_label("name", &input.name, 100));
     let from_policy = match input.from_policy.as_deref() {
@@ -78,6 +82,23 @@ pub async fn create(
                 format!("allowed_networks[{i}]"),
                 format!("`{raw}` is not an address or a CIDR range such as 192.168.1.0/24"),
             )),
+        }
+    }
+    let network_only = input.network_only.unwrap_or(false);
+    if network_only {
+        if input.allowed_networks.is_empty() {
+            checks.push(FieldError::new(
+                "allowed_networks",
+                "a credential without a password needs the networks its devices connect from, e.g. 192.168.10.0/24",
+            ));
+        }
+        for (i, net) in networks.iter().enumerate() {
+            if !crate::domain::relay::private_network(net) {
+                checks.push(FieldError::new(
+                    format!("allowed_networks[{i}]"),
+                    format!("`{net}` is not a private or loopback network: without a password, anyone there could send as the mailbox. Use addresses such as 10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16 or fd00::/8"),
+                ));
+            }
         }
     }
     let mut mailboxes = Vec::new();
@@ -114,6 +135,7 @@ pub async fn create(
         allowed_networks: networks,
         from_policy,
         keep_reply_to: input.keep_reply_to.unwrap_or(true),
+        network_only,
         created_at: now,
         last_used_at: None,
     };
@@ -132,13 +154,18 @@ pub async fn create(
                 "username": credential.username,
                 "mailboxes": credential.mailboxes.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 "from_policy": credential.from_policy.as_str(),
+                "network_only": credential.network_only,
             }),
         },
         now,
     )
     .await?;
     tx.commit().await.map_err(StoreError::from)?;
-    Ok((credential, SecretString::from(password)))
+    // A network-only credential has no password to give: the one stored is never told.
+    Ok((
+        credential.clone(),
+        (!credential.network_only).then(|| SecretString::from(password)),
+    ))
 }
 
 /// Deletes a credential of the organization: the device can no longer log in.
@@ -249,6 +276,27 @@ impl RelayService {
         {
             let _ = store::relay::touch(&mut conn, &credential.id, now).await;
         }
+    }
+
+    /// The network-only credential for a client at `addr` that did not log in: the one whose
+    /// network holds it most narrowly (the first issued on a tie).
+    pub async fn by_network(
+        &self,
+        addr: std::net::IpAddr,
+    ) -> ServiceResult<Option<RelayCredential>> {
+        let all = {
+            let mut conn = self.store.conn().await?;
+            store::relay::network_only(&mut conn).await?
+        };
+        let mut best: Option<(u8, RelayCredential)> = None;
+        for credential in all {
+            if let Some(prefix) = credential.network_match(addr)
+                && best.as_ref().is_none_or(|(b, _)| prefix > *b)
+            {
+                best = Some((prefix, credential));
+            }
+        }
+        Ok(best.map(|(_, c)| c))
     }
 
     /// The credential `username` names and its mailboxes that still exist, in the credential's

@@ -93,11 +93,7 @@ pub async fn send_test_message(
             })
         }
         Err(SendFailure::Rejected(reply)) => Ok(SendOutcome::Failed {
-            reason: StatusReason::new(
-                "message_rejected",
-                format!("The server refused this message: {}", reply.line()),
-                Some("Check the recipients and the message; the mailbox itself works.".into()),
-            ),
+            reason: StatusReason::message_rejected(&reply),
             transient: false,
         }),
     }

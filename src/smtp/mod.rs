@@ -1,7 +1,9 @@
 //! Herald's SMTP client, on lettre: connect (to an address the [`HostPolicy`] allows), EHLO,
 //! STARTTLS or implicit TLS with certificate verification, AUTH XOAUTH2 or PLAIN/LOGIN, and
 //! the classification of replies by code and enhanced status code into the mailbox's
-//! status reasons.
+//! status reasons ([`gmail`] words Gmail's own).
+
+pub mod gmail;
 
 use std::time::Duration;
 
@@ -130,6 +132,9 @@ fn tls_failure(error: &lettre::transport::smtp::Error) -> bool {
 /// The status reason a failure gives the mailbox, or `None` when it must not change the status:
 /// throttling and other transient replies, and, when `sending`, refusals of that one message.
 pub fn reason_for(failure: &SmtpFailure, mailbox: &Mailbox, sending: bool) -> Option<StatusReason> {
+    if let Some(reason) = gmail::reason_for(failure, mailbox) {
+        return Some(reason);
+    }
     let enhanced = failure.reply.enhanced.as_deref().unwrap_or_default();
     let text = &failure.reply.text;
     let reply = failure.reply.line();

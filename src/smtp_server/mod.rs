@@ -151,7 +151,9 @@ impl From<Reply> for AuthRefusal {
 pub struct AuthIdentity {
     /// The mailbox the session acts as.
     pub username: String,
-    pub mechanism: Mechanism,
+    /// How it authenticated; `None` when the handler knew the client by its address alone
+    /// ([`SmtpHandler::identify`]).
+    pub mechanism: Option<Mechanism>,
     /// The account whose credentials were used, when it is another (a delegate).
     pub delegate: Option<String>,
 }
@@ -185,6 +187,16 @@ pub trait SmtpHandler: Send + Sync + 'static {
         session: &SessionInfo,
         credentials: Credentials,
     ) -> impl Future<Output = Result<AuthIdentity, AuthRefusal>> + Send;
+
+    /// A client that did not authenticate gives MAIL FROM where authentication is required:
+    /// the handler may know it by its address alone (a device bound to its network). `None`
+    /// answers `auth_required_reply`.
+    fn identify(
+        &self,
+        _session: &SessionInfo,
+    ) -> impl Future<Output = Option<AuthIdentity>> + Send {
+        async { None }
+    }
 
     /// Accepts or refuses the envelope sender.
     fn mail_from(

@@ -12,7 +12,7 @@ use super::{
 use crate::domain::OrgId;
 use crate::domain::relay::RelayCredential;
 
-const COLUMNS: &str = "id, org_id, name, username, mailboxes, allowed_networks, from_policy, keep_reply_to, created_at, last_used_at";
+const COLUMNS: &str = "id, org_id, name, username, mailboxes, allowed_networks, from_policy, keep_reply_to, created_at, last_used_at, network_only";
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("relay credential {what}: {e}"))
@@ -37,6 +37,7 @@ fn from_row(row: &AnyRow) -> StoreResult<RelayCredential> {
             .parse()
             .map_err(|e| corrupt("from_policy", e))?,
         keep_reply_to: row.try_get::<i64, _>("keep_reply_to")? != 0,
+        network_only: row.try_get::<i64, _>("network_only")? != 0,
         created_at: from_db_time(row.try_get("created_at")?)?,
         last_used_at: from_db_opt_time(row.try_get("last_used_at")?)?,
     })
@@ -45,7 +46,7 @@ fn from_row(row: &AnyRow) -> StoreResult<RelayCredential> {
 pub async fn insert(conn: &mut Conn, c: &RelayCredential, digest: &str) -> StoreResult<()> {
     sqlx::query(
         "INSERT INTO relay_credentials (id, org_id, name, username, digest, mailboxes, allowed_networks, from_policy, \
-         keep_reply_to, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+         keep_reply_to, created_at, network_only) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(&c.id)
     .bind(c.org_id.to_string())
@@ -65,6 +66,7 @@ pub async fn insert(conn: &mut Conn, c: &RelayCredential, digest: &str) -> Store
     .bind(c.from_policy.as_str())
     .bind(i64::from(c.keep_reply_to))
     .bind(to_db_time(c.created_at))
+    .bind(i64::from(c.network_only))
     .execute(&mut *conn)
     .await
     .map_err(|e| StoreError::unique(e, "username"))?;
@@ -116,6 +118,19 @@ pub async fn find_by_username(
     .await?;
     row.map(|row| Ok((from_row(&row)?, row.try_get::<String, _>("digest")?)))
         .transpose()
+}
+
+/// Every credential bound to networks alone (no password), of every organization: the relay
+/// picks the one whose network holds a client that did not log in.
+pub async fn network_only(conn: &mut Conn) -> StoreResult<Vec<RelayCredential>> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM relay_credentials WHERE network_only = 1 ORDER BY id"
+    )))
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(from_row)
+    .collect()
 }
 
 pub async fn delete(conn: &mut Conn, org_id: OrgId, id: &str) -> StoreResult<bool> {

@@ -225,6 +225,47 @@ pub async fn spawn_sandboxed(
     (app, sandbox)
 }
 
+/// Herald in development mode offering the `sandbox` provider of a sandbox the test started
+/// itself (on a clock of its own, say), after letting the test adjust the environment.
+pub async fn spawn_beside(
+    sandbox: &herald::sandbox::RunningSandbox,
+    adjust: impl FnOnce(&mut BTreeMap<String, String>),
+) -> TestApp {
+    spawn(
+        |env| {
+            env.insert("HERALD_DEV".into(), "true".into());
+            adjust(env);
+        },
+        Some((preset_of(sandbox), sandbox.state.clone())),
+        std::sync::Arc::new(herald::clock::SystemClock),
+    )
+    .await
+}
+
+/// Like [`spawn_app_with_sandbox_on`], with the sandbox on the same clock as Herald: a
+/// simulated clock then moves both (a device code's polls, its expiry).
+pub async fn spawn_sandboxed_sharing(
+    clock: std::sync::Arc<dyn herald::clock::Clock>,
+) -> (TestApp, herald::sandbox::RunningSandbox) {
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let smtp = TcpListener::bind("127.0.0.1:0").await.expect("bind port 0");
+    let base = format!("http://localhost:{}", http.local_addr().unwrap().port());
+    let sandbox =
+        herald::sandbox::RunningSandbox::start_with_clock(http, smtp, &base, clock.clone())
+            .await
+            .expect("start the sandbox");
+    let preset = preset_of(&sandbox);
+    let app = spawn(
+        |env| {
+            env.insert("HERALD_DEV".into(), "true".into());
+        },
+        Some((preset, sandbox.state.clone())),
+        clock,
+    )
+    .await;
+    (app, sandbox)
+}
+
 /// The outbox's pace in tests: connections close as soon as the queue is empty, and retries
 /// and back-offs take a second instead of half a minute.
 pub fn test_tuning() -> herald::outbox::Tuning {

@@ -73,6 +73,8 @@ const MATRIX: &[Row] = &[
     ("DELETE /api/v1/mailboxes/{id}",                 [404, 403, 403, 403, 204], None),
     ("POST /api/v1/mailboxes/{id}/authorize",         [404, 403, 403, 403, 200], None),
     ("GET /api/v1/mailboxes/{id}/authorization",      [404, 200, 403, 403, 200], None),
+    // The victim's custom provider names no device endpoint: 422 device_code_unsupported.
+    ("POST /api/v1/mailboxes/{id}/authorize/device",  [404, 403, 403, 403, 422], None),
     ("POST /api/v1/mailboxes/{id}/verify",            [404, 403, 403, 403, 200], None),
     ("GET /api/v1/mailboxes/{id}/certificate",        [404, 200, 403, 403, 200], None),
     ("POST /api/v1/mailboxes/{id}/certificate/renew", [404, 403, 403, 403, 200], None),

@@ -608,3 +608,70 @@ async fn a_national_cloud_is_saved_and_moving_to_another_takes_its_endpoints_hos
     let answer = problem(wrong, 422, "validation_failed").await;
     assert_eq!(answer["errors"][0]["field"], "cloud");
 }
+
+#[tokio::test]
+async fn custom_with_microsofts_endpoints_pasted_is_the_microsoft_mailbox_and_custom_needs_scopes()
+{
+    let app = spawn_app().await;
+    let org = app.org("Contoso").await;
+    let key = app.key(org, "admin").await;
+    // The guide's fields, with the endpoints copied from the app registration's Endpoints tab.
+    let created = post(&app, &key, json!({
+        "name": "Pasted", "auth": "oauth2", "provider": "custom",
+        "host": "smtp.office365.com", "port": 587,
+        "authorization_url": "https://login.microsoftonline.com/contoso.com/oauth2/v2.0/authorize",
+        "token_url": "https://login.microsoftonline.com/contoso.com/oauth2/v2.0/token",
+        "client_id": "11111111-2222-3333-4444-555555555555", "client_secret": SECRET,
+        "username": "support@contoso.com", "reply_to": "help@contoso.com", "signature": "Contoso",
+    }))
+    .await;
+    assert_eq!(created.status(), 201);
+    let m: Value = created.json().await.unwrap();
+    let preset: Value = post(&app, &key, microsoft("Preset"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    for field in [
+        "provider",
+        "tenant",
+        "cloud",
+        "scopes",
+        "host",
+        "port",
+        "token_url",
+        "graph_url",
+    ] {
+        assert_eq!(m[field], preset[field], "{field}");
+    }
+    assert_eq!(m["provider"], "microsoft");
+
+    // Another server: the scopes come from the admin, and are asked for when missing.
+    let other = json!({
+        "name": "Other", "auth": "oauth2", "provider": "custom", "host": "smtp.example.org",
+        "authorization_url": "https://idp.example.org/authorize",
+        "token_url": "https://idp.example.org/token", "client_id": "c", "client_secret": SECRET,
+        "username": "a@example.org",
+    });
+    let missing = problem(
+        post(&app, &key, other.clone()).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert!(
+        missing["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["field"] == "scopes"),
+        "{missing}"
+    );
+    let mut given = other;
+    given["scopes"] = json!(["mail.send", "offline_access"]);
+    let created = post(&app, &key, given).await;
+    assert_eq!(created.status(), 201);
+    let m: Value = created.json().await.unwrap();
+    assert_eq!(m["provider"], "custom");
+    assert_eq!(m["scopes"], json!(["mail.send", "offline_access"]));
+}

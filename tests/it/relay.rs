@@ -663,3 +663,71 @@ async fn sessions_past_the_relay_wide_cap_are_answered_421_and_closed() {
     assert!(greeting.starts_with("220"), "{greeting}");
     r.o.stop().await;
 }
+
+#[tokio::test]
+async fn a_device_that_cannot_log_in_is_known_by_its_private_network_alone() {
+    let r = Relay::start(&[]).await;
+    r.o.oauth_mailbox(&r.o.admin, "Support", SUPPORT).await;
+    let addr = r.o.app.relay_addr.expect("the relay listens");
+    let send = [
+        "EHLO printer.local",
+        "MAIL FROM:<scanner@localdomain>",
+        "RCPT TO:<bob@example.com>",
+        "DATA",
+        "From: scanner@localdomain\r\nTo: bob@example.com\r\nSubject: Scan without a login\r\n\r\nhello\r\n.",
+    ];
+    // No credential knows the printer: authentication is required.
+    let replies = plain_session(addr, &send[..2]).await;
+    assert!(replies[2].starts_with("530"), "{replies:?}");
+
+    let create = |body: Value| {
+        r.o.call(
+            reqwest::Method::POST,
+            "/api/v1/relay-credentials",
+            &r.o.admin,
+            Some(body),
+        )
+    };
+    // Without a password, the networks must be given, and private or loopback.
+    for (networks, field) in [
+        (json!([]), "allowed_networks"),
+        (json!(["8.8.8.0/24"]), "allowed_networks[0]"),
+        (json!(["0.0.0.0/0"]), "allowed_networks[0]"),
+    ] {
+        let refused = create(json!({"name": "Printer", "mailbox": "Support",
+            "network_only": true, "allowed_networks": networks}))
+        .await;
+        assert_eq!(refused.status(), 422);
+        let problem: Value = refused.json().await.unwrap();
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    let created = create(json!({"name": "Printer, 2nd floor", "mailbox": "Support",
+        "network_only": true, "allowed_networks": ["127.0.0.0/8"]}))
+    .await;
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.unwrap();
+    assert_eq!(created["network_only"], true);
+    assert!(
+        created["password"].is_null(),
+        "no password to show: {created}"
+    );
+
+    let replies = plain_session(addr, &send).await;
+    assert!(replies[2].starts_with("250"), "{replies:?}");
+    assert!(replies[5].starts_with("250"), "{replies:?}");
+    crate::helpers::eventually("the scan delivered through the mailbox", || async {
+        r.o.received_by(SUPPORT)
+            .iter()
+            .any(|m| String::from_utf8_lossy(&m.raw).contains("Scan without a login"))
+    })
+    .await;
+    let got = r.o.received_by(SUPPORT).pop().unwrap();
+    assert_eq!(got.rcpt_to, ["bob@example.com"]);
+    // The From policy still holds: the device's address went to Reply-To.
+    let raw = String::from_utf8_lossy(&got.raw);
+    assert!(
+        raw.contains(&format!("From: {SUPPORT}")) || raw.contains(SUPPORT),
+        "{raw}"
+    );
+    r.o.stop().await;
+}

@@ -56,7 +56,7 @@ impl SmtpHandler for Recorder {
         if good {
             Ok(AuthIdentity {
                 username: credentials.username().to_owned(),
-                mechanism: credentials.mechanism(),
+                mechanism: Some(credentials.mechanism()),
                 delegate: None,
             })
         } else {
@@ -241,7 +241,10 @@ async fn a_plain_session_accepts_a_message_and_every_reply_has_an_enhanced_code(
     assert_eq!(messages[0].0.mail_from, USER);
     assert_eq!(messages[0].0.rcpt_to, ["bob@example.com"]);
     assert_eq!(messages[0].1, b"Subject: hi\r\n\r\n.dot\r\n");
-    assert_eq!(messages[0].2.as_ref().unwrap().mechanism, Mechanism::Plain);
+    assert_eq!(
+        messages[0].2.as_ref().unwrap().mechanism,
+        Some(Mechanism::Plain)
+    );
 }
 
 #[tokio::test]
@@ -323,7 +326,7 @@ async fn lettre_sends_with_xoauth2_over_starttls_verifying_the_exported_ca() {
     assert_eq!(messages.len(), 1);
     let (envelope, raw, auth) = &messages[0];
     assert_eq!(envelope.rcpt_to, ["bob@example.com"]);
-    assert_eq!(auth.as_ref().unwrap().mechanism, Mechanism::XOAuth2);
+    assert_eq!(auth.as_ref().unwrap().mechanism, Some(Mechanism::XOAuth2));
     let text = String::from_utf8_lossy(raw);
     assert!(
         text.contains("Subject: Over TLS") && text.contains("\r\n.leading dot\r\n"),

@@ -32,13 +32,14 @@ async fn credential(
             allowed_networks: networks.iter().map(|n| (*n).to_owned()).collect(),
             from_policy: Some(from_policy.into()),
             keep_reply_to: Some(keep_reply_to),
+            network_only: None,
         },
         &Actor::cli(),
         herald::clock::system_now(),
     )
     .await
     .expect("create a relay credential");
-    (c, password.expose_secret().to_owned())
+    (c, password.expect("a password").expose_secret().to_owned())
 }
 
 /// The page's text with askama's escapes undone, so assertions read like what a user sees.
@@ -135,15 +136,21 @@ async fn credentials_are_listed_in_words_with_their_mailboxes_by_name() {
             assert!(!html.contains(&relay::password_digest(password)));
         }
 
-        // Reachable from the navigation and from Outgoing Mail.
+        // Reachable from Settings › System and from Outgoing Mail, under the Settings tabs.
         let (_, outgoing) = page(&browser, &app, OUTGOING).await;
         assert!(outgoing.contains(&format!("<a href=\"{RELAY}\">Relay credentials</a>")));
         let nav = &html[html.find("aria-label=\"Settings\"").unwrap()..];
         let nav = &nav[..nav.find("</nav>").unwrap()];
         assert!(
-            nav.find("Message log").unwrap() < nav.find("Relay credentials").unwrap(),
+            nav.contains("<a href=\"/settings/system\">System</a>"),
             "{nav}"
         );
+        let (_, system) = page(&browser, &app, "/settings/system").await;
+        assert!(
+            system.find("Message log").unwrap() < system.find("Relay credentials").unwrap(),
+            "{system}"
+        );
+        assert!(system.contains(&format!("<a href=\"{RELAY}\">Relay credentials</a>")));
     }
     app.stop().await;
 }

@@ -1,56 +1,22 @@
 //! The authorize endpoint and the pages behind it: the sign-in form and the consent page
-//! with **Accept**, ending in a redirect with the code (or an error) to the client.
+//! with **Accept**, ending in a redirect with the code (or an error) to the client, or, for a
+//! device code, on a page of the sandbox's own (see `device`).
 
 use askama::Template;
 use axum::Form;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use secrecy::SecretString;
 use serde::Deserialize;
 use time::Duration;
 
-use super::super::{
-    GRAPH_MAIL_READWRITE_SCOPE, GRAPH_MAIL_READWRITE_SHARED_SCOPE, GRAPH_MAIL_SEND_SCOPE,
-    GRAPH_MAIL_SEND_SHARED_SCOPE, IssuedCode, Pending, SMTP_SEND_SCOPE,
-};
+use super::super::{IssuedCode, Pending};
 use super::OAuthServer;
 use super::errors::{error_page, redirect_error, redirect_with, tenant_not_found};
+use super::pages::{KNOWN_SCOPES, SignInPage, render};
 use crate::crypto;
 
 const CODE_LIFETIME: Duration = Duration::minutes(10);
-
-/// The scopes the sandbox knows, with what the consent page says of them.
-const KNOWN_SCOPES: &[(&str, &str)] = &[
-    (
-        SMTP_SEND_SCOPE,
-        "Send emails from mailboxes using SMTP AUTH.",
-    ),
-    (GRAPH_MAIL_SEND_SCOPE, "Send mail as you"),
-    (
-        GRAPH_MAIL_SEND_SHARED_SCOPE,
-        "Send mail on behalf of others or yourself",
-    ),
-    (
-        "offline_access",
-        "Maintain access to data you have given it access to",
-    ),
-    (
-        GRAPH_MAIL_READWRITE_SCOPE,
-        "Read and write access to your mail",
-    ),
-    (
-        GRAPH_MAIL_READWRITE_SHARED_SCOPE,
-        "Read and write user and shared mail",
-    ),
-    (
-        super::super::GRAPH_APPLICATION_READ_ALL_SCOPE,
-        "Read all applications",
-    ),
-    ("openid", "Sign you in"),
-    ("profile", "View your basic profile"),
-    ("email", "View your email address"),
-];
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
@@ -64,17 +30,6 @@ pub(super) struct AuthorizeQuery {
     code_challenge: Option<String>,
     code_challenge_method: Option<String>,
     login_hint: String,
-}
-
-#[derive(Template)]
-#[template(path = "sandbox/signin.html")]
-struct SignInPage {
-    tenant: String,
-    app_name: String,
-    action: String,
-    txn: String,
-    login_hint: String,
-    error: Option<String>,
 }
 
 pub(super) async fn authorize(
@@ -192,6 +147,7 @@ pub(super) async fn authorize(
             code_challenge,
             user: None,
             expires_at: server.state.now() + CODE_LIFETIME,
+            device: None,
         },
     );
     render(&SignInPage {
@@ -202,13 +158,6 @@ pub(super) async fn authorize(
         login_hint: q.login_hint,
         error: None,
     })
-}
-
-fn render(page: &impl Template) -> Response {
-    match page.render() {
-        Ok(html) => Html(html).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
 }
 
 fn expired_request(server: &OAuthServer, tenant: &str) -> Response {
@@ -310,6 +259,10 @@ pub(super) async fn consent(
     let Some(user) = pending.user.clone() else {
         return expired_request(&server, &tenant);
     };
+    if let Some(device) = &pending.device {
+        let accepted = form.decision == "accept";
+        return super::device::consented(&server, &pending, device, &user, accepted);
+    }
     if form.decision != "accept" {
         return redirect_error(
             &server,
@@ -343,4 +296,43 @@ pub(super) async fn consent(
     params.push(("session_state", session_state.as_str()));
     params.push(("iss", issuer.as_str()));
     redirect_with(&pending.redirect_uri, &params)
+}
+
+/// The sign-in form, for the sandbox's other personality (Google's), which posts it to
+/// `action`.
+pub(crate) fn sign_in_form(
+    tenant: &str,
+    app_name: String,
+    action: String,
+    txn: String,
+    login_hint: String,
+    error: Option<String>,
+) -> Response {
+    render(&SignInPage {
+        tenant: tenant.to_owned(),
+        app_name,
+        action,
+        txn,
+        login_hint,
+        error,
+    })
+}
+
+/// The consent page with **Accept** and **Cancel**, for the sandbox's other personality.
+pub(crate) fn consent_form(
+    tenant: &str,
+    app_name: String,
+    user: String,
+    permissions: Vec<&'static str>,
+    action: String,
+    txn: String,
+) -> Response {
+    render(&ConsentPage {
+        tenant: tenant.to_owned(),
+        app_name,
+        user,
+        permissions,
+        action,
+        txn,
+    })
 }

@@ -50,6 +50,7 @@ pub(super) async fn counters(State(server): State<OAuthServer>) -> Json<serde_js
         "token_requests": server.state.token_requests(),
         "smtp_auth_attempts": server.state.smtp_auth_attempts(),
         "graph_requests": server.state.graph_requests(),
+        "device_polls": server.state.device_polls().len(),
     }))
 }
 

@@ -26,6 +26,7 @@ pub(super) async fn discovery(
         "issuer": server.issuer(),
         "authorization_endpoint": server.authorization_endpoint(),
         "token_endpoint": server.token_endpoint(),
+        "device_authorization_endpoint": format!("{}/{}/oauth2/v2.0/devicecode", server.base_url, server.tenant),
         "jwks_uri": format!("{}/{}/discovery/v2.0/keys", server.base_url, server.tenant),
         "token_endpoint_auth_methods_supported": ["client_secret_post", "private_key_jwt", "client_secret_basic"],
         "response_types_supported": ["code"],

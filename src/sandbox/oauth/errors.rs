@@ -71,7 +71,7 @@ pub(super) fn tenant_not_found(tenant: &str) -> String {
 }
 
 /// Appends query parameters to a redirect URI.
-pub(super) fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
+pub(crate) fn redirect_with(redirect_uri: &str, params: &[(&str, &str)]) -> Response {
     let mut url = match url::Url::parse(redirect_uri) {
         Ok(url) => url,
         Err(_) => return (StatusCode::BAD_REQUEST, "invalid redirect URI").into_response(),

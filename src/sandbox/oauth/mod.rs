@@ -8,17 +8,22 @@
 //! `timestamp`, `trace_id` and `correlation_id`. The authorization response carries `iss`
 //! (RFC 9207). Refresh tokens rotate on every use and the old one stays valid.
 //!
-//! `authorize` holds the authorize endpoint with its sign-in and consent pages, `token` the
-//! token endpoint (client authentication, codes, refresh), `app` its client credentials grant,
+//! `authorize` holds the authorize endpoint with its sign-in and consent pages (`pages` what
+//! they share with device codes), `token` the token endpoint (client authentication, codes,
+//! refresh), `issue` the tokens it issues, `app` its client credentials grant,
 //! `assertion` certificate credentials (`private_key_jwt`), `discovery` the OpenID metadata and keys, `control` the `/_sandbox`
-//! control API, and `errors` the shapes Entra's errors take.
+//! control API, `device` the device authorization grant (RFC 8628) with its `/devicelogin`
+//! page, and `errors` the shapes Entra's errors take.
 
 mod app;
 mod assertion;
 mod authorize;
 mod control;
+mod device;
 mod discovery;
 mod errors;
+mod issue;
+mod pages;
 mod token;
 
 use std::sync::Arc;
@@ -32,6 +37,8 @@ use rsa::traits::PublicKeyParts as _;
 use sha2::{Digest, Sha256};
 
 pub use assertion::AppCertificate;
+pub(crate) use authorize::{consent_form, sign_in_form};
+pub(crate) use errors::redirect_with;
 
 use super::SandboxState;
 
@@ -57,6 +64,23 @@ impl SigningKey {
             n,
             e: b64(&key.e_bytes()),
         }
+    }
+}
+
+impl SigningKey {
+    /// The public key as a JSON Web Key.
+    pub(crate) fn jwk(&self) -> serde_json::Value {
+        serde_json::json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": self.kid, "n": self.n, "e": self.e})
+    }
+
+    /// Signs `claims` with RS256, naming the key by `kid`.
+    pub(crate) fn sign(
+        &self,
+        claims: &serde_json::Value,
+    ) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding)
     }
 }
 
@@ -104,6 +128,14 @@ pub fn router(server: OAuthServer) -> Router {
         .route("/{tenant}/login", post(authorize::sign_in))
         .route("/{tenant}/consent", post(authorize::consent))
         .route("/{tenant}/oauth2/v2.0/token", post(token::token))
+        .route(
+            "/{tenant}/oauth2/v2.0/devicecode",
+            post(device::device_code),
+        )
+        .route(
+            "/devicelogin",
+            get(device::device_login).post(device::enter_code),
+        )
         .route(
             "/_sandbox/switches",
             get(control::get_switches).put(control::put_switches),

@@ -109,3 +109,35 @@ pub async fn discover(
     }
     Ok(mailbox)
 }
+
+/// A custom provider's device authorization endpoint (RFC 8628), as its discovery document
+/// says: read when a device code is asked for, since Herald stores only the issuer. It must
+/// be on the issuer's host, as the document itself must.
+pub async fn device_endpoint(
+    http: &crate::oauth::http::TokenHttp,
+    policy: &Policy<'_>,
+    mailbox: &Mailbox,
+) -> Option<String> {
+    if mailbox.provider != Provider::Custom {
+        return None;
+    }
+    for url in discovery_urls(mailbox, policy) {
+        let fetched = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            crate::oauth::discovery::fetch(http, &url),
+        )
+        .await;
+        let Ok(Ok(document)) = fetched else {
+            continue;
+        };
+        let endpoint = document.device_authorization_endpoint?;
+        let same_host = url::Url::parse(&endpoint)
+            .ok()
+            .zip(url::Url::parse(&document.issuer).ok())
+            .is_some_and(|(e, i)| {
+                e.host_str() == i.host_str() && matches!(e.scheme(), "https" | "http")
+            });
+        return same_host.then_some(endpoint);
+    }
+    None
+}

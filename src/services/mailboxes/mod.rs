@@ -1,19 +1,23 @@
-//! Creating, changing and deleting mailboxes: provider presets, validation (including the
+//! Creating, changing and deleting mailboxes: provider presets (and providers recognised by
+//! their endpoints), validation (including the
 //! guards against SSRF and header injection), sealed secrets, and the rule that a changed
-//! identity drops the stored tokens.
+//! identity drops the stored tokens. `service_account` reads a Google service account's
+//! JSON key, the app-only credential of a Google mailbox.
 
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
 mod certificates;
 mod discovery;
+mod recognize;
 mod resolve;
+mod service_account;
 #[cfg(test)]
 mod tests;
 mod update;
 
 pub use certificates::renew_certificate;
-pub use discovery::discover;
+pub use discovery::{device_endpoint, discover};
 pub use resolve::Resolved;
 pub(crate) use resolve::check_url;
 pub use update::update;
@@ -198,6 +202,8 @@ pub async fn create(
     actor: &Actor,
 ) -> ServiceResult<Mailbox> {
     let (store, keys, now) = (&access.store, &*access.keys, access.now());
+    let mut draft = draft;
+    recognize::recognize(&mut draft);
     let resolved = resolve::resolve(org_id, MailboxId::new(), draft, policy, (false, false), now)?;
     let mut mailbox = resolved.mailbox;
     let certificate = match resolved.new_certificate {

@@ -410,6 +410,12 @@ pub(super) fn resolve(
         with_certificate,
         (&draft.certificate_pem, &draft.private_key_pem),
     );
+    let google_key = super::service_account::read(
+        &mut checks,
+        provider,
+        credential,
+        draft.client_secret.as_ref(),
+    );
     if auth == Some(AuthKind::OAuth2) {
         authorization_url =
             match blank_to_none(draft.authorization_url).or(preset.authorization_url) {
@@ -424,7 +430,10 @@ pub(super) fn resolve(
                     None
                 }
             };
-        token_url = match blank_to_none(draft.token_url).or(preset.token_url) {
+        token_url = match blank_to_none(draft.token_url)
+            .or(google_key.as_ref().map(|k| k.token_uri.clone()))
+            .or(preset.token_url)
+        {
             Some(u) => check_url(&mut checks, policy, "token_url", &u),
             None => {
                 checks.push(FieldError::new(
@@ -434,7 +443,7 @@ pub(super) fn resolve(
                 None
             }
         };
-        client_id = match blank_to_none(draft.client_id) {
+        client_id = match blank_to_none(draft.client_id).or(google_key.map(|k| k.client_id)) {
             Some(c) => single_line(&mut checks, "client_id", &c, 200).then_some(c),
             None => {
                 checks.push(FieldError::new(
@@ -484,13 +493,12 @@ pub(super) fn resolve(
             }
         } else {
             if !has_secret.0 && draft.client_secret.is_none() {
-                checks.push(FieldError::new(
-                    "client_secret",
-                    "must not be empty: copy the client secret's Value",
-                ));
+                checks.push(super::service_account::missing(provider, credential));
             }
+            // A Google service account's "secret" is its key, checked as such.
+            let google_app = super::service_account::applies(provider, credential);
             for (field, secret) in secrets {
-                if let Some(secret) = secret {
+                if let Some(secret) = secret.as_ref().filter(|_| !google_app) {
                     check_secret(&mut checks, field, secret);
                 }
             }

@@ -456,7 +456,12 @@ async fn check_secret(
         store::mailboxes::get(&mut conn, org_id, id).await?
     };
     match existing {
-        Some(m) if m.auth == AuthKind::OAuth2 && m.client_auth != ClientAuth::Certificate => {
+        // A Google service account's key is no client secret: it is checked by Verify.
+        Some(m)
+            if m.auth == AuthKind::OAuth2
+                && m.client_auth != ClientAuth::Certificate
+                && !super::service_account::applies(Some(m.provider), Some(m.credential)) =>
+        {
             Ok(Some(
                 access::check_new_secret(access, &m, secret)
                     .await

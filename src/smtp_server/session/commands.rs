@@ -128,8 +128,13 @@ where
             return self.refuse(transaction, bad_sequence("Sender already specified"));
         }
         if self.config.require_auth && self.info.auth.is_none() {
-            let reply = self.config.auth_required_reply.clone();
-            return self.refuse(transaction, reply);
+            match self.handler.identify(&self.info).await {
+                Some(identity) => self.info.auth = Some(identity),
+                None => {
+                    let reply = self.config.auth_required_reply.clone();
+                    return self.refuse(transaction, reply);
+                }
+            }
         }
         if declared_size > self.config.max_message_size {
             self.reply(&size_exceeded());

@@ -1,8 +1,10 @@
 //! `/api/v1/mailboxes/{id}/authorize` and `…/authorization`: starting the seed's Authorize
-//! flow for a mailbox, and the latest attempt's outcome.
+//! flow for a mailbox, and the latest attempt's outcome; `…/authorize/device`: the same with a
+//! device code (RFC 8628) for when no browser can come back to Herald.
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
@@ -96,4 +98,68 @@ pub async fn latest_authorization(
             .await?
             .ok_or_else(|| ApiError::not_found("authorization attempt"))?;
     Ok(Json(attempt.into()))
+}
+
+/// A device code to enter at the provider's page.
+#[derive(Serialize, ToSchema)]
+pub struct DeviceAuthorizationStarted {
+    /// The attempt's id, as in `GET …/authorization`, which follows it.
+    pub attempt_id: String,
+    /// What the person types at `verification_uri` (Microsoft's has 9 characters).
+    pub user_code: String,
+    /// Where the person enters the code, on any device, then signs in and accepts.
+    pub verification_uri: String,
+    /// When the code expires (Microsoft: 15 minutes).
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+    /// Seconds between Herald's polls of the token endpoint, as the provider asked.
+    pub interval: u64,
+    /// What to tell the person, in the provider's words when it gives some.
+    pub message: String,
+}
+
+/// Starts a device-code authorization (RFC 8628). Admins only. Herald asks the provider for a
+/// code with the mailbox's app registration, scopes and client authentication, then polls the
+/// token endpoint in the background at the provider's `interval` (five seconds more after each
+/// `slow_down`) until the person has entered the code, signed in and accepted, declined, or the
+/// code expired; `GET …/authorization` follows it, and it ends as Authorize does (the same
+/// checks, tokens and status). 422 `device_code_unsupported`: the provider offers no device
+/// code (Microsoft and the sandbox do; a custom provider must name a
+/// `device_authorization_endpoint` in its discovery document). 502: the provider refused to
+/// give a code; `code` is the reason.
+#[utoipa::path(post, path = "/api/v1/mailboxes/{id}/authorize/device", tag = "mailboxes", params(("id" = String, Path)),
+    responses((status = 200, body = DeviceAuthorizationStarted), (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem), (status = 502, body = Problem)))]
+pub async fn start_device_authorization(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<DeviceAuthorizationStarted>, ApiError> {
+    principal.require_admin()?;
+    let id = parse_mailbox_id(&id)?;
+    let started =
+        crate::services::device::start(&state.access, principal.org_id, id, &principal.actor)
+            .await?;
+    let (started, poll) = started.map_err(|reason| {
+        let code =
+            super::test_message::known_reason_code(&reason.code).unwrap_or("provider_refused");
+        let mut error = ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            code,
+            "No device code",
+            reason.message.clone(),
+        );
+        if let Some(action) = reason.action {
+            error.detail = format!("{} {}", error.detail, action);
+        }
+        error
+    })?;
+    poll.spawn();
+    Ok(Json(DeviceAuthorizationStarted {
+        attempt_id: started.attempt_id,
+        user_code: started.user_code,
+        verification_uri: started.verification_uri,
+        expires_at: started.expires_at,
+        interval: started.interval,
+        message: started.message,
+    }))
 }

@@ -56,7 +56,8 @@ pub struct MailboxOut {
     /// Where the expiry came from: `typed`, or `microsoft` (read from the app registration
     /// with Application.Read.All); null without a date.
     pub client_secret_expiry_source: Option<ExpirySource>,
-    /// Whether a client secret is stored (the secret itself is never shown).
+    /// Whether a client secret is stored (the secret itself is never shown); for a Google
+    /// mailbox with `credential: app`, the service account's JSON key.
     pub has_client_secret: bool,
     /// Whether a next client secret waits to take over when the current one is refused.
     pub has_next_client_secret: bool,
@@ -225,6 +226,11 @@ pub struct CreateMailbox {
     /// to it when Microsoft refuses the current one (expired or removed). Write-only.
     #[schema(value_type = Option<String>, format = Password)]
     pub next_client_secret: Option<SecretString>,
+    /// Google with `credential: app`: the service account's JSON key (the downloaded file's
+    /// text), with domain-wide delegation for `https://mail.google.com/`. It fills `client_id`
+    /// and `token_url`. Write-only, sealed in the client secret's place.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub service_account_key: Option<SecretString>,
     /// How the app proves itself at the token endpoint: `secret` (default: the client secret in
     /// the request body), `basic` (the secret in HTTP Basic) or `certificate` (`private_key_jwt`:
     /// Herald makes a key pair and a certificate to upload to the app registration, or takes
@@ -308,6 +314,9 @@ pub struct PatchMailbox {
     /// The next client secret, waiting to take over (write-only).
     #[schema(value_type = Option<String>, format = Password)]
     pub next_client_secret: Option<SecretString>,
+    /// A new service account JSON key (Google, `credential: app`). Write-only.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub service_account_key: Option<SecretString>,
     /// `secret`, `basic` or `certificate`. Turning to `certificate` makes a certificate (unless
     /// one is given) that must be uploaded before the mailbox works again.
     pub client_auth: Option<String>,
@@ -431,7 +440,7 @@ pub async fn create_mailbox(
         scopes: body.scopes,
         issuer: body.issuer,
         client_secret_expires_at: body.client_secret_expires_at,
-        client_secret: body.client_secret,
+        client_secret: body.service_account_key.or(body.client_secret),
         next_client_secret: body.next_client_secret,
         password: body.password,
         limits: body.limits,
@@ -503,7 +512,7 @@ pub async fn update_mailbox(
         scopes: body.scopes,
         issuer: body.issuer,
         client_secret_expires_at: body.client_secret_expires_at,
-        client_secret: body.client_secret,
+        client_secret: body.service_account_key.or(body.client_secret),
         next_client_secret: body.next_client_secret,
         password: body.password,
         limits: body.limits,

@@ -173,6 +173,7 @@ pub fn router(max_message_bytes: u64) -> Router<AppState> {
         ))
         .routes(routes!(authorization::start_authorization))
         .routes(routes!(authorization::latest_authorization))
+        .routes(routes!(authorization::start_device_authorization))
         .routes(routes!(mailboxes::verify_mailbox))
         .routes(routes!(certificates::download_certificate))
         .routes(routes!(certificates::renew_certificate))

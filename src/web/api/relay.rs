@@ -32,6 +32,8 @@ pub struct RelayCredentialOut {
     pub from_policy: FromPolicy,
     /// On a rewrite, the device's From becomes the Reply-To.
     pub keep_reply_to: bool,
+    /// A device that cannot log in: its network alone identifies it (no AUTH, no password).
+    pub network_only: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339::option")]
@@ -48,6 +50,7 @@ impl From<RelayCredential> for RelayCredentialOut {
             allowed_networks: c.allowed_networks.iter().map(ToString::to_string).collect(),
             from_policy: c.from_policy,
             keep_reply_to: c.keep_reply_to,
+            network_only: c.network_only,
             created_at: c.created_at,
             last_used_at: c.last_used_at,
         }
@@ -59,8 +62,8 @@ impl From<RelayCredential> for RelayCredentialOut {
 pub struct CreatedRelayCredential {
     #[serde(flatten)]
     pub credential: RelayCredentialOut,
-    /// The SMTP AUTH password, shown this once.
-    pub password: String,
+    /// The SMTP AUTH password, shown this once; absent for a network-only credential.
+    pub password: Option<String>,
 }
 
 super::list_type!(RelayCredentialList, RelayCredentialOut);
@@ -84,6 +87,9 @@ pub struct CreateRelayCredential {
     pub from_policy: Option<String>,
     /// Default true.
     pub keep_reply_to: Option<bool>,
+    /// For printers and scanners that only speak plain SMTP without AUTH: the device is known
+    /// by its address alone. Needs `allowed_networks`, each private or loopback. Default false.
+    pub network_only: Option<bool>,
 }
 
 /// Issues a credential; the password is in this answer only. Admins only.
@@ -106,6 +112,7 @@ pub async fn create_relay_credential(
             allowed_networks: body.allowed_networks,
             from_policy: body.from_policy,
             keep_reply_to: body.keep_reply_to,
+            network_only: body.network_only,
         },
         &principal.actor,
         state.access.now(),
@@ -116,7 +123,7 @@ pub async fn create_relay_credential(
         StatusCode::CREATED,
         Json(CreatedRelayCredential {
             credential: credential.into(),
-            password: password.expose_secret().to_owned(),
+            password: password.map(|p| p.expose_secret().to_owned()),
         }),
     ))
 }

@@ -73,6 +73,11 @@ pub async fn send_test_message(
 
 /// The problem `code` for a send failure: the reason's own code, from the known set.
 fn static_reason_code(code: &str) -> &'static str {
+    known_reason_code(code).unwrap_or("send_failed")
+}
+
+/// A reason's code as a problem `code`, when it is one of the known set.
+pub(super) fn known_reason_code(code: &str) -> Option<&'static str> {
     const KNOWN: &[&str] = &[
         "smtp_auth_disabled",
         "token_rejected",
@@ -82,6 +87,7 @@ fn static_reason_code(code: &str) -> &'static str {
         "smtp_error",
         "smtp_transient",
         "message_rejected",
+        "hve_internal_only",
         "smtp_connection_failed",
         "client_secret_expired",
         "client_secret_invalid",
@@ -93,13 +99,14 @@ fn static_reason_code(code: &str) -> &'static str {
         "mfa_or_conditional_access",
         "invalid_scope",
         "provider_error",
+        "certificate_not_verified",
+        "certificate_not_accepted",
+        "certificate_missing",
+        "clock_skew",
+        "app_not_permitted",
         "reauthorization_required",
         "verification_required",
         "authorization_required",
     ];
-    KNOWN
-        .iter()
-        .find(|k| **k == code)
-        .copied()
-        .unwrap_or("send_failed")
+    KNOWN.iter().find(|k| **k == code).copied()
 }

@@ -1,5 +1,5 @@
 //! The server-rendered web UI: sign-in, sign-out, first-run setup, the landing page and the
-//! settings pages (Outgoing Mail with its sending settings, message log and relay credentials,
+//! settings pages (Settings › System, Outgoing Mail with its sending settings, message log and relay credentials,
 //! API keys, users, the audit log), each under the banner of the organization's open alerts.
 //!
 //! One file per page; this one holds the routes and what the pages share: rendering, the frame
@@ -19,6 +19,7 @@ pub(in crate::web) mod page;
 mod relay;
 mod sandbox;
 mod sending;
+mod settings;
 mod setup;
 mod users;
 
@@ -46,6 +47,8 @@ pub fn router() -> Router<AppState> {
         .route("/static/settings.js", get(assets::settings_script))
         .route("/static/herald.js", get(assets::shared_script))
         .route("/static/relay.js", get(assets::relay_script))
+        .route("/settings", get(settings::settings))
+        .route("/settings/system", get(settings::system_page))
         .route("/settings/api-keys", get(keys::api_keys_page))
         .route("/settings/users", get(users::users_page))
         .route("/settings/audit", get(audit::audit_page))

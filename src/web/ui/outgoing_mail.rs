@@ -214,6 +214,7 @@ fn mailbox_row(m: Mailbox, today: time::Date) -> MailboxRow {
                 "id": m.id.to_string(), "name": m.name, "status": m.status.as_str(), "auth": m.auth.as_str(), "provider": m.provider.as_str(),
                 "tenant": m.tenant, "host": m.host, "port": m.port, "security": m.security.as_str(),
                 "username": m.username, "sign_in_account": m.sign_in_account, "reply_to": m.reply_to,
+                "from_name": m.from_name, "scopes": m.scopes,
                 "signature": m.signature, "authorization_url": m.authorization_url, "token_url": m.token_url,
                 "client_id": m.client_id, "client_secret_expires_at": m.client_secret_expires_at.map(|d| d.to_string()),
                 "client_secret_expiry_source": m.client_secret_expires_at.map(|_| m.client_secret_expiry_source.as_str()),

@@ -62,11 +62,17 @@ fn row(c: RelayCredential, names: &HashMap<MailboxId, String>) -> CredentialRow 
         networks: if c.allowed_networks.is_empty() {
             "Anywhere".into()
         } else {
-            c.allowed_networks
+            let list = c
+                .allowed_networks
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", ");
+            if c.network_only {
+                format!("{list} (no login: known by its network)")
+            } else {
+                list
+            }
         },
         from_policy: policy_words(c.from_policy, c.keep_reply_to),
         created: when(Some(c.created_at)),
