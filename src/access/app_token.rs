@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
 use super::client_auth::{
-    ClientCredential, certificate_refused, client_credentials, promote_renewed,
+    ClientCredential, client_credentials, credential_refused, promote_successor,
 };
 use super::tokens::{REFRESH_SKEW, TokenFailure};
 use super::{Access, AccessResult};
@@ -48,10 +48,11 @@ pub(super) struct AppKey {
     pub credential: String,
 }
 
-type TokenResult = Result<oauth::TokenResponse, RequestTokenError<HttpError, oauth::ProviderError>>;
+pub(super) type TokenResult =
+    Result<oauth::TokenResponse, RequestTokenError<HttpError, oauth::ProviderError>>;
 
 /// One client-credentials request with one of the app's credentials.
-async fn request_token(
+pub(super) async fn request_token(
     access: &Access,
     mailbox: &Mailbox,
     credential: &ClientCredential,
@@ -81,7 +82,10 @@ pub async fn app_token(
         Ok(found) => found,
         Err(reason) => return Ok(Err(TokenFailure::Refused(reason))),
     };
-    if matches!(credentials.as_slice(), [ClientCredential::Secret(None)]) {
+    if matches!(
+        credentials.as_slice(),
+        [ClientCredential::Secret { secret: None, .. }]
+    ) {
         return Ok(Err(TokenFailure::Refused(StatusReason::new(
             "client_secret_missing",
             "The mailbox has no client secret, which app-only access needs.",
@@ -108,13 +112,13 @@ pub async fn app_token(
         let result = request_token(access, mailbox, credential).await?;
         if let Err(RequestTokenError::ServerResponse(error)) = &result
             && i + 1 < credentials.len()
-            && certificate_refused(error)
+            && credential_refused(error)
         {
-            tracing::info!(mailbox = %mailbox.id, error = %error, "the certificate in use was refused; trying the renewed one");
+            tracing::info!(mailbox = %mailbox.id, error = %error, "the credential in use was refused; trying its successor");
             continue;
         }
-        if result.is_ok() && credential.renewed() {
-            promote_renewed(access, mailbox).await?;
+        if result.is_ok() && credential.successor() {
+            promote_successor(access, mailbox, credential).await?;
         }
         outcome = Some(result);
         break;

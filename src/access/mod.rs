@@ -1,6 +1,8 @@
 //! A mailbox's live access: its [`Credential`] and tokens (one refresh at a time, however many
 //! wait), opening a [`Transport`] session with them, classifying what goes wrong into reasons a
-//! person can act on, and setting the mailbox's status by the outcome. The services (Authorize,
+//! person can act on, and setting the mailbox's status by the outcome. A client secret's life:
+//! a new one tried before it is kept (`secret_check`), its expiry read from the app
+//! registration (`secret_expiry`), a next one taking over (`client_auth`). The services (Authorize,
 //! Verify, the test message) and the outbox's workers both reach a mailbox through here.
 //! `service_account` gets a Google mailbox's token from its service account (domain-wide
 //! delegation), where Microsoft's apps use client credentials (`app_token`).
@@ -10,6 +12,8 @@ mod app_token;
 mod client_auth;
 mod credential;
 mod graph;
+mod secret_check;
+mod secret_expiry;
 mod service_account;
 mod status;
 mod tokens;
@@ -32,8 +36,12 @@ use crate::oauth::http::TokenHttp;
 use crate::secrets::KeyRing;
 use crate::store::{Store, StoreError};
 
-pub use client_auth::{ClientCredential, certificate_refused, client_credentials, promote_renewed};
+pub use client_auth::{
+    ClientCredential, client_credentials, credential_refused, promote_successor,
+};
 pub use credential::{Credential, Secret};
+pub use secret_check::{SecretCheck, check_new_secret, refusal_message};
+pub use secret_expiry::read_secret_expiry;
 pub use status::{mark_not_verified, set_status, stale};
 pub use tokens::{REFRESH_SKEW, TokenFailure, TokenLocks, access_token, refresh_now, store_tokens};
 pub use transport::{Connection, Refusal, SendFailure, Transport, classify, reply_of};

@@ -33,7 +33,9 @@ pub(super) async fn token(
 ) -> AccessResult<Result<SecretString, TokenFailure>> {
     let json = match client_credentials(access, mailbox).await? {
         Ok(found) => match found.into_iter().next() {
-            Some(ClientCredential::Secret(Some(json))) => json,
+            Some(ClientCredential::Secret {
+                secret: Some(json), ..
+            }) => json,
             _ => return Ok(Err(no_key("none was uploaded".into()))),
         },
         Err(reason) => return Ok(Err(TokenFailure::Refused(reason))),

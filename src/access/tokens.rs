@@ -5,11 +5,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
-use oauth2::{RefreshToken, RequestTokenError, TokenResponse as _};
+use oauth2::{RefreshToken, RequestTokenError, Scope, TokenResponse as _};
 use secrecy::{ExposeSecret, SecretString};
 use time::Duration;
 
-use super::client_auth::{certificate_refused, client_credentials, promote_renewed};
+use super::client_auth::{
+    ClientCredential, client_credentials, credential_refused, promote_successor,
+};
 use super::{Access, AccessError, AccessResult, stale};
 use crate::crypto;
 use crate::domain::mailbox::{Mailbox, StatusReason, secret_fields};
@@ -161,28 +163,25 @@ pub async fn access_token(
     // certificate in use and a renewed one waits.
     let mut last = String::new();
     'credentials: for (i, credential) in credentials.iter().enumerate() {
-        let client = oauth::client_for(
-            &mailbox,
-            credential.client_secret(),
-            &access.config.redirect_uri(),
-        )?;
         for attempt in 0..REFRESH_TRIES {
             if attempt > 0 {
                 let base = 250u64 << attempt;
                 let jitter = u64::from(crypto::random_bytes::<1>()[0]) % (base / 2 + 1);
                 tokio::time::sleep(StdDuration::from_millis(base + jitter)).await;
             }
-            let proof = credential.proof(&mailbox, access)?;
-            match client
-                .exchange_refresh_token(&refresh_token)
-                .with_assertion(&proof)
-                .request_async(&access.http)
-                .await
+            match refresh_request(
+                access,
+                &mailbox,
+                credential,
+                &refresh_token,
+                &mailbox.scopes,
+            )
+            .await?
             {
                 Ok(response) => {
                     crate::metrics::get().token_refresh("ok");
-                    if credential.renewed() {
-                        promote_renewed(access, &mailbox).await?;
+                    if credential.successor() {
+                        promote_successor(access, &mailbox, credential).await?;
                     }
                     store_tokens(access, &mut mailbox, &response).await?;
                     return Ok(Ok(SecretString::from(
@@ -192,9 +191,9 @@ pub async fn access_token(
                 Err(RequestTokenError::ServerResponse(error))
                     if !is_transient_error(&error)
                         && i + 1 < credentials.len()
-                        && certificate_refused(&error) =>
+                        && credential_refused(&error) =>
                 {
-                    tracing::info!(mailbox = %mailbox.id, error = %error, "the certificate in use was refused; trying the renewed one");
+                    tracing::info!(mailbox = %mailbox.id, error = %error, "the credential in use was refused; trying its successor");
                     continue 'credentials;
                 }
                 Err(RequestTokenError::ServerResponse(error)) if !is_transient_error(&error) => {
@@ -220,6 +219,93 @@ pub async fn access_token(
     }
     crate::metrics::get().token_refresh("unavailable");
     Ok(Err(TokenFailure::Transient(last)))
+}
+
+/// What one refresh request came to.
+pub(super) type RefreshResult = Result<TokenResponse, RequestTokenError<HttpError, ProviderError>>;
+
+/// One refresh request with one credential. It sends `scopes`: the mailbox's, which the grant
+/// holds (Microsoft asks clients not to rely on leaving them out), or another resource's.
+async fn refresh_request(
+    access: &Access,
+    mailbox: &Mailbox,
+    credential: &ClientCredential,
+    refresh_token: &RefreshToken,
+    scopes: &[String],
+) -> AccessResult<RefreshResult> {
+    let client = oauth::client_for(
+        mailbox,
+        credential.client_secret(),
+        &access.config.redirect_uri(),
+    )?;
+    let proof = credential.proof(mailbox, access)?;
+    Ok(client
+        .exchange_refresh_token(refresh_token)
+        .add_scopes(scopes.iter().map(|s| Scope::new(s.clone())))
+        .with_assertion(&proof)
+        .request_async(&access.http)
+        .await)
+}
+
+/// The stored refresh token, if the mailbox has one.
+async fn stored_refresh_token(
+    access: &Access,
+    mailbox: &Mailbox,
+) -> AccessResult<Option<RefreshToken>> {
+    let mut conn = access.store.conn().await?;
+    let refresh = keys::get_secret(
+        &mut conn,
+        &access.keys,
+        &mailbox.id.to_string(),
+        secret_fields::REFRESH_TOKEN,
+    )
+    .await?;
+    Ok(refresh.map(|r| RefreshToken::new(r.expose_secret().to_owned())))
+}
+
+/// One refresh with `credential` alone (a new client secret, before it is kept), under the
+/// mailbox's lock; the tokens are stored when it works. `None`: no refresh token yet.
+pub(super) async fn refresh_with(
+    access: &Access,
+    mailbox: &Mailbox,
+    credential: &ClientCredential,
+) -> AccessResult<Option<RefreshResult>> {
+    let lock = access.locks.lock_for(mailbox.id);
+    let _guard = lock.lock().await;
+    let Some(refresh_token) = stored_refresh_token(access, mailbox).await? else {
+        return Ok(None);
+    };
+    let result =
+        refresh_request(access, mailbox, credential, &refresh_token, &mailbox.scopes).await?;
+    if let Ok(response) = &result {
+        store_tokens(access, &mut mailbox.clone(), response).await?;
+    }
+    Ok(Some(result))
+}
+
+/// An access token for other scopes of the grant (another resource's, such as Graph's
+/// Application.Read.All), with the credential in use. It is not kept, nor is the refresh
+/// token it comes with: Microsoft leaves the one used valid.
+pub(super) async fn token_for_scopes(
+    access: &Access,
+    mailbox: &Mailbox,
+    scopes: &[String],
+) -> AccessResult<Option<SecretString>> {
+    let Some(refresh_token) = stored_refresh_token(access, mailbox).await? else {
+        return Ok(None);
+    };
+    let Ok(credentials) = client_credentials(access, mailbox).await? else {
+        return Ok(None);
+    };
+    let Some(credential) = credentials.first() else {
+        return Ok(None);
+    };
+    Ok(
+        refresh_request(access, mailbox, credential, &refresh_token, scopes)
+            .await?
+            .ok()
+            .map(|r| SecretString::from(r.access_token().secret().clone())),
+    )
 }
 
 /// Refreshes the mailbox's token now, whether or not the current one is still fresh (the

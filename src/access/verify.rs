@@ -4,7 +4,8 @@
 use lettre::address::Envelope;
 
 use super::{
-    Access, AccessError, AccessResult, Credential, Refusal, SendFailure, set_status, transport_for,
+    Access, AccessError, AccessResult, Credential, Refusal, SendFailure, read_secret_expiry,
+    set_status, transport_for,
 };
 use crate::domain::mailbox::{Mailbox, MailboxStatus};
 use crate::domain::message::SmtpReply;
@@ -41,7 +42,8 @@ pub async fn attempt(
 }
 
 /// Runs connect → EHLO → STARTTLS → AUTH → QUIT and sets the status by the outcome. A
-/// transient failure (timeouts, 4xx) leaves the status as it was.
+/// transient failure (timeouts, 4xx) leaves the status as it was. A Verified mailbox then reads
+/// its client secret's expiry from the app registration, when the app may.
 pub async fn verify(access: &Access, org_id: OrgId, id: MailboxId) -> AccessResult<Mailbox> {
     let mailbox = {
         let mut conn = access.store.conn().await?;
@@ -51,7 +53,10 @@ pub async fn verify(access: &Access, org_id: OrgId, id: MailboxId) -> AccessResu
     };
     let credential = Credential::load(access, &mailbox).await?;
     match attempt(access, &mailbox, &credential, None).await? {
-        Ok(_) => set_status(access, &mailbox, MailboxStatus::Verified, None).await,
+        Ok(_) => {
+            let verified = set_status(access, &mailbox, MailboxStatus::Verified, None).await?;
+            read_secret_expiry(access, &verified).await
+        }
         Err(SendFailure::Refused(reason)) => {
             set_status(access, &mailbox, MailboxStatus::NotVerified, Some(reason)).await
         }

@@ -107,6 +107,16 @@ impl CertificateInfo {
 }
 
 string_enum!(
+    /// Where a client secret's expiry date came from.
+    ExpirySource {
+        /// An admin typed it.
+        Typed = "typed",
+        /// Herald read it from the app registration (Microsoft Graph, `passwordCredentials`).
+        Microsoft = "microsoft",
+    }
+);
+
+string_enum!(
     /// Whether the mailbox works, as the list shows it.
     MailboxStatus { Verified = "verified", NotVerified = "not_verified" }
 );
@@ -213,6 +223,8 @@ pub struct Mailbox {
     /// redirect (RFC 9207): a redirect without it is refused.
     pub iss_required: bool,
     pub client_secret_expires_at: Option<Date>,
+    /// Whether `client_secret_expires_at` was typed or read from Microsoft.
+    pub client_secret_expiry_source: ExpirySource,
     pub status: MailboxStatus,
     pub status_reason: Option<StatusReason>,
     pub verified_at: Option<OffsetDateTime>,
@@ -275,9 +287,30 @@ impl Mailbox {
     }
 }
 
+/// What a credential's expiry date calls for today, as both the alerts and the list say it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpiryWarning {
+    /// It expires today or has expired: the day it ends, Microsoft refuses it.
+    Expired,
+    /// It expires in this many days (1 to 30).
+    ExpiresIn(i64),
+}
+
+/// The warning for a credential ending on `expires`, seen on `today` (the application clock's
+/// date): none more than 30 days ahead.
+pub fn expiry_warning(expires: Date, today: Date) -> Option<ExpiryWarning> {
+    match (expires - today).whole_days() {
+        i64::MIN..=0 => Some(ExpiryWarning::Expired),
+        left @ 1..=30 => Some(ExpiryWarning::ExpiresIn(left)),
+        _ => None,
+    }
+}
+
 /// Names of the sealed secrets a mailbox owns.
 pub mod secret_fields {
     pub const CLIENT_SECRET: &str = "client_secret";
+    /// The client secret waiting to take over when the current one is refused (rotation).
+    pub const NEXT_CLIENT_SECRET: &str = "next_client_secret";
     pub const PASSWORD: &str = "password";
     pub const ACCESS_TOKEN: &str = "access_token";
     pub const REFRESH_TOKEN: &str = "refresh_token";
@@ -310,6 +343,59 @@ pub fn parse_tenant(raw: &str) -> Result<String, FieldError> {
 /// secret's *Secret ID*, not its Value.
 pub fn looks_like_secret_id(secret: &str) -> bool {
     uuid::Uuid::parse_str(secret.trim()).is_ok()
+}
+
+/// A Microsoft OAuth2 mailbox for unit tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::{
+        AuthKind, ClientAuth, CredentialKind, Mailbox, MailboxStatus, Provider, Security,
+        TransportKind,
+    };
+    use crate::domain::{MailboxId, OrgId};
+
+    pub(crate) fn mailbox() -> Mailbox {
+        Mailbox {
+            id: MailboxId::new(),
+            org_id: OrgId::new(),
+            name: "m".into(),
+            auth: AuthKind::OAuth2,
+            provider: Provider::Microsoft,
+            tenant: Some("contoso.com".into()),
+            host: "smtp.office365.com".into(),
+            port: 587,
+            security: Security::StartTls,
+            username: "a@contoso.com".into(),
+            from_name: None,
+            sign_in_account: "a@contoso.com".into(),
+            reply_to: None,
+            signature: None,
+            is_default: false,
+            authorization_url: None,
+            token_url: None,
+            client_id: Some("cid".into()),
+            client_auth: ClientAuth::Secret,
+            scopes: vec![],
+            issuer: None,
+            iss_required: false,
+            client_secret_expires_at: None,
+            status: MailboxStatus::NotVerified,
+            status_reason: None,
+            verified_at: None,
+            token_expires_at: None,
+            created_at: time::macros::datetime!(2026-11-28 00:00 UTC),
+            updated_at: time::macros::datetime!(2026-11-28 00:00 UTC),
+            limits: Default::default(),
+            transport: TransportKind::Smtp,
+            graph_url: None,
+            save_to_sent_items: true,
+            credential: CredentialKind::Delegated,
+            certificate: None,
+            next_certificate: None,
+            cloud: crate::domain::mailbox::Cloud::Global,
+            client_secret_expiry_source: crate::domain::mailbox::ExpirySource::Typed,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -157,53 +157,7 @@ pub fn too_large(limit: usize) -> StatusReason {
 
 #[cfg(test)]
 pub(crate) mod tests_support {
-    use crate::domain::mailbox::{
-        AuthKind, ClientAuth, CredentialKind, Mailbox, MailboxStatus, Provider, Security,
-        TransportKind,
-    };
-    use crate::domain::{MailboxId, OrgId};
-
-    pub(crate) fn mailbox() -> Mailbox {
-        Mailbox {
-            id: MailboxId::new(),
-            org_id: OrgId::new(),
-            name: "m".into(),
-            auth: AuthKind::OAuth2,
-            provider: Provider::Microsoft,
-            tenant: Some("contoso.com".into()),
-            host: "smtp.office365.com".into(),
-            port: 587,
-            security: Security::StartTls,
-            username: "a@contoso.com".into(),
-            from_name: None,
-            sign_in_account: "a@contoso.com".into(),
-            reply_to: None,
-            signature: None,
-            is_default: false,
-            authorization_url: None,
-            token_url: None,
-            client_id: Some("cid".into()),
-            client_auth: ClientAuth::Secret,
-            scopes: vec![],
-            issuer: None,
-            iss_required: false,
-            client_secret_expires_at: None,
-            status: MailboxStatus::NotVerified,
-            status_reason: None,
-            verified_at: None,
-            token_expires_at: None,
-            created_at: crate::clock::system_now(),
-            updated_at: crate::clock::system_now(),
-            limits: Default::default(),
-            transport: TransportKind::Smtp,
-            graph_url: None,
-            save_to_sent_items: true,
-            credential: CredentialKind::Delegated,
-            certificate: None,
-            next_certificate: None,
-            cloud: crate::domain::mailbox::Cloud::Global,
-        }
-    }
+    pub(crate) use crate::domain::mailbox::tests_support::mailbox;
 }
 
 #[cfg(test)]

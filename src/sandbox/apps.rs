@@ -29,6 +29,8 @@ const APP_PERMISSIONS: &[(&str, &str)] = &[
     // Drafts and upload sessions (messages over 4 MB).
     (super::APP_MAIL_READWRITE, GRAPH_RESOURCE),
     (APP_SMTP_SEND_AS_APP, EXCHANGE_RESOURCE),
+    // Reading app registrations: a client secret's end date.
+    (super::APP_APPLICATION_READ_ALL, GRAPH_RESOURCE),
 ];
 
 /// The resource a `.default` scope names, by App ID URI or application id.

@@ -10,12 +10,14 @@
 //! State lives in memory: the sandbox is for demos and tests, and starts empty.
 //! [`oauth`] is its Entra ID-shaped authorization server; `apps` holds app-only access
 //! (client credentials): application permissions and Exchange's scoping of apps; `devices`
-//! the device codes (RFC 8628) people enter at `/devicelogin`.
+//! the device codes (RFC 8628) people enter at `/devicelogin`; `credentials` an app
+//! registration's client secrets, with their end dates.
 //! [`google`] is its second personality, Google's, under `{base}/google`: Google's OAuth
 //! endpoints and errors, non-rotating refresh tokens, service accounts with domain-wide
 //! delegation, and Gmail's manners on the same SMTP server for Google users.
 
 mod apps;
+mod credentials;
 mod devices;
 mod events;
 pub mod google;
@@ -37,6 +39,10 @@ use crate::crypto;
 pub use apps::{
     APP_MAIL_SEND, APP_SMTP_SEND_AS_APP, AppAccess, AppCertificate, EXCHANGE_RESOURCE,
     GRAPH_RESOURCE,
+};
+pub use credentials::{
+    APP_APPLICATION_READ_ALL, DEFAULT_SECRET_LIFETIME, GRAPH_APPLICATION_READ_ALL_SCOPE,
+    PasswordCredential,
 };
 pub use events::Counters;
 pub use graph::{
@@ -97,7 +103,8 @@ pub struct SandboxClient {
     pub client_id: String,
     /// The client secret's Secret ID: a GUID, which is *not* the secret.
     pub secret_id: String,
-    /// The client secret's Value, shaped like Entra's (with `~` and `.`).
+    /// The first client secret's Value, shaped like Entra's (with `~` and `.`); more are made
+    /// with [`SandboxState::add_client_secret`].
     pub secret: SecretString,
     pub redirect_uris: Vec<String>,
 }
@@ -179,6 +186,8 @@ struct Inner {
     /// Client assertions' `jti`s seen, until they expire (each is single-use).
     assertion_ids: HashMap<String, i64>,
     devices: devices::Devices,
+    /// App registrations' client secrets; refresh requests' scopes.
+    credentials: credentials::CredentialsInner,
 }
 
 /// The sandbox's shared state.
@@ -243,6 +252,7 @@ impl SandboxState {
         self.inner()
             .clients
             .insert(client.client_id.clone(), client.clone());
+        self.record_first_secret(&client);
         client
     }
 

@@ -20,7 +20,7 @@ use time::{Date, OffsetDateTime};
 
 use super::{ServiceError, ServiceResult};
 use crate::clock::Clock;
-use crate::domain::mailbox::{CertificateInfo, ClientAuth, Mailbox};
+use crate::domain::mailbox::{CertificateInfo, ClientAuth, ExpiryWarning, Mailbox, expiry_warning};
 use crate::domain::{FieldError, OrgId};
 use crate::keys;
 use crate::oauth::http::{HttpError, TokenHttp};
@@ -51,14 +51,24 @@ pub fn signature(secret: &str, t: i64, body: &[u8]) -> String {
 /// Which warning a client secret's expiry date calls for today: days left at 30, 7 and 1, or
 /// expired.
 fn expiry_step(expires: Date, today: Date) -> Option<(i64, &'static str)> {
-    let left = (expires - today).whole_days();
-    match left {
-        i64::MIN..=0 => Some((0, kind::SECRET_EXPIRED)),
-        1 => Some((1, kind::SECRET_EXPIRING)),
-        2..=7 => Some((7, kind::SECRET_EXPIRING)),
-        8..=30 => Some((30, kind::SECRET_EXPIRING)),
-        _ => None,
+    match expiry_warning(expires, today)? {
+        ExpiryWarning::Expired => Some((0, kind::SECRET_EXPIRED)),
+        ExpiryWarning::ExpiresIn(1) => Some((1, kind::SECRET_EXPIRING)),
+        ExpiryWarning::ExpiresIn(2..=7) => Some((7, kind::SECRET_EXPIRING)),
+        ExpiryWarning::ExpiresIn(_) => Some((30, kind::SECRET_EXPIRING)),
     }
+}
+
+/// The title of the alert a credential's end calls for on `today`, by the same rule as the
+/// mailbox list's warning ([`expiry_warning`]).
+pub fn expiry_title(what: &str, name: &str, expires: Date, today: Date) -> Option<String> {
+    Some(match expiry_warning(expires, today)? {
+        ExpiryWarning::Expired => format!("The {what} of \"{name}\" has expired"),
+        ExpiryWarning::ExpiresIn(left) => format!(
+            "The {what} of \"{name}\" expires in {left} day{}",
+            if left == 1 { "" } else { "s" }
+        ),
+    })
 }
 
 /// A mailbox credential whose end is known.
@@ -136,16 +146,8 @@ pub async fn check_secret_expiry(store: &Store, now: OffsetDateTime) -> StoreRes
             .await?;
             continue;
         };
-        let left = (expires - now.date()).whole_days();
-        let what = expiring.what();
-        let title = if kind == kind::SECRET_EXPIRED {
-            format!("The {what} of \"{}\" has expired", mailbox.name)
-        } else {
-            format!(
-                "The {what} of \"{}\" expires in {left} day{}",
-                mailbox.name,
-                if left == 1 { "" } else { "s" }
-            )
+        let Some(title) = expiry_title(expiring.what(), &mailbox.name, expires, now.date()) else {
+            continue;
         };
         let key = match &expiring {
             Expiring::Secret(_) => format!("client_secret:{}:{expires}:{step}", mailbox.id),
@@ -154,8 +156,17 @@ pub async fn check_secret_expiry(store: &Store, now: OffsetDateTime) -> StoreRes
             }
         };
         let (detail, action) = expiring.words(&mailbox);
+        // Raised while holding the mailbox's row, and only for the date it still has: a PATCH
+        // that replaces the secret (and resolves these alerts) has either committed and is seen
+        // here, or waits; a date read before it never comes back as a stale warning.
+        let mut tx = store.begin().await?;
+        store::mailboxes::lock(&mut tx, mailbox.id).await?;
+        let current = store::mailboxes::get(&mut tx, mailbox.org_id, mailbox.id).await?;
+        if current.as_ref().and_then(Expiring::of).map(|e| e.date()) != Some(expires) {
+            continue;
+        }
         let new = stored::raise(
-            &mut conn,
+            &mut tx,
             &NewAlert {
                 org_id: mailbox.org_id,
                 kind,
@@ -172,7 +183,7 @@ pub async fn check_secret_expiry(store: &Store, now: OffsetDateTime) -> StoreRes
         if new {
             // The previous step (or an earlier date's) gives way to this one.
             stored::resolve_others(
-                &mut conn,
+                &mut tx,
                 mailbox.id,
                 &[kind::SECRET_EXPIRING, kind::SECRET_EXPIRED],
                 &key,
@@ -180,6 +191,7 @@ pub async fn check_secret_expiry(store: &Store, now: OffsetDateTime) -> StoreRes
             )
             .await?;
         }
+        tx.commit().await?;
         raised += usize::from(new);
     }
     Ok(raised)

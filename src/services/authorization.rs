@@ -297,8 +297,8 @@ async fn redeem(
     }
     let response = match request.request_async(&access.http).await {
         Ok(response) => {
-            if credential.renewed() {
-                access::promote_renewed(access, mailbox)
+            if credential.successor() {
+                access::promote_successor(access, mailbox, &credential)
                     .await
                     .map_err(ServiceError::internal)?;
             }
@@ -422,7 +422,10 @@ pub(super) async fn accept(
     store_tokens(access, &mut mailbox, response).await?;
     match outcome {
         Ok(()) => {
-            set_status(access, &mailbox, MailboxStatus::Verified, None).await?;
+            let verified = set_status(access, &mailbox, MailboxStatus::Verified, None).await?;
+            access::read_secret_expiry(access, &verified)
+                .await
+                .map_err(ServiceError::internal)?;
             Ok(Ok(()))
         }
         Err(SendFailure::Refused(reason)) => {

@@ -229,7 +229,7 @@ impl DevicePoll {
             authorization,
         } = self;
         let signer: Signer = match &credential {
-            ClientCredential::Secret(_) => Box::new(|| Ok(None)),
+            ClientCredential::Secret { .. } => Box::new(|| Ok(None)),
             ClientCredential::Certificate { .. } => {
                 let (credential, mailbox, access) =
                     (credential.clone(), mailbox.clone(), access.clone());
@@ -310,8 +310,8 @@ impl DevicePoll {
                     store::mailboxes::get(&mut conn, attempt.org_id, attempt.mailbox_id).await?;
                 drop(conn);
                 if let (true, Some(current)) = (claimed, current) {
-                    if credential.renewed() {
-                        access::promote_renewed(&access, &current)
+                    if credential.successor() {
+                        access::promote_successor(&access, &current, &credential)
                             .await
                             .map_err(ServiceError::internal)?;
                     }

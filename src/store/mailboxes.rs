@@ -17,7 +17,7 @@ macro_rules! select_mailboxes {
             "SELECT id, org_id, name, auth, provider, tenant, host, port, security, username, from_name, sign_in_account, \
              reply_to, signature, is_default, authorization_url, token_url, client_id, client_auth, scopes, issuer, \
              client_secret_expires_at, status, status_reason, verified_at, token_expires_at, created_at, updated_at, limits, \
-             iss_required, transport, graph_url, save_to_sent_items, credential, certificate, next_certificate, cloud FROM mailboxes ",
+             iss_required, transport, graph_url, save_to_sent_items, credential, certificate, next_certificate, cloud, client_secret_expiry_source FROM mailboxes ",
             $rest
         )
     };
@@ -91,6 +91,9 @@ fn from_row(row: &AnyRow) -> StoreResult<Mailbox> {
         certificate: certificate_of(row, "certificate")?,
         next_certificate: certificate_of(row, "next_certificate")?,
         cloud: parse("cloud")?.parse().map_err(|e| corrupt("cloud", e))?,
+        client_secret_expiry_source: parse("client_secret_expiry_source")?
+            .parse()
+            .map_err(|e| corrupt("client_secret_expiry_source", e))?,
     })
 }
 
@@ -122,9 +125,9 @@ pub async fn insert(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
         "INSERT INTO mailboxes (id, org_id, name, name_key, auth, provider, tenant, host, port, security, username, from_name, \
          sign_in_account, reply_to, signature, is_default, authorization_url, token_url, client_id, client_auth, scopes, issuer, \
          client_secret_expires_at, status, status_reason, verified_at, token_expires_at, created_at, updated_at, limits, \
-         transport, graph_url, save_to_sent_items, credential, certificate, next_certificate, cloud) \
+         transport, graph_url, save_to_sent_items, credential, certificate, next_certificate, cloud, client_secret_expiry_source) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, \
-         $31, $32, $33, $34, $35, $36, $37)",
+         $31, $32, $33, $34, $35, $36, $37, $38)",
     )
     .bind(m.id.to_string())
     .bind(m.org_id.to_string())
@@ -163,6 +166,7 @@ pub async fn insert(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
     .bind(certificate_json(&m.certificate))
     .bind(certificate_json(&m.next_certificate))
     .bind(m.cloud.as_str())
+    .bind(m.client_secret_expiry_source.as_str())
     .execute(&mut *conn)
     .await
     .map_err(|e| StoreError::unique(e, "name"))?;
@@ -177,7 +181,7 @@ pub async fn update(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
          authorization_url = $17, token_url = $18, client_id = $19, client_auth = $20, scopes = $21, issuer = $22, \
          client_secret_expires_at = $23, status = $24, status_reason = $25, verified_at = $26, token_expires_at = $27, updated_at = $28, limits = $29, \
          iss_required = $30, transport = $31, graph_url = $32, save_to_sent_items = $33, credential = $34, \
-         certificate = $35, next_certificate = $36, cloud = $37 \
+         certificate = $35, next_certificate = $36, cloud = $37, client_secret_expiry_source = $38 \
          WHERE id = $1 AND org_id = $2",
     )
     .bind(m.id.to_string())
@@ -217,6 +221,7 @@ pub async fn update(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
     .bind(certificate_json(&m.certificate))
     .bind(certificate_json(&m.next_certificate))
     .bind(m.cloud.as_str())
+    .bind(m.client_secret_expiry_source.as_str())
     .execute(&mut *conn)
     .await
     .map_err(|e| StoreError::unique(e, "name"))?;
@@ -455,6 +460,31 @@ pub async fn set_certificates(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
     .bind(certificate_json(&m.next_certificate))
     .bind(m.client_auth.as_str())
     .bind(to_db_time(m.updated_at))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Holds the mailbox's row until the transaction ends: writers of the mailbox wait, and what
+/// is read next is what they committed.
+pub async fn lock(conn: &mut Conn, id: MailboxId) -> StoreResult<()> {
+    sqlx::query("UPDATE mailboxes SET updated_at = updated_at WHERE id = $1")
+        .bind(id.to_string())
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Records a client secret's expiry date and where it came from, and nothing else.
+pub async fn set_secret_expiry(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
+    sqlx::query(
+        "UPDATE mailboxes SET client_secret_expires_at = $3, client_secret_expiry_source = $4 \
+         WHERE id = $1 AND org_id = $2",
+    )
+    .bind(m.id.to_string())
+    .bind(m.org_id.to_string())
+    .bind(m.client_secret_expires_at.map(|d| d.to_string()))
+    .bind(m.client_secret_expiry_source.as_str())
     .execute(&mut *conn)
     .await?;
     Ok(())

@@ -74,8 +74,9 @@ async fn an_app_sends_over_smtp_as_the_mailboxes_exchange_gave_it_with_one_token
     assert_eq!(got[0].mechanism, "XOAUTH2");
     assert_eq!(
         o.sandbox.state.token_requests(),
-        before + 1,
-        "one app, one resource: one token for both mailboxes and the message"
+        before + 2,
+        "one app, one token per resource: Exchange's for both mailboxes and the message, \
+         Graph's to read the client secret's expiry"
     );
 
     // A mailbox Exchange has not given the app: the reason says how to give it.

@@ -31,6 +31,7 @@ mod sandbox_app;
 mod sandbox_graph;
 mod sandbox_oauth;
 mod sandbox_smtp;
+mod secret_life;
 mod secrets;
 mod smtp_server;
 mod ui_alerts;

@@ -17,6 +17,7 @@
 //!
 //! Messages over the 4 MB request limit go Graph's other way, through the same checks: a
 //! draft with attachments and upload sessions, then `send` ([`drafts`], [`sessions`]).
+//! `applications` lists an app registration's client secrets, for Application.Read.All.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ use axum::routing::post;
 use serde_json::json;
 use time::OffsetDateTime;
 
+/// `GET /v1.0/applications`: an app registration's client secrets (Application.Read.All).
+mod applications;
 mod body;
 /// Drafts, their attachments, `send` and `DELETE`: Graph's way for large messages.
 mod drafts;
@@ -147,6 +150,7 @@ pub fn router(state: Arc<SandboxState>, base_url: &str) -> Router {
         .route("/v1.0/me/sendMail", post(send_me))
         .route("/v1.0/users/{id}/sendMail", post(send_user))
         .merge(drafts::routes())
+        .merge(applications::routes())
         .merge(sessions::routes())
         // The 4 MB limit is Graph's, answered in Graph's shape below.
         .layer(DefaultBodyLimit::disable())

@@ -24,6 +24,18 @@ pub(super) fn issue_tokens(
     scopes: &[String],
     nonce: Option<&str>,
 ) -> Response {
+    issue_tokens_for(server, client_id, user, (scopes, scopes), nonce)
+}
+
+/// Issues tokens for `scopes`; the refresh token stands for `granted` (the same, or more: a
+/// refresh that asked for some of its scopes).
+pub(super) fn issue_tokens_for(
+    server: &OAuthServer,
+    client_id: &str,
+    user: &str,
+    (scopes, granted): (&[String], &[String]),
+    nonce: Option<&str>,
+) -> Response {
     let now = server.state.now();
     let (access_token, record) =
         server
@@ -42,14 +54,14 @@ pub(super) fn issue_tokens(
         "ext_expires_in": expires_in,
         "access_token": access_token.expose_secret(),
     });
-    if scopes.iter().any(|s| s == "offline_access") {
+    if granted.iter().any(|s| s == "offline_access") {
         let refresh_token = format!("1.{}", crypto::random_token());
         server.state.put_grant(
             &refresh_token,
             Grant {
                 client_id: client_id.to_owned(),
                 user: user.to_owned(),
-                scopes: scopes.to_vec(),
+                scopes: granted.to_vec(),
                 issued_at: now,
             },
         );

@@ -33,6 +33,10 @@ pub(super) const KNOWN_SCOPES: &[(&str, &str)] = &[
         GRAPH_MAIL_READWRITE_SHARED_SCOPE,
         "Read and write user and shared mail",
     ),
+    (
+        super::super::GRAPH_APPLICATION_READ_ALL_SCOPE,
+        "Read all applications",
+    ),
     ("openid", "Sign you in"),
     ("profile", "View your basic profile"),
     ("email", "View your email address"),

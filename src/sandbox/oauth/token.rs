@@ -7,13 +7,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine as _;
-use secrecy::ExposeSecret;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use super::super::Switches;
+use super::super::credentials::SecretCheck;
 use super::errors::{tenant_not_found, timestamp, token_error};
-use super::issue::issue_tokens;
+use super::issue::{issue_tokens, issue_tokens_for};
 use super::{OAuthServer, app, assertion, device};
 use crate::crypto;
 
@@ -245,17 +245,33 @@ fn authenticate_client(
             ));
         }
         ClientProof::Secret(secret) => {
-            if switches.client_secret_invalid
-                || !crypto::constant_time_eq(&secret, client.secret.expose_secret())
-            {
-                return Err(bad(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_client",
-                    7000215,
-                    &format!(
-                        "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
-                    ),
-                ));
+            let check = if switches.client_secret_invalid {
+                SecretCheck::Unknown
+            } else {
+                server.state.check_client_secret(&client_id, &secret)
+            };
+            match check {
+                SecretCheck::Accepted => {}
+                SecretCheck::Expired => {
+                    return Err(bad(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_client",
+                        7000222,
+                        &format!(
+                            "The provided client secret keys for app '{client_id}' are expired. Visit the Azure portal to create new keys for your app: https://aka.ms/NewClientSecret, or consider using certificate credentials for added security: https://aka.ms/certCreds."
+                        ),
+                    ));
+                }
+                SecretCheck::Unknown => {
+                    return Err(bad(
+                        StatusCode::UNAUTHORIZED,
+                        "invalid_client",
+                        7000215,
+                        &format!(
+                            "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{client_id}'."
+                        ),
+                    ));
+                }
             }
         }
     }
@@ -345,6 +361,7 @@ fn refresh(
 ) -> Response {
     let bad =
         |status, error, code, message: &str| token_error(server, status, error, code, message);
+    server.state.record_refresh_scope(form.scope.as_deref());
     let Some(refresh_token) = form.refresh_token.as_deref().filter(|t| !t.is_empty()) else {
         return bad(
             StatusCode::BAD_REQUEST,
@@ -410,5 +427,40 @@ fn refresh(
             "Due to a configuration change made by your administrator, or because you moved to a new location, you must use multi-factor authentication to access 'https://outlook.office.com'.",
         );
     }
-    issue_tokens(server, client_id, &grant.user, &grant.scopes, None)
+    // A refresh may ask for some of the granted scopes (another resource's, say): the access
+    // token carries those, and the new refresh token the whole grant.
+    let asked: Vec<String> = form
+        .scope
+        .as_deref()
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    if let Some(missing) = asked.iter().find(|s| !grant.scopes.contains(s)) {
+        let name = server
+            .state
+            .client(client_id)
+            .map(|c| c.name)
+            .unwrap_or_default();
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            65001,
+            &format!(
+                "The user or administrator has not consented to use the application with ID '{client_id}' named '{name}' for the scope '{missing}'. Send an interactive authorization request for this user and resource."
+            ),
+        );
+    }
+    let scopes = if asked.is_empty() {
+        grant.scopes.clone()
+    } else {
+        asked
+    };
+    issue_tokens_for(
+        server,
+        client_id,
+        &grant.user,
+        (&scopes, &grant.scopes),
+        None,
+    )
 }

@@ -77,6 +77,8 @@ pub struct MailboxDraft {
     pub issuer: Option<String>,
     pub client_secret_expires_at: Option<String>,
     pub client_secret: Option<SecretString>,
+    /// A second client secret, to take over when the current one is refused.
+    pub next_client_secret: Option<SecretString>,
     pub password: Option<SecretString>,
     pub limits: Option<LimitOverrides>,
     /// `smtp` (default) or `graph`.
@@ -115,6 +117,8 @@ pub struct MailboxPatch {
     pub issuer: Option<Option<String>>,
     pub client_secret_expires_at: Option<Option<String>>,
     pub client_secret: Option<SecretString>,
+    /// A second client secret, to take over when the current one is refused.
+    pub next_client_secret: Option<SecretString>,
     pub password: Option<SecretString>,
     /// Replaces every override at once.
     pub limits: Option<LimitOverrides>,
@@ -126,21 +130,47 @@ pub struct MailboxPatch {
     pub cloud: Option<String>,
 }
 
-/// Seals and stores the secrets a create or update was given; absent ones stay as they are.
+/// Seals and stores the secrets a create or update was given (client secret, next client
+/// secret, password); absent ones stay as they are.
 async fn store_secrets(
     conn: &mut store::Conn,
     keys: &KeyRing,
-    (client_secret, password): (&Option<SecretString>, &Option<SecretString>),
+    (client_secret, next_client_secret, password): (
+        &Option<SecretString>,
+        &Option<SecretString>,
+        &Option<SecretString>,
+    ),
     owner: &str,
     now: OffsetDateTime,
 ) -> Result<(), StoreError> {
-    if let Some(secret) = client_secret {
-        keys::put_secret(conn, keys, owner, secret_fields::CLIENT_SECRET, secret, now).await?;
-    }
-    if let Some(password) = password {
-        keys::put_secret(conn, keys, owner, secret_fields::PASSWORD, password, now).await?;
+    for (field, secret) in [
+        (secret_fields::CLIENT_SECRET, client_secret),
+        (secret_fields::NEXT_CLIENT_SECRET, next_client_secret),
+        (secret_fields::PASSWORD, password),
+    ] {
+        if let Some(secret) = secret {
+            keys::put_secret(conn, keys, owner, field, secret, now).await?;
+        }
     }
     Ok(())
+}
+
+/// A pasted client secret: one line, and its Value rather than its Secret ID.
+fn check_secret(checks: &mut crate::services::Checks, field: &'static str, secret: &SecretString) {
+    let text = secrecy::ExposeSecret::expose_secret(secret);
+    if text.trim().is_empty() {
+        checks.push(FieldError::new(
+            field,
+            "must not be empty: copy the client secret's Value",
+        ));
+    } else if crate::domain::mailbox::looks_like_secret_id(text) {
+        checks.push(FieldError::new(
+            field,
+            "this looks like the Secret ID; paste the secret's Value (the other column in Certificates & secrets)",
+        ));
+    } else {
+        resolve::single_line(checks, field, text, 1000);
+    }
 }
 
 fn conflict_on_name(e: StoreError, name: &str) -> ServiceError {
@@ -195,14 +225,12 @@ pub async fn create(
         .await
         .map_err(|e| conflict_on_name(e, &mailbox.name))?;
     let owner = mailbox.id.to_string();
-    store_secrets(
-        &mut tx,
-        keys,
-        (&resolved.client_secret, &resolved.password),
-        &owner,
-        now,
-    )
-    .await?;
+    let secrets = (
+        &resolved.client_secret,
+        &resolved.next_client_secret,
+        &resolved.password,
+    );
+    store_secrets(&mut tx, keys, secrets, &owner, now).await?;
     if let Some(pair) = &certificate {
         certificates::store_key(
             &mut tx,

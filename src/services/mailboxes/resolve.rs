@@ -9,8 +9,8 @@ use url::Url;
 
 use super::*;
 use crate::domain::mailbox::{
-    AuthKind, ClientAuth, Cloud, CredentialKind, Mailbox, MailboxStatus, Provider, Security,
-    StatusReason, TransportKind, looks_like_secret_id, parse_tenant,
+    AuthKind, ClientAuth, Cloud, CredentialKind, ExpirySource, Mailbox, MailboxStatus, Provider,
+    Security, StatusReason, TransportKind, parse_tenant,
 };
 use crate::domain::presets::Preset;
 use crate::domain::{EmailAddress, FieldError, MailboxId, OrgId};
@@ -149,6 +149,8 @@ pub(super) fn check_email(checks: &mut Checks, field: &'static str, raw: &str) -
 pub struct Resolved {
     pub mailbox: Mailbox,
     pub client_secret: Option<SecretString>,
+    /// A second secret, kept to take over when the current one is refused.
+    pub next_client_secret: Option<SecretString>,
     pub password: Option<SecretString>,
     /// An uploaded certificate and key, to use instead of the one in use (or instead of
     /// making one).
@@ -478,35 +480,27 @@ pub(super) fn resolve(
         issuer = blank_to_none(draft.issuer)
             .or(preset.issuer)
             .and_then(|i| check_url(&mut checks, policy, "issuer", &i));
+        let secrets = [
+            ("client_secret", &draft.client_secret),
+            ("next_client_secret", &draft.next_client_secret),
+        ];
         if with_certificate {
-            if draft.client_secret.is_some() {
+            for (field, _) in secrets.iter().filter(|(_, s)| s.is_some()) {
                 checks.push(FieldError::new(
-                    "client_secret",
+                    *field,
                     "is not used with a certificate: leave it empty, or choose client_auth \"secret\"",
                 ));
             }
-        } else if !has_secret.0 && draft.client_secret.is_none() {
-            checks.push(super::service_account::missing(provider, credential));
-        }
-        let google_app = super::service_account::applies(provider, credential);
-        if let Some(secret) = draft
-            .client_secret
-            .as_ref()
-            .filter(|_| !with_certificate && !google_app)
-        {
-            let text = secret.expose_secret();
-            if text.trim().is_empty() {
-                checks.push(FieldError::new(
-                    "client_secret",
-                    "must not be empty: copy the client secret's Value",
-                ));
-            } else if looks_like_secret_id(text) {
-                checks.push(FieldError::new(
-                    "client_secret",
-                    "this looks like the Secret ID; paste the secret's Value (the other column in Certificates & secrets)",
-                ));
-            } else {
-                single_line(&mut checks, "client_secret", text, 1000);
+        } else {
+            if !has_secret.0 && draft.client_secret.is_none() {
+                checks.push(super::service_account::missing(provider, credential));
+            }
+            // A Google service account's "secret" is its key, checked as such.
+            let google_app = super::service_account::applies(provider, credential);
+            for (field, secret) in secrets {
+                if let Some(secret) = secret.as_ref().filter(|_| !google_app) {
+                    check_secret(&mut checks, field, secret);
+                }
             }
         }
     }
@@ -574,6 +568,7 @@ pub(super) fn resolve(
             issuer,
             iss_required: false,
             client_secret_expires_at,
+            client_secret_expiry_source: ExpirySource::Typed,
             status: MailboxStatus::NotVerified,
             status_reason,
             verified_at: None,
@@ -590,6 +585,7 @@ pub(super) fn resolve(
             cloud: cloud.expect("checked"),
         },
         client_secret: draft.client_secret,
+        next_client_secret: draft.next_client_secret,
         password: draft.password,
         new_certificate,
     })

@@ -2,8 +2,12 @@
 //! identity drops the stored tokens.
 
 use super::*;
+use secrecy::ExposeSecret;
+
+use crate::access::{self, SecretCheck, alerts::kind as alert_kind};
 use crate::domain::mailbox::{
-    AuthKind, ClientAuth, Mailbox, MailboxStatus, Provider, StatusReason, secret_fields,
+    AuthKind, ClientAuth, ExpirySource, Mailbox, MailboxStatus, Provider, StatusReason,
+    looks_like_secret_id, secret_fields,
 };
 use crate::domain::{Actor, FieldError, MailboxId, NewAuditEvent, OrgId};
 use crate::services::{ServiceError, ServiceResult};
@@ -49,6 +53,7 @@ fn draft_of(mailbox: &Mailbox) -> MailboxDraft {
         issuer: mailbox.issuer.clone(),
         client_secret_expires_at: mailbox.client_secret_expires_at.map(|d| d.to_string()),
         client_secret: None,
+        next_client_secret: None,
         password: None,
         limits: Some(mailbox.limits),
         transport: Some(mailbox.transport.as_str().into()),
@@ -86,6 +91,15 @@ pub async fn update(
         }
         _ => None,
     };
+    let check = check_secret(access, org_id, id, &patch).await?;
+    if let Some(SecretCheck::Refused(reason)) = &check {
+        return Err(ServiceError::Invalid(vec![FieldError::new(
+            "client_secret",
+            access::refusal_message(reason),
+        )]));
+    }
+    let accepted = matches!(check, Some(SecretCheck::Accepted));
+    let expiry_given = patch.client_secret_expires_at.is_some();
     let mut tx = store.begin().await?;
     let existing = store::mailboxes::get(&mut tx, org_id, id)
         .await?
@@ -214,6 +228,7 @@ pub async fn update(
         None
     };
     draft.client_secret = patch.client_secret;
+    draft.next_client_secret = patch.next_client_secret;
     draft.password = patch.password;
     draft.certificate_pem = patch.certificate_pem;
     draft.private_key_pem = patch.private_key_pem;
@@ -230,6 +245,15 @@ pub async fn update(
         (Err(e), _) => return Err(e),
     };
     let mut mailbox = resolved.mailbox;
+    // The expiry date belongs to the secret: a new secret without its date has none known.
+    if resolved.client_secret.is_some() && !expiry_given {
+        mailbox.client_secret_expires_at = None;
+    }
+    mailbox.client_secret_expiry_source = if expiry_given || resolved.client_secret.is_some() {
+        ExpirySource::Typed
+    } else {
+        existing.client_secret_expiry_source
+    };
     mailbox.certificate = existing.certificate.clone();
     mailbox.next_certificate = existing.next_certificate.clone();
     // A certificate given, or made because the mailbox turned to one, replaces the one in use.
@@ -275,11 +299,12 @@ pub async fn update(
         } else {
             existing.token_expires_at
         };
-        // A new client secret keeps the authorization: the refresh token stays valid.
+        // A new client secret keeps the authorization: the refresh token stays valid. One
+        // Microsoft just took keeps the status too, until the check below restores it.
         if secret_changed
             && !identity_changed
             && mailbox.auth == AuthKind::OAuth2
-            && existing.status == MailboxStatus::Verified
+            && (existing.status == MailboxStatus::Verified || accepted)
         {
             mailbox.status = existing.status;
             mailbox.status_reason = existing.status_reason.clone();
@@ -304,6 +329,25 @@ pub async fn update(
     store::mailboxes::update(&mut tx, &mailbox)
         .await
         .map_err(|e| conflict_on_name(e, &mailbox.name))?;
+    // Warnings about the old secret's date no longer hold; the next expiry pass raises what the
+    // new date calls for.
+    if mailbox.client_auth != ClientAuth::Certificate
+        && (resolved.client_secret.is_some()
+            || mailbox.client_secret_expires_at != existing.client_secret_expires_at)
+    {
+        store::alerts::resolve_others(
+            &mut tx,
+            id,
+            &[alert_kind::SECRET_EXPIRING, alert_kind::SECRET_EXPIRED],
+            "",
+            now,
+        )
+        .await?;
+    }
+    // The next secret waits for the app and server it was given for, and goes nowhere else.
+    if (identity_changed || server_changed) && resolved.next_client_secret.is_none() {
+        store::secrets::delete(&mut tx, &owner, secret_fields::NEXT_CLIENT_SECRET).await?;
+    }
     if identity_changed {
         store::secrets::delete(&mut tx, &owner, secret_fields::ACCESS_TOKEN).await?;
         store::secrets::delete(&mut tx, &owner, secret_fields::REFRESH_TOKEN).await?;
@@ -314,7 +358,11 @@ pub async fn update(
     store_secrets(
         &mut tx,
         keys,
-        (&resolved.client_secret, &resolved.password),
+        (
+            &resolved.client_secret,
+            &resolved.next_client_secret,
+            &resolved.password,
+        ),
         &owner,
         now,
     )
@@ -334,6 +382,8 @@ pub async fn update(
     detail["tokens_dropped"] = serde_json::json!(identity_changed);
     detail["secret_replaced"] = serde_json::json!(secret_changed);
     detail["certificate_replaced"] = serde_json::json!(new_certificate.is_some());
+    detail["secret_checked"] = serde_json::json!(accepted);
+    detail["next_secret_given"] = serde_json::json!(resolved.next_client_secret.is_some());
     store::audit::record(
         &mut tx,
         &NewAuditEvent {
@@ -348,5 +398,76 @@ pub async fn update(
     )
     .await?;
     tx.commit().await.map_err(StoreError::from)?;
-    Ok(mailbox)
+    if !accepted || identity_changed {
+        return Ok(mailbox);
+    }
+    // Microsoft took the new secret: a mailbox that failed for its old one works again without
+    // a new Authorize (its refresh token still does), once the transport agrees, as Verify
+    // checks; and the new secret's expiry is read when the app may.
+    let refused_secret = existing
+        .status_reason
+        .as_ref()
+        .is_some_and(|r| r.code.starts_with("client_secret_"));
+    let result = if existing.status != MailboxStatus::Verified && refused_secret {
+        access::verify(access, org_id, id).await
+    } else {
+        access::read_secret_expiry(access, &mailbox).await
+    };
+    result.map_err(ServiceError::internal)
+}
+
+/// Whether a patch touches what a token request is made of (the app, its endpoints, the
+/// account, the server): then a new secret is kept untried, as the tokens go anyway.
+fn touches_app(patch: &MailboxPatch) -> bool {
+    patch.tenant.is_some()
+        || patch.host.is_some()
+        || patch.port.is_some()
+        || patch.security.is_some()
+        || patch.username.is_some()
+        || patch.sign_in_account.is_some()
+        || patch.authorization_url.is_some()
+        || patch.token_url.is_some()
+        || patch.client_id.is_some()
+        || patch.client_auth.is_some()
+        || patch.scopes.is_some()
+        || patch.transport.is_some()
+        || patch.credential.is_some()
+        || patch.cloud.is_some()
+}
+
+/// Tries a new client secret at the token endpoint before the write transaction (a network
+/// call holds no transaction open). `None`: nothing to try.
+async fn check_secret(
+    access: &Access,
+    org_id: OrgId,
+    id: MailboxId,
+    patch: &MailboxPatch,
+) -> ServiceResult<Option<SecretCheck>> {
+    let Some(secret) = patch.client_secret.as_ref() else {
+        return Ok(None);
+    };
+    let text = secret.expose_secret();
+    // A blank secret or a Secret ID is refused by its shape, with no request.
+    if touches_app(patch) || text.trim().is_empty() || looks_like_secret_id(text) {
+        return Ok(None);
+    }
+    let existing = {
+        let mut conn = access.store.conn().await?;
+        store::mailboxes::get(&mut conn, org_id, id).await?
+    };
+    match existing {
+        // A Google service account's key is no client secret: it is checked by Verify.
+        Some(m)
+            if m.auth == AuthKind::OAuth2
+                && m.client_auth != ClientAuth::Certificate
+                && !super::service_account::applies(Some(m.provider), Some(m.credential)) =>
+        {
+            Ok(Some(
+                access::check_new_secret(access, &m, secret)
+                    .await
+                    .map_err(ServiceError::internal)?,
+            ))
+        }
+        _ => Ok(None),
+    }
 }

@@ -12,8 +12,8 @@ use utoipa::ToSchema;
 use super::ListParams;
 use crate::domain::MailboxId;
 use crate::domain::mailbox::{
-    AuthKind, CertificateInfo, ClientAuth, Cloud, CredentialKind, Mailbox, MailboxStatus, Provider,
-    Security, StatusReason, TransportKind, secret_fields,
+    AuthKind, CertificateInfo, ClientAuth, Cloud, CredentialKind, ExpirySource, Mailbox,
+    MailboxStatus, Provider, Security, StatusReason, TransportKind, secret_fields,
 };
 use crate::domain::message::{LimitOverrides, Limits};
 use crate::services::mailboxes::{self, MailboxDraft, MailboxPatch, Policy};
@@ -50,11 +50,17 @@ pub struct MailboxOut {
     pub client_auth: ClientAuth,
     pub scopes: Vec<String>,
     pub issuer: Option<String>,
-    /// The client secret's expiry as the Azure portal showed it (`YYYY-MM-DD`).
+    /// The client secret's expiry (`YYYY-MM-DD`); null when unknown, as after a new secret
+    /// given without its date.
     pub client_secret_expires_at: Option<String>,
+    /// Where the expiry came from: `typed`, or `microsoft` (read from the app registration
+    /// with Application.Read.All); null without a date.
+    pub client_secret_expiry_source: Option<ExpirySource>,
     /// Whether a client secret is stored (the secret itself is never shown); for a Google
     /// mailbox with `credential: app`, the service account's JSON key.
     pub has_client_secret: bool,
+    /// Whether a next client secret waits to take over when the current one is refused.
+    pub has_next_client_secret: bool,
     /// Whether a password is stored (the password itself is never shown).
     pub has_password: bool,
     /// The Redirect URI to register in the app: one for the whole installation.
@@ -134,6 +140,12 @@ pub(super) async fn render(state: &AppState, mailbox: Mailbox) -> Result<Mailbox
         views::has_secret(&state.access.store, &owner, secret_fields::CLIENT_SECRET).await?;
     let has_password =
         views::has_secret(&state.access.store, &owner, secret_fields::PASSWORD).await?;
+    let has_next_client_secret = views::has_secret(
+        &state.access.store,
+        &owner,
+        secret_fields::NEXT_CLIENT_SECRET,
+    )
+    .await?;
     let effective_limits = mailbox.effective_limits();
     Ok(MailboxOut {
         id: owner,
@@ -157,7 +169,11 @@ pub(super) async fn render(state: &AppState, mailbox: Mailbox) -> Result<Mailbox
         scopes: mailbox.scopes,
         issuer: mailbox.issuer,
         client_secret_expires_at: mailbox.client_secret_expires_at.map(|d| d.to_string()),
+        client_secret_expiry_source: mailbox
+            .client_secret_expires_at
+            .map(|_| mailbox.client_secret_expiry_source),
         has_client_secret,
+        has_next_client_secret,
         has_password,
         redirect_uri: state.access.config.redirect_uri(),
         status: mailbox.status,
@@ -206,6 +222,10 @@ pub struct CreateMailbox {
     /// The client secret's Value (not its Secret ID). Write-only.
     #[schema(value_type = Option<String>, format = Password)]
     pub client_secret: Option<SecretString>,
+    /// A second secret's Value, kept beside the current one during a rotation: Herald switches
+    /// to it when Microsoft refuses the current one (expired or removed). Write-only.
+    #[schema(value_type = Option<String>, format = Password)]
+    pub next_client_secret: Option<SecretString>,
     /// Google with `credential: app`: the service account's JSON key (the downloaded file's
     /// text), with domain-wide delegation for `https://mail.google.com/`. It fills `client_id`
     /// and `token_url`. Write-only, sealed in the client secret's place.
@@ -226,6 +246,10 @@ pub struct CreateMailbox {
     /// bits or more. Write-only.
     #[schema(value_type = Option<String>, format = Password)]
     pub private_key_pem: Option<SecretString>,
+    /// The scopes to ask for; the preset's when left out. Adding
+    /// `https://graph.microsoft.com/Application.Read.All` (a delegated permission an admin
+    /// consents to) lets Herald read the client secret's expiry from the app registration
+    /// instead of having it typed; app-only mailboxes need the application permission instead.
     pub scopes: Option<Vec<String>>,
     pub issuer: Option<String>,
     /// `YYYY-MM-DD`.
@@ -282,8 +306,14 @@ pub struct PatchMailbox {
     pub authorization_url: Option<String>,
     pub token_url: Option<String>,
     pub client_id: Option<String>,
+    /// A new client secret: Herald tries it at the token endpoint before keeping it, and
+    /// answers 422 when Microsoft refuses it (the old one stays). Clears the recorded expiry
+    /// unless `client_secret_expires_at` comes with it.
     #[schema(value_type = Option<String>, format = Password)]
     pub client_secret: Option<SecretString>,
+    /// The next client secret, waiting to take over (write-only).
+    #[schema(value_type = Option<String>, format = Password)]
+    pub next_client_secret: Option<SecretString>,
     /// A new service account JSON key (Google, `credential: app`). Write-only.
     #[schema(value_type = Option<String>, format = Password)]
     pub service_account_key: Option<SecretString>,
@@ -296,6 +326,10 @@ pub struct PatchMailbox {
     pub cloud: Option<String>,
     #[schema(value_type = Option<String>, format = Password)]
     pub private_key_pem: Option<SecretString>,
+    /// The scopes to ask for; the preset's when left out. Adding
+    /// `https://graph.microsoft.com/Application.Read.All` (a delegated permission an admin
+    /// consents to) lets Herald read the client secret's expiry from the app registration
+    /// instead of having it typed; app-only mailboxes need the application permission instead.
     pub scopes: Option<Vec<String>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>)]
@@ -407,6 +441,7 @@ pub async fn create_mailbox(
         issuer: body.issuer,
         client_secret_expires_at: body.client_secret_expires_at,
         client_secret: body.service_account_key.or(body.client_secret),
+        next_client_secret: body.next_client_secret,
         password: body.password,
         limits: body.limits,
         transport: body.transport,
@@ -478,6 +513,7 @@ pub async fn update_mailbox(
         issuer: body.issuer,
         client_secret_expires_at: body.client_secret_expires_at,
         client_secret: body.service_account_key.or(body.client_secret),
+        next_client_secret: body.next_client_secret,
         password: body.password,
         limits: body.limits,
         transport: body.transport,

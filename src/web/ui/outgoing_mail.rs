@@ -12,7 +12,9 @@ use serde::Deserialize;
 use super::extract::SignedIn;
 use super::{Frame, render, sending, when};
 use crate::domain::OrgId;
-use crate::domain::mailbox::{CredentialKind, Mailbox, TransportKind};
+use crate::domain::mailbox::{
+    CredentialKind, ExpiryWarning, Mailbox, TransportKind, expiry_warning,
+};
 use crate::services::views::{self, AttemptStatus};
 use crate::web::AppState;
 use crate::web::auth;
@@ -205,6 +207,7 @@ async fn attempt_notice(
 /// A mailbox as the list shows it, with a warning when its client secret expires soon.
 fn mailbox_row(m: Mailbox, today: time::Date) -> MailboxRow {
     let expiry = expiry_of(&m);
+    let date_wanted = secret_date_wanted(&m);
     MailboxRow {
             id: m.id.to_string(),
             json: serde_json::json!({
@@ -214,6 +217,7 @@ fn mailbox_row(m: Mailbox, today: time::Date) -> MailboxRow {
                 "from_name": m.from_name, "scopes": m.scopes,
                 "signature": m.signature, "authorization_url": m.authorization_url, "token_url": m.token_url,
                 "client_id": m.client_id, "client_secret_expires_at": m.client_secret_expires_at.map(|d| d.to_string()),
+                "client_secret_expiry_source": m.client_secret_expires_at.map(|_| m.client_secret_expiry_source.as_str()),
                 "transport": m.transport.as_str(), "credential": m.credential.as_str(),
                 "client_auth": m.client_auth.as_str(), "cloud": m.cloud.as_str(),
                 "certificate": m.certificate.as_ref().map(|c| serde_json::json!({
@@ -224,18 +228,18 @@ fn mailbox_row(m: Mailbox, today: time::Date) -> MailboxRow {
                 })),
             })
             .to_string(),
+            // The alert's words, from the same date and the same rule.
             secret_warning: expiry.and_then(|(d, what)| {
-                let days = (d - today).whole_days();
                 let fix = match what {
                     "certificate" => "click Renew certificate in Edit and upload the new certificate to the app registration",
                     _ => "create a new client secret in Azure and paste its Value here",
                 };
-                if days < 0 {
-                    Some(format!("Expired: {fix}."))
-                } else if days <= 30 {
-                    Some(format!("Expires in {days} day(s): {fix} before then."))
-                } else {
-                    None
+                match expiry_warning(d, today)? {
+                    ExpiryWarning::Expired => Some(format!("Expired: {fix}.")),
+                    ExpiryWarning::ExpiresIn(days) => Some(format!(
+                        "Expires in {days} day{}: {fix} before then.",
+                        if days == 1 { "" } else { "s" }
+                    )),
                 }
             }),
             verified: m.status == crate::domain::mailbox::MailboxStatus::Verified,
@@ -263,11 +267,24 @@ fn mailbox_row(m: Mailbox, today: time::Date) -> MailboxRow {
             secret_expiry: match expiry {
                 Some((d, "certificate")) => format!("Certificate until {d}"),
                 Some((d, _)) => d.to_string(),
+                None if date_wanted => {
+                    "Unknown: record the secret's expiry date (Certificates & secrets › Expires)".into()
+                }
                 None => "—".into(),
             },
             certificate: m.certificate.is_some()
                 && m.client_auth == crate::domain::mailbox::ClientAuth::Certificate,
         }
+}
+
+/// Whether the mailbox signs in with a Microsoft client secret whose date is worth knowing.
+fn secret_date_wanted(m: &Mailbox) -> bool {
+    m.auth == crate::domain::mailbox::AuthKind::OAuth2
+        && m.client_auth != crate::domain::mailbox::ClientAuth::Certificate
+        && matches!(
+            m.provider,
+            crate::domain::mailbox::Provider::Microsoft | crate::domain::mailbox::Provider::Sandbox
+        )
 }
 
 /// When the mailbox's credential expires: its certificate's end, or the client secret's
@@ -279,5 +296,52 @@ fn expiry_of(m: &Mailbox) -> Option<(time::Date, &'static str)> {
         }
         (crate::domain::mailbox::ClientAuth::Certificate, None) => None,
         _ => m.client_secret_expires_at.map(|d| (d, "client secret")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The list and the alert read the same date by the same rule: on each day around the
+    /// steps, both say "expired", or both say the same number of days, or neither warns.
+    #[test]
+    fn the_list_and_the_alert_agree_on_the_days_left() {
+        let today = time::macros::date!(2027 - 03 - 10);
+        for days in [-3, -1, 0, 1, 2, 7, 8, 29, 30, 31, 90] {
+            let expires = today + time::Duration::days(days);
+            let mut m = crate::domain::mailbox::tests_support::mailbox();
+            m.client_secret_expires_at = Some(expires);
+            let row = mailbox_row(m, today);
+            let alert = crate::services::alerts::expiry_title("client secret", "m", expires, today);
+            match (row.secret_warning.as_deref(), alert.as_deref()) {
+                (None, None) => assert!(days > 30, "{days}"),
+                (Some(list), Some(alert)) if alert.ends_with("has expired") => {
+                    assert!(list.starts_with("Expired"), "{days}: {list}");
+                    assert!(days <= 0);
+                }
+                (Some(list), Some(alert)) => {
+                    let n = alert.rsplit("expires in ").next().unwrap();
+                    assert!(
+                        list.starts_with(&format!("Expires in {n}")),
+                        "{days}: {list} / {alert}"
+                    );
+                    assert!(n.starts_with(&days.to_string()));
+                }
+                other => panic!("{days}: they disagree: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_secret_without_a_date_asks_for_it() {
+        let m = crate::domain::mailbox::tests_support::mailbox();
+        let row = mailbox_row(m, time::macros::date!(2027 - 03 - 10));
+        assert!(
+            row.secret_expiry.starts_with("Unknown"),
+            "{}",
+            row.secret_expiry
+        );
+        assert!(row.secret_warning.is_none());
     }
 }
