@@ -668,3 +668,66 @@ test('Google with Sign in as App-only asks for the service account key instead o
   await dialog.getByRole('button', { name: 'Cancel' }).click();
   await page.close();
 });
+
+test("a client secret's whole life: a new secret is applied and the mailbox stays Verified; an expired one is replaced and the mailbox comes back without Authorize", async () => {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  const [admin, password] = credentials('Admin sign-in');
+  const [user] = credentials('Sandbox user sign-in');
+  const clientId = facts['Sandbox app client ID'];
+  // Tokens that live a minute: every check goes back to the token endpoint with the secret.
+  await setSwitches({ access_token_lifetime_secs: 60 });
+  const newSecret = async () => {
+    const response = await fetch(`${sandbox()}/_sandbox/apps/${clientId}/secrets`, {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ days: 365 }),
+    });
+    assert.equal(response.status, 200);
+    return response.json();
+  };
+  const expire = async (secret) => {
+    const response = await fetch(`${sandbox()}/_sandbox/apps/${clientId}/secrets/${secret.key_id}/expire`, { method: 'POST' });
+    assert.equal(response.status, 200);
+  };
+  const applySecret = async (value) => {
+    await row().getByRole('button', { name: 'Edit' }).click();
+    const edit = page.getByRole('dialog', { name: 'Edit' });
+    await edit.getByLabel('Client Secret', { exact: true }).fill(value);
+    return edit;
+  };
+  const row = () => page.getByRole('row', { name: new RegExp(user) });
+
+  await signIn(page, admin, password);
+  await openOutgoingMail(page);
+  await removeMailboxesOf(page, user);
+  const dialog = await addSandboxMailbox(page, user);
+  await Promise.all([page.waitForEvent('load'), dialog.getByRole('button', { name: 'Save' }).click()]);
+  await authorize(page, row(), 'Accept');
+  await row().getByText('Verified', { exact: true }).waitFor();
+
+  // "Before the secret expires you must create a new secret and apply it."
+  const second = await newSecret();
+  let edit = await applySecret(second.value);
+  await Promise.all([page.waitForEvent('load'), edit.getByRole('button', { name: 'Save' }).click()]);
+  await row().getByText('Verified', { exact: true }).waitFor();
+  await row().getByText(/Unknown/).waitFor();
+
+  // A wrong Value is refused at once, and the secret in use keeps working.
+  edit = await applySecret('abc8Q~not.the.value.of.any.secret.0123456');
+  await edit.getByRole('button', { name: 'Save' }).click();
+  await edit.locator('[data-error-for="client_secret"]').getByText(/AADSTS7000215/).waitFor();
+  await edit.getByRole('button', { name: 'Cancel' }).click();
+
+  // Left to expire: the mailbox turns Not Verified with the reason.
+  await expire(second);
+  await Promise.all([page.waitForEvent('load'), row().getByRole('button', { name: 'Verify' }).click()]);
+  await row().getByText('Not Verified', { exact: true }).waitFor();
+  await row().getByText(/AADSTS7000222/).waitFor();
+
+  // A new secret restores it, with no Authorize: the refresh token still works.
+  const third = await newSecret();
+  edit = await applySecret(third.value);
+  await Promise.all([page.waitForEvent('load'), edit.getByRole('button', { name: 'Save' }).click()]);
+  await row().getByText('Verified', { exact: true }).waitFor();
+  await page.screenshot({ path: join(SCREENSHOTS, 'secret-rotated.png') });
+  await setSwitches({ access_token_lifetime_secs: 3599 });
+  await page.close();
+});

@@ -217,6 +217,7 @@
     }
     currentMailbox = mailbox;
     showCredential(mailbox);
+    $('.secret-date-read', form).hidden = mailbox.client_secret_expiry_source !== 'microsoft';
     field('scopes').value = (mailbox.scopes ?? []).join(' ');
     // A sign-in account that is the mailbox itself is shown blank: it follows the Username.
     if (mailbox.sign_in_account === mailbox.username) field('sign_in_account').value = '';
@@ -282,7 +283,7 @@
     const auth = field('auth').value;
     const body = { auth };
     const names = auth === 'oauth2'
-      ? ['provider', 'cloud', 'tenant', 'credential', 'transport', 'client_auth', 'host', 'port', 'security', 'authorization_url', 'token_url', 'scopes', 'client_id', 'client_secret', 'service_account_key', 'client_secret_expires_at', 'username', 'from_name', 'sign_in_account', 'reply_to', 'signature']
+      ? ['provider', 'cloud', 'tenant', 'credential', 'transport', 'client_auth', 'host', 'port', 'security', 'authorization_url', 'token_url', 'scopes', 'client_id', 'client_secret', 'next_client_secret', 'service_account_key', 'client_secret_expires_at', 'username', 'from_name', 'sign_in_account', 'reply_to', 'signature']
       : ['host', 'port', 'security', 'username', 'from_name', 'password', 'reply_to', 'signature'];
     for (const name of names) {
       const value = field(name).value.trim();
@@ -295,8 +296,8 @@
         if (value) body.port = Number(value);
         continue;
       }
-      if ((name === 'client_secret' || name === 'password') && !value) continue; // blank keeps the stored secret
-      if (['client_secret', 'client_secret_expires_at'].includes(name) && body.client_auth === 'certificate') continue;
+      if (['client_secret', 'next_client_secret', 'password'].includes(name) && !value) continue; // blank keeps the stored secret
+      if (['client_secret', 'next_client_secret', 'client_secret_expires_at'].includes(name) && body.client_auth === 'certificate') continue;
       const googleApp = body.provider === 'google' && body.credential === 'app';
       if (name === 'service_account_key') {
         if (googleApp && value) body.service_account_key = field(name).value;

@@ -556,3 +556,34 @@ async fn a_refresh_sends_the_scopes_it_was_granted() {
     assert_eq!(sent.last().cloned().flatten(), Some(scopes));
     o.stop().await;
 }
+
+#[tokio::test]
+async fn a_form_that_sends_every_field_unchanged_still_has_its_new_secret_tried() {
+    let o = Outbox::start().await;
+    short_tokens(&o);
+    let id = o.oauth_mailbox(&o.admin, "Support", SUPPORT).await;
+    let shown = mailbox(&o, &id).await;
+    // What the Edit window sends: every field, as it was, and the new secret.
+    let mut body = json!({"client_secret": "abc8Q~not.a.secret.of.this.app"});
+    for field in [
+        "host",
+        "port",
+        "security",
+        "username",
+        "authorization_url",
+        "token_url",
+        "client_id",
+        "client_auth",
+        "transport",
+        "credential",
+        "cloud",
+        "reply_to",
+        "signature",
+    ] {
+        body[field] = shown[field].clone();
+    }
+    body["sign_in_account"] = Value::Null;
+    let wrong = field_error(patch(&o, &id, body).await).await;
+    assert!(wrong.contains("AADSTS7000215"), "{wrong}");
+    assert_eq!(mailbox(&o, &id).await["status"], "verified");
+}

@@ -1,12 +1,13 @@
 //! The control API under `/_sandbox`: read and set the switches that reproduce Microsoft's
 //! failures, read the mail received and the request counters, and give apps their app-only
 //! access (`/_sandbox/apps/{client_id}`: permissions, disabled, mailboxes, limited_to,
-//! certificates).
+//! certificates, secrets: New client secret, and letting one expire).
 
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret as _;
 use serde_json::json;
 
 use super::super::Switches;
@@ -170,5 +171,61 @@ pub(super) async fn remove_certificate(
     Path((client_id, thumbprint)): Path<(String, String)>,
 ) -> Response {
     server.state.remove_app_certificate(&client_id, &thumbprint);
+    app_json(&server, &client_id)
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+pub(super) struct NewSecret {
+    description: Option<String>,
+    /// Days until it expires (the portal offers 180 and 365; default 180).
+    days: Option<i64>,
+}
+
+/// **New client secret** (Certificates & secrets): answers the Value, shown this once, with
+/// its Secret ID, hint and end date.
+pub(super) async fn add_secret(
+    State(server): State<OAuthServer>,
+    Path(client_id): Path<String>,
+    body: Option<Json<NewSecret>>,
+) -> Response {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let end = server.state.now() + time::Duration::days(body.days.unwrap_or(180));
+    let description = body.description.as_deref().unwrap_or("Herald");
+    match server
+        .state
+        .add_client_secret(&client_id, description, end)
+    {
+        Some(made) => Json(json!({
+            "key_id": made.key_id,
+            "value": made.value().expose_secret(),
+            "hint": made.hint,
+            "end": made.end.format(&time::format_description::well_known::Rfc3339).unwrap_or_default(),
+        }))
+        .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no app registration '{client_id}'")})),
+        )
+            .into_response(),
+    }
+}
+
+/// Lets a client secret expire now (its end date moves to the sandbox's present), by its
+/// Secret ID or its Value's hint.
+pub(super) async fn expire_secret(
+    State(server): State<OAuthServer>,
+    Path((client_id, which)): Path<(String, String)>,
+) -> Response {
+    let now = server.state.now();
+    for secret in server.state.client_secrets(&client_id) {
+        if secret.key_id == which || secret.hint == which {
+            server.state.set_client_secret_end(
+                &client_id,
+                &secret.key_id,
+                now - time::Duration::seconds(1),
+            );
+        }
+    }
     app_json(&server, &client_id)
 }

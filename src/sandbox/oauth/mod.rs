@@ -164,6 +164,14 @@ pub fn router(server: OAuthServer) -> Router {
             post(control::upload_certificate),
         )
         .route(
+            "/_sandbox/apps/{client_id}/secrets",
+            post(control::add_secret),
+        )
+        .route(
+            "/_sandbox/apps/{client_id}/secrets/{which}/expire",
+            post(control::expire_secret),
+        )
+        .route(
             "/_sandbox/apps/{client_id}/certificates/{thumbprint}",
             axum::routing::delete(control::remove_certificate),
         )

@@ -418,21 +418,37 @@ pub async fn update(
 
 /// Whether a patch touches what a token request is made of (the app, its endpoints, the
 /// account, the server): then a new secret is kept untried, as the tokens go anyway.
-fn touches_app(patch: &MailboxPatch) -> bool {
-    patch.tenant.is_some()
-        || patch.host.is_some()
-        || patch.port.is_some()
-        || patch.security.is_some()
-        || patch.username.is_some()
-        || patch.sign_in_account.is_some()
-        || patch.authorization_url.is_some()
-        || patch.token_url.is_some()
-        || patch.client_id.is_some()
-        || patch.client_auth.is_some()
-        || patch.scopes.is_some()
-        || patch.transport.is_some()
-        || patch.credential.is_some()
-        || patch.cloud.is_some()
+fn touches_app(patch: &MailboxPatch, m: &Mailbox) -> bool {
+    let differs =
+        |given: &Option<String>, stored: &str| given.as_deref().is_some_and(|g| g.trim() != stored);
+    let differs_opt = |given: &Option<String>, stored: &Option<String>| {
+        given
+            .as_deref()
+            .is_some_and(|g| Some(g.trim()) != stored.as_deref())
+    };
+    // A form sends every field, changed or not: only a value that differs touches the app.
+    patch
+        .tenant
+        .as_ref()
+        .is_some_and(|t| t.as_deref().map(str::trim) != m.tenant.as_deref())
+        || differs(&patch.host, &m.host)
+        || patch.port.is_some_and(|p| p != i64::from(m.port))
+        || differs(&patch.security, m.security.as_str())
+        || differs(&patch.username, &m.username)
+        || patch.sign_in_account.as_ref().is_some_and(|a| {
+            a.as_deref().map(str::trim).unwrap_or(&m.username) != m.sign_in_account
+        })
+        || differs_opt(&patch.authorization_url, &m.authorization_url)
+        || differs_opt(&patch.token_url, &m.token_url)
+        || differs_opt(&patch.client_id, &m.client_id)
+        || patch
+            .client_auth
+            .as_deref()
+            .is_some_and(|c| ClientAuth::parse_field(c) != Ok(m.client_auth))
+        || patch.scopes.as_ref().is_some_and(|s| *s != m.scopes)
+        || differs(&patch.transport, m.transport.as_str())
+        || differs(&patch.credential, m.credential.as_str())
+        || differs(&patch.cloud, m.cloud.as_str())
 }
 
 /// Tries a new client secret at the token endpoint before the write transaction (a network
@@ -448,7 +464,7 @@ async fn check_secret(
     };
     let text = secret.expose_secret();
     // A blank secret or a Secret ID is refused by its shape, with no request.
-    if touches_app(patch) || text.trim().is_empty() || looks_like_secret_id(text) {
+    if text.trim().is_empty() || looks_like_secret_id(text) {
         return Ok(None);
     }
     let existing = {
@@ -456,6 +472,7 @@ async fn check_secret(
         store::mailboxes::get(&mut conn, org_id, id).await?
     };
     match existing {
+        Some(m) if touches_app(patch, &m) => Ok(None),
         // A Google service account's key is no client secret: it is checked by Verify.
         Some(m)
             if m.auth == AuthKind::OAuth2
