@@ -184,7 +184,9 @@
 
   function updateBasicNote() {
     const basic = field('auth').value === 'basic';
-    const microsoftHost = /(^|\.)office365\.com$|(^|\.)outlook\.com$/i.test(field('host').value.trim());
+    const host = field('host').value.trim();
+    // High Volume Email keeps taking passwords on its own endpoint.
+    const microsoftHost = /(^|\.)office365\.com$|(^|\.)outlook\.com$/i.test(host) && !/hve/i.test(host);
     $('.basic-microsoft', form).hidden = !(basic && microsoftHost);
   }
 

@@ -53,7 +53,11 @@ impl LimitOverrides {
 
     /// The limits in force: these overrides over the provider's.
     pub fn over(&self, provider: Provider) -> Limits {
-        let base = Limits::of(provider);
+        self.over_limits(Limits::of(provider))
+    }
+
+    /// These overrides over `base`.
+    pub fn over_limits(&self, base: Limits) -> Limits {
         Limits {
             messages_per_minute: self.messages_per_minute.or(base.messages_per_minute),
             messages_per_day: self.messages_per_day.or(base.messages_per_day),
@@ -81,6 +85,15 @@ pub fn limits_provider(provider: Provider, host: &str) -> Provider {
 /// Gmail's SMTP submission server.
 pub const GMAIL_SMTP_HOST: &str = "smtp.gmail.com";
 
+/// Microsoft 365 High Volume Email's SMTP endpoints (the older name, and the newer one).
+pub const HVE_SMTP_HOSTS: &[&str] = &["smtp-hve.office365.com", "smtp.hve.mx.microsoft"];
+
+/// Whether the mailbox's server is High Volume Email: its own limits, internal recipients only.
+pub fn is_hve(host: &str) -> bool {
+    let host = host.trim_end_matches('.');
+    HVE_SMTP_HOSTS.iter().any(|h| host.eq_ignore_ascii_case(h))
+}
+
 /// The sending limits of a mailbox. `None` means no limit of that kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Limits {
@@ -92,6 +105,18 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// High Volume Email's: no message or recipient rate limit (it is meant for volume), at
+    /// most 50 recipients a message.
+    pub fn hve() -> Self {
+        Self {
+            messages_per_minute: None,
+            messages_per_day: None,
+            recipients_per_day: None,
+            recipients_per_message: 50,
+            connections: 3,
+        }
+    }
+
     /// The provider's documented limits (PROVIDERS.md): Exchange Online allows 30 messages a
     /// minute, 3 connections, 500 recipients a message and 10,000 a day; Google Workspace 2,000
     /// messages and 10,000 recipients a day and 100 recipients a message over SMTP. Other
@@ -126,6 +151,15 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn high_volume_email_is_known_by_its_endpoint() {
+        assert!(is_hve("smtp-hve.office365.com"));
+        assert!(is_hve("SMTP.HVE.MX.MICROSOFT."));
+        assert!(!is_hve("smtp.office365.com"));
+        assert_eq!(Limits::hve().messages_per_minute, None);
+        assert_eq!(Limits::hve().recipients_per_message, 50);
+    }
 
     #[test]
     fn a_password_mailbox_on_gmail_gets_google_s_limits() {

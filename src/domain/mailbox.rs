@@ -250,11 +250,15 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    /// The sending limits in force: the provider's, with this mailbox's overrides.
+    /// The sending limits in force: the provider's (High Volume Email's on its endpoint), with
+    /// this mailbox's overrides.
     pub fn effective_limits(&self) -> Limits {
-        let mut limits = self
-            .limits
-            .over(super::limits::limits_provider(self.provider, &self.host));
+        let mut limits = if super::limits::is_hve(&self.host) {
+            self.limits.over_limits(Limits::hve())
+        } else {
+            self.limits
+                .over(super::limits::limits_provider(self.provider, &self.host))
+        };
         // Graph takes 4 requests at once per app and mailbox (SMTP: 3 connections); its
         // 10,000 requests in 10 minutes are above Exchange's 30 messages a minute.
         if self.transport == TransportKind::Graph && self.limits.connections.is_none() {

@@ -675,3 +675,20 @@ async fn custom_with_microsofts_endpoints_pasted_is_the_microsoft_mailbox_and_cu
     assert_eq!(m["provider"], "custom");
     assert_eq!(m["scopes"], json!(["mail.send", "offline_access"]));
 }
+
+#[tokio::test]
+async fn a_high_volume_email_mailbox_gets_hves_limits() {
+    let app = spawn_app().await;
+    let org = app.org("Contoso").await;
+    let key = app.key(org, "admin").await;
+    let created = post(&app, &key, json!({
+        "name": "Bulk", "auth": "basic", "provider": "microsoft", "host": "smtp-hve.office365.com",
+        "port": 587, "username": "hve-alerts@contoso.com", "password": "an HVE account password",
+    }))
+    .await;
+    assert_eq!(created.status(), 201);
+    let m: Value = created.json().await.unwrap();
+    assert_eq!(m["effective_limits"]["messages_per_minute"], Value::Null);
+    assert_eq!(m["effective_limits"]["recipients_per_day"], Value::Null);
+    assert_eq!(m["effective_limits"]["recipients_per_message"], 50);
+}
