@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
 use super::super::Grant;
+use super::super::oauth::basic_credentials;
 use super::{GoogleServer, service_account_grant};
 use crate::crypto;
 
@@ -85,26 +86,12 @@ pub(super) async fn token(
 
 /// The client's id and secret, from `Authorization: Basic` or the form.
 fn client_credentials(headers: &HeaderMap, form: &TokenForm) -> (String, String) {
-    if let Some(basic) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim())
-        && let Ok(text) = String::from_utf8(decoded)
-        && let Some((id, secret)) = text.split_once(':')
-    {
-        let unescape = |s: &str| {
-            url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
-        };
-        return (unescape(id), unescape(secret));
-    }
-    (
-        form.client_id.clone().unwrap_or_default(),
-        form.client_secret.clone().unwrap_or_default(),
-    )
+    basic_credentials(headers).unwrap_or_else(|| {
+        (
+            form.client_id.clone().unwrap_or_default(),
+            form.client_secret.clone().unwrap_or_default(),
+        )
+    })
 }
 
 fn verify_pkce(challenge: &str, verifier: &str) -> bool {

@@ -46,26 +46,33 @@ enum ClientProof {
     Assertion(String),
 }
 
-/// The client credentials from `Authorization: Basic` (URL-encoded id and secret, RFC 6749
-/// §2.3.1) or the form.
+/// The client's id and secret from `Authorization: Basic`, URL-encoded as RFC 6749 §2.3.1 says.
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let basic = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(basic.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    let unescape = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Some((unescape(id), unescape(secret)))
+}
+
+/// The client credentials from `Authorization: Basic` or the form.
 fn client_credentials(headers: &HeaderMap, form: &TokenForm) -> (Option<String>, Option<String>) {
-    if let Some(basic) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim())
-        && let Ok(text) = String::from_utf8(decoded)
-        && let Some((id, secret)) = text.split_once(':')
-    {
-        let unescape = |s: &str| {
-            url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                .next()
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
-        };
-        return (Some(unescape(id)), Some(unescape(secret)));
+    match basic_credentials(headers) {
+        Some((id, secret)) => (Some(id), Some(secret)),
+        None => (form.client_id.clone(), form.client_secret.clone()),
     }
-    (form.client_id.clone(), form.client_secret.clone())
 }
 
 fn verify_pkce(challenge: &str, verifier: &str) -> bool {
