@@ -11,18 +11,17 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createPublicKey } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
+import { join } from 'node:path';
 import Provider from 'oidc-provider';
 import { SMTPServer } from 'smtp-server';
+import { HERALD, certificates, heraldEnv, listen, startHerald, stop } from './support.mjs';
 import { chromium } from 'playwright-core';
 
-const HERALD = resolve(process.env.HERALD_BIN ?? new URL('../target/debug/herald', import.meta.url).pathname);
 const SMTP_SEND = 'https://outlook.office.com/SMTP.Send';
 const USER = 'alice@contoso.example';
 const CLIENT_ID = 'herald-interop';
@@ -47,21 +46,6 @@ const ADMIN = 'admin@contoso.example';
 const ADMIN_PASSWORD = 'interop admin password 0123';
 const received = [];
 let refuseAll = false;
-
-function listen(server) {
-  return new Promise((done) => server.listen(0, '127.0.0.1', () => done(server.address().port)));
-}
-
-/** A CA and a leaf for `localhost` (CA:FALSE), made with openssl. */
-function certificates() {
-  const run = (...args) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  run('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=Interop CA',
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign');
-  run('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'leaf.key', '-out', 'leaf.csr', '-subj', '/CN=localhost');
-  writeFileSync(join(dir, 'leaf.ext'), 'basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n');
-  run('x509', '-req', '-in', 'leaf.csr', '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'leaf.pem', '-days', '2', '-extfile', 'leaf.ext');
-  return { key: readFileSync(join(dir, 'leaf.key')), cert: readFileSync(join(dir, 'leaf.pem')), ca: join(dir, 'ca.pem') };
-}
 
 /** The keyed app's RSA key and self-signed certificate, made with openssl. */
 function clientCertificate() {
@@ -205,42 +189,23 @@ async function startSmtp(tls) {
   smtpPort = await new Promise((done) => smtp.listen(0, '127.0.0.1', () => done(smtp.server.address().port)));
 }
 
-function heraldEnv(extra = {}) {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('HERALD_')));
-  return { ...env, HERALD_DATA_DIR: join(dir, 'herald'), HERALD_DEV: 'true', HERALD_LOG: 'warn', ...extra };
-}
-
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'herald-oauth-interop-'));
-  const tls = certificates();
-  const env = heraldEnv({ HERALD_SMTP_CA_FILE: tls.ca });
+  const tls = certificates(dir, 'Interop CA');
+  const env = heraldEnv(dir, { HERALD_SMTP_CA_FILE: tls.ca });
   const cli = (...args) => execFileSync(HERALD, args, { env, encoding: 'utf8' });
   const org = cli('org', 'add', 'Contoso').trim();
   apiKey = cli('apikey', 'add', '--org', org, '--role', 'admin', '--name', 'interop').trim().split('\n').pop();
   execFileSync(HERALD, ['user', 'add', '--org', org, '--email', ADMIN, '--role', 'admin', '--password-stdin'],
     { env, input: `${ADMIN_PASSWORD}\n`, encoding: 'utf8' });
 
-  herald = spawn(HERALD, ['serve'], { env: { ...env, HERALD_LISTEN: '127.0.0.1:0' }, stdio: ['ignore', 'pipe', 'inherit'] });
-  heraldBase = await new Promise((done, fail) => {
-    const timer = setTimeout(() => fail(new Error('herald serve printed nothing within 30 s')), 30_000);
-    createInterface({ input: herald.stdout }).on('line', (line) => {
-      const match = line.match(/^Herald is listening on (http:\/\/[^ ]+)/);
-      if (match) {
-        clearTimeout(timer);
-        done(match[1]);
-      }
-    });
-  });
+  ({ process: herald, base: heraldBase } = await startHerald(env));
   await startIdp(`${heraldBase}/web/um/smtp/redirect`);
   await startSmtp(tls);
 });
 
 after(async () => {
-  if (herald && herald.exitCode === null) {
-    const exited = new Promise((done) => herald.once('exit', done));
-    herald.kill('SIGTERM');
-    await exited;
-  }
+  await stop(herald);
   await new Promise((done) => (smtp ? smtp.close(done) : done()));
   await new Promise((done) => (idpServer ? idpServer.close(done) : done()));
   if (dir) rmSync(dir, { recursive: true, force: true });
