@@ -42,7 +42,33 @@ pub struct RelayHandler {
     /// Credentials and their mailboxes as read in the last second, by username: a session
     /// asks for them at MAIL FROM and again at DATA, for every message.
     recent: Mutex<HashMap<String, Recent>>,
+    /// This instance's logins between their reservation and their outcome, by failure scope.
+    in_flight: Arc<Mutex<HashMap<String, u32>>>,
 }
+
+/// A reserved login attempt, counted in flight until its outcome is known.
+struct Attempt {
+    /// Taken when the login succeeds (its record is taken back); kept as a failure otherwise.
+    reservation: Option<Reservation>,
+    scope: String,
+    in_flight: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = in_flight.get_mut(&self.scope) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                in_flight.remove(&self.scope);
+            }
+        }
+    }
+}
+
+/// How long a login waits for a reservation held only by other logins in flight, before it is
+/// refused like a login over the limit.
+const IN_FLIGHT_PATIENCE: Duration = Duration::from_secs(2);
 
 /// A credential, its mailboxes that still exist, and when they were read.
 type Recent = (RelayCredential, Vec<Mailbox>, Instant);
@@ -65,6 +91,7 @@ impl RelayHandler {
             outbox_settings,
             outbox,
             recent: Mutex::default(),
+            in_flight: Arc::default(),
         }
     }
 
@@ -79,35 +106,75 @@ impl RelayHandler {
     /// limit before any failure is recorded. Refused with `454` once the address has used its
     /// [`MAX_FAILURES_PER_ADDRESS`]; if the database does not answer, `451` rather than let
     /// the login through unchecked.
-    async fn reserve(&self, ip: IpAddr) -> Result<Reservation, Reply> {
-        let now = self.relay.now().unix_timestamp();
-        let since = now - FAILURE_WINDOW.as_secs() as i64;
+    ///
+    /// A refusal while other logins from the address are still in flight on this instance (a
+    /// pool of sessions logging in at once) waits for them for up to [`IN_FLIGHT_PATIENCE`]: at
+    /// most [`MAX_FAILURES_PER_ADDRESS`] passwords are ever checked at once, and good logins
+    /// beyond that wait their turn instead of being refused.
+    async fn reserve(&self, ip: IpAddr) -> Result<Attempt, Reply> {
         let scope = Self::failure_scope(ip);
         let limit = i64::from(MAX_FAILURES_PER_ADDRESS);
-        match self.relay.reserve_login(&scope, limit, now, since).await {
-            Ok(Ok(reservation)) => Ok(reservation),
-            Ok(Err(_)) => Err(Reply::new(
-                454,
-                "4.7.0",
-                "Too many failed logins from your address; try again later",
-            )),
-            // Logged by the service when the database was reached.
-            Err(_) => Err(temporary()),
+        let patience = tokio::time::Instant::now() + IN_FLIGHT_PATIENCE;
+        loop {
+            let now = self.relay.now().unix_timestamp();
+            let since = now - FAILURE_WINDOW.as_secs() as i64;
+            match self.relay.reserve_login(&scope, limit, now, since).await {
+                Ok(Ok(reservation)) => {
+                    *self
+                        .in_flight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .entry(scope.clone())
+                        .or_default() += 1;
+                    return Ok(Attempt {
+                        reservation: Some(reservation),
+                        scope,
+                        in_flight: self.in_flight.clone(),
+                    });
+                }
+                Ok(Err(_))
+                    if self.in_flight_for(&scope) > 0 && tokio::time::Instant::now() < patience =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(Err(_)) => {
+                    return Err(Reply::new(
+                        454,
+                        "4.7.0",
+                        "Too many failed logins from your address; try again later",
+                    ));
+                }
+                // Logged by the service when the database was reached.
+                Err(_) => return Err(temporary()),
+            }
         }
+    }
+
+    fn in_flight_for(&self, scope: &str) -> u32 {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(scope)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Takes a reserved attempt back: the login succeeded (the address's earlier failures
     /// stay, as the web sign-in keeps an address's), or the password was never checked.
-    async fn release(&self, reservation: Reservation) {
+    async fn release(&self, mut attempt: Attempt) {
+        let Some(reservation) = attempt.reservation.take() else {
+            return;
+        };
         if let Err(e) = self.relay.take_back_login(reservation).await {
             tracing::warn!(error = %e, "could not take back a successful relay login's attempt");
         }
     }
 
     /// The login failed: its reserved attempt stays recorded.
-    fn failed(reservation: Reservation) {
+    fn failed(mut attempt: Attempt) {
         crate::metrics::get().relay_auth_failures.inc();
-        drop(reservation);
+        // The reserved record stays: it is the failure.
+        let _kept = attempt.reservation.take();
     }
 
     /// The session's credential and its mailboxes that still exist, in the credential's order.

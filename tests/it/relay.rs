@@ -731,3 +731,43 @@ async fn a_device_that_cannot_log_in_is_known_by_its_private_network_alone() {
     );
     r.o.stop().await;
 }
+
+#[tokio::test]
+async fn twenty_sessions_of_one_application_server_all_log_in_at_once() {
+    let r = Relay::start(&[("HERALD_RELAY_AUTH_WITHOUT_TLS", "true")]).await;
+    r.o.basic_mailbox(&r.o.admin, "Support", SUPPORT, json!({}))
+        .await;
+    let (user, password) = r
+        .credential(json!({"name": "CRM", "mailbox": "Support"}))
+        .await;
+    let addr = r.o.app.relay_addr.unwrap();
+    // A pool of 20 sessions, each with the right password, all logging in at the same moment:
+    // more than the 10 attempts one address may have in flight, so some wait their turn.
+    let ready = Arc::new(tokio::sync::Barrier::new(20));
+    let sessions: Vec<_> = (0..20)
+        .map(|_| {
+            let (ready, user, password) = (ready.clone(), user.clone(), password.clone());
+            tokio::spawn(async move {
+                let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let (read, mut write) = stream.into_split();
+                let mut reader = BufReader::new(read);
+                read_reply(&mut reader).await;
+                write.write_all(b"EHLO pool\r\n").await.unwrap();
+                read_reply(&mut reader).await;
+                ready.wait().await;
+                let auth = format!("{}\r\n", auth_plain(&user, &password));
+                write.write_all(auth.as_bytes()).await.unwrap();
+                read_reply(&mut reader).await
+            })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for session in sessions {
+        replies.push(session.await.unwrap());
+    }
+    assert!(
+        replies.iter().all(|r| r.starts_with("235")),
+        "every good login of the pool succeeds: {replies:?}"
+    );
+    r.o.stop().await;
+}
