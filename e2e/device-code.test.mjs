@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Provider from 'oidc-provider';
 import { SMTPServer } from 'smtp-server';
-import { HERALD, certificates, heraldEnv, listen, startHerald, stop } from './support.mjs';
+import { HERALD, certificates, cookieSession, formOf, heraldEnv, listen, startHerald, stop, submit } from './support.mjs';
 
 const SMTP_SEND = 'https://outlook.office.com/SMTP.Send';
 const USER = 'alice@contoso.example';
@@ -78,17 +78,7 @@ async function startIdp() {
  * in and consents, as a browser would. Answers the last page.
  */
 async function enterCode(verificationUri, userCode, { abort = false } = {}) {
-  const jar = new Map();
-  const request = async (url, options = {}) => {
-    const headers = { ...(options.headers ?? {}), cookie: [...jar].map(([k, v]) => `${k}=${v}`).join('; ') };
-    const response = await fetch(url, { ...options, headers, redirect: 'manual' });
-    for (const cookie of response.headers.getSetCookie()) {
-      const [pair] = cookie.split(';');
-      const at = pair.indexOf('=');
-      jar.set(pair.slice(0, at), pair.slice(at + 1));
-    }
-    return response;
-  };
+  const request = cookieSession();
   let response = await request(verificationUri);
   for (let step = 0; step < 12; step += 1) {
     const location = response.headers.get('location');
@@ -97,11 +87,9 @@ async function enterCode(verificationUri, userCode, { abort = false } = {}) {
       continue;
     }
     const html = await response.text();
-    const action = html.match(/<form[^>]*action="([^"]+)"/)?.[1];
+    const { action, fields } = formOf(html);
     // Done: the success page, or the page after an abort (the code input again).
     if (!action || /interrupted/.test(html)) return html;
-    const fields = new URLSearchParams();
-    for (const [, name, value] of html.matchAll(/<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"/g)) fields.set(name, value);
     if (/name="user_code"/.test(html) && !fields.get('user_code')) fields.set('user_code', userCode);
     if (abort && fields.get('confirm')) {
       fields.delete('confirm');
@@ -111,11 +99,7 @@ async function enterCode(verificationUri, userCode, { abort = false } = {}) {
       fields.set('login', USER);
       fields.set('password', 'any password');
     }
-    response = await request(new URL(action, idpBase).href, {
-      method: 'POST',
-      body: fields,
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    });
+    response = await submit(request, new URL(action, idpBase).href, fields);
   }
   throw new Error('the provider\'s pages did not end');
 }

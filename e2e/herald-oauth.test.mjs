@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Provider from 'oidc-provider';
 import { SMTPServer } from 'smtp-server';
-import { HERALD, certificates, heraldEnv, listen, startHerald, stop } from './support.mjs';
+import { HERALD, certificates, cookieSession, formOf, heraldEnv, listen, startHerald, stop, submit } from './support.mjs';
 import { chromium } from 'playwright-core';
 
 const SMTP_SEND = 'https://outlook.office.com/SMTP.Send';
@@ -116,17 +116,7 @@ async function startIdp(redirectUri) {
 
 /** Completes oidc-provider's development sign-in and consent pages, as a browser would. */
 async function signInAndConsent(authorizationUrl) {
-  const jar = new Map();
-  const request = async (url, options = {}) => {
-    const headers = { ...(options.headers ?? {}), cookie: [...jar].map(([k, v]) => `${k}=${v}`).join('; ') };
-    const response = await fetch(url, { ...options, headers, redirect: 'manual' });
-    for (const cookie of response.headers.getSetCookie()) {
-      const [pair] = cookie.split(';');
-      const at = pair.indexOf('=');
-      jar.set(pair.slice(0, at), pair.slice(at + 1));
-    }
-    return response;
-  };
+  const request = cookieSession();
   let response = await request(authorizationUrl);
   for (let step = 0; step < 10; step += 1) {
     const location = response.headers.get('location');
@@ -136,19 +126,13 @@ async function signInAndConsent(authorizationUrl) {
       continue;
     }
     const html = await response.text();
-    const action = html.match(/<form[^>]*action="([^"]+)"/)?.[1];
+    const { action, fields } = formOf(html);
     assert.ok(action, `a form on the provider's page: ${html.slice(0, 300)}`);
-    const fields = new URLSearchParams();
-    for (const [, name, value] of html.matchAll(/<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"/g)) fields.set(name, value);
     if (/name="login"/.test(html)) {
       fields.set('login', USER);
       fields.set('password', 'any password');
     }
-    response = await request(new URL(action, idpBase).href, {
-      method: 'POST',
-      body: fields,
-      headers: { 'content-type': 'application/x-www-form-urlencoded' },
-    });
+    response = await submit(request, new URL(action, idpBase).href, fields);
   }
   throw new Error('the provider did not redirect back to Herald');
 }

@@ -55,3 +55,35 @@ export async function stop(child) {
     await exited;
   }
 }
+
+/** A browser's memory of cookies across requests that follow no redirect by themselves. */
+export function cookieSession() {
+  const jar = new Map();
+  return async (url, options = {}) => {
+    const headers = { ...(options.headers ?? {}), cookie: [...jar].map(([k, v]) => `${k}=${v}`).join('; ') };
+    const response = await fetch(url, { ...options, headers, redirect: 'manual' });
+    for (const cookie of response.headers.getSetCookie()) {
+      const [pair] = cookie.split(';');
+      const at = pair.indexOf('=');
+      jar.set(pair.slice(0, at), pair.slice(at + 1));
+    }
+    return response;
+  };
+}
+
+/** A page's first form: its action and its inputs' names and values. */
+export function formOf(html) {
+  const action = html.match(/<form[^>]*action="([^"]+)"/)?.[1];
+  const fields = new URLSearchParams();
+  for (const [, name, value] of html.matchAll(/<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"/g)) fields.set(name, value);
+  return { action, fields };
+}
+
+/** Posts a form's fields, as a browser submits it. */
+export function submit(request, url, fields) {
+  return request(url, {
+    method: 'POST',
+    body: fields,
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+  });
+}
