@@ -310,6 +310,44 @@ pub fn expiry_warning(expires: Date, today: Date) -> Option<ExpiryWarning> {
     }
 }
 
+/// A mailbox credential whose end is known: the one the list and the expiry alerts speak of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialExpiry<'a> {
+    /// A client secret, by the date recorded for it (typed, or read from Microsoft).
+    Secret(Date),
+    /// The certificate in use, by its own `notAfter`.
+    Certificate(&'a CertificateInfo),
+}
+
+impl CredentialExpiry<'_> {
+    pub fn date(&self) -> Date {
+        match self {
+            Self::Secret(date) => *date,
+            Self::Certificate(c) => c.not_after.date(),
+        }
+    }
+
+    /// What expires, in words: `client secret` or `certificate`.
+    pub fn what(&self) -> &'static str {
+        match self {
+            Self::Secret(_) => "client secret",
+            Self::Certificate(_) => "certificate",
+        }
+    }
+}
+
+impl Mailbox {
+    /// When the credential the mailbox signs in with expires, when that is known: its
+    /// certificate's end, or its client secret's recorded date.
+    pub fn credential_expiry(&self) -> Option<CredentialExpiry<'_>> {
+        match (self.client_auth, &self.certificate) {
+            (ClientAuth::Certificate, Some(c)) => Some(CredentialExpiry::Certificate(c)),
+            (ClientAuth::Certificate, None) => None,
+            _ => self.client_secret_expires_at.map(CredentialExpiry::Secret),
+        }
+    }
+}
+
 /// Names of the sealed secrets a mailbox owns.
 pub mod secret_fields {
     pub const CLIENT_SECRET: &str = "client_secret";

@@ -20,7 +20,7 @@ use time::{Date, OffsetDateTime};
 
 use super::{ServiceError, ServiceResult};
 use crate::clock::Clock;
-use crate::domain::mailbox::{CertificateInfo, ClientAuth, ExpiryWarning, Mailbox, expiry_warning};
+use crate::domain::mailbox::{CredentialExpiry, ExpiryWarning, Mailbox, expiry_warning};
 use crate::domain::{FieldError, OrgId};
 use crate::keys;
 use crate::oauth::http::{HttpError, TokenHttp};
@@ -71,46 +71,15 @@ pub fn expiry_title(what: &str, name: &str, expires: Date, today: Date) -> Optio
     })
 }
 
-/// A mailbox credential whose end is known.
-enum Expiring<'a> {
-    /// A client secret, by the date the admin recorded.
-    Secret(Date),
-    /// The certificate in use, by its own `notAfter`.
-    Certificate(&'a CertificateInfo),
-}
-
-impl<'a> Expiring<'a> {
-    fn of(mailbox: &'a Mailbox) -> Option<Self> {
-        match (&mailbox.client_auth, &mailbox.certificate) {
-            (ClientAuth::Certificate, Some(certificate)) => Some(Self::Certificate(certificate)),
-            (ClientAuth::Certificate, None) => None,
-            _ => mailbox.client_secret_expires_at.map(Self::Secret),
-        }
-    }
-
-    fn date(&self) -> Date {
-        match self {
-            Self::Secret(date) => *date,
-            Self::Certificate(c) => c.not_after.date(),
-        }
-    }
-
-    fn what(&self) -> &'static str {
-        match self {
-            Self::Secret(_) => "client secret",
-            Self::Certificate(_) => "certificate",
-        }
-    }
-
-    /// The alert's detail and action.
-    fn words(&self, mailbox: &Mailbox) -> (String, String) {
-        let expires = self.date();
-        match self {
-            Self::Secret(_) => (
-                format!("The expiry date recorded for its client secret is {expires}. The mailbox stops sending when the secret expires (AADSTS7000222)."),
+/// The alert's detail and action for a credential that expires.
+fn expiry_words(expiring: &CredentialExpiry<'_>, mailbox: &Mailbox) -> (String, String) {
+    let expires = expiring.date();
+    match expiring {
+        CredentialExpiry::Secret(_) => (
+            format!("The expiry date recorded for its client secret is {expires}. The mailbox stops sending when the secret expires (AADSTS7000222)."),
                 "In the Azure portal, open the app registration › Certificates & secrets › New client secret; paste its Value into the mailbox's Client Secret and record the new expiry date.".into(),
             ),
-            Self::Certificate(c) => (
+            CredentialExpiry::Certificate(c) => (
                 format!(
                     "Its certificate (thumbprint {}) is valid until {expires}. The mailbox stops sending when Microsoft no longer accepts it.",
                     c.thumbprint_sha1
@@ -121,7 +90,6 @@ impl<'a> Expiring<'a> {
                     "Edit the mailbox and click Renew certificate, download the new certificate and upload it to the app registration › Certificates & secrets › Certificates. The old one keeps working meanwhile.".into()
                 },
             ),
-        }
     }
 }
 
@@ -130,7 +98,7 @@ pub async fn check_secret_expiry(store: &Store, now: OffsetDateTime) -> StoreRes
     let mut conn = store.conn().await?;
     let mut raised = 0;
     for mailbox in store::mailboxes::with_secret_expiry(&mut conn).await? {
-        let Some(expiring) = Expiring::of(&mailbox) else {
+        let Some(expiring) = mailbox.credential_expiry() else {
             continue;
         };
         let expires = expiring.date();
@@ -150,19 +118,24 @@ pub async fn check_secret_expiry(store: &Store, now: OffsetDateTime) -> StoreRes
             continue;
         };
         let key = match &expiring {
-            Expiring::Secret(_) => format!("client_secret:{}:{expires}:{step}", mailbox.id),
-            Expiring::Certificate(c) => {
+            CredentialExpiry::Secret(_) => format!("client_secret:{}:{expires}:{step}", mailbox.id),
+            CredentialExpiry::Certificate(c) => {
                 format!("certificate:{}:{}:{step}", mailbox.id, c.thumbprint_sha256)
             }
         };
-        let (detail, action) = expiring.words(&mailbox);
+        let (detail, action) = expiry_words(&expiring, &mailbox);
         // Raised while holding the mailbox's row, and only for the date it still has: a PATCH
         // that replaces the secret (and resolves these alerts) has either committed and is seen
         // here, or waits; a date read before it never comes back as a stale warning.
         let mut tx = store.begin().await?;
         store::mailboxes::lock(&mut tx, mailbox.id).await?;
         let current = store::mailboxes::get(&mut tx, mailbox.org_id, mailbox.id).await?;
-        if current.as_ref().and_then(Expiring::of).map(|e| e.date()) != Some(expires) {
+        if current
+            .as_ref()
+            .and_then(Mailbox::credential_expiry)
+            .map(|e| e.date())
+            != Some(expires)
+        {
             continue;
         }
         let new = stored::raise(

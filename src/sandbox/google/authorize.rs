@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use time::Duration;
 
-use super::super::oauth::{consent_form, redirect_with, sign_in_form};
+use super::super::oauth::{ConsentForm, SignInForm, consent_form, redirect_with, sign_in_form};
 use super::super::{IssuedCode, Pending};
 use super::{Code, GOOGLE_MAIL_SCOPE, GoogleServer, Request, error_page};
 use crate::crypto;
@@ -148,16 +148,6 @@ fn expired_request() -> Response {
     )
 }
 
-#[derive(Deserialize)]
-pub(super) struct SignInForm {
-    #[serde(default)]
-    txn: String,
-    #[serde(default)]
-    username: String,
-    #[serde(default)]
-    password: String,
-}
-
 pub(super) async fn sign_in(
     State(server): State<GoogleServer>,
     Form(form): Form<SignInForm>,
@@ -221,14 +211,6 @@ pub(super) async fn sign_in(
         "/google/consent".into(),
         form.txn,
     )
-}
-
-#[derive(Deserialize)]
-pub(super) struct ConsentForm {
-    #[serde(default)]
-    txn: String,
-    #[serde(default)]
-    decision: String,
 }
 
 pub(super) async fn consent(

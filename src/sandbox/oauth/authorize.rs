@@ -169,14 +169,15 @@ fn expired_request(server: &OAuthServer, tenant: &str) -> Response {
     )
 }
 
+/// The sign-in page's form (Entra's and Google's pages alike).
 #[derive(Deserialize)]
-pub(super) struct SignInForm {
+pub(crate) struct SignInForm {
     #[serde(default)]
-    txn: String,
+    pub(crate) txn: String,
     #[serde(default)]
-    username: String,
+    pub(crate) username: String,
     #[serde(default)]
-    password: String,
+    pub(crate) password: String,
 }
 
 #[derive(Template)]
@@ -236,12 +237,13 @@ pub(super) async fn sign_in(
     })
 }
 
+/// The consent page's form: Accept or Cancel (Entra's and Google's pages alike).
 #[derive(Deserialize)]
-pub(super) struct ConsentForm {
+pub(crate) struct ConsentForm {
     #[serde(default)]
-    txn: String,
+    pub(crate) txn: String,
     #[serde(default)]
-    decision: String,
+    pub(crate) decision: String,
 }
 
 pub(super) async fn consent(

@@ -37,7 +37,7 @@ use rsa::traits::PublicKeyParts as _;
 use sha2::{Digest, Sha256};
 
 pub use assertion::AppCertificate;
-pub(crate) use authorize::{consent_form, sign_in_form};
+pub(crate) use authorize::{ConsentForm, SignInForm, consent_form, sign_in_form};
 pub(crate) use errors::redirect_with;
 pub(crate) use token::basic_credentials;
 

@@ -206,7 +206,7 @@ async fn attempt_notice(
 
 /// A mailbox as the list shows it, with a warning when its client secret expires soon.
 fn mailbox_row(m: Mailbox, today: time::Date) -> MailboxRow {
-    let expiry = expiry_of(&m);
+    let expiry = m.credential_expiry().map(|e| (e.date(), e.what()));
     let date_wanted = secret_date_wanted(&m);
     MailboxRow {
             id: m.id.to_string(),
@@ -285,18 +285,6 @@ fn secret_date_wanted(m: &Mailbox) -> bool {
             m.provider,
             crate::domain::mailbox::Provider::Microsoft | crate::domain::mailbox::Provider::Sandbox
         )
-}
-
-/// When the mailbox's credential expires: its certificate's end, or the client secret's
-/// recorded date.
-fn expiry_of(m: &Mailbox) -> Option<(time::Date, &'static str)> {
-    match (&m.client_auth, &m.certificate) {
-        (crate::domain::mailbox::ClientAuth::Certificate, Some(c)) => {
-            Some((c.not_after.date(), "certificate"))
-        }
-        (crate::domain::mailbox::ClientAuth::Certificate, None) => None,
-        _ => m.client_secret_expires_at.map(|d| (d, "client secret")),
-    }
 }
 
 #[cfg(test)]
