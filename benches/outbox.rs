@@ -5,13 +5,19 @@
 //! sink (the sandbox's SMTP server, in this process), Herald (`herald serve`, a process of its
 //! own) with one OAuth2 mailbox, throttling off:
 //!
-//! - **(a) accept**: `BENCH_MESSAGES` messages (default 5,000) POSTed to `/api/v1/messages` by
-//!   `BENCH_CLIENTS` concurrent clients (default 32); each `202` comes after the durable
-//!   commit. Messages per second, and the latency's p50 and p99.
-//! - **(b) delivery**: from the first POST until the sink has every message, side by side with a
-//!   direct client sending the same number of messages to the sink over as many sessions as
+//! - **(a) accept**: `BENCH_MESSAGES` messages (default 10,000) POSTed to `/api/v1/messages` by
+//!   `BENCH_CLIENTS` concurrent clients (default 32), every other one with an
+//!   `Idempotency-Key`; each `202` comes after the durable commit. Delivery is paused meanwhile
+//!   (the mailbox backs off, as after a rate-limit reply), so the queue fills. Messages per
+//!   second, and the latency's p50 and p99.
+//! - **(b) delivery** from that pre-filled queue: the back-off is lifted and one more message
+//!   POSTed wakes the outbox; from that POST until the sink has every message. Side by side
+//!   with a direct client sending as many messages to the same sink over as many sessions as
 //!   Herald's lanes (`BENCH_LANES`, default 10), as a ratio.
+//! - **CPU**: Herald's user + system time over (a) and (b), per message.
 //! - **(c) tokens**: the token requests Herald made during the run, per mailbox.
+//!
+//! The figures are also written to `target/bench/outbox.json`.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -35,9 +41,65 @@ struct Figures {
     cpu_per_message: f64,
 }
 
+impl Figures {
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "accept_per_second": self.accept_rate.round(),
+            "accept_p50_ms": self.p50.as_secs_f64() * 1000.0,
+            "accept_p99_ms": self.p99.as_secs_f64() * 1000.0,
+            "delivery_per_second": self.delivery_rate.round(),
+            "direct_per_second": self.direct_rate.round(),
+            "delivery_ratio": self.delivery_rate / self.direct_rate,
+            "cpu_ms_per_message": self.cpu_per_message,
+            "token_requests": self.token_requests,
+        })
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+/// Holds or lets go the mailbox's delivery, as a rate-limit reply's back-off does: the
+/// dispatcher starts no lane for a mailbox backing off.
+async fn back_off(herald: &Herald, until_ms: i64) {
+    let store = herald::store::Store::connect(
+        &herald::store::DatabaseUrl::parse(&herald.database).unwrap(),
+    )
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO mailbox_throttle (mailbox_id, backoff_until) VALUES ($1, $2) \
+         ON CONFLICT (mailbox_id) DO UPDATE SET backoff_until = $2",
+    )
+    .bind(&herald.mailbox)
+    .bind(until_ms)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    store.close().await;
+}
+
+async fn post(http: &reqwest::Client, herald: &Herald, i: usize, keyed: bool) {
+    let mut request = http
+        .post(format!("{}/api/v1/messages", herald.url))
+        .bearer_auth(&herald.api_key)
+        .json(&json!({
+            "to": "archive@example.com",
+            "subject": format!("Report {i}"),
+            "text": "The numbers of the day, in a line of text.\n".repeat(20),
+        }));
+    if keyed {
+        request = request.header("Idempotency-Key", format!("bench-{i}"));
+    }
+    let response = request.send().await.expect("POST");
+    assert_eq!(
+        response.status(),
+        202,
+        "{}",
+        response.text().await.unwrap_or_default()
+    );
 }
 
 async fn run(
@@ -48,12 +110,16 @@ async fn run(
     clients: usize,
     lanes: usize,
 ) -> Figures {
-    let herald = Herald::start(sandbox, sandbox_url, database, lanes as u32, |_| Vec::new()).await;
+    let herald =
+        Arc::new(Herald::start(sandbox, sandbox_url, database, lanes as u32, |_| Vec::new()).await);
     let tokens_before = sandbox.state.token_requests();
     let (cpu_before, _, _) = common::usage(herald.pid);
+    let hour_ahead =
+        (herald::clock::system_now() + time::Duration::hours(1)).unix_timestamp() * 1000;
+    back_off(&herald, hour_ahead).await;
 
-    // (a) and (b): the accepts, and the deliveries they start.
-    let before = sandbox.state.messages().len();
+    // (a) the accepts, into a paused queue.
+    let before = sandbox.state.message_count();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()
@@ -62,9 +128,7 @@ async fn run(
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|_| {
-            let (http, next) = (http.clone(), next.clone());
-            let url = format!("{}/api/v1/messages", herald.url);
-            let key = herald.api_key.clone();
+            let (http, next, herald) = (http.clone(), next.clone(), herald.clone());
             tokio::spawn(async move {
                 let mut latencies = Vec::new();
                 loop {
@@ -73,23 +137,7 @@ async fn run(
                         return latencies;
                     }
                     let t = Instant::now();
-                    let response = http
-                        .post(&url)
-                        .bearer_auth(&key)
-                        .json(&json!({
-                            "to": "archive@example.com",
-                            "subject": format!("Report {i}"),
-                            "text": "The numbers of the day, in a line of text.\n".repeat(20),
-                        }))
-                        .send()
-                        .await
-                        .expect("POST");
-                    assert_eq!(
-                        response.status(),
-                        202,
-                        "{}",
-                        response.text().await.unwrap_or_default()
-                    );
+                    post(&http, &herald, i, i % 2 == 0).await;
                     latencies.push(t.elapsed());
                 }
             })
@@ -100,15 +148,25 @@ async fn run(
         latencies.extend(task.await.unwrap());
     }
     let accepted_in = started.elapsed();
-    wait_for_sink(sandbox, before + messages).await;
+    latencies.sort_unstable();
+    assert_eq!(
+        sandbox.state.message_count(),
+        before,
+        "delivery was to wait until the queue was full"
+    );
+
+    // (b) delivery from the full queue: the back-off ends, and one more message wakes it.
+    back_off(&herald, 0).await;
+    let started = Instant::now();
+    post(&http, &herald, messages, false).await;
+    wait_for_sink(sandbox, before + messages + 1).await;
     let delivered_in = started.elapsed();
     let (cpu_after, _, _) = common::usage(herald.pid);
     let token_requests = sandbox.state.token_requests() - tokens_before;
-    latencies.sort_unstable();
 
-    // The direct client: the same number of messages over as many sessions as Herald's lanes.
+    // The direct client: as many messages over as many sessions as Herald's lanes.
     let direct = common::direct(sandbox, &herald.client_id);
-    let before = sandbox.state.messages().len();
+    let before = sandbox.state.message_count();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..lanes)
@@ -118,7 +176,7 @@ async fn run(
                 let mut conn = direct.session().await;
                 loop {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    if i >= messages {
+                    if i > messages {
                         let _ = conn.quit().await;
                         return;
                     }
@@ -139,17 +197,20 @@ async fn run(
     for task in tasks {
         task.await.unwrap();
     }
-    wait_for_sink(sandbox, before + messages).await;
-    let direct_rate = messages as f64 / started.elapsed().as_secs_f64();
-    herald.stop().await;
+    wait_for_sink(sandbox, before + messages + 1).await;
+    let direct_rate = (messages + 1) as f64 / started.elapsed().as_secs_f64();
+    Arc::into_inner(herald)
+        .expect("the clients are done")
+        .stop()
+        .await;
     Figures {
         accept_rate: messages as f64 / accepted_in.as_secs_f64(),
         p50: percentile(&latencies, 0.5),
         p99: percentile(&latencies, 0.99),
-        delivery_rate: messages as f64 / delivered_in.as_secs_f64(),
+        delivery_rate: (messages + 1) as f64 / delivered_in.as_secs_f64(),
         direct_rate,
         token_requests,
-        cpu_per_message: (cpu_after - cpu_before).as_secs_f64() * 1000.0 / messages as f64,
+        cpu_per_message: (cpu_after - cpu_before).as_secs_f64() * 1000.0 / (messages + 1) as f64,
     }
 }
 
@@ -186,7 +247,7 @@ async fn drop_database(admin: &str, name: &str) {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     herald::tls::install_crypto_provider();
-    let messages = env_usize("BENCH_MESSAGES", 5_000);
+    let messages = env_usize("BENCH_MESSAGES", 10_000);
     let clients = env_usize("BENCH_CLIENTS", 32);
     let lanes = env_usize("BENCH_LANES", 10);
     let (sandbox, sandbox_url) = common::sink().await;
@@ -226,14 +287,23 @@ async fn main() {
             format!("{} (1 mailbox)", f.token_requests),
         );
     };
+    let mut figures = serde_json::Map::new();
+    figures.insert(
+        "setup".into(),
+        json!({"messages": messages, "clients": clients, "lanes": lanes, "keyed": "every other request",
+               "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)}),
+    );
     let sqlite = run(&sandbox, &sandbox_url, None, messages, clients, lanes).await;
     print("SQLite", &sqlite);
+    figures.insert("sqlite".into(), sqlite.json());
     match postgres_database().await {
         Ok((url, admin, name)) => {
             let postgres = run(&sandbox, &sandbox_url, Some(url), messages, clients, lanes).await;
             print("PostgreSQL", &postgres);
+            figures.insert("postgres".into(), postgres.json());
             drop_database(&admin, &name).await;
         }
         Err(why) => println!("PostgreSQL is left out of this run: {why}"),
     }
+    common::write_figures("outbox", serde_json::Value::Object(figures));
 }

@@ -366,7 +366,7 @@ async fn main() {
         async move {
             let (sessions, per_session, concurrency) = mode;
             let total = sessions * per_session;
-            let before = sandbox.state.messages().len();
+            let before = sandbox.state.message_count();
             let cpu_before = pid.map(|p| usage(p).0);
             let t = Instant::now();
             let slowest = send(&target, sessions, per_session, concurrency).await;
@@ -380,6 +380,7 @@ async fn main() {
     };
     let mut herald_cpu = Vec::new();
     let mut peer_cpu = Vec::new();
+    let mut figures = serde_json::Map::new();
     for (name, sessions, per_session, concurrency) in &modes {
         let mode = (*sessions, *per_session, *concurrency);
         let (direct_rate, _, _) = run(direct.clone(), None, mode).await;
@@ -390,6 +391,16 @@ async fn main() {
             None => (f64::NAN, f64::NAN, (Duration::ZERO, 0)),
         };
         peer_cpu.push(p_cpu);
+        figures.insert(
+            name.clone(),
+            json!({
+                "direct_per_second": direct_rate.round(),
+                "herald_per_second": herald_rate.round(),
+                "herald_cpu_ms_per_message": h_cpu,
+                "peer_per_second": if peer_rate.is_nan() { Value::Null } else { json!(peer_rate.round()) },
+                "peer_cpu_ms_per_message": if p_cpu.is_nan() { Value::Null } else { json!(p_cpu) },
+            }),
+        );
         println!(
             "{name:<34} {direct_rate:>8.0} {herald_rate:>8.0} {:>5.2}x {peer_rate:>8.0} {:>5.2}x   {h_cpu:>7.3} ms {p_cpu:>7.3} ms   {:>18} {:>18}",
             herald_rate / direct_rate,
@@ -410,6 +421,7 @@ async fn main() {
         peak(pid),
         peer.as_ref().map(|p| peak(p.pid)).unwrap_or(f64::NAN)
     );
+    figures.insert("herald_peak_rss_mib".into(), json!(peak(pid)));
     println!(
         "token requests by herald during the run: {}",
         sandbox.state.token_requests() - token_requests_before
@@ -423,6 +435,8 @@ async fn main() {
     println!(
         "RSS with {idle} idle sessions open: herald {herald_idle:.1} MiB, peer {peer_idle:.1} MiB"
     );
+    figures.insert("herald_rss_idle_sessions_mib".into(), json!(herald_idle));
+    common::write_figures("relay", Value::Object(figures));
     if let Some(mut peer) = peer {
         let _ = peer.child.start_kill();
         let _ = peer.child.wait().await;

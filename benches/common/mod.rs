@@ -171,6 +171,8 @@ pub struct Herald {
     pub mailbox: String,
     /// The app registration Herald signs in with.
     pub client_id: String,
+    /// The database Herald runs on, as a URL.
+    pub database: String,
     pub data: tempfile::TempDir,
 }
 
@@ -306,6 +308,7 @@ impl Herald {
             api_key,
             mailbox,
             client_id: registration.client_id,
+            database,
             data,
         }
     }
@@ -336,5 +339,24 @@ pub fn direct(sandbox: &herald::sandbox::RunningSandbox, client_id: &str) -> Tar
                 .expose_secret()
                 .to_owned(),
         ),
+    }
+}
+
+/// Writes a benchmark's figures to `target/bench/NAME.json` (or under `CARGO_TARGET_DIR`).
+pub fn write_figures(name: &str, figures: Value) {
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"))
+        .join("bench");
+    let path = dir.join(format!("{name}.json"));
+    let written = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(&figures).unwrap_or_default(),
+        )
+    });
+    match written {
+        Ok(()) => println!("\nfigures written to {}", path.display()),
+        Err(e) => println!("\ncould not write {}: {e}", path.display()),
     }
 }

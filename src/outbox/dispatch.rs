@@ -99,14 +99,22 @@ async fn dispatch_once(inner: &Arc<Inner>) -> StoreResult<()> {
         };
         let Some(mailbox) = mailbox else { continue };
         let max = mailbox.effective_limits().connections;
-        let running = inner
-            .lanes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&mailbox_id)
-            .copied()
-            .unwrap_or(0);
         let wanted = u32::try_from(count).unwrap_or(u32::MAX).min(max);
+        let running = {
+            let mut lanes = inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
+            match lanes.get_mut(&mailbox_id) {
+                Some(l) => {
+                    // Mail that came due without a wake (a retry's time, another instance's
+                    // accept): the idle lanes take it.
+                    l.max = max;
+                    for _ in 0..wanted.min(l.running) {
+                        l.wake.notify_one();
+                    }
+                    l.running
+                }
+                None => 0,
+            }
+        };
         for _ in running..wanted {
             let slot = {
                 let _turn = inner.access.store.write_permit().await;
@@ -124,16 +132,20 @@ async fn dispatch_once(inner: &Arc<Inner>) -> StoreResult<()> {
                 slot
             };
             let Some(slot) = slot else { break };
-            *inner
-                .lanes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(mailbox_id)
-                .or_default() += 1;
+            let lane_wake = {
+                let mut lanes = inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
+                let l = lanes.entry(mailbox_id).or_insert_with(|| Lanes {
+                    running: 0,
+                    max,
+                    wake: Arc::default(),
+                });
+                l.running += 1;
+                l.wake.clone()
+            };
             let lane_inner = inner.clone();
             inner.tasks.lock().await.spawn(async move {
                 let inner = lane_inner.clone();
-                if let Err(e) = lane(&inner, mailbox_id, slot).await {
+                if let Err(e) = lane(&inner, mailbox_id, slot, &lane_wake).await {
                     tracing::warn!(mailbox = %mailbox_id, error = %e, "an outbox lane stopped on an error");
                 }
                 end_lane(&inner, mailbox_id, slot).await;
@@ -155,9 +167,9 @@ async fn end_lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) {
         tracing::warn!(error = %e, "could not release a connection slot");
     }
     let mut lanes = inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(n) = lanes.get_mut(&mailbox_id) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
+    if let Some(l) = lanes.get_mut(&mailbox_id) {
+        l.running = l.running.saturating_sub(1);
+        if l.running == 0 {
             lanes.remove(&mailbox_id);
         }
     }
@@ -168,7 +180,12 @@ async fn end_lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) {
 /// How stale a lane's copy of its mailbox may get.
 const RELOAD: std::time::Duration = std::time::Duration::from_secs(1);
 
-async fn lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) -> Result<(), AccessError> {
+async fn lane(
+    inner: &Arc<Inner>,
+    mailbox_id: MailboxId,
+    slot: i64,
+    wake: &tokio::sync::Notify,
+) -> Result<(), AccessError> {
     let mut session: Option<Box<dyn Connection>> = None;
     let mut loaded: Option<(Mailbox, Credential, std::time::Instant)> = None;
     let mut idle_since = std::time::Instant::now();
@@ -241,9 +258,11 @@ async fn lane(inner: &Arc<Inner>, mailbox_id: MailboxId, slot: i64) -> Result<()
                     return Ok(());
                 }
                 let mut stopping = stopping.clone();
+                // Woken for new mail (by its accept, or by the dispatcher's look for due
+                // mail); the sleep is only a safety net.
                 tokio::select! {
-                    _ = inner.wake.notified() => {}
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(inner.tuning.poll.max(std::time::Duration::from_millis(250))) => {}
                     _ = stopping.changed() => {}
                 }
                 continue;

@@ -29,14 +29,25 @@ pub(super) struct Inner {
     pub(super) tuning: Tuning,
     /// Names this process's claims and connection slots.
     pub(super) owner: String,
+    /// Wakes the dispatcher.
     pub(super) wake: Notify,
-    pub(super) lanes: Mutex<HashMap<MailboxId, u32>>,
+    /// The lanes running here, per mailbox.
+    pub(super) lanes: Mutex<HashMap<MailboxId, Lanes>>,
     pub(super) tasks: tokio::sync::Mutex<JoinSet<()>>,
     pub(super) stopping: watch::Sender<bool>,
     /// Counts the keep-alive's completed passes (see [`super::Outbox::keepalive_passes`]).
     pub(super) keepalive_passes: watch::Sender<u64>,
     /// Counts the alerts job's completed passes (see [`super::Outbox::alert_passes`]).
     pub(super) alert_passes: watch::Sender<u64>,
+}
+
+/// A mailbox's lanes on this instance.
+pub(super) struct Lanes {
+    pub(super) running: u32,
+    /// As many as the mailbox allows connections (as last read by the dispatcher).
+    pub(super) max: u32,
+    /// Wakes an idle lane of the mailbox.
+    pub(super) wake: std::sync::Arc<Notify>,
 }
 
 pub(super) fn lease_ms(tuning: &Tuning) -> i64 {

@@ -35,10 +35,35 @@ impl Outbox {
         }
     }
 
-    /// Says that mail was accepted or released: look now rather than at the next poll.
+    /// Says that mail was released or that the outbox is stopping: the dispatcher and every
+    /// lane look now rather than at the next poll.
     pub fn wake(&self) {
-        self.inner.wake.notify_waiters();
         self.inner.wake.notify_one();
+        for lanes in self
+            .inner
+            .lanes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
+            lanes.wake.notify_waiters();
+        }
+    }
+
+    /// Says that a message was accepted for `mailbox`: one of its lanes takes it, and the
+    /// dispatcher is woken only when the mailbox may have another lane (or has none here).
+    /// Every other lane and mailbox sleeps on.
+    pub fn wake_for(&self, mailbox: Option<crate::domain::MailboxId>) {
+        let full = mailbox.is_some_and(|id| {
+            let lanes = self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
+            lanes.get(&id).is_some_and(|l| {
+                l.wake.notify_one();
+                l.running >= l.max
+            })
+        });
+        if !full {
+            self.inner.wake.notify_one();
+        }
     }
 
     /// Starts the dispatcher.

@@ -368,7 +368,7 @@ impl SmtpHandler for RelayHandler {
             Ok(accepted) => {
                 crate::metrics::get().relay_messages.inc();
                 if accepted.status == MessageStatus::Queued {
-                    self.outbox.wake();
+                    self.outbox.wake_for(accepted.mailbox_id);
                 }
                 Reply::new(250, "2.0.0", format!("OK queued as {}", accepted.id))
             }

@@ -1058,14 +1058,17 @@ async fn an_outcome_from_a_claim_that_was_taken_over_is_ignored() {
         .await
         .unwrap();
     let id = accept_for(&o, o.org, None, "Contested").await.id;
-    sqlx::query("UPDATE messages SET status = 'queued' WHERE id = $1")
+    // The message is queued an hour ahead, so the running workers (on the real clock) never
+    // see it due, and the claims below are made at that hour.
+    let now = herald::clock::system_now() + time::Duration::hours(1);
+    sqlx::query("UPDATE messages SET status = 'queued', next_attempt_at = $2 WHERE id = $1")
         .bind(&id)
+        .bind(now.unix_timestamp())
         .execute(o.app.store().pool())
         .await
         .unwrap();
     use herald::store::messages::{self, Outcome};
     let mut conn = o.app.store().conn().await.unwrap();
-    let now = herald::clock::system_now();
     let first = messages::claim(
         &mut conn,
         mailbox,
@@ -1192,7 +1195,9 @@ async fn messages_that_share_a_commit_are_each_answered_and_one_bad_one_fails_al
         now: herald::clock::system_now(),
     };
     let taken = uuid::Uuid::now_v7().to_string();
-    messages::insert_durably(&store, new(&taken)).await.unwrap();
+    messages::insert_durably(&store, new(&taken), None)
+        .await
+        .unwrap();
     // While another writer has the turn, twenty messages arrive, one of them reusing an id:
     // on SQLite they then go to the disk together.
     let turn = store.write_permit().await;
@@ -1209,7 +1214,7 @@ async fn messages_that_share_a_commit_are_each_answered_and_one_bad_one_fails_al
         .iter()
         .map(|id| {
             let (store, message) = (store.clone(), new(id));
-            tokio::spawn(async move { messages::insert_durably(&store, message).await })
+            tokio::spawn(async move { messages::insert_durably(&store, message, None).await })
         })
         .collect();
     if store.backend() == herald::store::Backend::Sqlite {
@@ -1243,4 +1248,123 @@ async fn messages_that_share_a_commit_are_each_answered_and_one_bad_one_fails_al
         stored, 20,
         "the nineteen good ones and the first are all kept"
     );
+}
+
+#[tokio::test]
+async fn keyed_messages_share_the_commit_and_a_key_taken_in_it_or_before_refuses_only_its_message()
+{
+    use herald::domain::message::{MessageSource, MessageStatus};
+    use herald::store::messages::{self, BodyKind, NewKey, NewMessage};
+    let o = Outbox::start().await;
+    let store = o.app.store().clone();
+    let now = herald::clock::system_now();
+    let new = |id: &str| NewMessage {
+        id: id.to_owned(),
+        org_id: o.org,
+        mailbox_id: None,
+        mailbox_explicit: false,
+        via_default_sender: false,
+        api_key_id: None,
+        source: MessageSource::Api,
+        status: MessageStatus::Held,
+        mail_from: SUPPORT.into(),
+        recipients: vec!["someone@example.com".into()],
+        subject: format!("Keyed {id}"),
+        message_id_header: format!("<{id}@herald.test>"),
+        body_kind: BodyKind::Mime,
+        body: b"Subject: keyed\r\n\r\nHello\r\n".to_vec(),
+        reason: None,
+        now,
+    };
+    let key = |name: &str| NewKey {
+        key: name.to_owned(),
+        request_digest: format!("digest of {name}"),
+        expires_at: now + time::Duration::hours(24),
+    };
+    // One key is live from an earlier request; another was used long ago and has expired.
+    messages::insert_durably(
+        &store,
+        new(&uuid::Uuid::now_v7().to_string()),
+        Some(key("live")),
+    )
+    .await
+    .unwrap();
+    messages::insert_durably(
+        &store,
+        new(&uuid::Uuid::now_v7().to_string()),
+        Some(key("old")),
+    )
+    .await
+    .unwrap();
+    sqlx::query("UPDATE idempotency_keys SET expires_at = $1 WHERE idem_key = 'old'")
+        .bind((now - time::Duration::hours(1)).unix_timestamp())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    // Twenty arrive while another writer has the turn: every other one keyed, two with the
+    // same key, one with the live key and one with the expired key.
+    let turn = store.write_permit().await;
+    let keys: Vec<Option<String>> = (0..20)
+        .map(|i| match i {
+            4 | 6 => Some("twin".to_owned()),
+            8 => Some("live".to_owned()),
+            10 => Some("old".to_owned()),
+            i if i % 2 == 0 => Some(format!("key-{i}")),
+            _ => None,
+        })
+        .collect();
+    let ids: Vec<String> = (0..20).map(|_| uuid::Uuid::now_v7().to_string()).collect();
+    let inserts: Vec<_> = ids
+        .iter()
+        .zip(&keys)
+        .map(|(id, k)| {
+            let (store, message, k) = (store.clone(), new(id), k.as_deref().map(key));
+            tokio::spawn(async move { messages::insert_durably(&store, message, k).await })
+        })
+        .collect();
+    if store.backend() == herald::store::Backend::Sqlite {
+        // Keyed or not, all twenty wait to share the next commit.
+        let mut waiting = store.inserts_waiting();
+        crate::helpers::within(
+            "twenty inserts waiting for the commit",
+            waiting.wait_for(|n| *n == 20),
+        )
+        .await
+        .unwrap();
+    }
+    drop(turn);
+    let mut refused = Vec::new();
+    for (i, insert) in inserts.into_iter().enumerate() {
+        match insert.await.unwrap() {
+            Ok(()) => {}
+            Err(herald::store::StoreError::Conflict(what)) => {
+                assert_eq!(what, "idempotency key");
+                refused.push(i);
+            }
+            Err(e) => panic!("message {i}: {e}"),
+        }
+    }
+    assert!(
+        refused == [4, 8] || refused == [6, 8],
+        "one of the twins and the live key are refused, the expired key is taken anew: {refused:?}"
+    );
+    let kept: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM messages WHERE subject LIKE 'Keyed %'")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(kept.len(), 2 + 18, "a refused message is not kept");
+    for i in &refused {
+        assert!(!kept.contains(&ids[*i]), "message {i} was refused but kept");
+    }
+    // Each key names the message that took it.
+    let twin = if refused[0] == 4 { &ids[6] } else { &ids[4] };
+    for (name, id) in [("twin", twin), ("old", &ids[10])] {
+        let record = messages::idempotency_get(&mut store.conn().await.unwrap(), o.org, name, now)
+            .await
+            .unwrap()
+            .expect("the key is live");
+        assert_eq!(&record.message_id, id, "key {name}");
+    }
+    o.stop().await;
 }

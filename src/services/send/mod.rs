@@ -14,7 +14,7 @@ use crate::config::OutboxSettings;
 use crate::domain::message::{MessageSource, MessageStatus};
 use crate::domain::{ApiKeyId, EmailAddress, Exceeded, FieldError, MailboxId, OrgId};
 use crate::outbox::compose::{self, AttachmentIn, Draft};
-use crate::store::messages::{BodyKind, IdempotencyRecord, NewMessage};
+use crate::store::messages::{BodyKind, NewMessage};
 use crate::store::{self, Store, StoreError};
 
 // How a relayed message's foreign `From` is treated, and the headers that name its originator:
@@ -105,6 +105,8 @@ pub struct Submission {
 pub struct Accepted {
     pub id: String,
     pub status: MessageStatus,
+    /// The mailbox it leaves through (none while held for the default sender).
+    pub mailbox_id: Option<MailboxId>,
     /// The first answer to the same idempotency key.
     pub replayed: bool,
 }
@@ -146,6 +148,7 @@ async fn replay(
     Ok(Some(Accepted {
         id: record.message_id,
         status: record.first_status,
+        mailbox_id: None,
         replayed: true,
     }))
 }
@@ -282,55 +285,35 @@ pub async fn accept(
         reason: route.reason.clone(),
         now,
     };
-    let Some(key) = &submission.idempotency_key else {
-        store::messages::insert_durably(store, new).await?;
-        return Ok(Accepted {
+    let key = submission
+        .idempotency_key
+        .as_ref()
+        .map(|key| store::messages::NewKey {
+            key: key.clone(),
+            request_digest: submission.request_digest.clone(),
+            expires_at: now + IDEMPOTENCY_TTL,
+        });
+    match store::messages::insert_durably(store, new, key).await {
+        Ok(()) => Ok(Accepted {
             id,
             status: route.status,
+            mailbox_id: route.mailbox.as_ref().map(|m| m.id),
             replayed: false,
-        });
-    };
-    // With a key, the message and its key are committed together.
-    let turn = store.write_permit().await;
-    let mut tx = store.begin().await?;
-    store::messages::insert(&mut tx, &new).await?;
-    let record = IdempotencyRecord {
-        request_digest: submission.request_digest.clone(),
-        message_id: id.clone(),
-        first_status: route.status,
-    };
-    let put = store::messages::idempotency_put(
-        &mut tx,
-        caller.org_id,
-        key,
-        &record,
-        now,
-        now + IDEMPOTENCY_TTL,
-    )
-    .await;
-    match put {
-        Ok(()) => {}
+        }),
         Err(StoreError::Conflict(_)) => {
-            // A concurrent request with the same key committed first (PostgreSQL makes
-            // this insert wait for it): answer as it was answered.
-            drop(tx);
-            drop(turn);
-            return match replay(store, caller.org_id, key, &submission.request_digest, now).await? {
+            // A concurrent request with the same key committed first: answer as it was
+            // answered.
+            let key = submission.idempotency_key.as_deref().unwrap_or_default();
+            match replay(store, caller.org_id, key, &submission.request_digest, now).await? {
                 Some(first) => Ok(first),
                 None => Err(ServiceError::Conflict(FieldError::new(
                     "Idempotency-Key",
                     "a request with this key is still being processed: retry in a moment",
                 ))),
-            };
+            }
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => Err(e.into()),
     }
-    tx.commit().await.map_err(StoreError::from)?;
-    Ok(Accepted {
-        id,
-        status: route.status,
-        replayed: false,
-    })
 }
 
 /// A field allowed once that came twice (raw MIME), or twice in other spellings (JSON).

@@ -1,7 +1,9 @@
 //! Inserting messages, and on SQLite the grouped commit that lets messages arriving together
 //! share one `fsync`.
 
-use super::{NewMessage, reason_json};
+use time::OffsetDateTime;
+
+use super::{IdempotencyRecord, NewMessage, idempotency_put, reason_json};
 use crate::store::{Backend, Conn, Store, StoreError, StoreResult, to_db_time};
 
 pub async fn insert(conn: &mut Conn, m: &NewMessage) -> StoreResult<()> {
@@ -34,23 +36,39 @@ pub async fn insert(conn: &mut Conn, m: &NewMessage) -> StoreResult<()> {
     Ok(())
 }
 
-/// Inserts a message and returns once it is on disk.
+/// The idempotency key a message is accepted under, committed with it.
+pub struct NewKey {
+    pub key: String,
+    /// A digest of the request, to tell a retry from another request with the same key.
+    pub request_digest: String,
+    pub expires_at: OffsetDateTime,
+}
+
+/// Inserts a message (and its idempotency key) and returns once it is on disk. A key already
+/// in use is [`StoreError::Conflict`], and the message is not inserted.
 ///
 /// On SQLite every commit waits for the disk, one at a time. Messages that arrive while a
-/// commit is on its way are inserted together and share the next one: twenty sessions
-/// sending at once cost one `fsync`, not twenty. (PostgreSQL groups concurrent commits
-/// itself.)
-pub async fn insert_durably(store: &Store, m: NewMessage) -> StoreResult<()> {
+/// commit is on its way are inserted together and share the next one, keyed or not: twenty
+/// clients sending at once cost one `fsync`, not twenty. (PostgreSQL groups concurrent
+/// commits itself.)
+pub async fn insert_durably(store: &Store, m: NewMessage, key: Option<NewKey>) -> StoreResult<()> {
     if store.backend() == Backend::Postgres {
-        let mut conn = store.conn().await?;
-        return insert(&mut conn, &m).await;
+        let mut tx = store.begin().await?;
+        if !insert_keyed(&mut tx, &m, key.as_ref()).await? {
+            return Err(key_taken());
+        }
+        return Ok(tx.commit().await?);
     }
     // In a task of its own from here on: a caller that goes away (a client that hung up) must
     // neither leave its message waiting for whoever commits next nor others without an answer.
     let store = store.clone();
     tokio::spawn(async move {
         let (done, answer) = tokio::sync::oneshot::channel();
-        store.queue_insert((m, done));
+        store.queue_insert(PendingInsert {
+            message: m,
+            key,
+            done,
+        });
         let turn = store.write_permit().await;
         let batch = store.take_inserts();
         if !batch.is_empty() {
@@ -69,35 +87,65 @@ fn stopped() -> StoreResult<()> {
     ))
 }
 
+fn key_taken() -> StoreError {
+    StoreError::Conflict("idempotency key")
+}
+
+/// Inserts the key (when there is one) and then the message; `false`, with nothing inserted,
+/// when the key is in use.
+async fn insert_keyed(conn: &mut Conn, m: &NewMessage, key: Option<&NewKey>) -> StoreResult<bool> {
+    if let Some(key) = key {
+        let record = IdempotencyRecord {
+            request_digest: key.request_digest.clone(),
+            message_id: m.id.clone(),
+            first_status: m.status,
+        };
+        if !idempotency_put(conn, m.org_id, &key.key, &record, m.now, key.expires_at).await? {
+            return Ok(false);
+        }
+    }
+    insert(conn, m).await?;
+    Ok(true)
+}
+
 /// A message waiting for the next commit, and where to say how it went.
-pub(crate) type PendingInsert = (NewMessage, tokio::sync::oneshot::Sender<StoreResult<()>>);
+pub(crate) struct PendingInsert {
+    message: NewMessage,
+    key: Option<NewKey>,
+    done: tokio::sync::oneshot::Sender<StoreResult<()>>,
+}
 
 async fn commit_batch(store: &Store, batch: Vec<PendingInsert>) {
-    let together = batch.len() > 1;
-    if together {
+    if batch.len() > 1 {
         let inserted = async {
             let mut tx = store.begin().await?;
-            for (m, _) in &batch {
-                insert(&mut tx, m).await?;
+            let mut kept = Vec::with_capacity(batch.len());
+            for p in &batch {
+                kept.push(insert_keyed(&mut tx, &p.message, p.key.as_ref()).await?);
             }
             tx.commit().await?;
-            StoreResult::Ok(())
+            StoreResult::Ok(kept)
         }
         .await;
-        if inserted.is_ok() {
-            for (_, done) in batch {
-                let _ = done.send(Ok(()));
+        if let Ok(kept) = inserted {
+            // Answered only now, after the commit: a request whose key an earlier one in the
+            // batch took then finds that one's answer.
+            for (p, kept) in batch.into_iter().zip(kept) {
+                let _ = p.done.send(if kept { Ok(()) } else { Err(key_taken()) });
             }
             return;
         }
     }
     // One at a time (a batch that failed: each message then gets its own answer).
-    for (m, done) in batch {
+    for p in batch {
         let inserted = async {
-            let mut conn = store.conn().await?;
-            insert(&mut conn, &m).await
+            let mut tx = store.begin().await?;
+            if !insert_keyed(&mut tx, &p.message, p.key.as_ref()).await? {
+                return Err(key_taken());
+            }
+            Ok(tx.commit().await?)
         }
         .await;
-        let _ = done.send(inserted);
+        let _ = p.done.send(inserted);
     }
 }

@@ -18,7 +18,7 @@ mod queries;
 pub use claim::{claim, due_mailboxes, extend_lease, finish};
 pub use idempotency::{idempotency_get, idempotency_purge, idempotency_put};
 pub(crate) use insert::PendingInsert;
-pub use insert::{insert, insert_durably};
+pub use insert::{NewKey, insert, insert_durably};
 pub use lifecycle::{
     cancel, expire_held, fail_mailbox, hold_mailbox, purge_bodies, release_held, sweep,
 };

@@ -204,7 +204,7 @@ pub async fn send_message(
     )
     .await?;
     if !accepted.replayed && accepted.status == MessageStatus::Queued {
-        state.outbox.wake();
+        state.outbox.wake_for(accepted.mailbox_id);
     }
     let mut response = (
         StatusCode::ACCEPTED,
