@@ -17,7 +17,8 @@
 //! - **CPU**: Herald's user + system time over (a) and (b), per message.
 //! - **(c) tokens**: the token requests Herald made during the run, per mailbox.
 //!
-//! The figures are also written to `target/bench/outbox.json`.
+//! The figures are also written to `target/bench/outbox.json`. `BENCH_HERALD_BIN` runs another
+//! build of Herald (an earlier commit's, to compare before and after).
 
 #[path = "common/mod.rs"]
 mod common;

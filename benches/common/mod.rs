@@ -206,7 +206,10 @@ impl Herald {
             ("HERALD_API_RATE_PER_MINUTE", "1000000".into()),
         ]);
         env.extend(extra(data.path()));
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_herald"));
+        // `BENCH_HERALD_BIN` runs another build (an earlier commit's, to compare).
+        let bin = std::env::var_os("BENCH_HERALD_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_herald").into());
+        let mut cmd = tokio::process::Command::new(bin);
         cmd.arg("serve");
         for (name, _) in std::env::vars_os() {
             if name.to_string_lossy().starts_with("HERALD_") {

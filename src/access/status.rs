@@ -73,6 +73,9 @@ pub async fn set_status(
         .await?;
     }
     tx.commit().await.map_err(StoreError::from)?;
+    // Again once committed: an accept that read the directory between the write and the
+    // commit would otherwise keep the old status (holding mail for a mailbox just verified).
+    store::changes::changed();
     Ok(updated)
 }
 

@@ -58,17 +58,15 @@ pub struct KeyCaller {
     pub mailboxes: Option<Vec<MailboxId>>,
 }
 
-/// The live (unrevoked) API key with this token, once `admit` lets it through (the request
-/// rate): its use is then recorded, to the minute, and its mailbox limits read, all on one
-/// connection. `None` for an unknown or revoked key; `Some(Err(_))` when `admit` refused it.
+/// The live (unrevoked) API key with this token (from the store's directory), once `admit`
+/// lets it through (the request rate): its use is then recorded, to the minute. `None` for an unknown or revoked key; `Some(Err(_))` when `admit` refused it.
 pub async fn api_key_caller<E>(
     store: &Store,
     token: &ApiKeyToken,
     now: OffsetDateTime,
     admit: impl FnOnce(&ApiKey) -> Result<(), E>,
 ) -> ServiceResult<Option<Result<KeyCaller, E>>> {
-    let mut conn = store.conn().await?;
-    let Some(key) = store::api_keys::find_live_by_token(&mut conn, token).await? else {
+    let Some(store::directory::KeyEntry { key, mailboxes }) = store.api_key(token).await? else {
         return Ok(None);
     };
     if let Err(refused) = admit(&key) {
@@ -79,11 +77,15 @@ pub async fn api_key_caller<E>(
     if key
         .last_used_at
         .is_none_or(|t| now - t > time::Duration::minutes(1))
-        && let Err(e) = store::api_keys::touch(&mut conn, key.id, now).await
     {
-        tracing::warn!(error = %e, "could not record API key use");
+        let touched = async {
+            let mut conn = store.conn().await?;
+            store::api_keys::touch(&mut conn, key.id, now).await
+        };
+        if let Err(e) = touched.await {
+            tracing::warn!(error = %e, "could not record API key use");
+        }
     }
-    let mailboxes = store::api_keys::mailbox_limits(&mut conn, key.id).await?;
     Ok(Some(Ok(KeyCaller { key, mailboxes })))
 }
 

@@ -11,7 +11,9 @@ pub mod api_keys;
 pub mod attempts;
 pub mod audit;
 pub mod auth_failures;
+pub mod changes;
 mod database_url;
+pub mod directory;
 pub mod instances;
 pub mod mailboxes;
 pub mod messages;
@@ -104,6 +106,8 @@ pub struct Store {
     pending_inserts: Arc<PendingInserts>,
     /// How many token refreshes may hold a cross-instance lock at once (PostgreSQL).
     refresh_slots: Arc<tokio::sync::Semaphore>,
+    /// API keys and organizations with their mailboxes, served from memory.
+    directory: Arc<directory::Directory>,
     backend: Backend,
 }
 
@@ -171,6 +175,7 @@ impl Store {
                                 "PRAGMA synchronous = FULL",
                                 "PRAGMA foreign_keys = ON",
                                 "PRAGMA busy_timeout = 10000",
+                                "PRAGMA mmap_size = 268435456",
                             ] {
                                 sqlx::query(pragma).execute(&mut *conn).await?;
                             }
@@ -191,6 +196,7 @@ impl Store {
                                 "PRAGMA synchronous = NORMAL",
                                 "PRAGMA foreign_keys = ON",
                                 "PRAGMA busy_timeout = 10000",
+                                "PRAGMA mmap_size = 268435456",
                             ] {
                                 sqlx::query(pragma).execute(&mut *conn).await?;
                             }
@@ -205,6 +211,7 @@ impl Store {
                     write_gate: Some(Arc::default()),
                     pending_inserts: Arc::default(),
                     refresh_slots: Arc::new(tokio::sync::Semaphore::new(4)),
+                    directory: Arc::default(),
                     backend: Backend::Sqlite,
                 })
             }
@@ -231,6 +238,7 @@ impl Store {
                     write_gate: None,
                     pending_inserts: Arc::default(),
                     refresh_slots: Arc::new(tokio::sync::Semaphore::new(4)),
+                    directory: Arc::default(),
                     backend: Backend::Postgres,
                 })
             }

@@ -1368,3 +1368,45 @@ async fn keyed_messages_share_the_commit_and_a_key_taken_in_it_or_before_refuses
     }
     o.stop().await;
 }
+
+#[tokio::test]
+async fn accepts_read_the_organization_from_memory_and_see_a_change_at_once_or_within_a_second() {
+    let o = Outbox::start().await;
+    let support = o
+        .basic_mailbox(&o.admin, "Support", SUPPORT, json!({}))
+        .await;
+    let store = o.app.store();
+    // Read twice with nothing changed in between: the second answer is the first, from memory.
+    let mut served_from_memory = false;
+    for _ in 0..20 {
+        let first = store.org_directory(o.org).await.unwrap().unwrap();
+        let again = store.org_directory(o.org).await.unwrap().unwrap();
+        if Arc::ptr_eq(&first, &again) {
+            served_from_memory = true;
+            break;
+        }
+    }
+    assert!(served_from_memory, "every accept read the organization anew");
+    // A change through Herald is seen by the next read.
+    let renamed = o
+        .call(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/mailboxes/{support}"),
+            &o.admin,
+            Some(json!({"name": "Helpdesk"})),
+        )
+        .await;
+    assert!(renamed.status().is_success());
+    let seen = store.org_directory(o.org).await.unwrap().unwrap();
+    assert_eq!(seen.mailboxes[0].name, "Helpdesk");
+    // A change made elsewhere (another instance, the command line) within a second.
+    sqlx::query("UPDATE mailboxes SET name = 'Frontdesk', name_key = 'frontdesk' WHERE id = $1")
+        .bind(&support)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    tokio::time::sleep(herald::store::directory::FRESH).await;
+    let seen = store.org_directory(o.org).await.unwrap().unwrap();
+    assert_eq!(seen.mailboxes[0].name, "Frontdesk");
+    o.stop().await;
+}

@@ -3,9 +3,9 @@
 
 use super::{Caller, invalid};
 use crate::config::{DefaultSenderOrgs, OutboxSettings};
-use crate::domain::Organization;
 use crate::domain::mailbox::{Mailbox, MailboxStatus, StatusReason};
 use crate::domain::message::{MessageSource, MessageStatus, NoMailboxPolicy};
+use crate::domain::{MailboxId, Organization};
 use crate::services::{ServiceError, ServiceResult};
 use crate::store::{self, Store};
 
@@ -46,7 +46,7 @@ fn not_verified_reason(m: &Mailbox) -> StatusReason {
 /// sender serves the organization: an organization the operator did not allow must not reach
 /// any address from the operator's, and still sees the alert on its pages and its webhook.
 async fn alert_route(
-    conn: &mut store::Conn,
+    store: &Store,
     settings: &OutboxSettings,
     org: &Organization,
     mailboxes: &[Mailbox],
@@ -66,7 +66,7 @@ async fn alert_route(
     }
     if let Some(sender_id) = settings.default_sender
         && default_sender_serves(settings, org)
-        && let Some(sender) = store::mailboxes::get_any(conn, sender_id).await?
+        && let Some(sender) = default_sender(store, sender_id).await?
         && sender.status == MailboxStatus::Verified
     {
         return Ok(Route {
@@ -80,6 +80,12 @@ async fn alert_route(
     Err(ServiceError::Refused(
         "the organization has no Verified mailbox and the installation no Verified default sender for it",
     ))
+}
+
+/// The installation's default sender, read each time (it sends for many organizations).
+async fn default_sender(store: &Store, id: MailboxId) -> ServiceResult<Option<Mailbox>> {
+    let mut conn = store.conn().await?;
+    Ok(store::mailboxes::get_any(&mut conn, id).await?)
 }
 
 /// Whether the installation's default sender may send for the organization.
@@ -109,21 +115,30 @@ pub(super) async fn route(
     named: Option<&str>,
     is_mime: bool,
 ) -> ServiceResult<Route> {
-    let mut conn = store.conn().await?;
+    let directory = store
+        .org_directory(caller.org_id)
+        .await?
+        .ok_or(ServiceError::NotFound("organization"))?;
+    let (org, mailboxes) = (&directory.org, &directory.mailboxes);
+    // By id, or by name as the store compares names (case-insensitive, trimmed).
+    let by_name = |name: &str| {
+        let (id, key) = (name.parse::<MailboxId>().ok(), name.to_lowercase());
+        mailboxes
+            .iter()
+            .find(|m| Some(m.id) == id || m.name.to_lowercase() == key)
+    };
     // MIME through a named mailbox (the relay, most raw submissions): never the default
     // sender, so neither the organization's policy nor its other mailboxes matter.
     if is_mime
         && caller.allowed.is_none()
         && let Some(name) = named.map(str::trim).filter(|n| !n.is_empty())
     {
-        let mailbox = store::mailboxes::find(&mut conn, caller.org_id, name)
-            .await?
-            .ok_or_else(|| {
-                invalid(
-                    "mailbox",
-                    format!("the organization has no mailbox called or with the id `{name}`"),
-                )
-            })?;
+        let mailbox = by_name(name).cloned().ok_or_else(|| {
+            invalid(
+                "mailbox",
+                format!("the organization has no mailbox called or with the id `{name}`"),
+            )
+        })?;
         let verified = mailbox.status == MailboxStatus::Verified;
         return Ok(Route {
             reason: (!verified).then(|| not_verified_reason(&mailbox)),
@@ -137,10 +152,6 @@ pub(super) async fn route(
             via_default_sender: false,
         });
     }
-    let org = store::orgs::get(&mut conn, caller.org_id)
-        .await?
-        .ok_or(ServiceError::NotFound("organization"))?;
-    let mailboxes = store::mailboxes::all_of_org(&mut conn, caller.org_id).await?;
     let allowed = |m: &Mailbox| caller.allowed.as_ref().is_none_or(|a| a.contains(&m.id));
     if caller.allowed.is_some() && !mailboxes.iter().any(allowed) {
         // Its mailboxes were deleted: such a key sends through nothing, not the default sender.
@@ -149,19 +160,16 @@ pub(super) async fn route(
         ));
     }
     if caller.source == MessageSource::Alert {
-        return alert_route(&mut conn, settings, &org, &mailboxes).await;
+        return alert_route(store, settings, org, mailboxes).await;
     }
     let (chosen, explicit) = match named.map(str::trim).filter(|n| !n.is_empty()) {
         Some(name) => {
-            let found = mailboxes
-                .iter()
-                .find(|m| m.id.to_string() == name || m.name.eq_ignore_ascii_case(name))
-                .ok_or_else(|| {
-                    invalid(
-                        "mailbox",
-                        format!("the organization has no mailbox called or with the id `{name}`"),
-                    )
-                })?;
+            let found = by_name(name).ok_or_else(|| {
+                invalid(
+                    "mailbox",
+                    format!("the organization has no mailbox called or with the id `{name}`"),
+                )
+            })?;
             if !allowed(found) {
                 // Named as the caller named it: a key limited to other mailboxes does not see
                 // this one's name (its GET answers 404), so the refusal must not tell it.
@@ -210,9 +218,9 @@ pub(super) async fn route(
     if !any_verified
         && !is_mime
         && org.no_mailbox_policy == NoMailboxPolicy::Fallback
-        && default_sender_serves(settings, &org)
+        && default_sender_serves(settings, org)
         && let Some(sender_id) = settings.default_sender
-        && let Some(sender) = store::mailboxes::get_any(&mut conn, sender_id).await?
+        && let Some(sender) = default_sender(store, sender_id).await?
     {
         let verified = sender.status == MailboxStatus::Verified;
         return Ok(Route {
@@ -241,7 +249,7 @@ pub(super) async fn route(
             && !is_mime
             && org.no_mailbox_policy == NoMailboxPolicy::Fallback
             && settings.default_sender.is_some()
-            && !default_sender_serves(settings, &org) =>
+            && !default_sender_serves(settings, org) =>
         {
             default_sender_not_allowed()
         }
