@@ -1386,7 +1386,10 @@ async fn accepts_read_the_organization_from_memory_and_see_a_change_at_once_or_w
             break;
         }
     }
-    assert!(served_from_memory, "every accept read the organization anew");
+    assert!(
+        served_from_memory,
+        "every accept read the organization anew"
+    );
     // A change through Herald is seen by the next read.
     let renamed = o
         .call(

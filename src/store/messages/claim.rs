@@ -8,21 +8,29 @@ use super::{COLUMNS, Claimed, Outcome, body_from_row, from_row, reason_json};
 use crate::domain::MailboxId;
 use crate::store::{Conn, StoreResult, parse_id, to_db_time};
 
-/// Mailboxes with mail due now, and how much: queued messages whose time has come, and
-/// claimed messages whose lease ran out (their worker died). Mailboxes backing off after a
-/// rate-limit reply wait.
+/// Mailboxes with mail due now, and how much (counted up to [`DUE_COUNTED`], more than a
+/// mailbox may have connections): queued messages whose time has come, and claimed messages
+/// whose lease ran out (their worker died). Mailboxes backing off after a rate-limit reply
+/// wait.
+///
+/// Each mailbox is probed through `messages_mailbox` and counting stops at the cap, so a look
+/// costs the same with 10 or 100,000 messages waiting (counting them all made every look walk
+/// the whole queue, and the dispatcher looks on every accept while lanes may be added).
 pub async fn due_mailboxes(
     conn: &mut Conn,
     now: OffsetDateTime,
 ) -> StoreResult<Vec<(MailboxId, i64)>> {
-    let rows = sqlx::query(
-        "SELECT m.mailbox_id AS mailbox_id, COUNT(*) AS due FROM messages m \
-         LEFT JOIN mailbox_throttle t ON t.mailbox_id = m.mailbox_id \
-         WHERE m.mailbox_id IS NOT NULL \
-           AND ((m.status = 'queued' AND m.next_attempt_at <= $1) OR (m.status = 'sending' AND m.lease_until < $1)) \
-           AND (t.backoff_until IS NULL OR t.backoff_until <= $2) \
-         GROUP BY m.mailbox_id",
-    )
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT mailbox_id, due FROM ( \
+           SELECT b.id AS mailbox_id, \
+             (SELECT COUNT(*) FROM (SELECT 1 FROM messages m \
+                WHERE m.mailbox_id = b.id AND m.status = 'queued' AND m.next_attempt_at <= $1 LIMIT {DUE_COUNTED}) q) \
+             + (SELECT COUNT(*) FROM (SELECT 1 FROM messages m \
+                WHERE m.mailbox_id = b.id AND m.status = 'sending' AND m.lease_until < $1 LIMIT {DUE_COUNTED}) s) AS due \
+           FROM mailboxes b LEFT JOIN mailbox_throttle t ON t.mailbox_id = b.id \
+           WHERE t.backoff_until IS NULL OR t.backoff_until <= $2) d \
+         WHERE due > 0"
+    )))
     .bind(to_db_time(now))
     .bind(now.unix_timestamp() * 1000 + i64::from(now.millisecond()))
     .fetch_all(&mut *conn)
@@ -36,6 +44,9 @@ pub async fn due_mailboxes(
         })
         .collect()
 }
+
+/// How far [`due_mailboxes`] counts: the most connections a mailbox may have.
+const DUE_COUNTED: u32 = 100;
 
 /// Claims the mailbox's next due message for `owner` until `lease_until`, counting an attempt,
 /// and reads its body in the same statement.
