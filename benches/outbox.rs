@@ -119,8 +119,9 @@ async fn run(
         (herald::clock::system_now() + time::Duration::hours(1)).unix_timestamp() * 1000;
     back_off(&herald, hour_ahead).await;
 
-    // (a) the accepts, into a paused queue.
-    let before = sandbox.state.message_count();
+    // (a) the accepts, into a paused queue (and a sink emptied of earlier runs).
+    sandbox.state.clear_messages();
+    let before = 0;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(clients)
         .build()
@@ -165,9 +166,11 @@ async fn run(
     let (cpu_after, _, _) = common::usage(herald.pid);
     let token_requests = sandbox.state.token_requests() - tokens_before;
 
-    // The direct client: as many messages over as many sessions as Herald's lanes.
+    // The direct client: as many messages over as many sessions as Herald's lanes, into a
+    // sink as empty as Herald's was.
     let direct = common::direct(sandbox, &herald.client_id);
-    let before = sandbox.state.message_count();
+    sandbox.state.clear_messages();
+    let before = 0;
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let tasks: Vec<_> = (0..lanes)

@@ -366,7 +366,9 @@ async fn main() {
         async move {
             let (sessions, per_session, concurrency) = mode;
             let total = sessions * per_session;
-            let before = sandbox.state.message_count();
+            // Each side into an empty sink.
+            sandbox.state.clear_messages();
+            let before = 0;
             let cpu_before = pid.map(|p| usage(p).0);
             let t = Instant::now();
             let slowest = send(&target, sessions, per_session, concurrency).await;

@@ -187,6 +187,7 @@ async fn lane(
     wake: &tokio::sync::Notify,
 ) -> Result<(), AccessError> {
     let mut session: Option<Box<dyn Connection>> = None;
+    let mut hand = Hand::default();
     let mut loaded: Option<(Mailbox, Credential, std::time::Instant)> = None;
     let mut idle_since = std::time::Instant::now();
     let mut renewed = std::time::Instant::now();
@@ -232,6 +233,8 @@ async fn lane(
                 return Ok(());
             };
             if mailbox.status != MailboxStatus::Verified {
+                // What this lane holds goes back first, to be held with the rest.
+                hand.release(inner).await;
                 let _turn = inner.access.store.write_permit().await;
                 let mut conn = inner.access.store.relaxed_conn().await?;
                 store::messages::hold_mailbox(
@@ -244,16 +247,29 @@ async fn lane(
                 .await?;
                 return Ok(());
             }
-            // Each claim has a token of its own: a lane whose lease was taken over cannot record
-            // an outcome over the new holder's.
-            let token = format!("{}/{}", inner.owner, uuid::Uuid::new_v4().simple());
-            let claimed = {
-                let _turn = inner.access.store.write_permit().await;
-                let mut conn = inner.access.store.relaxed_conn().await?;
-                store::messages::claim(&mut conn, mailbox_id, &token, now, now + inner.tuning.lease)
+            if hand.is_stale(&inner.tuning) {
+                hand.release(inner).await;
+            }
+            if hand.is_empty() {
+                // Each claim has a token of its own: a lane whose lease was taken over cannot
+                // record an outcome over the new holder's.
+                let token = format!("{}/{}", inner.owner, uuid::Uuid::new_v4().simple());
+                let claimed = {
+                    let _turn = inner.access.store.write_permit().await;
+                    let mut conn = inner.access.store.relaxed_conn().await?;
+                    store::messages::claim_many(
+                        &mut conn,
+                        mailbox_id,
+                        &token,
+                        now,
+                        now + inner.tuning.lease,
+                        hand.limit(claim_ahead(&mailbox)),
+                    )
                     .await?
-            };
-            let Some(store::messages::Claimed { message, body }) = claimed else {
+                };
+                hand.fill(claimed, token);
+            }
+            let Some((store::messages::Claimed { message, body }, token)) = hand.next() else {
                 if idle_since.elapsed() >= inner.tuning.linger {
                     return Ok(());
                 }
@@ -280,8 +296,94 @@ async fn lane(
         }
     }
     .await;
+    hand.release(inner).await;
     if let Some(session) = session {
         session.quit().await;
     }
     result
+}
+
+/// How many messages a lane claims at once: several for a mailbox without rate limits (one
+/// statement instead of one per message), one where the throttle decides message by message.
+const CLAIM_AHEAD: u32 = 8;
+
+fn claim_ahead(mailbox: &Mailbox) -> u32 {
+    let limits = mailbox.effective_limits();
+    let unlimited = limits.messages_per_minute.is_none()
+        && limits.messages_per_day.is_none()
+        && limits.recipients_per_day.is_none();
+    if unlimited { CLAIM_AHEAD } else { 1 }
+}
+
+/// The messages a lane has claimed and not yet sent, under one claim's token.
+#[derive(Default)]
+struct Hand {
+    claimed: std::collections::VecDeque<store::messages::Claimed>,
+    token: String,
+    at: Option<std::time::Instant>,
+    /// How many the last claim asked for.
+    asked: u32,
+    /// Whether it got all it asked for (more may wait).
+    got_all: bool,
+}
+
+impl Hand {
+    /// How many to claim next, up to `cap`: one, then twice as many each time a claim got all
+    /// it asked for. A short burst is spread over the mailbox's lanes, a long queue is taken
+    /// `cap` at a time.
+    fn limit(&mut self, cap: u32) -> u32 {
+        self.asked = if self.got_all {
+            (self.asked * 2).clamp(1, cap.max(1))
+        } else {
+            1
+        };
+        self.asked
+    }
+
+    fn is_empty(&self) -> bool {
+        self.claimed.is_empty()
+    }
+
+    /// Whether half the claim's lease has gone: the rest go back rather than be sent so
+    /// late that another worker may have taken them over.
+    fn is_stale(&self, tuning: &super::Tuning) -> bool {
+        let half = std::time::Duration::try_from(tuning.lease / 2).unwrap_or_default();
+        !self.is_empty() && self.at.is_some_and(|at| at.elapsed() > half)
+    }
+
+    fn fill(&mut self, claimed: Vec<store::messages::Claimed>, token: String) {
+        self.got_all = claimed.len() as u32 >= self.asked;
+        self.claimed = claimed.into();
+        self.token = token;
+        self.at = Some(std::time::Instant::now());
+    }
+
+    fn next(&mut self) -> Option<(store::messages::Claimed, String)> {
+        self.claimed.pop_front().map(|c| (c, self.token.clone()))
+    }
+
+    /// Puts what is left back in the queue, without counting an attempt.
+    async fn release(&mut self, inner: &Inner) {
+        if self.claimed.is_empty() {
+            return;
+        }
+        let now = inner.access.clock.now();
+        let _turn = inner.access.store.write_permit().await;
+        let released = async {
+            let mut tx = inner.access.store.relaxed_begin().await?;
+            for c in &self.claimed {
+                let release = store::messages::Outcome::Release {
+                    next_attempt_at: c.message.next_attempt_at,
+                };
+                store::messages::finish(&mut tx, &c.message.id, &self.token, release, now).await?;
+            }
+            tx.commit().await.map_err(StoreError::from)
+        }
+        .await;
+        if let Err(e) = released {
+            // Their lease runs out, and another lane takes them then.
+            tracing::warn!(error = %e, "could not put claimed messages back in the queue");
+        }
+        self.claimed.clear();
+    }
 }

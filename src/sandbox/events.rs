@@ -56,6 +56,13 @@ impl SandboxState {
         self.inner().messages.len()
     }
 
+    /// Forgets the mail received so far: a benchmark's sink starts each side empty, so that
+    /// no side pays for the mail another left behind.
+    pub fn clear_messages(&self) {
+        self.inner().messages = Vec::new();
+        self.changed();
+    }
+
     pub fn count_token_request(&self) {
         self.count(&self.counters.token_requests);
     }

@@ -1413,3 +1413,77 @@ async fn accepts_read_the_organization_from_memory_and_see_a_change_at_once_or_w
     assert_eq!(seen.mailboxes[0].name, "Frontdesk");
     o.stop().await;
 }
+
+#[tokio::test]
+async fn a_lane_claims_several_messages_in_one_statement_oldest_first_and_none_twice() {
+    let o = Outbox::start().await;
+    let mailbox: herald::domain::MailboxId = o
+        .basic_mailbox(&o.admin, "Support", SUPPORT, json!({}))
+        .await
+        .parse()
+        .unwrap();
+    // Held while the mailbox is Not Verified in the database only, then queued an hour ahead,
+    // where the running workers (on the real clock) never see them due.
+    sqlx::query("UPDATE mailboxes SET status = 'not_verified' WHERE id = $1")
+        .bind(mailbox.to_string())
+        .execute(o.app.store().pool())
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(accept_for(&o, o.org, None, &format!("Batch {i}")).await.id);
+    }
+    let now = herald::clock::system_now() + time::Duration::hours(1);
+    sqlx::query(
+        "UPDATE messages SET status = 'queued', next_attempt_at = $1 WHERE status = 'held'",
+    )
+    .bind(now.unix_timestamp())
+    .execute(o.app.store().pool())
+    .await
+    .unwrap();
+    use herald::store::messages;
+    let mut conn = o.app.store().conn().await.unwrap();
+    let lease = now + time::Duration::minutes(5);
+    let first = messages::claim_many(&mut conn, mailbox, "a/1", now, lease, 8)
+        .await
+        .unwrap();
+    let second = messages::claim_many(&mut conn, mailbox, "b/1", now, lease, 8)
+        .await
+        .unwrap();
+    let third = messages::claim_many(&mut conn, mailbox, "c/1", now, lease, 8)
+        .await
+        .unwrap();
+    let taken: Vec<&str> = [&first, &second, &third]
+        .iter()
+        .flat_map(|batch| batch.iter().map(|c| c.message.id.as_str()))
+        .collect();
+    assert_eq!(
+        (first.len(), second.len(), third.len()),
+        (8, 8, 4),
+        "eight at a time, then the four left"
+    );
+    assert_eq!(taken, ids, "every message once, in the order it came");
+    assert!(
+        first
+            .iter()
+            .all(|c| c.message.attempts == 1 && c.body.is_some())
+    );
+    // What a lane gives back is queued again without the attempt counted.
+    for c in &third {
+        let release = messages::Outcome::Release {
+            next_attempt_at: now,
+        };
+        assert!(
+            messages::finish(&mut conn, &c.message.id, "c/1", release, now)
+                .await
+                .unwrap()
+        );
+    }
+    let again = messages::claim_many(&mut conn, mailbox, "d/1", now, lease, 8)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 4);
+    assert!(again.iter().all(|c| c.message.attempts == 1));
+    drop(conn);
+    o.stop().await;
+}

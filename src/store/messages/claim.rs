@@ -13,7 +13,7 @@ use crate::store::{Conn, StoreResult, parse_id, to_db_time};
 /// whose lease ran out (their worker died). Mailboxes backing off after a rate-limit reply
 /// wait.
 ///
-/// Each mailbox is probed through `messages_mailbox` and counting stops at the cap, so a look
+/// Each mailbox is probed through `messages_mailbox_order` and counting stops at the cap, so a look
 /// costs the same with 10 or 100,000 messages waiting (counting them all made every look walk
 /// the whole queue, and the dispatcher looks on every accept while lanes may be added).
 pub async fn due_mailboxes(
@@ -49,7 +49,7 @@ pub async fn due_mailboxes(
 const DUE_COUNTED: u32 = 100;
 
 /// Claims the mailbox's next due message for `owner` until `lease_until`, counting an attempt,
-/// and reads its body in the same statement.
+/// or `None` when none is due (see [`claim_many`]).
 pub async fn claim(
     conn: &mut Conn,
     mailbox_id: MailboxId,
@@ -57,54 +57,75 @@ pub async fn claim(
     now: OffsetDateTime,
     lease_until: OffsetDateTime,
 ) -> StoreResult<Option<Claimed>> {
-    // The next message is found through `messages_mailbox` (mailbox, status, time) without
-    // reading the mailbox's sent mail: a plain `OR` over both statuses made SQLite walk every
-    // message the mailbox ever had, on every claim.
+    Ok(claim_many(conn, mailbox_id, owner, now, lease_until, 1)
+        .await?
+        .pop())
+}
+
+/// Claims up to `limit` of the mailbox's due messages for `owner` until `lease_until`, in one
+/// statement, each counting an attempt; oldest first. Messages whose worker died (their lease
+/// ran out) come before queued ones.
+pub async fn claim_many(
+    conn: &mut Conn,
+    mailbox_id: MailboxId,
+    owner: &str,
+    now: OffsetDateTime,
+    lease_until: OffsetDateTime,
+    limit: u32,
+) -> StoreResult<Vec<Claimed>> {
+    // The next messages are found through `messages_mailbox_order` (mailbox, status, time, id),
+    // in the order they came in, without reading the mailbox's sent mail: a plain `OR` over
+    // both statuses made SQLite walk every message the mailbox ever had, on every claim.
     let next = if crate::store::is_postgres(conn) {
         // PostgreSQL allows no `FOR UPDATE` beside a `UNION`, and one query over both
         // statuses sorts every due message to take one (3 ms a claim with 5,000 queued). Two
-        // index probes instead, each locking its first free row: a message whose worker died
-        // first (the second probe runs only when the first finds none).
-        "COALESCE( \
-           (SELECT id FROM messages WHERE mailbox_id = $4 AND status = 'sending' AND lease_until < $3 \
-             ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED), \
-           (SELECT id FROM messages WHERE mailbox_id = $4 AND status = 'queued' AND next_attempt_at <= $3 \
-             ORDER BY next_attempt_at LIMIT 1 FOR UPDATE SKIP LOCKED))"
+        // index probes instead, each locking its first free rows.
+        "id = ANY(ARRAY( \
+           SELECT id FROM messages WHERE mailbox_id = $4 AND status = 'sending' AND lease_until < $3 \
+             ORDER BY next_attempt_at, id LIMIT $6 FOR UPDATE SKIP LOCKED) || ARRAY( \
+           SELECT id FROM messages WHERE mailbox_id = $4 AND status = 'queued' AND next_attempt_at <= $3 \
+             ORDER BY next_attempt_at, id LIMIT $6 FOR UPDATE SKIP LOCKED))"
     } else {
-        // Index order breaks ties in the order the mail came in.
-        "SELECT id FROM ( \
-           SELECT * FROM (SELECT id, next_attempt_at FROM messages \
-             WHERE mailbox_id = $4 AND status = 'queued' AND next_attempt_at <= $3 \
-             ORDER BY next_attempt_at LIMIT 1) \
-           UNION ALL \
-           SELECT * FROM (SELECT id, next_attempt_at FROM messages \
+        "id IN (SELECT id FROM ( \
+           SELECT * FROM (SELECT id, next_attempt_at, 0 AS late FROM messages \
              WHERE mailbox_id = $4 AND status = 'sending' AND lease_until < $3 \
-             ORDER BY next_attempt_at LIMIT 1)) \
-         ORDER BY next_attempt_at LIMIT 1"
+             ORDER BY next_attempt_at, id LIMIT $6) \
+           UNION ALL \
+           SELECT * FROM (SELECT id, next_attempt_at, 1 AS late FROM messages \
+             WHERE mailbox_id = $4 AND status = 'queued' AND next_attempt_at <= $3 \
+             ORDER BY next_attempt_at, id LIMIT $6)) \
+         ORDER BY late, next_attempt_at, id LIMIT $6)"
     };
     let sql = format!(
         "UPDATE messages SET status = 'sending', lease_owner = $1, lease_until = $2, attempts = attempts + 1, updated_at = $3, \
            attempted_by = $5 \
-         WHERE id = ({next}) \
+         WHERE {next} \
          RETURNING {COLUMNS}, body_kind, body"
     );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(owner)
         .bind(to_db_time(lease_until))
         .bind(to_db_time(now))
         .bind(mailbox_id.to_string())
         // The claim's token is `instance/claim`.
         .bind(owner.split('/').next().unwrap_or(owner))
-        .fetch_optional(&mut *conn)
-        .await?
-        .as_ref()
+        .bind(i64::from(limit.max(1)))
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut claimed = rows
+        .iter()
         .map(|row| {
             Ok(Claimed {
                 message: from_row(row)?,
                 body: body_from_row(row)?,
             })
         })
-        .transpose()
+        .collect::<StoreResult<Vec<_>>>()?;
+    // `RETURNING` keeps no order. Ids are UUIDv7: in the order the mail came in.
+    claimed.sort_by(|a, b| {
+        (a.message.next_attempt_at, &a.message.id).cmp(&(b.message.next_attempt_at, &b.message.id))
+    });
+    Ok(claimed)
 }
 
 /// Extends the lease of a claimed message.

@@ -15,7 +15,7 @@ mod insert;
 mod lifecycle;
 mod queries;
 
-pub use claim::{claim, due_mailboxes, extend_lease, finish};
+pub use claim::{claim, claim_many, due_mailboxes, extend_lease, finish};
 pub use idempotency::{idempotency_get, idempotency_purge, idempotency_put};
 pub(crate) use insert::PendingInsert;
 pub use insert::{NewKey, insert, insert_durably};
