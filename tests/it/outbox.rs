@@ -1043,30 +1043,44 @@ async fn a_burst_reuses_connections_and_never_opens_more_than_exchange_s_three()
     o.stop().await;
 }
 
-#[tokio::test]
-async fn an_outcome_from_a_claim_that_was_taken_over_is_ignored() {
-    let o = Outbox::start().await;
+/// A mailbox "Support" with one message per subject queued an hour ahead, where the running
+/// workers (on the real clock) never see them due: a test claims them itself, at that hour.
+/// Answers the mailbox, the messages' ids in the order they came, and that hour.
+async fn queued_out_of_reach(
+    o: &Outbox,
+    subjects: &[&str],
+) -> (herald::domain::MailboxId, Vec<String>, time::OffsetDateTime) {
     let mailbox: herald::domain::MailboxId = o
         .basic_mailbox(&o.admin, "Support", SUPPORT, json!({}))
         .await
         .parse()
         .unwrap();
-    // No worker may take it meanwhile: the mailbox is made Not Verified in the database only.
+    // Held meanwhile: the mailbox is made Not Verified in the database only.
     sqlx::query("UPDATE mailboxes SET status = 'not_verified' WHERE id = $1")
         .bind(mailbox.to_string())
         .execute(o.app.store().pool())
         .await
         .unwrap();
-    let id = accept_for(&o, o.org, None, "Contested").await.id;
-    // The message is queued an hour ahead, so the running workers (on the real clock) never
-    // see it due, and the claims below are made at that hour.
-    let now = herald::clock::system_now() + time::Duration::hours(1);
-    sqlx::query("UPDATE messages SET status = 'queued', next_attempt_at = $2 WHERE id = $1")
-        .bind(&id)
-        .bind(now.unix_timestamp())
-        .execute(o.app.store().pool())
-        .await
-        .unwrap();
+    let mut ids = Vec::new();
+    for subject in subjects {
+        ids.push(accept_for(o, o.org, None, subject).await.id);
+    }
+    let at = herald::clock::system_now() + time::Duration::hours(1);
+    sqlx::query(
+        "UPDATE messages SET status = 'queued', next_attempt_at = $1 WHERE status = 'held'",
+    )
+    .bind(at.unix_timestamp())
+    .execute(o.app.store().pool())
+    .await
+    .unwrap();
+    (mailbox, ids, at)
+}
+
+#[tokio::test]
+async fn an_outcome_from_a_claim_that_was_taken_over_is_ignored() {
+    let o = Outbox::start().await;
+    let (mailbox, ids, now) = queued_out_of_reach(&o, &["Contested"]).await;
+    let id = ids[0].clone();
     use herald::store::messages::{self, Outcome};
     let mut conn = o.app.store().conn().await.unwrap();
     let first = messages::claim(
@@ -1417,30 +1431,9 @@ async fn accepts_read_the_organization_from_memory_and_see_a_change_at_once_or_w
 #[tokio::test]
 async fn a_lane_claims_several_messages_in_one_statement_oldest_first_and_none_twice() {
     let o = Outbox::start().await;
-    let mailbox: herald::domain::MailboxId = o
-        .basic_mailbox(&o.admin, "Support", SUPPORT, json!({}))
-        .await
-        .parse()
-        .unwrap();
-    // Held while the mailbox is Not Verified in the database only, then queued an hour ahead,
-    // where the running workers (on the real clock) never see them due.
-    sqlx::query("UPDATE mailboxes SET status = 'not_verified' WHERE id = $1")
-        .bind(mailbox.to_string())
-        .execute(o.app.store().pool())
-        .await
-        .unwrap();
-    let mut ids = Vec::new();
-    for i in 0..20 {
-        ids.push(accept_for(&o, o.org, None, &format!("Batch {i}")).await.id);
-    }
-    let now = herald::clock::system_now() + time::Duration::hours(1);
-    sqlx::query(
-        "UPDATE messages SET status = 'queued', next_attempt_at = $1 WHERE status = 'held'",
-    )
-    .bind(now.unix_timestamp())
-    .execute(o.app.store().pool())
-    .await
-    .unwrap();
+    let subjects: Vec<String> = (0..20).map(|i| format!("Batch {i}")).collect();
+    let subjects: Vec<&str> = subjects.iter().map(String::as_str).collect();
+    let (mailbox, ids, now) = queued_out_of_reach(&o, &subjects).await;
     use herald::store::messages;
     let mut conn = o.app.store().conn().await.unwrap();
     let lease = now + time::Duration::minutes(5);
