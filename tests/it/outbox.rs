@@ -1184,15 +1184,17 @@ async fn admin_keys_cannot_be_limited_and_a_key_whose_mailboxes_are_gone_sends_n
     o.stop().await;
 }
 
-#[tokio::test]
-async fn messages_that_share_a_commit_are_each_answered_and_one_bad_one_fails_alone() {
+/// A held message of the organization, inserted by a test straight into the store.
+fn held_message(
+    org: herald::domain::OrgId,
+    id: &str,
+    subject: &str,
+    now: time::OffsetDateTime,
+) -> herald::store::messages::NewMessage {
     use herald::domain::message::{MessageSource, MessageStatus};
-    use herald::store::messages::{self, BodyKind, NewMessage};
-    let o = Outbox::start().await;
-    let store = o.app.store().clone();
-    let new = |id: &str| NewMessage {
+    herald::store::messages::NewMessage {
         id: id.to_owned(),
-        org_id: o.org,
+        org_id: org,
         mailbox_id: None,
         mailbox_explicit: false,
         via_default_sender: false,
@@ -1201,12 +1203,27 @@ async fn messages_that_share_a_commit_are_each_answered_and_one_bad_one_fails_al
         status: MessageStatus::Held,
         mail_from: SUPPORT.into(),
         recipients: vec!["someone@example.com".into()],
-        subject: format!("Grouped {id}"),
+        subject: subject.to_owned(),
         message_id_header: format!("<{id}@herald.test>"),
-        body_kind: BodyKind::Mime,
-        body: b"Subject: grouped\r\n\r\nHello\r\n".to_vec(),
+        body_kind: herald::store::messages::BodyKind::Mime,
+        body: format!("Subject: {subject}\r\n\r\nHello\r\n").into_bytes(),
         reason: None,
-        now: herald::clock::system_now(),
+        now,
+    }
+}
+
+#[tokio::test]
+async fn messages_that_share_a_commit_are_each_answered_and_one_bad_one_fails_alone() {
+    use herald::store::messages;
+    let o = Outbox::start().await;
+    let store = o.app.store().clone();
+    let new = |id: &str| {
+        held_message(
+            o.org,
+            id,
+            &format!("Grouped {id}"),
+            herald::clock::system_now(),
+        )
     };
     let taken = uuid::Uuid::now_v7().to_string();
     messages::insert_durably(&store, new(&taken), None)
@@ -1267,29 +1284,11 @@ async fn messages_that_share_a_commit_are_each_answered_and_one_bad_one_fails_al
 #[tokio::test]
 async fn keyed_messages_share_the_commit_and_a_key_taken_in_it_or_before_refuses_only_its_message()
 {
-    use herald::domain::message::{MessageSource, MessageStatus};
-    use herald::store::messages::{self, BodyKind, NewKey, NewMessage};
+    use herald::store::messages::{self, NewKey};
     let o = Outbox::start().await;
     let store = o.app.store().clone();
     let now = herald::clock::system_now();
-    let new = |id: &str| NewMessage {
-        id: id.to_owned(),
-        org_id: o.org,
-        mailbox_id: None,
-        mailbox_explicit: false,
-        via_default_sender: false,
-        api_key_id: None,
-        source: MessageSource::Api,
-        status: MessageStatus::Held,
-        mail_from: SUPPORT.into(),
-        recipients: vec!["someone@example.com".into()],
-        subject: format!("Keyed {id}"),
-        message_id_header: format!("<{id}@herald.test>"),
-        body_kind: BodyKind::Mime,
-        body: b"Subject: keyed\r\n\r\nHello\r\n".to_vec(),
-        reason: None,
-        now,
-    };
+    let new = |id: &str| held_message(o.org, id, &format!("Keyed {id}"), now);
     let key = |name: &str| NewKey {
         key: name.to_owned(),
         request_digest: format!("digest of {name}"),
@@ -1478,5 +1477,64 @@ async fn a_lane_claims_several_messages_in_one_statement_oldest_first_and_none_t
     assert_eq!(again.len(), 4);
     assert!(again.iter().all(|c| c.message.attempts == 1));
     drop(conn);
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_that_cannot_be_written_answers_every_caller_and_keeps_nothing() {
+    let o = Outbox::start().await;
+    let store = o.app.store().clone();
+    if store.backend() != herald::store::Backend::Sqlite {
+        // The failure is made with a SQLite trigger; PostgreSQL commits each message alone.
+        o.stop().await;
+        return;
+    }
+    // Every insert of a "Doomed" message fails, as a full disk would fail them all.
+    sqlx::query(
+        "CREATE TRIGGER doomed BEFORE INSERT ON messages WHEN NEW.subject LIKE 'Doomed %' \
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let now = herald::clock::system_now();
+    let turn = store.write_permit().await;
+    let inserts: Vec<_> = (0..10)
+        .map(|i| {
+            let id = uuid::Uuid::now_v7().to_string();
+            let m = held_message(o.org, &id, &format!("Doomed {i}"), now);
+            let store = store.clone();
+            tokio::spawn(
+                async move { herald::store::messages::insert_durably(&store, m, None).await },
+            )
+        })
+        .collect();
+    let mut waiting = store.inserts_waiting();
+    crate::helpers::within("ten inserts waiting", waiting.wait_for(|n| *n == 10))
+        .await
+        .unwrap();
+    drop(turn);
+    for insert in inserts {
+        let answer = crate::helpers::within("an answer", insert).await.unwrap();
+        assert!(
+            answer.is_err(),
+            "a message that was not kept was acknowledged"
+        );
+    }
+    let kept: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM messages WHERE subject LIKE 'Doomed %'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(kept, 0);
+    // The next message, once the disk has room, is kept.
+    sqlx::query("DROP TRIGGER doomed")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let id = uuid::Uuid::now_v7().to_string();
+    herald::store::messages::insert_durably(&store, held_message(o.org, &id, "Kept", now), None)
+        .await
+        .unwrap();
     o.stop().await;
 }
