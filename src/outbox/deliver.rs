@@ -89,8 +89,8 @@ pub(super) async fn deliver(
     let admission = if unlimited {
         (None, false)
     } else {
-        let _turn = store.write_permit().await;
-        let mut tx = store.relaxed_begin().await?;
+        let mut writer = store.relaxed_writer().await?;
+        let mut tx = writer.begin().await?;
         let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
         // The time is read once the row is ours: another instance may have just sent.
         let now = millis(inner.access.clock.now());
@@ -144,8 +144,8 @@ pub(super) async fn deliver(
         Ok(reply) => {
             finish(inner, claim, Outcome::Sent { reply: &reply }).await?;
             if backing_off {
-                let _turn = store.write_permit().await;
-                let mut tx = store.relaxed_begin().await?;
+                let mut writer = store.relaxed_writer().await?;
+                let mut tx = writer.begin().await?;
                 let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
                 if throttle::succeeded(&mut state) {
                     store::throttle::save(&mut tx, mailbox.id, &state).await?;
@@ -265,8 +265,7 @@ async fn failed(
                 },
             )
             .await?;
-            let _turn = store.write_permit().await;
-            let mut conn = store.relaxed_conn().await?;
+            let mut conn = store.relaxed_writer().await?;
             store::messages::hold_mailbox(
                 &mut conn,
                 mailbox.id,
@@ -357,8 +356,8 @@ async fn slow_down(
     let store = &inner.access.store;
     let now = inner.access.clock.now();
     let until = {
-        let _turn = store.write_permit().await;
-        let mut tx = store.relaxed_begin().await?;
+        let mut writer = store.relaxed_writer().await?;
+        let mut tx = writer.begin().await?;
         let mut state = store::throttle::load_for_update(&mut tx, mailbox.id).await?;
         let mut until = throttle::back_off(&mut state, millis(now), base, rand::random::<f64>());
         if let Some(told) = told {
@@ -400,8 +399,7 @@ pub(super) async fn finish(
     outcome: Outcome<'_>,
 ) -> StoreResult<bool> {
     let recorded = {
-        let _turn = inner.access.store.write_permit().await;
-        let mut conn = inner.access.store.relaxed_conn().await?;
+        let mut conn = inner.access.store.relaxed_writer().await?;
         store::messages::finish(
             &mut conn,
             &claim.message.id,

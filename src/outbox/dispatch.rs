@@ -52,8 +52,7 @@ pub(super) async fn dispatch(inner: Arc<Inner>) {
 }
 
 pub(super) async fn sweep(inner: &Inner) -> StoreResult<u64> {
-    let _turn = inner.access.store.write_permit().await;
-    let mut conn = inner.access.store.relaxed_conn().await?;
+    let mut conn = inner.access.store.relaxed_writer().await?;
     let deleted = StatusReason::new(
         "mailbox_deleted",
         "The mailbox was deleted before this message was sent.",
@@ -73,7 +72,6 @@ pub(super) async fn sweep(inner: &Inner) -> StoreResult<u64> {
     );
     let failed = store::messages::expire_held(&mut conn, now - held_max, &expired, now).await?;
     drop(conn);
-    drop(_turn);
     for message in &failed {
         tracing::info!(message = %message.id, "held mail expired");
         crate::metrics::get().send("failed", Some("held_expired"), None);
@@ -117,8 +115,8 @@ async fn dispatch_once(inner: &Arc<Inner>) -> StoreResult<()> {
         };
         for _ in running..wanted {
             let slot = {
-                let _turn = inner.access.store.write_permit().await;
-                let mut tx = inner.access.store.relaxed_begin().await?;
+                let mut writer = inner.access.store.relaxed_writer().await?;
+                let mut tx = writer.begin().await?;
                 let slot = store::throttle::acquire_slot(
                     &mut tx,
                     mailbox_id,
@@ -199,8 +197,7 @@ async fn lane(
             }
             let now = inner.access.clock.now();
             if renewed.elapsed() > std::time::Duration::from_secs(30) {
-                let _turn = inner.access.store.write_permit().await;
-                let mut conn = inner.access.store.relaxed_conn().await?;
+                let mut conn = inner.access.store.relaxed_writer().await?;
                 let kept = store::throttle::renew_slot(
                     &mut conn,
                     mailbox_id,
@@ -235,8 +232,7 @@ async fn lane(
             if mailbox.status != MailboxStatus::Verified {
                 // What this lane holds goes back first, to be held with the rest.
                 hand.release(inner).await;
-                let _turn = inner.access.store.write_permit().await;
-                let mut conn = inner.access.store.relaxed_conn().await?;
+                let mut conn = inner.access.store.relaxed_writer().await?;
                 store::messages::hold_mailbox(
                     &mut conn,
                     mailbox_id,
@@ -255,8 +251,7 @@ async fn lane(
                 // record an outcome over the new holder's.
                 let token = format!("{}/{}", inner.owner, uuid::Uuid::new_v4().simple());
                 let claimed = {
-                    let _turn = inner.access.store.write_permit().await;
-                    let mut conn = inner.access.store.relaxed_conn().await?;
+                    let mut conn = inner.access.store.relaxed_writer().await?;
                     store::messages::claim_many(
                         &mut conn,
                         mailbox_id,

@@ -149,8 +149,7 @@ impl Outbox {
             while tasks.join_next().await.is_some() {}
         }
         let released = async {
-            let _turn = self.inner.access.store.write_permit().await;
-            let mut conn = self.inner.access.store.relaxed_conn().await?;
+            let mut conn = self.inner.access.store.relaxed_writer().await?;
             release_owned(&mut conn, &self.inner.owner).await
         }
         .await;

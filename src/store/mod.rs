@@ -106,6 +106,9 @@ pub struct Store {
     pending_inserts: Arc<PendingInserts>,
     /// How many token refreshes may hold a cross-instance lock at once (PostgreSQL).
     refresh_slots: Arc<tokio::sync::Semaphore>,
+    /// On SQLite, one relaxed connection kept out of the pool for the outbox's busiest writes
+    /// (see [`Store::relaxed_writer`]).
+    kept_writer: Arc<tokio::sync::Mutex<Option<sqlx::AnyConnection>>>,
     /// API keys and organizations with their mailboxes, served from memory.
     directory: Arc<directory::Directory>,
     backend: Backend,
@@ -141,6 +144,51 @@ pub struct TokenRefreshLock(
     #[allow(dead_code)] Transaction<'static, sqlx::Any>,
     #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
 );
+
+/// A turn at writing with its connection (see [`Store::relaxed_writer`]); dereferences to the
+/// connection.
+pub struct RelaxedWriter {
+    conn: WriterConn,
+    _turn: WritePermit,
+}
+
+enum WriterConn {
+    Kept(tokio::sync::OwnedMutexGuard<Option<sqlx::AnyConnection>>),
+    Pooled(sqlx::pool::PoolConnection<Any>),
+}
+
+impl RelaxedWriter {
+    /// Begins a transaction on the writer's connection (`BEGIN IMMEDIATE` on SQLite).
+    pub async fn begin(&mut self) -> StoreResult<Transaction<'_, Any>> {
+        use sqlx::Connection;
+        let sqlite = !is_postgres(self);
+        let conn: &mut AnyConnection = self;
+        Ok(if sqlite {
+            conn.begin_with("BEGIN IMMEDIATE").await?
+        } else {
+            conn.begin().await?
+        })
+    }
+}
+
+impl std::ops::Deref for RelaxedWriter {
+    type Target = AnyConnection;
+    fn deref(&self) -> &AnyConnection {
+        match &self.conn {
+            WriterConn::Kept(kept) => kept.as_ref().expect("connected when the writer was made"),
+            WriterConn::Pooled(conn) => conn,
+        }
+    }
+}
+
+impl std::ops::DerefMut for RelaxedWriter {
+    fn deref_mut(&mut self) -> &mut AnyConnection {
+        match &mut self.conn {
+            WriterConn::Kept(kept) => kept.as_mut().expect("connected when the writer was made"),
+            WriterConn::Pooled(conn) => conn,
+        }
+    }
+}
 
 /// A turn at writing (see [`Store::write_permit`]); the turn ends when it is dropped.
 #[must_use = "the turn ends when the permit is dropped"]
@@ -210,6 +258,7 @@ impl Store {
                     pending_inserts: Arc::default(),
                     refresh_slots: Arc::new(tokio::sync::Semaphore::new(4)),
                     directory: Arc::default(),
+                    kept_writer: Arc::default(),
                     backend: Backend::Sqlite,
                 })
             }
@@ -237,6 +286,7 @@ impl Store {
                     pending_inserts: Arc::default(),
                     refresh_slots: Arc::new(tokio::sync::Semaphore::new(4)),
                     directory: Arc::default(),
+                    kept_writer: Arc::default(),
                     backend: Backend::Postgres,
                 })
             }
@@ -305,6 +355,25 @@ impl Store {
         }
     }
 
+    /// The turn at writing, with a connection for the outbox's bookkeeping (see `relaxed`): on
+    /// SQLite one kept out of the pool for it, which the pool therefore never pings on its way
+    /// back (sqlx pings every connection it takes back: a round trip to the connection's
+    /// thread per write); on PostgreSQL one from the pool.
+    pub async fn relaxed_writer(&self) -> StoreResult<RelaxedWriter> {
+        let turn = self.write_permit().await;
+        let conn = match (&self.relaxed, self.backend) {
+            (Some(relaxed), Backend::Sqlite) => {
+                let mut kept = self.kept_writer.clone().lock_owned().await;
+                if kept.is_none() {
+                    *kept = Some(relaxed.acquire().await?.detach());
+                }
+                WriterConn::Kept(kept)
+            }
+            _ => WriterConn::Pooled(self.pool.acquire().await?),
+        };
+        Ok(RelaxedWriter { conn, _turn: turn })
+    }
+
     fn pending_inserts(&self) -> std::sync::MutexGuard<'_, Vec<messages::PendingInsert>> {
         self.pending_inserts
             .0
@@ -371,6 +440,10 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(kept) = self.kept_writer.lock().await.take() {
+            use sqlx::Connection;
+            let _ = kept.close().await;
+        }
         if let Some(relaxed) = &self.relaxed {
             relaxed.close().await;
         }
