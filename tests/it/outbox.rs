@@ -1184,6 +1184,43 @@ async fn admin_keys_cannot_be_limited_and_a_key_whose_mailboxes_are_gone_sends_n
     o.stop().await;
 }
 
+/// Inserts the messages while another writer has the turn, so that on SQLite they all wait
+/// for it and go to the disk in one commit; answers each message's result, in order.
+async fn insert_together(
+    store: &herald::store::Store,
+    messages: Vec<(
+        herald::store::messages::NewMessage,
+        Option<herald::store::messages::NewKey>,
+    )>,
+) -> Vec<herald::store::StoreResult<()>> {
+    let count = messages.len();
+    let turn = store.write_permit().await;
+    let inserts: Vec<_> = messages
+        .into_iter()
+        .map(|(message, key)| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                herald::store::messages::insert_durably(&store, message, key).await
+            })
+        })
+        .collect();
+    if store.backend() == herald::store::Backend::Sqlite {
+        let mut waiting = store.inserts_waiting();
+        crate::helpers::within(
+            "the inserts waiting for the commit",
+            waiting.wait_for(|n| *n == count),
+        )
+        .await
+        .unwrap();
+    }
+    drop(turn);
+    let mut answers = Vec::with_capacity(count);
+    for insert in inserts {
+        answers.push(crate::helpers::within("an answer", insert).await.unwrap());
+    }
+    answers
+}
+
 /// A held message of the organization, inserted by a test straight into the store.
 fn held_message(
     org: herald::domain::OrgId,
@@ -1231,7 +1268,6 @@ async fn messages_that_share_a_commit_are_each_answered_and_one_bad_one_fails_al
         .unwrap();
     // While another writer has the turn, twenty messages arrive, one of them reusing an id:
     // on SQLite they then go to the disk together.
-    let turn = store.write_permit().await;
     let ids: Vec<String> = (0..20)
         .map(|i| {
             if i == 7 {
@@ -1241,27 +1277,10 @@ async fn messages_that_share_a_commit_are_each_answered_and_one_bad_one_fails_al
             }
         })
         .collect();
-    let inserts: Vec<_> = ids
-        .iter()
-        .map(|id| {
-            let (store, message) = (store.clone(), new(id));
-            tokio::spawn(async move { messages::insert_durably(&store, message, None).await })
-        })
-        .collect();
-    if store.backend() == herald::store::Backend::Sqlite {
-        // All twenty are waiting for the turn, to share the next commit.
-        let mut waiting = store.inserts_waiting();
-        crate::helpers::within(
-            "twenty inserts waiting for the commit",
-            waiting.wait_for(|n| *n == 20),
-        )
-        .await
-        .unwrap();
-    }
-    drop(turn);
+    let answers = insert_together(&store, ids.iter().map(|id| (new(id), None)).collect()).await;
     let mut refused = 0;
-    for (i, insert) in inserts.into_iter().enumerate() {
-        match insert.await.unwrap() {
+    for (i, answer) in answers.into_iter().enumerate() {
+        match answer {
             Ok(()) => assert_ne!(i, 7),
             Err(_) => {
                 assert_eq!(i, 7, "only the message reusing an id fails");
@@ -1316,7 +1335,6 @@ async fn keyed_messages_share_the_commit_and_a_key_taken_in_it_or_before_refuses
         .unwrap();
     // Twenty arrive while another writer has the turn: every other one keyed, two with the
     // same key, one with the live key and one with the expired key.
-    let turn = store.write_permit().await;
     let keys: Vec<Option<String>> = (0..20)
         .map(|i| match i {
             4 | 6 => Some("twin".to_owned()),
@@ -1327,28 +1345,15 @@ async fn keyed_messages_share_the_commit_and_a_key_taken_in_it_or_before_refuses
         })
         .collect();
     let ids: Vec<String> = (0..20).map(|_| uuid::Uuid::now_v7().to_string()).collect();
-    let inserts: Vec<_> = ids
+    let messages = ids
         .iter()
         .zip(&keys)
-        .map(|(id, k)| {
-            let (store, message, k) = (store.clone(), new(id), k.as_deref().map(key));
-            tokio::spawn(async move { messages::insert_durably(&store, message, k).await })
-        })
+        .map(|(id, k)| (new(id), k.as_deref().map(key)))
         .collect();
-    if store.backend() == herald::store::Backend::Sqlite {
-        // Keyed or not, all twenty wait to share the next commit.
-        let mut waiting = store.inserts_waiting();
-        crate::helpers::within(
-            "twenty inserts waiting for the commit",
-            waiting.wait_for(|n| *n == 20),
-        )
-        .await
-        .unwrap();
-    }
-    drop(turn);
+    let answers = insert_together(&store, messages).await;
     let mut refused = Vec::new();
-    for (i, insert) in inserts.into_iter().enumerate() {
-        match insert.await.unwrap() {
+    for (i, answer) in answers.into_iter().enumerate() {
+        match answer {
             Ok(()) => {}
             Err(herald::store::StoreError::Conflict(what)) => {
                 assert_eq!(what, "idempotency key");
@@ -1498,24 +1503,13 @@ async fn a_batch_that_cannot_be_written_answers_every_caller_and_keeps_nothing()
     .await
     .unwrap();
     let now = herald::clock::system_now();
-    let turn = store.write_permit().await;
-    let inserts: Vec<_> = (0..10)
+    let doomed = (0..10)
         .map(|i| {
             let id = uuid::Uuid::now_v7().to_string();
-            let m = held_message(o.org, &id, &format!("Doomed {i}"), now);
-            let store = store.clone();
-            tokio::spawn(
-                async move { herald::store::messages::insert_durably(&store, m, None).await },
-            )
+            (held_message(o.org, &id, &format!("Doomed {i}"), now), None)
         })
         .collect();
-    let mut waiting = store.inserts_waiting();
-    crate::helpers::within("ten inserts waiting", waiting.wait_for(|n| *n == 10))
-        .await
-        .unwrap();
-    drop(turn);
-    for insert in inserts {
-        let answer = crate::helpers::within("an answer", insert).await.unwrap();
+    for answer in insert_together(&store, doomed).await {
         assert!(
             answer.is_err(),
             "a message that was not kept was acknowledged"
