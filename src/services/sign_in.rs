@@ -58,8 +58,10 @@ pub struct KeyCaller {
     pub mailboxes: Option<Vec<MailboxId>>,
 }
 
-/// The live (unrevoked) API key with this token (from the store's directory), once `admit`
-/// lets it through (the request rate): its use is then recorded, to the minute. `None` for an unknown or revoked key; `Some(Err(_))` when `admit` refused it.
+/// The live (unrevoked) API key with this token and its mailbox limits (see
+/// [`Store::api_key`]), once `admit` lets it through (the request rate): its use is then
+/// recorded, to the minute. `None` for an unknown or revoked key; `Some(Err(_))` when `admit`
+/// refused it.
 pub async fn api_key_caller<E>(
     store: &Store,
     token: &ApiKeyToken,
