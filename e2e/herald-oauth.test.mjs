@@ -45,6 +45,8 @@ let apiKey;
 const ADMIN = 'admin@contoso.example';
 const ADMIN_PASSWORD = 'interop admin password 0123';
 const received = [];
+/** The certificate of the smtp-servers Herald trusts (HERALD_SMTP_CA_FILE). */
+let smtpTls;
 let refuseAll = false;
 
 /** The keyed app's RSA key and self-signed certificate, made with openssl. */
@@ -176,6 +178,7 @@ async function startSmtp(tls) {
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'herald-oauth-interop-'));
   const tls = certificates(dir, 'Interop CA');
+  smtpTls = tls;
   const env = heraldEnv(dir, { HERALD_SMTP_CA_FILE: tls.ca });
   const cli = (...args) => execFileSync(HERALD, args, { env, encoding: 'utf8' });
   const org = cli('org', 'add', 'Contoso').trim();
@@ -270,6 +273,70 @@ test('a token smtp-server refuses with its 334 challenge is refreshed once, then
   }
   const again = await (await api(`/mailboxes/${mailbox.id}/verify`, { method: 'POST' })).json();
   assert.equal(again.status, 'verified', 'refreshed tokens work once the server accepts them');
+});
+
+/** An smtp-server with implicit TLS (as on port 465) and PLAIN/LOGIN; answers its port. */
+async function startSmtps(tls, password, got) {
+  const server = new SMTPServer({
+    secure: true,
+    key: tls.key,
+    cert: tls.cert,
+    authMethods: ['PLAIN', 'LOGIN'],
+    onAuth(auth, _session, callback) {
+      if (auth.username === USER && auth.password === password) return callback(null, { user: auth.username });
+      return callback(new Error('Authentication credentials invalid'));
+    },
+    onData(stream, session, callback) {
+      const chunks = [];
+      stream.on('data', (c) => chunks.push(c));
+      stream.on('end', () => {
+        got.push({ user: session.user, secure: session.secure, raw: Buffer.concat(chunks).toString() });
+        callback();
+      });
+    },
+  });
+  // A client that refuses the certificate ends the handshake; smtp-server reports it here.
+  server.on('error', () => {});
+  const port = await new Promise((done) => server.listen(0, '127.0.0.1', () => done(server.server.address().port)));
+  return { server, port };
+}
+
+test('a basic-auth mailbox sends through smtp-server over implicit TLS (port 465 style), its certificate verified', async () => {
+  const password = 'smtps password 0123456789';
+  const got = [];
+  const trusted = await startSmtps(smtpTls, password, got);
+  const unknownCa = mkdtempSync(join(tmpdir(), 'herald-smtps-'));
+  const untrusted = await startSmtps(certificates(unknownCa, 'Unknown CA'), password, got);
+  const mailbox = async (name, port) => {
+    const created = await api('/mailboxes', {
+      method: 'POST',
+      body: JSON.stringify({ name, auth: 'basic', provider: 'custom', host: 'localhost', port, security: 'tls', username: USER, password }),
+    });
+    assert.equal(created.status, 201, await created.clone().text());
+    return (await created.json()).id;
+  };
+  try {
+    const id = await mailbox('Scanner', trusted.port);
+    const verified = await (await api(`/mailboxes/${id}/verify`, { method: 'POST' })).json();
+    assert.equal(verified.status, 'verified', JSON.stringify(verified.status_reason));
+    const sent = await api(`/mailboxes/${id}/test-message`, { method: 'POST', body: JSON.stringify({ to: 'dave@example.com' }) });
+    assert.equal(sent.status, 200, await sent.clone().text());
+    assert.equal(got.length, 1);
+    assert.equal(got[0].user, USER);
+    assert.equal(got[0].secure, true, 'TLS from the first byte');
+    assert.match(got[0].raw, /dave@example\.com/);
+
+    // A server whose CA Herald does not trust is refused, as a fault of the settings.
+    const other = await mailbox('Untrusted', untrusted.port);
+    const refused = await (await api(`/mailboxes/${other}/verify`, { method: 'POST' })).json();
+    assert.equal(refused.status, 'not_verified');
+    assert.equal(refused.status_reason?.code, 'smtp_connection_failed', JSON.stringify(refused.status_reason));
+    assert.equal(got.length, 1, 'nothing reached the untrusted server');
+  } finally {
+    await new Promise((done) => trusted.server.close(done));
+    await new Promise((done) => untrusted.server.close(done));
+    rmSync(unknownCa, { recursive: true, force: true });
+  }
 });
 
 test('an app-only mailbox gets its own token from oidc-provider (client credentials) and sends through smtp-server', async () => {

@@ -4,18 +4,22 @@
 //! status reasons ([`gmail`] words Gmail's own).
 
 pub mod gmail;
+mod implicit_tls;
 
 use std::time::Duration;
 
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, AsyncTokioStream, Certificate, TlsParameters,
+};
 use lettre::transport::smtp::extension::ClientId;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::domain::mailbox::{AuthKind, CredentialKind, Mailbox, Provider, Security, StatusReason};
 use crate::domain::smtp::SmtpReply;
 use crate::net::HostPolicy;
+use implicit_tls::ImplicitTls;
 
 /// How to authenticate.
 pub enum SmtpAuth {
@@ -107,6 +111,15 @@ impl SmtpFailure {
             fault: Fault::Config,
         }
     }
+}
+
+/// A refusal of the server's certificate or protocol during the implicit-TLS handshake: a
+/// fault of the settings, as lettre's own TLS failures are.
+fn tls_refusal(error: &std::io::Error) -> Option<SmtpFailure> {
+    error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .map(|e| SmtpFailure::refused(format!("TLS: {e}")))
 }
 
 /// Whether a TLS failure (certificate verification, handshake) lies behind a lettre error,
@@ -277,46 +290,40 @@ impl Session {
             .await
             .map_err(SmtpFailure::refused)?;
         let hello = ClientId::default();
-        let wrapper = match mailbox.security {
-            Security::Tls => Some(tls_parameters(target)?),
+        let implicit = match mailbox.security {
+            Security::Tls => Some(
+                ImplicitTls::prepare(&mailbox.host, target.extra_roots)
+                    .map_err(SmtpFailure::refused)?,
+            ),
             _ => None,
         };
         // Connect to the address the policy approved; TLS still verifies the host name.
         let addr = std::net::SocketAddr::new(addrs[0].ip(), mailbox.port);
+        let cannot_connect = |e: &dyn std::fmt::Display| SmtpFailure {
+            reply: SmtpReply::no_reply(format!("cannot connect to {addr}: {e}")),
+            fault: Fault::Reply,
+        };
         let connect = async {
-            match wrapper {
-                Some(tls) => {
-                    AsyncSmtpConnection::connect_tokio1(
-                        addr,
-                        Some(target.timeout),
-                        &hello,
-                        Some(tls),
-                        None,
-                    )
-                    .await
-                }
-                None => {
-                    let tcp = match tokio::net::TcpStream::connect(addr).await {
-                        Ok(tcp) => tcp,
-                        Err(e) => return Ok(Err(e)),
-                    };
-                    // Commands and replies are small and awaited one by one: without this,
-                    // Nagle's algorithm and the server's delayed ACK cost up to 40 ms a message.
-                    let _ = tcp.set_nodelay(true);
-                    AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello).await
-                }
-            }
-            .map(Ok)
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| cannot_connect(&e))?;
+            // Commands and replies are small and awaited one by one: without this, Nagle's
+            // algorithm and the server's delayed ACK cost up to 40 ms a message.
+            let _ = tcp.set_nodelay(true);
+            let stream: Box<dyn AsyncTokioStream> = match implicit {
+                Some(handshake) => Box::new(
+                    ImplicitTls::connect(handshake, tcp)
+                        .await
+                        .map_err(|e| tls_refusal(&e).unwrap_or_else(|| cannot_connect(&e)))?,
+                ),
+                None => Box::new(tcp),
+            };
+            AsyncSmtpConnection::connect_with_transport(stream, &hello)
+                .await
+                .map_err(|e| failure(&e, auth))
         };
         let mut conn = match tokio::time::timeout(target.timeout, connect).await {
-            Ok(Ok(Ok(conn))) => conn,
-            Ok(Ok(Err(e))) => {
-                return Err(SmtpFailure {
-                    reply: SmtpReply::no_reply(format!("cannot connect to {addr}: {e}")),
-                    fault: Fault::Reply,
-                });
-            }
-            Ok(Err(e)) => return Err(failure(&e, auth)),
+            Ok(result) => result?,
             Err(_) => return Err(SmtpFailure::timeout("connecting")),
         };
         if mailbox.security == Security::StartTls {
