@@ -3,13 +3,20 @@
 use crate::access::Access;
 use crate::outbox::Outbox;
 use crate::services::alerts;
+use crate::services::webhooks::Webhooks;
 
-/// Raises the client-secret alerts, e-mails alerts and delivers them to webhooks; each pass
+/// Raises the client-secret alerts, e-mails alerts and starts their webhook deliveries; each pass
 /// done is counted in [`Outbox::alert_passes`].
 pub(super) async fn alerts(access: Access, outbox: Outbox) {
     let mut stopping = outbox.stopping();
     let tuning = outbox.tuning().clone();
     let mut scanned: Option<std::time::Instant> = None;
+    let webhooks = Webhooks::new(
+        access.store.clone(),
+        access.keys.clone(),
+        access.http.clone(),
+        access.clock.clone(),
+    );
     loop {
         if *stopping.borrow() {
             return;
@@ -33,9 +40,8 @@ pub(super) async fn alerts(access: Access, outbox: Outbox) {
             Ok(_) => outbox.wake(),
             Err(e) => tracing::warn!(error = %e, "could not email alerts"),
         }
-        if let Err(e) =
-            alerts::deliver_due(&access.store, &access.keys, &access.http, &*access.clock).await
-        {
+        // Deliveries go on in the background, each organization's apart from the others'.
+        if let Err(e) = webhooks.start_due().await {
             tracing::warn!(error = %e, "could not deliver alerts");
         }
         outbox.alert_pass_done();

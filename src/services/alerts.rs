@@ -11,19 +11,15 @@
 //! rejects a `t` more than 5 minutes from its clock, so a captured request cannot be replayed
 //! later.
 
-use std::time::Duration as StdDuration;
-
 use hmac::{KeyInit, Mac};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Serialize;
 use time::{Date, OffsetDateTime};
 
 use super::{ServiceError, ServiceResult};
-use crate::clock::Clock;
 use crate::domain::mailbox::{CredentialExpiry, ExpiryWarning, Mailbox, expiry_warning};
 use crate::domain::{FieldError, OrgId};
 use crate::keys;
-use crate::oauth::http::{HttpError, TokenHttp};
 use crate::secrets::KeyRing;
 use crate::store::alerts::{self as stored, Alert, NewAlert};
 use crate::store::{self, Store, StoreResult};
@@ -352,104 +348,6 @@ pub async fn email_due(
         }
     }
     Ok(queued)
-}
-
-/// Deliveries are tried this many times, further and further apart, then given up.
-const WEBHOOK_TRIES: i64 = 8;
-
-fn retry_after(attempts: i64) -> time::Duration {
-    // 10 s, 40 s, 2.7 min, 11 min, 43 min, 2.8 h, 11 h.
-    time::Duration::seconds(10 * 4i64.pow(attempts.clamp(1, 7) as u32 - 1))
-}
-
-/// Sends the alerts whose webhook delivery is due. Answers how many were delivered.
-pub async fn deliver_due(
-    store: &Store,
-    keys: &KeyRing,
-    http: &TokenHttp,
-    clock: &dyn Clock,
-) -> ServiceResult<usize> {
-    let due = {
-        let mut conn = store.conn().await?;
-        stored::webhooks_due(&mut conn, clock.now(), 50).await?
-    };
-    let mut delivered = 0;
-    for alert in due {
-        // The time of this delivery, not of the pass: earlier ones may have taken a while.
-        let now = clock.now();
-        let (url, secret) = {
-            let mut conn = store.conn().await?;
-            // Longer than a delivery can take, so no other instance sends it meanwhile.
-            if !stored::take_webhook(&mut conn, &alert.id, now, now + time::Duration::minutes(5))
-                .await?
-            {
-                continue;
-            }
-            let url = stored::webhook_url(&mut conn, alert.org_id).await?;
-            let secret = keys::get_secret(
-                &mut conn,
-                keys,
-                &alert.org_id.to_string(),
-                WEBHOOK_SECRET_FIELD,
-            )
-            .await
-            .map_err(ServiceError::internal)?;
-            (url, secret)
-        };
-        let attempts = alert.webhook_attempts + 1;
-        let outcome = match (url, secret) {
-            (Some(url), Some(secret)) => post(http, &url, &secret, &alert, now).await,
-            _ => Err("the organization has no webhook any more".to_owned()),
-        };
-        let mut conn = store.conn().await?;
-        match outcome {
-            Ok(()) => {
-                stored::webhook_outcome(&mut conn, &alert.id, attempts, Ok(())).await?;
-                delivered += 1;
-            }
-            Err(why) => {
-                tracing::warn!(alert = %alert.id, attempts, error = %why, "an alert's webhook delivery failed");
-                let retry = (attempts < WEBHOOK_TRIES).then(|| now + retry_after(attempts));
-                stored::webhook_outcome(&mut conn, &alert.id, attempts, Err((&why, retry))).await?;
-            }
-        }
-    }
-    Ok(delivered)
-}
-
-async fn post(
-    http: &TokenHttp,
-    url: &str,
-    secret: &SecretString,
-    alert: &Alert,
-    now: OffsetDateTime,
-) -> Result<(), String> {
-    let body = payload(alert);
-    let t = now.unix_timestamp();
-    use axum::http;
-    let request = http::Request::builder()
-        .method(http::Method::POST)
-        .uri(url)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .header(
-            http::header::USER_AGENT,
-            concat!("Herald/", env!("CARGO_PKG_VERSION")),
-        )
-        .header(
-            SIGNATURE_HEADER,
-            signature(secret.expose_secret(), t, &body),
-        )
-        .body(body)
-        .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(StdDuration::from_secs(20), http.execute(request)).await {
-        Err(_) => Err("the webhook did not answer within 20 seconds".into()),
-        Ok(Err(e @ (HttpError::Transport(_) | HttpError::TooLarge(_)))) => {
-            Err(e.to_string().replace("the token endpoint", "the webhook"))
-        }
-        Ok(Err(e)) => Err(e.to_string()),
-        Ok(Ok(response)) if response.status().is_success() => Ok(()),
-        Ok(Ok(response)) => Err(format!("the webhook answered {}", response.status())),
-    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod settings;
 pub mod sign_in;
 pub mod test_message;
 pub mod views;
+pub mod webhooks;
 
 use secrecy::SecretString;
 use time::{Duration, OffsetDateTime};

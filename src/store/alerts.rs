@@ -176,23 +176,43 @@ pub async fn dismiss(
     Ok(done.rows_affected() == 1)
 }
 
-/// Alerts whose webhook delivery is due, oldest first.
-pub async fn webhooks_due(
+/// The organizations that have alerts due to their webhook, at most `limit`, those waiting
+/// longest first.
+pub async fn webhook_orgs_due(
     conn: &mut Conn,
     now: OffsetDateTime,
     limit: i64,
-) -> StoreResult<Vec<Alert>> {
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM alerts WHERE webhook_status = 'pending' AND webhook_next_at <= $1 \
-         ORDER BY webhook_next_at, id LIMIT $2"
-    )))
+) -> StoreResult<Vec<OrgId>> {
+    sqlx::query(
+        "SELECT org_id FROM alerts WHERE webhook_status = 'pending' AND webhook_next_at <= $1 \
+         GROUP BY org_id ORDER BY MIN(webhook_next_at), org_id LIMIT $2",
+    )
     .bind(to_db_time(now))
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?
     .iter()
-    .map(from_row)
+    .map(|row| parse_id(&row.try_get::<String, _>("org_id")?))
     .collect()
+}
+
+/// The organization's alert whose webhook delivery is due first, if any.
+pub async fn next_webhook_due(
+    conn: &mut Conn,
+    org_id: OrgId,
+    now: OffsetDateTime,
+) -> StoreResult<Option<Alert>> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM alerts WHERE webhook_status = 'pending' AND webhook_next_at <= $1 \
+         AND org_id = $2 ORDER BY webhook_next_at, id LIMIT 1"
+    )))
+    .bind(to_db_time(now))
+    .bind(org_id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?
+    .as_ref()
+    .map(from_row)
+    .transpose()
 }
 
 /// Takes an alert's delivery for one attempt (no other instance sends it until `until`).
