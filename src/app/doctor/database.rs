@@ -49,11 +49,13 @@ pub(super) async fn check(config: &Config) -> (Check, Option<Store>) {
         state.applied,
         state.known
     );
-    let versions = |v: &[i64]| {
-        v.iter()
+    let versions = |v: &[i64]| match v {
+        [first, .., last] if v.len() > 4 => format!("{first} to {last}"),
+        _ => v
+            .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
     };
     let check = if !state.unknown.is_empty() {
         Check::fail(

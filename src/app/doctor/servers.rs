@@ -299,7 +299,8 @@ fn not_after(der: &[u8]) -> Option<OffsetDateTime> {
     Some(cert.validity().not_after.to_datetime())
 }
 
-/// An error with its causes, each once: lettre's own message often hides the certificate's.
+/// An error with its causes, each once: lettre's own message often hides the certificate's,
+/// or repeats its own words ("Connection error: Connection error: …").
 fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
@@ -311,5 +312,23 @@ fn chain(error: &dyn std::error::Error) -> String {
         }
         source = e.source();
     }
-    text
+    let mut parts: Vec<&str> = text.split(": ").collect();
+    parts.dedup();
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_error_chain_says_each_thing_once() {
+        let inner = std::io::Error::other("invalid peer certificate: UnknownIssuer");
+        let outer = std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            format!("Connection error: Connection error: {inner}"),
+        );
+        assert_eq!(
+            super::chain(&outer),
+            "Connection error: invalid peer certificate: UnknownIssuer"
+        );
+    }
 }
