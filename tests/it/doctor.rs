@@ -524,3 +524,50 @@ async fn doctor_fails_on_an_smtp_certificate_it_has_no_reason_to_trust() {
             .any(|c| c["name"] == "smtp" && c["outcome"] == "ok")
     );
 }
+
+#[tokio::test]
+async fn doctor_fails_on_a_graph_host_it_cannot_reach() {
+    let setup = Installation::start().await;
+    let token_url = token_endpoint_with_clock(Arc::new(AtomicI64::new(0))).await;
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let id = setup
+        .create(json!({
+            "name": "Reports", "auth": "oauth2", "provider": "microsoft", "tenant": "contoso.com",
+            "transport": "graph", "username": "reports@contoso.com",
+            "client_id": "11111111-2222-3333-4444-555555555555",
+            "client_secret": "abc8Q~Very.Secret_Value-0123456789xyz",
+        }))
+        .await;
+    // Microsoft's hosts are not for tests: the mailbox's endpoints move to 127.0.0.1, where
+    // the API, which derives them from the cloud, cannot put them.
+    let repoint = |graph: String| {
+        let (store, id, token_url) = (setup.app.store().clone(), id.clone(), token_url.clone());
+        async move {
+            sqlx::query("UPDATE mailboxes SET graph_url = $1, token_url = $2 WHERE id = $3")
+                .bind(graph)
+                .bind(token_url)
+                .bind(id)
+                .execute(store.pool())
+                .await
+                .unwrap();
+        }
+    };
+    repoint(format!("http://127.0.0.1:{closed}")).await;
+    let out = doctor(&setup.env, &[]).await;
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    out.shows(
+        "FAIL",
+        "graph",
+        &format!("127.0.0.1:{closed}"),
+        &["cannot reach", "fix:", "Reports"],
+    );
+
+    // Any HTTP answer will do: the token endpoint's server stands in for Graph.
+    repoint(token_url.replace("/contoso/oauth2/v2.0/token", "")).await;
+    let out = doctor(&setup.env, &[]).await;
+    assert_eq!(out.code(), Some(0), "{}", out.describe());
+    out.shows("OK", "graph", "Reports", &["answers"]);
+}
