@@ -39,6 +39,7 @@ pub(super) async fn check(
     now: OffsetDateTime,
 ) -> Vec<Check> {
     let mut servers: Vec<(Server, Vec<String>)> = Vec::new();
+    let mut unusable = Vec::new();
     for m in mailboxes {
         let server = match m.transport {
             TransportKind::Smtp => Server::Smtp {
@@ -54,11 +55,12 @@ pub(super) async fn check(
                 match Url::parse(raw) {
                     Ok(url) => Server::Graph(url),
                     Err(e) => {
-                        return vec![Check::fail(
+                        unusable.push(Check::fail(
                             GRAPH,
-                            format!("mailbox {}: Graph URL {raw} is not a URL: {e}", m.name),
-                            "correct the mailbox's Graph URL",
-                        )];
+                            format!("mailbox {}: its Graph URL {raw} is not a URL: {e}", m.name),
+                            "choose the mailbox's cloud again (Edit), so that Herald sets its Graph URL",
+                        ));
+                        continue;
                     }
                 }
             }
@@ -68,7 +70,7 @@ pub(super) async fn check(
             None => servers.push((server, vec![m.name.clone()])),
         }
     }
-    if servers.is_empty() {
+    if mailboxes.is_empty() {
         return vec![Check::ok("mailboxes", "none yet: no server to reach")];
     }
     let roots = match &config.smtp_ca_file {
@@ -112,7 +114,7 @@ pub(super) async fn check(
     }
     let mut checks: Vec<(usize, Check)> = tasks.join_all().await;
     checks.sort_by_key(|(n, _)| *n);
-    checks.into_iter().map(|(_, c)| c).collect()
+    checks.into_iter().map(|(_, c)| c).chain(unusable).collect()
 }
 
 async fn graph(http: &crate::oauth::http::TokenHttp, url: &Url) -> Check {
