@@ -2,6 +2,7 @@
 //! subcommand that needs the application builds it here, so `serve`, the tests and later
 //! `demo` run the same wiring.
 
+pub mod doctor;
 mod http;
 mod jobs;
 mod operator;

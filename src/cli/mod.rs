@@ -5,6 +5,7 @@
 
 mod api_keys;
 mod demo;
+mod doctor;
 mod input;
 mod keys;
 mod mailboxes;
@@ -48,6 +49,15 @@ pub enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Check the installation without changing it: the configuration, the database and its
+    /// migrations, the master key, the public URL, the clock against the providers', and each
+    /// mailbox's servers (DNS, connection, TLS). Prints each check with the fix; exits 1 when
+    /// one fails, 2 when the configuration cannot be loaded.
+    Doctor {
+        /// Print the checks as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage organizations.
     #[command(subcommand)]
     Org(OrgCommand),
@@ -215,6 +225,9 @@ pub fn main(cli: Cli) -> ExitCode {
         keys::generate();
         return ExitCode::SUCCESS;
     }
+    if let Command::Doctor { json } = cli.command {
+        return doctor::main(cli.config.as_deref(), json);
+    }
     let config = match Config::from_env(cli.config.as_deref()) {
         Ok(config) => config,
         Err(e) => {
@@ -255,7 +268,7 @@ async fn run(config: Config, command: Command) -> anyhow::Result<()> {
             new_key_stdin,
             force,
         }) => keys::rotate(config, new_key_stdin, force).await,
-        Command::Keys(KeysCommand::Generate) => {
+        Command::Keys(KeysCommand::Generate) | Command::Doctor { .. } => {
             unreachable!("handled before loading the configuration")
         }
     }

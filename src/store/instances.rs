@@ -79,3 +79,23 @@ pub async fn alive(conn: &mut Conn, since: OffsetDateTime) -> StoreResult<Vec<In
         })
         .collect()
 }
+
+/// Every instance as it last reported, the latest heartbeat first; changes nothing (unlike
+/// [`alive`], which forgets the silent ones).
+pub async fn reported(conn: &mut Conn) -> StoreResult<Vec<Instance>> {
+    let rows = sqlx::query(
+        "SELECT id, hostname, pid, heartbeat_at FROM instances ORDER BY heartbeat_at DESC",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Instance {
+                id: r.try_get("id")?,
+                hostname: r.try_get("hostname")?,
+                pid: r.try_get("pid")?,
+                heartbeat_at: from_db_time(r.try_get("heartbeat_at")?)?,
+            })
+        })
+        .collect()
+}

@@ -20,6 +20,7 @@ pub mod messages;
 pub mod org_limits;
 pub mod orgs;
 pub mod relay;
+pub mod schema;
 pub mod secrets;
 pub mod sessions;
 pub mod setup;

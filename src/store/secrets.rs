@@ -136,3 +136,22 @@ pub async fn count(conn: &mut Conn) -> StoreResult<i64> {
         .await?
         .try_get("n")?)
 }
+
+/// One value sealed with the key `key_id`, if any: to try a key without reading every secret.
+pub async fn one_sealed_with(conn: &mut Conn, key_id: &str) -> StoreResult<Option<SealedRow>> {
+    let row = sqlx::query(
+        "SELECT owner_id, field, key_id, sealed FROM secrets WHERE key_id = $1 ORDER BY owner_id, field LIMIT 1",
+    )
+    .bind(key_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| {
+        Ok(SealedRow {
+            owner_id: r.try_get("owner_id")?,
+            field: r.try_get("field")?,
+            key_id: r.try_get("key_id")?,
+            sealed: r.try_get("sealed")?,
+        })
+    })
+    .transpose()
+}

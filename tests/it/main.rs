@@ -11,6 +11,7 @@ mod certificates;
 mod cli;
 pub(crate) mod crash;
 mod device_code;
+mod doctor;
 mod floods;
 mod from_rule;
 mod google;
