@@ -2,10 +2,16 @@
 //! subcommand that needs the application builds it here, so `serve`, the tests and later
 //! `demo` run the same wiring.
 
+mod backup;
 mod http;
 mod jobs;
+mod migrate;
 mod operator;
 
+pub use backup::{
+    BACKUP_DATABASE, BACKUP_KEY, BACKUP_MANIFEST, Backup, Manifest, Restore, backup, restore,
+};
+pub use migrate::{Migration, migrate_to_postgres};
 pub use operator::{KeySource, Rotation, local_outbox, new_master_key, rotate_master_key};
 
 use std::future::Future;
