@@ -132,7 +132,7 @@ pub async fn backup(
         .to_string_lossy()
         .into_owned();
     let tmp = parent.join(format!(".{name}.partial-{}", uuid::Uuid::new_v4().simple()));
-    let written = write_backup(config, &database, &tmp, ring.as_ref(), now).await;
+    let written = write_backup(&database, &tmp, ring.as_ref(), now).await;
     let manifest = match written {
         Ok(manifest) => manifest,
         Err(e) => {
@@ -163,7 +163,6 @@ pub async fn backup(
 }
 
 async fn write_backup(
-    config: &Config,
     database: &Path,
     tmp: &Path,
     ring: Option<&KeyRing>,
@@ -201,7 +200,6 @@ async fn write_backup(
         key_ids: description.key_ids,
         includes_master_key: ring.is_some(),
     };
-    let _ = config;
     write_private(
         &tmp.join(BACKUP_MANIFEST),
         (serde_json::to_string_pretty(&manifest)? + "\n").as_bytes(),
@@ -321,10 +319,9 @@ pub async fn restore(
         &format!(".restoring-{}", uuid::Uuid::new_v4().simple()),
     );
     let placed = (|| -> anyhow::Result<()> {
-        write_private(
-            &tmp,
-            &std::fs::read(&copy).with_context(|| format!("cannot read {}", copy.display()))?,
-        )?;
+        // Copied, not read into memory: a database may be large.
+        std::fs::copy(&copy, &tmp).with_context(|| format!("cannot copy {}", copy.display()))?;
+        restrict(&tmp)?;
         std::fs::rename(&tmp, &database)
             .with_context(|| format!("cannot put the backup at {}", database.display()))?;
         Ok(())
