@@ -305,7 +305,8 @@ pub fn parse_key(raw: &str) -> Result<MasterKey, String> {
     MasterKeyMaterial::from_base64(raw).map(|m| MasterKey::from_bytes(m.0))
 }
 
-fn read_key_file(path: &Path) -> Result<Option<KeyRing>, KeyError> {
+/// Reads a key file (one base64 key per line, the first sealing); `None` when there is none.
+pub fn read_key_file(path: &Path) -> Result<Option<KeyRing>, KeyError> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => Zeroizing::new(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -338,7 +339,7 @@ fn read_key_file(path: &Path) -> Result<Option<KeyRing>, KeyError> {
 }
 
 /// Writes the key file atomically (temporary file, fsync, rename) with mode 0600.
-fn write_key_file(path: &Path, ring: &KeyRing) -> Result<(), KeyError> {
+pub fn write_key_file(path: &Path, ring: &KeyRing) -> Result<(), KeyError> {
     let file_err = |e: std::io::Error| KeyError::File {
         path: path.to_owned(),
         message: e.to_string(),

@@ -3,10 +3,16 @@
 //! `demo` run the same wiring.
 
 pub mod doctor;
+mod backup;
 mod http;
 mod jobs;
+mod migrate;
 mod operator;
 
+pub use backup::{
+    BACKUP_DATABASE, BACKUP_KEY, BACKUP_MANIFEST, Backup, Manifest, Restore, backup, restore,
+};
+pub use migrate::{Migration, migrate_to_postgres};
 pub use operator::{KeySource, Rotation, local_outbox, new_master_key, rotate_master_key};
 
 use std::future::Future;

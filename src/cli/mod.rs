@@ -4,6 +4,7 @@
 //! store itself.
 
 mod api_keys;
+mod backup;
 mod demo;
 mod doctor;
 mod input;
@@ -75,6 +76,42 @@ pub enum Command {
     /// Work with sending mailboxes.
     #[command(subcommand)]
     Mailbox(MailboxCommand),
+    /// Copy the SQLite database, consistently even while Herald serves, into a new backup
+    /// directory: `herald.db`, `manifest.json` (version, schema, time, rows per table, the ids
+    /// of the master keys its secrets need) and, with --include-key, `master.key`.
+    /// PostgreSQL: use pg_dump.
+    Backup {
+        /// The backup directory to create (it must not exist, unless --force).
+        path: PathBuf,
+        /// Put the master key in the backup too. The backup then opens every stored secret on
+        /// its own: keep it as safe as the key.
+        #[arg(long)]
+        include_key: bool,
+        /// Replace an existing backup at PATH.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Put a backup made by `herald backup` in place of the configured SQLite database, keeping
+    /// the database it replaces aside. Refuses while Herald runs, when the master key that
+    /// sealed the backup's secrets is missing, and a backup from a newer Herald.
+    Restore {
+        /// The backup directory.
+        path: PathBuf,
+        /// Restore although an instance's heartbeat is recent (one that crashed); never while
+        /// another process has the database open.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Copy every table of the SQLite database into an empty PostgreSQL database, in one
+    /// transaction, secrets still sealed, queued and held mail included; then check it.
+    MigrateToPostgres {
+        /// The PostgreSQL database to fill (postgres://USER@HOST/DATABASE); it must be empty.
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Copy although an instance's heartbeat is recent (one that crashed).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -268,6 +305,15 @@ async fn run(config: Config, command: Command) -> anyhow::Result<()> {
             new_key_stdin,
             force,
         }) => keys::rotate(config, new_key_stdin, force).await,
+        Command::Backup {
+            path,
+            include_key,
+            force,
+        } => backup::backup(config, &path, include_key, force).await,
+        Command::Restore { path, force } => backup::restore(config, &path, force).await,
+        Command::MigrateToPostgres { to, force } => {
+            backup::migrate_to_postgres(config, &to, force).await
+        }
         Command::Keys(KeysCommand::Generate) | Command::Doctor { .. } => {
             unreachable!("handled before loading the configuration")
         }

@@ -11,7 +11,9 @@ pub mod api_keys;
 pub mod attempts;
 pub mod audit;
 pub mod auth_failures;
+pub mod backup;
 pub mod changes;
+pub mod copy;
 mod database_url;
 pub mod directory;
 pub mod instances;
@@ -468,13 +470,18 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 fn sqlite_url(path: &Path) -> String {
+    sqlite_url_mode(path, "rwc")
+}
+
+/// The URL of the SQLite file at `path`, opened in `mode` (`rwc`, `rw` or `ro`).
+fn sqlite_url_mode(path: &Path, mode: &str) -> String {
     // sqlx percent-decodes the file name, so encode what would end it early.
     let encoded = path
         .to_string_lossy()
         .replace('%', "%25")
         .replace('?', "%3F")
         .replace('#', "%23");
-    format!("sqlite://{encoded}?mode=rwc")
+    format!("sqlite://{encoded}?mode={mode}")
 }
 
 /// Unix seconds, the storage form of every timestamp.
