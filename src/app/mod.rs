@@ -2,8 +2,8 @@
 //! subcommand that needs the application builds it here, so `serve`, the tests and later
 //! `demo` run the same wiring.
 
-pub mod doctor;
 mod backup;
+pub mod doctor;
 mod http;
 mod jobs;
 mod migrate;

@@ -12,7 +12,7 @@ use axum::http::HeaderMap;
 use hmac::{KeyInit, Mac};
 use serde_json::{Value, json};
 
-use crate::helpers::{passes, sandbox_until, spawn_app_with_sandbox_on, within};
+use crate::helpers::{eventually, passes, sandbox_until, spawn_app_with_sandbox_on, within};
 use crate::outbox::{Outbox, SUPPORT, simple};
 
 /// The reference verifier: `Herald-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret,
@@ -554,5 +554,91 @@ async fn a_deleted_mailbox_takes_its_alerts_off_the_banner() {
         .await;
     assert_eq!(deleted.status(), 204);
     assert!(open_alerts(&o).await.is_empty());
+    o.stop().await;
+}
+
+#[tokio::test]
+async fn a_webhook_that_never_answers_delays_only_its_own_organization() {
+    let (app, sandbox) = spawn_app_with_sandbox_on(Arc::new(herald::clock::SystemClock)).await;
+    let o = Outbox::with(app, sandbox).await;
+    // Fabrikam's webhook accepts connections and never answers (each request waits the
+    // 20 seconds Herald allows it).
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hole_url = format!("http://{}/hooks", black_hole.local_addr().unwrap());
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let kept = held.clone();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = black_hole.accept().await {
+            kept.lock().unwrap().push(socket);
+        }
+    });
+    let fabrikam = o.app.org("Fabrikam").await;
+    let fabrikam_key = o.app.key(fabrikam, "admin").await;
+    let set = o
+        .call(
+            reqwest::Method::PUT,
+            "/api/v1/organization/alert-webhook",
+            &fabrikam_key,
+            Some(json!({ "url": hole_url })),
+        )
+        .await;
+    assert_eq!(set.status(), 200);
+    let (receiver, url) = Receiver::start().await;
+    webhook(&o, &url).await;
+
+    // Fabrikam's alerts come first, Contoso's after them.
+    let raise = |org, n: usize| {
+        let store = o.app.store().clone();
+        async move {
+            let mut conn = store.conn().await.unwrap();
+            let now = herald::clock::system_now();
+            let alert = herald::store::alerts::NewAlert {
+                org_id: org,
+                kind: "keepalive_failed",
+                dedup_key: format!("test-{n}"),
+                mailbox_id: None,
+                message_id: None,
+                title: format!("Alert {n}"),
+                detail: "A test alert.".into(),
+                action: None,
+            };
+            assert!(
+                herald::store::alerts::raise(&mut conn, &alert, now)
+                    .await
+                    .unwrap()
+            );
+        }
+    };
+    for n in 0..3 {
+        raise(fabrikam, n).await;
+    }
+    let started = std::time::Instant::now();
+    raise(o.org, 3).await;
+    let got = within(
+        "Contoso's alert",
+        receiver.arrived.subscribe().wait_for(|n| *n >= 1),
+    )
+    .await
+    .map(|n| *n)
+    .unwrap();
+    assert_eq!(got, 1);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "Contoso's alert waited {:?} behind Fabrikam's webhook",
+        started.elapsed()
+    );
+    // Fabrikam's first alert is being tried; the others wait their turn behind it, not beside.
+    let first = held.clone();
+    eventually("Fabrikam's first request", move || {
+        let first = first.clone();
+        async move { first.lock().unwrap().len() == 1 }
+    })
+    .await;
+    passes(&mut o.app.state.outbox.alert_passes(), 3, "the alerts job").await;
+    assert_eq!(
+        held.lock().unwrap().len(),
+        1,
+        "one request to Fabrikam at a time"
+    );
     o.stop().await;
 }
