@@ -1,6 +1,7 @@
 //! What the benchmarks share: the local XOAUTH2 sink (the sandbox), Herald in a process of its
-//! own with an OAuth2 mailbox authorized through the sandbox's consent page, an SMTP client,
-//! and readings of a process's CPU and memory.
+//! own with an OAuth2 mailbox authorized through the sandbox's consent page, SMTP clients
+//! (lettre's, and a small hand-written one that can choose how DATA is written), and readings
+//! of a process's CPU and memory.
 
 #![allow(dead_code)]
 
@@ -9,11 +10,13 @@ use std::net::SocketAddr;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 pub const USER: &str = "bench@contoso.com";
 pub const PASSWORD: &str = "the bench mailbox password";
@@ -63,6 +66,199 @@ impl Target {
             .expect("AUTH");
         conn
     }
+
+    /// A session of the client that writes DATA as `pattern` says.
+    pub async fn open(&self, pattern: WritePattern) -> Result<Session, String> {
+        match pattern {
+            WritePattern::Lettre => Ok(Session::Lettre(Box::new(self.session().await))),
+            WritePattern::OneWrite => RawSession::open(self, true)
+                .await
+                .map(|s| Session::Raw(Box::new(s))),
+            WritePattern::TwoWrites => RawSession::open(self, false)
+                .await
+                .map(|s| Session::Raw(Box::new(s))),
+        }
+    }
+}
+
+/// How a client writes a message's content after `354`. Every client sets `TCP_NODELAY` the
+/// same way, so that the write pattern is the only difference between them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WritePattern {
+    /// lettre's `AsyncSmtpConnection`: the body, then `\r\n.\r\n`, each written and flushed
+    /// on its own (two TLS records, two TCP segments).
+    Lettre,
+    /// The hand-written client: the body and `\r\n.\r\n` in one write (one TLS record).
+    OneWrite,
+    /// The hand-written client writing as lettre does: the body, then `\r\n.\r\n`.
+    TwoWrites,
+}
+
+impl WritePattern {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Lettre => "lettre: body, then terminator (two writes)",
+            Self::OneWrite => "one write: body + terminator",
+            Self::TwoWrites => "two writes: body, then terminator",
+        }
+    }
+}
+
+/// An open, authenticated session of either client.
+pub enum Session {
+    Lettre(Box<AsyncSmtpConnection>),
+    Raw(Box<RawSession>),
+}
+
+impl Session {
+    /// Sends one message and answers the server's final reply code (250 when accepted).
+    pub async fn send(&mut self, envelope: &Envelope, body: &[u8]) -> Result<u16, String> {
+        match self {
+            Self::Lettre(conn) => conn
+                .send(envelope, body)
+                .await
+                .map(|r| u16::from(r.code()))
+                .map_err(|e| e.to_string()),
+            Self::Raw(raw) => raw.send(envelope, body).await,
+        }
+    }
+
+    pub async fn quit(self) {
+        match self {
+            Self::Lettre(mut conn) => {
+                let _ = conn.quit().await;
+            }
+            Self::Raw(raw) => raw.quit().await,
+        }
+    }
+}
+
+/// A minimal SMTP submission client (STARTTLS, AUTH PLAIN / XOAUTH2, MAIL, RCPT, DATA), written
+/// for the benchmark because no client crate lets the caller choose whether the message and
+/// its terminating `.` leave in one write or two: that choice is what it measures. It speaks
+/// only to the servers of this benchmark, and treats any unexpected reply as an error.
+pub struct RawSession {
+    stream: BufReader<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    one_write: bool,
+}
+
+/// Reads one (possibly multiline) reply and answers its code.
+async fn read_reply<S: tokio::io::AsyncBufRead + Unpin>(stream: &mut S) -> Result<u16, String> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = stream
+            .read_line(&mut line)
+            .await
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the server closed the connection".into());
+        }
+        let code = line
+            .get(..3)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("not a reply: {line:?}"))?;
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return Ok(code);
+        }
+    }
+}
+
+/// Writes `bytes` as one write and flushes, as lettre does for each of its writes.
+async fn write<S: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    bytes: &[u8],
+) -> Result<(), String> {
+    stream.write_all(bytes).await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())
+}
+
+/// Sends a command and checks its reply's code.
+async fn command<S>(stream: &mut S, line: &str, expect: u16) -> Result<(), String>
+where
+    S: tokio::io::AsyncBufRead + tokio::io::AsyncWrite + Unpin,
+{
+    write(stream, line.as_bytes()).await?;
+    match read_reply(stream).await? {
+        code if code == expect => Ok(()),
+        code => Err(format!("{}: {code}", line.trim_end())),
+    }
+}
+
+impl RawSession {
+    async fn open(target: &Target, one_write: bool) -> Result<Self, String> {
+        use base64::Engine as _;
+        use rustls::pki_types::pem::PemObject as _;
+        let tcp = tokio::net::TcpStream::connect(target.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        // The same as lettre's sessions get in `Target::session`.
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut plain = BufReader::new(tcp);
+        if read_reply(&mut plain).await? != 220 {
+            return Err("no greeting".into());
+        }
+        command(&mut plain, "EHLO bench.localhost\r\n", 250).await?;
+        command(&mut plain, "STARTTLS\r\n", 220).await?;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(target.ca_pem.as_bytes()) {
+            roots
+                .add(cert.map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        }
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::from(target.addr.ip());
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, plain.into_inner())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut stream = BufReader::new(tls);
+        command(&mut stream, "EHLO bench.localhost\r\n", 250).await?;
+        let initial = target
+            .mechanism
+            .response(&target.credentials, None)
+            .map_err(|e| e.to_string())?;
+        let auth = format!(
+            "AUTH {} {}\r\n",
+            target.mechanism,
+            base64::engine::general_purpose::STANDARD.encode(initial)
+        );
+        command(&mut stream, &auth, 235)
+            .await
+            .map_err(|_| format!("AUTH {} refused", target.mechanism))?;
+        Ok(Self { stream, one_write })
+    }
+
+    async fn send(&mut self, envelope: &Envelope, body: &[u8]) -> Result<u16, String> {
+        let from = envelope.from().map(|a| a.to_string()).unwrap_or_default();
+        command(&mut self.stream, &format!("MAIL FROM:<{from}>\r\n"), 250).await?;
+        for to in envelope.to() {
+            command(&mut self.stream, &format!("RCPT TO:<{to}>\r\n"), 250).await?;
+        }
+        command(&mut self.stream, "DATA\r\n", 354).await?;
+        // Dot-stuffing, as lettre's codec does; the body's own lines end in CRLF.
+        let mut data = Vec::with_capacity(body.len() + 8);
+        for line in body.split_inclusive(|&b| b == b'\n') {
+            if line.starts_with(b".") {
+                data.push(b'.');
+            }
+            data.extend_from_slice(line);
+        }
+        if self.one_write {
+            data.extend_from_slice(b"\r\n.\r\n");
+            write(&mut self.stream, &data).await?;
+        } else {
+            write(&mut self.stream, &data).await?;
+            write(&mut self.stream, b"\r\n.\r\n").await?;
+        }
+        read_reply(&mut self.stream).await
+    }
+
+    async fn quit(mut self) {
+        let _ = command(&mut self.stream, "QUIT\r\n", 221).await;
+    }
 }
 
 /// User + system CPU time of a process, and its peak and current RSS in KiB (Linux).
@@ -88,6 +284,56 @@ pub fn usage(pid: u32) -> (Duration, u64, u64) {
         kib("VmHWM:"),
         kib("VmRSS:"),
     )
+}
+
+/// User + system CPU time of a process and of every process below it, living or ended: an
+/// ended child's time is in its parent's `cutime` and `cstime` once the parent has reaped it,
+/// as a server's master process does (Postfix's `master` with its `smtpd`, `cleanup`, `qmgr`,
+/// `smtp`, … processes, which come and go).
+pub fn tree_cpu(root: u32) -> Duration {
+    // pid -> (parent, ticks of its own and of its reaped children)
+    let mut processes = BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |i: usize| -> u64 { fields.get(i).and_then(|v| v.parse().ok()).unwrap_or(0) };
+        // After the name: state, ppid (1), …, utime (11), stime, cutime, cstime (14).
+        processes.insert(
+            pid,
+            (
+                field(1) as u32,
+                field(11) + field(12) + field(13) + field(14),
+            ),
+        );
+    }
+    let in_tree = |mut pid: u32| {
+        for _ in 0..64 {
+            if pid == root {
+                return true;
+            }
+            match processes.get(&pid) {
+                Some(&(parent, _)) if parent != 0 => pid = parent,
+                _ => return false,
+            }
+        }
+        false
+    };
+    let ticks: u64 = processes
+        .iter()
+        .filter(|(pid, _)| in_tree(**pid))
+        .map(|(_, (_, ticks))| ticks)
+        .sum();
+    Duration::from_millis(ticks * 10)
 }
 
 /// Waits until the sink holds `total` messages: told by the sandbox's change notification and
