@@ -43,7 +43,10 @@ pub use credential::{Credential, Secret};
 pub use secret_check::{SecretCheck, check_new_secret, refusal_message};
 pub use secret_expiry::read_secret_expiry;
 pub use status::{mark_not_verified, set_status, stale};
-pub use tokens::{REFRESH_SKEW, TokenFailure, TokenLocks, access_token, refresh_now, store_tokens};
+pub use tokens::{
+    REFRESH_DEADLINE, REFRESH_SKEW, TokenFailure, TokenLocks, access_token, refresh_now,
+    store_tokens,
+};
 pub use transport::{Connection, Refusal, SendFailure, Transport, classify, reply_of};
 pub use transports::transport_for;
 pub use verify::{attempt, verify};

@@ -27,6 +27,12 @@ pub const REFRESH_SKEW: Duration = Duration::minutes(5);
 /// How many times a refresh is tried through an outage.
 const REFRESH_TRIES: u32 = 3;
 
+/// The longest a refresh may take, its tries and their pauses together. The mailbox's lock, and
+/// on PostgreSQL one of the few refresh slots with its connection, are held meanwhile: a token
+/// endpoint that accepts connections and never answers must not hold them for three tries of
+/// 30 seconds each.
+pub const REFRESH_DEADLINE: StdDuration = StdDuration::from_secs(40);
+
 /// One lock per mailbox: concurrent users of a mailbox wait for one refresh instead of each
 /// asking the provider.
 #[derive(Default)]
@@ -162,22 +168,36 @@ pub async fn access_token(
     // change the mailbox's status; a provider's refusal is final, unless it refused the
     // certificate in use and a renewed one waits.
     let mut last = String::new();
+    let deadline = tokio::time::Instant::now() + REFRESH_DEADLINE;
+    let out_of_time = || {
+        format!(
+            "the token endpoint did not answer within {} seconds",
+            REFRESH_DEADLINE.as_secs()
+        )
+    };
     'credentials: for (i, credential) in credentials.iter().enumerate() {
         for attempt in 0..REFRESH_TRIES {
             if attempt > 0 {
                 let base = 250u64 << attempt;
                 let jitter = u64::from(crypto::random_bytes::<1>()[0]) % (base / 2 + 1);
-                tokio::time::sleep(StdDuration::from_millis(base + jitter)).await;
+                let pause = StdDuration::from_millis(base + jitter);
+                if tokio::time::Instant::now() + pause >= deadline {
+                    break 'credentials;
+                }
+                tokio::time::sleep(pause).await;
             }
-            match refresh_request(
+            let request = refresh_request(
                 access,
                 &mailbox,
                 credential,
                 &refresh_token,
                 &mailbox.scopes,
-            )
-            .await?
-            {
+            );
+            let Ok(answer) = tokio::time::timeout_at(deadline, request).await else {
+                last = out_of_time();
+                break 'credentials;
+            };
+            match answer? {
                 Ok(response) => {
                     crate::metrics::get().token_refresh("ok");
                     if credential.successor() {

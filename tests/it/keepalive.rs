@@ -85,3 +85,52 @@ async fn a_refresh_token_that_died_makes_the_mailbox_not_verified_with_the_reaso
     assert!(reason.contains("refresh_token_expired"), "{reason}");
     o.stop().await;
 }
+
+#[tokio::test]
+async fn a_token_endpoint_that_never_answers_is_given_up_at_the_refresh_deadline() {
+    let (app, sandbox) = spawn_app_with_sandbox_on(Arc::new(herald::clock::SystemClock)).await;
+    let o = Outbox::with(app, sandbox).await;
+    let id = o.oauth_mailbox(&o.admin, "Support", SUPPORT).await;
+    // The token endpoint now accepts connections and never answers; the token is due.
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "http://{}/contoso/oauth2/v2.0/token",
+        black_hole.local_addr().unwrap()
+    );
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = black_hole.accept().await {
+            held.push(socket);
+        }
+    });
+    sqlx::query("UPDATE mailboxes SET token_url = $1, token_expires_at = 0 WHERE id = $2")
+        .bind(&url)
+        .bind(&id)
+        .execute(o.app.store().pool())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let verified: Value = o
+        .call(
+            reqwest::Method::POST,
+            &format!("/api/v1/mailboxes/{id}/verify"),
+            &o.admin,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    // Each request may take 30 seconds; three of them would hold the mailbox's lock (and on
+    // PostgreSQL a refresh slot) for a minute and a half.
+    let deadline = herald::access::REFRESH_DEADLINE;
+    assert!(
+        took >= deadline && took < deadline + std::time::Duration::from_secs(10),
+        "gave up after {took:?}"
+    );
+    // An outage, not a refusal: the mailbox stays Verified.
+    assert_eq!(verified["status"], "verified", "{verified}");
+    assert_eq!(mailbox(&o, &id).await["status"], "verified");
+    o.stop().await;
+}
