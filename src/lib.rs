@@ -12,6 +12,7 @@
 //! - [`tls`]: a local CA and certificates for Herald's own listeners;
 //! - [`net`]: which addresses Herald may connect to (the SSRF guard);
 //! - [`metrics`]: the Prometheus metrics;
+//! - [`trace`]: the W3C trace a request belongs to (`traceparent`), carried to providers;
 //! - [`secrets`]: sealing with the master key ring;
 //! - [`store`]: the database (SQLite or PostgreSQL) and its migrations;
 //! - [`oauth`]: the OAuth 2.0 client, discovery documents and the providers' error codes;
@@ -49,4 +50,5 @@ pub mod smtp;
 pub mod smtp_server;
 pub mod store;
 pub mod tls;
+pub mod trace;
 pub mod web;

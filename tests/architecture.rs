@@ -34,10 +34,11 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("tls",         &["domain", "clock"]),
     ("net",         &["domain", "clock"]),
     ("metrics",     &["domain", "clock"]),
+    ("trace",       &["domain", "clock", "crypto"]),
     // Adapters: the outside world. They may use each other's leaf types (circles between them
     // are caught by the circle check).
     ("store",       &["domain", "clock", "crypto", "tls", "net", "metrics", "oauth", "smtp", "smtp_server", "secrets"]),
-    ("oauth",       &["domain", "clock", "crypto", "tls", "net", "metrics", "store", "smtp", "smtp_server", "secrets"]),
+    ("oauth",       &["domain", "clock", "crypto", "tls", "net", "metrics", "trace", "store", "smtp", "smtp_server", "secrets"]),
     ("smtp",        &["domain", "clock", "crypto", "tls", "net", "metrics", "store", "oauth", "smtp_server", "secrets"]),
     ("smtp_server", &["domain", "clock", "crypto", "tls", "net", "metrics", "store", "oauth", "smtp", "secrets"]),
     ("secrets",     &["domain", "clock", "crypto", "tls", "net", "metrics", "store", "oauth", "smtp", "smtp_server"]),
@@ -48,18 +49,18 @@ const LAYERS: &[(&str, &[&str])] = &[
     // The master key ring (domain is everyone's).
     ("keys",        &["config", "store", "secrets", "crypto", "clock", "domain"]),
     // A mailbox's live access: credentials, tokens, transports.
-    ("access",      &["domain", "clock", "crypto", "tls", "net", "metrics", "store", "oauth", "smtp", "smtp_server", "secrets", "config", "keys"]),
+    ("access",      &["domain", "clock", "crypto", "tls", "net", "metrics", "trace", "store", "oauth", "smtp", "smtp_server", "secrets", "config", "keys"]),
     // The queue's workers: never the services.
-    ("outbox",      &["domain", "clock", "crypto", "tls", "net", "metrics", "store", "oauth", "smtp", "smtp_server", "secrets", "config", "access"]),
+    ("outbox",      &["domain", "clock", "crypto", "tls", "net", "metrics", "trace", "store", "oauth", "smtp", "smtp_server", "secrets", "config", "access"]),
     // Use cases.
-    ("services",    &["domain", "clock", "crypto", "tls", "net", "metrics", "store", "oauth", "smtp", "smtp_server", "secrets", "config", "keys", "access", "outbox"]),
+    ("services",    &["domain", "clock", "crypto", "tls", "net", "metrics", "trace", "store", "oauth", "smtp", "smtp_server", "secrets", "config", "keys", "access", "outbox"]),
     // The edges: they reach the core through the services only. The relay is an
     // `smtp_server::SmtpHandler`, as web is an axum router.
-    ("web",         &["domain", "clock", "crypto", "tls", "net", "metrics", "config", "services", "sandbox"]),
-    ("relay",       &["domain", "clock", "crypto", "tls", "net", "metrics", "config", "services", "sandbox", "smtp_server"]),
+    ("web",         &["domain", "clock", "crypto", "tls", "net", "metrics", "trace", "config", "services", "sandbox"]),
+    ("relay",       &["domain", "clock", "crypto", "tls", "net", "metrics", "trace", "config", "services", "sandbox", "smtp_server"]),
     // The composition root builds everything; the command line calls it.
-    ("app",         &["domain", "clock", "crypto", "tls", "net", "metrics", "store", "oauth", "smtp", "smtp_server", "secrets", "sandbox", "config", "keys", "access", "outbox", "services", "web", "relay"]),
-    ("cli",         &["domain", "clock", "crypto", "tls", "net", "metrics", "config", "sandbox", "services", "app"]),
+    ("app",         &["domain", "clock", "crypto", "tls", "net", "metrics", "trace", "store", "oauth", "smtp", "smtp_server", "secrets", "sandbox", "config", "keys", "access", "outbox", "services", "web", "relay"]),
+    ("cli",         &["domain", "clock", "crypto", "tls", "net", "metrics", "trace", "config", "sandbox", "services", "app"]),
     // The binary.
     ("main",        &["*"]),
 ];

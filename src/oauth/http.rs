@@ -109,8 +109,14 @@ impl TokenHttp {
         let host = request.uri().host().unwrap_or_default().to_owned();
         // Literal addresses never reach the resolver: check them here.
         self.policy.check_host(&host).map_err(HttpError::Refused)?;
-        let request =
+        let mut request =
             reqwest::Request::try_from(request).map_err(|e| HttpError::Transport(e.to_string()))?;
+        // Part of a request's trace: the provider (or webhook) sees the same trace id.
+        if let Some(trace) = crate::trace::current()
+            && let Ok(value) = reqwest::header::HeaderValue::from_str(&trace.child().header())
+        {
+            request.headers_mut().insert("traceparent", value);
+        }
         let response = self.client.execute(request).await.map_err(|e| {
             let text = std::error::Error::source(&e)
                 .map(|s| s.to_string())

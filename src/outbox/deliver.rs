@@ -455,6 +455,7 @@ fn record(inner: &Inner, claim: &Claim, outcome: &Outcome<'_>) {
     let code = |reply: Option<&SmtpReply>| reply.and_then(|r| r.code);
     match outcome {
         Outcome::Sent { reply } => {
+            tracing::debug!(reply = %reply.line(), "sent");
             metrics.send("sent", None, code(Some(reply)));
             let latency = inner.access.clock.now() - claim.message.created_at;
             metrics

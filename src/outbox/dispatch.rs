@@ -4,6 +4,7 @@
 //! under a lease and admitted by the throttle first.
 
 use std::sync::Arc;
+use tracing::Instrument as _;
 
 use super::deliver::*;
 use super::state::*;
@@ -284,7 +285,16 @@ async fn lane(
                 token,
                 slot,
             };
-            match deliver(inner, &mailbox, &credential, &claim, body, &mut session).await? {
+            // Every line logged while it is sent names the message.
+            let span = tracing::info_span!(
+                "delivery",
+                message_id = %claim.message.id,
+                mailbox_id = %mailbox.id,
+            );
+            match deliver(inner, &mailbox, &credential, &claim, body, &mut session)
+                .instrument(span)
+                .await?
+            {
                 Next::Continue => {}
                 Next::Stop => return Ok(()),
             }

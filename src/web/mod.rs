@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+mod correlation;
 pub mod error;
 pub mod extract;
 mod health;
@@ -89,10 +90,9 @@ pub fn router(state: AppState) -> Router {
             HeaderName::from_static("cross-origin-opener-policy"),
             HeaderValue::from_static("same-origin"),
         ))
-        // Spans name the path only: a query string can carry a secret (the setup link's token).
+        // The request's own span (its id, trace, method and path) is `correlate`'s.
         .layer(TraceLayer::new_for_http().make_span_with(
-            |request: &axum::http::Request<axum::body::Body>| {
-                tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
-            },
+            |_: &axum::http::Request<axum::body::Body>| tracing::debug_span!("http"),
         ))
+        .layer(axum::middleware::from_fn(correlation::correlate))
 }

@@ -10,6 +10,7 @@ pub(crate) mod backup;
 mod cancel;
 mod certificates;
 mod cli;
+mod correlation;
 pub(crate) mod crash;
 mod device_code;
 mod doctor;
