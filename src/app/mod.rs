@@ -283,6 +283,14 @@ impl App {
         outbox
             .spawn(jobs::alerts(self.state.access.clone(), outbox.clone()))
             .await;
+        // Other instances' changes to what this one remembers (PostgreSQL).
+        let (stop_listening, listening) = tokio::sync::watch::channel(false);
+        let listener = match &self.state.access.config.database_url {
+            store::DatabaseUrl::Postgres(url) => {
+                Some(tokio::spawn(store::changes::listen(url.clone(), listening)))
+            }
+            store::DatabaseUrl::Sqlite(_) => None,
+        };
         let (stop_relay, relay_stopping) = tokio::sync::watch::channel(false);
         let relay = self
             .relay
@@ -305,6 +313,10 @@ impl App {
             .await;
         dispatcher.abort();
         housekeeping.abort();
+        stop_listening.send_replace(true);
+        if let Some(listener) = listener {
+            let _ = listener.await;
+        }
         if let Ok(mut conn) = store.conn().await
             && let Err(e) = store::instances::deregister(&mut conn, &instance).await
         {

@@ -70,8 +70,10 @@ impl Drop for Attempt {
 /// refused like a login over the limit.
 const IN_FLIGHT_PATIENCE: Duration = Duration::from_secs(2);
 
-/// A credential, its mailboxes that still exist, and when they were read.
-type Recent = (RelayCredential, Vec<Mailbox>, Instant);
+/// A credential, its mailboxes that still exist, when they were read, and the count of changes
+/// then ([`RelayService::changes_seen`]): a change since, here or in another instance, makes
+/// it stale at once.
+type Recent = (RelayCredential, Vec<Mailbox>, Instant, u64);
 
 /// How long a credential read from the store is used before it is read again.
 const CREDENTIAL_TTL: Duration = Duration::from_secs(1);
@@ -185,12 +187,14 @@ impl RelayHandler {
         let Some(auth) = &session.auth else {
             return Err(Reply::new(530, "5.7.0", "Authentication required"));
         };
-        if let Some((credential, mailboxes, at)) = self
+        let seen = self.relay.changes_seen();
+        if let Some((credential, mailboxes, at, then)) = self
             .recent
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&auth.username)
             && at.elapsed() < CREDENTIAL_TTL
+            && *then == seen
         {
             return Ok((credential.clone(), mailboxes.clone()));
         }
@@ -209,11 +213,11 @@ impl RelayHandler {
         }
         let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         if recent.len() > 10_000 {
-            recent.retain(|_, (_, _, at)| at.elapsed() < CREDENTIAL_TTL);
+            recent.retain(|_, (_, _, at, _)| at.elapsed() < CREDENTIAL_TTL);
         }
         recent.insert(
             auth.username.clone(),
-            (credential.clone(), mailboxes.clone(), Instant::now()),
+            (credential.clone(), mailboxes.clone(), Instant::now(), seen),
         );
         Ok((credential, mailboxes))
     }

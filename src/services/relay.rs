@@ -207,6 +207,13 @@ pub struct RelayService {
 }
 
 impl RelayService {
+    /// A count that changes whenever a relay credential, a mailbox or an organization changes,
+    /// here or (on PostgreSQL) in another instance: what was read under another count may be
+    /// out of date.
+    pub fn changes_seen(&self) -> u64 {
+        crate::store::changes::generation()
+    }
+
     pub fn new(store: Store, clock: SharedClock) -> Self {
         Self { store, clock }
     }

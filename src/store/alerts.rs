@@ -275,7 +275,7 @@ pub async fn webhook_url(conn: &mut Conn, org_id: OrgId) -> StoreResult<Option<S
 
 /// Sets or clears the organization's webhook URL.
 pub async fn set_webhook_url(conn: &mut Conn, org_id: OrgId, url: Option<&str>) -> StoreResult<()> {
-    super::changes::changed();
+    super::changes::announce(conn).await?;
     sqlx::query("UPDATE organizations SET alert_webhook_url = $1 WHERE id = $2")
         .bind(url)
         .bind(org_id.to_string())

@@ -42,7 +42,7 @@ pub async fn insert(
     token: &ApiKeyToken,
     now: OffsetDateTime,
 ) -> StoreResult<ApiKey> {
-    super::changes::changed();
+    super::changes::announce(conn).await?;
     let key = ApiKey {
         id: ApiKeyId::new(),
         org_id,
@@ -131,7 +131,7 @@ pub async fn revoke(
     id: ApiKeyId,
     now: OffsetDateTime,
 ) -> StoreResult<bool> {
-    super::changes::changed();
+    super::changes::announce(conn).await?;
     let done = sqlx::query(
         "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND org_id = $3 AND revoked_at IS NULL",
     )
@@ -161,7 +161,7 @@ pub async fn limit_to(
     key_id: ApiKeyId,
     mailboxes: &[crate::domain::MailboxId],
 ) -> StoreResult<()> {
-    super::changes::changed();
+    super::changes::announce(conn).await?;
     sqlx::query("UPDATE api_keys SET mailbox_limited = 1 WHERE id = $1")
         .bind(key_id.to_string())
         .execute(&mut *conn)

@@ -121,7 +121,7 @@ fn limits_json(mailbox: &Mailbox) -> String {
 }
 
 pub async fn insert(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
-    super::changes::changed();
+    super::changes::announce(conn).await?;
     sqlx::query(
         "INSERT INTO mailboxes (id, org_id, name, name_key, auth, provider, tenant, host, port, security, username, from_name, \
          sign_in_account, reply_to, signature, is_default, authorization_url, token_url, client_id, client_auth, scopes, issuer, \
@@ -176,7 +176,7 @@ pub async fn insert(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
 
 /// Rewrites every column of a mailbox (of its organization).
 pub async fn update(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
-    super::changes::changed();
+    super::changes::announce(conn).await?;
     sqlx::query(
         "UPDATE mailboxes SET name = $3, name_key = $4, auth = $5, provider = $6, tenant = $7, host = $8, port = $9, security = $10, \
          username = $11, from_name = $12, sign_in_account = $13, reply_to = $14, signature = $15, is_default = $16, \
@@ -284,7 +284,7 @@ pub async fn list(
 
 /// Makes no mailbox of the organization its default.
 pub async fn clear_default(conn: &mut Conn, org_id: OrgId) -> StoreResult<()> {
-    super::changes::changed();
+    super::changes::announce(conn).await?;
     sqlx::query("UPDATE mailboxes SET is_default = 0 WHERE org_id = $1 AND is_default = 1")
         .bind(org_id.to_string())
         .execute(&mut *conn)
@@ -293,7 +293,7 @@ pub async fn clear_default(conn: &mut Conn, org_id: OrgId) -> StoreResult<()> {
 }
 
 pub async fn delete(conn: &mut Conn, org_id: OrgId, id: MailboxId) -> StoreResult<bool> {
-    super::changes::changed();
+    super::changes::announce(conn).await?;
     let done = sqlx::query("DELETE FROM mailboxes WHERE id = $1 AND org_id = $2")
         .bind(id.to_string())
         .bind(org_id.to_string())
@@ -304,7 +304,7 @@ pub async fn delete(conn: &mut Conn, org_id: OrgId, id: MailboxId) -> StoreResul
 
 /// Writes a mailbox's status, reason and verification time.
 pub async fn set_status(conn: &mut Conn, m: &Mailbox, now: OffsetDateTime) -> StoreResult<()> {
-    super::changes::changed();
+    super::changes::announce(conn).await?;
     sqlx::query("UPDATE mailboxes SET status = $1, status_reason = $2, verified_at = $3, updated_at = $4 WHERE id = $5 AND org_id = $6")
         .bind(m.status.as_str())
         .bind(reason_json(m))
@@ -319,7 +319,7 @@ pub async fn set_status(conn: &mut Conn, m: &Mailbox, now: OffsetDateTime) -> St
 
 /// Writes the access token's expiry.
 pub async fn set_tokens(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
-    super::changes::changed();
+    super::changes::announce(conn).await?;
     sqlx::query("UPDATE mailboxes SET token_expires_at = $1 WHERE id = $2 AND org_id = $3")
         .bind(m.token_expires_at.map(to_db_time))
         .bind(m.id.to_string())
@@ -338,7 +338,7 @@ pub async fn set_discovery(
     issuer: &str,
     iss_required: bool,
 ) -> StoreResult<bool> {
-    super::changes::changed();
+    super::changes::announce(conn).await?;
     let done = sqlx::query(
         "UPDATE mailboxes SET issuer = $1, iss_required = $2 \
          WHERE id = $3 AND org_id = $4 AND authorization_url = $5 AND COALESCE(issuer, '') = $6",
@@ -457,7 +457,7 @@ pub async fn set_keepalive(conn: &mut Conn, id: MailboxId, at: OffsetDateTime) -
 
 /// Replaces a mailbox's certificates (the one in use and the renewed one), and nothing else.
 pub async fn set_certificates(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
-    super::changes::changed();
+    super::changes::announce(conn).await?;
     sqlx::query(
         "UPDATE mailboxes SET certificate = $3, next_certificate = $4, client_auth = $5, updated_at = $6 \
          WHERE id = $1 AND org_id = $2",
@@ -485,7 +485,7 @@ pub async fn lock(conn: &mut Conn, id: MailboxId) -> StoreResult<()> {
 
 /// Records a client secret's expiry date and where it came from, and nothing else.
 pub async fn set_secret_expiry(conn: &mut Conn, m: &Mailbox) -> StoreResult<()> {
-    super::changes::changed();
+    super::changes::announce(conn).await?;
     sqlx::query(
         "UPDATE mailboxes SET client_secret_expires_at = $3, client_secret_expiry_source = $4 \
          WHERE id = $1 AND org_id = $2",

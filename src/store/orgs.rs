@@ -27,7 +27,7 @@ pub async fn insert(
     name: &OrgName,
     now: OffsetDateTime,
 ) -> StoreResult<Organization> {
-    super::changes::changed();
+    super::changes::announce(conn).await?;
     let org = Organization {
         id: OrgId::new(),
         name: name.as_str().to_owned(),
@@ -102,7 +102,7 @@ pub async fn lock(conn: &mut Conn, backend: super::Backend, id: OrgId) -> StoreR
 
 /// Writes the organization's sending settings.
 pub async fn set_settings(conn: &mut Conn, org: &Organization) -> StoreResult<()> {
-    super::changes::changed();
+    super::changes::announce(conn).await?;
     sqlx::query("UPDATE organizations SET no_mailbox_policy = $1, reply_to = $2 WHERE id = $3")
         .bind(org.no_mailbox_policy.as_str())
         .bind(org.reply_to.clone())
@@ -118,7 +118,7 @@ pub async fn set_default_sender_allowed(
     id: OrgId,
     allowed: bool,
 ) -> StoreResult<()> {
-    super::changes::changed();
+    super::changes::announce(conn).await?;
     sqlx::query("UPDATE organizations SET default_sender_allowed = $1 WHERE id = $2")
         .bind(i64::from(allowed))
         .bind(id.to_string())

@@ -44,6 +44,7 @@ fn from_row(row: &AnyRow) -> StoreResult<RelayCredential> {
 }
 
 pub async fn insert(conn: &mut Conn, c: &RelayCredential, digest: &str) -> StoreResult<()> {
+    super::changes::announce(conn).await?;
     sqlx::query(
         "INSERT INTO relay_credentials (id, org_id, name, username, digest, mailboxes, allowed_networks, from_policy, \
          keep_reply_to, created_at, network_only) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -134,6 +135,7 @@ pub async fn network_only(conn: &mut Conn) -> StoreResult<Vec<RelayCredential>> 
 }
 
 pub async fn delete(conn: &mut Conn, org_id: OrgId, id: &str) -> StoreResult<bool> {
+    super::changes::announce(conn).await?;
     let done = sqlx::query("DELETE FROM relay_credentials WHERE id = $1 AND org_id = $2")
         .bind(id)
         .bind(org_id.to_string())

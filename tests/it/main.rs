@@ -9,6 +9,7 @@ mod authorization;
 pub(crate) mod backup;
 mod cancel;
 mod certificates;
+mod changes;
 mod cli;
 mod correlation;
 pub(crate) mod crash;

@@ -44,7 +44,8 @@ impl<'a> Seed<'a> {
 async fn seed(app: &TestApp, org: OrgId, s: Seed<'_>) -> String {
     let id = uuid::Uuid::now_v7().to_string();
     let recipients = vec![s.to.to_owned()];
-    let mut conn = app.store().conn().await.unwrap();
+    // One transaction: the outbox's workers never see a queued message due before its retry.
+    let mut conn = app.store().begin().await.unwrap();
     messages::insert(
         &mut conn,
         &NewMessage {
@@ -83,6 +84,7 @@ async fn seed(app: &TestApp, org: OrgId, s: Seed<'_>) -> String {
     .execute(&mut *conn)
     .await
     .unwrap();
+    conn.commit().await.unwrap();
     id
 }
 
