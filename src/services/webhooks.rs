@@ -94,14 +94,6 @@ impl Webhooks {
         Ok(started)
     }
 
-    /// Whether deliveries to any organization are under way.
-    pub fn idle(&self) -> bool {
-        self.busy
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_empty()
-    }
-
     /// Delivers the organization's due alerts in order, until none is due or one fails: the
     /// rest wait for a later pass rather than for the same webhook to fail them too.
     async fn deliver(&self, org_id: OrgId) -> ServiceResult<()> {

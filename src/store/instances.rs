@@ -58,6 +58,15 @@ pub async fn deregister(conn: &mut Conn, id: &str) -> StoreResult<()> {
     Ok(())
 }
 
+fn from_row(r: &sqlx::any::AnyRow) -> StoreResult<Instance> {
+    Ok(Instance {
+        id: r.try_get("id")?,
+        hostname: r.try_get("hostname")?,
+        pid: r.try_get("pid")?,
+        heartbeat_at: from_db_time(r.try_get("heartbeat_at")?)?,
+    })
+}
+
 /// Instances heard from since `since`; older rows are forgotten.
 pub async fn alive(conn: &mut Conn, since: OffsetDateTime) -> StoreResult<Vec<Instance>> {
     sqlx::query("DELETE FROM instances WHERE heartbeat_at < $1")
@@ -68,16 +77,7 @@ pub async fn alive(conn: &mut Conn, since: OffsetDateTime) -> StoreResult<Vec<In
         sqlx::query("SELECT id, hostname, pid, heartbeat_at FROM instances ORDER BY started_at")
             .fetch_all(&mut *conn)
             .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Instance {
-                id: r.try_get("id")?,
-                hostname: r.try_get("hostname")?,
-                pid: r.try_get("pid")?,
-                heartbeat_at: from_db_time(r.try_get("heartbeat_at")?)?,
-            })
-        })
-        .collect()
+    rows.iter().map(from_row).collect()
 }
 
 /// Every instance as it last reported, the latest heartbeat first; changes nothing (unlike
@@ -88,14 +88,5 @@ pub async fn reported(conn: &mut Conn) -> StoreResult<Vec<Instance>> {
     )
     .fetch_all(&mut *conn)
     .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Instance {
-                id: r.try_get("id")?,
-                hostname: r.try_get("hostname")?,
-                pid: r.try_get("pid")?,
-                heartbeat_at: from_db_time(r.try_get("heartbeat_at")?)?,
-            })
-        })
-        .collect()
+    rows.iter().map(from_row).collect()
 }
