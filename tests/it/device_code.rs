@@ -292,6 +292,12 @@ async fn a_declined_device_code_fails_as_device_code_declined() {
     let attempt = flow.outcome().await;
     assert_eq!(attempt["status"], "failed");
     assert_eq!(attempt["reason"]["code"], "device_code_declined");
+    // The attempt ends a moment before the mailbox's status is written (see the note on
+    // services::device's order).
+    eventually("the mailbox to turn Not Verified", || async {
+        flow.mailbox().await["status"] == "not_verified"
+    })
+    .await;
     let mailbox = flow.mailbox().await;
     assert_eq!(mailbox["status"], "not_verified");
     assert_eq!(mailbox["status_reason"]["code"], "device_code_declined");
